@@ -1,0 +1,264 @@
+"""``rearguard assets``: register, approve, promote, list, show and verify versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import byte_progress, emit_json, err, out, runtime, status_style
+from rearguard.models.enums import AssetKind
+from rearguard.models.errors import EXIT_INTEGRITY
+
+app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def _source_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return 0
+
+
+@app.command("register")
+def register(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    path: Annotated[Path, typer.Argument(help="File or directory to register.")],
+    version: Annotated[str, typer.Option("--version", help="Label of the new version.")],
+    kind: Annotated[
+        AssetKind | None, typer.Option(help="Asset kind; required the first time.")
+    ] = None,
+    trained_on: Annotated[
+        str | None, typer.Option(help="Dataset version it was trained on, as DATASET@LABEL.")
+    ] = None,
+    validate: Annotated[
+        str | None,
+        typer.Option(help='Validation command for this asset, e.g. "python check.py" (no shell).'),
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="Who registers it (default: you).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Copy a file or directory into the store as a new candidate version."""
+    from rearguard.models.assets import register_version
+
+    rt = runtime()
+    with byte_progress(f"registering {name}@{version}", _source_size(path)) as progress:
+        result = register_version(
+            db=rt.db,
+            registry=rt.registry,
+            name=name,
+            source=path,
+            label=version,
+            kind=kind,
+            actor=by or rt.settings.core.actor,
+            trained_on=trained_on,
+            validate_command=validate,
+            progress=progress,
+        )
+    if json_output:
+        emit_json(
+            {
+                "asset": result.asset,
+                "version": result.label,
+                "kind": result.kind,
+                "digest": result.digest,
+                "files": [vars(e) for e in result.files],
+            }
+        )
+        return
+    size = sum(e.size for e in result.files)
+    out.print(
+        f"registered {escape(result.asset)}@{escape(result.label)} ({result.kind}): "
+        f"{len(result.files)} file(s), {size} bytes, digest {result.digest[:16]}…, "
+        "status candidate"
+    )
+
+
+@app.command("approve")
+def approve(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    by: Annotated[str | None, typer.Option(help="Who approves it (default: you).")] = None,
+) -> None:
+    """Mark a version known-good, after re-verifying its files."""
+    from rearguard.models.assets import approve_version
+
+    rt = runtime()
+    approver = by or rt.settings.core.actor
+    approve_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        by=approver,
+        workers=rt.settings.playbooks.hash_workers,
+    )
+    out.print(f"{escape(name)}@{escape(label)} is known_good (approved by {escape(approver)})")
+
+
+@app.command("promote")
+def promote(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    by: Annotated[str | None, typer.Option(help="Who promotes it (default: you).")] = None,
+) -> None:
+    """Point the production alias at a version, after re-verifying its files."""
+    from rearguard.models.assets import promote_version
+
+    rt = runtime()
+    alias = rt.settings.registry.alias
+    before = promote_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        alias=alias,
+        actor=by or rt.settings.core.actor,
+        workers=rt.settings.playbooks.hash_workers,
+    )
+    location = rt.registry.alias_location(asset=name, alias=alias)
+    out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
+
+
+@app.command("list")
+def list_(json_output: JsonOption = False) -> None:
+    """List assets with their production version and version counts."""
+    from rearguard.models.assets import alias_version, list_assets, list_versions
+
+    rt = runtime()
+    alias = rt.settings.registry.alias
+    rows: list[dict[str, Any]] = []
+    with rt.db.read_session() as session:
+        for asset in list_assets(session=session):
+            versions = list_versions(session=session, asset=asset)
+            current = alias_version(session=session, asset=asset, alias=alias)
+            rows.append(
+                {
+                    "name": asset.name,
+                    "kind": str(asset.kind),
+                    alias: current.label if current else None,
+                    "versions": len(versions),
+                    "known_good": sum(v.status == "known_good" for v in versions),
+                }
+            )
+    if json_output:
+        emit_json(rows)
+        return
+    if not rows:
+        err.print("no assets registered yet; start with `rearguard assets register`")
+        return
+    from rich.table import Table
+
+    table = Table("asset", "kind", alias, "versions", "known-good")
+    for row in rows:
+        table.add_row(
+            escape(row["name"]),
+            row["kind"],
+            escape(row[alias] or "-"),
+            str(row["versions"]),
+            str(row["known_good"]),
+        )
+    out.print(table)
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Show an asset's versions, statuses, digests, and which one is in production."""
+    from rearguard.models.assets import describe_asset, get_asset
+
+    rt = runtime()
+    alias = rt.settings.registry.alias
+    with rt.db.read_session() as session:
+        described = describe_asset(
+            session=session, asset=get_asset(session=session, name=name), alias=alias
+        )
+    described["alias_location"] = str(rt.registry.alias_location(asset=name, alias=alias))
+    if json_output:
+        emit_json(described)
+        return
+    from rich.table import Table
+
+    current = described[alias]
+    out.print(
+        f"[bold]{escape(name)}[/] ({described['kind']}); {alias}: "
+        f"[bold]{escape(current or '(none)')}[/]"
+    )
+    if described["validate_command"]:
+        out.print(f"validation: {escape(described['validate_command'])}")
+    table = Table("version", "status", "digest", "files", "bytes", "registered", "approved by")
+    for v in described["versions"]:
+        marker = f" ← {alias}" if v["label"] == current else ""
+        table.add_row(
+            escape(v["label"]) + marker,
+            f"[{status_style(v['status'])}]{v['status']}[/]",
+            v["digest"][:16] + "…",
+            str(v["files"]),
+            str(v["bytes"]),
+            (v["registered_at"] or "")[:19],
+            escape(v["approved_by"] or "-"),
+        )
+    out.print(table)
+
+
+@app.command("verify")
+def verify(
+    name: Annotated[str | None, typer.Argument(help="Asset name (default: every asset).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Re-hash versions against their manifests and scan pickle files by opcode.
+
+    Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
+    """
+    from rearguard.models.assets import get_asset, list_assets, list_versions, manifest_of
+    from rearguard.models.integrity import check_versions
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        assets = [get_asset(session=session, name=name)] if name else list_assets(session=session)
+        items = [
+            (asset.name, v.label, manifest_of(session=session, version=v))
+            for asset in assets
+            for v in list_versions(session=session, asset=asset)
+        ]
+        statuses = {
+            (asset.name, v.label): str(v.status)
+            for asset in assets
+            for v in list_versions(session=session, asset=asset)
+        }
+    total = sum(e.size for _, _, manifest in items for e in manifest)
+    with byte_progress("verifying", total) as progress:
+        checks = check_versions(
+            registry=rt.registry,
+            items=items,
+            workers=rt.settings.playbooks.hash_workers,
+            progress=progress,
+        )
+    failed = [c for c in checks if not c.ok]
+    if json_output:
+        emit_json(
+            {
+                "ok": not failed,
+                "versions": [
+                    {**c.as_dict(), "status": statuses[(c.asset, c.label)]} for c in checks
+                ],
+            }
+        )
+    else:
+        if not checks:
+            err.print("nothing to verify: no versions registered")
+        for check in checks:
+            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+            out.print(f"{mark} {escape(check.asset)}@{escape(check.label)}: ")
+            out.print(f"      {escape(check.summary())}")
+        if failed:
+            err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
+    if failed:
+        raise typer.Exit(EXIT_INTEGRITY)

@@ -1,0 +1,77 @@
+"""``rearguard db`` and ``rearguard init``: the database schema and the home directory."""
+
+from __future__ import annotations
+
+import typer
+
+from rearguard.flows.cli.context import options, out
+
+app = typer.Typer(help="The application database.")
+
+_CONFIG_TEMPLATE = """\
+# rearguard configuration. Precedence: flags > REARGUARD_* environment > this file > defaults.
+
+[database]
+# url = "postgresql://user@127.0.0.1:5432/rearguard"   # default: SQLite in the home
+
+[registry]
+backend = "local"
+alias = "production"
+
+[playbooks]
+validation_timeout_s = 300
+
+[notifications]
+console = true
+# file = "/var/log/rearguard/notifications.jsonl"
+"""
+
+
+def _open_database(*, upgrade: bool) -> tuple[str, str | None, str]:
+    from rearguard.models.database import Database
+    from rearguard.models.settings import load_settings
+
+    settings = load_settings(home=options.home, database_url=options.database_url)
+    db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
+    try:
+        before, head = db.upgrade() if upgrade else db.revisions()
+    finally:
+        db.dispose()
+    return _redact(settings.database_url), before, head
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command("upgrade")
+def upgrade() -> None:
+    """Migrate the database schema to this version of rearguard."""
+    url, before, head = _open_database(upgrade=True)
+    if before == head:
+        out.print(f"{url}: already at revision {head}")
+    else:
+        out.print(f"{url}: upgraded {before or '(empty)'} -> {head}")
+
+
+@app.command("status")
+def status() -> None:
+    """Show the database's schema revision and the one this rearguard needs."""
+    url, current, head = _open_database(upgrade=False)
+    state = "current" if current == head else "needs `rearguard db upgrade`"
+    out.print(f"{url}: revision {current or '(empty)'}, this rearguard needs {head}: {state}")
+
+
+def init() -> None:
+    """Create the home directory, a commented rearguard.toml, and the database."""
+    from rearguard.models.settings import CONFIG_FILENAME, load_settings
+
+    settings = load_settings(home=options.home, database_url=options.database_url)
+    config = settings.home / CONFIG_FILENAME
+    if not config.exists():
+        config.write_text(_CONFIG_TEMPLATE)
+        out.print(f"wrote {config}")
+    url, _before, head = _open_database(upgrade=True)
+    out.print(f"home {settings.home}; database {url} at revision {head}")

@@ -1,0 +1,306 @@
+"""``rearguard incident``: open an incident (and run its playbook), list, show."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+from rearguard.models.enums import Severity
+from rearguard.models.errors import EXIT_FAILED
+
+if TYPE_CHECKING:
+    from rearguard.models.runtime import Runtime
+    from rearguard.models.tables import Incident, TimelineEvent
+
+app = typer.Typer(help="Incidents: open one and run its playbook, list them, show a timeline.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def open_and_record(
+    rt: Runtime,
+    *,
+    type: str,
+    asset: str,
+    severity: Severity,
+    since: str | None,
+    summary: str,
+    actor: str,
+) -> int:
+    """Validate the request and record the incident; return its id (nothing runs yet)."""
+    from rearguard.models.assets import alias_version, get_asset
+    from rearguard.models.errors import UsageError
+    from rearguard.models.incidents import open_incident, parse_since
+    from rearguard.playbooks.catalog import get_playbook
+
+    spec = get_playbook(type)
+    moment = parse_since(since)
+    with rt.db.session() as session:
+        target = get_asset(session=session, name=asset)
+        if target.kind not in spec.asset_kinds:
+            kinds = ", ".join(str(k) for k in spec.asset_kinds)
+            raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
+        current = alias_version(session=session, asset=target, alias=rt.settings.registry.alias)
+        incident = open_incident(
+            session=session,
+            type=type,
+            actor=actor,
+            asset_name=asset,
+            severity=severity,
+            since=moment,
+            summary=summary,
+            atlas_ids=list(spec.atlas_ids),
+            state={"compromised": current.label if current else None},
+        )
+        return int(incident.id or 0)
+
+
+def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> Incident:
+    """Run an incident's playbook, printing each step as it starts and ends."""
+    from rearguard.flows.dispatch import configure_prefect, run_playbook, uses_temporary_server
+
+    configure_prefect()
+    started: dict[str, float] = {}
+
+    def report(step: str, phase: str, message: str) -> None:
+        if quiet:
+            return
+        if phase == "start":
+            started[step] = time.perf_counter()
+            err.print(f"  [dim]…[/] {step}")
+            return
+        elapsed = time.perf_counter() - started.get(step, time.perf_counter())
+        mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
+        err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
+
+    if not quiet and uses_temporary_server():
+        err.print(
+            "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
+            "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
+        )
+    rt.reporters.append(report)
+    try:
+        return run_playbook(runtime=rt, incident_id=incident_id)
+    finally:
+        rt.reporters.remove(report)
+
+
+def production_label(rt: Runtime, asset: str | None) -> str | None:
+    """Where the production alias of an asset points now, per the database."""
+    if not asset:
+        return None
+    from rearguard.models.assets import alias_version, get_asset
+
+    with rt.db.read_session() as session:
+        current = alias_version(
+            session=session,
+            asset=get_asset(session=session, name=asset),
+            alias=rt.settings.registry.alias,
+        )
+    return current.label if current else None
+
+
+def incident_dict(incident: Incident) -> dict[str, Any]:
+    """A JSON-friendly form of an incident."""
+    return {
+        "id": incident.id,
+        "type": incident.type,
+        "severity": str(incident.severity),
+        "status": str(incident.status),
+        "asset": incident.asset_name,
+        "since": incident.since.isoformat() if incident.since else None,
+        "summary": incident.summary,
+        "source": str(incident.source),
+        "atlas_ids": incident.atlas_ids,
+        "opened_by": incident.opened_by,
+        "opened_at": incident.opened_at.isoformat(),
+        "updated_at": incident.updated_at.isoformat(),
+        "reason": incident.reason,
+        "state": incident.state,
+    }
+
+
+def event_dict(event: TimelineEvent) -> dict[str, Any]:
+    """A JSON-friendly form of a timeline event."""
+    return {
+        "seq": event.seq,
+        "ts": event.ts,
+        "kind": event.kind,
+        "action": event.action,
+        "actor": event.actor,
+        "asset": event.asset,
+        "version": event.version,
+        "data": json.loads(event.data),
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def print_outcome(rt: Runtime, incident: Incident) -> None:
+    """Print how an incident ended and where production points."""
+    production = production_label(rt, incident.asset_name)
+    style = status_style(str(incident.status))
+    out.print(
+        f"incident {incident.id}: [{style}]{incident.status}[/]; "
+        f"{escape(incident.asset_name or '-')} {rt.settings.registry.alias} -> "
+        f"[bold]{escape(production or '(none)')}[/]"
+    )
+    if incident.reason:
+        out.print(f"reason: {escape(incident.reason)}")
+
+
+def print_timeline(events: list[TimelineEvent]) -> None:
+    """Print a timeline as a table."""
+    from rich.table import Table
+
+    table = Table("#", "time (UTC)", "kind", "action", "actor", "what")
+    for event in events:
+        data = json.loads(event.data)
+        what = _event_summary(event.action, data)
+        target = f"{event.asset or ''}{'@' + event.version if event.version else ''}"
+        table.add_row(
+            str(event.seq),
+            event.ts[11:23],
+            event.kind,
+            event.action,
+            escape(event.actor),
+            escape(" ".join(p for p in (target, what) if p)),
+        )
+    out.print(table)
+
+
+def _event_summary(action: str, data: dict[str, Any]) -> str:
+    if "error" in data:
+        return f"failed: {data['error']}"
+    if "result" in data:
+        from rearguard.flows.step_text import describe
+
+        return describe(data.get("step", action), data["result"])
+    if action.startswith("incident.") and "to" in data:
+        return f"{data['from']} -> {data['to']}" + (f": {data['reason']}" if data["reason"] else "")
+    if action.startswith("version.") or action == "alias.moved":
+        return f"{data.get('from')} -> {data.get('to')}" + (
+            f" ({data['reason']})" if data.get("reason") else ""
+        )
+    if action == "incident.opened":
+        return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
+    if action.startswith("notify."):
+        return ", ".join(data.get("receipts", {}))
+    return ""
+
+
+@app.command("open")
+def open_(
+    type: Annotated[str, typer.Option("--type", help="Incident type (see `playbook list`).")],
+    asset: Annotated[str, typer.Option(help="The affected asset.")],
+    since: Annotated[
+        str | None, typer.Option(help="Suspected start of the compromise, ISO 8601.")
+    ] = None,
+    severity: Annotated[Severity, typer.Option(help="sev1 (worst) to sev4.")] = Severity.SEV2,
+    summary: Annotated[str, typer.Option(help="What was seen.")] = "",
+    no_run: Annotated[bool, typer.Option("--no-run", help="Record it; do not run.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
+    rt = runtime()
+    incident_id = open_and_record(
+        rt,
+        type=type,
+        asset=asset,
+        severity=severity,
+        since=since,
+        summary=summary,
+        actor=rt.settings.core.actor,
+    )
+    if no_run:
+        if json_output:
+            emit_json({"id": incident_id, "status": "open"})
+        else:
+            out.print(
+                f"incident {incident_id} opened; run it with `rearguard playbook run "
+                f"--incident {incident_id}`"
+            )
+        return
+    if not json_output:
+        err.print(f"incident {incident_id} opened ({type}, {severity}); running its playbook")
+    incident = run_with_progress(rt, incident_id, quiet=json_output)
+    _finish(rt, incident, json_output)
+
+
+def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
+    if json_output:
+        emit_json(
+            {**incident_dict(incident), "production": production_label(rt, incident.asset_name)}
+        )
+    else:
+        print_outcome(rt, incident)
+    if str(incident.status) not in ("recovered", "resolved"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("list")
+def list_(json_output: JsonOption = False) -> None:
+    """List incidents, newest first."""
+    from rearguard.models.incidents import list_incidents
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        incidents = list_incidents(session=session)
+    if json_output:
+        emit_json([incident_dict(i) for i in incidents])
+        return
+    if not incidents:
+        err.print("no incidents")
+        return
+    from rich.table import Table
+
+    table = Table("id", "type", "severity", "status", "asset", "opened (UTC)", "reason")
+    for i in incidents:
+        table.add_row(
+            str(i.id),
+            i.type,
+            str(i.severity),
+            f"[{status_style(str(i.status))}]{i.status}[/]",
+            escape(i.asset_name or "-"),
+            i.opened_at.isoformat()[:19],
+            escape((i.reason or "")[:60]),
+        )
+    out.print(table)
+
+
+@app.command("show")
+def show(
+    incident_id: Annotated[int, typer.Argument(help="Incident id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Show an incident and its timeline."""
+    from rearguard.models.audit import events_for_incident
+    from rearguard.models.incidents import get_incident
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        events = events_for_incident(session=session, incident_id=incident_id)
+    if json_output:
+        emit_json(
+            {
+                **incident_dict(incident),
+                "production": production_label(rt, incident.asset_name),
+                "timeline": [event_dict(e) for e in events],
+            }
+        )
+        return
+    out.print(
+        f"[bold]incident {incident.id}[/] {incident.type} {incident.severity} "
+        f"[{status_style(str(incident.status))}]{incident.status}[/] on "
+        f"{escape(incident.asset_name or '-')}"
+    )
+    if incident.summary:
+        out.print(f"summary: {escape(incident.summary)}")
+    print_timeline(events)
+    print_outcome(rt, incident)

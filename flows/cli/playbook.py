@@ -1,0 +1,57 @@
+"""``rearguard playbook``: list the catalog, run (or resume) an incident's playbook."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime
+
+app = typer.Typer(help="Playbooks: one Prefect flow per incident type.")
+
+
+@app.command("list")
+def list_(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """List playbooks with their ATLAS techniques, Code of Practice provisions and steps."""
+    from rearguard.playbooks.catalog import CATALOG
+
+    if json_output:
+        emit_json([spec.as_dict() for spec in CATALOG.values()])
+        return
+    from rich.table import Table
+
+    table = Table("type", "ATLAS", "Code of Practice", "steps", "assets")
+    for spec in CATALOG.values():
+        table.add_row(
+            f"[bold]{spec.type}[/]\n{escape(spec.title)}",
+            "\n".join(spec.atlas_ids),
+            ", ".join(spec.provisions),
+            " → ".join(spec.steps),
+            ", ".join(str(k) for k in spec.asset_kinds),
+        )
+    out.print(table)
+
+
+@app.command("run")
+def run(
+    incident: Annotated[int, typer.Option("--incident", help="Incident id.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
+    from rearguard.flows.cli.incident import _finish, run_with_progress
+    from rearguard.models.incidents import get_incident
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        found = get_incident(session=session, incident_id=incident)
+    if str(found.status) == "resolved":
+        from rearguard.models.errors import UsageError
+
+        raise UsageError(f"incident {incident} is resolved; open a new incident instead")
+    if not json_output:
+        err.print(f"running the {found.type} playbook for incident {incident}")
+    _finish(rt, run_with_progress(rt, incident, quiet=json_output), json_output)

@@ -1,0 +1,60 @@
+"""Running an incident's playbook in this process, under Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from rearguard.models.errors import RearguardError
+from rearguard.models.incidents import get_incident
+from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.models.tables import Incident
+from rearguard.playbooks.catalog import get_playbook
+
+# Defaults for the embedded mode; a user's own PREFECT_* settings always win.
+_PREFECT_DEFAULTS = {
+    # A fresh machine's first temporary server migrates its database, which takes 20-30 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # This machine may have no network: no telemetry from the temporary server.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # rearguard prints its own step progress; Prefect's INFO lines would repeat it.
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def configure_prefect() -> None:
+    """Apply rearguard's defaults for Prefect settings the user has not set."""
+    for name, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def uses_temporary_server() -> bool:
+    """True when no Prefect API is configured, so Prefect will start a temporary server."""
+    if os.environ.get("PREFECT_API_URL"):
+        return False
+    from prefect.settings import get_current_settings
+
+    return not get_current_settings().api.url
+
+
+def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
+    """Run (or rerun) an incident's playbook to its end and return the incident as it ends.
+
+    A playbook that fails records ``failed`` and the reason on the incident; that is a result,
+    not an exception. Steps converge on a rerun, so this also resumes an interrupted run.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+    """
+    configure_prefect()
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+    playbook = get_playbook(incident.type).load()
+    use_runtime(runtime)
+    named = playbook.with_options(flow_run_name=f"incident-{incident_id}")
+    # A playbook failure is recorded on the incident by the playbook guard.
+    with contextlib.suppress(RearguardError):
+        asyncio.run(named(incident_id=incident_id))
+    with runtime.db.read_session() as session:
+        return get_incident(session=session, incident_id=incident_id)

@@ -1,0 +1,32 @@
+"""One human line per step result, for progress output and timelines (no Prefect import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe(name: str, result: dict[str, Any]) -> str:
+    """One human line summarising a step's result."""
+    if "skipped" in result:
+        return f"skipped: {result['skipped']}"
+    match name:
+        case "quarantine":
+            altered = result.get("altered_files") or []
+            return f"{result['quarantined']} quarantined ({len(altered)} altered file(s) kept)"
+        case "verify_integrity":
+            total, failed = len(result["checks"]), result["failed"]
+            return f"{total - len(failed)}/{total} versions intact" + (
+                f"; suspect: {', '.join(failed)}" if failed else ""
+            )
+        case "select_known_good":
+            return f"selected {result['selected']}" + (
+                f" ({len(result['rejected'])} rejected)" if result["rejected"] else ""
+            )
+        case "rollback":
+            return f"{result['alias']}: {result['from']} -> {result['to']}"
+        case "validate":
+            return f"{result['version']} {result['reason']}"
+        case "notify":
+            return f"{result['event']} sent via {', '.join(result['receipts'])}"
+        case _:
+            return ", ".join(f"{k}={v}" for k, v in result.items())

@@ -1,0 +1,138 @@
+"""Playbook steps as Prefect tasks.
+
+Every step writes an intent event before its body runs and an outcome event after, both
+through the audit chain, so a crash between them shows in the timeline as an intent without an
+outcome. The bodies live in ``rearguard.models.recovery`` and are plain Python; ``run_step``
+is the one place that adds the events, the progress reports and the failpoints, and it is what
+both the Prefect tasks and the plain-Python benchmark call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from rearguard.flows.step_text import describe
+from rearguard.models import recovery
+from rearguard.models.audit import append_event
+from rearguard.models.enums import EventKind, IncidentStatus
+from rearguard.models.errors import RearguardError
+from rearguard.models.failpoints import failpoint
+from rearguard.models.incidents import get_incident
+from rearguard.models.runtime import Runtime, current_runtime
+from rearguard.notifications.notify import notify as notify_body
+
+StepBody = Callable[..., dict[str, Any]]
+
+
+def _record(
+    runtime: Runtime, *, incident_id: int, kind: EventKind, action: str, data: dict
+) -> None:
+    with runtime.db.session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        append_event(
+            session,
+            kind=kind,
+            action=action,
+            actor=f"playbook:{incident.type}",
+            incident_id=incident_id,
+            asset=incident.asset_name,
+            version=data.get("version") if isinstance(data.get("version"), str) else None,
+            data=data,
+        )
+
+
+def run_step(
+    name: str, body: StepBody, *, runtime: Runtime, incident_id: int, **arguments: Any
+) -> dict[str, Any]:
+    """Run one step body between its intent and outcome events.
+
+    Args:
+        name: the step's name, as recorded.
+        body: the plain-Python step body.
+        runtime: the process runtime.
+        incident_id: the incident the step acts for.
+        **arguments: further keyword arguments of the body (JSON-friendly; recorded).
+
+    Returns:
+        The body's summary.
+
+    Raises:
+        RearguardError: the body failed; the outcome event records why.
+    """
+    runtime.report(name, "start", "")
+    _record(
+        runtime,
+        incident_id=incident_id,
+        kind=EventKind.INTENT,
+        action=name,
+        data={"step": name, "arguments": _recordable(arguments)},
+    )
+    failpoint(f"{name}.after_intent")
+    started = time.perf_counter()
+    try:
+        result = body(runtime=runtime, incident_id=incident_id, **arguments)
+    except RearguardError as exc:
+        elapsed = round(time.perf_counter() - started, 4)
+        _record(
+            runtime,
+            incident_id=incident_id,
+            kind=EventKind.OUTCOME,
+            action=name,
+            data={"step": name, "ok": False, "error": exc.message, "seconds": elapsed},
+        )
+        runtime.report(name, "fail", exc.message)
+        raise
+    elapsed = round(time.perf_counter() - started, 4)
+    failpoint(f"{name}.before_outcome")
+    _record(
+        runtime,
+        incident_id=incident_id,
+        kind=EventKind.OUTCOME,
+        action=name,
+        data={"step": name, "ok": True, "seconds": elapsed, "result": result},
+    )
+    runtime.report(name, "done", describe(name, result))
+    return result
+
+
+def _recordable(arguments: dict[str, Any]) -> dict[str, Any]:
+    # Verification results are already in the previous outcome; record only their labels.
+    return {
+        key: (sorted(value) if key == "checks" and isinstance(value, dict) else value)
+        for key, value in arguments.items()
+    }
+
+
+def _task(name: str, body: StepBody) -> Any:
+    async def step(incident_id: int, **arguments: Any) -> dict[str, Any]:
+        runtime = current_runtime()
+        return await asyncio.to_thread(
+            run_step, name, body, runtime=runtime, incident_id=incident_id, **arguments
+        )
+
+    step.__name__ = name
+    step.__qualname__ = name
+    step.__doc__ = body.__doc__
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False)(step)
+
+
+quarantine = _task("quarantine", recovery.quarantine)
+verify_integrity = _task("verify_integrity", recovery.verify_integrity)
+select_known_good = _task("select_known_good", recovery.select_known_good)
+rollback = _task("rollback", recovery.rollback)
+validate = _task("validate", recovery.validate)
+notify = _task("notify", notify_body)
+
+
+async def conclude(incident_id: int, status: IncidentStatus, reason: str | None = None) -> None:
+    """Record the incident's end state (a state change, not a step: no intent/outcome pair)."""
+    runtime = current_runtime()
+    await asyncio.to_thread(
+        recovery.conclude, runtime=runtime, incident_id=incident_id, status=status, reason=reason
+    )

@@ -1,0 +1,167 @@
+"""The application database: engine, sessions, schema migrations.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns), and
+every write transaction starts with ``BEGIN IMMEDIATE`` so that writers queue on the database
+lock instead of failing half-way with ``SQLITE_BUSY``. PostgreSQL uses its own locking; the
+audit chain takes an advisory lock there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from rearguard.models.errors import ConfigurationError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_READ_ONLY = "rearguard_read_only"
+
+
+def normalise_url(url: str) -> str:
+    """Map ``postgresql://`` and ``postgres://`` to the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _configure_sqlite(engine: Engine, *, busy_timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite so BEGIN IMMEDIATE can be issued.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = "DEFERRED" if connection.get_execution_options().get(_READ_ONLY) else "IMMEDIATE"
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One database: an engine, its sessions, and its migrations.
+
+    Args:
+        url: SQLAlchemy URL of the database.
+        busy_timeout_s: how long a SQLite writer waits for the lock.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(self.url, connect_args={"timeout": busy_timeout_s})
+            _configure_sqlite(self.engine, busy_timeout_s=busy_timeout_s)
+        else:
+            self.engine = create_engine(self.url, pool_pre_ping=True)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A write session: commits on success, rolls back on any exception."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A read-only session that does not take the SQLite write lock."""
+        connection = self.engine.connect().execution_options(**{_READ_ONLY: True})
+        try:
+            with Session(bind=connection, expire_on_commit=False) as session:
+                yield session
+                # Keep what was read usable after the session ends; a rollback would expire it.
+                session.expunge_all()
+                session.rollback()
+        finally:
+            connection.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- migrations -------------------------------------------------------------------------
+
+    def _alembic_config(self) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["engine"] = self.engine
+        return config
+
+    def revisions(self) -> tuple[str | None, str]:
+        """Return (the database's revision, the newest revision this code knows)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(self._alembic_config())
+        head = script.get_current_head()
+        assert head is not None
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise ConfigurationError(
+                f"cannot open the database: {exc.orig}", hint="check REARGUARD_DATABASE_URL"
+            ) from exc
+        if current is not None and script.get_revision(current) is None:
+            raise ConfigurationError(
+                f"the database is at revision {current}, newer than this rearguard knows",
+                hint="upgrade rearguard, or point REARGUARD_DATABASE_URL at another database",
+            )
+        return current, head
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Migrate the schema to the newest revision.
+
+        Returns:
+            The revision before and after.
+
+        Raises:
+            ConfigurationError: the database is unreachable or at an unknown newer revision.
+        """
+        from alembic import command
+
+        before, head = self.revisions()
+        if before != head:
+            command.upgrade(self._alembic_config(), "head")
+        return before, head
+
+    def ensure_current(self, *, auto_upgrade: bool) -> None:
+        """Make sure the schema is current, upgrading it when allowed.
+
+        Raises:
+            ConfigurationError: the schema is behind and may not be upgraded here, or is newer.
+        """
+        current, head = self.revisions()
+        if current == head:
+            return
+        if auto_upgrade or (current is None and not self.has_tables()):
+            self.upgrade()
+            return
+        raise ConfigurationError(
+            f"the database schema is at {current}, this rearguard needs {head}",
+            hint="run `rearguard db upgrade`",
+        )
+
+    def has_tables(self) -> bool:
+        """True when the database holds any table at all."""
+        return bool(inspect(self.engine).get_table_names())

@@ -1,0 +1,76 @@
+"""Forensic evidence: a read-only copy of a version's content as found, with its hashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rearguard.models.errors import NotFoundError
+from rearguard.models.registry.base import ManifestEntry
+from rearguard.models.registry.local import LocalStore, copy_with_hash
+
+EVIDENCE_FILE = "evidence.json"
+_READ_ONLY_DIR = stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP
+
+
+def preserve_evidence(
+    *,
+    registry: LocalStore,
+    asset: str,
+    label: str,
+    manifest: list[ManifestEntry],
+    destination: Path,
+    incident_id: int,
+) -> dict[str, Any]:
+    """Copy a version's files as found into ``destination``, read-only, with their hashes.
+
+    Idempotent: when ``destination`` already holds a complete copy (its ``evidence.json``
+    exists), that copy is kept as it is and its record returned. A copy interrupted part-way
+    never appears under ``destination``: it is built beside it and renamed into place.
+
+    Returns:
+        The evidence record: each file's recorded and as-found SHA-256 and size.
+    """
+    record_path = destination / EVIDENCE_FILE
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    recorded = {entry.path: entry for entry in manifest}
+    work = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
+    work.mkdir(parents=True)
+    files: list[dict[str, Any]] = []
+    try:
+        present = registry.version_files(asset=asset, label=label)
+    except NotFoundError:  # the evidence of a vanished version is that it is missing
+        present = {}
+    for relative, source in sorted(present.items()):
+        target = work / "files" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest, size = copy_with_hash(source, target)
+        target.chmod(stat.S_IRUSR | stat.S_IRGRP)
+        entry = recorded.get(relative)
+        files.append(
+            {
+                "path": relative,
+                "sha256_as_found": digest,
+                "size_as_found": size,
+                "sha256_recorded": entry.sha256 if entry else None,
+                "matches": bool(entry and entry.sha256 == digest),
+            }
+        )
+    for missing in sorted(set(recorded) - set(present)):
+        entry = recorded[missing]
+        files.append({"path": missing, "sha256_recorded": entry.sha256, "missing": True})
+    record = {"asset": asset, "version": label, "incident": incident_id, "files": files}
+    (work / EVIDENCE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        shutil.rmtree(destination)  # an incomplete copy without its record
+    work.rename(destination)
+    for dirpath, _dirs, _files in os.walk(destination):
+        Path(dirpath).chmod(_READ_ONLY_DIR)
+    return record

@@ -1,0 +1,43 @@
+"""Validation of names and paths that come from input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rearguard.models.errors import UnsafePathError, UsageError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(value: str, *, what: str) -> str:
+    """Return ``value`` if it is a safe asset name or version label.
+
+    Safe means 1-128 characters of letters, digits, ``.``, ``_`` and ``-``, starting with a
+    letter or digit, so it can never name a parent directory or carry a separator.
+
+    Raises:
+        UsageError: the value is not a safe name.
+    """
+    if not _NAME.fullmatch(value or "") or ".." in value:
+        raise UsageError(
+            f"invalid {what} {value!r}",
+            hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def contained_path(root: Path, relative: str) -> Path:
+    """Join ``relative`` onto ``root`` and refuse any result outside ``root``.
+
+    Raises:
+        UnsafePathError: the path is absolute, climbs out with ``..``, or resolves outside
+            ``root`` through a symlink.
+    """
+    if not relative or Path(relative).is_absolute():
+        raise UnsafePathError(f"path {relative!r} must be relative to {root}")
+    candidate = (root / relative).resolve()
+    base = root.resolve()
+    if candidate != base and base not in candidate.parents:
+        raise UnsafePathError(f"path {relative!r} escapes {root}")
+    return candidate

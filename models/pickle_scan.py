@@ -1,0 +1,1212 @@
+"""Find dangerous callables in pickle-based files without loading them.
+
+Unpickling runs code: any ``module.name`` a pickle references is imported and can be called. This
+module reads the opcode stream instead (the opcode table and argument readers of ``pickletools``)
+and follows each opcode's effect on a symbolic stack and memo, so the operands of STACK_GLOBAL are
+resolved even when they come from the memo. Nothing in a scanned file is ever imported, called or
+unpickled.
+
+What is scanned:
+
+- plain pickle files, protocols 0-5, including several pickles written one after another (the
+  scan goes on after each STOP until the end of the file; bytes after the last complete pickle
+  that are not a pickle, such as the raw storages of a legacy PyTorch file, end the scan);
+- PyTorch zip archives (``.pt``, ``.pth``, ``.ckpt``, zipped ``.bin``): every member whose name
+  ends in ``.pkl`` is streamed out of the archive, nothing is extracted to disk;
+- joblib files, whose numpy arrays are written as raw bytes in the middle of the pickle stream:
+  the array size is worked out from the ``NumpyArrayWrapper`` state and skipped, and an
+  object-array's nested pickle is scanned. Because ``pickle.load`` would read the same bytes as
+  opcodes, they are also scanned that way, so a fake wrapper cannot hide a payload behind it;
+- gzip, bz2, xz, lzma and zlib compressed streams (joblib's ``compress=``), decompressed on the
+  fly;
+- ``.npy`` files whose header declares an object dtype (their data is a pickle), and ``.npy``
+  files without the numpy magic (``numpy.load(allow_pickle=True)`` unpickles those).
+
+Dangerous callables (see `DANGEROUS_MODULES` and `DANGEROUS_NAMES`) are matched by module prefix
+(``subprocess`` covers ``subprocess.Popen``; ``os`` covers ``os.system`` and ``os.path``), after
+Python 2 names are mapped the way the unpickler maps them (``commands`` -> ``subprocess``,
+``__builtin__`` -> ``builtins``). Because protocol 4 resolves a dotted name attribute by attribute,
+a dotted name is also checked from each of its parts, so ``posixpath`` + ``os.system`` is caught,
+and a dotted name through an interpreter escape hatch (``__globals__``, ``__builtins__``,
+``__subclasses__``...) is reported. A STACK_GLOBAL whose operands are not plain strings cannot
+be checked and is reported as well.
+
+A stream that breaks off (truncated, corrupt) is reported with ``callable == ""`` and a reason
+that starts with ``"malformed"``, but only when nothing before it was a complete pickle, at
+least one opcode was read (so a file that is simply not a pickle is not reported), and the file
+type says pickle: ``.bin`` and ``.dat`` files and ``.npy`` files without the numpy magic are
+sniffed, not trusted, and never reported as malformed. Findings made before the break are kept:
+the unpickler would have acted on them before failing.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import ast
+import bz2
+import gzip
+import io
+import lzma
+import math
+import os
+import pickletools
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, BinaryIO
+
+__all__ = [
+    "DANGEROUS_MODULES",
+    "DANGEROUS_NAMES",
+    "PICKLE_SUFFIXES",
+    "PickleFinding",
+    "is_pickle_candidate",
+    "scan_pickle_file",
+]
+
+PICKLE_SUFFIXES: frozenset[str] = frozenset(
+    {".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt", ".npy", ".dat"}
+)
+"""File suffixes (lowercase) of pickle-based formats. ``.bin`` and ``.dat`` are also used for
+raw bytes, so those are scanned only when they start like a pickle (``\\x80``) or are zip archives;
+``.npy`` only when its data is pickled (object dtype, or no numpy header at all)."""
+
+_OS = "operating-system access: runs commands, changes files and the environment"
+_EXEC = "executes arbitrary Python code"
+_NET = "network access"
+
+DANGEROUS_MODULES: Mapping[str, str] = MappingProxyType(
+    {
+        "os": _OS,
+        "posix": _OS,
+        "nt": _OS,
+        "subprocess": "runs programs",
+        "_posixsubprocess": "runs programs",
+        "_winapi": "runs programs",
+        "commands": "runs shell commands (Python 2)",
+        "popen2": "runs programs (Python 2)",
+        "pty": "spawns programs on a pseudo-terminal",
+        "multiprocessing": "starts processes",
+        "asyncio": "starts processes and network connections",
+        "runpy": _EXEC,
+        "code": _EXEC,
+        "codeop": "compiles Python code",
+        "timeit": _EXEC,
+        "profile": _EXEC,
+        "cProfile": _EXEC,
+        "trace": _EXEC,
+        "doctest": _EXEC,
+        "pdb": _EXEC,
+        "bdb": _EXEC,
+        "pydoc": "pipes text through a shell command",
+        "importlib": "imports arbitrary modules",
+        "imp": "imports arbitrary modules",
+        "zipimport": "imports arbitrary modules",
+        "marshal": "loads code objects",
+        "pickle": "deserialises a nested pickle",
+        "_pickle": "deserialises a nested pickle",
+        "cPickle": "deserialises a nested pickle",
+        "ctypes": "calls native code",
+        "_ctypes": "calls native code",
+        "sys": "reaches interpreter internals (sys.modules, hooks)",
+        "shutil": "copies, moves and deletes files",
+        "socket": _NET,
+        "_socket": _NET,
+        "urllib.request": _NET,
+        "http.client": _NET,
+        "ftplib": _NET,
+        "smtplib": _NET,
+        "telnetlib": _NET,
+        "requests": _NET,
+        "webbrowser": "opens URLs",
+        "pip": "installs packages",
+        "ensurepip": "installs packages",
+        "venv": "creates environments and installs packages",
+    }
+)
+"""Modules denied whole, by prefix: the module itself, any submodule, any name in them."""
+
+_BUILTINS = frozenset(
+    {
+        "eval",
+        "exec",
+        "execfile",
+        "compile",
+        "__import__",
+        "open",
+        "file",
+        "getattr",
+        "setattr",
+        "delattr",
+        "globals",
+        "locals",
+        "vars",
+        "breakpoint",
+        "input",
+        "apply",
+        "reload",
+        "exit",
+        "quit",
+    }
+)
+_OPENERS = frozenset({"open", "open_code", "FileIO"})
+
+DANGEROUS_NAMES: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "builtins": _BUILTINS,
+        "__builtin__": _BUILTINS,
+        "io": _OPENERS,
+        "_io": _OPENERS,
+        "codecs": frozenset({"open"}),
+        "operator": frozenset({"attrgetter", "methodcaller"}),
+        "numpy.testing._private.utils": frozenset({"runstring"}),
+    }
+)
+"""Single names denied in otherwise harmless modules: code evaluation, dynamic import, attribute
+access that reaches arbitrary objects, and file opening."""
+
+# Attributes that lead from any object to arbitrary code or globals; no legitimate pickle names
+# them inside a dotted (protocol 4) name.
+_ATTRIBUTE_ESCAPES = frozenset(
+    {
+        "__builtins__",
+        "__globals__",
+        "__subclasses__",
+        "__getattribute__",
+        "__dict__",
+        "__code__",
+        "__closure__",
+        "__func__",
+        "__self__",
+        "__class__",
+        "__base__",
+        "__bases__",
+        "__mro__",
+        "__loader__",
+        "__spec__",
+    }
+)
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+_SNIFFED_SUFFIXES = frozenset({".bin", ".dat"})
+# numpy itself refuses headers above 10 000 bytes unless told otherwise.
+_MAX_NPY_HEADER = 64 * 1024
+# Longer strings are skipped unread: no module or attribute name is this long.
+_MAX_KEPT_STRING = 1024
+# Bounds a newline-terminated argument (protocol 0) so a missing newline cannot read a whole file.
+_MAX_LINE = 64 * 1024 * 1024
+# Symbolic containers stop growing here; only small ones (wrapper states, args) matter.
+_MAX_CONTAINER = 1024
+_SKIP_CHUNK = 1024 * 1024
+# How far raw joblib array bytes are also read as opcodes (see _Machine._scan_as_plain_pickle).
+_SHADOW_WINDOW = 64 * 1024
+_DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+)
+_ZIP_MEMBER_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+)
+
+
+@dataclass(frozen=True)
+class PickleFinding:
+    """One dangerous reference (or an unreadable stream) found in a pickle-based file.
+
+    Attributes:
+        path: The file, as given by ``display_path`` or the path scanned.
+        member: The archive member holding the pickle, for zip archives; otherwise None.
+        offset: Byte offset of the opcode in the (decompressed) stream of the file or member.
+        callable: ``"module.name"`` as the pickle names it (``"?"`` for an operand that is not a
+            plain string); ``""`` for a malformed stream.
+        reason: Why it is dangerous, or ``"malformed ..."``.
+    """
+
+    path: str
+    member: str | None
+    offset: int
+    callable: str
+    reason: str
+
+
+def is_pickle_candidate(path: Path) -> bool:
+    """Tell whether a file is pickle-based and should be scanned.
+
+    Decided by suffix (`PICKLE_SUFFIXES`); ``.bin`` and ``.dat`` files are sniffed (pickle PROTO
+    byte or zip archive) and ``.npy`` files are read up to the end of their header.
+
+    Args:
+        path: File to classify.
+
+    Returns:
+        True when `scan_pickle_file` would scan it.
+
+    Raises:
+        OSError: The file needs sniffing and cannot be read.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in PICKLE_SUFFIXES:
+        return False
+    if suffix == ".npy":
+        with open(path, "rb") as stream:
+            return _npy_pickle_offset(stream) is not None
+    if suffix in _SNIFFED_SUFFIXES:
+        with open(path, "rb") as stream:
+            head = stream.read(len(_ZIP_MAGIC))
+            return head[:1] == b"\x80" or head == _ZIP_MAGIC or zipfile.is_zipfile(stream)
+    return True
+
+
+def scan_pickle_file(path: Path, *, display_path: str | None = None) -> list[PickleFinding]:
+    """Scan a pickle-based file for dangerous callables without unpickling it.
+
+    Files that are not pickle candidates (`is_pickle_candidate`) are not scanned and give no
+    findings. The file is streamed: memory does not grow with its size.
+
+    Args:
+        path: File to scan.
+        display_path: Path to report in findings instead of ``str(path)``.
+
+    Returns:
+        The findings in stream order; empty when nothing dangerous was found.
+
+    Raises:
+        OSError: The file cannot be opened or read.
+    """
+    if not is_pickle_candidate(path):
+        return []
+    findings: list[PickleFinding] = []
+    shown = str(path) if display_path is None else display_path
+    suffix = path.suffix.lower()
+
+    def report(member: str | None) -> _Report:
+        def add(offset: int, name: str, reason: str) -> None:
+            findings.append(PickleFinding(shown, member, offset, name, reason))
+
+        return add
+
+    def reopen(offset: int, closing: ExitStack) -> BinaryIO:
+        handle = closing.enter_context(path.open("rb"))
+        handle.seek(offset)
+        return handle
+
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if suffix == ".npy":
+            start = _npy_pickle_offset(stream)
+            assert start is not None  # is_pickle_candidate said so
+            stream.seek(start)
+            _scan_stream(
+                stream, report(None), start=start, size=size, reopen=reopen, malformed=start > 0
+            )
+            return findings
+        says_pickle = suffix not in _SNIFFED_SUFFIXES
+        head = stream.read(8)
+        is_zip = head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(stream)
+        stream.seek(0)
+        if is_zip:
+            _scan_zip(stream, report, malformed=says_pickle)
+            if head.startswith(_ZIP_MAGIC):
+                return findings
+            # Not starting like a zip: pickle.load would read it as a pickle.
+            stream.seek(0)
+        opener = _decompressor(head)
+        if opener is not None:
+            _scan_compressed(path, opener, report(None), malformed=says_pickle)
+            if head[:1] in _OPCODE_BY_CODE:
+                # The magic is also an opcode: scan the raw bytes too, as pickle.load would.
+                _scan_stream(
+                    stream, report(None), start=0, size=size, reopen=reopen, malformed=False
+                )
+        elif head.startswith(_LZ4_MAGIC) and says_pickle:
+            report(None)(0, "", "malformed or unscannable: lz4-compressed stream")
+        else:
+            _scan_stream(
+                stream, report(None), start=0, size=size, reopen=reopen, malformed=says_pickle
+            )
+    return findings
+
+
+_Report = Callable[[int, str, str], None]
+# Opens a second, independent reader of the same stream at an offset; what it opens is closed
+# with the ExitStack.
+_Reopen = Callable[[int, ExitStack], BinaryIO]
+
+
+class _Malformed(Exception):
+    """The bytes are not a valid pickle stream at this point."""
+
+
+class _Opaque:
+    """A value the scan does not model (numbers, bytes, objects built by calls)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "?"
+
+
+_OPAQUE = _Opaque()
+
+
+@dataclass(frozen=True)
+class _Global:
+    module: str
+    name: str
+
+
+class _Instance:
+    """The result of calling or instantiating something, with the state BUILD gives it."""
+
+    __slots__ = ("args", "factory", "state")
+
+    def __init__(self, factory: object, args: object) -> None:
+        self.factory = factory
+        self.args = args
+        self.state: object = None
+
+
+@dataclass(frozen=True)
+class _ArrayLayout:
+    nbytes: int
+    aligned: bool
+    nested_pickle: bool
+
+
+def _scan_zip(
+    stream: BinaryIO, report: Callable[[str | None], _Report], *, malformed: bool
+) -> None:
+    try:
+        archive = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        if malformed:
+            report(None)(0, "", f"malformed zip archive: {exc}")
+        return
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir() or not info.filename.lower().endswith(".pkl"):
+                continue
+            add = report(info.filename)
+            try:
+                member = archive.open(info)
+            except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+                add(0, "", f"malformed or unreadable archive member: {exc}")
+                continue
+
+            def reopen(offset: int, closing: ExitStack, info: zipfile.ZipInfo = info) -> BinaryIO:
+                again = closing.enter_context(archive.open(info))
+                again.seek(offset)
+                return again
+
+            with member:
+                _scan_stream(
+                    member,
+                    add,
+                    start=0,
+                    size=info.file_size,
+                    reopen=reopen,
+                    malformed=True,
+                    errors=_ZIP_MEMBER_ERRORS,
+                )
+
+
+def _scan_compressed(
+    path: Path, opener: Callable[[BinaryIO], BinaryIO], add: _Report, *, malformed: bool
+) -> None:
+    def decompressed_at(offset: int, closing: ExitStack) -> BinaryIO:
+        stream = closing.enter_context(opener(closing.enter_context(path.open("rb"))))
+        while offset:
+            chunk = stream.read(min(offset, _SKIP_CHUNK))
+            if not chunk:
+                break
+            offset -= len(chunk)
+        return stream
+
+    with ExitStack() as closing:
+        _scan_stream(
+            decompressed_at(0, closing),
+            add,
+            start=0,
+            size=None,
+            reopen=decompressed_at,
+            malformed=malformed,
+            errors=_DECOMPRESS_ERRORS,
+        )
+
+
+def _scan_stream(
+    stream: BinaryIO,
+    add: _Report,
+    *,
+    start: int,
+    size: int | None,
+    reopen: _Reopen,
+    malformed: bool,
+    errors: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Scan every pickle in a stream, one after another, until its end or the first bad byte.
+
+    ``size`` is the stream's length when known; a stream of unknown length is read, never
+    seeked. ``errors`` are the exceptions of reading the stream that mean corrupt data.
+    """
+    source = _ByteSource(stream, start=start, size=size, reopen=reopen, errors=errors)
+    complete = 0
+    while True:
+        machine = _Machine(source, add)
+        try:
+            if not machine.run():
+                return
+        except _Malformed as exc:
+            if malformed and complete == 0 and machine.opcodes > 0:
+                add(machine.position, "", f"malformed pickle: {exc}")
+            return
+        complete += 1
+
+
+class _ByteSource:
+    """The bytes of one stream for the opcode reader: offset tracking, push-back and skipping.
+
+    Offers the ``read``/``readline`` pair the ``pickletools`` argument readers expect.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO | _ShadowStream,
+        *,
+        start: int,
+        size: int | None,
+        reopen: _Reopen | None,
+        errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self.position = start
+        self.size = size
+        self.reopen = reopen
+        self.errors = errors
+        self._stream = stream
+        self._pending = b""
+        self._pending_at = 0
+
+    def read(self, n: int) -> bytes:
+        data = b""
+        if self._pending_at < len(self._pending):
+            data = self._pending[self._pending_at : self._pending_at + n]
+            self._pending_at += len(data)
+        if len(data) < n:
+            data += self._call(self._stream.read, n - len(data))
+        self.position += len(data)
+        return data
+
+    def readline(self) -> bytes:
+        data = b""
+        if self._pending_at < len(self._pending):
+            newline = self._pending.find(b"\n", self._pending_at)
+            end = len(self._pending) if newline < 0 else newline + 1
+            data = self._pending[self._pending_at : end]
+            self._pending_at = end
+        if not data.endswith(b"\n"):
+            data += self._call(self._stream.readline, _MAX_LINE - len(data))
+        self.position += len(data)
+        return data
+
+    def unread(self, data: bytes) -> None:
+        self._pending = data + self._pending[self._pending_at :]
+        self._pending_at = 0
+        self.position -= len(data)
+
+    def skip(self, n: int) -> None:
+        """Move past ``n`` bytes of payload without keeping them."""
+        if n < 0:
+            raise _Malformed("negative length")
+        from_pending = min(n, len(self._pending) - self._pending_at)
+        self._pending_at += from_pending
+        self.position += from_pending
+        n -= from_pending
+        if self.size is not None:
+            if self.position + n > self.size:
+                raise _Malformed(f"{n} bytes announced, {self.size - self.position} remain")
+            self._call(self._stream.seek, n, os.SEEK_CUR)
+            self.position += n
+            return
+        while n:
+            chunk = self._call(self._stream.read, min(n, _SKIP_CHUNK))
+            if not chunk:
+                raise _Malformed(f"{n} more bytes announced than the stream holds")
+            n -= len(chunk)
+            self.position += len(chunk)
+
+    def _call(self, method: Callable[..., Any], *args: int) -> Any:
+        try:
+            return method(*args)
+        except self.errors as exc:
+            raise _Malformed(f"unreadable stream: {exc}") from exc
+
+
+_OPCODE_BY_CODE = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+
+# Length-prefixed payloads that are skipped unread: (width of the length, signed length).
+_PAYLOADS = {
+    "SHORT_BINBYTES": (1, False),
+    "BINBYTES": (4, False),
+    "BINBYTES8": (8, False),
+    "BYTEARRAY8": (8, False),
+    "LONG4": (4, True),
+}
+# Length-prefixed strings: (width of the length, signed length, encoding the unpickler uses).
+_STRINGS = {
+    "SHORT_BINSTRING": (1, False, "latin-1"),
+    "BINSTRING": (4, True, "latin-1"),
+    "SHORT_BINUNICODE": (1, False, "utf-8"),
+    "BINUNICODE": (4, False, "utf-8"),
+    "BINUNICODE8": (8, False, "utf-8"),
+}
+
+
+def _read_length(source: _ByteSource, width: int, signed: bool) -> int:
+    data = source.read(width)
+    if len(data) != width:
+        raise _Malformed("stream ends inside a length")
+    length = int.from_bytes(data, "little", signed=signed)
+    if length < 0:
+        raise _Malformed(f"negative length {length}")
+    return length
+
+
+def _read_line(source: _ByteSource) -> str:
+    line = source.readline()
+    if not line.endswith(b"\n"):
+        raise _Malformed("no newline after a name")
+    return line[:-1].decode("utf-8")
+
+
+def _read_argument(opcode: pickletools.OpcodeInfo, source: _ByteSource) -> Any:
+    name = opcode.name
+    if name in _PAYLOADS:
+        source.skip(_read_length(source, *_PAYLOADS[name]))
+        return _OPAQUE
+    if name in _STRINGS:
+        width, signed, encoding = _STRINGS[name]
+        length = _read_length(source, width, signed)
+        if length > _MAX_KEPT_STRING:
+            source.skip(length)
+            return _OPAQUE
+        data = source.read(length)
+        if len(data) != length:
+            raise _Malformed("stream ends inside a string")
+        return data.decode(encoding, "surrogatepass")
+    if name in ("GLOBAL", "INST"):
+        # Read as the unpickler does (plain UTF-8 lines), not with pickletools' escape decoding.
+        return _read_line(source), _read_line(source)
+    if opcode.arg is None:
+        return None
+    return opcode.arg.reader(source)
+
+
+_STOP = object()
+
+
+class _Machine:
+    """Follows one pickle's opcodes on a symbolic stack and memo, reporting dangerous globals.
+
+    Mirrors the unpickler's stack discipline (a MARK starts a new stack) so that what an opcode
+    pops is exactly what the unpickler would pop; only strings, small ints and containers,
+    globals and call results are modelled.
+    """
+
+    def __init__(self, source: _ByteSource, add: _Report, *, shadow: bool = False) -> None:
+        self.position = source.position
+        self.opcodes = 0
+        self._source = source
+        self._add = add
+        # A shadow machine reads bytes that the joblib loader treats as array data; it only looks
+        # for globals, and leaves the containers it shares with the main machine alone.
+        self._shadow = shadow
+        self._stack: list[object] = []
+        self._metastack: list[list[object]] = []
+        self._memo: dict[object, object] = {}
+        self._proto = 0
+
+    def run(self) -> bool:
+        """Read opcodes up to and including STOP.
+
+        Returns:
+            True after a STOP; False when the stream ended cleanly before any opcode.
+
+        Raises:
+            _Malformed: The bytes stop being a valid pickle.
+        """
+        source = self._source
+        while True:
+            self.position = source.position
+            code = source.read(1)
+            if not code:
+                if self.opcodes == 0:
+                    return False
+                raise _Malformed("stream ends before STOP")
+            opcode = _OPCODE_BY_CODE.get(code)
+            if opcode is None:
+                raise _Malformed(f"unknown opcode {code!r}")
+            try:
+                argument = _read_argument(opcode, source)
+            except ValueError as exc:
+                raise _Malformed(f"bad {opcode.name} argument: {exc}") from exc
+            stopped = _HANDLERS[opcode.name](self, argument) is _STOP
+            self.opcodes += 1
+            if stopped:
+                return True
+
+    def _push(self, value: object) -> None:
+        self._stack.append(value)
+
+    def _pop(self) -> object:
+        if not self._stack:
+            raise _Malformed("pop from an empty stack")
+        return self._stack.pop()
+
+    def _top(self) -> object:
+        if not self._stack:
+            raise _Malformed("empty stack")
+        return self._stack[-1]
+
+    def _pop_mark(self) -> list[object]:
+        if not self._metastack:
+            raise _Malformed("no MARK on the stack")
+        items = self._stack
+        self._stack = self._metastack.pop()
+        return items
+
+    def _global(self, module: object, name: object) -> object:
+        if not isinstance(module, str) or not isinstance(name, str):
+            shown = f"{_shown(module)}.{_shown(name)}"
+            self._add(self.position, shown, "global whose name is computed, cannot be checked")
+            return _OPAQUE
+        reason = _deny_reason(module, name)
+        if reason is None and self._proto < 3:
+            mapped = _python2_mapping(module, name)
+            if mapped is not None:
+                reason = _deny_reason(*mapped)
+        if reason is not None:
+            self._add(self.position, f"{module}.{name}", reason)
+        return _Global(module, name)
+
+    # Opcode handlers, one per opcode name (see _HANDLERS).
+
+    def _constant(self, value: object) -> None:
+        self._push(value)
+
+    def _opaque(self, _: object) -> None:
+        self._push(_OPAQUE)
+
+    def _none(self, _: object) -> None:
+        self._push(None)
+
+    def _true(self, _: object) -> None:
+        self._push(True)
+
+    def _false(self, _: object) -> None:
+        self._push(False)
+
+    def _readonly_buffer(self, _: object) -> None:
+        self._top()
+
+    def _binpersid(self, _: object) -> None:
+        self._pop()
+        self._push(_OPAQUE)
+
+    def _empty_list(self, _: object) -> None:
+        self._push([])
+
+    def _empty_dict(self, _: object) -> None:
+        self._push({})
+
+    def _empty_tuple(self, _: object) -> None:
+        self._push(())
+
+    def _list(self, _: object) -> None:
+        self._push(self._pop_mark()[:_MAX_CONTAINER])
+
+    def _tuple(self, _: object) -> None:
+        self._push(tuple(self._pop_mark()))
+
+    def _tuple_n(self, count: int) -> None:
+        if len(self._stack) < count:
+            raise _Malformed("tuple from too few items")
+        items = tuple(self._stack[-count:])
+        del self._stack[-count:]
+        self._push(items)
+
+    def _dict(self, _: object) -> None:
+        items = self._pop_mark()
+        if len(items) % 2:
+            raise _Malformed("odd number of dict items")
+        result: dict[object, object] = {}
+        _set_items(result, items)
+        self._push(result)
+
+    def _append(self, _: object) -> None:
+        value = self._pop()
+        target = self._top()
+        if not self._shadow and isinstance(target, list) and len(target) < _MAX_CONTAINER:
+            target.append(value)
+
+    def _appends(self, _: object) -> None:
+        items = self._pop_mark()
+        target = self._top()
+        if not self._shadow and isinstance(target, list):
+            target.extend(items[: max(0, _MAX_CONTAINER - len(target))])
+
+    def _setitem(self, _: object) -> None:
+        value = self._pop()
+        key = self._pop()
+        target = self._top()
+        if not self._shadow and isinstance(target, dict):
+            _set_items(target, [key, value])
+
+    def _setitems(self, _: object) -> None:
+        items = self._pop_mark()
+        target = self._top()
+        if len(items) % 2:
+            raise _Malformed("odd number of dict items")
+        if not self._shadow and isinstance(target, dict):
+            _set_items(target, items)
+
+    def _additems(self, _: object) -> None:
+        self._pop_mark()
+        self._top()
+
+    def _frozenset(self, _: object) -> None:
+        self._pop_mark()
+        self._push(_OPAQUE)
+
+    def _pop_op(self, _: object) -> None:
+        if self._stack:
+            self._stack.pop()
+        else:
+            self._pop_mark()
+
+    def _pop_mark_op(self, _: object) -> None:
+        self._pop_mark()
+
+    def _dup(self, _: object) -> None:
+        self._push(self._top())
+
+    def _mark(self, _: object) -> None:
+        self._metastack.append(self._stack)
+        self._stack = []
+
+    def _put(self, index: object) -> None:
+        if isinstance(index, int) and index < 0:
+            raise _Malformed("negative memo index")
+        self._memo[index] = self._top()
+
+    def _memoize(self, _: object) -> None:
+        self._memo[len(self._memo)] = self._top()
+
+    def _get(self, index: object) -> None:
+        try:
+            self._push(self._memo[index])
+        except KeyError:
+            raise _Malformed(f"memo index {index!r} never stored") from None
+
+    def _global_op(self, names: tuple[str, str]) -> None:
+        self._push(self._global(*names))
+
+    def _stack_global(self, _: object) -> None:
+        name = self._pop()
+        module = self._pop()
+        self._push(self._global(module, name))
+
+    def _inst(self, names: tuple[str, str]) -> None:
+        factory = self._global(*names)
+        self._push(_Instance(factory, tuple(self._pop_mark())))
+
+    def _obj(self, _: object) -> None:
+        items = self._pop_mark()
+        if not items:
+            raise _Malformed("OBJ without a class")
+        self._push(_Instance(items[0], tuple(items[1:])))
+
+    def _reduce(self, _: object) -> None:
+        args = self._pop()
+        factory = self._pop()
+        self._push(_Instance(factory, args))
+
+    def _newobj_ex(self, _: object) -> None:
+        self._pop()
+        self._reduce(None)
+
+    def _build(self, _: object) -> None:
+        state = self._pop()
+        instance = self._top()
+        if self._shadow or not isinstance(instance, _Instance):
+            return
+        instance.state = state
+        layout = _joblib_array_layout(instance)
+        if layout is None:
+            return
+        self._scan_as_plain_pickle()
+        self._stack[-1] = _OPAQUE
+        if layout.nested_pickle:
+            if not _Machine(self._source, self._add).run():
+                raise _Malformed("stream ends before a joblib object array")
+            return
+        if layout.aligned:
+            padding = self._source.read(1)
+            if not padding:
+                raise _Malformed("stream ends before a joblib array")
+            self._source.skip(padding[0])
+        self._source.skip(layout.nbytes)
+
+    def _scan_as_plain_pickle(self) -> None:
+        """Read what follows a joblib array wrapper as pickle opcodes, as ``pickle.load`` would.
+
+        joblib reads these bytes as array data, but ``pickle.load`` (given a forged wrapper)
+        runs them as opcodes, so they are also scanned that way, by a shadow machine that starts
+        from a copy of this one's state. Real array data stops being a valid pickle within a few
+        bytes, so the shadow reads from a window of the next bytes and opens a second reader of
+        the stream only when it gets past it.
+        """
+        source = self._source
+        window = source.read(_SHADOW_WINDOW)
+        source.unread(window)
+        with _ShadowStream(window, start=source.position, reopen=source.reopen) as stream:
+            view = _ByteSource(
+                stream, start=source.position, size=source.size, reopen=None, errors=source.errors
+            )
+            shadow = _Machine(view, self._add, shadow=True)
+            shadow._stack = list(self._stack)
+            shadow._metastack = [list(stack) for stack in self._metastack]
+            shadow._memo = dict(self._memo)
+            shadow._proto = self._proto
+            shadow.opcodes = 1
+            try:
+                while shadow.run():
+                    shadow = _Machine(view, self._add, shadow=True)
+            except _Malformed:
+                pass
+
+    def _proto_op(self, version: int) -> None:
+        self._proto = version
+
+    def _frame(self, _: object) -> None:
+        pass
+
+    def _stop(self, _: object) -> object:
+        self._pop()
+        return _STOP
+
+
+def _set_items(target: dict[object, object], items: list[object]) -> None:
+    for index in range(0, len(items) - 1, 2):
+        key = items[index]
+        if isinstance(key, (str, int)) and len(target) < _MAX_CONTAINER:
+            target[key] = items[index + 1]
+
+
+def _handler(method: Callable[[_Machine, Any], object], *bound: Any) -> Callable[..., object]:
+    if not bound:
+        return method
+    return lambda machine, _: method(machine, *bound)
+
+
+_HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
+    **dict.fromkeys(
+        ["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"], _Machine._constant
+    ),
+    **dict.fromkeys([*_STRINGS, "STRING", "UNICODE"], _Machine._constant),
+    **dict.fromkeys(
+        [*_PAYLOADS, "FLOAT", "BINFLOAT", "NEXT_BUFFER", "PERSID", "EXT1", "EXT2", "EXT4"],
+        _Machine._opaque,
+    ),
+    "NONE": _Machine._none,
+    "NEWTRUE": _Machine._true,
+    "NEWFALSE": _Machine._false,
+    "READONLY_BUFFER": _Machine._readonly_buffer,
+    "BINPERSID": _Machine._binpersid,
+    "EMPTY_LIST": _Machine._empty_list,
+    "EMPTY_DICT": _Machine._empty_dict,
+    "EMPTY_TUPLE": _Machine._empty_tuple,
+    "EMPTY_SET": _Machine._opaque,
+    "LIST": _Machine._list,
+    "TUPLE": _Machine._tuple,
+    "TUPLE1": _handler(_Machine._tuple_n, 1),
+    "TUPLE2": _handler(_Machine._tuple_n, 2),
+    "TUPLE3": _handler(_Machine._tuple_n, 3),
+    "DICT": _Machine._dict,
+    "APPEND": _Machine._append,
+    "APPENDS": _Machine._appends,
+    "SETITEM": _Machine._setitem,
+    "SETITEMS": _Machine._setitems,
+    "ADDITEMS": _Machine._additems,
+    "FROZENSET": _Machine._frozenset,
+    "POP": _Machine._pop_op,
+    "POP_MARK": _Machine._pop_mark_op,
+    "DUP": _Machine._dup,
+    "MARK": _Machine._mark,
+    "PUT": _Machine._put,
+    "BINPUT": _Machine._put,
+    "LONG_BINPUT": _Machine._put,
+    "MEMOIZE": _Machine._memoize,
+    "GET": _Machine._get,
+    "BINGET": _Machine._get,
+    "LONG_BINGET": _Machine._get,
+    "GLOBAL": _Machine._global_op,
+    "STACK_GLOBAL": _Machine._stack_global,
+    "INST": _Machine._inst,
+    "OBJ": _Machine._obj,
+    "REDUCE": _Machine._reduce,
+    "NEWOBJ": _Machine._reduce,
+    "NEWOBJ_EX": _Machine._newobj_ex,
+    "BUILD": _Machine._build,
+    "PROTO": _Machine._proto_op,
+    "FRAME": _Machine._frame,
+    "STOP": _Machine._stop,
+}
+assert set(_HANDLERS) == {op.name for op in pickletools.opcodes}, "unhandled pickle opcode"
+
+
+def _shown(value: object) -> str:
+    return value if isinstance(value, str) else "?"
+
+
+def _module_reason(module: str) -> str | None:
+    parts = module.split(".")
+    for end in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:end])
+        if prefix in DANGEROUS_MODULES:
+            return f"denied module {prefix}: {DANGEROUS_MODULES[prefix]}"
+    return None
+
+
+def _name_reason(module: str, name: str) -> str | None:
+    if name in DANGEROUS_NAMES.get(module, ()):
+        return f"denied callable {module}.{name}"
+    return None
+
+
+def _deny_reason(module: str, name: str) -> str | None:
+    """Say why ``module.name`` is dangerous, or None when it is not on the deny-list."""
+    parts = name.split(".")
+    reason = _module_reason(module) or _name_reason(module, parts[0])
+    if reason is not None:
+        return reason
+    # Protocol 4 resolves "a.b.c" attribute by attribute: "posixpath" + "os.system" is os.system.
+    for start in range(len(parts) - 1):
+        for stop in range(start + 1, len(parts)):
+            owner = ".".join(parts[start:stop])
+            reason = _module_reason(owner) or _name_reason(owner, parts[stop])
+            if reason is not None:
+                return f"{reason} (reached through attribute path {name})"
+    escapes = _ATTRIBUTE_ESCAPES.intersection(parts)
+    if escapes:
+        return f"reaches interpreter internals through {', '.join(sorted(escapes))}"
+    return None
+
+
+def _python2_mapping(module: str, name: str) -> tuple[str, str] | None:
+    """The name the unpickler imports for a Python 2 name in protocols 0-2 (fix_imports)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    if module in _compat_pickle.IMPORT_MAPPING:
+        return _compat_pickle.IMPORT_MAPPING[module], name
+    return None
+
+
+def _joblib_array_layout(instance: _Instance) -> _ArrayLayout | None:
+    """For a joblib ``NumpyArrayWrapper``, what the joblib loader reads after it."""
+    factory = instance.factory
+    if (
+        isinstance(factory, _Global)
+        and factory.name == "_reconstructor"
+        and factory.module in ("copyreg", "copy_reg")
+        and isinstance(instance.args, tuple)
+        and instance.args
+    ):
+        factory = instance.args[0]  # protocols 0 and 1
+    if not (
+        isinstance(factory, _Global)
+        and factory.name == "NumpyArrayWrapper"
+        and factory.module.rpartition(".")[2] == "numpy_pickle"
+    ):
+        return None
+    state = instance.state
+    if not isinstance(state, dict):
+        raise _Malformed("joblib array wrapper without a state")
+    itemsize, has_objects = _dtype_layout(state.get("dtype"))
+    if has_objects:
+        return _ArrayLayout(nbytes=0, aligned=False, nested_pickle=True)
+    shape = state.get("shape")
+    if not isinstance(shape, tuple) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise _Malformed(f"joblib array wrapper with shape {shape!r}")
+    aligned = state.get("numpy_array_alignment_bytes") is not None
+    return _ArrayLayout(nbytes=math.prod(shape) * itemsize, aligned=aligned, nested_pickle=False)
+
+
+def _dtype_layout(dtype: object) -> tuple[int, bool]:
+    """Item size and whether it holds Python objects, from a pickled ``numpy.dtype``."""
+    if not (
+        isinstance(dtype, _Instance)
+        and isinstance(dtype.factory, _Global)
+        and dtype.factory.name == "dtype"
+        and isinstance(dtype.args, tuple)
+        and dtype.args
+        and isinstance(dtype.args[0], str)
+    ):
+        raise _Malformed("joblib array wrapper without a readable dtype")
+    code = dtype.args[0]
+    state = dtype.state if isinstance(dtype.state, tuple) else ()
+    # numpy's dtype state: (version, byteorder, subarray, names, fields, elsize, alignment,
+    # flags[, metadata]); elsize is -1 for fixed-size types, flag 0x01 means "holds objects".
+    elsize = state[5] if len(state) > 7 and isinstance(state[5], int) else -1
+    flags = state[7] if len(state) > 7 and isinstance(state[7], int) else 0
+    if code.startswith("O") or flags & 0x01:
+        return 0, True
+    if elsize > 0:
+        return elsize, False
+    digits = code.lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    if not digits.isdigit():
+        raise _Malformed(f"joblib array with dtype {code!r} of unknown size")
+    return int(digits), False
+
+
+def _npy_pickle_offset(stream: BinaryIO) -> int | None:
+    """Where the pickle in a ``.npy`` file starts, or None when its data is not pickled.
+
+    A file without the numpy magic is unpickled whole by ``numpy.load(allow_pickle=True)``, so
+    its pickle starts at 0. Leaves the stream position anywhere.
+    """
+    stream.seek(0)
+    magic = stream.read(len(_NPY_MAGIC) + 2)
+    if not magic.startswith(_NPY_MAGIC):
+        return 0 if magic else None
+    width = 2 if magic[-2] == 1 else 4
+    raw_length = stream.read(width)
+    if len(raw_length) != width:
+        return None
+    length = int.from_bytes(raw_length, "little")
+    offset = len(magic) + width + length
+    if length > _MAX_NPY_HEADER:
+        return offset  # numpy would not read it by default; scan rather than guess
+    header = stream.read(length).decode("utf-8" if magic[-2] >= 3 else "latin-1", "replace")
+    try:
+        fields = ast.literal_eval(header)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return offset
+    if isinstance(fields, dict) and not _descr_has_objects(fields.get("descr")):
+        return None
+    return offset
+
+
+def _descr_has_objects(descr: object) -> bool:
+    if isinstance(descr, str):
+        return descr.lstrip("<>|=").startswith("O")
+    if isinstance(descr, list):
+        return any(
+            isinstance(field, tuple) and len(field) >= 2 and _descr_has_objects(field[1])
+            for field in descr
+        )
+    return True  # not a descr numpy writes: do not assume it is safe
+
+
+def _decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
+    """The streaming decompressor for a gzip, bz2, xz, lzma (alone) or zlib magic number."""
+    if head.startswith(b"\x1f\x8b"):
+        return lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")
+    if head.startswith(b"BZh"):
+        return lambda raw: bz2.BZ2File(raw, mode="rb")
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lambda raw: lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_XZ)
+    if head.startswith(b"]\x00\x00"):
+        return lambda raw: lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_ALONE)
+    # Only the 32 KiB window zlib (and joblib) write: other valid headers start with opcodes.
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
+        return lambda raw: io.BufferedReader(_ZlibReader(raw), buffer_size=_SKIP_CHUNK)
+    return None
+
+
+class _ShadowStream:
+    """Bytes from an offset of a stream: first a window already read, then a second reader."""
+
+    def __init__(self, window: bytes, *, start: int, reopen: _Reopen | None) -> None:
+        self._window = window
+        self._start = start
+        self._offset = 0
+        self._reopen = reopen
+        self._closing = ExitStack()
+        self._tail: BinaryIO | None = None
+
+    def __enter__(self) -> _ShadowStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._closing.close()
+
+    def read(self, n: int) -> bytes:
+        data = self._window[self._offset : self._offset + n]
+        self._offset += len(data)
+        if len(data) < n and (tail := self._open_tail()) is not None:
+            more = tail.read(n - len(data))
+            self._offset += len(more)
+            data += more
+        return data
+
+    def readline(self, limit: int) -> bytes:
+        newline = self._window.find(b"\n", self._offset, self._offset + limit)
+        end = min(len(self._window), self._offset + limit) if newline < 0 else newline + 1
+        data = self._window[self._offset : end]
+        self._offset += len(data)
+        if not data.endswith(b"\n") and len(data) < limit:
+            tail = self._open_tail()
+            if tail is not None:
+                more = tail.readline(limit - len(data))
+                self._offset += len(more)
+                data += more
+        return data
+
+    def seek(self, offset: int, whence: int) -> None:
+        assert whence == os.SEEK_CUR
+        self._offset += offset
+        if self._tail is not None:
+            self._tail.seek(offset, os.SEEK_CUR)
+
+    def _open_tail(self) -> BinaryIO | None:
+        if self._tail is None and self._reopen is not None:
+            self._tail = self._reopen(self._start + self._offset, self._closing)
+        return self._tail
+
+
+class _ZlibReader(io.RawIOBase):
+    """A raw zlib stream (joblib's ``compress=True``) decompressed as it is read."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._inflater = zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._inflater.eof:
+            data = self._inflater.unconsumed_tail or self._raw.read(_SKIP_CHUNK)
+            if not data:
+                raise EOFError("compressed stream ends early")
+            out = self._inflater.decompress(data, len(view))
+            if out:
+                view[: len(out)] = out
+                return len(out)
+        return 0

@@ -1,0 +1,243 @@
+"""The local content-addressed store, the embedded default registry.
+
+Layout under ``<home>/store``::
+
+    objects/sha256/ab/abcdef...        every distinct file content once, read-only
+    assets/<asset>/versions/<label>/   a version's files, hard links to the objects
+    assets/<asset>/<alias>             a symlink to versions/<label>, replaced atomically
+    staging/                           registrations in progress
+
+A serving system reads ``assets/<asset>/production``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rearguard.models.errors import NotFoundError, UnsafePathError, UsageError
+from rearguard.models.registry.base import ManifestEntry, Progress
+
+_CHUNK = 1024 * 1024
+_READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+class LocalStore:
+    """A content-addressed store of versions under one directory.
+
+    Args:
+        root: the store directory (``<home>/store``).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects" / "sha256"
+        self.assets = root / "assets"
+        self.staging = root / "staging"
+
+    # -- registration ------------------------------------------------------------------------
+
+    def store_version(
+        self, *, asset: str, label: str, source: Path, progress: Progress | None = None
+    ) -> list[ManifestEntry]:
+        """Copy a file or directory into the store, hashing it on the way.
+
+        Args:
+            asset: the asset name (already validated).
+            label: the version label (already validated).
+            source: a file or a directory; symlinks inside it must stay inside it.
+            progress: called with the number of bytes copied, chunk by chunk.
+
+        Returns:
+            The manifest, sorted by path.
+
+        Raises:
+            NotFoundError: the source does not exist.
+            UnsafePathError: a symlink in the source points outside it.
+            UsageError: the source holds no files.
+        """
+        files = collect_source_files(source)
+        work = self.staging / uuid.uuid4().hex
+        version_tmp = work / "version"
+        version_tmp.mkdir(parents=True)
+        try:
+            manifest: list[ManifestEntry] = []
+            for relative, path in files:
+                digest, size = self._ingest(path, work, progress)
+                target = version_tmp / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(self._object_path(digest), target)
+                manifest.append(ManifestEntry(relative, digest, size))
+            final = self._version_dir(asset, label)
+            if final.exists():
+                # Left by a registration that crashed before its database commit.
+                _remove_tree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            version_tmp.rename(final)
+        finally:
+            _remove_tree(work)
+        return sorted(manifest, key=lambda entry: entry.path)
+
+    def _ingest(self, path: Path, work: Path, progress: Progress | None) -> tuple[str, int]:
+        """Copy one file into the objects directory while hashing it; return (sha256, size)."""
+        tmp = work / f"obj-{uuid.uuid4().hex}"
+        digest, size = copy_with_hash(path, tmp, progress=progress)
+        target = self._object_path(digest)
+        if target.exists():
+            tmp.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.chmod(_READ_ONLY_FILE)
+            tmp.replace(target)
+        return digest, size
+
+    def discard_version(self, *, asset: str, label: str) -> None:
+        """Remove a version directory whose registration did not commit."""
+        _remove_tree(self._version_dir(asset, label))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def version_location(self, *, asset: str, label: str) -> Path:
+        """The directory holding a version's files."""
+        return self._version_dir(asset, label)
+
+    def version_files(self, *, asset: str, label: str) -> dict[str, Path]:
+        """Every regular file or link found in a version's directory now, by relative path.
+
+        Raises:
+            NotFoundError: the version's directory is gone.
+        """
+        root = self._version_dir(asset, label)
+        if not root.is_dir():
+            raise NotFoundError(f"{asset}@{label}: stored content is missing from {root}")
+        found: dict[str, Path] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in filenames + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
+                path = Path(dirpath, name)
+                found[path.relative_to(root).as_posix()] = path
+        return found
+
+    def object_path(self, digest: str) -> Path:
+        """Where the content with this SHA-256 is stored."""
+        return self._object_path(digest)
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def alias_location(self, *, asset: str, alias: str) -> Path:
+        """The symlink a serving system reads."""
+        return self.assets / asset / alias
+
+    def read_alias(self, *, asset: str, alias: str) -> str | None:
+        """Return the label the alias symlink points at, or None when there is none."""
+        link = self.alias_location(asset=asset, alias=alias)
+        try:
+            target = os.readlink(link)
+        except (FileNotFoundError, OSError):
+            return None
+        return Path(target).name
+
+    def move_alias(self, *, asset: str, alias: str, label: str) -> None:
+        """Point the alias at a version with one atomic rename of a fresh symlink."""
+        link = self.alias_location(asset=asset, alias=alias)
+        tmp = link.with_name(f".{alias}.{uuid.uuid4().hex}.tmp")
+        os.symlink(Path("versions") / label, tmp)
+        tmp.replace(link)
+        _fsync_dir(link.parent)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _object_path(self, digest: str) -> Path:
+        return self.objects / digest[:2] / digest
+
+    def _version_dir(self, asset: str, label: str) -> Path:
+        return self.assets / asset / "versions" / label
+
+
+def copy_with_hash(
+    source: Path, target: Path, *, progress: Progress | None = None
+) -> tuple[str, int]:
+    """Copy a file, hashing the bytes on the way, and fsync the copy.
+
+    Returns:
+        (sha256 of what was copied, size).
+    """
+    hasher = hashlib.sha256()
+    size = 0
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with source.open("rb") as src, target.open("wb") as dst:
+        while n := src.readinto(buffer):
+            hasher.update(view[:n])
+            dst.write(view[:n])
+            size += n
+            if progress:
+                progress(n)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return hasher.hexdigest(), size
+
+
+def collect_source_files(source: Path) -> list[tuple[str, Path]]:
+    """List the files to register from a file or directory, refusing escaping symlinks.
+
+    Returns:
+        (relative POSIX path, absolute path) pairs, sorted.
+
+    Raises:
+        NotFoundError: the source does not exist.
+        UnsafePathError: a symlink resolves outside the source directory.
+        UsageError: the source is empty or is neither a file nor a directory.
+    """
+    if not source.exists():
+        raise NotFoundError(f"path {source} does not exist")
+    if source.is_file():
+        return [(source.name, source.resolve())]
+    if not source.is_dir():
+        raise UsageError(f"path {source} is neither a file nor a directory")
+    root = source.resolve()
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                target = path.resolve()
+                if target != root and root not in target.parents:
+                    raise UnsafePathError(
+                        f"{path} is a symlink to {target}, outside {source}",
+                        hint="register the target itself, or copy it into the directory",
+                    )
+                if target.is_file():
+                    files.append((path.relative_to(root).as_posix(), target))
+                elif name in dirnames:
+                    raise UnsafePathError(f"{path} is a symlink to a directory; not followed")
+            elif name in filenames and path.is_file():
+                files.append((path.relative_to(root).as_posix(), path))
+    if not files:
+        raise UsageError(f"{source} holds no files to register")
+    return sorted(files)
+
+
+def _remove_tree(path: Path) -> None:
+    if not path.exists():
+        return
+
+    def _make_writable(func: Any, target: str, _exc: Any) -> None:
+        # Stored content is read-only; its directory must be writable to unlink it.
+        Path(target).parent.chmod(0o755)
+        func(target)
+
+    shutil.rmtree(path, onerror=_make_writable)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,173 @@
+"""SQLModel tables: the persistent state of rearguard.
+
+Timestamps are stored as timezone-aware UTC datetimes; the audit chain keeps its own
+canonical text timestamps so that hashing never depends on a driver's datetime round trip.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+from rearguard.models.enums import (
+    AssetKind,
+    IncidentSource,
+    IncidentStatus,
+    Severity,
+    VersionStatus,
+)
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _tz_column(*, nullable: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Asset(SQLModel, table=True):
+    """A versioned thing the AI system depends on."""
+
+    __tablename__ = "asset"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    kind: AssetKind = Field(sa_type=String(16))
+    validate_command: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _tz_column()
+
+
+class AssetVersion(SQLModel, table=True):
+    """One immutable content of an asset."""
+
+    __tablename__ = "asset_version"
+    __table_args__ = (UniqueConstraint("asset_id", "label", name="uq_version_label"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    asset_id: int = Field(foreign_key="asset.id", index=True)
+    label: str = Field(max_length=128)
+    status: VersionStatus = Field(default=VersionStatus.CANDIDATE, sa_type=String(16))
+    digest: str = Field(max_length=64, description="sha256 of the canonical manifest")
+    total_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    file_count: int = 0
+    trained_on_id: int | None = Field(default=None, foreign_key="asset_version.id")
+    registered_by: str = Field(max_length=128)
+    registered_at: datetime = _tz_column()
+    approved_by: str | None = Field(default=None, max_length=128)
+    approved_at: datetime | None = _tz_column(nullable=True)
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class VersionFile(SQLModel, table=True):
+    """One file of a version's manifest."""
+
+    __tablename__ = "version_file"
+    __table_args__ = (Index("ix_version_file_sha256", "sha256"),)
+
+    version_id: int = Field(foreign_key="asset_version.id", primary_key=True)
+    path: str = Field(primary_key=True, max_length=1024)
+    sha256: str = Field(max_length=64)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Alias(SQLModel, table=True):
+    """A pointer that serving systems read; moving the production alias is the rollback."""
+
+    __tablename__ = "alias"
+
+    asset_id: int = Field(foreign_key="asset.id", primary_key=True)
+    name: str = Field(primary_key=True, max_length=64)
+    version_id: int = Field(foreign_key="asset_version.id")
+    moved_at: datetime = _tz_column()
+    moved_by: str = Field(max_length=128)
+
+
+class Incident(SQLModel, table=True):
+    """One security incident against one or more assets."""
+
+    __tablename__ = "incident"
+
+    id: int | None = Field(default=None, primary_key=True)
+    type: str = Field(max_length=64, index=True)
+    severity: Severity = Field(default=Severity.SEV2, sa_type=String(8))
+    status: IncidentStatus = Field(default=IncidentStatus.OPEN, sa_type=String(16), index=True)
+    asset_name: str | None = Field(default=None, max_length=128, index=True)
+    since: datetime | None = _tz_column(nullable=True)
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False))
+    source: IncidentSource = Field(default=IncidentSource.CLI, sa_type=String(16))
+    dedup_key: str | None = Field(default=None, max_length=256, index=True)
+    atlas_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    opened_by: str = Field(max_length=128)
+    opened_at: datetime = _tz_column()
+    updated_at: datetime = _tz_column()
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    state: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False),
+        description="what the playbook decided so far (compromised and selected versions)",
+    )
+
+
+class TimelineEvent(SQLModel, table=True):
+    """One append-only, hash-chained record."""
+
+    __tablename__ = "timeline_event"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    ts: str = Field(max_length=32, description="canonical UTC timestamp, as hashed")
+    incident_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=16)
+    action: str = Field(max_length=64)
+    actor: str = Field(max_length=128)
+    asset: str | None = Field(default=None, max_length=128)
+    version: str | None = Field(default=None, max_length=128)
+    data: str = Field(sa_column=Column(Text, nullable=False), description="canonical JSON")
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class ChainHead(SQLModel, table=True):
+    """The last sequence number and hash of the chain, so truncation is detectable."""
+
+    __tablename__ = "chain_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str = Field(max_length=64)

@@ -1,0 +1,39 @@
+"""The model-compromise playbook (MITRE ATLAS AML.T0018, AML.T0031).
+
+Contain (quarantine what production served), verify every other version, select the newest
+known-good version that still verifies, roll production back to it, validate what production
+serves, notify. It serves model, prompt and config assets alike.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from rearguard.flows.playbook_run import playbook_guard
+from rearguard.flows.steps import (
+    quarantine,
+    rollback,
+    select_known_good,
+    validate,
+    verify_integrity,
+)
+
+
+@flow(name="model_compromise", log_prints=False, validate_parameters=False)
+async def model_compromise(incident_id: int) -> str:
+    """Recover from a tampered model, prompt or config artifact.
+
+    Args:
+        incident_id: the incident to respond to.
+
+    Returns:
+        The incident's final status.
+    """
+    async with playbook_guard(incident_id) as outcome:
+        await quarantine(incident_id)
+        verified = await verify_integrity(incident_id)
+        selected = await select_known_good(incident_id, checks=verified["checks"])
+        await rollback(incident_id, label=selected["selected"])
+        await validate(incident_id)
+        outcome.recovered()
+    return outcome.status
