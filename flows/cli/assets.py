@@ -256,8 +256,9 @@ def verify(
             err.print("nothing to verify: no versions registered")
         for check in checks:
             mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-            out.print(f"{mark} {escape(check.asset)}@{escape(check.label)}: ")
-            out.print(f"      {escape(check.summary())}")
+            out.print(
+                f"{mark} {escape(check.asset)}@{escape(check.label)}: {escape(check.summary())}"
+            )
         if failed:
             err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
     if failed:

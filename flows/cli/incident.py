@@ -155,21 +155,27 @@ def print_outcome(rt: Runtime, incident: Incident) -> None:
 
 
 def print_timeline(events: list[TimelineEvent]) -> None:
-    """Print a timeline as a table."""
+    """Print a timeline as a table: one row per event, the step's result in words."""
+    from rich import box
     from rich.table import Table
 
-    table = Table("#", "time (UTC)", "kind", "action", "actor", "what")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("#", "time (UTC)", "kind", "action"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("detail", ratio=1)
     for event in events:
         data = json.loads(event.data)
-        what = _event_summary(event.action, data)
-        target = f"{event.asset or ''}{'@' + event.version if event.version else ''}"
+        parts = [
+            f"{event.version}:" if event.version else "",
+            _event_summary(event.action, data),
+            "" if event.actor.startswith("playbook:") else f"(by {event.actor})",
+        ]
         table.add_row(
             str(event.seq),
             event.ts[11:23],
             event.kind,
             event.action,
-            escape(event.actor),
-            escape(" ".join(p for p in (target, what) if p)),
+            escape(" ".join(p for p in parts if p)),
         )
     out.print(table)
 

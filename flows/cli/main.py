@@ -28,6 +28,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help imports rich.markdown and markdown-it, which alone
+    # would take `rearguard --help` past its 0.4 s budget.
+    rich_markup_mode=None,
 )
 app.add_typer(assets.app, name="assets")
 app.add_typer(incident.app, name="incident")

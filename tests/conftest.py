@@ -1,0 +1,146 @@
+"""Shared fixtures: a fresh home and database per test, one real Prefect server per session.
+
+The database is SQLite in the test's temporary directory, or the PostgreSQL server named by
+``REARGUARD_TEST_DATABASE_URL`` (its ``public`` schema is recreated for every test).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before Prefect is imported anywhere: no telemetry, quiet logs, a private Prefect home, and
+# enough time for a fresh temporary server to migrate its database.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rearguard-test-prefect-"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+for _name in ("REARGUARD_HOME", "REARGUARD_DATABASE_URL", "REARGUARD_FAILPOINTS"):
+    os.environ.pop(_name, None)
+
+from rearguard.models.runtime import Runtime, use_runtime  # noqa: E402
+from rearguard.models.settings import load_settings  # noqa: E402
+
+POSTGRES_URL = os.environ.get("REARGUARD_TEST_DATABASE_URL")
+REARGUARD_BIN = Path(sys.executable).with_name("rearguard")
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from rearguard.models.database import normalise_url
+
+    engine = create_engine(normalise_url(url))
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database for one test: SQLite, and PostgreSQL when one is configured."""
+    if request.param == "postgresql":
+        assert POSTGRES_URL
+        _reset_postgres(POSTGRES_URL)
+        return POSTGRES_URL
+    return f"sqlite:///{tmp_path / 'rearguard.db'}"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh rearguard home for one test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def runtime(home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """The runtime of this process, on the test's home and database."""
+    monkeypatch.chdir(home)  # no stray rearguard.toml from the working directory
+    rt = Runtime.from_settings(load_settings(home=home, database_url=database_url))
+    use_runtime(rt)
+    yield rt
+    use_runtime(None)
+    rt.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url() -> Iterator[str]:
+    """One real Prefect server (Prefect's own test harness) for the whole session."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        assert url
+        yield url
+
+
+@pytest.fixture
+def cli_env(home: Path, database_url: str, prefect_api_url: str) -> dict[str, str]:
+    """The environment of a ``rearguard`` subprocess on the test's home, database and server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REARGUARD_")}
+    env.update(
+        REARGUARD_HOME=str(home),
+        REARGUARD_DATABASE_URL=database_url,
+        PREFECT_API_URL=prefect_api_url,
+        COLUMNS="200",
+    )
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``rearguard`` command and capture its output."""
+    return subprocess.run(
+        [str(REARGUARD_BIN), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli(cli_env: dict[str, str], home: Path):  # type: ignore[no-untyped-def]
+    """Call ``cli("assets", "list")`` to run rearguard in a subprocess against this test."""
+
+    def call(*args: str, env: dict[str, str] | None = None, timeout: float = 120):  # type: ignore[no-untyped-def]
+        return run_cli(*args, env={**cli_env, **(env or {})}, cwd=home, timeout=timeout)
+
+    return call
+
+
+@pytest.fixture
+def make_version(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Call ``make_version("v1", {"weights.bin": b"..."})`` to get a directory of files."""
+
+    def make(label: str, files: dict[str, bytes] | None = None) -> Path:
+        folder = tmp_path / "sources" / label
+        folder.mkdir(parents=True)
+        for relative, content in (files or {"weights.bin": f"weights {label}".encode()}).items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        return folder
+
+    return make
+
+
+def tamper(path: Path, *, data: bytes = b"\x00tampered\x00") -> None:
+    """Overwrite the start of a stored (read-only) file, as an attacker with disk access would."""
+    path.chmod(0o644)
+    with path.open("r+b") as handle:
+        handle.write(data)
+    path.chmod(0o444)
