@@ -111,10 +111,13 @@ def check_version(
         if is_pickle_candidate(location):
             for finding in scan_pickle_file(location, display_path=entry.path):
                 where = f"{finding.path}" + (f"!{finding.member}" if finding.member else "")
-                check.problems.append(
-                    f"{where}: pickle references {finding.callable} at offset "
-                    f"{finding.offset} ({finding.reason})"
-                )
+                if finding.callable:
+                    check.problems.append(
+                        f"{where}: pickle references {finding.callable} at offset "
+                        f"{finding.offset} ({finding.reason})"
+                    )
+                else:
+                    check.problems.append(f"{where}: {finding.reason} at offset {finding.offset}")
                 check.dangerous_pickle = True
     return check
 

@@ -26,10 +26,12 @@ Dangerous callables (see `DANGEROUS_MODULES` and `DANGEROUS_NAMES`) are matched 
 (``subprocess`` covers ``subprocess.Popen``; ``os`` covers ``os.system`` and ``os.path``), after
 Python 2 names are mapped the way the unpickler maps them (``commands`` -> ``subprocess``,
 ``__builtin__`` -> ``builtins``). Because protocol 4 resolves a dotted name attribute by attribute,
-a dotted name is also checked from each of its parts, so ``posixpath`` + ``os.system`` is caught,
-and a dotted name through an interpreter escape hatch (``__globals__``, ``__builtins__``,
-``__subclasses__``...) is reported. A STACK_GLOBAL whose operands are not plain strings cannot
-be checked and is reported as well.
+a dotted name is also checked from each of its parts, so ``posixpath`` + ``os.system`` is caught;
+a dotted name that steps through a lowercase attribute (likely a module alias, such as
+``tempfile`` + ``_os.system``) or through an escape hatch (``__globals__``, ``__builtins__``,
+``__name__``...) is reported too. A STACK_GLOBAL whose operands may be strings computed at load
+time (call results, persistent ids) cannot be checked and is reported as well. A deny-list is
+best effort: it names the known ways to run code, not every possible gadget.
 
 A stream that breaks off (truncated, corrupt) is reported with ``callable == ""`` and a reason
 that starts with ``"malformed"``, but only when nothing before it was a complete pickle, at
@@ -55,6 +57,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO
@@ -169,10 +172,16 @@ DANGEROUS_NAMES: Mapping[str, frozenset[str]] = MappingProxyType(
 """Single names denied in otherwise harmless modules: code evaluation, dynamic import, attribute
 access that reaches arbitrary objects, and file opening."""
 
-# Attributes that lead from any object to arbitrary code or globals; no legitimate pickle names
-# them inside a dotted (protocol 4) name.
+# Attributes that lead from an object to arbitrary code, globals, or to a module's name (which
+# could then feed STACK_GLOBAL); no legitimate pickle references them.
 _ATTRIBUTE_ESCAPES = frozenset(
     {
+        "__name__",
+        "__qualname__",
+        "__module__",
+        "__file__",
+        "__package__",
+        "__doc__",
         "__builtins__",
         "__globals__",
         "__subclasses__",
@@ -197,14 +206,17 @@ _LZ4_MAGIC = b"\x04\x22\x4d\x18"
 _SNIFFED_SUFFIXES = frozenset({".bin", ".dat"})
 # numpy itself refuses headers above 10 000 bytes unless told otherwise.
 _MAX_NPY_HEADER = 64 * 1024
-# Longer strings are skipped unread: no module or attribute name is this long.
+# Longer strings are skipped unread, as no module or attribute name is this long (one used as a
+# name is reported as unchecked).
 _MAX_KEPT_STRING = 1024
 # Bounds a newline-terminated argument (protocol 0) so a missing newline cannot read a whole file.
 _MAX_LINE = 64 * 1024 * 1024
 # Symbolic containers stop growing here; only small ones (wrapper states, args) matter.
 _MAX_CONTAINER = 1024
 _SKIP_CHUNK = 1024 * 1024
-# How far raw joblib array bytes are also read as opcodes (see _Machine._scan_as_plain_pickle).
+_READ_CHUNK = 256 * 1024
+# Read-ahead after a joblib array wrapper for the plain-pickle scan of the same bytes (see
+# _Machine._scan_as_plain_pickle); that scan opens a second reader if it gets further.
 _SHADOW_WINDOW = 64 * 1024
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
@@ -288,12 +300,16 @@ def scan_pickle_file(path: Path, *, display_path: str | None = None) -> list[Pic
     if not is_pickle_candidate(path):
         return []
     findings: list[PickleFinding] = []
+    seen: set[tuple[str | None, int, str]] = set()
     shown = str(path) if display_path is None else display_path
     suffix = path.suffix.lower()
 
     def report(member: str | None) -> _Report:
         def add(offset: int, name: str, reason: str) -> None:
-            findings.append(PickleFinding(shown, member, offset, name, reason))
+            # The joblib shadow scan can meet the same opcode as the main scan.
+            if (member, offset, name) not in seen:
+                seen.add((member, offset, name))
+                findings.append(PickleFinding(shown, member, offset, name, reason))
 
         return add
 
@@ -325,7 +341,7 @@ def scan_pickle_file(path: Path, *, display_path: str | None = None) -> list[Pic
         opener = _decompressor(head)
         if opener is not None:
             _scan_compressed(path, opener, report(None), malformed=says_pickle)
-            if head[:1] in _OPCODE_BY_CODE:
+            if _DISPATCH[head[0]] is not None:
                 # The magic is also an opcode: scan the raw bytes too, as pickle.load would.
                 _scan_stream(
                     stream, report(None), start=0, size=size, reopen=reopen, malformed=False
@@ -350,15 +366,22 @@ class _Malformed(Exception):
 
 
 class _Opaque:
-    """A value the scan does not model (numbers, bytes, objects built by calls)."""
+    """A value the scan does not model."""
 
-    __slots__ = ()
+    __slots__ = ("_label",)
+
+    def __init__(self, label: str) -> None:
+        self._label = label
 
     def __repr__(self) -> str:
-        return "?"
+        return self._label
 
 
-_OPAQUE = _Opaque()
+# Could be anything at load time, a string included (persistent ids, extension codes, strings
+# too long to keep); call results (_Instance) and globals (_Global) are the same for this purpose.
+_UNKNOWN = _Opaque("?")
+# Known not to be a string: bytes, floats, sets, buffers, arrays.
+_NOT_STRING = _Opaque("<not a string>")
 
 
 @dataclass(frozen=True)
@@ -476,9 +499,10 @@ def _scan_stream(
 
 
 class _ByteSource:
-    """The bytes of one stream for the opcode reader: offset tracking, push-back and skipping.
+    """The bytes of one stream for the opcode reader: buffered, with offsets, peek and skip.
 
-    Offers the ``read``/``readline`` pair the ``pickletools`` argument readers expect.
+    Offers the ``read``/``readline`` pair the ``pickletools`` argument readers expect. Reads
+    from the stream in chunks, since the opcode reader asks for a byte or a few at a time.
     """
 
     def __init__(
@@ -490,61 +514,98 @@ class _ByteSource:
         reopen: _Reopen | None,
         errors: tuple[type[BaseException], ...] = (),
     ) -> None:
-        self.position = start
         self.size = size
         self.reopen = reopen
         self.errors = errors
         self._stream = stream
-        self._pending = b""
-        self._pending_at = 0
+        self._buffer = b""
+        self._at = 0
+        self._base = start  # stream offset of _buffer[0]
+
+    @property
+    def position(self) -> int:
+        return self._base + self._at
 
     def read(self, n: int) -> bytes:
-        data = b""
-        if self._pending_at < len(self._pending):
-            data = self._pending[self._pending_at : self._pending_at + n]
-            self._pending_at += len(data)
-        if len(data) < n:
-            data += self._call(self._stream.read, n - len(data))
-        self.position += len(data)
-        return data
+        at = self._at
+        end = at + n
+        if end <= len(self._buffer):
+            self._at = end
+            return self._buffer[at:end]
+        data = self._buffer[at:]
+        self._refill(n - len(data))
+        take = min(n - len(data), len(self._buffer))
+        self._at = take
+        return data + self._buffer[:take]
 
     def readline(self) -> bytes:
-        data = b""
-        if self._pending_at < len(self._pending):
-            newline = self._pending.find(b"\n", self._pending_at)
-            end = len(self._pending) if newline < 0 else newline + 1
-            data = self._pending[self._pending_at : end]
-            self._pending_at = end
-        if not data.endswith(b"\n"):
-            data += self._call(self._stream.readline, _MAX_LINE - len(data))
-        self.position += len(data)
-        return data
+        newline = self._buffer.find(b"\n", self._at)
+        if newline >= 0:
+            data = self._buffer[self._at : newline + 1]
+            self._at = newline + 1
+            return data
+        parts = [self._buffer[self._at :]]
+        size = len(parts[0])
+        while size < _MAX_LINE:
+            self._refill(1)
+            if not self._buffer:
+                break
+            newline = self._buffer.find(b"\n", 0, _MAX_LINE - size)
+            self._at = len(self._buffer) if newline < 0 else newline + 1
+            parts.append(self._buffer[: self._at])
+            size += self._at
+            if newline >= 0:
+                break
+        return b"".join(parts)
 
-    def unread(self, data: bytes) -> None:
-        self._pending = data + self._pending[self._pending_at :]
-        self._pending_at = 0
-        self.position -= len(data)
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` next bytes, left unread."""
+        if len(self._buffer) - self._at < n:
+            data = self._buffer[self._at :]
+            self._base += self._at
+            self._buffer = data + self._read_stream(n - len(data), n - len(data))
+            self._at = 0
+        return self._buffer[self._at : self._at + n]
 
     def skip(self, n: int) -> None:
         """Move past ``n`` bytes of payload without keeping them."""
-        if n < 0:
-            raise _Malformed("negative length")
-        from_pending = min(n, len(self._pending) - self._pending_at)
-        self._pending_at += from_pending
-        self.position += from_pending
-        n -= from_pending
+        if self.size is not None and self.position + n > self.size:
+            raise _Malformed(f"{n} bytes announced, {self.size - self.position} remain")
+        if self._at + n <= len(self._buffer):
+            self._at += n
+            return
+        n -= len(self._buffer) - self._at
+        self._base += len(self._buffer)
+        self._buffer = b""
+        self._at = 0
         if self.size is not None:
-            if self.position + n > self.size:
-                raise _Malformed(f"{n} bytes announced, {self.size - self.position} remain")
             self._call(self._stream.seek, n, os.SEEK_CUR)
-            self.position += n
+            self._base += n
             return
         while n:
             chunk = self._call(self._stream.read, min(n, _SKIP_CHUNK))
             if not chunk:
                 raise _Malformed(f"{n} more bytes announced than the stream holds")
             n -= len(chunk)
-            self.position += len(chunk)
+            self._base += len(chunk)
+
+    def _refill(self, wanted: int) -> None:
+        """Replace the consumed buffer with at least ``wanted`` new bytes, fewer only at EOF."""
+        self._base += len(self._buffer)
+        self._buffer = self._read_stream(max(wanted, _READ_CHUNK), wanted)
+        self._at = 0
+
+    def _read_stream(self, n: int, minimum: int) -> bytes:
+        """Up to ``n`` bytes, reading again while fewer than ``minimum`` came and not at EOF."""
+        chunks = []
+        got = 0
+        while got < minimum or not chunks:
+            chunk = self._call(self._stream.read, n - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
     def _call(self, method: Callable[..., Any], *args: int) -> Any:
         try:
@@ -552,8 +613,6 @@ class _ByteSource:
         except self.errors as exc:
             raise _Malformed(f"unreadable stream: {exc}") from exc
 
-
-_OPCODE_BY_CODE = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
 
 # Length-prefixed payloads that are skipped unread: (width of the length, signed length).
 _PAYLOADS = {
@@ -590,27 +649,60 @@ def _read_line(source: _ByteSource) -> str:
     return line[:-1].decode("utf-8")
 
 
-def _read_argument(opcode: pickletools.OpcodeInfo, source: _ByteSource) -> Any:
-    name = opcode.name
-    if name in _PAYLOADS:
-        source.skip(_read_length(source, *_PAYLOADS[name]))
-        return _OPAQUE
-    if name in _STRINGS:
-        width, signed, encoding = _STRINGS[name]
-        length = _read_length(source, width, signed)
-        if length > _MAX_KEPT_STRING:
-            source.skip(length)
-            return _OPAQUE
-        data = source.read(length)
-        if len(data) != length:
-            raise _Malformed("stream ends inside a string")
-        return data.decode(encoding, "surrogatepass")
-    if name in ("GLOBAL", "INST"):
-        # Read as the unpickler does (plain UTF-8 lines), not with pickletools' escape decoding.
-        return _read_line(source), _read_line(source)
-    if opcode.arg is None:
-        return None
-    return opcode.arg.reader(source)
+def _skip_payload(width: int, signed: bool, source: _ByteSource) -> object:
+    source.skip(_read_length(source, width, signed))
+    return _NOT_STRING
+
+
+def _read_string(width: int, signed: bool, encoding: str, source: _ByteSource) -> object:
+    length = _read_length(source, width, signed)
+    if length > _MAX_KEPT_STRING:
+        source.skip(length)
+        return _UNKNOWN
+    data = source.read(length)
+    if len(data) != length:
+        raise _Malformed("stream ends inside a string")
+    return data.decode(encoding, "surrogatepass")
+
+
+def _read_names(source: _ByteSource) -> tuple[str, str]:
+    # Read as the unpickler does (plain UTF-8 lines), not with pickletools' escape decoding.
+    return _read_line(source), _read_line(source)
+
+
+def _read_int(width: int, signed: bool, source: _ByteSource) -> int:
+    data = source.read(width)
+    if len(data) != width:
+        raise _Malformed("stream ends inside an argument")
+    return int.from_bytes(data, "little", signed=signed)
+
+
+def _skip_float(source: _ByteSource) -> None:
+    if len(source.read(8)) != 8:
+        raise _Malformed("stream ends inside a float")
+
+
+# pickletools' readers for fixed-size arguments, replaced by faster equivalents.
+_FIXED_READERS: dict[str, Callable[[_ByteSource], Any]] = {
+    "uint1": partial(_read_int, 1, False),
+    "uint2": partial(_read_int, 2, False),
+    "int4": partial(_read_int, 4, True),
+    "uint4": partial(_read_int, 4, False),
+    "uint8": partial(_read_int, 8, False),
+    "float8": _skip_float,
+}
+
+
+def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], Any] | None:
+    if opcode.arg is not None and opcode.arg.name in _FIXED_READERS:
+        return _FIXED_READERS[opcode.arg.name]
+    if opcode.name in _PAYLOADS:
+        return partial(_skip_payload, *_PAYLOADS[opcode.name])
+    if opcode.name in _STRINGS:
+        return partial(_read_string, *_STRINGS[opcode.name])
+    if opcode.name in ("GLOBAL", "INST"):
+        return _read_names
+    return None if opcode.arg is None else opcode.arg.reader
 
 
 _STOP = object()
@@ -635,6 +727,7 @@ class _Machine:
         self._stack: list[object] = []
         self._metastack: list[list[object]] = []
         self._memo: dict[object, object] = {}
+        self._memo_shared = False
         self._proto = 0
 
     def run(self) -> bool:
@@ -648,20 +741,31 @@ class _Machine:
         """
         source = self._source
         while True:
-            self.position = source.position
-            code = source.read(1)
-            if not code:
-                if self.opcodes == 0:
-                    return False
-                raise _Malformed("stream ends before STOP")
-            opcode = _OPCODE_BY_CODE.get(code)
-            if opcode is None:
-                raise _Malformed(f"unknown opcode {code!r}")
-            try:
-                argument = _read_argument(opcode, source)
-            except ValueError as exc:
-                raise _Malformed(f"bad {opcode.name} argument: {exc}") from exc
-            stopped = _HANDLERS[opcode.name](self, argument) is _STOP
+            # The opcode byte is taken straight from the source's buffer: this loop is hot.
+            at = source._at
+            if at < len(source._buffer):
+                self.position = source._base + at
+                code = source._buffer[at]
+                source._at = at + 1
+            else:
+                self.position = source.position
+                data = source.read(1)
+                if not data:
+                    if self.opcodes == 0:
+                        return False
+                    raise _Malformed("stream ends before STOP")
+                code = data[0]
+            entry = _DISPATCH[code]
+            if entry is None:
+                raise _Malformed(f"unknown opcode {bytes([code])!r}")
+            name, reader, handler = entry
+            argument = None
+            if reader is not None:
+                try:
+                    argument = reader(source)
+                except ValueError as exc:
+                    raise _Malformed(f"bad {name} argument: {exc}") from exc
+            stopped = handler(self, argument) is _STOP
             self.opcodes += 1
             if stopped:
                 return True
@@ -670,14 +774,16 @@ class _Machine:
         self._stack.append(value)
 
     def _pop(self) -> object:
-        if not self._stack:
-            raise _Malformed("pop from an empty stack")
-        return self._stack.pop()
+        try:
+            return self._stack.pop()
+        except IndexError:
+            raise _Malformed("pop from an empty stack") from None
 
     def _top(self) -> object:
-        if not self._stack:
-            raise _Malformed("empty stack")
-        return self._stack[-1]
+        try:
+            return self._stack[-1]
+        except IndexError:
+            raise _Malformed("empty stack") from None
 
     def _pop_mark(self) -> list[object]:
         if not self._metastack:
@@ -688,9 +794,15 @@ class _Machine:
 
     def _global(self, module: object, name: object) -> object:
         if not isinstance(module, str) or not isinstance(name, str):
+            if _never_string(module) or _never_string(name):
+                raise _Malformed("STACK_GLOBAL operands are not strings")
+            if self._shadow and (isinstance(module, _Global) or isinstance(name, _Global)):
+                # A genuine joblib object array is a nested pickle whose memo lookups land on
+                # the outer pickle's classes here; string-valued globals are caught by name.
+                raise _Malformed("STACK_GLOBAL operand is a global")
             shown = f"{_shown(module)}.{_shown(name)}"
             self._add(self.position, shown, "global whose name is computed, cannot be checked")
-            return _OPAQUE
+            return _UNKNOWN
         reason = _deny_reason(module, name)
         if reason is None and self._proto < 3:
             mapped = _python2_mapping(module, name)
@@ -703,10 +815,13 @@ class _Machine:
     # Opcode handlers, one per opcode name (see _HANDLERS).
 
     def _constant(self, value: object) -> None:
-        self._push(value)
+        self._stack.append(value)
 
-    def _opaque(self, _: object) -> None:
-        self._push(_OPAQUE)
+    def _unknown(self, _: object) -> None:
+        self._push(_UNKNOWN)
+
+    def _not_string(self, _: object) -> None:
+        self._push(_NOT_STRING)
 
     def _none(self, _: object) -> None:
         self._push(None)
@@ -722,7 +837,7 @@ class _Machine:
 
     def _binpersid(self, _: object) -> None:
         self._pop()
-        self._push(_OPAQUE)
+        self._push(_UNKNOWN)
 
     def _empty_list(self, _: object) -> None:
         self._push([])
@@ -739,7 +854,7 @@ class _Machine:
     def _tuple(self, _: object) -> None:
         self._push(tuple(self._pop_mark()))
 
-    def _tuple_n(self, count: int) -> None:
+    def _tuple_n(self, _: object, *, count: int) -> None:
         if len(self._stack) < count:
             raise _Malformed("tuple from too few items")
         items = tuple(self._stack[-count:])
@@ -787,7 +902,7 @@ class _Machine:
 
     def _frozenset(self, _: object) -> None:
         self._pop_mark()
-        self._push(_OPAQUE)
+        self._push(_NOT_STRING)
 
     def _pop_op(self, _: object) -> None:
         if self._stack:
@@ -808,10 +923,18 @@ class _Machine:
     def _put(self, index: object) -> None:
         if isinstance(index, int) and index < 0:
             raise _Malformed("negative memo index")
-        self._memo[index] = self._top()
+        self._own_memo()[index] = self._top()
 
     def _memoize(self, _: object) -> None:
-        self._memo[len(self._memo)] = self._top()
+        memo = self._memo if not self._memo_shared else self._own_memo()
+        memo[len(memo)] = self._top()
+
+    def _own_memo(self) -> dict[object, object]:
+        if self._memo_shared:
+            # Copied on the first write only: most shadow scans stop before storing anything.
+            self._memo = dict(self._memo)
+            self._memo_shared = False
+        return self._memo
 
     def _get(self, index: object) -> None:
         try:
@@ -856,7 +979,7 @@ class _Machine:
         if layout is None:
             return
         self._scan_as_plain_pickle()
-        self._stack[-1] = _OPAQUE
+        self._stack[-1] = _NOT_STRING
         if layout.nested_pickle:
             if not _Machine(self._source, self._add).run():
                 raise _Malformed("stream ends before a joblib object array")
@@ -878,8 +1001,7 @@ class _Machine:
         the stream only when it gets past it.
         """
         source = self._source
-        window = source.read(_SHADOW_WINDOW)
-        source.unread(window)
+        window = source.peek(_SHADOW_WINDOW)
         with _ShadowStream(window, start=source.position, reopen=source.reopen) as stream:
             view = _ByteSource(
                 stream, start=source.position, size=source.size, reopen=None, errors=source.errors
@@ -887,7 +1009,8 @@ class _Machine:
             shadow = _Machine(view, self._add, shadow=True)
             shadow._stack = list(self._stack)
             shadow._metastack = [list(stack) for stack in self._metastack]
-            shadow._memo = dict(self._memo)
+            shadow._memo = self._memo
+            shadow._memo_shared = True
             shadow._proto = self._proto
             shadow.opcodes = 1
             try:
@@ -914,21 +1037,15 @@ def _set_items(target: dict[object, object], items: list[object]) -> None:
             target[key] = items[index + 1]
 
 
-def _handler(method: Callable[[_Machine, Any], object], *bound: Any) -> Callable[..., object]:
-    if not bound:
-        return method
-    return lambda machine, _: method(machine, *bound)
-
-
 _HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
     **dict.fromkeys(
-        ["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"], _Machine._constant
+        ["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "STRING", "UNICODE", *_STRINGS],
+        _Machine._constant,
     ),
-    **dict.fromkeys([*_STRINGS, "STRING", "UNICODE"], _Machine._constant),
     **dict.fromkeys(
-        [*_PAYLOADS, "FLOAT", "BINFLOAT", "NEXT_BUFFER", "PERSID", "EXT1", "EXT2", "EXT4"],
-        _Machine._opaque,
+        [*_PAYLOADS, "FLOAT", "BINFLOAT", "NEXT_BUFFER", "EMPTY_SET"], _Machine._not_string
     ),
+    **dict.fromkeys(["PERSID", "EXT1", "EXT2", "EXT4"], _Machine._unknown),
     "NONE": _Machine._none,
     "NEWTRUE": _Machine._true,
     "NEWFALSE": _Machine._false,
@@ -937,12 +1054,11 @@ _HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
     "EMPTY_LIST": _Machine._empty_list,
     "EMPTY_DICT": _Machine._empty_dict,
     "EMPTY_TUPLE": _Machine._empty_tuple,
-    "EMPTY_SET": _Machine._opaque,
     "LIST": _Machine._list,
     "TUPLE": _Machine._tuple,
-    "TUPLE1": _handler(_Machine._tuple_n, 1),
-    "TUPLE2": _handler(_Machine._tuple_n, 2),
-    "TUPLE3": _handler(_Machine._tuple_n, 3),
+    "TUPLE1": partial(_Machine._tuple_n, count=1),
+    "TUPLE2": partial(_Machine._tuple_n, count=2),
+    "TUPLE3": partial(_Machine._tuple_n, count=3),
     "DICT": _Machine._dict,
     "APPEND": _Machine._append,
     "APPENDS": _Machine._appends,
@@ -974,6 +1090,33 @@ _HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
     "STOP": _Machine._stop,
 }
 assert set(_HANDLERS) == {op.name for op in pickletools.opcodes}, "unhandled pickle opcode"
+
+_Entry = tuple[str, Callable[[_ByteSource], Any] | None, Callable[..., object]]
+
+
+def _dispatch_table() -> list[_Entry | None]:
+    """Indexed by opcode byte: (name, argument reader, handler); None for a byte that is not one."""
+    table: list[_Entry | None] = [None] * 256
+    for opcode in pickletools.opcodes:
+        table[ord(opcode.code)] = (opcode.name, _argument_reader(opcode), _HANDLERS[opcode.name])
+    return table
+
+
+_DISPATCH = _dispatch_table()
+
+
+def _never_string(value: object) -> bool:
+    """True when the unpickler's exact-``str`` check on STACK_GLOBAL operands must fail."""
+    if isinstance(value, _Instance):
+        # BUILD with a true state sets attributes or slots, which a plain str does not have.
+        return _known_true(value.state)
+    return value is None or value is _NOT_STRING or isinstance(value, (int, tuple, list, dict))
+
+
+def _known_true(state: object) -> bool:
+    if isinstance(state, tuple) and len(state) == 2:
+        return _known_true(state[0]) or _known_true(state[1])  # (state, slotstate)
+    return isinstance(state, (dict, list, tuple, str, int)) and bool(state)
 
 
 def _shown(value: object) -> str:
@@ -1010,7 +1153,11 @@ def _deny_reason(module: str, name: str) -> str | None:
                 return f"{reason} (reached through attribute path {name})"
     escapes = _ATTRIBUTE_ESCAPES.intersection(parts)
     if escapes:
-        return f"reaches interpreter internals through {', '.join(sorted(escapes))}"
+        return f"attribute path through {', '.join(sorted(escapes))}"
+    for part in parts[:-1]:
+        # Nested classes are CapWords; a lowercase step is likely a module alias (tempfile._os).
+        if part.lstrip("_")[:1].islower():
+            return f"attribute path through {part}, possibly a module, cannot be checked"
     return None
 
 
@@ -1155,25 +1302,11 @@ class _ShadowStream:
         self._closing.close()
 
     def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; a read that the window can start is served by it alone."""
         data = self._window[self._offset : self._offset + n]
+        if not data and (tail := self._open_tail()) is not None:
+            data = tail.read(n)
         self._offset += len(data)
-        if len(data) < n and (tail := self._open_tail()) is not None:
-            more = tail.read(n - len(data))
-            self._offset += len(more)
-            data += more
-        return data
-
-    def readline(self, limit: int) -> bytes:
-        newline = self._window.find(b"\n", self._offset, self._offset + limit)
-        end = min(len(self._window), self._offset + limit) if newline < 0 else newline + 1
-        data = self._window[self._offset : end]
-        self._offset += len(data)
-        if not data.endswith(b"\n") and len(data) < limit:
-            tail = self._open_tail()
-            if tail is not None:
-                more = tail.readline(limit - len(data))
-                self._offset += len(more)
-                data += more
         return data
 
     def seek(self, offset: int, whence: int) -> None:
