@@ -26,16 +26,19 @@ class PlaybookOutcome:
 async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     """Wrap a playbook body: on success record ``recovered``, on failure ``failed`` and why.
 
-    Either way the people concerned are notified. A failure is re-raised as
-    :class:`OperationFailed` so that Prefect shows the flow run as failed too.
+    Either way the people concerned are notified, unless a rerun ended exactly as before. A
+    failure is re-raised as :class:`OperationFailed` so that Prefect shows the flow run as
+    failed too.
     """
     outcome = PlaybookOutcome()
     try:
         yield outcome
     except RearguardError as exc:
-        await conclude(incident_id, IncidentStatus.FAILED, exc.message)
-        await notify(incident_id, event="failed")
+        ended = await conclude(incident_id, IncidentStatus.FAILED, exc.message)
+        if ended["changed"]:
+            await notify(incident_id, event="failed")
         raise OperationFailed(exc.message, hint=exc.hint) from exc
     if outcome.status == IncidentStatus.RECOVERED:
-        await conclude(incident_id, IncidentStatus.RECOVERED)
-        await notify(incident_id, event="recovered")
+        ended = await conclude(incident_id, IncidentStatus.RECOVERED)
+        if ended["changed"]:
+            await notify(incident_id, event="recovered")

@@ -130,9 +130,11 @@ validate = _task("validate", recovery.validate)
 notify = _task("notify", notify_body)
 
 
-async def conclude(incident_id: int, status: IncidentStatus, reason: str | None = None) -> None:
+async def conclude(
+    incident_id: int, status: IncidentStatus, reason: str | None = None
+) -> dict[str, Any]:
     """Record the incident's end state (a state change, not a step: no intent/outcome pair)."""
     runtime = current_runtime()
-    await asyncio.to_thread(
+    return await asyncio.to_thread(
         recovery.conclude, runtime=runtime, incident_id=incident_id, status=status, reason=reason
     )

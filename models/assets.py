@@ -126,8 +126,9 @@ def register_version(
 ) -> Registration:
     """Copy content into the store and record it as a new candidate version.
 
-    Nothing is recorded unless everything is: the content is stored first, the database rows
-    and the audit event commit together, and a failed commit removes the stored version.
+    Nothing is recorded unless everything is: the content is staged first, the database rows
+    and the audit event commit together with the version's directory appearing in the store,
+    and a failed commit removes that directory.
 
     Args:
         db: the database.
@@ -166,8 +167,10 @@ def register_version(
         lineage_ref = parse_version_ref(trained_on) if trained_on else None
         if lineage_ref:
             _lineage_version(session, lineage_ref)
-    entries = registry.store_version(asset=name, label=label, source=source, progress=progress)
+    staged = registry.stage_version(source=source, progress=progress)
+    entries = staged.manifest
     digest = manifest_digest(entries)
+    published = False
     try:
         with db.session() as session:
             asset = session.exec(select(Asset).where(Asset.name == name)).first()
@@ -211,12 +214,21 @@ def register_version(
                 },
             )
             resolved_kind = str(asset.kind)
-    except IntegrityError as exc:
-        registry.discard_version(asset=name, label=label)
-        raise ConflictError(f"{name}@{label} is already registered; labels are immutable") from exc
-    except BaseException:
-        registry.discard_version(asset=name, label=label)
+            # Only now, with the flushed row holding the label (the SQLite write lock; on
+            # PostgreSQL the unique index entry, which blocks a competing insert until this
+            # transaction ends), may the store's directory for the label be replaced.
+            registry.publish_version(staged, asset=name, label=label)
+            published = True
+    except BaseException as exc:
+        if published:
+            registry.discard_version(asset=name, label=label)
+        if isinstance(exc, IntegrityError):
+            raise ConflictError(
+                f"{name}@{label} is already registered; labels are immutable"
+            ) from exc
         raise
+    finally:
+        registry.discard_staged(staged)
     return Registration(name, label, resolved_kind, digest, entries)
 
 

@@ -119,10 +119,14 @@ class Database:
             with self.engine.connect() as connection:
                 current = MigrationContext.configure(connection).get_current_revision()
         except OperationalError as exc:
+            # Drivers' messages span lines; the CLI prints an error as one line.
+            reason = " ".join(str(exc.orig).split())
             raise ConfigurationError(
-                f"cannot open the database: {exc.orig}", hint="check REARGUARD_DATABASE_URL"
+                f"cannot open the database: {reason}", hint="check REARGUARD_DATABASE_URL"
             ) from exc
-        if current is not None and script.get_revision(current) is None:
+        # get_revision() raises on an unknown id rather than returning None.
+        known = {revision.revision for revision in script.walk_revisions()}
+        if current is not None and current not in known:
             raise ConfigurationError(
                 f"the database is at revision {current}, newer than this rearguard knows",
                 hint="upgrade rearguard, or point REARGUARD_DATABASE_URL at another database",

@@ -81,12 +81,14 @@ def quarantine(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
             reason=f"incident {incident_id}: in production when the incident opened",
             incident_id=incident_id,
         )
-        set_incident_status(
-            session=session,
-            incident=incident,
-            status=IncidentStatus.CONTAINED,
-            actor=_actor(incident),
-        )
+        if incident.status in (IncidentStatus.OPEN, IncidentStatus.FAILED):
+            # A rerun of a recovered incident must not walk it back to contained.
+            set_incident_status(
+                session=session,
+                incident=incident,
+                status=IncidentStatus.CONTAINED,
+                actor=_actor(incident),
+            )
     return {"quarantined": label, "evidence": str(destination), "altered_files": altered}
 
 
@@ -165,12 +167,18 @@ def select_known_good(
         incident = get_incident(session=session, incident_id=incident_id)
         asset = _incident_asset(session, incident)
         since = incident.since
+        versions = _versions(session, asset)
         known_good = [
             (v, manifest_of(session=session, version=v))
-            for v in _versions(session, asset)
+            for v in versions
             if v.status == VersionStatus.KNOWN_GOOD
         ]
-    rejected: list[dict[str, str]] = []
+        # Approved versions that verification has just made suspect: say so in the reason.
+        rejected: list[dict[str, str]] = [
+            {"version": v.label, "reason": f"is suspect ({v.status_reason})"}
+            for v in versions
+            if v.status == VersionStatus.SUSPECT and v.approved_by
+        ]
     checks = checks or {}
     for version, manifest in known_good:
         if since is not None and version.registered_at >= since:
@@ -270,10 +278,15 @@ def validate(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
 def conclude(
     *, runtime: Runtime, incident_id: int, status: IncidentStatus, reason: str | None = None
 ) -> dict[str, Any]:
-    """Record the incident's end state (recovered or failed) and the reason."""
+    """Record the incident's end state (recovered or failed) and the reason.
+
+    Returns:
+        ``changed`` is False when the incident already ended that way (a converged rerun),
+        so nobody is notified twice of the same outcome.
+    """
     with runtime.db.session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
-        set_incident_status(
+        changed = set_incident_status(
             session=session, incident=incident, status=status, actor=_actor(incident), reason=reason
         )
-    return {"status": str(status), "reason": reason}
+    return {"status": str(status), "reason": reason, "changed": changed}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,10 +16,23 @@ app = typer.Typer(help="The audit chain: every action, hash-chained.")
 @app.command("verify")
 def verify(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Verify an exported timeline (rearguard export ID --format jsonl) offline, "
+            "without the database.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Recompute every event's hash; exit 3 naming the first altered, deleted, reordered or
     inserted event."""
     from rearguard.models.audit import verify_stored_chain
+
+    if file is not None:
+        _verify_file(file, json_output)
+        return
 
     rt = runtime()
     with rt.db.read_session() as session:
@@ -47,6 +61,58 @@ def verify(
         err.print(
             f"[red]audit chain broken at {report.problem.describe()}[/]; "
             f"{report.events} events before it verify"
+        )
+    if not report.ok:
+        raise typer.Exit(EXIT_INTEGRITY)
+
+
+def _verify_file(path: Path, json_output: bool) -> None:
+    from rearguard.flows.exports.timeline_jsonl import verify_file
+
+    report = verify_file(path)
+    problem = report.problem
+    if json_output:
+        emit_json(
+            {
+                "ok": report.ok,
+                "file": str(path),
+                "incident_id": report.incident_id,
+                "events": report.events,
+                "redacted": report.redacted,
+                "gaps": report.gaps,
+                "last_seq": report.last_seq,
+                "last_hash": report.last_hash,
+                "first_bad": (
+                    {"seq": problem.seq, "line": problem.line, "reason": problem.reason}
+                    if problem
+                    else None
+                ),
+            }
+        )
+    elif problem is None:
+        out.print(
+            f"timeline of incident {report.incident_id} intact: {report.events} events, "
+            f"last event {report.last_seq} hash {report.last_hash}",
+            markup=False,
+        )
+        if report.redacted:
+            out.print(
+                f"{report.redacted} event(s) were redacted at export: their place in the chain "
+                "verifies, their content cannot",
+                markup=False,
+            )
+        out.print(
+            "to anchor the file, check that this hash is the live database's: "
+            f"rearguard incident show {report.incident_id} --json",
+            markup=False,
+        )
+    else:
+        line = f"line {problem.line}" if problem.line else "end of file"
+        seq = f"event {problem.seq}" if problem.seq >= 0 else "a record"
+        err.print(
+            f"timeline file broken at {line}, {seq}: {problem.reason}; "
+            f"{report.events} events before it verify",
+            markup=False,
         )
     if not report.ok:
         raise typer.Exit(EXIT_INTEGRITY)

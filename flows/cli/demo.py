@@ -82,10 +82,12 @@ def demo(
     elif chosen.exists() and any(chosen.iterdir()):
         raise UsageError(f"{chosen} is not empty", hint="give the demo an empty or new directory")
     options.home = chosen
-    options.database_url = None  # the demo always runs on the embedded defaults
+    # Always the demo home's own SQLite file, even when REARGUARD_DATABASE_URL names a real one.
+    options.database_url = f"sqlite:///{chosen / 'rearguard.db'}"
     reset_runtime()
     rt = runtime()
     actor = "demo"
+    alias = rt.settings.registry.alias
 
     out.print(Rule("rearguard demo"))
     out.print(f"home: {chosen}")
@@ -106,9 +108,9 @@ def demo(
         approve_version(db=rt.db, registry=rt.registry, name=ASSET, label=label, by=APPROVER)
         out.print(f"approved {ASSET}@{label} as known_good by {APPROVER}")
     promote_version(
-        db=rt.db, registry=rt.registry, name=ASSET, label="v3", alias="production", actor=actor
+        db=rt.db, registry=rt.registry, name=ASSET, label="v3", alias=alias, actor=actor
     )
-    out.print(f"promoted {ASSET}@v3 to production (not yet approved: a hurried release)")
+    out.print(f"promoted {ASSET}@v3 to {alias} (not yet approved: a hurried release)")
 
     tampered = rt.registry.version_location(asset=ASSET, label="v3") / "model.safetensors"
     _tamper(tampered)
@@ -136,7 +138,7 @@ def demo(
     print_outcome(rt, incident)
     out.print(
         f"audit chain: {'intact' if report.ok else 'BROKEN'}, {report.events} events; "
-        f"production alias: {rt.registry.alias_location(asset=ASSET, alias='production')}"
+        f"{alias} alias: {rt.registry.alias_location(asset=ASSET, alias=alias)}"
     )
     evidence = chosen / "evidence" / f"incident-{incident_id}"
     out.print(f"forensic copy of v3 as found: {escape(str(evidence))}")

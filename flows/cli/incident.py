@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -60,6 +62,17 @@ def open_and_record(
         return int(incident.id or 0)
 
 
+class _RunRecordsOffTheTerminal(logging.Filter):
+    """Keep Prefect's flow- and task-run log records off the terminal; the API still gets them.
+
+    The CLI reports every step and the outcome itself. Prefect's console copies repeat them
+    and, for an expected failure such as "no known-good version", add a traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+
+
 def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> Incident:
     """Run an incident's playbook, printing each step as it starts and ends."""
     from rearguard.flows.dispatch import configure_prefect, run_playbook, uses_temporary_server
@@ -83,17 +96,25 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
             "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
         )
+    import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
+
+    off_terminal = _RunRecordsOffTheTerminal()
+    handlers = [] if os.environ.get("REARGUARD_DEBUG") else list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(off_terminal)
     rt.reporters.append(report)
     try:
         return run_playbook(runtime=rt, incident_id=incident_id)
     finally:
         rt.reporters.remove(report)
+        for handler in handlers:
+            handler.removeFilter(off_terminal)
 
 
-def production_label(rt: Runtime, asset: str | None) -> str | None:
-    """Where the production alias of an asset points now, per the database."""
+def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str | None]:
+    """The label and status of the version the production alias points at, per the database."""
     if not asset:
-        return None
+        return None, None
     from rearguard.models.assets import alias_version, get_asset
 
     with rt.db.read_session() as session:
@@ -102,7 +123,12 @@ def production_label(rt: Runtime, asset: str | None) -> str | None:
             asset=get_asset(session=session, name=asset),
             alias=rt.settings.registry.alias,
         )
-    return current.label if current else None
+    return (current.label, str(current.status)) if current else (None, None)
+
+
+def production_label(rt: Runtime, asset: str | None) -> str | None:
+    """Where the production alias of an asset points now, per the database."""
+    return production_version(rt, asset)[0]
 
 
 def incident_dict(incident: Incident) -> dict[str, Any]:
@@ -142,13 +168,14 @@ def event_dict(event: TimelineEvent) -> dict[str, Any]:
 
 
 def print_outcome(rt: Runtime, incident: Incident) -> None:
-    """Print how an incident ended and where production points."""
-    production = production_label(rt, incident.asset_name)
+    """Print how an incident ended and where production points (and whether it is trusted)."""
+    label, status = production_version(rt, incident.asset_name)
     style = status_style(str(incident.status))
+    trust = f" [{status_style(status or '')}]({status})[/]" if status else ""
     out.print(
         f"incident {incident.id}: [{style}]{incident.status}[/]; "
         f"{escape(incident.asset_name or '-')} {rt.settings.registry.alias} -> "
-        f"[bold]{escape(production or '(none)')}[/]"
+        f"[bold]{escape(label or '(none)')}[/]{trust}"
     )
     if incident.reason:
         out.print(f"reason: {escape(incident.reason)}")

@@ -14,7 +14,7 @@ from typing import Annotated
 import click
 import typer
 
-from rearguard.flows.cli import assets, audit, db, demo, incident, playbook
+from rearguard.flows.cli import assets, audit, db, demo, export, incident, playbook, resolve
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
 
@@ -39,6 +39,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.command("demo")(demo.demo)
 app.command("init")(db.init)
+app.command("export")(export.export)
+incident.app.command("resolve")(resolve.resolve)
 
 
 def _version(value: bool) -> None:
@@ -77,7 +79,15 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.TyperException as exc:
+        # Typer 0.2x vendors click: its usage errors (bad choice, missing argument, unknown
+        # command) are typer._click exceptions, not click's.
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         sys.exit(EXIT_FAILED)
     except RearguardError as exc:

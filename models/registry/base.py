@@ -19,13 +19,27 @@ class ManifestEntry:
     size: int
 
 
+@dataclass(frozen=True)
+class StagedVersion:
+    """A version's content copied and hashed, not yet visible as a version."""
+
+    manifest: list[ManifestEntry]
+    work: Path
+
+
 class RegistryBackend(Protocol):
     """Stores version contents and the aliases serving systems read."""
 
-    def store_version(
-        self, *, asset: str, label: str, source: Path, progress: Progress | None = None
-    ) -> list[ManifestEntry]:
-        """Copy ``source`` into the registry as a new version and return its manifest."""
+    def stage_version(self, *, source: Path, progress: Progress | None = None) -> StagedVersion:
+        """Copy and hash ``source`` without making it visible as a version yet."""
+        ...
+
+    def publish_version(self, staged: StagedVersion, *, asset: str, label: str) -> None:
+        """Make a staged version visible; the caller holds the label (its uncommitted row)."""
+        ...
+
+    def discard_staged(self, staged: StagedVersion) -> None:
+        """Remove what is left of a staged version."""
         ...
 
     def discard_version(self, *, asset: str, label: str) -> None:

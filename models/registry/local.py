@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rearguard.models.errors import NotFoundError, UnsafePathError, UsageError
-from rearguard.models.registry.base import ManifestEntry, Progress
+from rearguard.models.registry.base import ManifestEntry, Progress, StagedVersion
 
 _CHUNK = 1024 * 1024
 _READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
@@ -42,19 +42,17 @@ class LocalStore:
 
     # -- registration ------------------------------------------------------------------------
 
-    def store_version(
-        self, *, asset: str, label: str, source: Path, progress: Progress | None = None
-    ) -> list[ManifestEntry]:
-        """Copy a file or directory into the store, hashing it on the way.
+    def stage_version(self, *, source: Path, progress: Progress | None = None) -> StagedVersion:
+        """Copy a file or directory into the objects, hashing it, and link a staged version.
+
+        Nothing is visible under ``assets/`` until :meth:`publish_version`.
 
         Args:
-            asset: the asset name (already validated).
-            label: the version label (already validated).
             source: a file or a directory; symlinks inside it must stay inside it.
             progress: called with the number of bytes copied, chunk by chunk.
 
         Returns:
-            The manifest, sorted by path.
+            The staged version, its manifest sorted by path.
 
         Raises:
             NotFoundError: the source does not exist.
@@ -73,15 +71,28 @@ class LocalStore:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(self._object_path(digest), target)
                 manifest.append(ManifestEntry(relative, digest, size))
-            final = self._version_dir(asset, label)
-            if final.exists():
-                # Left by a registration that crashed before its database commit.
-                _remove_tree(final)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            version_tmp.rename(final)
-        finally:
+        except BaseException:
             _remove_tree(work)
-        return sorted(manifest, key=lambda entry: entry.path)
+            raise
+        return StagedVersion(sorted(manifest, key=lambda entry: entry.path), work)
+
+    def publish_version(self, staged: StagedVersion, *, asset: str, label: str) -> None:
+        """Move a staged version into ``assets/<asset>/versions/<label>``.
+
+        The caller must hold the label exclusively (its uncommitted database row): a directory
+        already there was then left by a registration that crashed before its commit, and is
+        replaced. Without that guarantee a registration racing a committed one would delete
+        the committed version's files.
+        """
+        final = self._version_dir(asset, label)
+        if final.exists():
+            _remove_tree(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        (staged.work / "version").rename(final)
+
+    def discard_staged(self, staged: StagedVersion) -> None:
+        """Remove what is left of a staged version (all of it, if it was never published)."""
+        _remove_tree(staged.work)
 
     def _ingest(self, path: Path, work: Path, progress: Progress | None) -> tuple[str, int]:
         """Copy one file into the objects directory while hashing it; return (sha256, size)."""

@@ -1,0 +1,115 @@
+"""``rearguard export``: an incident as a review, a verifiable timeline, STIX or a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rearguard.flows.cli.context import err, out, runtime
+from rearguard.flows.exports.formats import ExportFormat
+
+
+def export(
+    incident_id: Annotated[
+        int | None, typer.Argument(help="The incident to export (or --all).", show_default=False)
+    ] = None,
+    export_format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help=(
+                "md or html: the post-incident review; jsonl: the timeline, verifiable offline; "
+                "csv: the timeline for spreadsheets; stix: a STIX 2.1 bundle; report: an "
+                "OECD-style incident report (JSON)."
+            ),
+        ),
+    ] = ExportFormat.MD,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help=(
+                "File to write (a directory: incident-ID.EXT inside it); standard output when "
+                "omitted. With --all, the directory to write into (created if missing, its "
+                "parent must exist)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    all_incidents: Annotated[
+        bool, typer.Option("--all", help="Export every incident (see --since) into -o DIR.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(help="With --all: only incidents opened at or after this time (ISO 8601)."),
+    ] = None,
+) -> None:
+    """Export an incident: built from the database alone, secrets redacted, the same bytes for
+    the same records."""
+    from rearguard.models.errors import UsageError
+
+    if all_incidents:
+        if incident_id is not None:
+            raise UsageError("give an incident id or --all, not both")
+        if output is None:
+            raise UsageError("--all needs -o DIR", hint="e.g. rearguard export --all -o reviews/")
+        _export_all(export_format, output, since)
+        return
+    if incident_id is None:
+        raise UsageError("which incident?", hint="rearguard export ID, or --all -o DIR")
+    if since is not None:
+        raise UsageError("--since applies to --all only")
+    _export_one(incident_id, export_format, output)
+
+
+def _export_one(incident_id: int, export_format: ExportFormat, output: Path | None) -> None:
+    from rearguard.flows.exports.export import export_to_file, write_export
+    from rearguard.flows.exports.formats import file_name
+    from rearguard.flows.exports.output import standard_output, target_file
+
+    rt = runtime()
+    alias = rt.settings.registry.alias
+    if output is None or str(output) == "-":
+        with standard_output() as stream:
+            write_export(
+                db=rt.db,
+                incident_id=incident_id,
+                export_format=export_format,
+                out=stream,
+                alias=alias,
+            )
+        return
+    path = target_file(output, file_name(incident_id, export_format))
+    export_to_file(
+        db=rt.db, incident_id=incident_id, export_format=export_format, path=path, alias=alias
+    )
+    err.print(f"wrote {path}", markup=False)
+
+
+def _export_all(export_format: ExportFormat, output: Path, since: str | None) -> None:
+    from rearguard.flows.exports.export import export_to_file, incident_ids
+    from rearguard.flows.exports.formats import file_name
+    from rearguard.flows.exports.output import output_directory
+    from rearguard.models.incidents import parse_since
+
+    moment = parse_since(since)
+    rt = runtime()
+    ids = incident_ids(rt.db, since=moment)
+    if not ids:
+        err.print("no incidents" + (f" opened since {since}" if since else ""), markup=False)
+        return
+    directory = output_directory(output)
+    for incident_id in ids:
+        path = export_to_file(
+            db=rt.db,
+            incident_id=incident_id,
+            export_format=export_format,
+            path=directory / file_name(incident_id, export_format),
+            alias=rt.settings.registry.alias,
+        )
+        out.print(str(path), markup=False)

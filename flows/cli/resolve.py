@@ -1,0 +1,72 @@
+"""``rearguard incident resolve``: close an incident, and write its review when so configured."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime
+
+
+def resolve(
+    incident_id: Annotated[int, typer.Argument(help="Incident id.")],
+    note: Annotated[
+        str | None,
+        typer.Option(help="How it was closed (required when its playbook failed)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Resolve a recovered (or, with --note, a failed) incident; exit 2 if it is still open or
+    already resolved. With [exports] auto_review (the default) its Markdown and HTML review
+    are written to [exports] review_dir (default <home>/reviews)."""
+    from rearguard.models.errors import EXIT_FAILED, RearguardError
+    from rearguard.models.export_settings import load_export_settings
+    from rearguard.models.redaction import redact_text
+    from rearguard.models.resolution import resolve_incident
+
+    rt = runtime()
+    settings = load_export_settings(home=rt.settings.home)
+    with rt.db.session() as session:
+        incident = resolve_incident(
+            session=session, incident_id=incident_id, actor=rt.settings.core.actor, note=note
+        )
+    written: list[str] = []
+    review_error: str | None = None
+    if settings.auto_review:
+        from rearguard.flows.exports.export import write_reviews
+
+        directory = settings.review_directory(rt.settings.home)
+        try:
+            paths = write_reviews(
+                db=rt.db,
+                incident_id=incident_id,
+                directory=directory,
+                alias=rt.settings.registry.alias,
+            )
+            written = [str(p) for p in paths]
+        except (RearguardError, OSError) as exc:
+            review_error = getattr(exc, "message", None) or str(exc)
+    if json_output:
+        emit_json(
+            {
+                "id": incident.id,
+                "status": str(incident.status),
+                "review": written,
+                "review_error": review_error,
+            }
+        )
+    else:
+        out.print(f"incident {incident_id}: resolved", markup=False)
+        if note and redact_text(note) != note:
+            err.print("note: secrets in the note were redacted before it was recorded")
+        for path in written:
+            out.print(f"review: {path}", markup=False)
+    if review_error:
+        err.print(
+            f"error: incident {incident_id} is resolved, but its review was not written: "
+            f"{review_error}",
+            markup=False,
+        )
+        err.print(f"hint: rearguard export {incident_id} --format html -o DIR", markup=False)
+        raise typer.Exit(EXIT_FAILED)

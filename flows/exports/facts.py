@@ -1,0 +1,688 @@
+"""An incident's facts, read from the database alone: what every export is built from.
+
+:func:`load_facts` reads the incident, streams its timeline once in sequence order to gather
+the milestones, step runs, actions, versions and event times (a few bytes per event, so an
+incident with 100,000 events costs little memory), and looks up the versions involved and
+the alias move that put the compromised version in production. The timeline itself is never
+held in memory: formats that list every event stream it again with :meth:`IncidentFacts.events`
+(or :func:`iter_rows` for the raw, hashed fields), bounded by the sequence number the first
+pass ended at, so every part of one export describes the same events.
+
+Everything textual passes through :mod:`rearguard.models.redaction`.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row
+from sqlmodel import select
+
+from rearguard.flows.exports.event_text import describe_event
+from rearguard.models.database import Database
+from rearguard.models.redaction import json_text_may_hold_secret, redact_text, redact_value
+from rearguard.models.tables import Alias, Asset, AssetVersion, Incident, TimelineEvent
+from rearguard.playbooks.catalog import CATALOG
+
+_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+ROW_COLUMNS = (
+    "seq",
+    "ts",
+    "incident_id",
+    "kind",
+    "action",
+    "actor",
+    "asset",
+    "version",
+    "data",
+    "prev_hash",
+    "hash",
+)
+KINDS = ("intent", "outcome", "decision", "notification", "state")
+_KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
+_MAX_ACTIONS = 500
+_MAX_STEPS = 500
+_STREAM_BATCH = 5000
+
+
+def parse_ts(value: str) -> datetime:
+    """Parse a chain timestamp (``2026-11-25T03:00:00.000000Z``) as an aware UTC datetime."""
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A datetime as the exports write it: UTC, microseconds, a trailing ``Z``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """The incident row, redacted, as the exports show it."""
+
+    id: int
+    type: str
+    severity: str
+    status: str
+    source: str
+    asset: str | None
+    since: datetime | None
+    summary: str
+    reason: str | None
+    opened_by: str
+    opened_at: datetime
+    updated_at: datetime
+    atlas_ids: tuple[str, ...]
+    dedup_key: str | None
+    compromised: str | None
+    selected: str | None
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One timeline event, redacted, with a one-line description."""
+
+    seq: int
+    ts: str
+    kind: str
+    action: str
+    actor: str
+    asset: str | None
+    version: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+    redacted: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """A version of the affected asset that the incident involved."""
+
+    label: str
+    status: str
+    digest: str
+    file_count: int
+    total_size: int
+    registered_by: str
+    registered_at: datetime
+    approved_by: str | None
+    approved_at: datetime | None
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One run of a playbook step: its intent and, unless it was interrupted, its outcome."""
+
+    name: str
+    actor: str
+    started: datetime
+    ended: datetime | None
+    ok: bool | None
+    detail: str
+    intent_seq: int
+    outcome_seq: int | None
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something done during the incident and who did it."""
+
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A duration between two moments of the incident (None where one is not recorded)."""
+
+    key: str
+    name: str
+    start: datetime | None
+    end: datetime | None
+    start_label: str
+    end_label: str
+    missing: str
+
+    @property
+    def seconds(self) -> float | None:
+        """The duration in seconds, or None."""
+        if self.start is None or self.end is None:
+            return None
+        return round((self.end - self.start).total_seconds(), 6)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How long the compromised version served production."""
+
+    label: str
+    start: datetime | None
+    end: datetime | None
+    start_seq: int | None
+    end_seq: int | None
+    moved_in_by: str | None
+
+    @property
+    def seconds(self) -> float | None:
+        """The time in production, or None when a bound is not recorded."""
+        if self.start is None or self.end is None:
+            return None
+        return round((self.end - self.start).total_seconds(), 6)
+
+
+@dataclass
+class Milestones:
+    """When the incident reached each point of its life, per its timeline."""
+
+    opened: datetime | None = None
+    acknowledged: datetime | None = None
+    contained: datetime | None = None
+    recovered: datetime | None = None
+    failed: datetime | None = None
+    resolved: datetime | None = None
+    opened_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Who resolved the incident, when, and their note."""
+
+    actor: str
+    ts: datetime
+    note: str | None
+
+
+@dataclass
+class IncidentFacts:
+    """Everything the exports say about one incident, except the events themselves."""
+
+    db: Database
+    incident: IncidentView
+    alias: str
+    asset_kind: str | None
+    playbook_title: str | None
+    provisions: tuple[str, ...]
+    versions: list[VersionFacts]
+    milestones: Milestones
+    exposure: Exposure | None
+    steps: list[StepRun]
+    steps_omitted: int
+    actions: list[Action]
+    actions_omitted: int
+    event_count: int
+    first_seq: int | None
+    last_seq: int | None
+    first_prev_hash: str | None
+    last_hash: str | None
+    redacted_events: int
+    kind_counts: Counter[str]
+    event_times: array[float]
+    event_kinds: bytearray
+    evidence: str | None
+    resolution: Resolution | None
+    production_now: str | None
+
+    @property
+    def first_ts(self) -> datetime | None:
+        """The time of the first event."""
+        return _from_epoch(self.event_times[0]) if self.event_times else None
+
+    @property
+    def last_ts(self) -> datetime | None:
+        """The time of the last event."""
+        return _from_epoch(self.event_times[-1]) if self.event_times else None
+
+    @property
+    def metrics(self) -> list[Metric]:
+        """Time to detect, acknowledge, contain, recover and resolve."""
+        m = self.milestones
+        opened = m.opened or self.incident.opened_at
+        return [
+            Metric(
+                "detect",
+                "Time to detect",
+                self.incident.since,
+                opened,
+                "suspected start",
+                "opened",
+                "no suspected start (--since) was given",
+            ),
+            Metric(
+                "acknowledge",
+                "Time to acknowledge",
+                opened,
+                m.acknowledged,
+                "opened",
+                "first response",
+                "no response recorded",
+            ),
+            Metric(
+                "contain",
+                "Time to contain",
+                opened,
+                m.contained,
+                "opened",
+                "contained",
+                "not contained",
+            ),
+            Metric(
+                "recover",
+                "Time to recover",
+                opened,
+                m.recovered,
+                "opened",
+                "recovered",
+                "not recovered" + (" (the playbook failed)" if m.failed else ""),
+            ),
+            Metric(
+                "resolve",
+                "Time to resolve",
+                opened,
+                m.resolved,
+                "opened",
+                "resolved",
+                "not resolved yet",
+            ),
+        ]
+
+    def rows(self) -> Iterator[Row[Any]]:
+        """Stream the incident's events as stored (hashed fields, data as canonical text)."""
+        if self.last_seq is None:
+            return iter(())
+        return iter_rows(self.db, self.incident.id, upto_seq=self.last_seq)
+
+    def events(self) -> Iterator[EventView]:
+        """Stream the incident's events, redacted and described, in sequence order."""
+        for row in self.rows():
+            yield event_view(row)
+
+
+def _from_epoch(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) -> Iterator[Row[Any]]:
+    """Stream an incident's stored events in sequence order, one query, rows fetched in batches.
+
+    The rows carry the hashed fields as stored (``data`` as canonical JSON text) and ``hash``,
+    in :data:`ROW_COLUMNS` order and by name. One read transaction covers the whole stream, so
+    it is one consistent snapshot; ``upto_seq`` bounds it to what an earlier pass saw.
+    """
+    columns = [_EVENTS.c[name] for name in ROW_COLUMNS]
+    statement = select(*columns).where(_EVENTS.c.incident_id == incident_id)
+    if upto_seq is not None:
+        statement = statement.where(_EVENTS.c.seq <= upto_seq)
+    statement = statement.order_by(_EVENTS.c.seq)
+    with db.read_session() as session:
+        connection = session.connection().execution_options(yield_per=_STREAM_BATCH)
+        result = connection.execute(statement)
+        for partition in result.partitions():
+            yield from partition
+
+
+def event_view(row: Row[Any]) -> EventView:
+    """Redact and describe one stored event."""
+    data_text = row.data
+    if json_text_may_hold_secret(data_text):
+        original = json.loads(data_text)
+        data = redact_value(original)
+        redacted = data != original
+    else:
+        data = json.loads(data_text)
+        redacted = False
+    names = (row.action, row.actor, row.asset, row.version)
+    clean = tuple(redact_text(n) if n else n for n in names)
+    if clean != names:
+        redacted = True
+    action, actor, asset, version = clean
+    return EventView(
+        seq=row.seq,
+        ts=row.ts,
+        kind=row.kind,
+        action=action,
+        actor=actor,
+        asset=asset,
+        version=version,
+        data=data,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+        redacted=redacted,
+        detail=describe_event(row.kind, action, data),
+    )
+
+
+def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> IncidentFacts:
+    """Read everything about an incident that the exports need, streaming its timeline once.
+
+    Args:
+        db: the database.
+        incident_id: the incident.
+        alias: the production alias name (``[registry] alias``).
+
+    Returns:
+        The facts.
+
+    Raises:
+        NotFoundError: there is no such incident.
+    """
+    from rearguard.models.incidents import get_incident
+
+    with db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        view = _incident_view(incident)
+    gather = _Gatherer(view, alias)
+    for row in iter_rows(db, incident_id):
+        gather.add(row)
+    gather.finish()
+    with db.read_session() as session:
+        asset = (
+            session.exec(select(Asset).where(Asset.name == incident.asset_name)).first()
+            if incident.asset_name
+            else None
+        )
+        versions = _versions(session, asset, gather) if asset else []
+        production_now = _alias_label(session, asset, alias) if asset else None
+        exposure = _exposure(session, view, gather, alias) if asset and view.compromised else None
+    spec = CATALOG.get(view.type)
+    return IncidentFacts(
+        db=db,
+        incident=view,
+        alias=alias,
+        asset_kind=str(asset.kind) if asset else None,
+        playbook_title=spec.title if spec else None,
+        provisions=spec.provisions if spec else (),
+        versions=versions,
+        milestones=gather.milestones,
+        exposure=exposure,
+        steps=gather.steps,
+        steps_omitted=gather.steps_omitted,
+        actions=gather.actions,
+        actions_omitted=gather.actions_omitted,
+        event_count=gather.count,
+        first_seq=gather.first_seq,
+        last_seq=gather.last_seq,
+        first_prev_hash=gather.first_prev_hash,
+        last_hash=gather.last_hash,
+        redacted_events=gather.redacted,
+        kind_counts=gather.kinds,
+        event_times=gather.times,
+        event_kinds=gather.kind_codes,
+        evidence=gather.evidence,
+        resolution=gather.resolution,
+        production_now=production_now,
+    )
+
+
+def _incident_view(incident: Incident) -> IncidentView:
+    state = incident.state or {}
+
+    def label(key: str) -> str | None:
+        value = state.get(key)
+        return redact_text(str(value)) if value else None
+
+    return IncidentView(
+        id=int(incident.id or 0),
+        type=incident.type,
+        severity=str(incident.severity),
+        status=str(incident.status),
+        source=str(incident.source),
+        asset=incident.asset_name,
+        since=incident.since,
+        summary=redact_text(incident.summary or ""),
+        reason=redact_text(incident.reason) if incident.reason else None,
+        opened_by=redact_text(incident.opened_by),
+        opened_at=incident.opened_at,
+        updated_at=incident.updated_at,
+        atlas_ids=tuple(incident.atlas_ids or ()),
+        dedup_key=redact_text(incident.dedup_key) if incident.dedup_key else None,
+        compromised=label("compromised"),
+        selected=label("selected"),
+    )
+
+
+# Actions whose data the first pass reads; the rest are counted and timed only.
+_STATE_PREFIXES = ("incident.", "version.", "alias.", "notify.")
+
+
+class _Gatherer:
+    """The first pass over a timeline: everything but the events themselves."""
+
+    def __init__(self, incident: IncidentView, alias: str) -> None:
+        self.incident = incident
+        self.alias = alias
+        self.count = 0
+        self.first_seq: int | None = None
+        self.first_prev_hash: str | None = None
+        self.last_seq: int | None = None
+        self.last_hash: str | None = None
+        self.redacted = 0
+        self.kinds: Counter[str] = Counter()
+        self.times: array[float] = array("d")
+        self.kind_codes = bytearray()
+        self.milestones = Milestones()
+        self.steps: list[StepRun] = []
+        self.steps_omitted = 0
+        self.actions: list[Action] = []
+        self.actions_omitted = 0
+        self.evidence: str | None = None
+        self.resolution: Resolution | None = None
+        self.labels: set[str] = set()
+        self.roles: dict[str, list[str]] = {}
+        self.rollback_seq: int | None = None
+        self.rollback_ts: datetime | None = None
+        self._open_steps: dict[str, tuple[int, datetime, str]] = {}
+
+    def add(self, row: Row[Any]) -> None:
+        if self.first_seq is None:
+            self.first_seq, self.first_prev_hash = row.seq, row.prev_hash
+        self.count += 1
+        self.last_seq, self.last_hash = row.seq, row.hash
+        moment = parse_ts(row.ts)
+        self.times.append(moment.timestamp())
+        self.kind_codes.append(_KIND_CODES.get(row.kind, len(KINDS)))
+        self.kinds[row.kind] += 1
+        if row.version:
+            self.labels.add(row.version)
+        interesting = row.kind in ("intent", "outcome", "decision") or row.action.startswith(
+            _STATE_PREFIXES
+        )
+        if not interesting:
+            if json_text_may_hold_secret(row.data):
+                self.redacted += event_view(row).redacted
+            return
+        event = event_view(row)
+        self.redacted += event.redacted
+        self._milestone(event, moment)
+        self._step(event, moment)
+        self._roles(event)
+        if event.kind != "intent" and event.action != "incident.opened":
+            self._action(event, moment)
+
+    def _milestone(self, event: EventView, moment: datetime) -> None:
+        m = self.milestones
+        action = event.action
+        if action == "incident.opened" and m.opened is None:
+            m.opened, m.opened_seq = moment, event.seq
+        elif m.opened and m.acknowledged is None and event.kind in ("intent", "decision"):
+            m.acknowledged = moment
+        if action == "incident.contained" and m.contained is None:
+            m.contained = moment
+        elif action == "incident.recovered" and m.recovered is None:
+            m.recovered = moment
+        elif action == "incident.failed":
+            m.failed = moment
+        elif action == "incident.resolved":
+            m.resolved = moment
+        elif action == "incident.resolve":
+            note = event.data.get("note")
+            self.resolution = Resolution(event.actor, moment, str(note) if note else None)
+        elif (
+            action == "alias.moved"
+            and self.rollback_seq is None
+            and event.asset == self.incident.asset
+            and event.data.get("alias", self.alias) == self.alias
+        ):
+            self.rollback_seq, self.rollback_ts = event.seq, moment
+
+    def _step(self, event: EventView, moment: datetime) -> None:
+        if event.kind == "intent":
+            interrupted = self._open_steps.pop(event.action, None)
+            if interrupted is not None:
+                self._add_step(event.action, interrupted, None, None, "interrupted: no outcome")
+            self._open_steps[event.action] = (event.seq, moment, event.actor)
+        elif event.kind == "outcome":
+            started = self._open_steps.pop(event.action, None) or (event.seq, moment, event.actor)
+            ok = event.data.get("ok")
+            self._add_step(event.action, started, (event.seq, moment), bool(ok), event.detail)
+            result = event.data.get("result")
+            if event.action == "quarantine" and isinstance(result, dict):
+                evidence = result.get("evidence")
+                self.evidence = str(evidence) if evidence else self.evidence
+
+    def _add_step(
+        self,
+        name: str,
+        started: tuple[int, datetime, str],
+        ended: tuple[int, datetime] | None,
+        ok: bool | None,
+        detail: str,
+    ) -> None:
+        if len(self.steps) >= _MAX_STEPS:
+            self.steps_omitted += 1
+            return
+        self.steps.append(
+            StepRun(
+                name=name,
+                actor=started[2],
+                started=started[1],
+                ended=ended[1] if ended else None,
+                ok=ok,
+                detail=detail,
+                intent_seq=started[0],
+                outcome_seq=ended[0] if ended else None,
+            )
+        )
+
+    def finish(self) -> None:
+        """Close the pass: steps still without an outcome, and the roles of the state labels."""
+        for name, started in sorted(self._open_steps.items(), key=lambda item: item[1][0]):
+            self._add_step(name, started, None, None, "no outcome recorded")
+        self._open_steps.clear()
+        self.steps.sort(key=lambda step: step.intent_seq)
+        for label, role in (
+            (self.incident.compromised, "compromised"),
+            (self.incident.selected, "restored"),
+        ):
+            if label:
+                self.labels.add(label)
+                roles = self.roles.setdefault(label, [])
+                if role not in roles:
+                    roles.insert(0, role)
+
+    def _roles(self, event: EventView) -> None:
+        result = event.data.get("result")
+        if event.action.startswith("version.") and event.version:
+            self._role(event.version, f"marked {event.action.removeprefix('version.')}")
+        if not isinstance(result, dict):
+            return
+        if event.action == "verify_integrity" and isinstance(result.get("checks"), dict):
+            for label, check in result["checks"].items():
+                ok = isinstance(check, dict) and check.get("ok")
+                self._role(str(label), "verified intact" if ok else "failed verification")
+        elif event.action == "select_known_good":
+            for rejected in result.get("rejected") or []:
+                if isinstance(rejected, dict) and rejected.get("version"):
+                    self._role(str(rejected["version"]), f"rejected: {rejected.get('reason')}")
+
+    def _role(self, label: str, role: str) -> None:
+        self.labels.add(label)
+        roles = self.roles.setdefault(label, [])
+        if role not in roles:
+            roles.append(role)
+
+    def _action(self, event: EventView, moment: datetime) -> None:
+        if len(self.actions) >= _MAX_ACTIONS:
+            self.actions_omitted += 1
+            return
+        what = event.action + (f" {event.version}" if event.version else "")
+        self.actions.append(Action(event.seq, moment, event.actor, what, event.kind, event.detail))
+
+
+def _versions(session: Any, asset: Asset, gather: _Gatherer) -> list[VersionFacts]:
+    labels = gather.labels
+    if not labels:
+        return []
+    rows = session.exec(
+        select(AssetVersion).where(
+            AssetVersion.asset_id == asset.id, AssetVersion.label.in_(sorted(labels))
+        )
+    ).all()
+    rows = sorted(rows, key=lambda v: (v.registered_at, v.label))
+    return [
+        VersionFacts(
+            label=v.label,
+            status=str(v.status),
+            digest=v.digest,
+            file_count=v.file_count,
+            total_size=v.total_size,
+            registered_by=redact_text(v.registered_by),
+            registered_at=v.registered_at,
+            approved_by=redact_text(v.approved_by) if v.approved_by else None,
+            approved_at=v.approved_at,
+            roles=tuple(gather.roles.get(v.label, ())),
+        )
+        for v in rows
+    ]
+
+
+def _alias_label(session: Any, asset: Asset, alias: str) -> str | None:
+    row = session.get(Alias, (asset.id, alias))
+    if row is None:
+        return None
+    version = session.get(AssetVersion, row.version_id)
+    return version.label if version else None
+
+
+def _exposure(session: Any, incident: IncidentView, gather: _Gatherer, alias: str) -> Exposure:
+    """From the alias move that put the compromised version in production to the rollback."""
+    label = incident.compromised
+    assert label is not None
+    opened_seq = gather.milestones.opened_seq
+    statement = (
+        select(_EVENTS.c.seq, _EVENTS.c.ts, _EVENTS.c.actor, _EVENTS.c.data)
+        .where(
+            _EVENTS.c.action == "alias.moved",
+            _EVENTS.c.asset == incident.asset,
+            _EVENTS.c.version == label,
+        )
+        .order_by(_EVENTS.c.seq.desc())
+    )
+    if opened_seq is not None:
+        statement = statement.where(_EVENTS.c.seq < opened_seq)
+    start: tuple[int, datetime, str] | None = None
+    for seq, ts, actor, data in session.connection().execute(statement):
+        if json.loads(data).get("alias", alias) == alias:
+            start = (seq, parse_ts(ts), actor)
+            break
+    return Exposure(
+        label=label,
+        start=start[1] if start else None,
+        end=gather.rollback_ts,
+        start_seq=start[0] if start else None,
+        end_seq=gather.rollback_seq,
+        moved_in_by=redact_text(start[2]) if start else None,
+    )

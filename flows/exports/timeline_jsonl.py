@@ -1,0 +1,307 @@
+"""The ``jsonl`` export: an incident's timeline, verifiable offline, and its verifier.
+
+One JSON object per line, keys sorted, compact separators, UTF-8:
+
+- line 1, ``{"record": "header", ...}``: the format, the incident, the first event's sequence
+  number and ``prev_hash`` (where the exported stretch of the chain starts), and how the hash
+  is computed;
+- ``{"record": "event", ...}``: one timeline event with every hashed field (``seq, ts,
+  incident_id, kind, action, actor, asset, version, data, prev_hash``) and its ``hash``;
+- ``{"record": "gap", "from_seq", "to_seq", "prev_hash", "hash"}``: events of the one database
+  chain that belong to no part of this incident (other incidents, registrations), withheld; the
+  gap carries the hash before it and the hash of its last event, so the chain still links;
+- ``{"record": "redacted", ...}``: an event whose content held a secret, exported with the
+  secret replaced: its ``hash`` is the stored one, which its redacted content no longer matches,
+  so verification checks its place in the chain but cannot check its content;
+- last, ``{"record": "end", "events", "redacted", "gaps", "last_seq", "last_hash"}``, so a
+  truncated file is detected.
+
+An edited event no longer matches its hash; a deleted or reordered line breaks the sequence or
+the ``prev_hash`` links. The last hash can be compared with the live database's chain
+(``rearguard incident show ID --json``) to anchor the file: see the README.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Row
+
+from rearguard.flows.exports.facts import IncidentFacts
+from rearguard.models.audit import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
+from rearguard.models.redaction import contains_secret, json_text_may_hold_secret, redact_value
+
+FORMAT = "rearguard-timeline"
+FORMAT_VERSION = 1
+HASH_RULE = (
+    "hash = sha256 of the UTF-8 canonical JSON (keys sorted, separators ',' and ':', "
+    "non-ASCII unescaped) of the object with the fields "
+    + ", ".join(HASHED_FIELDS)
+    + "; each event's prev_hash is the hash of the event before it in the database's chain"
+)
+
+
+def write(facts: IncidentFacts, out: TextIO) -> None:
+    """Write an incident's timeline as verifiable JSON lines."""
+    out.write(
+        canonical_json(
+            {
+                "record": "header",
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "incident_id": facts.incident.id,
+                "first_seq": facts.first_seq,
+                "prev_hash": facts.first_prev_hash,
+                "hashed_fields": list(HASHED_FIELDS),
+                "hash_rule": HASH_RULE,
+                "verify": "rearguard audit verify --file <this file>",
+            }
+        )
+        + "\n"
+    )
+    events = redacted = gaps = 0
+    previous: tuple[int, str] | None = None
+    for row in facts.rows():
+        if previous is not None and row.seq != previous[0] + 1:
+            gaps += 1
+            out.write(
+                canonical_json(
+                    {
+                        "record": "gap",
+                        "from_seq": previous[0] + 1,
+                        "to_seq": row.seq - 1,
+                        "prev_hash": previous[1],
+                        "hash": row.prev_hash,
+                    }
+                )
+                + "\n"
+            )
+        line, was_redacted = _event_line(row)
+        out.write(line)
+        events += 1
+        redacted += was_redacted
+        previous = (row.seq, row.hash)
+    out.write(
+        canonical_json(
+            {
+                "record": "end",
+                "events": events,
+                "redacted": redacted,
+                "gaps": gaps,
+                "last_seq": previous[0] if previous else None,
+                "last_hash": previous[1] if previous else None,
+            }
+        )
+        + "\n"
+    )
+
+
+def _null_or_str(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _event_line(row: Row[Any]) -> tuple[str, bool]:
+    """One event as a line, its stored ``data`` text spliced in; or a redacted record."""
+    names = (row.action, row.actor, row.asset, row.version)
+    if json_text_may_hold_secret(row.data) or any(n and contains_secret(n) for n in names):
+        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
+        fields["data"] = json.loads(row.data)
+        clean = redact_value(fields)
+        if clean != fields:
+            return canonical_json({**clean, "hash": row.hash, "record": "redacted"}) + "\n", True
+    # Sorted key order, as canonical_json would write it, without parsing data back and forth.
+    return (
+        f'{{"action":{encode_basestring(row.action)},"actor":{encode_basestring(row.actor)},'
+        f'"asset":{_null_or_str(row.asset)},"data":{row.data},"hash":{encode_basestring(row.hash)},'
+        f'"incident_id":{"null" if row.incident_id is None else row.incident_id},'
+        f'"kind":{encode_basestring(row.kind)},"prev_hash":{encode_basestring(row.prev_hash)},'
+        f'"record":"event","seq":{row.seq},"ts":{encode_basestring(row.ts)},'
+        f'"version":{_null_or_str(row.version)}}}\n'
+    ), False
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """The result of verifying an exported timeline file."""
+
+    incident_id: int | None
+    events: int
+    redacted: int
+    gaps: int
+    last_seq: int | None
+    last_hash: str | None
+    problem: ChainProblem | None
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return self.problem is None
+
+
+class _Lines:
+    """The file's records in order; event records are handed out as a stream for verify_events."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._lines = enumerate(handle, start=1)
+        self.pending: tuple[int, dict[str, Any]] | None = None
+        self.problem: ChainProblem | None = None
+        self.incident_id: int | None = None
+
+    def next_record(self) -> tuple[int, dict[str, Any]] | None:
+        if self.pending is not None:
+            record, self.pending = self.pending, None
+            return record
+        for number, text in self._lines:
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError:
+                self.problem = ChainProblem(-1, number, "not valid JSON (altered or truncated)")
+                return None
+            if not isinstance(value, dict):
+                self.problem = ChainProblem(-1, number, "not a JSON object")
+                return None
+            return number, value
+        return None
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Event records, each with its ``line``, up to the next record of another kind."""
+        while (item := self.next_record()) is not None:
+            number, record = item
+            if record.get("record") != "event":
+                self.pending = item
+                return
+            if record.get("incident_id") != self.incident_id:
+                self.problem = ChainProblem(
+                    _seq(record), number, f"belongs to incident {record.get('incident_id')}"
+                )
+                return
+            yield {**record, "line": number}
+
+
+def _seq(record: dict[str, Any]) -> int:
+    value = record.get("seq")
+    return value if isinstance(value, int) else -1
+
+
+def verify_file(path: Path) -> FileReport:
+    """Verify an exported timeline file and name its first bad line.
+
+    Event records are checked by :func:`rearguard.models.audit.verify_events` (each hash
+    recomputed, each ``prev_hash`` linked to the event before, sequence numbers contiguous);
+    gap and redacted records must link into the chain where they stand; the end record must
+    match what was read.
+
+    Raises:
+        UsageError: the file cannot be read.
+    """
+    from rearguard.models.errors import UsageError
+
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    with handle:
+        return _verify(_Lines(handle))
+
+
+def _verify(lines: _Lines) -> FileReport:
+    counts = {"events": 0, "redacted": 0, "gaps": 0}
+    last: tuple[int, str] | None = None
+
+    def report(problem: ChainProblem | None) -> FileReport:
+        return FileReport(
+            incident_id=lines.incident_id,
+            events=counts["events"],
+            redacted=counts["redacted"],
+            gaps=counts["gaps"],
+            last_seq=last[0] if last else None,
+            last_hash=last[1] if last else None,
+            problem=problem,
+        )
+
+    first = lines.next_record()
+    if first is None:
+        return report(lines.problem or ChainProblem(-1, None, "the file is empty"))
+    number, header = first
+    if header.get("record") != "header" or header.get("format") != FORMAT:
+        return report(ChainProblem(-1, number, f"not a {FORMAT} file (no header record)"))
+    lines.incident_id = header.get("incident_id")
+    if not isinstance(header.get("first_seq"), int) or not isinstance(header.get("prev_hash"), str):
+        if header.get("first_seq") is None:  # an incident without events: only the end follows
+            return _verify_end(lines, report, last, counts)
+        return report(ChainProblem(-1, number, "the header's first_seq or prev_hash is malformed"))
+    start = (header["first_seq"] - 1, header["prev_hash"])
+    while True:
+        chain = verify_events(lines.events(), start=start)
+        counts["events"] += chain.events
+        if lines.problem is not None:
+            return report(lines.problem)
+        if chain.problem is not None:
+            return report(chain.problem)
+        last = (chain.last_seq, chain.last_hash)
+        item = lines.next_record()
+        if item is None:
+            return report(lines.problem or ChainProblem(last[0] + 1, None, _TRUNCATED))
+        number, record = item
+        kind = record.get("record")
+        if kind == "end":
+            lines.pending = item
+            return _verify_end(lines, report, last, counts)
+        if kind not in ("gap", "redacted"):
+            return report(ChainProblem(_seq(record), number, f"unexpected record {kind!r}"))
+        first_seq = record.get("from_seq") if kind == "gap" else record.get("seq")
+        last_seq = record.get("to_seq") if kind == "gap" else record.get("seq")
+        if first_seq != last[0] + 1:
+            reason = f"expected sequence {last[0] + 1}, found {first_seq} (lines deleted or moved)"
+            return report(ChainProblem(_int(first_seq), number, reason))
+        if record.get("prev_hash") != last[1]:
+            reason = "prev_hash does not match the previous event (inserted or reordered)"
+            return report(ChainProblem(_int(first_seq), number, reason))
+        if not isinstance(last_seq, int) or last_seq < first_seq or not record.get("hash"):
+            return report(ChainProblem(_int(first_seq), number, f"malformed {kind} record"))
+        if kind == "redacted" and record.get("incident_id") != lines.incident_id:
+            reason = f"belongs to incident {record.get('incident_id')}"
+            return report(ChainProblem(last_seq, number, reason))
+        counts["gaps" if kind == "gap" else "redacted"] += 1
+        counts["events"] += kind == "redacted"
+        start = last = (last_seq, str(record["hash"]))
+
+
+_TRUNCATED = "the file ends without its end record (truncated)"
+
+
+def _verify_end(
+    lines: _Lines, report: Any, last: tuple[int, str] | None, counts: dict[str, int]
+) -> FileReport:
+    item = lines.next_record()
+    if item is None:
+        return report(lines.problem or ChainProblem(-1, None, _TRUNCATED))
+    number, end = item
+    if end.get("record") != "end":
+        return report(ChainProblem(_seq(end), number, "expected the end record"))
+    expected = {
+        "events": counts["events"],
+        "redacted": counts["redacted"],
+        "gaps": counts["gaps"],
+        "last_seq": last[0] if last else None,
+        "last_hash": last[1] if last else None,
+    }
+    for key, value in expected.items():
+        if end.get(key) != value:
+            reason = f"the end record says {key} {end.get(key)!r}, the file has {value!r}"
+            return report(ChainProblem(last[0] if last else -1, number, reason))
+    extra = lines.next_record()
+    if extra is not None:
+        return report(ChainProblem(_seq(extra[1]), extra[0], "a record after the end record"))
+    return report(lines.problem)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else -1
