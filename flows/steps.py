@@ -25,22 +25,22 @@ from rearguard.models.errors import RearguardError
 from rearguard.models.failpoints import failpoint
 from rearguard.models.incidents import get_incident
 from rearguard.models.runtime import Runtime, current_runtime
+from rearguard.models.tables import Incident
 from rearguard.notifications.notify import notify as notify_body
 
 StepBody = Callable[..., dict[str, Any]]
 
 
 def _record(
-    runtime: Runtime, *, incident_id: int, kind: EventKind, action: str, data: dict
+    runtime: Runtime, *, incident: Incident, kind: EventKind, action: str, data: dict
 ) -> None:
-    with runtime.db.session() as session:
-        incident = get_incident(session=session, incident_id=incident_id)
+    with runtime.db.transaction() as connection:
         append_event(
-            session,
+            connection,
             kind=kind,
             action=action,
             actor=f"playbook:{incident.type}",
-            incident_id=incident_id,
+            incident_id=incident.id,
             asset=incident.asset_name,
             version=data.get("version") if isinstance(data.get("version"), str) else None,
             data=data,
@@ -66,9 +66,11 @@ def run_step(
         RearguardError: the body failed; the outcome event records why.
     """
     runtime.report(name, "start", "")
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
     _record(
         runtime,
-        incident_id=incident_id,
+        incident=incident,
         kind=EventKind.INTENT,
         action=name,
         data={"step": name, "arguments": _recordable(arguments)},
@@ -81,7 +83,7 @@ def run_step(
         elapsed = round(time.perf_counter() - started, 4)
         _record(
             runtime,
-            incident_id=incident_id,
+            incident=incident,
             kind=EventKind.OUTCOME,
             action=name,
             data={"step": name, "ok": False, "error": exc.message, "seconds": elapsed},
@@ -92,7 +94,7 @@ def run_step(
     failpoint(f"{name}.before_outcome")
     _record(
         runtime,
-        incident_id=incident_id,
+        incident=incident,
         kind=EventKind.OUTCOME,
         action=name,
         data={"step": name, "ok": True, "seconds": elapsed, "result": result},

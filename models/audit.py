@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy import Connection
 from sqlmodel import Session, select
 
 from rearguard.models.enums import EventKind
@@ -47,9 +47,6 @@ _encode_str = json.encoder.encode_basestring
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
 _HEAD = ChainHead.__table__  # type: ignore[attr-defined]
 _SELECT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
-_UPDATE_HEAD = (
-    update(_HEAD).where(_HEAD.c.id == 1).values(seq=bindparam("seq"), hash=bindparam("hash"))
-)
 
 
 def canonical_json(value: Any) -> str:
@@ -68,8 +65,17 @@ def event_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class AppendedEvent:
+    """What :func:`append_event` stored: the event's place and hash in the chain."""
+
+    seq: int
+    ts: str
+    hash: str
+
+
 def append_event(
-    session: Session,
+    target: Session | Connection,
     *,
     kind: EventKind | str,
     action: str,
@@ -78,14 +84,15 @@ def append_event(
     asset: str | None = None,
     version: str | None = None,
     data: Mapping[str, Any] | None = None,
-) -> TimelineEvent:
+) -> AppendedEvent:
     """Append one event to the chain inside the caller's transaction.
 
     The caller's transaction holds the chain lock from here until it commits, so the event and
     the state change it records land together or not at all.
 
     Args:
-        session: an open write session.
+        target: an open write session, or a connection in a write transaction
+            (``Database.transaction()``: the lighter path for writers that only log).
         kind: intent, outcome, decision, notification or state.
         action: what happened, e.g. ``rollback`` or ``incident.opened``.
         actor: who did it (a person, ``playbook:<name>``, ``cli``).
@@ -95,42 +102,75 @@ def append_event(
         data: further facts; must be JSON-serialisable and must not hold secrets.
 
     Returns:
-        The stored event.
+        The event's sequence number, timestamp and hash.
     """
-    _lock_chain(session)
-    # Core statements on the session's connection, not ORM objects: this runs once per event,
-    # and the ORM's identity map, flush and model validation cost several times the statements
-    # themselves (bench/bench_audit_chain.py). Same transaction, so the same guarantees.
-    connection = session.connection()
-    head = connection.execute(_SELECT_HEAD).first()
-    seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
-    fields: dict[str, Any] = {
-        "seq": seq + 1,
-        "ts": format_ts(datetime.now(UTC)),
-        "incident_id": incident_id,
-        "kind": str(kind),
-        "action": action,
-        "actor": actor,
-        "asset": asset,
-        "version": version,
-        "data": dict(data or {}),
-        "prev_hash": prev_hash,
-    }
-    digest = event_hash(fields)
-    row = {**fields, "data": canonical_json(fields["data"]), "hash": digest}
-    connection.execute(insert(_EVENTS), row)
-    if head:
-        connection.execute(_UPDATE_HEAD, {"seq": row["seq"], "hash": digest})
-    else:
-        connection.execute(insert(_HEAD), {"id": 1, "seq": row["seq"], "hash": digest})
-    return TimelineEvent(**row)
+    connection = target.connection() if isinstance(target, Session) else target
+    dialect = connection.dialect.name
+    # The driver's own cursor, in the session's transaction: this runs for every event, and
+    # SQLAlchemy's statement machinery costs as much as the statements themselves
+    # (bench/bench_audit_chain.py). Same connection and transaction, so the same guarantees.
+    cursor = connection.connection.driver_connection.cursor()
+    sql = _SQL_BY_DIALECT["postgresql" if dialect == "postgresql" else "sqlite"]
+    try:
+        if dialect == "postgresql":
+            cursor.execute(sql.lock, (_PG_LOCK_KEY,))
+        # SQLite: every write transaction already began with BEGIN IMMEDIATE (database.py).
+        cursor.execute(sql.head)
+        head = cursor.fetchone()
+        seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+        fields: dict[str, Any] = {
+            "seq": seq + 1,
+            "ts": format_ts(datetime.now(UTC)),
+            "incident_id": incident_id,
+            "kind": str(kind),
+            "action": action,
+            "actor": actor,
+            "asset": asset,
+            "version": version,
+            "data": dict(data or {}),
+            "prev_hash": prev_hash,
+        }
+        digest = event_hash(fields)
+        cursor.execute(
+            sql.insert_event,
+            (
+                *(fields[name] for name in HASHED_FIELDS if name != "data"),
+                canonical_json(fields["data"]),
+                digest,
+            ),
+        )
+        cursor.execute(sql.update_head if head else sql.insert_head, (fields["seq"], digest))
+    finally:
+        cursor.close()
+    return AppendedEvent(fields["seq"], fields["ts"], digest)
 
 
-def _lock_chain(session: Session) -> None:
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    # SQLite: every write transaction already began with BEGIN IMMEDIATE (see database.py).
+@dataclass(frozen=True)
+class _ChainSql:
+    lock: str
+    head: str
+    insert_event: str
+    update_head: str
+    insert_head: str
+
+
+_SQLITE_SQL = _ChainSql(
+    lock="SELECT pg_advisory_xact_lock(?)",
+    head="SELECT seq, hash FROM chain_head WHERE id = 1",
+    insert_event=(
+        "INSERT INTO timeline_event (seq, ts, incident_id, kind, action, actor, asset, version,"
+        " prev_hash, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    update_head="UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1",
+    insert_head="INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?)",
+)
+# psycopg's placeholder is %s; nothing else differs.
+_SQL_BY_DIALECT = {
+    "sqlite": _SQLITE_SQL,
+    "postgresql": _ChainSql(
+        *(getattr(_SQLITE_SQL, f).replace("?", "%s") for f in _ChainSql.__dataclass_fields__)
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -298,20 +338,33 @@ def iter_stored_events(session: Session, *, batch: int = 5000) -> Iterator[dict[
         yield dict(zip(_COLUMNS, row, strict=True))
 
 
+_SELECT_BATCH = (
+    f"SELECT {', '.join(_COLUMNS)} FROM timeline_event WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608 - constant column names
+)
+
+
 def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
     """Every stored event in sequence order, as value rows in ``_COLUMNS`` order."""
-    columns = [_EVENTS.c[name] for name in _COLUMNS]
-    # Core on the session's connection: ORM result processing doubles the cost of a read.
     connection = session.connection()
-    last = 0
-    while True:
-        rows = connection.execute(
-            select(*columns).where(_EVENTS.c.seq > last).order_by(_EVENTS.c.seq).limit(batch)
-        ).all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1][0]
+    sql = (
+        _SELECT_BATCH
+        if connection.dialect.name != "postgresql"
+        else _SELECT_BATCH.replace("?", "%s")
+    )
+    # The driver's cursor, in keyset-paginated batches: bounded memory on any chain length,
+    # and no SQLAlchemy row processing, which costs more than hashing the row.
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        last = 0
+        while True:
+            cursor.execute(sql, (last, batch))
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][0]
+    finally:
+        cursor.close()
 
 
 def verify_stored_chain(session: Session) -> ChainReport:

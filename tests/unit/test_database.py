@@ -1,0 +1,144 @@
+"""The application database: SQLite durability settings, schema revisions, ``db upgrade``."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from rearguard.models.database import Database, normalise_url
+from rearguard.models.errors import EXIT_USAGE, ConfigurationError
+from rearguard.models.runtime import Runtime
+from rearguard.models.settings import load_settings
+
+TABLES = {
+    "alembic_version",
+    "asset",
+    "asset_version",
+    "version_file",
+    "alias",
+    "incident",
+    "timeline_event",
+    "chain_head",
+}
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Database:
+    """A SQLite database file of its own, schema created."""
+    db = Database(f"sqlite:///{tmp_path / 'state' / 'rearguard.db'}")
+    db.upgrade()
+    yield db  # type: ignore[misc]
+    db.dispose()
+
+
+def sqlite_path(db: Database) -> str:
+    """The file behind a SQLite database."""
+    return db.url.split("///", 1)[1]
+
+
+def test_sqlite_sessions_are_wal_with_full_sync(sqlite_db: Database) -> None:
+    for opener in (sqlite_db.session, sqlite_db.read_session):
+        with opener() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert session.execute(text("PRAGMA synchronous")).scalar() == 2
+            assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert session.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+
+
+def _try_write_lock(path: str) -> bool:
+    """True when another connection can take the write lock right now."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as exc:
+        assert "locked" in str(exc)
+        return False
+    finally:
+        other.close()
+
+
+def test_sqlite_write_session_holds_the_write_lock_from_its_first_statement(
+    sqlite_db: Database,
+) -> None:
+    path = sqlite_path(sqlite_db)
+    with sqlite_db.session() as session:
+        session.execute(text("SELECT 1"))
+        assert not _try_write_lock(path)
+    assert _try_write_lock(path)
+    with sqlite_db.read_session() as session:
+        session.execute(text("SELECT count(*) FROM asset"))
+        assert _try_write_lock(path)
+
+
+def _stamp(url: str, revision: str) -> None:
+    engine = create_engine(normalise_url(url))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    engine.dispose()
+
+
+def test_newer_schema_revision_is_refused(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(home)
+    settings = load_settings(home=home, database_url=database_url)
+    Runtime.from_settings(settings).db.dispose()
+    _stamp(database_url, "9999")
+
+    with pytest.raises(ConfigurationError, match="newer") as raised:
+        Runtime.from_settings(settings)
+
+    assert "9999" in raised.value.message
+    assert raised.value.exit_code == EXIT_USAGE
+
+
+def _assert_one_line_error(result, *, code: int, contains: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert contains in errors[0]
+    assert all(line.startswith(("error:", "hint:")) for line in lines), result.stderr
+
+
+def test_cli_refuses_a_newer_database_in_one_line(cli, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    assert cli("db", "upgrade").returncode == 0
+    _stamp(database_url, "9999")
+
+    result = cli("assets", "list")
+
+    _assert_one_line_error(result, code=2, contains="newer")
+
+
+def test_cli_reports_an_unreachable_database_in_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("assets", "list", env={"REARGUARD_DATABASE_URL": "postgresql://u@127.0.0.1:1/x"})
+
+    _assert_one_line_error(result, code=2, contains="cannot open the database")
+
+
+def test_db_upgrade_creates_the_schema_on_a_fresh_database(cli, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    db = Database(database_url)
+    try:
+        assert not db.has_tables()
+
+        first = cli("db", "upgrade")
+        assert first.returncode == 0, first.stderr
+        current, head = db.revisions()
+        assert "upgraded (empty) -> " + head in first.stdout
+        assert current == head
+        assert set(inspect(db.engine).get_table_names()) >= TABLES
+
+        again = cli("db", "upgrade")
+        assert again.returncode == 0, again.stderr
+        assert f"already at revision {head}" in again.stdout
+        status = cli("db", "status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.strip().endswith("current")
+    finally:
+        db.dispose()
