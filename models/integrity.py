@@ -141,8 +141,16 @@ def check_versions(
         One check per item, in order.
     """
     if workers <= 1 or len(items) <= 1:
+        # One version (or one thread): its files share the hashing threads.
         return [
-            check_version(registry=registry, asset=a, label=lb, manifest=m, progress=progress)
+            check_version(
+                registry=registry,
+                asset=a,
+                label=lb,
+                manifest=m,
+                workers=workers,
+                progress=progress,
+            )
             for a, lb, m in items
         ]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:

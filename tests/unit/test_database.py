@@ -142,3 +142,18 @@ def test_db_upgrade_creates_the_schema_on_a_fresh_database(cli, database_url: st
         assert status.stdout.strip().endswith("current")
     finally:
         db.dispose()
+
+
+def test_revisions_read_from_migration_files_match_alembic() -> None:
+    """The cheap header scan agrees with Alembic's own view of the migrations."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from rearguard.models.database import MIGRATIONS_DIR, known_revisions
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(config)
+    known, head = known_revisions()
+    assert head == script.get_current_head()
+    assert known == {revision.revision for revision in script.walk_revisions()}
