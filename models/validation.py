@@ -59,7 +59,9 @@ def run_validation(
     """Run a validation command against one version's content.
 
     The command gets ``REARGUARD_ASSET``, ``REARGUARD_VERSION`` and ``REARGUARD_ASSET_PATH``
-    in its environment; a run over ``timeout_s`` is killed with its whole process group.
+    in its environment, and ``$NAME`` or ``${NAME}`` of those three in its arguments is
+    replaced by the value (no shell is involved, nothing else is expanded). A run over
+    ``timeout_s`` is killed with its whole process group.
 
     Args:
         command: the command line, split with shell rules but never run by a shell.
@@ -71,9 +73,16 @@ def run_validation(
     Returns:
         The result; ``ok`` only when the command exited 0 in time.
     """
-    argv = parse_command(command)
+    ours = {
+        "REARGUARD_ASSET": asset,
+        "REARGUARD_VERSION": label,
+        "REARGUARD_ASSET_PATH": str(location),
+    }
+    # No shell runs the command, so expand our own variables in its arguments here; nothing
+    # else is expanded, so an argument can never turn into a second command.
+    argv = [_expand(arg, ours) for arg in parse_command(command)]
     env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
-    env.update(REARGUARD_ASSET=asset, REARGUARD_VERSION=label, REARGUARD_ASSET_PATH=str(location))
+    env.update(ours)
     started = time.monotonic()
     try:
         process = subprocess.Popen(
@@ -101,6 +110,15 @@ def run_validation(
     return ValidationResult(
         False, process.returncode, duration, tail, f"exited {process.returncode}"
     )
+
+
+def _expand(argument: str, variables: dict[str, str]) -> str:
+    for name, value in variables.items():
+        argument = argument.replace(f"${{{name}}}", value)
+    # Longest names first, so $REARGUARD_ASSET does not eat $REARGUARD_ASSET_PATH.
+    for name in sorted(variables, key=len, reverse=True):
+        argument = argument.replace(f"${name}", variables[name])
+    return argument
 
 
 def _tail(output: bytes | None) -> str:
