@@ -79,6 +79,7 @@ def _verify_file(path: Path, json_output: bool) -> None:
                 "incident_id": report.incident_id,
                 "events": report.events,
                 "redacted": report.redacted,
+                "redacted_seqs": list(report.redacted_seqs),
                 "gaps": report.gaps,
                 "last_seq": report.last_seq,
                 "last_hash": report.last_hash,
@@ -96,9 +97,12 @@ def _verify_file(path: Path, json_output: bool) -> None:
             markup=False,
         )
         if report.redacted:
+            listed = ", ".join(str(seq) for seq in report.redacted_seqs[:20])
+            more = "…" if report.redacted > 20 else ""
             out.print(
-                f"{report.redacted} event(s) were redacted at export: their place in the chain "
-                "verifies, their content cannot",
+                f"{report.redacted} event(s) were redacted at export ({listed}{more}): their "
+                "place in the chain verifies, their content cannot; compare them with the "
+                "database",
                 markup=False,
             )
         out.print(

@@ -41,4 +41,5 @@ def _describe(kind: str, action: str, data: dict[str, Any]) -> str:
 
 
 def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in sorted(values.items()))
+    # Data comes from canonical JSON, its keys already sorted.
+    return ", ".join(f"{key}={value}" for key, value in values.items())

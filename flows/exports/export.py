@@ -9,7 +9,7 @@ from typing import TextIO
 
 from sqlmodel import col, select
 
-from rearguard.flows.exports.facts import load_facts
+from rearguard.flows.exports.facts import IncidentFacts, Timeline, load_facts, load_timeline
 from rearguard.flows.exports.formats import ExportFormat, file_name
 from rearguard.flows.exports.output import atomic_text_file
 from rearguard.models.database import Database
@@ -41,8 +41,17 @@ def write_export(
     Raises:
         NotFoundError: there is no such incident.
     """
-    facts = load_facts(db, incident_id, alias=alias)
-    importlib.import_module(_WRITERS[export_format]).write(facts, out)
+    source = _source(db, incident_id, export_format, alias)
+    importlib.import_module(_WRITERS[export_format]).write(source, out)
+
+
+def _source(
+    db: Database, incident_id: int, export_format: ExportFormat, alias: str
+) -> IncidentFacts | Timeline:
+    # The jsonl export streams the events as stored and needs nothing else about the incident.
+    if export_format == ExportFormat.JSONL:
+        return load_timeline(db, incident_id)
+    return load_facts(db, incident_id, alias=alias)
 
 
 def export_to_file(
@@ -54,10 +63,10 @@ def export_to_file(
     alias: str = "production",
 ) -> Path:
     """Write one incident in one format to a file, atomically; return the path."""
-    facts = load_facts(db, incident_id, alias=alias)
+    source = _source(db, incident_id, export_format, alias)
     writer = importlib.import_module(_WRITERS[export_format])
     with atomic_text_file(path) as out:
-        writer.write(facts, out)
+        writer.write(source, out)
     return path
 
 

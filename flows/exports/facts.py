@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 from sqlmodel import select
@@ -45,15 +44,17 @@ ROW_COLUMNS = (
     "hash",
 )
 KINDS = ("intent", "outcome", "decision", "notification", "state")
-_KIND_CODES = {kind: code for code, kind in enumerate(KINDS)}
 _MAX_ACTIONS = 500
 _MAX_STEPS = 500
+# Events the chart draws one by one (with their action); above this it draws counts.
+MAX_MARKS = 200
 _STREAM_BATCH = 5000
 
 
 def parse_ts(value: str) -> datetime:
     """Parse a chain timestamp (``2026-11-25T03:00:00.000000Z``) as an aware UTC datetime."""
-    return datetime.fromisoformat(value).astimezone(UTC)
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -85,9 +86,8 @@ class IncidentView:
     selected: str | None
 
 
-@dataclass(frozen=True)
-class EventView:
-    """One timeline event, redacted, with a one-line description."""
+class EventView(NamedTuple):
+    """One timeline event, redacted, with a one-line description (a tuple: one per event)."""
 
     seq: int
     ts: str
@@ -131,6 +131,7 @@ class StepRun:
     detail: str
     intent_seq: int
     outcome_seq: int | None
+    outcome_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,13 @@ class Exposure:
     moved_in_by: str | None
 
     @property
+    def summary(self) -> str:
+        """The exposure in words when it has no duration: not rolled back, or not recorded."""
+        if self.start is not None and self.end is None:
+            return "not rolled back"
+        return "not recorded" if self.start is None else ""
+
+    @property
     def seconds(self) -> float | None:
         """The time in production, or None when a bound is not recorded."""
         if self.start is None or self.end is None:
@@ -198,12 +206,24 @@ class Milestones:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """One event as the chart shows it, for incidents small enough to draw event by event."""
+
+    seq: int
+    ts: datetime
+    kind: str
+    action: str
+
+
+@dataclass(frozen=True)
 class Resolution:
     """Who resolved the incident, when, and their note."""
 
     actor: str
     ts: datetime
     note: str | None
+    seq: int
+    hash: str
 
 
 @dataclass
@@ -227,19 +247,14 @@ class IncidentFacts:
     first_seq: int | None
     last_seq: int | None
     first_prev_hash: str | None
+    first_hash: str | None
     last_hash: str | None
-    redacted_events: int
-    kind_counts: Counter[str]
     event_times: array[float]
-    event_kinds: bytearray
+    marks: list[Mark]
     evidence: str | None
+    alteration_found: bool
     resolution: Resolution | None
     production_now: str | None
-
-    @property
-    def first_ts(self) -> datetime | None:
-        """The time of the first event."""
-        return _from_epoch(self.event_times[0]) if self.event_times else None
 
     @property
     def last_ts(self) -> datetime | None:
@@ -299,16 +314,85 @@ class IncidentFacts:
             ),
         ]
 
+    @property
+    def incident_id(self) -> int:
+        """The incident's id."""
+        return self.incident.id
+
     def rows(self) -> Iterator[Row[Any]]:
         """Stream the incident's events as stored (hashed fields, data as canonical text)."""
         if self.last_seq is None:
             return iter(())
         return iter_rows(self.db, self.incident.id, upto_seq=self.last_seq)
 
-    def events(self) -> Iterator[EventView]:
-        """Stream the incident's events, redacted and described, in sequence order."""
+    def events(self, counter: RedactionCounter | None = None) -> Iterator[EventView]:
+        """Stream the incident's events, redacted and described, in sequence order.
+
+        Args:
+            counter: counts the events that had something redacted, as they stream by.
+        """
         for row in self.rows():
-            yield event_view(row)
+            event = event_view(row)
+            if counter is not None and event.redacted:
+                counter.events += 1
+            yield event
+
+    def count_redacted(self) -> int:
+        """How many of the incident's events hold something the exports redact (a full pass)."""
+        counter = RedactionCounter()
+        for _ in self.events(counter):
+            pass
+        return counter.events
+
+
+@dataclass
+class RedactionCounter:
+    """The number of events redacted so far in a stream."""
+
+    events: int = 0
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where an incident's stretch of the chain starts and ends; its rows stream on demand."""
+
+    db: Database
+    incident_id: int
+    first_seq: int | None
+    first_prev_hash: str | None
+    last_seq: int | None
+
+    def rows(self) -> Iterator[Row[Any]]:
+        """Stream the incident's events as stored, up to ``last_seq``."""
+        if self.last_seq is None:
+            return iter(())
+        return iter_rows(self.db, self.incident_id, upto_seq=self.last_seq)
+
+
+def load_timeline(db: Database, incident_id: int) -> Timeline:
+    """The bounds of an incident's timeline, without reading its events (for the jsonl export).
+
+    Raises:
+        NotFoundError: there is no such incident.
+    """
+    from sqlalchemy import func
+
+    from rearguard.models.incidents import get_incident
+
+    with db.read_session() as session:
+        get_incident(session=session, incident_id=incident_id)
+        connection = session.connection()
+        bounds = connection.execute(
+            select(func.min(_EVENTS.c.seq), func.max(_EVENTS.c.seq)).where(
+                _EVENTS.c.incident_id == incident_id
+            )
+        ).one()
+        first_prev_hash = None
+        if bounds[0] is not None:
+            first_prev_hash = connection.execute(
+                select(_EVENTS.c.prev_hash).where(_EVENTS.c.seq == bounds[0])
+            ).scalar_one()
+    return Timeline(db, incident_id, bounds[0], first_prev_hash, bounds[1])
 
 
 def _from_epoch(value: float) -> datetime:
@@ -336,32 +420,30 @@ def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) ->
 
 def event_view(row: Row[Any]) -> EventView:
     """Redact and describe one stored event."""
-    data_text = row.data
-    if json_text_may_hold_secret(data_text):
-        original = json.loads(data_text)
-        data = redact_value(original)
-        redacted = data != original
-    else:
-        data = json.loads(data_text)
-        redacted = False
-    names = (row.action, row.actor, row.asset, row.version)
-    clean = tuple(redact_text(n) if n else n for n in names)
-    if clean != names:
-        redacted = True
-    action, actor, asset, version = clean
+    seq, ts, _, kind, action, actor, asset, version, data_text, prev_hash, digest = row
+    data = json.loads(data_text)
+    redacted = False
+    # One quick test of everything the event holds; the slow path only when it may be needed.
+    if json_text_may_hold_secret(f"{data_text}\n{action}\n{actor}\n{asset}\n{version}"):
+        clean = redact_value(data)
+        redacted = clean != data
+        data = clean
+        names = (action, actor, asset, version)
+        action, actor, asset, version = (redact_text(n) if n else n for n in names)
+        redacted = redacted or (action, actor, asset, version) != names
     return EventView(
-        seq=row.seq,
-        ts=row.ts,
-        kind=row.kind,
+        seq=seq,
+        ts=ts,
+        kind=kind,
         action=action,
         actor=actor,
         asset=asset,
         version=version,
         data=data,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
+        prev_hash=prev_hash,
+        hash=digest,
         redacted=redacted,
-        detail=describe_event(row.kind, action, data),
+        detail=describe_event(kind, action, data),
     )
 
 
@@ -416,12 +498,12 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
         first_seq=gather.first_seq,
         last_seq=gather.last_seq,
         first_prev_hash=gather.first_prev_hash,
+        first_hash=gather.first_hash,
         last_hash=gather.last_hash,
-        redacted_events=gather.redacted,
-        kind_counts=gather.kinds,
         event_times=gather.times,
-        event_kinds=gather.kind_codes,
+        marks=gather.marks,
         evidence=gather.evidence,
+        alteration_found=gather.alteration_found,
         resolution=gather.resolution,
         production_now=production_now,
     )
@@ -469,16 +551,16 @@ class _Gatherer:
         self.first_prev_hash: str | None = None
         self.last_seq: int | None = None
         self.last_hash: str | None = None
-        self.redacted = 0
-        self.kinds: Counter[str] = Counter()
         self.times: array[float] = array("d")
-        self.kind_codes = bytearray()
+        self.marks: list[Mark] = []
         self.milestones = Milestones()
         self.steps: list[StepRun] = []
         self.steps_omitted = 0
         self.actions: list[Action] = []
         self.actions_omitted = 0
         self.evidence: str | None = None
+        self.alteration_found = False
+        self.first_hash: str | None = None
         self.resolution: Resolution | None = None
         self.labels: set[str] = set()
         self.roles: dict[str, list[str]] = {}
@@ -487,25 +569,23 @@ class _Gatherer:
         self._open_steps: dict[str, tuple[int, datetime, str]] = {}
 
     def add(self, row: Row[Any]) -> None:
+        seq, ts, _, kind, action, _, _, version, _, prev_hash, digest = row
         if self.first_seq is None:
-            self.first_seq, self.first_prev_hash = row.seq, row.prev_hash
+            self.first_seq, self.first_prev_hash, self.first_hash = seq, prev_hash, digest
         self.count += 1
-        self.last_seq, self.last_hash = row.seq, row.hash
-        moment = parse_ts(row.ts)
+        self.last_seq, self.last_hash = seq, digest
+        moment = parse_ts(ts)
         self.times.append(moment.timestamp())
-        self.kind_codes.append(_KIND_CODES.get(row.kind, len(KINDS)))
-        self.kinds[row.kind] += 1
-        if row.version:
-            self.labels.add(row.version)
-        interesting = row.kind in ("intent", "outcome", "decision") or row.action.startswith(
+        if len(self.marks) < MAX_MARKS:
+            self.marks.append(Mark(seq, moment, kind, redact_text(action)))
+        if version:
+            self.labels.add(version)
+        interesting = kind in ("intent", "outcome", "decision") or action.startswith(
             _STATE_PREFIXES
         )
         if not interesting:
-            if json_text_may_hold_secret(row.data):
-                self.redacted += event_view(row).redacted
             return
         event = event_view(row)
-        self.redacted += event.redacted
         self._milestone(event, moment)
         self._step(event, moment)
         self._roles(event)
@@ -529,7 +609,9 @@ class _Gatherer:
             m.resolved = moment
         elif action == "incident.resolve":
             note = event.data.get("note")
-            self.resolution = Resolution(event.actor, moment, str(note) if note else None)
+            self.resolution = Resolution(
+                event.actor, moment, str(note) if note else None, event.seq, event.hash
+            )
         elif (
             action == "alias.moved"
             and self.rollback_seq is None
@@ -546,18 +628,23 @@ class _Gatherer:
             self._open_steps[event.action] = (event.seq, moment, event.actor)
         elif event.kind == "outcome":
             started = self._open_steps.pop(event.action, None) or (event.seq, moment, event.actor)
-            ok = event.data.get("ok")
-            self._add_step(event.action, started, (event.seq, moment), bool(ok), event.detail)
+            ok = bool(event.data.get("ok"))
+            # A failed step's detail is its error; the step tables say "failed" themselves.
+            detail = event.detail if ok else str(event.data.get("error") or "unknown error")
+            self._add_step(event.action, started, (event.seq, moment, event.hash), ok, detail)
             result = event.data.get("result")
             if event.action == "quarantine" and isinstance(result, dict):
                 evidence = result.get("evidence")
                 self.evidence = str(evidence) if evidence else self.evidence
+                self.alteration_found |= bool(result.get("altered_files"))
+            if event.action == "verify_integrity" and isinstance(result, dict):
+                self.alteration_found |= bool(result.get("failed"))
 
     def _add_step(
         self,
         name: str,
         started: tuple[int, datetime, str],
-        ended: tuple[int, datetime] | None,
+        ended: tuple[int, datetime, str] | None,
         ok: bool | None,
         detail: str,
     ) -> None:
@@ -574,6 +661,7 @@ class _Gatherer:
                 detail=detail,
                 intent_seq=started[0],
                 outcome_seq=ended[0] if ended else None,
+                outcome_hash=ended[2] if ended else None,
             )
         )
 

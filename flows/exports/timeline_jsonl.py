@@ -32,9 +32,9 @@ from typing import Any, TextIO
 
 from sqlalchemy import Row
 
-from rearguard.flows.exports.facts import IncidentFacts
+from rearguard.flows.exports.facts import Timeline
 from rearguard.models.audit import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
-from rearguard.models.redaction import contains_secret, json_text_may_hold_secret, redact_value
+from rearguard.models.redaction import json_text_may_hold_secret, redact_value
 
 FORMAT = "rearguard-timeline"
 FORMAT_VERSION = 1
@@ -46,17 +46,18 @@ HASH_RULE = (
 )
 
 
-def write(facts: IncidentFacts, out: TextIO) -> None:
-    """Write an incident's timeline as verifiable JSON lines."""
+def write(timeline: Timeline, out: TextIO) -> None:
+    """Write an incident's timeline as verifiable JSON lines (from :func:`load_timeline`, or
+    the facts, which carry the same bounds)."""
     out.write(
         canonical_json(
             {
                 "record": "header",
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "incident_id": facts.incident.id,
-                "first_seq": facts.first_seq,
-                "prev_hash": facts.first_prev_hash,
+                "incident_id": timeline.incident_id,
+                "first_seq": timeline.first_seq,
+                "prev_hash": timeline.first_prev_hash,
                 "hashed_fields": list(HASHED_FIELDS),
                 "hash_rule": HASH_RULE,
                 "verify": "rearguard audit verify --file <this file>",
@@ -66,17 +67,18 @@ def write(facts: IncidentFacts, out: TextIO) -> None:
     )
     events = redacted = gaps = 0
     previous: tuple[int, str] | None = None
-    for row in facts.rows():
-        if previous is not None and row.seq != previous[0] + 1:
+    for row in timeline.rows():
+        seq, prev_hash, digest = row[0], row[9], row[10]
+        if previous is not None and seq != previous[0] + 1:
             gaps += 1
             out.write(
                 canonical_json(
                     {
                         "record": "gap",
                         "from_seq": previous[0] + 1,
-                        "to_seq": row.seq - 1,
+                        "to_seq": seq - 1,
                         "prev_hash": previous[1],
-                        "hash": row.prev_hash,
+                        "hash": prev_hash,
                     }
                 )
                 + "\n"
@@ -85,7 +87,7 @@ def write(facts: IncidentFacts, out: TextIO) -> None:
         out.write(line)
         events += 1
         redacted += was_redacted
-        previous = (row.seq, row.hash)
+        previous = (seq, digest)
     out.write(
         canonical_json(
             {
@@ -101,27 +103,26 @@ def write(facts: IncidentFacts, out: TextIO) -> None:
     )
 
 
-def _null_or_str(value: str | None) -> str:
-    return "null" if value is None else encode_basestring(value)
-
-
 def _event_line(row: Row[Any]) -> tuple[str, bool]:
     """One event as a line, its stored ``data`` text spliced in; or a redacted record."""
-    names = (row.action, row.actor, row.asset, row.version)
-    if json_text_may_hold_secret(row.data) or any(n and contains_secret(n) for n in names):
-        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
-        fields["data"] = json.loads(row.data)
+    # Unpacked once: attribute access on a result row costs more than the line itself.
+    seq, ts, incident_id, kind, action, actor, asset, version, data, prev_hash, digest = row
+    if json_text_may_hold_secret(f"{data}\n{action}\n{actor}\n{asset}\n{version}"):
+        values = (seq, ts, incident_id, kind, action, actor, asset, version, data, prev_hash)
+        fields = dict(zip(HASHED_FIELDS, values, strict=True))
+        fields["data"] = json.loads(data)
         clean = redact_value(fields)
         if clean != fields:
-            return canonical_json({**clean, "hash": row.hash, "record": "redacted"}) + "\n", True
+            return canonical_json({**clean, "hash": digest, "record": "redacted"}) + "\n", True
     # Sorted key order, as canonical_json would write it, without parsing data back and forth.
     return (
-        f'{{"action":{encode_basestring(row.action)},"actor":{encode_basestring(row.actor)},'
-        f'"asset":{_null_or_str(row.asset)},"data":{row.data},"hash":{encode_basestring(row.hash)},'
-        f'"incident_id":{"null" if row.incident_id is None else row.incident_id},'
-        f'"kind":{encode_basestring(row.kind)},"prev_hash":{encode_basestring(row.prev_hash)},'
-        f'"record":"event","seq":{row.seq},"ts":{encode_basestring(row.ts)},'
-        f'"version":{_null_or_str(row.version)}}}\n'
+        f'{{"action":{encode_basestring(action)},"actor":{encode_basestring(actor)},'
+        f'"asset":{"null" if asset is None else encode_basestring(asset)},"data":{data},'
+        f'"hash":{encode_basestring(digest)},'
+        f'"incident_id":{"null" if incident_id is None else incident_id},'
+        f'"kind":{encode_basestring(kind)},"prev_hash":{encode_basestring(prev_hash)},'
+        f'"record":"event","seq":{seq},"ts":{encode_basestring(ts)},'
+        f'"version":{"null" if version is None else encode_basestring(version)}}}\n'
     ), False
 
 
@@ -132,6 +133,7 @@ class FileReport:
     incident_id: int | None
     events: int
     redacted: int
+    redacted_seqs: tuple[int, ...]
     gaps: int
     last_seq: int | None
     last_hash: str | None
@@ -213,6 +215,7 @@ def verify_file(path: Path) -> FileReport:
 
 def _verify(lines: _Lines) -> FileReport:
     counts = {"events": 0, "redacted": 0, "gaps": 0}
+    redacted_seqs: list[int] = []
     last: tuple[int, str] | None = None
 
     def report(problem: ChainProblem | None) -> FileReport:
@@ -220,6 +223,7 @@ def _verify(lines: _Lines) -> FileReport:
             incident_id=lines.incident_id,
             events=counts["events"],
             redacted=counts["redacted"],
+            redacted_seqs=tuple(redacted_seqs),
             gaps=counts["gaps"],
             last_seq=last[0] if last else None,
             last_hash=last[1] if last else None,
@@ -270,7 +274,9 @@ def _verify(lines: _Lines) -> FileReport:
             reason = f"belongs to incident {record.get('incident_id')}"
             return report(ChainProblem(last_seq, number, reason))
         counts["gaps" if kind == "gap" else "redacted"] += 1
-        counts["events"] += kind == "redacted"
+        if kind == "redacted":
+            counts["events"] += 1
+            redacted_seqs.append(last_seq)
         start = last = (last_seq, str(record["hash"]))
 
 
