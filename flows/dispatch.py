@@ -10,6 +10,7 @@ from rearguard.models.errors import RearguardError
 from rearguard.models.incidents import get_incident
 from rearguard.models.runtime import Runtime, use_runtime
 from rearguard.models.tables import Incident
+from rearguard.notifications.notify import deliver_after_run
 from rearguard.playbooks.catalog import get_playbook
 
 # Defaults for the embedded mode; a user's own PREFECT_* settings always win.
@@ -38,6 +39,18 @@ def uses_temporary_server() -> bool:
     return not get_current_settings().api.url
 
 
+def install_secret_block_loader() -> None:
+    """Let notifications read the Slack token from a Prefect Secret block when configured."""
+    from rearguard.notifications.factory import set_secret_block_loader
+
+    def load(name: str) -> str:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(name).get())
+
+    set_secret_block_loader(load)
+
+
 def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     """Run (or rerun) an incident's playbook to its end and return the incident as it ends.
 
@@ -56,5 +69,8 @@ def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     # A playbook failure is recorded on the incident by the playbook guard.
     with contextlib.suppress(RearguardError):
         asyncio.run(named(incident_id=incident_id))
+    # The playbook only queued its notifications; deliver them now, for a bounded wait.
+    install_secret_block_loader()
+    deliver_after_run(runtime, incident_id=incident_id)
     with runtime.db.read_session() as session:
         return get_incident(session=session, incident_id=incident_id)

@@ -27,6 +27,6 @@ def describe(name: str, result: dict[str, Any]) -> str:
         case "validate":
             return f"{result['version']} {result['reason']}"
         case "notify":
-            return f"{result['event']} sent via {', '.join(result['receipts'])}"
+            return f"{result['event']} queued for {', '.join(result['receipts']) or 'no channel'}"
         case _:
             return ", ".join(f"{k}={v}" for k, v in result.items())

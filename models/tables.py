@@ -171,3 +171,50 @@ class ChainHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     seq: int = 0
     hash: str = Field(max_length=64)
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """One notification to one destination of one channel, waiting for (or past) delivery.
+
+    Written in the transaction of the timeline event that causes it; the dispatcher claims it
+    (``sending`` with a lease), delivers it, and records the receipt as a timeline event in the
+    transaction that marks it ``delivered`` or ``failed``. Rows of one ``ordering_key`` (an
+    incident's messages to one destination) are delivered in ``id`` order.
+    """
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (Index("ix_notification_outbox_status_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int | None = Field(default=None, index=True)
+    event: str = Field(max_length=32)
+    channel: str = Field(max_length=16)
+    destination: str = Field(max_length=256)
+    ordering_key: str = Field(max_length=320)
+    dedup_key: str = Field(max_length=64, unique=True, description="one row per cause and target")
+    idempotency_key: str = Field(max_length=36, unique=True, description="sent with the message")
+    cause_seq: int | None = Field(default=None, description="the timeline event that caused it")
+    payload: str = Field(sa_column=Column(Text, nullable=False), description="render context")
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    in_doubt: bool = Field(default=False, description="a send may have reached the channel")
+    next_attempt_at: datetime = _tz_column()
+    lease_until: datetime | None = _tz_column(nullable=True)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    receipt: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _tz_column()
+    updated_at: datetime = _tz_column()
+    delivered_at: datetime | None = _tz_column(nullable=True)
+
+
+class NotificationThread(SQLModel, table=True):
+    """Where an incident's messages to one Slack destination go: its channel id and thread."""
+
+    __tablename__ = "notification_thread"
+
+    incident_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    destination: str = Field(primary_key=True, max_length=256)
+    channel_id: str = Field(max_length=64)
+    thread_ts: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _tz_column()

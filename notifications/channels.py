@@ -1,7 +1,11 @@
-"""Notification channels of the embedded default: the console and a JSON-lines file.
+"""The channel interface, and the two channels of the embedded default: console and file.
 
-Slack, email and webhooks, routing and the durable outbox come with their own issue; these two
-channels keep the same interface so the notify step does not change when they arrive.
+A channel delivers one rendered :class:`Message` for one outbox row (:class:`Delivery`) and
+returns a :class:`Receipt`, or raises :class:`DeliveryError` saying whether a retry can help
+(``permanent``), when it may happen (``retry_after``) and whether the message may have reached
+the destination anyway (``in_doubt``). A channel that can tell whether a message was already
+delivered implements ``find_sent``: the dispatcher asks it before resending a message that is
+in doubt, so a crash between sending and recording never delivers a message twice.
 """
 
 from __future__ import annotations
@@ -9,30 +13,108 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 
 @dataclass(frozen=True)
-class Notification:
-    """One message about an incident."""
+class Message:
+    """One rendered notification: a title and bodies for each kind of channel.
 
-    incident_id: int
-    event: str
+    ``text`` is the title and body as one plain text (an email's, Slack's fallback); ``body``
+    is the body alone.
+    """
+
     title: str
-    body: str
-    severity: str
-    facts: dict[str, str | None] = field(default_factory=dict)
+    text: str
+    body: str = ""
+    html: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    drill: bool = False
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SlackThread:
+    """Where an incident's messages to one Slack destination go."""
+
+    channel_id: str
+    thread_ts: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a channel needs to know about the outbox row it delivers."""
+
+    outbox_id: int
+    idempotency_key: str
+    incident_id: int | None
+    event: str
+    destination: str
+    created_at: datetime
+    thread: SlackThread | None = None
+    mentions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof of delivery, recorded on the timeline (never holds a secret)."""
+
+    details: dict[str, Any]
+    thread: SlackThread | None = None
+
+
+class DeliveryError(Exception):
+    """A delivery that did not happen (or may not have).
+
+    Args:
+        message: what went wrong, for the timeline and ``notifications list``.
+        permanent: retrying cannot help (bad credentials, unknown channel, a 4xx response).
+        retry_after: the earliest retry the destination asked for, in seconds.
+        in_doubt: the destination may have received the message (a timeout after sending).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        in_doubt: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.in_doubt = in_doubt
 
 
 class Channel(Protocol):
-    """Delivers notifications somewhere; returns a receipt for the timeline."""
+    """Delivers notifications somewhere."""
 
     name: str
 
-    def send(self, notification: Notification) -> str:
-        """Deliver one notification and return a receipt."""
+    def send(self, message: Message, delivery: Delivery) -> Receipt:
+        """Deliver one message.
+
+        Raises:
+            DeliveryError: not delivered (or not known to be).
+        """
+        ...
+
+    def find_sent(self, delivery: Delivery) -> Receipt | None:
+        """Return the receipt of an earlier delivery of this row, or None if there was none.
+
+        Raises:
+            DeliveryError: the channel cannot tell now; ``permanent`` when it never can.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
         ...
 
 
@@ -44,30 +126,76 @@ class ConsoleChannel:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
 
-    def send(self, notification: Notification) -> str:
+    def send(self, message: Message, delivery: Delivery) -> Receipt:
         """Print the notification."""
         stream = self.stream or sys.stderr
-        stream.write(f"[notify {notification.severity}] {notification.title}\n")
-        if notification.body:
-            stream.write(f"  {notification.body}\n")
+        severity = (message.context.get("incident") or {}).get("severity") or "-"
+        stream.write(f"[notify {severity}] {message.title}\n")
+        body = message.body.strip()
+        if body:
+            stream.write("".join(f"  {line}\n" for line in body.splitlines()))
         stream.flush()
-        return "printed"
+        return Receipt({"printed": True})
+
+    def find_sent(self, delivery: Delivery) -> Receipt | None:
+        """A console cannot be searched: a message in doubt is not printed again."""
+        raise DeliveryError("a console message in doubt is not repeated", permanent=True)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_FILE_LOCK = threading.Lock()
 
 
 class FileChannel:
-    """Appends each notification as one JSON line to a file."""
+    """Appends each notification as one JSON line to a file, and can find it there again."""
 
     name = "file"
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def send(self, notification: Notification) -> str:
+    def send(self, message: Message, delivery: Delivery) -> Receipt:
         """Append the notification and fsync the file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(asdict(notification), sort_keys=True) + "\n"
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return f"appended to {self.path}"
+        incident = message.context.get("incident", {})
+        record = {
+            "id": delivery.idempotency_key,
+            "incident_id": delivery.incident_id,
+            "event": delivery.event,
+            "title": message.title,
+            "body": message.body,
+            "severity": incident.get("severity"),
+            "drill": message.drill,
+            "facts": {
+                "asset": incident.get("asset"),
+                "status": incident.get("status"),
+                "production": message.context.get("production"),
+            },
+        }
+        line = json.dumps(record, sort_keys=True) + "\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with _FILE_LOCK, self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise DeliveryError(f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+        return Receipt({"file": str(self.path)})
+
+    def find_sent(self, delivery: Delivery) -> Receipt | None:
+        """Look for the row's line in the file."""
+        marker = f'"id": "{delivery.idempotency_key}"'
+        try:
+            with self.path.open(encoding="utf-8") as handle:
+                if any(marker in line for line in handle):
+                    return Receipt({"file": str(self.path), "found": True})
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DeliveryError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -14,7 +14,18 @@ from typing import Annotated
 import click
 import typer
 
-from rearguard.flows.cli import assets, audit, db, demo, export, incident, playbook, resolve
+from rearguard.flows.cli import (
+    assets,
+    audit,
+    db,
+    demo,
+    export,
+    incident,
+    notifications,
+    notify,
+    playbook,
+    resolve,
+)
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
 
@@ -37,6 +48,8 @@ app.add_typer(incident.app, name="incident")
 app.add_typer(playbook.app, name="playbook")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
+app.add_typer(notify.app, name="notify")
+app.add_typer(notifications.app, name="notifications")
 app.command("demo")(demo.demo)
 app.command("init")(db.init)
 app.command("export")(export.export)

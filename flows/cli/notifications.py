@@ -1,0 +1,187 @@
+"""``rearguard notifications``: the outbox: list, retry, dispatch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime
+
+if TYPE_CHECKING:
+    from rearguard.models.tables import NotificationOutbox
+
+app = typer.Typer(help="The notification outbox: what was delivered, what waits, what failed.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def outbox_dict(row: NotificationOutbox) -> dict[str, Any]:
+    """A JSON-friendly form of an outbox row (its render context left out)."""
+    import json
+
+    return {
+        "id": row.id,
+        "incident_id": row.incident_id,
+        "event": row.event,
+        "channel": row.channel,
+        "destination": row.destination,
+        "status": row.status,
+        "attempts": row.attempts,
+        "in_doubt": row.in_doubt,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "last_error": row.last_error,
+        "receipt": json.loads(row.receipt) if row.receipt else None,
+        "created_at": row.created_at.isoformat(),
+        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
+    }
+
+
+@app.command("list")
+def list_(
+    pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only those that failed.")] = False,
+    incident: Annotated[
+        int | None, typer.Option("--incident", help="Only this incident's.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 200,
+    json_output: JsonOption = False,
+) -> None:
+    """List notifications, newest first."""
+    from rearguard.models.errors import UsageError
+    from rearguard.notifications.outbox import FAILED, PENDING, list_notifications
+
+    if pending and failed:
+        raise UsageError("--pending and --failed exclude each other")
+    status = PENDING if pending else FAILED if failed else None
+    rt = runtime()
+    with rt.db.read_session() as session:
+        rows = list_notifications(session, status=status, incident_id=incident, limit=limit)
+        if pending:
+            # A row being sent (or left "sending" by a dispatcher that died) is waiting too.
+            rows = sorted(
+                rows + list_notifications(session, status="sending", incident_id=incident),
+                key=lambda r: -(r.id or 0),
+            )
+    if json_output:
+        emit_json([outbox_dict(r) for r in rows])
+        return
+    if not rows:
+        err.print("no notifications")
+        return
+    from rich.table import Table
+
+    table = Table("id", "incident", "event", "channel", "destination", "status", "tries", "detail")
+    for row in rows:
+        style = {"delivered": "green", "failed": "red"}.get(row.status, "yellow")
+        detail = row.last_error or ""
+        if row.status == "delivered" and row.receipt:
+            detail = row.receipt
+        table.add_row(
+            str(row.id),
+            str(row.incident_id or "-"),
+            row.event,
+            row.channel,
+            escape(row.destination),
+            f"[{style}]{row.status}[/]" + (" (in doubt)" if row.in_doubt else ""),
+            str(row.attempts),
+            escape(detail[:80]),
+        )
+    out.print(table)
+
+
+def _dispatch(*, wait_s: float, outbox_ids: list[int] | None = None) -> Any:
+    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.notifications.dispatcher import Dispatcher
+
+    rt = runtime()
+    install_secret_block_loader()
+    with Dispatcher(settings=rt.settings, db=rt.db) as dispatcher:
+        return dispatcher.drain(wait_s=wait_s, outbox_ids=outbox_ids)
+
+
+def _report(report: Any, json_output: bool) -> None:
+    if json_output:
+        emit_json(
+            {
+                "delivered": report.delivered,
+                "failed": report.failed,
+                "pending": report.pending,
+                "errors": report.errors,
+            }
+        )
+    else:
+        style = "green" if not (report.failed or report.pending) else "yellow"
+        out.print(f"notifications: [{style}]{escape(report.describe())}[/]")
+
+
+@app.command("retry")
+def retry(
+    ids: Annotated[list[int], typer.Argument(help="Notification ids (see `list --failed`).")],
+    wait: Annotated[
+        float | None, typer.Option(help="Seconds to wait for delivery (default: settings).")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Send failed or waiting notifications again now; exit 1 unless all are delivered."""
+    from rearguard.models.errors import EXIT_FAILED
+    from rearguard.notifications.outbox import retry as retry_rows
+
+    rt = runtime()
+    with rt.db.transaction() as connection:
+        retry_rows(connection, outbox_ids=ids, actor=rt.settings.core.actor)
+    wait_s = rt.settings.notifications.dispatch_wait_s if wait is None else wait
+    report = _dispatch(wait_s=wait_s, outbox_ids=ids)
+    _report(report, json_output)
+    if report.failed or report.pending:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("dispatch")
+def dispatch(
+    wait: Annotated[
+        float | None,
+        typer.Option(help="Seconds to keep retrying what waits (default: settings)."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep running: deliver as notifications arrive.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Deliver every waiting notification now; exit 1 if some still wait when time is up.
+
+    With ``--follow`` it keeps running as the deployment's dispatcher, until interrupted.
+    """
+    from rearguard.models.errors import EXIT_FAILED
+
+    rt = runtime()
+    if follow:
+        _follow(rt)
+        return
+    wait_s = rt.settings.notifications.dispatch_wait_s if wait is None else wait
+    report = _dispatch(wait_s=wait_s)
+    _report(report, json_output)
+    if report.pending:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _follow(rt: Any) -> None:
+    """Deliver as notifications are queued, until interrupted (a long-running dispatcher)."""
+    import time
+
+    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.notifications.dispatcher import Dispatcher
+
+    install_secret_block_loader()
+    err.print("delivering notifications as they are queued; Ctrl-C to stop")
+    with Dispatcher(settings=rt.settings, db=rt.db) as dispatcher:
+        try:
+            while True:
+                done = dispatcher.run_once()
+                if done.delivered or done.failed:
+                    err.print(f"{done.delivered} delivered, {done.failed} failed")
+                if not done.claimed:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            err.print("stopped")

@@ -1,0 +1,61 @@
+"""``rearguard notify test``: send a test message through one channel and say how it went."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.models.errors import EXIT_FAILED
+
+app = typer.Typer(help="Notifications: send a test message through a channel.")
+
+CHANNELS = ("slack", "email", "webhook", "console", "file")
+
+
+@app.command("test")
+def test(
+    channel: Annotated[
+        str, typer.Option("--channel", help="slack, email, webhook, console or file.")
+    ],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Destination: a Slack channel or an email address (default: configured)."
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Send a test message now (not through the outbox) and report the receipt or the error.
+
+    Exit 0 when delivered, 1 when the channel refused or could not be reached, 2 when it is
+    not configured.
+    """
+    from rearguard.models.errors import UsageError
+
+    if channel not in CHANNELS:
+        raise UsageError(f"unknown channel {channel!r}", hint=f"one of: {', '.join(CHANNELS)}")
+    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.notifications.probe import send_test
+
+    rt = runtime()
+    install_secret_block_loader()
+    result = send_test(rt, channel=channel, destination=to, actor=rt.settings.core.actor)
+    if json_output:
+        emit_json(result)
+    else:
+        _print(result)
+    if not result["ok"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print(result: dict[str, Any]) -> None:
+    where = f"{result['channel']} ({result['destination']})"
+    if result["ok"]:
+        details = ", ".join(f"{k}={v}" for k, v in result["receipt"].items())
+        out.print(f"[green]delivered[/] to {escape(where)}: {escape(details)}")
+    else:
+        kind = "permanent" if result.get("permanent") else "temporary"
+        err.print(f"[red]not delivered[/] to {escape(where)} ({kind}): {escape(result['error'])}")

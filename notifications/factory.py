@@ -1,0 +1,136 @@
+"""Building the configured channels, with their secrets, from the settings.
+
+Secrets come from the environment (``REARGUARD_SLACK_TOKEN``, ``REARGUARD_SMTP_PASSWORD``,
+``REARGUARD_WEBHOOK_SECRET``) or, for the Slack token, from a Prefect Secret block. Reading a
+block needs Prefect, which this package never imports: the flows layer installs a loader with
+:func:`set_secret_block_loader`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from rearguard.models.errors import ConfigurationError
+from rearguard.models.settings import Settings
+from rearguard.notifications.channels import Channel, ConsoleChannel, FileChannel
+
+SecretBlockLoader = Callable[[str], str]
+_block_loader: SecretBlockLoader | None = None
+
+
+def set_secret_block_loader(loader: SecretBlockLoader | None) -> None:
+    """Install the function that reads a Prefect Secret block by name."""
+    global _block_loader
+    _block_loader = loader
+
+
+def slack_token(settings: Settings) -> str:
+    """The Slack token: the environment's, else the Prefect Secret block's.
+
+    Raises:
+        ConfigurationError: neither is configured, or the block cannot be read.
+    """
+    if settings.slack.token is not None and settings.slack.token.get_secret_value():
+        return settings.slack.token.get_secret_value()
+    block = settings.slack.token_block
+    if block:
+        if _block_loader is None:
+            raise ConfigurationError(f"cannot read the Prefect Secret block {block!r} here")
+        try:
+            return _block_loader(block)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"cannot read the Prefect Secret block {block!r}: {type(exc).__name__}"
+            ) from exc
+    raise ConfigurationError(
+        "no Slack token", hint="set REARGUARD_SLACK_TOKEN or [notifications.slack] token_block"
+    )
+
+
+def build_channel(name: str, settings: Settings) -> Channel:
+    """Build one channel from the settings.
+
+    Raises:
+        ConfigurationError: the channel is not configured (no URL, host, token or secret).
+    """
+    if name == "console":
+        return ConsoleChannel()
+    if name == "file":
+        return FileChannel(settings.notification_file)
+    if name == "slack":
+        from rearguard.notifications.slack import SlackChannel
+
+        return SlackChannel(
+            token=slack_token(settings),
+            base_url=settings.slack.base_url,
+            timeout_s=settings.slack.timeout_s,
+            channel_prefix=settings.slack.incident_channel_prefix,
+        )
+    if name == "email":
+        from rearguard.notifications.smtp import EmailChannel
+
+        email = settings.email
+        if not email.host:
+            raise ConfigurationError(
+                "no SMTP server", hint="set [notifications.email] host or REARGUARD_SMTP_HOST"
+            )
+        return EmailChannel(
+            host=email.host,
+            port=email.port,
+            security=email.security,
+            username=email.username,
+            password=email.password.get_secret_value() if email.password else None,
+            sender=email.sender,
+            ca_file=email.ca_file,
+            timeout_s=email.timeout_s,
+        )
+    if name == "webhook":
+        from rearguard.notifications.webhook import WebhookChannel
+
+        webhook = settings.webhook
+        if not webhook.url:
+            raise ConfigurationError(
+                "no webhook URL", hint="set [notifications.webhook] url or REARGUARD_WEBHOOK_URL"
+            )
+        if webhook.secret is None or not webhook.secret.get_secret_value():
+            raise ConfigurationError(
+                "no webhook secret to sign with", hint="set REARGUARD_WEBHOOK_SECRET"
+            )
+        return WebhookChannel(
+            url=webhook.url, secret=webhook.secret.get_secret_value(), timeout_s=webhook.timeout_s
+        )
+    raise ConfigurationError(f"unknown channel {name!r}")
+
+
+class ChannelPool:
+    """The channels one dispatcher uses, built on first use and shared by its workers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._channels: dict[str, Channel | ConfigurationError] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Channel:
+        """The channel ``name``.
+
+        Raises:
+            ConfigurationError: it is not configured.
+        """
+        with self._lock:
+            if name not in self._channels:
+                try:
+                    self._channels[name] = build_channel(name, self.settings)
+                except ConfigurationError as exc:
+                    self._channels[name] = exc
+            found = self._channels[name]
+        if isinstance(found, ConfigurationError):
+            raise found
+        return found
+
+    def close(self) -> None:
+        """Close every channel that was built."""
+        for channel in self._channels.values():
+            if not isinstance(channel, ConfigurationError):
+                channel.close()
+        self._channels.clear()

@@ -1,0 +1,266 @@
+"""Helpers of the notification tests: a runtime on a rearguard.toml, loopback receivers.
+
+The receivers are real servers on 127.0.0.1, port 0: a webhook receiver that verifies the
+HMAC signature and remembers idempotency keys, and an SMTP server (aiosmtpd) with optional
+STARTTLS and login. The Slack-like server is ``slack_server.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rearguard.models.assets import approve_version, promote_version, register_version
+from rearguard.models.enums import AssetKind, IncidentSource, Severity
+from rearguard.models.incidents import open_incident
+from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.models.settings import load_settings
+from rearguard.notifications.webhook import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify_signature,
+)
+
+WEBHOOK_SECRET = "whsec-test-0123456789"
+
+
+def make_runtime(
+    home: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    toml: str = "",
+    env: dict[str, str] | None = None,
+) -> Runtime:
+    """A runtime whose settings come from ``toml`` (written to the home) and ``env``."""
+    monkeypatch.chdir(home)
+    (home / "rearguard.toml").write_text(toml)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    runtime = Runtime.from_settings(load_settings(home=home, database_url=database_url))
+    use_runtime(runtime)
+    return runtime
+
+
+def build_asset(
+    runtime: Runtime, root: Path, *, asset: str = "model-a", approved: tuple[str, ...] = ("v2",)
+) -> None:
+    """Versions v1..v3 of an asset, ``approved`` known-good, v3 in production."""
+    for label in ("v1", "v2", "v3"):
+        source = root / "sources" / asset / label
+        source.mkdir(parents=True)
+        (source / "weights.bin").write_bytes(f"weights of {asset} {label}".encode() * 32)
+        register_version(
+            db=runtime.db,
+            registry=runtime.registry,
+            name=asset,
+            source=source,
+            label=label,
+            kind=AssetKind.MODEL,
+            actor="test",
+        )
+    for label in approved:
+        approve_version(db=runtime.db, registry=runtime.registry, name=asset, label=label, by="al")
+    promote_version(
+        db=runtime.db,
+        registry=runtime.registry,
+        name=asset,
+        label="v3",
+        alias="production",
+        actor="bob",
+    )
+
+
+def new_incident(
+    runtime: Runtime,
+    *,
+    asset: str | None = "model-a",
+    severity: Severity = Severity.SEV2,
+    summary: str = "output drift",
+    source: IncidentSource = IncidentSource.CLI,
+    incident_type: str = "model_compromise",
+) -> int:
+    """Record an incident (no playbook run)."""
+    with runtime.db.session() as session:
+        incident = open_incident(
+            session=session,
+            type=incident_type,
+            actor="oncall",
+            asset_name=asset,
+            severity=severity,
+            summary=summary,
+            source=source,
+            state={"compromised": "v3"},
+        )
+        return int(incident.id or 0)
+
+
+# -- webhook receiver -----------------------------------------------------------------------
+
+
+@dataclass
+class WebhookReceiver:
+    """Receives signed webhooks; answers ``statuses`` in turn (then 200)."""
+
+    secret: str = WEBHOOK_SECRET
+    statuses: list[int] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    duplicates: int = 0
+    keys: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/hooks/rearguard"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ok = verify_signature(
+                    receiver.secret,
+                    timestamp=self.headers.get(TIMESTAMP_HEADER, ""),
+                    body=body,
+                    signature=self.headers.get(SIGNATURE_HEADER, ""),
+                )
+                with receiver._lock:
+                    if not ok:
+                        receiver.rejected += 1
+                        status = 401
+                    elif receiver.statuses:
+                        status = receiver.statuses.pop(0)
+                    else:
+                        status = 200
+                        key = self.headers.get(IDEMPOTENCY_HEADER, "")
+                        if key in receiver.keys:
+                            receiver.duplicates += 1
+                        else:
+                            receiver.keys.add(key)
+                            receiver.received.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        return Handler
+
+
+# -- SMTP server ----------------------------------------------------------------------------
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class SmtpServer:
+    """aiosmtpd on loopback: STARTTLS and login required when a certificate is given."""
+
+    def __init__(
+        self, *, cert: tuple[Path, Path] | None = None, user: str = "", password: str = ""
+    ) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.messages: list[Any] = []
+        self.logins: list[str] = []
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:
+                from email import message_from_bytes, policy
+
+                message = message_from_bytes(envelope.content, policy=policy.default)
+                server.messages.append((list(envelope.rcpt_tos), message))
+                return "250 OK"
+
+        def authenticate(_server: Any, _session: Any, _envelope: Any, mechanism: str, data: Any):  # type: ignore[no-untyped-def]
+            ok = (
+                isinstance(data, LoginPassword)
+                and data.login.decode() == user
+                and data.password.decode() == password
+            )
+            if ok:
+                server.logins.append(user)
+            return AuthResult(success=ok, handled=False, auth_data=data)
+
+        kwargs: dict[str, Any] = {}
+        if cert is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(cert[0]), str(cert[1]))
+            kwargs.update(
+                tls_context=context,
+                require_starttls=True,
+                authenticator=authenticate,
+                auth_required=True,
+                auth_require_tls=True,
+            )
+        # aiosmtpd's readiness check connects to the port it was given, so it cannot be 0.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port, **kwargs)
+
+    def __enter__(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.controller.stop()
+
+    @property
+    def port(self) -> int:
+        return int(self.controller.port)

@@ -1,0 +1,191 @@
+"""Routing from rearguard.toml, notification settings and secrets, webhook signatures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from rearguard.models.errors import ConfigurationError
+from rearguard.models.settings import Settings, load_settings
+from rearguard.notifications.routing import Target, route_for
+from rearguard.notifications.webhook import sign, verify_signature
+
+CONFIG = """
+[notifications]
+channels = ["console", "slack", "email", "webhook"]
+drill_slack_channel = "#ir-drills"
+drill_email = ["drills@example.org"]
+
+[notifications.slack]
+channel = "#incidents"
+
+[notifications.email]
+host = "smtp.example.org"
+recipients = ["secops@example.org"]
+
+[notifications.webhook]
+url = "https://hooks.example.org/rearguard"
+
+[[notifications.routes]]
+types = ["model_compromise"]
+severities = ["sev1"]
+slack = ["#exec-bridge"]
+email = ["ciso@example.org"]
+roles = ["security", "legal"]
+
+[[notifications.routes]]
+severities = ["sev1", "sev2"]
+slack = ["#ml-platform", "#incidents"]
+
+[notifications.stakeholders.default]
+on_call = ["oncall@example.org", "slack:U0ONCALL"]
+security = ["security@example.org"]
+legal = ["privacy@example.org"]
+
+[notifications.stakeholders.assets."fraud-model"]
+asset_owner = ["fraud-team@example.org", "slack:U0FRAUD"]
+data_owner = ["data@example.org"]
+"""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rearguard.toml").write_text(CONFIG)
+    return load_settings(home=tmp_path)
+
+
+def route(settings: Settings, **incident: object) -> tuple[list[Target], list[str]]:
+    values: dict[str, object] = {
+        "incident_id": 4,
+        "incident_type": "model_compromise",
+        "severity": "sev3",
+        "asset": "fraud-model",
+        "drill": False,
+    }
+    values.update(incident)
+    found = route_for(settings, **values)  # type: ignore[arg-type]
+    return found.targets, found.mentions
+
+
+def of(targets: list[Target], channel: str) -> list[str]:
+    return [t.destination for t in targets if t.channel == channel]
+
+
+def test_a_sev1_compromise_reaches_every_matching_route_and_role(settings: Settings) -> None:
+    targets, mentions = route(settings, severity="sev1")
+
+    assert of(targets, "console") == ["stderr"]
+    assert of(targets, "slack") == ["#incidents", "#exec-bridge", "#ml-platform"]
+    assert of(targets, "email") == [
+        "secops@example.org",
+        "ciso@example.org",
+        "oncall@example.org",
+        "fraud-team@example.org",
+        "security@example.org",
+        "privacy@example.org",
+    ]
+    assert of(targets, "webhook") == ["webhook"]
+    assert mentions == ["slack:U0ONCALL", "slack:U0FRAUD"]
+
+
+def test_a_sev3_gets_the_defaults_and_the_default_roles_only(settings: Settings) -> None:
+    targets, mentions = route(settings, severity="sev3")
+
+    assert of(targets, "slack") == ["#incidents"]
+    assert of(targets, "email") == [
+        "secops@example.org",
+        "oncall@example.org",
+        "fraud-team@example.org",
+    ]
+    assert mentions == ["slack:U0ONCALL", "slack:U0FRAUD"]
+
+
+def test_another_asset_has_no_asset_owner(settings: Settings) -> None:
+    targets, mentions = route(settings, asset="chat-prompt")
+
+    assert of(targets, "email") == ["secops@example.org", "oncall@example.org"]
+    assert mentions == ["slack:U0ONCALL"]
+
+
+def test_a_drill_goes_only_to_the_drill_destinations(settings: Settings) -> None:
+    targets, mentions = route(settings, severity="sev1", drill=True)
+
+    assert of(targets, "slack") == ["#ir-drills"]
+    assert of(targets, "email") == ["drills@example.org"]
+    assert mentions == []
+
+
+def test_dedicated_incident_channel_is_named_after_the_incident(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REARGUARD_SLACK_INCIDENT_CHANNELS", "true")
+    settings = load_settings(home=tmp_path)
+
+    targets, _ = route(settings, asset="Fraud Model/EU")
+
+    assert of(targets, "slack")[-1] == "new:inc-4-fraud-model-eu"
+
+
+def test_console_off_drops_the_console(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REARGUARD_NOTIFY_CONSOLE", "false")
+
+    targets, _ = route(load_settings(home=tmp_path))
+
+    assert of(targets, "console") == []
+
+
+def test_environment_lists_and_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REARGUARD_NOTIFY_CHANNELS", "file, slack")
+    monkeypatch.setenv("REARGUARD_SLACK_TOKEN", "xoxb-secret-value-1")
+    monkeypatch.setenv("REARGUARD_SMTP_PASSWORD", "smtp-secret")
+
+    settings = load_settings(home=tmp_path)
+
+    assert settings.notifications.channels == ["file", "slack"]
+    assert settings.slack.token is not None
+    assert settings.slack.token.get_secret_value() == "xoxb-secret-value-1"
+    shown = repr(settings) + str(settings.slack.model_dump()) + str(settings.email.model_dump())
+    assert "xoxb-secret-value-1" not in shown and "smtp-secret" not in shown
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ('[notifications]\nchannels = ["pager"]', "unknown channel 'pager'"),
+        ('[notifications]\nroles = ["ceo"]', "unknown role 'ceo'"),
+        ('[[notifications.routes]]\nroles = ["ceo"]', "unknown role 'ceo'"),
+        ('[[notifications.routes]]\nslak = ["#x"]', "notifications.routes.0.slak"),
+        ('[notifications.email]\nsecurity = "ssl"', "invalid setting notifications.email.security"),
+    ],
+)
+def test_invalid_notification_settings_are_named(
+    toml: str, needle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rearguard.toml").write_text(toml)
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(home=tmp_path)
+
+    assert needle in raised.value.message
+
+
+def test_webhook_signature_verifies_and_rejects_changes() -> None:
+    body = b'{"event":"recovered"}'
+    now = str(int(time.time()))
+    signature = sign("s3cret", now, body)
+
+    assert signature.startswith("sha256=") and len(signature) == 7 + 64
+    assert verify_signature("s3cret", timestamp=now, body=body, signature=signature)
+    assert not verify_signature("s3cret", timestamp=now, body=body + b" ", signature=signature)
+    assert not verify_signature("other", timestamp=now, body=body, signature=signature)
+    old = str(int(time.time()) - 3600)
+    assert not verify_signature(
+        "s3cret", timestamp=old, body=body, signature=sign("s3cret", old, body)
+    )
