@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from rearguard.models.audit import append_event
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
+from rearguard.models.redaction import redact_text
 from rearguard.models.tables import Incident, utcnow
 
 _MAX_SUMMARY = 10_000
@@ -68,6 +69,8 @@ def open_incident(
         raise UsageError(f"--since {since.isoformat()} is in the future")
     if len(summary) > _MAX_SUMMARY:
         raise UsageError(f"the summary is {len(summary)} characters; at most {_MAX_SUMMARY}")
+    # A pasted token or password must not reach the timeline or anything built from it.
+    summary = redact_text(summary)
     incident = Incident(
         type=type,
         severity=severity,

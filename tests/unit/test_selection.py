@@ -323,3 +323,24 @@ def test_quarantine_keeps_evidence_as_found(runtime: Runtime, make_version) -> N
     verified = verify_integrity(runtime=runtime, incident_id=incident_id)
     assert sorted(verified["checks"]) == ["v1"]
     assert select_known_good(runtime=runtime, incident_id=incident_id)["selected"] == "v1"
+
+
+def test_a_secret_pasted_into_the_summary_never_reaches_the_timeline(runtime: Runtime) -> None:
+    from rearguard.models.audit import events_for_incident
+    from rearguard.models.incidents import open_incident
+
+    token = "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx"
+    with runtime.db.session() as session:
+        incident = open_incident(
+            session=session,
+            type="model_compromise",
+            actor="oncall",
+            summary=f"bot token leaked in the prompt: {token}",
+        )
+        incident_id = incident.id
+    with runtime.db.read_session() as session:
+        events = events_for_incident(session=session, incident_id=incident_id)
+        stored = session.get(type(incident), incident_id)
+    assert token not in stored.summary
+    assert "bot token leaked in the prompt" in stored.summary
+    assert all(token not in event.data for event in events)
