@@ -136,11 +136,3 @@ def make_version(tmp_path: Path):  # type: ignore[no-untyped-def]
         return folder
 
     return make
-
-
-def tamper(path: Path, *, data: bytes = b"\x00tampered\x00") -> None:
-    """Overwrite the start of a stored (read-only) file, as an attacker with disk access would."""
-    path.chmod(0o644)
-    with path.open("r+b") as handle:
-        handle.write(data)
-    path.chmod(0o444)

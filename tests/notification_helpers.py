@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scenarios import build_scenario
 
-from rearguard.models.assets import approve_version, promote_version, register_version
-from rearguard.models.enums import AssetKind, IncidentSource, Severity
+from rearguard.models.enums import IncidentSource, Severity
 from rearguard.models.incidents import open_incident
 from rearguard.models.runtime import Runtime, use_runtime
 from rearguard.models.settings import load_settings
@@ -56,29 +56,7 @@ def build_asset(
     runtime: Runtime, root: Path, *, asset: str = "model-a", approved: tuple[str, ...] = ("v2",)
 ) -> None:
     """Versions v1..v3 of an asset, ``approved`` known-good, v3 in production."""
-    for label in ("v1", "v2", "v3"):
-        source = root / "sources" / asset / label
-        source.mkdir(parents=True)
-        (source / "weights.bin").write_bytes(f"weights of {asset} {label}".encode() * 32)
-        register_version(
-            db=runtime.db,
-            registry=runtime.registry,
-            name=asset,
-            source=source,
-            label=label,
-            kind=AssetKind.MODEL,
-            actor="test",
-        )
-    for label in approved:
-        approve_version(db=runtime.db, registry=runtime.registry, name=asset, label=label, by="al")
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=asset,
-        label="v3",
-        alias="production",
-        actor="bob",
-    )
+    build_scenario(runtime, root, asset=asset, approved=approved)
 
 
 def new_incident(

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, tamper
+from conftest import run_cli
+from scenarios import build_scenario, tamper, write_source
 from sqlalchemy import select
 from sqlmodel import SQLModel
 
-from rearguard.models.assets import approve_version, promote_version, register_version
+from rearguard.models.assets import register_version
 from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
 
@@ -58,16 +59,6 @@ def assert_error(result: Result, needle: str, *, code: int = 2) -> str:
     return lines[0]
 
 
-def write_source(root: Path, asset: str, label: str, files: dict[str, bytes]) -> Path:
-    """Write a version's files into a fresh source directory and return it."""
-    folder = root / "sources" / asset / label
-    for relative, content in files.items():
-        path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return folder
-
-
 def weights(label: str) -> dict[str, bytes]:
     """Distinct model weights per version."""
     return {"weights.bin": f"weights {label}".encode() * 100}
@@ -75,26 +66,7 @@ def weights(label: str) -> dict[str, bytes]:
 
 def seed(runtime: Runtime, root: Path, *, asset: str = "model-a", approved: bool = True) -> None:
     """In-process setup: v1, v2 (approved unless told not to) and v3 in production."""
-    for label in ("v1", "v2", "v3"):
-        register_version(
-            db=runtime.db,
-            registry=runtime.registry,
-            name=asset,
-            source=write_source(root, asset, label, weights(label)),
-            label=label,
-            kind=AssetKind.MODEL,
-            actor="test",
-        )
-    for label in ("v1", "v2") if approved else ():
-        approve_version(db=runtime.db, registry=runtime.registry, name=asset, label=label, by="al")
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=asset,
-        label="v3",
-        alias="production",
-        actor="bob",
-    )
+    build_scenario(runtime, root, asset=asset, approved=("v1", "v2") if approved else ())
 
 
 def stored(home: Path, asset: str, label: str, relative: str = "weights.bin") -> Path:

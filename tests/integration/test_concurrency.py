@@ -10,18 +10,15 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import REARGUARD_BIN, tamper
+from conftest import REARGUARD_BIN
+from scenarios import build_scenario
 
 from rearguard.models.assets import (
     alias_version,
-    approve_version,
     get_asset,
     get_version,
-    promote_version,
-    register_version,
 )
 from rearguard.models.audit import iter_stored_events, verify_stored_chain
-from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
 from rearguard.models.tables import ChainHead
 
@@ -30,30 +27,7 @@ ASSETS = ("model-a", "model-b")
 
 def seed(runtime: Runtime, root: Path, asset: str) -> None:
     """v1 and v2 approved, v3 in production and tampered."""
-    for label in ("v1", "v2", "v3"):
-        source = root / "sources" / asset / label
-        source.mkdir(parents=True)
-        (source / "weights.bin").write_bytes(f"{asset} weights {label}".encode() * 50)
-        register_version(
-            db=runtime.db,
-            registry=runtime.registry,
-            name=asset,
-            source=source,
-            label=label,
-            kind=AssetKind.MODEL,
-            actor="test",
-        )
-    for label in ("v1", "v2"):
-        approve_version(db=runtime.db, registry=runtime.registry, name=asset, label=label, by="al")
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=asset,
-        label="v3",
-        alias="production",
-        actor="bob",
-    )
-    tamper(runtime.registry.version_location(asset=asset, label="v3") / "weights.bin")
+    build_scenario(runtime, root, asset=asset, tampered=True)
 
 
 def test_two_incidents_at_once_each_roll_back_their_own_asset(  # type: ignore[no-untyped-def]

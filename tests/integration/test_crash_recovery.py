@@ -18,19 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import tamper
+from scenarios import build_scenario, default_files, production_in_db, production_on_disk
 
 from rearguard.flows.dispatch import run_playbook
 from rearguard.models.assets import (
-    alias_version,
-    approve_version,
     get_asset,
     get_version,
-    promote_version,
-    register_version,
 )
 from rearguard.models.audit import events_for_incident, iter_stored_events, verify_stored_chain
-from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
 
 ASSET = "model-a"
@@ -53,41 +48,19 @@ def seed(runtime: Runtime, root: Path) -> None:
         "data = pathlib.Path(os.environ['REARGUARD_ASSET_PATH'], 'weights.bin').read_bytes()\n"
         "sys.exit(0 if data.startswith(b'weights') else 1)\n"
     )
-    for label in ("v1", "v2", "v3"):
-        source = root / "sources" / label
-        source.mkdir(parents=True)
-        (source / "weights.bin").write_bytes(f"weights {label}".encode() * 50)
-        register_version(
-            db=runtime.db,
-            registry=runtime.registry,
-            name=ASSET,
-            source=source,
-            label=label,
-            kind=AssetKind.MODEL,
-            actor="test",
-            validate_command=f"{shlex.quote(sys.executable)} {shlex.quote(str(checker))}",
-        )
-    for label in ("v1", "v2"):
-        approve_version(db=runtime.db, registry=runtime.registry, name=ASSET, label=label, by="al")
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=ASSET,
-        label="v3",
-        alias="production",
-        actor="bob",
+    build_scenario(
+        runtime,
+        root,
+        asset=ASSET,
+        tampered=True,
+        validate=f"{shlex.quote(sys.executable)} {shlex.quote(str(checker))}",
+        validate_all=True,
     )
-    tamper(runtime.registry.version_location(asset=ASSET, label="v3") / "weights.bin")
 
 
 def production(runtime: Runtime) -> tuple[str | None, str | None]:
     """Where production points: (per the database, per the on-disk symlink)."""
-    with runtime.db.read_session() as session:
-        current = alias_version(
-            session=session, asset=get_asset(session=session, name=ASSET), alias="production"
-        )
-    on_disk = runtime.registry.read_alias(asset=ASSET, alias="production")
-    return (current.label if current else None, on_disk)
+    return production_in_db(runtime, ASSET), production_on_disk(runtime, ASSET)
 
 
 def status_of(runtime: Runtime, label: str) -> str:
@@ -124,7 +97,7 @@ def check_converged(runtime: Runtime, home: Path, incident_id: int) -> None:
     """What must hold after every completed rerun."""
     assert production(runtime) == ("v2", "v2")
     served = runtime.registry.alias_location(asset=ASSET, alias="production") / "weights.bin"
-    assert served.read_bytes() == b"weights v2" * 50
+    assert served.read_bytes() == default_files("model", ASSET, "v2")["weights.bin"]
     assert status_of(runtime, "v3") == "quarantined"
     assert status_of(runtime, "v2") == "known_good"
     events = all_events(runtime)

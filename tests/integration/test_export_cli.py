@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 import stix2
-from conftest import tamper
+from scenarios import build_scenario
 
-from rearguard.models.assets import approve_version, promote_version, register_version
 from rearguard.models.runtime import Runtime
 
 Result = subprocess.CompletedProcess[str]
@@ -46,32 +45,7 @@ def one_line_error(result: Result, needle: str, *, code: int = 2) -> str:
 
 def seed(runtime: Runtime, root: Path) -> None:
     """v1 and v2 approved, v3 in production and tampered with."""
-    for label in ("v1", "v2", "v3"):
-        source = root / "sources" / label
-        source.mkdir(parents=True)
-        (source / "weights.bin").write_bytes(f"weights {label}".encode() * 100)
-        register_version(
-            db=runtime.db,
-            registry=runtime.registry,
-            name=ASSET,
-            source=source,
-            label=label,
-            kind="model",
-            actor="ml-engineer",
-        )
-    for label in ("v1", "v2"):
-        approve_version(
-            db=runtime.db, registry=runtime.registry, name=ASSET, label=label, by="alice"
-        )
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=ASSET,
-        label="v3",
-        alias="production",
-        actor="release-bot",
-    )
-    tamper(runtime.registry.version_location(asset=ASSET, label="v3") / "weights.bin")
+    build_scenario(runtime, root, asset=ASSET, tampered=True, promoted_by="release-bot")
 
 
 def real_incident(cli: Any, runtime: Runtime, root: Path) -> int:

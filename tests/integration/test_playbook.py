@@ -20,121 +20,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import tamper
+from scenarios import (
+    ALIAS,
+    add_version,
+    approve,
+    build_scenario,
+    default_files,
+    production_in_db,
+    promote,
+    stored_file,
+    tamper,
+    tamper_version,
+)
 
 from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
 from rearguard.models.assets import (
-    alias_version,
-    approve_version,
     get_asset,
     get_version,
-    promote_version,
-    register_version,
 )
 from rearguard.models.audit import events_for_incident, verify_stored_chain
-from rearguard.models.enums import AssetKind, Severity
+from rearguard.models.enums import Severity
 from rearguard.models.runtime import Runtime
 from rearguard.models.tables import Incident, TimelineEvent
 
-ALIAS = "production"
 STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
 
 
 # -- scenario helpers -------------------------------------------------------------------------
-
-
-def write_source(root: Path, asset: str, label: str, files: dict[str, bytes]) -> Path:
-    """Write a version's files into a fresh source directory and return it."""
-    folder = root / "sources" / asset / label
-    for relative, content in files.items():
-        path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    return folder
-
-
-def default_files(kind: str, asset: str, label: str) -> dict[str, bytes]:
-    """Distinct content per version (shared content would share one stored object)."""
-    if kind == "prompt":
-        return {"system.txt": f"You are a careful assistant ({asset} {label}).".encode()}
-    if kind == "config":
-        return {"serving.json": json.dumps({"asset": asset, "release": label}).encode()}
-    return {"weights.bin": f"weights of {asset} {label}".encode() * 64}
-
-
-def add_version(
-    runtime: Runtime,
-    root: Path,
-    asset: str,
-    label: str,
-    *,
-    kind: str = "model",
-    files: dict[str, bytes] | None = None,
-    validate: str | None = None,
-) -> None:
-    """Register one version through the registry service."""
-    register_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=asset,
-        source=write_source(root, asset, label, files or default_files(kind, asset, label)),
-        label=label,
-        kind=AssetKind(kind),
-        actor="test",
-        validate_command=validate,
-    )
-
-
-def approve(runtime: Runtime, asset: str, label: str) -> None:
-    """Approve a version as known-good on a named person's word."""
-    approve_version(db=runtime.db, registry=runtime.registry, name=asset, label=label, by="alice")
-
-
-def promote(runtime: Runtime, asset: str, label: str) -> None:
-    """Point production at a version."""
-    promote_version(
-        db=runtime.db, registry=runtime.registry, name=asset, label=label, alias=ALIAS, actor="bob"
-    )
-
-
-def build_scenario(
-    runtime: Runtime,
-    root: Path,
-    *,
-    asset: str = "model-a",
-    kind: str = "model",
-    approved: tuple[str, ...] = ("v1", "v2"),
-    production: str | None = "v3",
-    validate: str | None = None,
-    files: dict[str, dict[str, bytes]] | None = None,
-) -> None:
-    """Register v1, v2 and v3, approve ``approved`` and promote ``production``."""
-    for label in ("v1", "v2", "v3"):
-        add_version(
-            runtime,
-            root,
-            asset,
-            label,
-            kind=kind,
-            files=(files or {}).get(label),
-            validate=validate if label == "v1" else None,
-        )
-    for label in approved:
-        approve(runtime, asset, label)
-    if production:
-        promote(runtime, asset, production)
-
-
-def stored_file(runtime: Runtime, asset: str, label: str, relative: str) -> Path:
-    """The stored (read-only) copy of one file of a version."""
-    return runtime.registry.version_location(asset=asset, label=label) / relative
-
-
-def tamper_version(runtime: Runtime, asset: str, label: str) -> None:
-    """Alter every stored file of a version in place, as an attacker with disk access would."""
-    for path in runtime.registry.version_files(asset=asset, label=label).values():
-        tamper(path)
 
 
 def replace_stored(path: Path, content: bytes) -> None:
@@ -160,14 +73,6 @@ def open_compromise(runtime: Runtime, asset: str, *, since: str | None = None) -
 def respond(runtime: Runtime, asset: str = "model-a", *, since: str | None = None) -> Incident:
     """Open an incident and run its playbook to the end."""
     return run_playbook(runtime=runtime, incident_id=open_compromise(runtime, asset, since=since))
-
-
-def production_in_db(runtime: Runtime, asset: str) -> str | None:
-    """Where the production alias points according to the database."""
-    with runtime.db.read_session() as session:
-        found = get_asset(session=session, name=asset)
-        current = alias_version(session=session, asset=found, alias=ALIAS)
-    return current.label if current else None
 
 
 def alias_version_label(runtime: Runtime, asset: str) -> str | None:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scenarios
 import stix2
-from conftest import tamper
 from markdown_it import MarkdownIt
+from scenarios import build_scenario, tamper
 
 from rearguard.flows.exports.chart import PLOT_W, timeline_svg
 from rearguard.flows.exports.export import write_export
@@ -32,7 +33,6 @@ from rearguard.flows.exports.stix import INCIDENT_CORE_EXTENSION
 from rearguard.flows.exports.timeline_jsonl import verify_file
 from rearguard.flows.steps import run_step
 from rearguard.models import recovery
-from rearguard.models.assets import approve_version, promote_version, register_version
 from rearguard.models.audit import append_event, events_for_incident
 from rearguard.models.enums import EventKind, IncidentStatus, Severity
 from rearguard.models.errors import ConflictError, NotFoundError, OperationFailed, UsageError
@@ -52,36 +52,17 @@ AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
 def add_version(runtime: Runtime, root: Path, label: str, *, asset: str = ASSET) -> None:
-    source = root / "sources" / asset / label
-    source.mkdir(parents=True)
-    (source / "weights.bin").write_bytes(f"weights of {asset} {label}".encode() * 64)
-    register_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=asset,
-        source=source,
-        label=label,
-        kind="model",
-        actor="ml-engineer",
-    )
+    scenarios.add_version(runtime, root, asset, label, actor="ml-engineer")
 
 
 def scenario(runtime: Runtime, root: Path, *, asset: str = ASSET, approved: bool = True) -> None:
     """v1, v2 (approved known-good) and v3 (candidate, promoted to production)."""
-    for label in ("v1", "v2", "v3"):
-        add_version(runtime, root, label, asset=asset)
-    if approved:
-        for label in ("v1", "v2"):
-            approve_version(
-                db=runtime.db, registry=runtime.registry, name=asset, label=label, by="alice"
-            )
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name=asset,
-        label="v3",
-        alias="production",
-        actor="release-bot",
+    build_scenario(
+        runtime,
+        root,
+        asset=asset,
+        approved=("v1", "v2") if approved else (),
+        promoted_by="release-bot",
     )
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import tamper
+from scenarios import tamper
 from sqlalchemy import func
 from sqlmodel import select
 

@@ -1,0 +1,157 @@
+"""Building registry scenarios for tests: versions registered, approved, promoted, tampered.
+
+Every test that needs "v1 and v2 known-good, v3 in production" builds it here, through the
+real registry services, so that a change in how versions are registered reaches every test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rearguard.models.assets import (
+    alias_version,
+    approve_version,
+    get_asset,
+    promote_version,
+    register_version,
+)
+from rearguard.models.enums import AssetKind
+from rearguard.models.runtime import Runtime
+
+ALIAS = "production"
+
+
+def tamper(path: Path, *, data: bytes = b"\x00tampered\x00") -> None:
+    """Overwrite the start of a stored (read-only) file, as an attacker with disk access would."""
+    path.chmod(0o644)
+    with path.open("r+b") as handle:
+        handle.write(data)
+    path.chmod(0o444)
+
+
+def write_source(root: Path, asset: str, label: str, files: dict[str, bytes]) -> Path:
+    """Write a version's files into a fresh source directory and return it."""
+    folder = root / "sources" / asset / label
+    for relative, content in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return folder
+
+
+def default_files(kind: str, asset: str, label: str) -> dict[str, bytes]:
+    """Distinct content per version (shared content would share one stored object)."""
+    if kind == "prompt":
+        return {"system.txt": f"You are a careful assistant ({asset} {label}).".encode()}
+    if kind == "config":
+        return {"serving.json": json.dumps({"asset": asset, "release": label}).encode()}
+    return {"weights.bin": f"weights of {asset} {label}".encode() * 64}
+
+
+def add_version(
+    runtime: Runtime,
+    root: Path,
+    asset: str,
+    label: str,
+    *,
+    kind: str = "model",
+    files: dict[str, bytes] | None = None,
+    validate: str | None = None,
+    actor: str = "test",
+) -> None:
+    """Register one version through the registry service."""
+    register_version(
+        db=runtime.db,
+        registry=runtime.registry,
+        name=asset,
+        source=write_source(root, asset, label, files or default_files(kind, asset, label)),
+        label=label,
+        kind=AssetKind(kind),
+        actor=actor,
+        validate_command=validate,
+    )
+
+
+def approve(runtime: Runtime, asset: str, label: str, *, by: str = "alice") -> None:
+    """Approve a version as known-good on a named person's word."""
+    approve_version(db=runtime.db, registry=runtime.registry, name=asset, label=label, by=by)
+
+
+def promote(runtime: Runtime, asset: str, label: str, *, actor: str = "bob") -> None:
+    """Point production at a version."""
+    promote_version(
+        db=runtime.db, registry=runtime.registry, name=asset, label=label, alias=ALIAS, actor=actor
+    )
+
+
+def build_scenario(
+    runtime: Runtime,
+    root: Path,
+    *,
+    asset: str = "model-a",
+    kind: str = "model",
+    approved: tuple[str, ...] = ("v1", "v2"),
+    production: str | None = "v3",
+    tampered: bool = False,
+    validate: str | None = None,
+    validate_all: bool = False,
+    files: dict[str, dict[str, bytes]] | None = None,
+    promoted_by: str = "bob",
+) -> None:
+    """Register v1, v2 and v3, approve ``approved`` and promote ``production``.
+
+    Args:
+        runtime: the test's runtime.
+        root: where the source directories are written.
+        asset: the asset's name.
+        kind: model, prompt or config.
+        approved: the labels approved as known-good.
+        production: the label promoted to production (None: no production alias).
+        tampered: alter every stored file of the production version afterwards.
+        validate: the asset's validation command, registered with v1 (or every version with
+            ``validate_all``).
+        validate_all: register ``validate`` with every version.
+        files: per label, the files of that version instead of the default content.
+        promoted_by: who moved production to ``production``.
+    """
+    for label in ("v1", "v2", "v3"):
+        add_version(
+            runtime,
+            root,
+            asset,
+            label,
+            kind=kind,
+            files=(files or {}).get(label),
+            validate=validate if (label == "v1" or validate_all) else None,
+        )
+    for label in approved:
+        approve(runtime, asset, label)
+    if production:
+        promote(runtime, asset, production, actor=promoted_by)
+        if tampered:
+            tamper_version(runtime, asset, production)
+
+
+def stored_file(runtime: Runtime, asset: str, label: str, relative: str) -> Path:
+    """The stored (read-only) copy of one file of a version."""
+    return runtime.registry.version_location(asset=asset, label=label) / relative
+
+
+def tamper_version(runtime: Runtime, asset: str, label: str) -> None:
+    """Alter every stored file of a version in place, as an attacker with disk access would."""
+    for path in runtime.registry.version_files(asset=asset, label=label).values():
+        tamper(path)
+
+
+def production_in_db(runtime: Runtime, asset: str) -> str | None:
+    """Where the production alias points according to the database."""
+    with runtime.db.read_session() as session:
+        found = get_asset(session=session, name=asset)
+        current = alias_version(session=session, asset=found, alias=ALIAS)
+    return current.label if current else None
+
+
+def production_on_disk(runtime: Runtime, asset: str) -> str | None:
+    """Where the production alias points according to the registry's symlink."""
+    return runtime.registry.read_alias(asset=asset, alias=ALIAS)
