@@ -17,17 +17,29 @@ from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import enqueue
 
 
-def notify(*, runtime: Runtime, incident_id: int, event: str) -> dict[str, Any]:
+def notify(
+    *, runtime: Runtime, incident_id: int, event: str, if_status: str | None = None
+) -> dict[str, Any]:
     """Queue the notification of an incident's event for every routed channel.
 
     Idempotent: a rerun for the same incident state queues nothing new.
 
+    Args:
+        runtime: the process runtime.
+        incident_id: the incident.
+        event: what to announce (a template name).
+        if_status: announce only while the incident has this status, so that a rerun does not
+            announce ``opened`` for an incident that is contained by now.
+
     Returns:
-        ``{"event", "receipts": {target: "queued"}, "queued": rows written}``.
+        ``{"event", "receipts": {target: "queued"}, "queued": rows written}``, or
+        ``{"event", "skipped": why}``.
     """
     alias = runtime.settings.registry.alias
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
+        if if_status is not None and incident.status != if_status:
+            return {"event": event, "skipped": f"the incident is {incident.status}"}
         production = None
         if incident.asset_name:
             # An asset the registry does not know must not stop the notification.

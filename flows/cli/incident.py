@@ -87,7 +87,8 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             started[step] = time.perf_counter()
             err.print(f"  [dim]…[/] {step}")
             return
-        elapsed = time.perf_counter() - started.get(step, time.perf_counter())
+        now = time.perf_counter()
+        elapsed = now - started.get(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
         err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
 
