@@ -21,6 +21,10 @@ class PlaybookOutcome:
         """Mark the run as having recovered the incident."""
         self.status = IncidentStatus.RECOVERED.value
 
+    def contained(self) -> None:
+        """Mark the run as having contained the incident, with nothing to restore."""
+        self.status = IncidentStatus.CONTAINED.value
+
 
 @asynccontextmanager
 async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
@@ -38,7 +42,7 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
         if ended["changed"]:
             await notify(incident_id, event="failed")
         raise OperationFailed(exc.message, hint=exc.hint) from exc
-    if outcome.status == IncidentStatus.RECOVERED:
-        ended = await conclude(incident_id, IncidentStatus.RECOVERED)
+    if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
+        ended = await conclude(incident_id, IncidentStatus(outcome.status))
         if ended["changed"]:
-            await notify(incident_id, event="recovered")
+            await notify(incident_id, event=outcome.status)
