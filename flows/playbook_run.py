@@ -18,13 +18,23 @@ class PlaybookOutcome:
     incident_id: int
     status: str = IncidentStatus.FAILED.value
 
-    async def contained(self) -> None:
-        """Tell people the damage is contained (call right after the containing steps)."""
-        await notify(self.incident_id, event="contained", if_status=IncidentStatus.CONTAINED)
+    async def contained(self, *, roles: list[str] | None = None) -> None:
+        """Tell people the damage is contained (call right after the containing steps).
+
+        Args:
+            roles: stakeholder roles to reach besides the routed ones (e.g. ``data_owner``).
+        """
+        await notify(
+            self.incident_id, event="contained", if_status=IncidentStatus.CONTAINED, roles=roles
+        )
 
     def recovered(self) -> None:
         """Mark the run as having recovered the incident."""
         self.status = IncidentStatus.RECOVERED.value
+
+    def ends_contained(self) -> None:
+        """Mark the run as ending with the incident contained, with nothing to restore."""
+        self.status = IncidentStatus.CONTAINED.value
 
 
 @asynccontextmanager
@@ -45,6 +55,7 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
         await conclude(incident_id, IncidentStatus.FAILED, exc.message)
         await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
         raise OperationFailed(exc.message, hint=exc.hint) from exc
-    if outcome.status == IncidentStatus.RECOVERED:
-        await conclude(incident_id, IncidentStatus.RECOVERED)
-        await notify(incident_id, event="recovered", if_status=IncidentStatus.RECOVERED)
+    if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
+        ended = IncidentStatus(outcome.status)
+        await conclude(incident_id, ended)
+        await notify(incident_id, event=str(ended), if_status=ended)
