@@ -56,6 +56,7 @@ CATALOG: dict[str, PlaybookSpec] = {
                 "quarantine",
                 "verify_integrity",
                 "select_known_good",
+                "await_approval",
                 "rollback",
                 "validate",
                 "notify",

@@ -87,6 +87,9 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             started[step] = time.perf_counter()
             err.print(f"  [dim]…[/] {step}")
             return
+        if phase == "wait":
+            err.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
+            return
         elapsed = time.perf_counter() - started.get(step, time.perf_counter())
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
         err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")

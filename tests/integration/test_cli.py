@@ -27,7 +27,15 @@ from rearguard.models.assets import register_version
 from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
 
-STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
+STEPS = [
+    "quarantine",
+    "verify_integrity",
+    "select_known_good",
+    "await_approval",
+    "rollback",
+    "validate",
+    "notify",
+]
 Result = subprocess.CompletedProcess[str]
 
 

@@ -44,7 +44,15 @@ from rearguard.models.enums import Severity
 from rearguard.models.runtime import Runtime
 from rearguard.models.tables import Incident, TimelineEvent
 
-STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
+STEPS = [
+    "quarantine",
+    "verify_integrity",
+    "select_known_good",
+    "await_approval",
+    "rollback",
+    "validate",
+    "notify",
+]
 
 
 # -- scenario helpers -------------------------------------------------------------------------
