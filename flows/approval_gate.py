@@ -8,16 +8,16 @@ run shows as Paused in the Prefect UI, whose form answers it.
 
 The decision itself lives in the database, and every channel records it through
 :func:`rearguard.models.approvals.decide`: the CLI and Slack write it there (the CLI also
-resumes the paused run with the answer), and the paused run watches the database as well as
-Prefect. A Prefect UI answer naming someone who may not approve is refused, recorded, and the
-run pauses again. At the deadline the run leaves the Paused state itself (so Prefect never
-shows a pause that can no longer be answered) and the policy escalates, proceeds or aborts.
+resumes the paused run with the answer, ``rearguard.flows.approve``), and the paused run
+watches the database as well as Prefect. A Prefect UI answer naming someone who may not
+approve is refused, recorded, and the run pauses again. At the deadline the run leaves the
+Paused state itself (so Prefect never shows a pause that can no longer be answered) and the
+policy escalates, proceeds or aborts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import threading
 from datetime import UTC, datetime
@@ -281,55 +281,3 @@ async def _leave_pause(request: ApprovalRequest) -> None:
             await client.set_flow_run_state(
                 flow_run_id, Running(message=f"left the approval of {request.step}")
             )
-
-
-def answer(
-    *,
-    runtime: Runtime,
-    incident_id: int,
-    approver: str,
-    approve: bool,
-    comment: str = "",
-) -> ApprovalRequest:
-    """Decide an incident's pending approval from the CLI, and wake the paused run at once.
-
-    The decision is recorded first; resuming the Prefect run with the same answer only saves
-    the run its next look at the database.
-
-    Raises:
-        NotFoundError: the incident is not waiting for an approval.
-        ConflictError: the request was decided or timed out already.
-        NotEntitled: ``approver`` may not decide it (the attempt is recorded).
-    """
-    decided = decide(
-        db=runtime.db,
-        approver=approver,
-        approve=approve,
-        comment=comment,
-        via="cli",
-        incident_id=incident_id,
-    )
-    if decided.flow_run_id:
-        _resume(
-            decided.flow_run_id,
-            {
-                "approver": approver,
-                "decision": "approve" if approve else "deny",
-                "comment": decided.comment or "",
-            },
-        )
-    return decided
-
-
-def _resume(flow_run_id: str, run_input: dict[str, Any]) -> None:
-    from rearguard.flows.dispatch import configure_prefect, uses_temporary_server
-
-    configure_prefect()
-    if uses_temporary_server():
-        return  # a temporary server would not know the run; the run reads the database
-    from prefect.flow_runs import resume_flow_run
-
-    # Not paused right now, or the server is unreachable: the decision is recorded, and the
-    # waiting run reads it from the database within its poll interval.
-    with contextlib.suppress(Exception):
-        resume_flow_run(UUID(flow_run_id), run_input=run_input)

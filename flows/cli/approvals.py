@@ -22,7 +22,7 @@ def approve(
     json_output: JsonOption = False,
 ) -> None:
     """Approve (or deny) the step an incident's playbook is waiting on."""
-    from rearguard.flows.approval_gate import answer
+    from rearguard.flows.approve import answer
     from rearguard.models.approvals import request_dict
 
     decided = answer(

@@ -26,7 +26,7 @@ from approval_helpers import (
 )
 from scenarios import production_in_db
 
-from rearguard.flows.approval_gate import answer
+from rearguard.flows.approve import answer
 from rearguard.models.errors import NotEntitled
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import list_notifications
@@ -212,3 +212,28 @@ def test_a_timeout_proceeds_when_the_policy_says_so(make_runtime) -> None:  # ty
     assert production_in_db(runtime, "model-a") == "v2"
     gate = outcome_of(runtime, run.incident_id, "await_approval")["result"]
     assert gate["decision"] == "not decided within 1s; proceeding per policy"
+
+
+def test_the_cli_refuses_a_stranger_then_approves_and_lists(make_runtime, cli) -> None:  # type: ignore[no-untyped-def]
+    runtime = make_runtime()
+    run = PlaybookRun(runtime)
+    request = pending_round(runtime, run.incident_id)
+    wait_paused(request)
+    incident = str(run.incident_id)
+
+    refused = cli("approve", incident, "--as", "mallory")
+    listed = cli("approvals", "list", "--pending", "--json")
+    approved = cli("approve", incident, "--as", "alice", "--comment", "checked v2")
+    ended = run.result()
+    table = cli("approvals", "list")
+
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[0] == (
+        f"error: mallory may not decide the rollback of incident {incident}"
+    )
+    (waiting,) = json.loads(listed.stdout)
+    assert waiting["status"] == "pending" and waiting["approvers"] == ["alice", "bob"]
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == f"incident {incident}: rollback approved by alice"
+    assert str(ended.status) == "recovered"
+    assert "approved" in table.stdout and "by alice: checked v2" in table.stdout
