@@ -227,6 +227,14 @@ def _event_summary(action: str, data: dict[str, Any]) -> str:
         return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
     if action.startswith("notify."):
         return ", ".join(data.get("receipts", {}))
+    if action.startswith("approval."):
+        waits = f"waits for {', '.join(data.get('approvers', []))}"
+        detail = (
+            data.get("message")
+            or data.get("comment")
+            or (waits if action == "approval.requested" else "")
+        )
+        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
     return ""
 
 
