@@ -29,6 +29,7 @@ from rearguard.models.runtime import Runtime
 from rearguard.models.tables import ApprovalRequest, Incident
 
 SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+SLACK_TOKEN = "xoxb-test-token"
 
 
 def policy_toml(
@@ -37,13 +38,23 @@ def policy_toml(
     on_timeout: str = "escalate",
     escalate_to: tuple[str, ...] = ("carol",),
     poll_s: float = 0.1,
+    slack_base_url: str | None = None,
 ) -> str:
-    """A policy: sev1 rollbacks of model-* wait for the sre group (alice, bob)."""
+    """A policy: sev1 rollbacks of model-* wait for the sre group (alice, bob).
+
+    With ``slack_base_url``, notifications also go to ``#incidents`` on that Slack-like server.
+    """
+    slack = f"""
+[notifications.slack]
+channel = "#incidents"
+base_url = "{slack_base_url}"
+timeout_s = 5
+"""
     return f"""
 [notifications]
-channels = ["file"]
+channels = {json.dumps(["file", "slack"] if slack_base_url else ["file"])}
 dispatch_wait_s = 2
-
+{slack if slack_base_url else ""}
 [approvals]
 poll_s = {poll_s}
 
@@ -79,7 +90,10 @@ def approval_runtime(
         database_url,
         monkeypatch,
         toml=policy_toml(**policy),
-        env={"REARGUARD_SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET},
+        env={
+            "REARGUARD_SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
+            "REARGUARD_SLACK_TOKEN": SLACK_TOKEN,
+        },
     )
     build_scenario(runtime, tmp_path, tampered=True)
     return runtime

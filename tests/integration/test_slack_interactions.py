@@ -21,14 +21,16 @@ from urllib.parse import urlencode
 import pytest
 from approval_helpers import (
     SLACK_SIGNING_SECRET,
+    SLACK_TOKEN,
     PlaybookRun,
     approval_runtime,
     events,
-    pending_round,
+    eventually,
     requests_of,
 )
 from notification_helpers import new_incident
 from scenarios import production_in_db
+from slack_server import SlackServer
 
 from rearguard.models.approvals import open_request
 from rearguard.models.enums import Severity
@@ -193,17 +195,33 @@ class CallbackServer:
 
 
 @pytest.mark.usefixtures("prefect_api_url")
-def test_a_slack_approval_over_http_resumes_the_waiting_playbook(runtime: Runtime) -> None:
-    run = PlaybookRun(runtime)
-    request = pending_round(runtime, run.incident_id)
-    body = button_body(user="U0ALICE", action="approve", callback_id=request.callback_id)
-    headers = signed(body)
+def test_the_approve_button_of_the_posted_message_resumes_the_playbook_over_http(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with SlackServer(token=SLACK_TOKEN, channels=("incidents",)) as slack:
+        runtime = approval_runtime(
+            home, database_url, monkeypatch, tmp_path, slack_base_url=slack.base_url
+        )
+        run = PlaybookRun(runtime)
+        # The approvers' message, as Slack received it, with its two buttons.
 
-    with CallbackServer(runtime) as server:
-        forged = server.post(body, signed(body, secret="guess"))
-        accepted = server.post(body, headers)
-        replayed = server.post(body, headers)
-        incident = run.result()
+        def posted() -> list[dict[str, Any]]:
+            return [
+                b for m in slack.in_channel("incidents") for b in m.blocks if b["type"] == "actions"
+            ]
+
+        (actions,) = eventually(posted, what="the Approve and Deny buttons in Slack")
+        buttons = {e["action_id"]: e["value"] for e in actions["elements"]}
+        assert sorted(buttons) == ["approve", "deny"]
+        body = button_body(user="U0ALICE", action="approve", callback_id=buttons["approve"])
+        headers = signed(body)
+
+        with CallbackServer(runtime) as server:
+            forged = server.post(body, signed(body, secret="guess"))
+            accepted = server.post(body, headers)
+            replayed = server.post(body, headers)
+            incident = run.result()
+        runtime.db.dispose()
 
     assert forged == (401, "invalid Slack signature")
     assert accepted == (200, f"rollback of incident {run.incident_id} approved by alice")
