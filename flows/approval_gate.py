@@ -233,27 +233,43 @@ async def _pause_or_watch(
     from prefect.flow_runs import apause_flow_run
 
     poll_s = runtime.settings.approvals.poll_s
-    watchers = [asyncio.ensure_future(_decided_elsewhere(runtime, request, poll_s))]
-    paused = request.flow_run_id is not None and request.flow_run_id == _flow_run_id()
-    if paused:
-        watchers.append(
-            asyncio.ensure_future(
-                apause_flow_run(
-                    wait_for_input=ApprovalAnswer,
-                    timeout=math.ceil(remaining) + _PAUSE_GRACE_S,
-                    poll_interval=poll_s,  # type: ignore[arg-type]  (sleeps take floats)
-                )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + remaining
+    decided = asyncio.ensure_future(_decided_elsewhere(runtime, request, poll_s))
+    pause: asyncio.Future[ApprovalAnswer] | None = None
+    if request.flow_run_id is not None and request.flow_run_id == _flow_run_id():
+        pause = asyncio.ensure_future(
+            apause_flow_run(
+                wait_for_input=ApprovalAnswer,
+                timeout=math.ceil(remaining) + _PAUSE_GRACE_S,
+                poll_interval=poll_s,  # type: ignore[arg-type]  (sleeps take floats)
             )
         )
-    done, waiting = await asyncio.wait(
-        watchers, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-    )
-    for future in waiting:
-        future.cancel()
-    await asyncio.gather(*waiting, return_exceptions=True)
-    answered = [f for f in done if f is not watchers[0]]
-    if answered:
-        return answered[0].result()
+    paused = pause is not None
+    try:
+        while True:
+            waiting = [f for f in (decided, pause) if f is not None]
+            done, _ = await asyncio.wait(
+                waiting, timeout=max(deadline - loop.time(), 0), return_when=asyncio.FIRST_COMPLETED
+            )
+            if pause is None or pause not in done:
+                break  # decided elsewhere, or out of time
+            failure = pause.exception()
+            if failure is None:
+                return pause.result()
+            # Prefect cannot hold the pause (its API went away...): decisions still arrive
+            # through the database, so the run keeps waiting instead of failing.
+            runtime.report(
+                "await_approval",
+                "wait",
+                f"the Prefect pause failed ({type(failure).__name__}); waiting on the database",
+            )
+            pause = None
+    finally:
+        unfinished = [f for f in (decided, pause) if f is not None and not f.done()]
+        for future in unfinished:
+            future.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
     if paused:
         await _leave_pause(request)
     return None
