@@ -22,6 +22,9 @@ def describe(name: str, result: dict[str, Any]) -> str:
             return f"selected {result['selected']}" + (
                 f" ({len(result['rejected'])} rejected)" if result["rejected"] else ""
             )
+        case "await_approval":
+            by = f" by {result['by']}" if result.get("by") else ""
+            return f"{result['step']}: {result['decision']}{by}"
         case "rollback":
             return f"{result['alias']}: {result['from']} -> {result['to']}"
         case "validate":

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rearguard.flows import approval_gate
 from rearguard.flows.step_text import describe
 from rearguard.models import hooks, recovery, taint
 from rearguard.models.audit import append_event
@@ -146,6 +147,7 @@ def _task(name: str, body: StepBody) -> Any:
 quarantine = _task("quarantine", recovery.quarantine)
 verify_integrity = _task("verify_integrity", recovery.verify_integrity)
 select_known_good = _task("select_known_good", recovery.select_known_good)
+await_approval = _task("await_approval", approval_gate.await_approval)
 rollback = _task("rollback", recovery.rollback)
 validate = _task("validate", recovery.validate)
 notify = _task("notify", notify_body)

@@ -61,6 +61,7 @@ CATALOG: dict[str, PlaybookSpec] = {
                 "notify:contained",
                 "verify_integrity",
                 "select_known_good",
+                "await_approval",
                 "rollback",
                 "validate",
                 "notify:recovered",

@@ -29,6 +29,7 @@ MODEL_COMPROMISE_STEPS = [
     "notify",
     "verify_integrity",
     "select_known_good",
+    "await_approval",
     "rollback",
     "validate",
     "notify",

@@ -114,6 +114,9 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             started[step] = time.perf_counter()
             err.print(f"  [dim]…[/] {step}")
             return
+        if phase == "wait":
+            err.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
+            return
         now = time.perf_counter()
         elapsed = now - started.get(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
@@ -252,6 +255,14 @@ def _event_summary(action: str, data: dict[str, Any]) -> str:
         return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
     if action.startswith("notify."):
         return ", ".join(data.get("receipts", {}))
+    if action.startswith("approval."):
+        waits = f"waits for {', '.join(data.get('approvers', []))}"
+        detail = (
+            data.get("message")
+            or data.get("comment")
+            or (waits if action == "approval.requested" else "")
+        )
+        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
     return ""
 
 

@@ -15,6 +15,7 @@ import click
 import typer
 
 from rearguard.flows.cli import (
+    approvals,
     assets,
     audit,
     db,
@@ -50,6 +51,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(notify.app, name="notify")
 app.add_typer(notifications.app, name="notifications")
+app.add_typer(approvals.app, name="approvals")
+app.command("approve")(approvals.approve)
 app.command("demo")(demo.demo)
 app.command("init")(db.init)
 app.command("export")(export.export)
