@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rearguard.flows.step_text import describe
-from rearguard.models import recovery
+from rearguard.models import degradation, recovery, tamper_diff
 from rearguard.models.audit import append_event
 from rearguard.models.enums import EventKind, IncidentStatus
 from rearguard.models.errors import RearguardError
@@ -130,6 +130,8 @@ select_known_good = _task("select_known_good", recovery.select_known_good)
 rollback = _task("rollback", recovery.rollback)
 validate = _task("validate", recovery.validate)
 notify = _task("notify", notify_body)
+record_diff = _task("record_diff", tamper_diff.record_diff)
+confirm_degradation = _task("confirm_degradation", degradation.confirm_degradation)
 
 
 async def conclude(
