@@ -224,7 +224,24 @@ def _event_summary(action: str, data: dict[str, Any]) -> str:
         return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
     if action.startswith("notify."):
         return ", ".join(data.get("receipts", {}))
+    if action == "sweep.found":
+        labels = ", ".join(v["version"] for v in data.get("versions", []))
+        return f"{data.get('incident_type')}: failing {labels}"
     return ""
+
+
+def print_diffs(events: list[TimelineEvent]) -> None:
+    """Print the diffs the tampering playbooks recorded (already redacted and bounded)."""
+    for event in events:
+        if event.kind != "outcome" or event.action != "record_diff":
+            continue
+        result = json.loads(event.data).get("result") or {}
+        if result.get("diff"):
+            out.print(
+                f"[bold]what the tampering changed[/] ({escape(result['to'])} restored, "
+                f"{escape(result['from'])} as found):"
+            )
+            out.print(result["diff"], markup=False, end="")
 
 
 @app.command("open")
@@ -336,4 +353,5 @@ def show(
     if incident.summary:
         out.print(f"summary: {escape(incident.summary)}")
     print_timeline(events)
+    print_diffs(events)
     print_outcome(rt, incident)

@@ -156,6 +156,9 @@ def test_cli_sweep_exit_codes_json_and_run(  # type: ignore[no-untyped-def]
     assert [(k["asset"], k["version"], k["status"]) for k in report["known"]] == [
         ("guard-config", "v3", "quarantined")
     ]
+    human = cli("incident", "show", str(finding["incident"]))
+    assert "what the tampering changed (v2 restored, v3 as found):" in human.stdout
+    assert "sweep.found" in human.stdout
     shown = json.loads(cli("incident", "show", str(finding["incident"]), "--json").stdout)
     diff = [e for e in shown["timeline"] if e["action"] == "record_diff" and e["kind"] == "outcome"]
     assert (
