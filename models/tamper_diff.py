@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ def diff_versions(
 
     Returns:
         ``{"files": [{"path", "change"}], "diff": text, "truncated": bool}``; ``change`` is
-        ``modified``, ``added`` (only in the tampered version), ``removed``, ``binary`` or
-        ``too large``. Identical files are left out.
+        ``modified``, ``added`` (only in the tampered version), ``removed``, ``binary``,
+        ``too large`` or ``not a regular file`` (a link is named, never followed). Identical
+        files are left out.
     """
     files: list[dict[str, str]] = []
     notes: dict[str, str] = {}  # path -> what is said instead of a text diff
@@ -55,10 +57,17 @@ def diff_versions(
     for path in sorted(set(restored) | set(tampered)):
         before, after = restored.get(path), tampered.get(path)
         shown = redact_text(path)
+        odd = [p for p in (before, after) if p is not None and (p.is_symlink() or not p.is_file())]
+        if odd:
+            # A planted link could point anywhere (/etc/shadow): say where, never read it.
+            files.append({"path": shown, "change": "not a regular file"})
+            notes[shown] = "not a regular file: " + ", ".join(_describe_odd(p) for p in odd)
+            continue
         if _size(before) > MAX_TEXT_BYTES or _size(after) > MAX_TEXT_BYTES:
-            if _sha256(before) != _sha256(after):
+            digests = _sha256(before), _sha256(after)
+            if digests[0] != digests[1]:
                 files.append({"path": shown, "change": "too large"})
-                notes[shown] = f"too large to diff, sha256 {_sha256(before)} -> {_sha256(after)}"
+                notes[shown] = f"too large to diff, sha256 {digests[0]} -> {digests[1]}"
             continue
         a, b = _read(before), _read(after)
         if a == b:
@@ -97,6 +106,12 @@ def diff_versions(
             "the incident's evidence directory holds the tampered files]\n"
         )
     return {"files": files, "diff": text, "truncated": truncated}
+
+
+def _describe_odd(path: Path) -> str:
+    if path.is_symlink():
+        return "symbolic link to " + redact_text(os.readlink(path)) + " (not followed)"
+    return "a directory" if path.is_dir() else "a special file"
 
 
 def _size(path: Path | None) -> int:

@@ -107,3 +107,21 @@ def test_a_long_diff_is_cut_with_a_marker(tmp_path: Path) -> None:
     assert result["truncated"] is True
     assert len(result["diff"]) < 700
     assert "[diff truncated:" in result["diff"]
+
+
+def test_a_planted_symlink_is_named_and_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside-secret.txt"
+    outside.write_text("root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n")
+    tampered = files(tmp_path / "v3", {"system.txt": b"same\n"})
+    link = tmp_path / "v3" / "extra.txt"
+    link.symlink_to(outside)
+    tampered["extra.txt"] = link
+    result = diff_versions(
+        restored=files(tmp_path / "v2", {"system.txt": b"same\n"}),
+        tampered=tampered,
+        restored_name="v2",
+        tampered_name="v3",
+    )
+    assert result["files"] == [{"path": "extra.txt", "change": "not a regular file"}]
+    assert f"symbolic link to {outside} (not followed)" in result["diff"]
+    assert "hashhash" not in result["diff"]
