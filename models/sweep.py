@@ -26,7 +26,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from rearguard.models.assets import alias_version, list_assets, list_versions, manifest_of
+from rearguard.models.assets import (
+    alias_version,
+    get_asset,
+    list_assets,
+    list_versions,
+    manifest_of,
+)
 from rearguard.models.audit import append_event
 from rearguard.models.enums import (
     AssetKind,
@@ -71,15 +77,28 @@ class SweepPlan:
         return sum(e.size for _, _, manifest in self.items for e in manifest)
 
 
-def plan_sweep(*, runtime: Runtime) -> SweepPlan:
-    """List every version of every asset, its manifest and status, and each production alias."""
+def plan_sweep(*, runtime: Runtime, asset_name: str | None = None) -> SweepPlan:
+    """List every version of every asset, its manifest and status, and each production alias.
+
+    Args:
+        runtime: the process runtime.
+        asset_name: only this asset (``assets verify NAME``).
+
+    Raises:
+        NotFoundError: ``asset_name`` names no asset.
+    """
     alias = runtime.settings.registry.alias
     items: list[tuple[str, str, list[ManifestEntry]]] = []
     kinds: dict[str, AssetKind] = {}
     statuses: dict[tuple[str, str], VersionStatus] = {}
     production: dict[str, str | None] = {}
     with runtime.db.read_session() as session:
-        for asset in list_assets(session=session):
+        assets = (
+            [get_asset(session=session, name=asset_name)]
+            if asset_name
+            else list_assets(session=session)
+        )
+        for asset in assets:
             kinds[asset.name] = AssetKind(asset.kind)
             current = alias_version(session=session, asset=asset, alias=alias)
             production[asset.name] = current.label if current else None

@@ -220,27 +220,16 @@ def verify(
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
-    from rearguard.models.assets import get_asset, list_assets, list_versions, manifest_of
     from rearguard.models.integrity import check_versions
+    from rearguard.models.sweep import plan_sweep
 
     rt = runtime()
-    with rt.db.read_session() as session:
-        assets = [get_asset(session=session, name=name)] if name else list_assets(session=session)
-        items = [
-            (asset.name, v.label, manifest_of(session=session, version=v))
-            for asset in assets
-            for v in list_versions(session=session, asset=asset)
-        ]
-        statuses = {
-            (asset.name, v.label): str(v.status)
-            for asset in assets
-            for v in list_versions(session=session, asset=asset)
-        }
-    total = sum(e.size for _, _, manifest in items for e in manifest)
-    with byte_progress("verifying", total) as progress:
+    plan = plan_sweep(runtime=rt, asset_name=name)
+    statuses = {key: str(status) for key, status in plan.statuses.items()}
+    with byte_progress("verifying", plan.total_bytes) as progress:
         checks = check_versions(
             registry=rt.registry,
-            items=items,
+            items=plan.items,
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
         )
