@@ -12,6 +12,7 @@ channel and drill recipients, and its messages say DRILL.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rearguard.models.settings import Settings
@@ -48,6 +49,7 @@ def route_for(
     severity: str,
     asset: str | None,
     drill: bool,
+    roles: Sequence[str] = (),
 ) -> Route:
     """Resolve the targets of an incident's notifications from the settings.
 
@@ -58,6 +60,8 @@ def route_for(
         severity: its severity (matched by routes).
         asset: its asset (stakeholders are per asset).
         drill: True for a drill: only the drill destinations, no stakeholders.
+        roles: stakeholder roles this notification must reach besides the routed ones (a
+            playbook telling legal and privacy, or the data owners).
 
     Returns:
         The targets, in a stable order, and the Slack users to mention.
@@ -82,8 +86,10 @@ def route_for(
     routes = [
         r for r in notifications.routes if r.matches(incident_type=incident_type, severity=severity)
     ]
-    roles = _unique(list(notifications.roles) + [role for r in routes for role in r.roles])
-    contacts = notifications.stakeholders.contacts(asset=asset, roles=roles)
+    wanted = _unique(
+        list(notifications.roles) + [role for r in routes for role in r.roles] + list(roles)
+    )
+    contacts = notifications.stakeholders.contacts(asset=asset, roles=wanted)
     mentions = [c for c in contacts if c.startswith("slack:")]
     emails = [c for c in contacts if "@" in c and not c.startswith("slack:")]
     if "slack" in enabled:

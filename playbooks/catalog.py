@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from rearguard.models.enums import AssetKind
@@ -36,6 +36,8 @@ class PlaybookSpec:
     provisions: tuple[str, ...]
     steps: tuple[str, ...]
     asset_kinds: tuple[AssetKind, ...]
+    # What `incident open` needs for this type: "asset", "digest|file", "dataset", "since".
+    inputs: tuple[str, ...] = ("asset",)
 
     def load(self) -> Any:
         """Import and return the playbook's Prefect flow.
@@ -62,6 +64,7 @@ class PlaybookSpec:
             "provisions": list(self.provisions),
             "steps": list(self.steps),
             "asset_kinds": [str(k) for k in self.asset_kinds],
+            "inputs": list(self.inputs),
         }
 
 
@@ -121,6 +124,59 @@ CATALOG: dict[str, PlaybookSpec] = {
             steps=("confirm_degradation", "select_known_good", "rollback", "validate", "notify"),
             asset_kinds=(AssetKind.MODEL, AssetKind.PROMPT, AssetKind.CONFIG),
         ),
+        PlaybookSpec(
+            type="supply_chain",
+            title="Malicious third-party file: denylist it, quarantine every version holding it",
+            entrypoint="rearguard.playbooks.supply_chain:supply_chain",
+            atlas_ids=("AML.T0010",),
+            provisions=("5.1", "5.2", "5.3", "5.3.1", "6.5", "8.1.2", "12.1"),
+            steps=(
+                "denylist_digest",
+                "find_digest_versions",
+                "quarantine",
+                "select_known_good",
+                "rollback",
+                "validate",
+                "notify",
+            ),
+            asset_kinds=(AssetKind.MODEL, AssetKind.PROMPT, AssetKind.CONFIG, AssetKind.DATASET),
+            inputs=("digest|file",),
+        ),
+        PlaybookSpec(
+            type="data_poisoning",
+            title="Poisoned training data: follow lineage, quarantine, roll back, retrain",
+            entrypoint="rearguard.playbooks.data_poisoning:data_poisoning",
+            atlas_ids=("AML.T0020",),
+            provisions=("5.1", "5.2", "5.3", "5.3.1", "6.5", "12.1"),
+            steps=(
+                "mark_dataset_suspect",
+                "run_hook:freeze_ingestion",
+                "trace_lineage",
+                "quarantine",
+                "notify:data_owner",
+                "select_known_good",
+                "rollback",
+                "validate",
+                "run_hook:retrain",
+                "notify",
+            ),
+            asset_kinds=(AssetKind.DATASET, AssetKind.MODEL),
+            inputs=("dataset", "since"),
+        ),
+        PlaybookSpec(
+            type="model_theft",
+            title="Stolen model: verify production, rotate credentials, tell legal and privacy",
+            entrypoint="rearguard.playbooks.model_theft:model_theft",
+            atlas_ids=("AML.T0024", "AML.T0025"),
+            provisions=("5.3", "6.5", "12.1"),
+            steps=(
+                "verify_production",
+                "run_hook:rotate_credentials",
+                "notify_legal",
+                "notify",
+            ),
+            asset_kinds=(AssetKind.MODEL,),
+        ),
     )
 }
 
@@ -170,13 +226,14 @@ def all_playbooks() -> tuple[dict[str, PlaybookSpec], list[PluginProblem]]:
 def _as_spec(value: Any) -> PlaybookSpec:
     if isinstance(value, Mapping):
         known = {f.name for f in fields(PlaybookSpec)}
+        required = {f.name for f in fields(PlaybookSpec) if f.default is MISSING}
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
-        missing = sorted(known - set(value))
+        missing = sorted(required - set(value))
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
-        value = PlaybookSpec(**{k: value[k] for k in known})
+        value = PlaybookSpec(**{k: value[k] for k in known & set(value)})
     if not isinstance(value, PlaybookSpec):
         raise TypeError(f"expected a PlaybookSpec or a mapping, got {type(value).__name__}")
     if not isinstance(value.type, str) or not _TYPE_RE.match(value.type):
@@ -191,6 +248,7 @@ def _as_spec(value: Any) -> PlaybookSpec:
         provisions=_strings(value.provisions, "provisions"),
         steps=_strings(value.steps, "steps"),
         asset_kinds=tuple(AssetKind(k) for k in _strings(value.asset_kinds, "asset_kinds")),
+        inputs=_strings(value.inputs, "inputs"),
     )
 
 

@@ -14,14 +14,16 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scenarios import add_version, build_scenario, production_in_db
 from sqlmodel import col, select
 
+from rearguard.flows.dispatch import run_playbook
+from rearguard.models.assets import get_asset, get_version
 from rearguard.models.audit import events_for_incident
 from rearguard.models.runtime import Runtime
 from rearguard.models.sweep import plan_sweep, run_sweep
 from rearguard.models.tables import Incident
-from rearguard.playbooks.catalog import CATALOG
 
 
 def malicious_pickle(sentinel: Path) -> bytes:
@@ -48,6 +50,7 @@ def incidents(runtime: Runtime) -> list[Incident]:
         return list(session.exec(select(Incident).order_by(col(Incident.id))))
 
 
+@pytest.mark.usefixtures("prefect_api_url")
 def test_sweep_opens_one_incident_of_the_right_type_per_asset_and_attaches_later(
     runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -79,11 +82,7 @@ def test_sweep_opens_one_incident_of_the_right_type_per_asset_and_attaches_later
     assert version["version"] == "v4" and version["dangerous_pickle"] is True
     digest = hashlib.sha256(evil).hexdigest()
     assert version["dangerous_files"] == [{"path": "tok.pkl", "sha256": digest}]
-    if "supply_chain" in CATALOG:  # added by the supply-chain work; guarded until it lands
-        assert pickled.action == "opened"
-    else:
-        assert pickled.action == "not_opened"
-        assert "no supply_chain playbook" in (pickled.note or "")
+    assert pickled.action == "opened" and pickled.runnable
     assert not sentinel.exists(), "the pickle was loaded"
 
     opened = incidents(runtime)
@@ -94,9 +93,9 @@ def test_sweep_opens_one_incident_of_the_right_type_per_asset_and_attaches_later
     assert prompt_incident.state == {"compromised": "v3"}
     assert str(prompt_incident.severity) == "sev1"
     assert "system.txt: sha256 mismatch" in prompt_incident.summary
-    for incident in opened:
-        if incident.type == "supply_chain":
-            assert incident.state["digest"] == digest
+    (supply,) = [i for i in opened if i.asset_name == "tokenizer"]
+    assert supply.type == "supply_chain" and supply.state["digest"] == digest
+    assert str(supply.severity) == "sev2"  # production (v1) does not hold the file
 
     second = sweep(runtime)
 
@@ -108,6 +107,18 @@ def test_sweep_opens_one_incident_of_the_right_type_per_asset_and_attaches_later
     assert len(found) == 2
     assert found[1]["versions"][0]["version"] == "v3"
     assert production_in_db(runtime, "support-prompt") == "v3"  # a sweep alone moves nothing
+
+    # Its playbook quarantines every version holding the file; production never held it.
+    ran = run_playbook(runtime=runtime, incident_id=supply.id or 0)
+    assert str(ran.status) == "recovered", ran.reason
+    assert production_in_db(runtime, "tokenizer") == "v1"
+    with runtime.db.read_session() as session:
+        tokenizer = get_asset(session=session, name="tokenizer")
+        assert str(get_version(session=session, asset=tokenizer, label="v4").status) == (
+            "quarantined"
+        )
+    assert "tokenizer" not in {f.asset for f in sweep(runtime).findings}  # now known-bad
+    assert not sentinel.exists(), "the pickle was loaded"
 
 
 def test_sweep_without_open_incidents_only_reports(runtime: Runtime, tmp_path: Path) -> None:

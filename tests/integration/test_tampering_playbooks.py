@@ -107,14 +107,14 @@ def test_prompt_tampering_restores_the_prompt_and_records_a_redacted_diff(
     assert status_of(runtime, "support-prompt", "v3") == "quarantined"
     events = timeline(runtime, incident.id)
     steps = [e.action for e in events if e.kind == "outcome"]
-    assert steps == [
+    assert steps[-1] == "notify"
+    assert [step for step in steps if step != "notify"] == [
         "quarantine",
         "verify_integrity",
         "select_known_good",
         "rollback",
         "record_diff",
         "validate",
-        "notify",
     ]
     result = outcome(events, "record_diff")["result"]
     assert result["from"] == "v3" and result["to"] == "v2"
@@ -231,5 +231,7 @@ def test_degradation_when_production_passes_says_so_and_rolls_nothing_back(
     assert production_in_db(runtime, "model-a") == "v3"
     assert status_of(runtime, "model-a", "v3") == "candidate"
     events = timeline(runtime, incident.id)
-    assert [e.action for e in events if e.kind == "outcome"] == ["confirm_degradation", "notify"]
+    steps = [e.action for e in events if e.kind == "outcome"]
+    assert [step for step in steps if step != "notify"] == ["confirm_degradation"]
+    assert "notify.failed" in [e.action for e in events]
     assert not [e for e in events if e.action == "alias.moved"]
