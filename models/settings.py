@@ -23,14 +23,9 @@ from pydantic_settings import (
 )
 
 from rearguard.models.errors import ConfigurationError
+from rearguard.models.home import default_home
 
 CONFIG_FILENAME = "rearguard.toml"
-
-
-def default_home() -> Path:
-    """Return the home directory from ``REARGUARD_HOME`` or ``~/.rearguard``."""
-    raw = os.environ.get("REARGUARD_HOME")
-    return Path(raw).expanduser() if raw else Path.home() / ".rearguard"
 
 
 def find_config_file(home: Path) -> Path | None:
