@@ -263,7 +263,24 @@ def _event_summary(action: str, data: dict[str, Any]) -> str:
             or (waits if action == "approval.requested" else "")
         )
         return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
+    if action == "sweep.found":
+        labels = ", ".join(v["version"] for v in data.get("versions", []))
+        return f"{data.get('incident_type')}: failing {labels}"
     return ""
+
+
+def print_diffs(events: list[TimelineEvent]) -> None:
+    """Print the diffs the tampering playbooks recorded (already redacted and bounded)."""
+    for event in events:
+        if event.kind != "outcome" or event.action != "record_diff":
+            continue
+        result = json.loads(event.data).get("result") or {}
+        if result.get("diff"):
+            out.print(
+                f"[bold]what the tampering changed[/] ({escape(result['to'])} restored, "
+                f"{escape(result['from'])} as found):"
+            )
+            out.print(result["diff"], markup=False, end="")
 
 
 @app.command("open")
@@ -386,4 +403,5 @@ def show(
     if incident.summary:
         out.print(f"summary: {escape(incident.summary)}")
     print_timeline(events)
+    print_diffs(events)
     print_outcome(rt, incident)
