@@ -14,6 +14,7 @@ from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
 from rearguard.flows.steps import (
+    await_approval,
     mark_dataset_suspect,
     quarantine,
     rollback,
@@ -49,6 +50,8 @@ async def data_poisoning(incident_id: int) -> str:
                 ),
             )
         await outcome.contained(roles=["data_owner"])
+        if traced["production"]:
+            await await_approval(incident_id, step="rollback")
         for asset in sorted(traced["production"]):
             selected = await select_known_good(
                 incident_id, asset=asset, honour_since=False, clean_lineage=True

@@ -10,7 +10,13 @@ from __future__ import annotations
 from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
-from rearguard.flows.steps import confirm_degradation, rollback, select_known_good, validate
+from rearguard.flows.steps import (
+    await_approval,
+    confirm_degradation,
+    rollback,
+    select_known_good,
+    validate,
+)
 
 
 @flow(name="degradation", log_prints=False, validate_parameters=False)
@@ -26,6 +32,7 @@ async def degradation(incident_id: int) -> str:
     async with playbook_guard(incident_id) as outcome:
         await confirm_degradation(incident_id)
         selected = await select_known_good(incident_id)
+        await await_approval(incident_id, step="rollback")
         await rollback(incident_id, label=selected["selected"])
         await validate(incident_id)
         outcome.recovered()

@@ -13,6 +13,7 @@ from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
 from rearguard.flows.steps import (
+    await_approval,
     notify_legal,
     quarantine,
     rollback,
@@ -41,8 +42,10 @@ async def model_theft(incident_id: int) -> str:
             await outcome.contained()
             verified = await verify_integrity(incident_id)
             selected = await select_known_good(incident_id, checks=verified["checks"])
+            await await_approval(incident_id, step="rollback")
             await rollback(incident_id, label=selected["selected"])
             await validate(incident_id)
+        await await_approval(incident_id, step="rotate_credentials")
         await run_hook(incident_id, hook="rotate_credentials", required=True)
         await notify_legal(incident_id)
         outcome.ends_contained()

@@ -13,6 +13,7 @@ from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
 from rearguard.flows.steps import (
+    await_approval,
     denylist_digest,
     find_digest_versions,
     quarantine,
@@ -43,6 +44,8 @@ async def supply_chain(incident_id: int) -> str:
                 reason=f"holds a file with denylisted digest {found['digest']}",
             )
         await outcome.contained()
+        if found["production"]:
+            await await_approval(incident_id, step="rollback")
         for asset in sorted(found["production"]):
             selected = await select_known_good(incident_id, asset=asset)
             await rollback(incident_id, asset=asset, label=selected["selected"])

@@ -12,6 +12,7 @@ from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
 from rearguard.flows.steps import (
+    await_approval,
     quarantine,
     record_diff,
     rollback,
@@ -27,6 +28,7 @@ async def _restore_and_diff(incident_id: int) -> str:
         await outcome.contained()
         verified = await verify_integrity(incident_id)
         selected = await select_known_good(incident_id, checks=verified["checks"])
+        await await_approval(incident_id, step="rollback")
         await rollback(incident_id, label=selected["selected"])
         await record_diff(incident_id, label=selected["selected"])
         await validate(incident_id)

@@ -112,6 +112,7 @@ def test_prompt_tampering_restores_the_prompt_and_records_a_redacted_diff(
         "quarantine",
         "verify_integrity",
         "select_known_good",
+        "await_approval",
         "rollback",
         "record_diff",
         "validate",
