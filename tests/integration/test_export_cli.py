@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import stix2
-from scenarios import build_scenario
+from scenarios import MODEL_COMPROMISE_STEPS, build_scenario
 
 from rearguard.models.runtime import Runtime
 
@@ -114,14 +114,7 @@ def test_every_format_of_a_real_incident(cli: Any, runtime: Runtime, tmp_path: P
     report = json.loads(paths["report"].read_text())
     assert report["ai_system"]["affected_version"]["label"] == "v3"
     assert report["ai_system"]["restored_version"]["label"] == "v2"
-    assert [a["action"] for a in report["actions_taken"]] == [
-        "quarantine",
-        "verify_integrity",
-        "select_known_good",
-        "rollback",
-        "validate",
-        "notify",
-    ]
+    assert [a["action"] for a in report["actions_taken"]] == MODEL_COMPROMISE_STEPS
 
     # The same records give the same bytes; standard output gives what the file holds.
     for export_format in FORMATS:
