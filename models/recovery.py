@@ -209,6 +209,7 @@ def select_known_good(
                 asset=asset.name,
                 label=version.label,
                 timeout_s=runtime.settings.playbooks.validation_timeout_s,
+                drill=runtime.drill,
             )
             if not result.ok:
                 rejected.append({"version": version.label, "reason": f"validation {result.reason}"})
@@ -266,6 +267,7 @@ def validate(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
         asset=asset.name,
         label=current.label,
         timeout_s=runtime.settings.playbooks.validation_timeout_s,
+        drill=runtime.drill,
     )
     if not result.ok:
         raise OperationFailed(

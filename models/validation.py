@@ -54,14 +54,20 @@ def parse_command(command: str) -> list[str]:
 
 
 def run_validation(
-    *, command: str, location: Path | str, asset: str, label: str, timeout_s: float
+    *,
+    command: str,
+    location: Path | str,
+    asset: str,
+    label: str,
+    timeout_s: float,
+    drill: bool = False,
 ) -> ValidationResult:
     """Run a validation command against one version's content.
 
     The command gets ``REARGUARD_ASSET``, ``REARGUARD_VERSION`` and ``REARGUARD_ASSET_PATH``
-    in its environment, and ``$NAME`` or ``${NAME}`` of those three in its arguments is
-    replaced by the value (no shell is involved, nothing else is expanded). A run over
-    ``timeout_s`` is killed with its whole process group.
+    in its environment (and ``REARGUARD_DRILL=1`` in a drill), and ``$NAME`` or ``${NAME}``
+    of those three in its arguments is replaced by the value (no shell is involved, nothing
+    else is expanded). A run over ``timeout_s`` is killed with its whole process group.
 
     Args:
         command: the command line, split with shell rules but never run by a shell.
@@ -69,6 +75,7 @@ def run_validation(
         asset: asset name.
         label: version label.
         timeout_s: seconds before the command is killed.
+        drill: the run is a drill's, against a sandbox.
 
     Returns:
         The result; ``ok`` only when the command exited 0 in time.
@@ -83,6 +90,8 @@ def run_validation(
     argv = [_expand(arg, ours) for arg in parse_command(command)]
     env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
     env.update(ours)
+    if drill:
+        env["REARGUARD_DRILL"] = "1"
     started = time.monotonic()
     try:
         process = subprocess.Popen(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -126,6 +126,7 @@ def enqueue(
     actor: str,
     production: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    roles: Sequence[str] = (),
 ) -> Enqueued:
     """Record a notification and its outbox rows in the caller's transaction.
 
@@ -141,6 +142,7 @@ def enqueue(
         actor: who records it (``playbook:<type>``, a person).
         production: the label production serves now, for the templates.
         extra: further facts for the event's template (e.g. who can approve); no secrets.
+        roles: stakeholder roles to tell besides the routed ones (a drill's included).
 
     Returns:
         How many rows were written, per target what was done, the event's sequence number.
@@ -154,6 +156,7 @@ def enqueue(
         severity=str(incident.severity),
         asset=incident.asset_name,
         drill=str(incident.source) == "drill",
+        roles=roles,
     )
     state_seq = _state_seq(connection, incident.id)
     extra_key = canonical_json(dict(extra or {}))

@@ -12,6 +12,7 @@ channel and drill recipients, and its messages say DRILL.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rearguard.models.settings import Settings
@@ -48,6 +49,7 @@ def route_for(
     severity: str,
     asset: str | None,
     drill: bool,
+    roles: Sequence[str] = (),
 ) -> Route:
     """Resolve the targets of an incident's notifications from the settings.
 
@@ -57,7 +59,10 @@ def route_for(
         incident_type: its type (matched by routes).
         severity: its severity (matched by routes).
         asset: its asset (stakeholders are per asset).
-        drill: True for a drill: only the drill destinations, no stakeholders.
+        drill: True for a drill: only the drill destinations, and no stakeholders but
+            those of ``roles``.
+        roles: stakeholder roles to tell besides the configured ones (e.g. the asset owner
+            of a drill that failed).
 
     Returns:
         The targets, in a stable order, and the Slack users to mention.
@@ -70,20 +75,24 @@ def route_for(
     if "file" in enabled:
         targets.append(Target("file", str(settings.notification_file)))
     if drill:
+        owners = notifications.stakeholders.contacts(asset=asset, roles=list(roles))
         if "slack" in enabled:
             channel = notifications.drill_slack_channel or settings.slack.channel
             targets.extend(Target("slack", c) for c in _unique([channel or ""]))
         if "email" in enabled:
             recipients = notifications.drill_email or settings.email.recipients
-            targets.extend(Target("email", r) for r in _unique(list(recipients)))
+            emails = [c for c in owners if "@" in c and not c.startswith("slack:")]
+            targets.extend(Target("email", r) for r in _unique([*recipients, *emails]))
         if "webhook" in enabled and settings.webhook.url:
             targets.append(Target("webhook", "webhook"))
-        return Route(targets=targets, mentions=[])
+        return Route(targets=targets, mentions=[c for c in owners if c.startswith("slack:")])
     routes = [
         r for r in notifications.routes if r.matches(incident_type=incident_type, severity=severity)
     ]
-    roles = _unique(list(notifications.roles) + [role for r in routes for role in r.roles])
-    contacts = notifications.stakeholders.contacts(asset=asset, roles=roles)
+    told = _unique(
+        list(notifications.roles) + [role for r in routes for role in r.roles] + list(roles)
+    )
+    contacts = notifications.stakeholders.contacts(asset=asset, roles=told)
     mentions = [c for c in contacts if c.startswith("slack:")]
     emails = [c for c in contacts if "@" in c and not c.startswith("slack:")]
     if "slack" in enabled:

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
-from rearguard.models.enums import Severity
+from rearguard.models.enums import IncidentSource, Severity
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ def open_and_record(
     since: str | None,
     summary: str,
     actor: str,
+    source: IncidentSource = IncidentSource.CLI,
 ) -> int:
     """Validate the request and record the incident; return its id (nothing runs yet)."""
     from rearguard.models.assets import alias_version, get_asset
@@ -57,6 +58,7 @@ def open_and_record(
             since=moment,
             summary=summary,
             atlas_ids=list(spec.atlas_ids),
+            source=source,
             state={"compromised": current.label if current else None},
         )
         return int(incident.id or 0)
@@ -194,7 +196,7 @@ def print_timeline(events: list[TimelineEvent]) -> None:
         data = json.loads(event.data)
         parts = [
             f"{event.version}:" if event.version else "",
-            _event_summary(event.action, data),
+            event_summary(event.action, data),
             "" if event.actor.startswith("playbook:") else f"(by {event.actor})",
         ]
         table.add_row(
@@ -207,7 +209,8 @@ def print_timeline(events: list[TimelineEvent]) -> None:
     out.print(table)
 
 
-def _event_summary(action: str, data: dict[str, Any]) -> str:
+def event_summary(action: str, data: dict[str, Any]) -> str:
+    """One line saying what a timeline event recorded."""
     if "error" in data:
         return f"failed: {data['error']}"
     if "result" in data:
@@ -277,13 +280,18 @@ def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
 
 
 @app.command("list")
-def list_(json_output: JsonOption = False) -> None:
-    """List incidents, newest first."""
+def list_(
+    drills: Annotated[
+        bool, typer.Option("--drills", help="Include the incidents of recovery drills.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List incidents, newest first (drills' only with --drills)."""
     from rearguard.models.incidents import list_incidents
 
     rt = runtime()
     with rt.db.read_session() as session:
-        incidents = list_incidents(session=session)
+        incidents = list_incidents(session=session, include_drills=drills)
     if json_output:
         emit_json([incident_dict(i) for i in incidents])
         return
