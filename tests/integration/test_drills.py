@@ -179,3 +179,39 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
     assert summary["runs"] == 1 and summary["success_rate"] == 0.0
     (result,) = app_events(runtime, "notify.drill_result")
     assert json.loads(result.data)["drill"] is True
+
+
+def test_drills_through_the_cli(cli, runtime: Runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    build_scenario(runtime, tmp_path)
+    add = ("drills", "add", "weekly", "--playbook", "model_compromise", "--asset", "model-a")
+    for bad, needle in (
+        (("--cron", "0 9 * *"), "invalid cron"),
+        (("--cron", "0 9 * * MON", "--timezone", "Mars/Olympus"), "unknown timezone"),
+        (("--cron", "0 9 * * MON", "--rto", "5 minutes"), "invalid duration"),
+        (("--cron", "61 9 * * MON"), "invalid cron"),
+    ):
+        failed = cli(*add, *bad)
+        assert failed.returncode == 2, failed.stderr
+        assert needle in failed.stderr and "Traceback" not in failed.stderr
+    created = cli(*add, "--cron", "0 9 * * MON", "--rto", "5m", "--timezone", "Europe/London")
+    assert created.returncode == 0, created.stderr
+    (listed,) = json.loads(cli("drills", "list", "--json").stdout)
+    assert (listed["name"], listed["rto_s"], listed["timezone"]) == (
+        "weekly",
+        300.0,
+        "Europe/London",
+    )
+
+    ran = cli("drills", "run", "weekly")
+    assert ran.returncode == 0, ran.stderr
+    assert "✓ rollback" in ran.stderr  # the step progress of `incident open`
+    assert "drill weekly run 1: pass" in ran.stdout
+
+    history = json.loads(cli("drills", "history", "weekly", "--json").stdout)
+    assert history["summary"][0]["success_rate"] == 1.0
+    assert history["runs"][0]["steps"][3]["detail"] == "production: v3 -> v2"
+    assert json.loads(cli("incident", "list", "--json").stdout) == []
+    (drill_incident,) = json.loads(cli("incident", "list", "--drills", "--json").stdout)
+    assert drill_incident["source"] == "drill"
+    assert cli("drills", "remove", "weekly").returncode == 0
+    assert cli("drills", "run", "weekly").returncode == 2
