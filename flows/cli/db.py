@@ -24,6 +24,14 @@ validation_timeout_s = 300
 [notifications]
 console = true
 # file = "/var/log/rearguard/notifications.jsonl"
+
+[drills]
+# keep_sandboxes = "failed"   # none, failed or all: sandboxes kept under <home>/drills
+# timezone = "UTC"            # of a drill's cron, unless `drills add --timezone`
+
+[scheduler]
+misfire_grace_s = 300         # a run later than this is recorded as missed
+# sweep_cron = "0 * * * *"    # run `assets sweep` on this schedule
 """
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from rearguard.flows.scheduler import JOBS_TABLE, DrillScheduler
-from rearguard.models.drills import add_drill, get_drill, list_runs
+from rearguard.models.drills import add_drill, get_drill, list_runs, remove_drill
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import SchedulerSettings
 from rearguard.models.tables import TimelineEvent
@@ -94,8 +94,15 @@ def test_jobs_survive_a_restart_of_the_scheduler(runtime: Runtime, tmp_path: Pat
         (restored,) = second.scheduler.get_jobs(jobstore="default")
         assert restored.id == "drill:drill-a"
         assert restored.next_run_time == datetime.fromisoformat(job["next_run_time"])
+        # Drills added or removed while it runs reach it at its next sync.
+        schedule(runtime, "30 6 * * *", name="drill-b")
+        with runtime.db.session() as session:
+            remove_drill(session=session, name="drill-a", actor="test")
+        second.sync()
+        assert [j.id for j in second.scheduler.get_jobs(jobstore="default")] == ["drill:drill-b"]
     finally:
         second.shutdown()
+    assert list(stored_jobs(runtime)) == ["drill:drill-b"]
 
 
 def test_runs_missed_while_no_scheduler_ran_are_recorded(runtime: Runtime, tmp_path: Path) -> None:
