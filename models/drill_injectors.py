@@ -10,7 +10,7 @@ with :func:`rearguard.models.drill_sandbox.replace_file`, never write into them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from rearguard.models.assets import alias_version, get_asset
 from rearguard.models.drill_sandbox import replace_file
@@ -63,10 +63,8 @@ def production_label(runtime: Runtime, asset: str) -> str:
     return current.label
 
 
-def _tamper_chunk(chunk: bytes, offset: int) -> bytes:
-    if offset:
-        return chunk
-    return TAMPER_MARK[: len(chunk)] + chunk[len(TAMPER_MARK) :]
+def _overwrite_start(handle: BinaryIO) -> None:
+    handle.write(TAMPER_MARK)
 
 
 @injector("model_compromise")
@@ -75,5 +73,5 @@ def tamper_production_bytes(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     label = production_label(runtime, asset)
     files = runtime.registry.version_files(asset=asset, label=label)
     for path in files.values():
-        replace_file(path, _tamper_chunk)
+        replace_file(path, _overwrite_start)
     return {"compromise": "tampered bytes", "version": label, "files": sorted(files)}

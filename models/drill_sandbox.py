@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlmodel import Session, col, or_, select
 
@@ -31,7 +31,6 @@ from rearguard.models.settings import CoreSettings, DatabaseSettings, Settings
 from rearguard.models.tables import Alias, Asset, AssetVersion, VersionFile
 
 _READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
-_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -193,18 +192,16 @@ def _link_or_copy(source: Path, destination: Path) -> bool:
     return False
 
 
-def replace_file(path: Path, transform: Callable[[bytes, int], bytes]) -> None:
-    """Replace a sandbox file with an altered copy: a new inode, the old one untouched.
+def replace_file(path: Path, edit: Callable[[BinaryIO], None]) -> None:
+    """Replace a sandbox file with an edited copy: a new inode, the old one untouched.
 
     The file may be a hard link to a production object; writing into it would alter
-    production. The copy is streamed, each chunk passed through ``transform(chunk, offset)``,
-    then renamed over ``path``.
+    production. It is copied (by the kernel, where it can), ``edit`` gets the copy open for
+    reading and writing at offset 0, and the copy is renamed over ``path``.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.drill")
-    offset = 0
-    with path.open("rb") as src, tmp.open("wb") as dst:
-        while chunk := src.read(_CHUNK):
-            dst.write(transform(chunk, offset))
-            offset += len(chunk)
+    shutil.copyfile(path, tmp)
+    with tmp.open("r+b") as handle:
+        edit(handle)
     tmp.chmod(_READ_ONLY_FILE)
     tmp.replace(path)

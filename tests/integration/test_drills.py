@@ -184,15 +184,10 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
 def test_drills_through_the_cli(cli, runtime: Runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     build_scenario(runtime, tmp_path)
     add = ("drills", "add", "weekly", "--playbook", "model_compromise", "--asset", "model-a")
-    for bad, needle in (
-        (("--cron", "0 9 * *"), "invalid cron"),
-        (("--cron", "0 9 * * MON", "--timezone", "Mars/Olympus"), "unknown timezone"),
-        (("--cron", "0 9 * * MON", "--rto", "5 minutes"), "invalid duration"),
-        (("--cron", "61 9 * * MON"), "invalid cron"),
-    ):
-        failed = cli(*add, *bad)
-        assert failed.returncode == 2, failed.stderr
-        assert needle in failed.stderr and "Traceback" not in failed.stderr
+    # Bad input is one line and exit 2 (each kind is covered in tests/unit).
+    failed = cli(*add, "--cron", "0 9 * * MON", "--timezone", "Mars/Olympus")
+    assert failed.returncode == 2
+    assert "unknown timezone 'Mars/Olympus'" in failed.stderr and "Traceback" not in failed.stderr
     created = cli(*add, "--cron", "0 9 * * MON", "--rto", "5m", "--timezone", "Europe/London")
     assert created.returncode == 0, created.stderr
     (listed,) = json.loads(cli("drills", "list", "--json").stdout)
@@ -214,4 +209,3 @@ def test_drills_through_the_cli(cli, runtime: Runtime, tmp_path: Path) -> None: 
     (drill_incident,) = json.loads(cli("incident", "list", "--drills", "--json").stdout)
     assert drill_incident["source"] == "drill"
     assert cli("drills", "remove", "weekly").returncode == 0
-    assert cli("drills", "run", "weekly").returncode == 2
