@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from sqlmodel import Session
 
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
@@ -63,9 +65,7 @@ def run_drill(
     with _ONE_AT_A_TIME:
         with runtime.db.session() as session:
             drill = get_drill(session=session, name=name)
-            incident = _open_drill_incident(
-                session, runtime, drill.playbook, drill.asset_name, name
-            )
+            incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)
             record = start_run(
                 session=session, drill=drill, trigger=trigger, incident_id=incident.id
             )
@@ -80,9 +80,8 @@ def run_drill(
         return _finish(runtime, name, record, result)
 
 
-def _open_drill_incident(
-    session: Any, runtime: Runtime, playbook: str, asset: str, name: str
-) -> Incident:
+def _open_drill_incident(session: Session, playbook: str, asset: str, name: str) -> Incident:
+    """The application's record of the drill: an incident of source ``drill``."""
     from rearguard.models.incidents import open_incident
     from rearguard.playbooks.catalog import get_playbook
 
@@ -188,14 +187,12 @@ def _read_sandbox(runtime: Runtime, incident_id: int) -> dict[str, Any]:
 
 
 def _moment(event: TimelineEvent) -> datetime:
-    from datetime import UTC
-
     return datetime.strptime(event.ts, _TS_FORMAT).replace(tzinfo=UTC)
 
 
 def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any]) -> DrillRun:
     """Judge the result against the RTO, record it, and tell people."""
-    from rearguard.models.drills import finish_run, get_drill
+    from rearguard.models.drills import finish_run
     from rearguard.models.incidents import get_incident, set_incident_status
     from rearguard.notifications.notify import deliver_after_run
     from rearguard.notifications.outbox import enqueue
@@ -212,9 +209,8 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
         )
     passed = result["status"] == "pass"
     with runtime.db.session() as session:
-        drill = get_drill(session=session, name=name)
         record = session.merge(record)
-        finish_run(session=session, drill=drill, run=record, **result)
+        finish_run(session=session, run=record, **result)
         incident = get_incident(session=session, incident_id=record.incident_id or 0)
         set_incident_status(
             session=session,

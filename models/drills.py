@@ -114,16 +114,22 @@ def fire_times(trigger: Any, *, after: datetime, until: datetime) -> tuple[list[
 
 
 def _event(
-    session: Session, action: str, drill: Drill, data: dict[str, Any], incident_id: int | None
+    session: Session,
+    action: str,
+    subject: Drill | DrillRun,
+    data: dict[str, Any],
+    incident_id: int | None,
 ) -> None:
+    # A run is recorded by its own copy of the drill's name: the drill may be gone by then.
+    name = subject.name if isinstance(subject, Drill) else subject.drill_name
     append_event(
         session,
         kind=EventKind.STATE,
         action=action,
-        actor=f"drill:{drill.name}",
+        actor=f"drill:{name}",
         incident_id=incident_id,
-        asset=drill.asset_name,
-        data={"drill": drill.name, "playbook": drill.playbook, **data},
+        asset=subject.asset_name,
+        data={"drill": name, "playbook": subject.playbook, **data},
     )
 
 
@@ -229,7 +235,7 @@ def start_run(
     return run
 
 
-def finish_run(*, session: Session, drill: Drill, run: DrillRun, **result: Any) -> DrillRun:
+def finish_run(*, session: Session, run: DrillRun, **result: Any) -> DrillRun:
     """Record a run's result (``status``, ``reason``, ``steps``, ...) and ``drill.finished``."""
     for key, value in result.items():
         setattr(run, key, value)
@@ -238,7 +244,7 @@ def finish_run(*, session: Session, drill: Drill, run: DrillRun, **result: Any) 
     _event(
         session,
         "drill.finished",
-        drill,
+        run,
         {
             "run": run.id,
             "status": run.status,
