@@ -27,7 +27,7 @@ from rearguard.models.audit import verify_stored_chain
 from rearguard.models.drills import add_drill, list_runs, summarise
 from rearguard.models.incidents import list_incidents
 from rearguard.models.runtime import Runtime, use_runtime
-from rearguard.models.settings import DrillSettings
+from rearguard.models.settings import DrillSettings, StakeholderRoles, StakeholderSettings
 from rearguard.models.tables import TimelineEvent
 
 STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
@@ -159,8 +159,22 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
     tamper_version(runtime, "model-a", "v1")
     schedule(runtime)
     before = production_snapshot(runtime, "model-a")
+    owned = StakeholderSettings(assets={"model-a": StakeholderRoles(asset_owner=["o@example.org"])})
+    notifications = runtime.settings.notifications.model_copy(
+        update={
+            "channels": ["file", "email"],
+            "drill_email": ["drills@example.org"],
+            "stakeholders": owned,
+            "dispatch_wait_s": 0.0,  # no SMTP server here: queue, do not wait for delivery
+        }
+    )
+    told = Runtime(
+        settings=replace(runtime.settings, notifications=notifications),
+        db=runtime.db,
+        registry=runtime.registry,
+    )
 
-    run = run_drill(runtime=runtime, name="weekly")
+    run = run_drill(runtime=told, name="weekly")
 
     assert run.status == "fail"
     assert "no known-good version of model-a qualifies" in (run.reason or "")
@@ -177,8 +191,26 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
     with runtime.db.read_session() as session:
         (summary,) = summarise(list_runs(session=session))
     assert summary["runs"] == 1 and summary["success_rate"] == 0.0
+    # The drill channel hears of it, and so does the asset owner, since it failed.
     (result,) = app_events(runtime, "notify.drill_result")
-    assert json.loads(result.data)["drill"] is True
+    told_of = json.loads(result.data)
+    assert told_of["drill"] is True
+    assert set(told_of["receipts"]) == {"file", "email:drills@example.org", "email:o@example.org"}
+
+
+def test_a_drill_that_recovers_over_its_rto_fails(runtime: Runtime, tmp_path: Path) -> None:
+    build_scenario(runtime, tmp_path)
+    schedule(runtime, rto_s=0.001)
+
+    run = run_drill(runtime=runtime, name="weekly")
+
+    assert all(s["ok"] for s in run.steps)
+    assert run.status == "fail"
+    assert run.recovery_s is not None and run.recovery_s > 0.001
+    assert run.reason == f"recovered in {run.recovery_s} s, over the RTO of 0.001 s"
+    with runtime.db.read_session() as session:
+        (incident,) = list_incidents(session=session, include_drills=True)
+    assert str(incident.status) == "failed"
 
 
 def test_drills_through_the_cli(cli, runtime: Runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
