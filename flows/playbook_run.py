@@ -1,4 +1,4 @@
-"""What every playbook does around its steps: record how it ended and tell people."""
+"""What every playbook does around its steps: tell people, record how it ended."""
 
 from __future__ import annotations
 
@@ -13,32 +13,49 @@ from rearguard.models.errors import OperationFailed, RearguardError
 
 @dataclass
 class PlaybookOutcome:
-    """How a playbook run ended; the playbook calls :meth:`recovered` after its last step."""
+    """How a playbook run is going; the playbook reports containment and recovery on it."""
 
+    incident_id: int
     status: str = IncidentStatus.FAILED.value
+
+    async def contained(self, *, roles: list[str] | None = None) -> None:
+        """Tell people the damage is contained (call right after the containing steps).
+
+        Args:
+            roles: stakeholder roles to reach besides the routed ones (e.g. ``data_owner``).
+        """
+        await notify(
+            self.incident_id, event="contained", if_status=IncidentStatus.CONTAINED, roles=roles
+        )
 
     def recovered(self) -> None:
         """Mark the run as having recovered the incident."""
         self.status = IncidentStatus.RECOVERED.value
 
+    def ends_contained(self) -> None:
+        """Mark the run as ending with the incident contained, with nothing to restore."""
+        self.status = IncidentStatus.CONTAINED.value
+
 
 @asynccontextmanager
 async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
-    """Wrap a playbook body: on success record ``recovered``, on failure ``failed`` and why.
+    """Wrap a playbook body: tell people it opened, record and announce how it ended.
 
-    Either way the people concerned are notified, unless a rerun ended exactly as before. A
-    failure is re-raised as :class:`OperationFailed` so that Prefect shows the flow run as
+    On success the incident is ``recovered``, on failure ``failed`` with the reason. Each
+    notification is queued only while the incident is in the state it announces, and once per
+    state, so a rerun after a crash at any point sends what the crash lost and nothing twice.
+    A failure is re-raised as :class:`OperationFailed` so that Prefect shows the flow run as
     failed too.
     """
-    outcome = PlaybookOutcome()
+    outcome = PlaybookOutcome(incident_id)
+    await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)
     try:
         yield outcome
     except RearguardError as exc:
-        ended = await conclude(incident_id, IncidentStatus.FAILED, exc.message)
-        if ended["changed"]:
-            await notify(incident_id, event="failed")
+        await conclude(incident_id, IncidentStatus.FAILED, exc.message)
+        await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
         raise OperationFailed(exc.message, hint=exc.hint) from exc
-    if outcome.status == IncidentStatus.RECOVERED:
-        ended = await conclude(incident_id, IncidentStatus.RECOVERED)
-        if ended["changed"]:
-            await notify(incident_id, event="recovered")
+    if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
+        ended = IncidentStatus(outcome.status)
+        await conclude(incident_id, ended)
+        await notify(incident_id, event=str(ended), if_status=ended)

@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rearguard.flows.step_text import describe
-from rearguard.models import recovery
+from rearguard.models import hooks, recovery, taint
 from rearguard.models.audit import append_event
 from rearguard.models.enums import EventKind, IncidentStatus
 from rearguard.models.errors import RearguardError
@@ -27,6 +27,7 @@ from rearguard.models.incidents import get_incident
 from rearguard.models.runtime import Runtime, current_runtime
 from rearguard.models.tables import Incident
 from rearguard.notifications.notify import notify as notify_body
+from rearguard.notifications.notify import notify_legal as notify_legal_body
 
 StepBody = Callable[..., dict[str, Any]]
 
@@ -41,7 +42,8 @@ def _record(
             action=action,
             actor=f"playbook:{incident.type}",
             incident_id=incident.id,
-            asset=incident.asset_name,
+            # A multi-asset playbook names the asset a step acts on in its arguments.
+            asset=data.get("asset") or incident.asset_name,
             version=data.get("version") if isinstance(data.get("version"), str) else None,
             data=data,
         )
@@ -73,7 +75,7 @@ def run_step(
         incident=incident,
         kind=EventKind.INTENT,
         action=name,
-        data={"step": name, "arguments": _recordable(arguments)},
+        data={"step": name, "arguments": _recordable(arguments), **_asset_of(arguments)},
     )
     failpoint(f"{name}.after_intent")
     started = time.perf_counter()
@@ -86,7 +88,13 @@ def run_step(
             incident=incident,
             kind=EventKind.OUTCOME,
             action=name,
-            data={"step": name, "ok": False, "error": exc.message, "seconds": elapsed},
+            data={
+                "step": name,
+                "ok": False,
+                "error": exc.message,
+                "seconds": elapsed,
+                **_asset_of(arguments),
+            },
         )
         runtime.report(name, "fail", exc.message)
         raise
@@ -97,10 +105,21 @@ def run_step(
         incident=incident,
         kind=EventKind.OUTCOME,
         action=name,
-        data={"step": name, "ok": True, "seconds": elapsed, "result": result},
+        data={
+            "step": name,
+            "ok": True,
+            "seconds": elapsed,
+            "result": result,
+            **_asset_of(arguments),
+        },
     )
     runtime.report(name, "done", describe(name, result))
     return result
+
+
+def _asset_of(arguments: dict[str, Any]) -> dict[str, Any]:
+    asset = arguments.get("asset")
+    return {"asset": asset} if asset else {}
 
 
 def _recordable(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +149,13 @@ select_known_good = _task("select_known_good", recovery.select_known_good)
 rollback = _task("rollback", recovery.rollback)
 validate = _task("validate", recovery.validate)
 notify = _task("notify", notify_body)
+verify_production = _task("verify_production", recovery.verify_production)
+run_hook = _task("run_hook", hooks.run_hook)
+notify_legal = _task("notify_legal", notify_legal_body)
+denylist_digest = _task("denylist_digest", taint.denylist_digest)
+find_digest_versions = _task("find_digest_versions", taint.find_digest_versions)
+mark_dataset_suspect = _task("mark_dataset_suspect", taint.mark_dataset_suspect)
+trace_lineage = _task("trace_lineage", taint.trace_lineage)
 
 
 async def conclude(

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.audit import append_event
 from rearguard.models.database import Database
+from rearguard.models.denylist import denied_among, denied_in_version, refuse_denied
 from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundError, UsageError
 from rearguard.models.failpoints import failpoint
@@ -148,6 +149,7 @@ def register_version(
     Raises:
         UsageError: a name, the path, the kind, the lineage or the command is invalid.
         ConflictError: the label is already registered for the asset.
+        IntegrityViolation: a file's digest is on the denylist (nothing is stored).
     """
     check_name(name, what="asset name")
     check_name(label, what="version label")
@@ -182,6 +184,10 @@ def register_version(
                 asset.validate_command = validate_command
                 session.add(asset)
             lineage = _lineage_version(session, lineage_ref) if lineage_ref else None
+            refuse_denied(
+                denied_among(session=session, digests=(e.sha256 for e in entries)),
+                what=f"{name}@{label}",
+            )
             version = AssetVersion(
                 asset_id=asset.id,
                 label=label,
@@ -391,13 +397,14 @@ def promote_version(
     Raises:
         NotFoundError: unknown asset or version.
         UsageError: the version is suspect, quarantined or retired.
-        IntegrityViolation: its files no longer match the manifest.
+        IntegrityViolation: its files no longer match the manifest, or one is denylisted.
     """
     with db.session() as session:
         asset = get_asset(session=session, name=name)
         version = get_version(session=session, asset=asset, label=label)
         if version.status not in (VersionStatus.CANDIDATE, VersionStatus.KNOWN_GOOD):
             raise UsageError(f"{name}@{label} is {version.status} and cannot be promoted")
+        refuse_denied(denied_in_version(session=session, version=version), what=f"{name}@{label}")
         check = verify_one(
             session=session, registry=registry, asset=asset, version=version, workers=workers
         )

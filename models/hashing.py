@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["CHUNK_SIZE", "hash_files", "sha256_file"]
+from rearguard.models import prehash
+
+__all__ = ["CHUNK_SIZE", "hash_files", "sha256_file", "stream_sha256"]
 
 # Measured on a 512 MiB file: 64 KiB to 1 MiB buffers all match `openssl dgst -sha256`, 4 MiB
 # and more are slower (the buffer no longer stays in cache). hashlib.file_digest is no faster
@@ -23,6 +25,31 @@ CHUNK_SIZE = 1024 * 1024
 
 
 def sha256_file(path: Path, *, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """Hash one file with SHA-256, or take the digest hashed ahead of the command's start.
+
+    See :mod:`rearguard.models.prehash`: a digest is reused only for the same, unchanged file.
+
+    Args:
+        path: File to hash.
+        progress: Called with the number of bytes just read, once per chunk.
+
+    Returns:
+        The lowercase hex digest and the number of bytes hashed.
+
+    Raises:
+        OSError: The file cannot be opened or read.
+    """
+    ahead = prehash.take(path)
+    if ahead is None:
+        return stream_sha256(path, progress=progress)
+    if progress is not None:
+        progress(ahead[1])
+    return ahead
+
+
+def stream_sha256(
+    path: Path | str, *, progress: Callable[[int], None] | None = None
+) -> tuple[str, int]:
     """Hash one file with SHA-256 without loading it into memory.
 
     Args:

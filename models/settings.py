@@ -23,14 +23,9 @@ from pydantic_settings import (
 )
 
 from rearguard.models.errors import ConfigurationError
+from rearguard.models.home import default_home
 
 CONFIG_FILENAME = "rearguard.toml"
-
-
-def default_home() -> Path:
-    """Return the home directory from ``REARGUARD_HOME`` or ``~/.rearguard``."""
-    raw = os.environ.get("REARGUARD_HOME")
-    return Path(raw).expanduser() if raw else Path.home() / ".rearguard"
 
 
 def find_config_file(home: Path) -> Path | None:
@@ -126,6 +121,10 @@ class PlaybookSettings(_ConcernSettings):
     model_config = SettingsConfigDict(env_prefix="REARGUARD_PLAYBOOK_", extra="ignore")
     validation_timeout_s: float = 300.0
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    allow_unlineaged_rollback: bool = Field(
+        default=False,
+        description="data_poisoning may roll back to a version that records no training dataset",
+    )
 
 
 class DrillSettings(_ConcernSettings):
@@ -158,7 +157,7 @@ class SchedulerSettings(_ConcernSettings):
     )
 
 
-STAKEHOLDER_ROLES = ("on_call", "asset_owner", "data_owner", "security", "legal")
+STAKEHOLDER_ROLES = ("on_call", "asset_owner", "data_owner", "security", "legal", "privacy")
 CHANNEL_NAMES = ("console", "file", "slack", "email", "webhook")
 
 
@@ -218,6 +217,7 @@ class StakeholderRoles(BaseModel):
     data_owner: list[str] = Field(default_factory=list)
     security: list[str] = Field(default_factory=list)
     legal: list[str] = Field(default_factory=list)
+    privacy: list[str] = Field(default_factory=list)
 
 
 class StakeholderSettings(BaseModel):
@@ -343,6 +343,63 @@ class WebhookSettings(_ConcernSettings):
     timeout_s: float = 10.0
 
 
+class HookCommand(BaseModel):
+    """One hook command: argv (no shell), a timeout, the environment variables it may see."""
+
+    model_config = ConfigDict(extra="forbid")
+    argv: list[str] = Field(min_length=1, description="the program and its arguments; no shell")
+    timeout_s: float = Field(default=300.0, gt=0, description="killed with its group after this")
+    env: list[str] = Field(
+        default_factory=list, description="names of environment variables passed through"
+    )
+    credentials: list[str] = Field(
+        default_factory=list, description="names (never values) of what the hook rotates"
+    )
+
+
+def _one_or_many(value: Any) -> Any:
+    """``[hooks.NAME]`` is one command; ``[[hooks.NAME]]`` several, run in order."""
+    return [value] if isinstance(value, dict) else value
+
+
+HookList = Annotated[list[HookCommand], BeforeValidator(_one_or_many)]
+
+
+class AssetOptions(BaseModel):
+    """Per-asset options: ``[assets.NAME]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    personal_data: bool = Field(
+        default=False, description="the asset touches personal data (UK GDPR breach duties)"
+    )
+    hooks: dict[str, HookList] = Field(
+        default_factory=dict, description="hooks that replace the global ones of the same name"
+    )
+
+
+class HookSettings(_ConcernSettings):
+    """Hooks playbooks run (``[hooks.NAME]``), and per-asset options (``[assets.NAME]``).
+
+    Both are top-level tables of rearguard.toml, so this concern reads the file's root.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REARGUARD_", extra="ignore")
+    hooks: dict[str, HookList] = Field(default_factory=dict)
+    assets: dict[str, AssetOptions] = Field(default_factory=dict)
+
+    def commands(self, name: str, *, asset: str | None) -> list[HookCommand]:
+        """The commands of hook ``name`` for ``asset``: the asset's own, else the global ones."""
+        options = self.assets.get(asset or "")
+        if options is not None and name in options.hooks:
+            return options.hooks[name]
+        return self.hooks.get(name, [])
+
+    def personal_data(self, asset: str | None) -> bool:
+        """True when ``asset`` is marked as touching personal data."""
+        options = self.assets.get(asset or "")
+        return bool(options and options.personal_data)
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings, resolved once per process (or per test)."""
@@ -358,6 +415,7 @@ class Settings:
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
     drills: DrillSettings = field(default_factory=lambda: DrillSettings())
     scheduler: SchedulerSettings = field(default_factory=lambda: SchedulerSettings())
+    hooks: HookSettings = field(default_factory=lambda: HookSettings())
 
     @property
     def home(self) -> Path:
@@ -414,6 +472,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
             webhook=WebhookSettings(),
             drills=DrillSettings(),
             scheduler=SchedulerSettings(),
+            hooks=HookSettings(),
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -107,6 +107,18 @@ class VersionFile(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class DeniedDigest(SQLModel, table=True):
+    """A file digest known to be malicious: no version holding it is registered or promoted."""
+
+    __tablename__ = "denied_digest"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    incident_id: int | None = Field(default=None)
+    added_by: str = Field(max_length=128)
+    added_at: datetime = _tz_column()
+
+
 class Alias(SQLModel, table=True):
     """A pointer that serving systems read; moving the production alias is the rollback."""
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rearguard.models.commands import base_env, run_argv
 from rearguard.models.errors import UsageError
-
-_TAIL_CHARS = 2000
-# Passed through so that a validation command finds its interpreter and locale, nothing else.
-_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 
 
 @dataclass(frozen=True)
@@ -88,37 +81,12 @@ def run_validation(
     # No shell runs the command, so expand our own variables in its arguments here; nothing
     # else is expanded, so an argument can never turn into a second command.
     argv = [_expand(arg, ours) for arg in parse_command(command)]
-    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
+    env = base_env()
     env.update(ours)
     if drill:
         env["REARGUARD_DRILL"] = "1"
-    started = time.monotonic()
-    try:
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return ValidationResult(False, None, 0.0, "", f"cannot start {argv[0]!r}: {exc}")
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        duration = time.monotonic() - started
-        tail = _tail(output)
-        return ValidationResult(False, None, duration, tail, f"timed out after {timeout_s:g}s")
-    duration = time.monotonic() - started
-    tail = _tail(output)
-    if process.returncode == 0:
-        return ValidationResult(True, 0, duration, tail, "passed")
-    return ValidationResult(
-        False, process.returncode, duration, tail, f"exited {process.returncode}"
-    )
+    run = run_argv(argv, env=env, timeout_s=timeout_s)
+    return ValidationResult(run.ok, run.exit_code, run.duration_s, run.output_tail, run.reason)
 
 
 def _expand(argument: str, variables: dict[str, str]) -> str:
@@ -128,7 +96,3 @@ def _expand(argument: str, variables: dict[str, str]) -> str:
     for name in sorted(variables, key=len, reverse=True):
         argument = argument.replace(f"${name}", variables[name])
     return argument
-
-
-def _tail(output: bytes | None) -> str:
-    return (output or b"")[-_TAIL_CHARS:].decode("utf-8", errors="replace")

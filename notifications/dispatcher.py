@@ -162,9 +162,9 @@ class Dispatcher:
         self.max_rows = max_rows
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._paused: dict[str, datetime] = {}
-        # Rows whose last attempt found their channel down (not a rate limit): a drain does
-        # not wait for a channel that failed twice in a row.
-        self._down: dict[int, int] = {}
+        # Ordering keys whose head's last attempts found its channel down (not a rate limit): a
+        # drain does not wait for a key that failed twice in a row, nor for the rows behind it.
+        self._down: dict[str, int] = {}
         self._lock = threading.Lock()
         workers = settings.notifications.dispatch_workers
         self._executor = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
@@ -212,10 +212,11 @@ class Dispatcher:
         self._record(outcomes, threads)
         with self._lock:
             for outcome in outcomes:
+                key = outcome.row.ordering_key
                 if outcome.status == PENDING and not outcome.rate_limited:
-                    self._down[outcome.row.id] = self._down.get(outcome.row.id, 0) + 1
+                    self._down[key] = self._down.get(key, 0) + 1
                 elif outcome.status != "released":
-                    self._down.pop(outcome.row.id, None)
+                    self._down.pop(key, None)
         for outcome in outcomes:
             if outcome.status == DELIVERED:
                 report.delivered += 1
@@ -523,8 +524,8 @@ class Dispatcher:
 
         Every due row is delivered; the wait is for the rows of one incident, or the given
         rows, or (neither given) all of them. With ``stop_when_down``, the wait also ends when
-        every row waiting failed twice in a row on a channel that is down (not rate-limiting):
-        the rest of an outage is not waited out.
+        every row waiting is of an ordering key whose head failed twice in a row on a channel
+        that is down (not rate-limiting): the rest of an outage is not waited out.
 
         Returns:
             Counts over the rows of interest: delivered, failed, still waiting.
@@ -558,16 +559,16 @@ class Dispatcher:
             clauses.append(OUTBOX.c.id.in_(outbox_ids))
         return and_(*clauses) if clauses else None
 
-    def _all_down(self, waiting: list[int]) -> bool:
+    def _all_down(self, waiting: list[str]) -> bool:
         with self._lock:
-            return all(self._down.get(row_id, 0) >= 2 for row_id in waiting)
+            return all(self._down.get(key, 0) >= 2 for key in waiting)
 
     def _waiting(
         self, incident_id: int | None, outbox_ids: list[int] | None
-    ) -> tuple[list[int], datetime | None, list[str]]:
+    ) -> tuple[list[str], datetime | None, list[str]]:
         now = _utcnow()
         statement = select(
-            OUTBOX.c.id,
+            OUTBOX.c.ordering_key,
             OUTBOX.c.channel,
             OUTBOX.c.status,
             OUTBOX.c.next_attempt_at,
@@ -589,7 +590,7 @@ class Dispatcher:
                 due = paused
             next_due = due if next_due is None or due < next_due else next_due
         errors = list(dict.fromkeys(r.last_error for r in rows if r.last_error))
-        return [r.id for r in rows], next_due, errors
+        return [r.ordering_key for r in rows], next_due, errors
 
     def _summarise(
         self, report: DrainReport, incident_id: int | None, outbox_ids: list[int] | None

@@ -8,6 +8,7 @@ transaction. Delivery happens after the playbook (:func:`deliver_after_run`) or 
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, timedelta
 from typing import Any
 
 from rearguard.models.assets import alias_version, get_asset
@@ -17,17 +18,39 @@ from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import enqueue
 
 
-def notify(*, runtime: Runtime, incident_id: int, event: str) -> dict[str, Any]:
+def notify(
+    *,
+    runtime: Runtime,
+    incident_id: int,
+    event: str,
+    if_status: str | None = None,
+    roles: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Queue the notification of an incident's event for every routed channel.
 
     Idempotent: a rerun for the same incident state queues nothing new.
 
+    Args:
+        runtime: the process runtime.
+        incident_id: the incident.
+        event: the template's event (opened, contained, recovered, failed...).
+        if_status: announce only while the incident has this status, so that a rerun does not
+            announce ``opened`` for an incident that is contained by now.
+        roles: stakeholder roles to reach besides the routed ones (``legal``, ``privacy``,
+            ``data_owner``...).
+        extra: further facts for the template (``detail``: a paragraph that replaces the
+            default one); never secrets.
+
     Returns:
-        ``{"event", "receipts": {target: "queued"}, "queued": rows written}``.
+        ``{"event", "receipts": {target: "queued"}, "queued": rows written}``, or
+        ``{"event", "skipped": why}``.
     """
     alias = runtime.settings.registry.alias
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
+        if if_status is not None and incident.status != if_status:
+            return {"event": event, "skipped": f"the incident is {incident.status}"}
         production = None
         if incident.asset_name:
             # An asset the registry does not know must not stop the notification.
@@ -43,8 +66,52 @@ def notify(*, runtime: Runtime, incident_id: int, event: str) -> dict[str, Any]:
             event=event,
             actor=f"playbook:{incident.type}",
             production=production,
+            extra=extra,
+            # A drill's playbook tells only the drill destinations, never legal or owners.
+            roles=() if str(incident.source) == "drill" else (roles or ()),
         )
     return {"event": event, "receipts": queued.targets, "queued": queued.rows}
+
+
+# UK GDPR Art. 33(1): notify the ICO within 72 hours of becoming aware of a personal-data breach.
+REGULATOR_DEADLINE_HOURS = 72
+
+
+def notify_legal(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+    """Tell legal and privacy of a possible exfiltration, with the regulator deadline if it applies.
+
+    When the incident's asset is marked ``personal_data = true`` (``[assets.NAME]``), the
+    message states the 72-hour deadline of UK GDPR Art. 33 for notifying the regulator,
+    counted from when the incident was opened, and the deadline is recorded on the incident.
+
+    Returns:
+        The notify result, plus ``personal_data`` and ``regulator_deadline`` (or None).
+    """
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+    personal = runtime.settings.hooks.personal_data(incident.asset_name)
+    deadline = None
+    if personal:
+        due = incident.opened_at + timedelta(hours=REGULATOR_DEADLINE_HOURS)
+        deadline = due.astimezone(UTC).isoformat(timespec="minutes")
+        detail = (
+            f"{incident.asset_name} touches personal data: if personal data was taken, the "
+            f"regulator (ICO) must be notified within {REGULATOR_DEADLINE_HOURS} hours of "
+            f"becoming aware (UK GDPR Art. 33), by {deadline} at the latest."
+        )
+    else:
+        detail = (
+            f"{incident.asset_name} is not marked as touching personal data; check whether "
+            "anything exfiltrated with it did."
+        )
+    result = notify(
+        runtime=runtime,
+        incident_id=incident_id,
+        event="contained",
+        roles=["legal", "privacy"],
+        extra={"detail": detail, "regulator_deadline": deadline},
+    )
+    return {**result, "personal_data": personal, "regulator_deadline": deadline}
 
 
 def deliver_after_run(runtime: Runtime, *, incident_id: int) -> None:

@@ -142,7 +142,7 @@ def enqueue(
         actor: who records it (``playbook:<type>``, a person).
         production: the label production serves now, for the templates.
         extra: further facts for the event's template (e.g. who can approve); no secrets.
-        roles: stakeholder roles to tell besides the routed ones (a drill's included).
+        roles: stakeholder roles to reach besides the routed ones.
 
     Returns:
         How many rows were written, per target what was done, the event's sequence number.
@@ -159,7 +159,7 @@ def enqueue(
         roles=roles,
     )
     state_seq = _state_seq(connection, incident.id)
-    extra_key = canonical_json(dict(extra or {}))
+    extra_key = canonical_json({**dict(extra or {}), **({"roles": list(roles)} if roles else {})})
     keys = [
         _dedup_key(incident.id, event, state_seq, extra_key, t.channel, t.destination)
         for t in route.targets

@@ -61,8 +61,8 @@ def route_for(
         asset: its asset (stakeholders are per asset).
         drill: True for a drill: only the drill destinations, and no stakeholders but
             those of ``roles``.
-        roles: stakeholder roles to tell besides the configured ones (e.g. the asset owner
-            of a drill that failed).
+        roles: stakeholder roles to tell besides the configured ones (legal and privacy, the data
+            owners; for a drill, the asset owner of one that failed).
 
     Returns:
         The targets, in a stable order, and the Slack users to mention.
@@ -89,10 +89,10 @@ def route_for(
     routes = [
         r for r in notifications.routes if r.matches(incident_type=incident_type, severity=severity)
     ]
-    told = _unique(
+    wanted = _unique(
         list(notifications.roles) + [role for r in routes for role in r.roles] + list(roles)
     )
-    contacts = notifications.stakeholders.contacts(asset=asset, roles=told)
+    contacts = notifications.stakeholders.contacts(asset=asset, roles=wanted)
     mentions = [c for c in contacts if c.startswith("slack:")]
     emails = [c for c in contacts if "@" in c and not c.startswith("slack:")]
     if "slack" in enabled:

@@ -24,6 +24,8 @@ class PlaybookSpec:
     provisions: tuple[str, ...]
     steps: tuple[str, ...]
     asset_kinds: tuple[AssetKind, ...]
+    # What `incident open` needs for this type: "asset", "digest|file", "dataset", "since".
+    inputs: tuple[str, ...] = ("asset",)
 
     def load(self) -> Any:
         """Import and return the playbook's Prefect flow."""
@@ -40,6 +42,7 @@ class PlaybookSpec:
             "provisions": list(self.provisions),
             "steps": list(self.steps),
             "asset_kinds": [str(k) for k in self.asset_kinds],
+            "inputs": list(self.inputs),
         }
 
 
@@ -61,6 +64,59 @@ CATALOG: dict[str, PlaybookSpec] = {
                 "notify",
             ),
             asset_kinds=(AssetKind.MODEL, AssetKind.PROMPT, AssetKind.CONFIG),
+        ),
+        PlaybookSpec(
+            type="supply_chain",
+            title="Malicious third-party file: denylist it, quarantine every version holding it",
+            entrypoint="rearguard.playbooks.supply_chain:supply_chain",
+            atlas_ids=("AML.T0010",),
+            provisions=("5.1", "5.2", "5.3", "5.3.1", "6.5", "8.1.2", "12.1"),
+            steps=(
+                "denylist_digest",
+                "find_digest_versions",
+                "quarantine",
+                "select_known_good",
+                "rollback",
+                "validate",
+                "notify",
+            ),
+            asset_kinds=(AssetKind.MODEL, AssetKind.PROMPT, AssetKind.CONFIG, AssetKind.DATASET),
+            inputs=("digest|file",),
+        ),
+        PlaybookSpec(
+            type="data_poisoning",
+            title="Poisoned training data: follow lineage, quarantine, roll back, retrain",
+            entrypoint="rearguard.playbooks.data_poisoning:data_poisoning",
+            atlas_ids=("AML.T0020",),
+            provisions=("5.1", "5.2", "5.3", "5.3.1", "6.5", "12.1"),
+            steps=(
+                "mark_dataset_suspect",
+                "run_hook:freeze_ingestion",
+                "trace_lineage",
+                "quarantine",
+                "notify:data_owner",
+                "select_known_good",
+                "rollback",
+                "validate",
+                "run_hook:retrain",
+                "notify",
+            ),
+            asset_kinds=(AssetKind.DATASET, AssetKind.MODEL),
+            inputs=("dataset", "since"),
+        ),
+        PlaybookSpec(
+            type="model_theft",
+            title="Stolen model: verify production, rotate credentials, tell legal and privacy",
+            entrypoint="rearguard.playbooks.model_theft:model_theft",
+            atlas_ids=("AML.T0024", "AML.T0025"),
+            provisions=("5.3", "6.5", "12.1"),
+            steps=(
+                "verify_production",
+                "run_hook:rotate_credentials",
+                "notify_legal",
+                "notify",
+            ),
+            asset_kinds=(AssetKind.MODEL,),
         ),
     )
 }

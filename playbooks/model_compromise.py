@@ -31,6 +31,7 @@ async def model_compromise(incident_id: int) -> str:
     """
     async with playbook_guard(incident_id) as outcome:
         await quarantine(incident_id)
+        await outcome.contained()
         verified = await verify_integrity(incident_id)
         selected = await select_known_good(incident_id, checks=verified["checks"])
         await rollback(incident_id, label=selected["selected"])

@@ -59,8 +59,9 @@ def add_version(
     files: dict[str, bytes] | None = None,
     validate: str | None = None,
     actor: str = "test",
+    trained_on: str | None = None,
 ) -> None:
-    """Register one version through the registry service."""
+    """Register one version through the registry service (``trained_on``: DATASET@LABEL)."""
     register_version(
         db=runtime.db,
         registry=runtime.registry,
@@ -70,6 +71,7 @@ def add_version(
         kind=AssetKind(kind),
         actor=actor,
         validate_command=validate,
+        trained_on=trained_on,
     )
 
 

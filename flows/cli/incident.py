@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,14 +29,21 @@ def open_and_record(
     rt: Runtime,
     *,
     type: str,
-    asset: str,
+    asset: str | None,
     severity: Severity,
     since: str | None,
     summary: str,
     actor: str,
     source: IncidentSource = IncidentSource.CLI,
+    digest: str | None = None,
+    file: Path | None = None,
+    dataset: str | None = None,
 ) -> int:
-    """Validate the request and record the incident; return its id (nothing runs yet)."""
+    """Validate the request and record the incident; return its id (nothing runs yet).
+
+    Each type takes the inputs its catalog entry names: an asset, a digest (or a file to
+    hash), or a dataset and ``since``.
+    """
     from rearguard.models.assets import alias_version, get_asset
     from rearguard.models.errors import UsageError
     from rearguard.models.incidents import open_incident, parse_since
@@ -43,12 +51,31 @@ def open_and_record(
 
     spec = get_playbook(type)
     moment = parse_since(since)
+    state: dict[str, Any] = {}
+    if "digest|file" in spec.inputs:
+        from rearguard.models.denylist import digest_of_file, parse_digest
+
+        if (digest is None) == (file is None):
+            raise UsageError(f"{type} needs one of --digest SHA256 or --file PATH")
+        state["digest"] = parse_digest(digest) if digest is not None else digest_of_file(file)  # type: ignore[arg-type]
+        asset = None
+    elif "dataset" in spec.inputs:
+        if not dataset or moment is None:
+            raise UsageError(f"{type} needs --dataset NAME and --since ISO8601")
+        asset = dataset
+    elif not asset:
+        raise UsageError(f"{type} needs --asset NAME")
     with rt.db.session() as session:
-        target = get_asset(session=session, name=asset)
-        if target.kind not in spec.asset_kinds:
-            kinds = ", ".join(str(k) for k in spec.asset_kinds)
-            raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
-        current = alias_version(session=session, asset=target, alias=rt.settings.registry.alias)
+        if asset is not None:
+            target = get_asset(session=session, name=asset)
+            if target.kind not in spec.asset_kinds or (dataset and str(target.kind) != "dataset"):
+                kinds = "dataset" if dataset else ", ".join(str(k) for k in spec.asset_kinds)
+                raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
+            if not dataset:
+                current = alias_version(
+                    session=session, asset=target, alias=rt.settings.registry.alias
+                )
+                state["compromised"] = current.label if current else None
         incident = open_incident(
             session=session,
             type=type,
@@ -59,7 +86,7 @@ def open_and_record(
             summary=summary,
             atlas_ids=list(spec.atlas_ids),
             source=source,
-            state={"compromised": current.label if current else None},
+            state=state,
         )
         return int(incident.id or 0)
 
@@ -89,7 +116,8 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             started[step] = time.perf_counter()
             err.print(f"  [dim]…[/] {step}")
             return
-        elapsed = time.perf_counter() - started.get(step, time.perf_counter())
+        now = time.perf_counter()
+        elapsed = now - started.get(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
         err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
 
@@ -233,13 +261,20 @@ def event_summary(action: str, data: dict[str, Any]) -> str:
 @app.command("open")
 def open_(
     type: Annotated[str, typer.Option("--type", help="Incident type (see `playbook list`).")],
-    asset: Annotated[str, typer.Option(help="The affected asset.")],
+    asset: Annotated[str | None, typer.Option(help="The affected asset.")] = None,
     since: Annotated[
         str | None, typer.Option(help="Suspected start of the compromise, ISO 8601.")
     ] = None,
     severity: Annotated[Severity, typer.Option(help="sev1 (worst) to sev4.")] = Severity.SEV2,
     summary: Annotated[str, typer.Option(help="What was seen.")] = "",
     no_run: Annotated[bool, typer.Option("--no-run", help="Record it; do not run.")] = False,
+    digest: Annotated[
+        str | None, typer.Option(help="supply_chain: SHA-256 of the malicious file.")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="supply_chain: the malicious file (hashed here).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="data_poisoning: the dataset.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
@@ -252,6 +287,9 @@ def open_(
         since=since,
         summary=summary,
         actor=rt.settings.core.actor,
+        digest=digest,
+        file=file,
+        dataset=dataset,
     )
     if no_run:
         if json_output:
@@ -275,7 +313,8 @@ def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
         )
     else:
         print_outcome(rt, incident)
-    if str(incident.status) not in ("recovered", "resolved"):
+    # model_theft ends contained: nothing is restored, the credentials are rotated.
+    if str(incident.status) not in ("recovered", "resolved", "contained"):
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -58,10 +58,13 @@ def test_incident_recovers_while_slack_is_down_and_dispatch_delivers_later(
 
     assert opened.returncode == 0, opened.stderr
     assert "incident 1: recovered; model-a production -> v2" in opened.stdout
-    assert "notifications" in opened.stderr and "1 waiting" in opened.stderr
-    pending = as_json(cli("notifications", "list", "--pending", "--json", env=env))
+    assert "notifications" in opened.stderr and "3 waiting" in opened.stderr
+    # Newest first.
+    pending = as_json(cli("notifications", "list", "--pending", "--json", env=env))[::-1]
     assert [(p["channel"], p["destination"], p["event"]) for p in pending] == [
-        ("slack", "#incidents", "recovered")
+        ("slack", "#incidents", "opened"),
+        ("slack", "#incidents", "contained"),
+        ("slack", "#incidents", "recovered"),
     ]
     assert pending[0]["last_error"] == "slack: service_unavailable"
     # Two failures in a row: Slack is down, and the command did not wait out the outage.
@@ -70,12 +73,16 @@ def test_incident_recovers_while_slack_is_down_and_dispatch_delivers_later(
     slack.down = False
     report = as_json(cli("notifications", "dispatch", "--json", env=env))
 
-    assert report["delivered"] == 1 and report["pending"] == 0
-    (message,) = slack.in_channel("incidents")
-    assert message.text.startswith("Incident 1 recovered: model-a production -> v2")
+    assert report["delivered"] == 3 and report["pending"] == 0
+    # Delivered in order, in one thread: the first message starts it, the others reply.
+    first, *replies = slack.messages
+    assert first.thread_ts is None and first.text.startswith("Incident 1 opened")
+    assert [m.thread_ts for m in replies] == [first.ts, first.ts]
+    assert replies[-1].text.startswith("Incident 1 recovered: model-a production -> v2")
+    assert "contained" in replies[0].text
     assert as_json(cli("notifications", "list", "--pending", "--json", env=env)) == []
     again = as_json(cli("notifications", "dispatch", "--json", env=env))
-    assert again["delivered"] == 0 and len(slack.messages) == 1
+    assert again["delivered"] == 0 and len(slack.messages) == 3
 
 
 def test_a_crash_between_sending_and_recording_does_not_send_twice(
@@ -95,18 +102,29 @@ def test_a_crash_between_sending_and_recording_does_not_send_twice(
 
     assert crashed.returncode == -9
     assert len(slack.messages) == 1
-    (row,) = as_json(cli("notifications", "list", "--pending", "--json", env=env))
-    assert row["status"] == "sending"
+    # Newest first: the dead dispatcher had claimed all three and sent the first.
+    *waiting, row = as_json(cli("notifications", "list", "--pending", "--json", env=env))
+    assert row["status"] == "sending" and row["event"] == "opened"
+    assert [w["event"] for w in waiting] == ["recovered", "contained"]
     time.sleep(1.2)  # the dead dispatcher's lease runs out
 
     report = as_json(cli("notifications", "dispatch", "--json", env=env))
 
-    assert report["delivered"] == 1
-    assert len(slack.messages) == 1
-    (row,) = as_json(cli("notifications", "list", "--json", "--incident", "1", env=env))[:1]
-    assert row["status"] == "delivered"
-    assert row["receipt"]["found_after_doubt"] is True
-    assert row["receipt"]["ts"] == slack.messages[0].ts
+    assert report["delivered"] == 3
+    assert [m.metadata["event_payload"]["event"] for m in slack.messages] == [
+        "opened",
+        "contained",
+        "recovered",
+    ]
+    slack_rows = [
+        r
+        for r in as_json(cli("notifications", "list", "--json", "--incident", "1", env=env))
+        if r["channel"] == "slack"
+    ]
+    first = slack_rows[-1]
+    assert first["status"] == "delivered"
+    assert first["receipt"]["found_after_doubt"] is True
+    assert first["receipt"]["ts"] == slack.messages[0].ts
 
 
 def test_a_permanent_failure_is_listed_and_retried_after_the_fix(
@@ -117,20 +135,18 @@ def test_a_permanent_failure_is_listed_and_retried_after_the_fix(
 
     cli("incident", "open", "--type", "model_compromise", "--asset", "model-a", env=env)
 
-    (failed,) = as_json(cli("notifications", "list", "--failed", "--json", env=env))
-    assert failed["last_error"] == "slack: channel_not_found" and failed["attempts"] == 1
+    failed = as_json(cli("notifications", "list", "--failed", "--json", env=env))
+    assert [f["event"] for f in failed] == ["recovered", "contained", "opened"]
+    assert {(f["last_error"], f["attempts"]) for f in failed} == {("slack: channel_not_found", 1)}
     slack.add_channel("war-room")
-    retried = cli("notifications", "retry", str(failed["id"]), env=env)
+    retried = cli("notifications", "retry", *(str(f["id"]) for f in failed), env=env)
     assert retried.returncode == 0, retried.stderr
-    assert "1 delivered" in retried.stdout
-    assert len(slack.in_channel("war-room")) == 1
+    assert "3 delivered" in retried.stdout
+    assert len(slack.in_channel("war-room")) == 3
     shown = as_json(cli("incident", "show", "1", "--json", env=env))
     slack_events = [e["action"] for e in shown["timeline"] if e["data"].get("channel") == "slack"]
-    assert slack_events == [
-        "notification.failed",
-        "notification.retry",
-        "notification.delivered",
-    ]
+    assert slack_events[:3] == ["notification.failed"] * 3
+    assert sorted(slack_events[3:]) == ["notification.delivered"] * 3 + ["notification.retry"] * 3
 
 
 def test_notify_test_reports_the_outcome(runtime: Runtime, cli: Cli, slack: SlackServer) -> None:

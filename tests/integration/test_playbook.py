@@ -44,7 +44,17 @@ from rearguard.models.enums import Severity
 from rearguard.models.runtime import Runtime
 from rearguard.models.tables import Incident, TimelineEvent
 
-STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
+# notify(opened), quarantine, notify(contained), ..., notify(recovered)
+STEPS = [
+    "notify",
+    "quarantine",
+    "notify",
+    "verify_integrity",
+    "select_known_good",
+    "rollback",
+    "validate",
+    "notify",
+]
 
 
 # -- scenario helpers -------------------------------------------------------------------------
@@ -168,7 +178,7 @@ def test_tampered_production_is_quarantined_and_rolled_back(
     assert step_events(events) == [
         (kind_, step) for step in STEPS for kind_ in ("intent", "outcome")
     ]
-    assert all(outcome(events, step)["ok"] for step in STEPS)
+    assert all(json.loads(e.data)["ok"] for e in events if e.kind == "outcome")
     actions = [e.action for e in events]
     assert actions[0] == "incident.opened"
     rollback_intent = actions.index("rollback")
@@ -275,8 +285,12 @@ def test_no_known_good_version_fails_and_leaves_production_alone(
     assert alias_version_label(runtime, "model-a") == "v3"
     events = timeline(runtime, incident.id)
     assert step_events(events) == [
+        ("intent", "notify"),
+        ("outcome", "notify"),
         ("intent", "quarantine"),
         ("outcome", "quarantine"),
+        ("intent", "notify"),
+        ("outcome", "notify"),
         ("intent", "verify_integrity"),
         ("outcome", "verify_integrity"),
         ("intent", "select_known_good"),
@@ -287,7 +301,8 @@ def test_no_known_good_version_fails_and_leaves_production_alone(
     failed = outcome(events, "select_known_good")
     assert failed["ok"] is False and failed["error"] == incident.reason
     assert not [e for e in events if e.action == "alias.moved"]
-    assert [e.action for e in events if e.action.startswith("notify.")] == ["notify.failed"]
+    notified = [e.action for e in events if e.action.startswith("notify.")]
+    assert notified == ["notify.opened", "notify.contained", "notify.failed"]
     assert_chain_verifies(runtime)
 
 
@@ -399,6 +414,7 @@ def test_rerun_of_a_recovered_incident_changes_nothing_and_notifies_once(
     assert "incident.contained" not in new_actions
     assert "incident.recovered" not in new_actions
     assert "alias.moved" not in new_actions
-    assert [e.action for e in after if e.action.startswith("notify.")] == ["notify.recovered"]
+    notified = [e.action for e in after if e.action.startswith("notify.")]
+    assert notified == ["notify.opened", "notify.contained", "notify.recovered"]
     lines = runtime.settings.notification_file.read_text().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 3

@@ -88,3 +88,29 @@ def test_unreadable_file_raises_oserror(tmp_path: Path) -> None:
         hash_files([present, tmp_path / "missing"], workers=2)
     with pytest.raises(IsADirectoryError):
         sha256_file(tmp_path)
+
+
+def test_files_hashed_ahead_are_reused_only_while_unchanged(tmp_path: Path) -> None:
+    from rearguard.models import prehash
+
+    home = tmp_path / "home"
+    version = home / "store" / "assets" / "model-a" / "versions" / "v1"
+    version.mkdir(parents=True)
+    kept, altered = version / "kept.bin", version / "altered.bin"
+    kept.write_bytes(b"k" * 3_000_000)
+    altered.write_bytes(b"a" * 3_000_000)
+    other = home / "store" / "assets" / "model-b" / "versions" / "v1" / "other.bin"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"o")
+    assert prehash.store_files(home, "model-a") == [altered, kept]
+    assert prehash.store_files(home, "../model-a") == []
+
+    plan = prehash._Plan([kept, altered])
+    plan.run()  # what the background thread does, to the end
+    altered.write_bytes(b"b" * 3_000_000)  # an attacker rewrites a file after it was hashed
+
+    assert plan.take(kept) == (hashlib.sha256(b"k" * 3_000_000).hexdigest(), 3_000_000)
+    assert plan.take(altered) is None  # changed since: the caller hashes what is there now
+    # Not planned at all: hashed by the caller.
+    assert plan.take(other) is None
+    assert sha256_file(altered) == (hashlib.sha256(b"b" * 3_000_000).hexdigest(), 3_000_000)

@@ -1,7 +1,7 @@
 """drills: drill definitions, drill runs, and the scheduler's job store
 
 Revision ID: 0007_drills
-Revises: 0002
+Revises: 0004_denylist
 Create Date: 2026-11-26
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_drills"
-down_revision = "0002"
+down_revision = "0004_denylist"
 branch_labels = None
 depends_on = None
 

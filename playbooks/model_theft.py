@@ -1,0 +1,49 @@
+"""The model-theft playbook (MITRE ATLAS AML.T0024 Exfiltration via AI Inference API,
+AML.T0025 Exfiltration via Cyber Means).
+
+A stolen model cannot be un-stolen: verify what production serves (and only if it fails, roll
+back as for a tampered model), rotate the credentials that gave access (the configured
+``rotate_credentials`` hooks, recorded by name), and tell legal and privacy, with the 72-hour
+regulator deadline when the asset touches personal data. Contained when the hooks succeed.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from rearguard.flows.playbook_run import playbook_guard
+from rearguard.flows.steps import (
+    notify_legal,
+    quarantine,
+    rollback,
+    run_hook,
+    select_known_good,
+    validate,
+    verify_integrity,
+    verify_production,
+)
+
+
+@flow(name="model_theft", log_prints=False, validate_parameters=False)
+async def model_theft(incident_id: int) -> str:
+    """Respond to a stolen model.
+
+    Args:
+        incident_id: the incident to respond to.
+
+    Returns:
+        The incident's final status.
+    """
+    async with playbook_guard(incident_id) as outcome:
+        production = await verify_production(incident_id)
+        if not production["ok"]:
+            await quarantine(incident_id)
+            await outcome.contained()
+            verified = await verify_integrity(incident_id)
+            selected = await select_known_good(incident_id, checks=verified["checks"])
+            await rollback(incident_id, label=selected["selected"])
+            await validate(incident_id)
+        await run_hook(incident_id, hook="rotate_credentials", required=True)
+        await notify_legal(incident_id)
+        outcome.ends_contained()
+    return outcome.status
