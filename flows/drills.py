@@ -27,9 +27,9 @@ from rearguard.models.tables import DrillRun, Incident, TimelineEvent
 PlaybookRunner = Callable[[Runtime, int], Incident]
 """Runs an incident's playbook to its end on a runtime (the CLI's prints its progress)."""
 
-# Steps find their runtime through a process-wide slot (rearguard.models.runtime), so this
-# process runs one drill playbook at a time.
-_ONE_AT_A_TIME = threading.Lock()
+# Steps find their runtime through a process-wide slot (rearguard.models.runtime), so a
+# process that runs playbooks from several threads (the scheduler) runs one at a time.
+PLAYBOOK_LOCK = threading.Lock()
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -62,7 +62,7 @@ def run_drill(
     """
     from rearguard.models.drills import get_drill, start_run
 
-    with _ONE_AT_A_TIME:
+    with PLAYBOOK_LOCK:
         with runtime.db.session() as session:
             drill = get_drill(session=session, name=name)
             incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)

@@ -17,11 +17,9 @@ and loading a pickle from it would run whatever code someone with write access p
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,8 +47,6 @@ from rearguard.models.runtime import Runtime
 JOBS_TABLE = "apscheduler_jobs"
 DRILL_JOB_PREFIX = "drill:"
 SWEEP_JOB = "sweep"
-# The asset sweep, models-level code of its own; the scheduler runs it when it is installed.
-SWEEP_ENTRYPOINT = "rearguard.models.sweep:sweep_assets"
 
 logger = logging.getLogger("rearguard.scheduler")
 _jobs_runtime: Runtime | None = None
@@ -130,19 +126,22 @@ def run_scheduled_drill(name: str) -> None:
 
 
 def run_scheduled_sweep() -> None:
-    """The job of the asset sweep."""
-    sweep = sweep_function()
-    if sweep is not None:
-        sweep(runtime=_job_runtime())
+    """The job of the asset sweep: ``rearguard assets sweep --run``, as the scheduler."""
+    from rearguard.flows.dispatch import run_playbook
+    from rearguard.flows.drills import PLAYBOOK_LOCK
+    from rearguard.models.runtime import use_runtime
+    from rearguard.models.sweep import plan_sweep, run_sweep
 
-
-def sweep_function() -> Callable[..., Any] | None:
-    """The asset sweep, ``fn(*, runtime)``, or None when this installation has none."""
-    module, _, name = SWEEP_ENTRYPOINT.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ModuleNotFoundError, AttributeError):
-        return None
+    runtime = _job_runtime()
+    report = run_sweep(
+        runtime=runtime, plan=plan_sweep(runtime=runtime), open_incidents=True, actor="scheduler"
+    )
+    for finding in report.findings:
+        if finding.runnable and finding.incident_id is not None:
+            with PLAYBOOK_LOCK:
+                use_runtime(runtime)
+                ended = run_playbook(runtime=runtime, incident_id=finding.incident_id)
+            logger.warning("sweep: incident %s on %s %s", ended.id, finding.asset, ended.status)
 
 
 def _job_runtime() -> Runtime:
@@ -192,19 +191,13 @@ class DrillScheduler:
             What start found: ``drills`` scheduled, ``missed`` rows written, ``interrupted``.
 
         Raises:
-            ConfigurationError: ``sweep_cron`` is set but no asset sweep is installed, or it
-                is not a valid cron.
+            UsageError: ``[scheduler] sweep_cron`` is not a valid cron.
         """
         global _jobs_runtime
         from rearguard.models.drills import mark_interrupted, parse_cron
 
         sweep_cron = self.runtime.settings.scheduler.sweep_cron
         if sweep_cron:
-            if sweep_function() is None:
-                raise ConfigurationError(
-                    "[scheduler] sweep_cron is set, but this rearguard has no asset sweep",
-                    hint="remove sweep_cron, or install a rearguard with `assets sweep`",
-                )
             sweep_trigger = parse_cron(sweep_cron, self.runtime.settings.drills.timezone)
         _jobs_runtime = self.runtime
         with self.runtime.db.session() as session:

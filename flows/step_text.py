@@ -22,10 +22,20 @@ def describe(name: str, result: dict[str, Any]) -> str:
             return f"selected {result['selected']}" + (
                 f" ({len(result['rejected'])} rejected)" if result["rejected"] else ""
             )
+        case "await_approval":
+            by = f" by {result['by']}" if result.get("by") else ""
+            return f"{result['step']}: {result['decision']}{by}"
         case "rollback":
             return f"{result['alias']}: {result['from']} -> {result['to']}"
         case "validate":
             return f"{result['version']} {result['reason']}"
+        case "record_diff":
+            changed = ", ".join(f"{f['path']} {f['change']}" for f in result["files"])
+            return f"{result['from']} (tampered) vs {result['to']} (restored): " + (
+                changed or "no difference"
+            )
+        case "confirm_degradation":
+            return f"{result['version']} fails its validation check ({result['reason']})"
         case "notify":
             return f"{result['event']} queued for {', '.join(result['receipts']) or 'no channel'}"
         case _:

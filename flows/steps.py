@@ -17,8 +17,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rearguard.flows import approval_gate
 from rearguard.flows.step_text import describe
-from rearguard.models import hooks, recovery, taint
+from rearguard.models import degradation, hooks, recovery, taint, tamper_diff
 from rearguard.models.audit import append_event
 from rearguard.models.enums import EventKind, IncidentStatus
 from rearguard.models.errors import RearguardError
@@ -146,9 +147,12 @@ def _task(name: str, body: StepBody) -> Any:
 quarantine = _task("quarantine", recovery.quarantine)
 verify_integrity = _task("verify_integrity", recovery.verify_integrity)
 select_known_good = _task("select_known_good", recovery.select_known_good)
+await_approval = _task("await_approval", approval_gate.await_approval)
 rollback = _task("rollback", recovery.rollback)
 validate = _task("validate", recovery.validate)
 notify = _task("notify", notify_body)
+record_diff = _task("record_diff", tamper_diff.record_diff)
+confirm_degradation = _task("confirm_degradation", degradation.confirm_degradation)
 verify_production = _task("verify_production", recovery.verify_production)
 run_hook = _task("run_hook", hooks.run_hook)
 notify_legal = _task("notify_legal", notify_legal_body)

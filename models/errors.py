@@ -50,6 +50,10 @@ class ConfigurationError(UsageError):
     """The settings or the database cannot be used as they are."""
 
 
+class NotEntitled(UsageError):
+    """A person tried to decide something the policy does not let them decide."""
+
+
 class OperationFailed(RearguardError):
     """The operation ran but could not reach its goal (e.g. no known-good version)."""
 

@@ -28,6 +28,7 @@ class VersionCheck:
     problems: list[str] = field(default_factory=list)
     tampered: bool = False
     dangerous_pickle: bool = False
+    dangerous_files: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -119,6 +120,8 @@ def check_version(
                 else:
                     check.problems.append(f"{where}: {finding.reason} at offset {finding.offset}")
                 check.dangerous_pickle = True
+                if entry.path not in check.dangerous_files:
+                    check.dangerous_files.append(entry.path)
     return check
 
 

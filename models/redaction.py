@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 REDACTED = "[REDACTED:{kind}]"
@@ -114,19 +114,20 @@ def _may_hold_secret(text: str) -> bool:
     )
 
 
-def _replace(match: re.Match[str]) -> str:
+def _replace(match: re.Match[str], marker_for: Callable[[str, str], str] | None = None) -> str:
     group = match.lastgroup
     assert group is not None
     kind = _KIND_OF_GROUP[group]
     index = group[3:]
     secret_group = f"secret{index}"
-    marker = REDACTED.format(kind=kind)
     if secret_group in (match.re.groupindex or {}) and match.group(secret_group) is not None:
         start, end = match.span(secret_group)
         text = match.group(0)
         offset = match.start()
+        secret = text[start - offset : end - offset]
+        marker = marker_for(kind, secret) if marker_for else REDACTED.format(kind=kind)
         return text[: start - offset] + marker + text[end - offset :]
-    return marker
+    return marker_for(kind, match.group(0)) if marker_for else REDACTED.format(kind=kind)
 
 
 def contains_secret(text: str) -> bool:
@@ -139,6 +140,33 @@ def redact_text(text: str) -> str:
     if not text or not _may_hold_secret(text) or _SECRET_RE.search(text) is None:
         return text
     return _SECRET_RE.sub(_replace, text)
+
+
+def redact_texts_consistently(texts: Sequence[str]) -> list[str]:
+    """Redact several texts so that equal secrets get equal markers and different ones differ.
+
+    Markers are ``[REDACTED:<kind>#<n>]``, numbered by first appearance across all the texts.
+    A diff of the redacted texts then still shows that a secret changed (``#1`` became
+    ``#2``), or that it did not, without showing either value.
+
+    Args:
+        texts: the texts, e.g. the two sides of a diff.
+
+    Returns:
+        The redacted texts, in order.
+    """
+    numbers: dict[str, int] = {}
+
+    def marker_for(kind: str, secret: str) -> str:
+        number = numbers.setdefault(secret, len(numbers) + 1)
+        return f"[REDACTED:{kind}#{number}]"
+
+    return [
+        _SECRET_RE.sub(lambda m: _replace(m, marker_for), text)
+        if text and _may_hold_secret(text)
+        else text
+        for text in texts
+    ]
 
 
 def is_secret_key(name: str) -> bool:

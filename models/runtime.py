@@ -10,7 +10,7 @@ from rearguard.models.registry.local import LocalStore
 from rearguard.models.settings import Settings, load_settings
 
 Reporter = Callable[[str, str, str], None]
-"""Called as reporter(step, phase, message) while a playbook runs (phase: start, done, fail)."""
+"""Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail)."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -315,6 +316,9 @@ class SlackSettings(_ConcernSettings):
         description="also open a dedicated channel per incident and invite its stakeholders",
     )
     incident_channel_prefix: str = "inc-"
+    signing_secret: SecretStr | None = Field(
+        default=None, description="verifies the Approve/Deny button callbacks Slack sends"
+    )
 
 
 class EmailSettings(_ConcernSettings):
@@ -400,6 +404,73 @@ class HookSettings(_ConcernSettings):
         return bool(options and options.personal_data)
 
 
+SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
+
+
+class ApprovalRule(BaseModel):
+    """One approval rule: the runs it matches, the steps that wait, who decides, for how long."""
+
+    model_config = ConfigDict(extra="forbid")
+    playbook: str = Field(default="*", description="the playbook (incident type); * for any")
+    min_severity: Literal["sev1", "sev2", "sev3", "sev4"] = Field(
+        default="sev4", description="this severity or worse (sev1 is the worst)"
+    )
+    asset: str = Field(default="*", description="a glob on the asset's name")
+    steps: list[str] = Field(min_length=1, description="steps that wait for a decision")
+    approvers: list[str] = Field(min_length=1, description="names, or groups of [approvals]")
+    timeout_s: float = Field(default=900.0, gt=0, description="how long each round waits")
+    on_timeout: Literal["escalate", "proceed", "abort"] = "escalate"
+    escalate_to: list[str] = Field(
+        default_factory=list, description="names or groups asked too after a timeout"
+    )
+
+    def matches(self, *, playbook: str, severity: str, asset: str | None, step: str) -> bool:
+        """True when the rule applies to this step of this run."""
+        return (
+            step in self.steps
+            and fnmatchcase(playbook, self.playbook)
+            and SEVERITIES.index(severity) <= SEVERITIES.index(self.min_severity)
+            and fnmatchcase(asset or "", self.asset)
+        )
+
+
+class ApprovalSettings(_ConcernSettings):
+    """Human approval gates (``[approvals]``): groups, rules, Slack users; the first rule wins."""
+
+    toml_table: ClassVar[str] = "approvals"
+    model_config = SettingsConfigDict(env_prefix="REARGUARD_APPROVALS_", extra="ignore")
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="group -> names")
+    rules: list[ApprovalRule] = Field(default_factory=list)
+    slack_users: dict[str, str] = Field(
+        default_factory=dict, description="Slack user id -> approver name"
+    )
+    poll_s: float = Field(
+        default=0.5, gt=0, le=10, description="how often a waiting run looks for a decision"
+    )
+
+    def rule_for(
+        self, *, playbook: str, severity: str, asset: str | None, step: str
+    ) -> ApprovalRule | None:
+        """The first rule that makes this step wait, or None when it needs no approval."""
+        return next(
+            (
+                r
+                for r in self.rules
+                if r.matches(playbook=playbook, severity=severity, asset=asset, step=step)
+            ),
+            None,
+        )
+
+    def expand(self, names: list[str]) -> list[str]:
+        """Names with groups replaced by their members, in order, without repeats."""
+        found: list[str] = []
+        for name in names:
+            for person in self.groups.get(name, [name]):
+                if person not in found:
+                    found.append(person)
+        return found
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings, resolved once per process (or per test)."""
@@ -416,6 +487,8 @@ class Settings:
     drills: DrillSettings = field(default_factory=lambda: DrillSettings())
     scheduler: SchedulerSettings = field(default_factory=lambda: SchedulerSettings())
     hooks: HookSettings = field(default_factory=lambda: HookSettings())
+
+    approvals: ApprovalSettings = field(default_factory=lambda: ApprovalSettings())
 
     @property
     def home(self) -> Path:
@@ -473,6 +546,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
             drills=DrillSettings(),
             scheduler=SchedulerSettings(),
             hooks=HookSettings(),
+            approvals=ApprovalSettings(),
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -232,6 +232,44 @@ class NotificationThread(SQLModel, table=True):
     created_at: datetime = _tz_column()
 
 
+class ApprovalRequest(SQLModel, table=True):
+    """One round of waiting for a named person's decision before a playbook step.
+
+    A round ends approved, denied, timed out (the policy then proceeds or aborts) or escalated
+    (a new round asks more people). ``callback_id`` is the opaque id Slack buttons carry.
+    """
+
+    __tablename__ = "approval_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(index=True)
+    step: str = Field(max_length=64)
+    round: int = 1
+    callback_id: str = Field(max_length=64, unique=True)
+    requested_at: datetime = _tz_column()
+    deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    approvers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False),
+        description="the rule as it was when the request opened (timeout, on_timeout, escalate_to)",
+    )
+    status: str = Field(default="pending", max_length=16, index=True)
+    decided_by: str | None = Field(default=None, max_length=128)
+    decided_at: datetime | None = _tz_column(nullable=True)
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    flow_run_id: str | None = Field(default=None, max_length=36)
+
+
+class SeenCallback(SQLModel, table=True):
+    """A signed callback already accepted (its signature), so that a replay is refused."""
+
+    __tablename__ = "seen_callback"
+
+    signature: str = Field(primary_key=True, max_length=128)
+    received_at: datetime = _tz_column()
+
+
 class Drill(SQLModel, table=True):
     """A recovery drill: a playbook run against a sandbox of an asset, on a cron schedule."""
 

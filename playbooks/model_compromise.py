@@ -1,7 +1,8 @@
 """The model-compromise playbook (MITRE ATLAS AML.T0018, AML.T0031).
 
 Contain (quarantine what production served), verify every other version, select the newest
-known-good version that still verifies, roll production back to it, validate what production
+known-good version that still verifies, wait for a person's approval when the policy in
+``[approvals]`` asks for one, roll production back to it, validate what production
 serves, notify. It serves model, prompt and config assets alike.
 """
 
@@ -11,6 +12,7 @@ from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
 from rearguard.flows.steps import (
+    await_approval,
     quarantine,
     rollback,
     select_known_good,
@@ -34,6 +36,7 @@ async def model_compromise(incident_id: int) -> str:
         await outcome.contained()
         verified = await verify_integrity(incident_id)
         selected = await select_known_good(incident_id, checks=verified["checks"])
+        await await_approval(incident_id, step="rollback")
         await rollback(incident_id, label=selected["selected"])
         await validate(incident_id)
         outcome.recovered()

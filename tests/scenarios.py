@@ -21,6 +21,20 @@ from rearguard.models.runtime import Runtime
 
 ALIAS = "production"
 
+# The steps a model_compromise run records: notify(opened), quarantine, notify(contained), ...,
+# notify(recovered).
+MODEL_COMPROMISE_STEPS = [
+    "notify",
+    "quarantine",
+    "notify",
+    "verify_integrity",
+    "select_known_good",
+    "await_approval",
+    "rollback",
+    "validate",
+    "notify",
+]
+
 
 def tamper(path: Path, *, data: bytes = b"\x00tampered\x00") -> None:
     """Overwrite the start of a stored (read-only) file, as an attacker with disk access would."""

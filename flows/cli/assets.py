@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -11,6 +11,9 @@ from rich.markup import escape
 from rearguard.flows.cli.context import byte_progress, emit_json, err, out, runtime, status_style
 from rearguard.models.enums import AssetKind
 from rearguard.models.errors import EXIT_INTEGRITY
+
+if TYPE_CHECKING:
+    from rearguard.models.sweep import SweepReport
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
 
@@ -217,27 +220,16 @@ def verify(
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
-    from rearguard.models.assets import get_asset, list_assets, list_versions, manifest_of
     from rearguard.models.integrity import check_versions
+    from rearguard.models.sweep import plan_sweep
 
     rt = runtime()
-    with rt.db.read_session() as session:
-        assets = [get_asset(session=session, name=name)] if name else list_assets(session=session)
-        items = [
-            (asset.name, v.label, manifest_of(session=session, version=v))
-            for asset in assets
-            for v in list_versions(session=session, asset=asset)
-        ]
-        statuses = {
-            (asset.name, v.label): str(v.status)
-            for asset in assets
-            for v in list_versions(session=session, asset=asset)
-        }
-    total = sum(e.size for _, _, manifest in items for e in manifest)
-    with byte_progress("verifying", total) as progress:
+    plan = plan_sweep(runtime=rt, asset_name=name)
+    statuses = {key: str(status) for key, status in plan.statuses.items()}
+    with byte_progress("verifying", plan.total_bytes) as progress:
         checks = check_versions(
             registry=rt.registry,
-            items=items,
+            items=plan.items,
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
         )
@@ -263,3 +255,88 @@ def verify(
             err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
     if failed:
         raise typer.Exit(EXIT_INTEGRITY)
+
+
+@app.command("sweep")
+def sweep(
+    open_incidents: Annotated[
+        bool,
+        typer.Option(
+            "--open-incidents", help="Open an incident per failing asset (or add to its open one)."
+        ),
+    ] = False,
+    run: Annotated[
+        bool,
+        typer.Option("--run", help="Also run the playbook of each incident opened (implies it)."),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Verify every version of every asset; for each failing asset, say what incident it calls for.
+
+    Tampered bytes call for model_compromise, prompt_tampering or config_tampering (by kind); a
+    dangerous pickle registered as such for supply_chain. Exits 3 when a version that could be
+    served or promoted fails, 0 when all verify.
+    """
+    from rearguard.models.sweep import plan_sweep, run_sweep
+
+    rt = runtime()
+    plan = plan_sweep(runtime=rt)
+    with byte_progress("sweeping", plan.total_bytes) as progress:
+        report = run_sweep(
+            runtime=rt,
+            plan=plan,
+            open_incidents=open_incidents or run,
+            actor=rt.settings.core.actor,
+            progress=progress,
+        )
+    runs: list[dict[str, Any]] = []
+    if run:
+        from rearguard.flows.cli.incident import print_outcome, run_with_progress
+
+        for finding in report.findings:
+            if not finding.runnable or finding.incident_id is None:
+                continue
+            if not json_output:
+                err.print(f"running the {finding.incident_type} playbook for {finding.asset}")
+            incident = run_with_progress(rt, finding.incident_id, quiet=json_output)
+            runs.append({"incident": incident.id, "status": str(incident.status)})
+            if not json_output:
+                print_outcome(rt, incident)
+    if json_output:
+        emit_json({**report.as_dict(), "runs": runs})
+    else:
+        _print_sweep(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_INTEGRITY)
+
+
+def _print_sweep(report: SweepReport) -> None:
+    if not report.checks:
+        err.print("nothing to verify: no versions registered")
+    for finding in report.findings:
+        what = {
+            "opened": f"opened incident {finding.incident_id}",
+            "attached": f"added to open incident {finding.incident_id}",
+            "not_opened": "no incident opened",
+            "reported": "calls for",
+        }[finding.action]
+        out.print(
+            f"[red]FAIL[/] {escape(finding.asset)} ({finding.kind}): {what} "
+            f"[bold]{finding.incident_type or '-'}[/]"
+        )
+        for version in finding.versions:
+            marker = " (production)" if version["version"] == finding.production else ""
+            problems = "; ".join(version["problems"])
+            out.print(f"     {escape(version['version'])}{marker}: {escape(problems)}")
+        if finding.note:
+            out.print(f"     [dim]{escape(finding.note)}[/]")
+    for known in report.known:
+        out.print(
+            f"[dim]known[/] {escape(known['asset'])}@{escape(known['version'])} "
+            f"({known['status']}): {escape('; '.join(known['problems']))}"
+        )
+    failed = sum(len(f.versions) for f in report.findings)
+    if failed:
+        err.print(f"[red]{failed} of {len(report.checks)} version(s) failed verification[/]")
+    else:
+        out.print(f"[green]ok[/] {len(report.checks)} version(s) verified")

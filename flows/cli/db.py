@@ -25,6 +25,18 @@ validation_timeout_s = 300
 console = true
 # file = "/var/log/rearguard/notifications.jsonl"
 
+# A named person approves before a step (README, "Approvals"); no rule: nothing waits.
+# [approvals.groups]
+# sre = ["alice", "bob"]
+#
+# [[approvals.rules]]
+# steps = ["rollback"]
+# approvers = ["sre"]
+# min_severity = "sev1"
+# timeout_s = 900
+# on_timeout = "escalate"                # or "proceed", "abort"
+# escalate_to = ["carol"]
+
 [drills]
 # keep_sandboxes = "failed"   # none, failed or all: sandboxes kept under <home>/drills
 # timezone = "UTC"            # of a drill's cron, unless `drills add --timezone`

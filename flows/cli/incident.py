@@ -116,6 +116,9 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             started[step] = time.perf_counter()
             err.print(f"  [dim]…[/] {step}")
             return
+        if phase == "wait":
+            err.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
+            return
         now = time.perf_counter()
         elapsed = now - started.get(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
@@ -255,7 +258,32 @@ def event_summary(action: str, data: dict[str, Any]) -> str:
         return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
     if action.startswith("notify."):
         return ", ".join(data.get("receipts", {}))
+    if action.startswith("approval."):
+        waits = f"waits for {', '.join(data.get('approvers', []))}"
+        detail = (
+            data.get("message")
+            or data.get("comment")
+            or (waits if action == "approval.requested" else "")
+        )
+        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
+    if action == "sweep.found":
+        labels = ", ".join(v["version"] for v in data.get("versions", []))
+        return f"{data.get('incident_type')}: failing {labels}"
     return ""
+
+
+def print_diffs(events: list[TimelineEvent]) -> None:
+    """Print the diffs the tampering playbooks recorded (already redacted and bounded)."""
+    for event in events:
+        if event.kind != "outcome" or event.action != "record_diff":
+            continue
+        result = json.loads(event.data).get("result") or {}
+        if result.get("diff"):
+            out.print(
+                f"[bold]what the tampering changed[/] ({escape(result['to'])} restored, "
+                f"{escape(result['from'])} as found):"
+            )
+            out.print(result["diff"], markup=False, end="")
 
 
 @app.command("open")
@@ -383,4 +411,5 @@ def show(
     if incident.summary:
         out.print(f"summary: {escape(incident.summary)}")
     print_timeline(events)
+    print_diffs(events)
     print_outcome(rt, incident)

@@ -15,6 +15,7 @@ import click
 import typer
 
 from rearguard.flows.cli import (
+    approvals,
     assets,
     audit,
     db,
@@ -52,6 +53,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(notify.app, name="notify")
 app.add_typer(notifications.app, name="notifications")
+app.add_typer(approvals.app, name="approvals")
+app.command("approve")(approvals.approve)
 app.add_typer(drills.app, name="drills")
 app.command("scheduler")(scheduler.scheduler)
 app.command("demo")(demo.demo)

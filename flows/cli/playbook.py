@@ -17,15 +17,18 @@ def list_(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """List playbooks with their ATLAS techniques, Code of Practice provisions and steps."""
-    from rearguard.playbooks.catalog import CATALOG
+    from rearguard.playbooks.catalog import all_playbooks
 
+    playbooks, problems = all_playbooks()
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {escape(problem.line())}")
     if json_output:
-        emit_json([spec.as_dict() for spec in CATALOG.values()])
+        emit_json([spec.as_dict() for spec in playbooks.values()])
         return
     from rich.table import Table
 
     table = Table("type", "ATLAS", "Code of Practice", "steps", "assets")
-    for spec in CATALOG.values():
+    for spec in playbooks.values():
         table.add_row(
             f"[bold]{spec.type}[/]\n{escape(spec.title)}",
             "\n".join(spec.atlas_ids),

@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 from conftest import run_cli
-from scenarios import build_scenario, tamper, write_source
+from scenarios import MODEL_COMPROMISE_STEPS, build_scenario, tamper, write_source
 from sqlalchemy import select
 from sqlmodel import SQLModel
 
 from rearguard.models.assets import register_version
 from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
+from rearguard.playbooks.catalog import CATALOG
 
-STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
 Result = subprocess.CompletedProcess[str]
 
 
@@ -197,7 +197,9 @@ def test_register_approve_promote_verify_and_recover(  # type: ignore[no-untyped
     assert incident["status"] == "recovered" and incident["production"] == "v2"
     timeline = incident["timeline"]
     steps = [(e["kind"], e["action"]) for e in timeline if e["kind"] in ("intent", "outcome")]
-    assert steps == [(kind, step) for step in STEPS for kind in ("intent", "outcome")]
+    assert steps == [
+        (kind, step) for step in MODEL_COMPROMISE_STEPS for kind in ("intent", "outcome")
+    ]
     seqs = [e["seq"] for e in incident["timeline"]]
     assert seqs == sorted(seqs)
     listed = as_json(cli("incident", "list", "--json"))
@@ -206,7 +208,7 @@ def test_register_approve_promote_verify_and_recover(  # type: ignore[no-untyped
     ]
     playbooks = as_json(cli("playbook", "list", "--json"))
     (compromise,) = [p for p in playbooks if p["type"] == "model_compromise"]
-    assert compromise["steps"] == STEPS
+    assert compromise["steps"] == list(CATALOG["model_compromise"].steps)
     assert "AML.T0018" in compromise["atlas_ids"]
 
     chain = as_json(cli("audit", "verify", "--json"))

@@ -32,6 +32,9 @@ from scenarios import (
     tamper,
     tamper_version,
 )
+from scenarios import (
+    MODEL_COMPROMISE_STEPS as STEPS,
+)
 
 from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
@@ -43,19 +46,6 @@ from rearguard.models.audit import events_for_incident, verify_stored_chain
 from rearguard.models.enums import Severity
 from rearguard.models.runtime import Runtime
 from rearguard.models.tables import Incident, TimelineEvent
-
-# notify(opened), quarantine, notify(contained), ..., notify(recovered)
-STEPS = [
-    "notify",
-    "quarantine",
-    "notify",
-    "verify_integrity",
-    "select_known_good",
-    "rollback",
-    "validate",
-    "notify",
-]
-
 
 # -- scenario helpers -------------------------------------------------------------------------
 

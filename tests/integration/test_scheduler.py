@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from scenarios import build_scenario
+from scenarios import build_scenario, production_in_db
 from sqlalchemy import text
 from sqlmodel import select
 
 from rearguard.flows.scheduler import JOBS_TABLE, DrillScheduler
 from rearguard.models.drills import add_drill, get_drill, list_runs, remove_drill
+from rearguard.models.incidents import list_incidents
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import SchedulerSettings
 from rearguard.models.tables import TimelineEvent
@@ -131,3 +132,28 @@ def test_runs_missed_while_no_scheduler_ran_are_recorded(runtime: Runtime, tmp_p
     again = DrillScheduler(runtime)
     assert again.start()["missed"] == 0
     again.shutdown()
+
+
+def test_the_scheduler_runs_the_sweep_and_its_playbook(
+    runtime: Runtime, tmp_path: Path, prefect_api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    build_scenario(runtime, tmp_path, tampered=True)
+    settings = replace(
+        runtime.settings, scheduler=SchedulerSettings(sweep_cron="* * * * * *", poll_s=60)
+    )
+    scheduler = DrillScheduler(Runtime(settings=settings, db=runtime.db, registry=runtime.registry))
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with runtime.db.read_session() as session:
+                found = list_incidents(session=session)
+            if found and str(found[0].status) in ("recovered", "failed"):
+                break
+            time.sleep(0.2)
+    finally:
+        scheduler.shutdown(wait=True)
+    (incident,) = found
+    assert (str(incident.source), str(incident.status)) == ("sweep", "recovered")
+    assert production_in_db(runtime, "model-a") == "v2"

@@ -159,3 +159,25 @@ def test_fit_blocks_keeps_every_limit_and_says_where_the_rest_is() -> None:
     assert "34 more blocks omitted" in json.dumps(fitted[-1])
     # The input is left as it was.
     assert len(blocks[0]["text"]["text"]) == 400
+
+
+def test_approval_needed_on_slack_has_approve_and_deny_buttons_carrying_the_request() -> None:
+    extra = {
+        "what": "rollback fraud-model",
+        "approvers": ["alice", "bob"],
+        "command": "rearguard approve 7 --as NAME",
+        "deny_command": "rearguard approve 7 --as NAME --deny --comment WHY",
+        "callback_id": "apr-0123abcd",
+    }
+    message = Renderer().render(
+        "approval_needed", context(event="approval_needed", extra=extra), formats=BOTH
+    )
+
+    assert message.title == "Incident 7: approval needed to rollback fraud-model"
+    assert "Who can approve: alice, bob." in message.text
+    assert "Approve with: rearguard approve 7 --as NAME" in message.text
+    (actions,) = [b for b in message.blocks if b["type"] == "actions"]
+    buttons = {e["action_id"]: e for e in actions["elements"]}
+    assert sorted(buttons) == ["approve", "deny"]
+    assert {b["value"] for b in buttons.values()} == {"apr-0123abcd"}
+    assert buttons["deny"]["confirm"]["confirm"]["text"] == "Deny"

@@ -1,7 +1,7 @@
 """drills: drill definitions, drill runs, and the scheduler's job store
 
 Revision ID: 0007_drills
-Revises: 0004_denylist
+Revises: 0004_approvals
 Create Date: 2026-11-26
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_drills"
-down_revision = "0004_denylist"
+down_revision = "0004_approvals"
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """denylist: file digests that may not be registered or promoted
 
-Revision ID: 0004_denylist
+Revision ID: 0003_denylist
 Revises: 0002
 Create Date: 2026-11-25
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_denylist"
+revision = "0003_denylist"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

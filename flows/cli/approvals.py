@@ -1,0 +1,91 @@
+"""``rearguard approve`` and ``rearguard approvals``: decide a waiting step, list requests."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+
+app = typer.Typer(help="Approval requests: which playbook steps wait for whom, and decisions.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def approve(
+    incident: Annotated[int, typer.Argument(help="The incident whose playbook waits.")],
+    as_: Annotated[str, typer.Option("--as", help="Your name, as the approval policy lists it.")],
+    deny: Annotated[bool, typer.Option("--deny", help="Deny the step instead.")] = False,
+    comment: Annotated[str, typer.Option("--comment", help="Why; kept in the timeline.")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Approve (or deny) the step an incident's playbook is waiting on."""
+    from rearguard.flows.approve import answer
+    from rearguard.models.approvals import request_dict
+
+    decided = answer(
+        runtime=runtime(), incident_id=incident, approver=as_, approve=not deny, comment=comment
+    )
+    if json_output:
+        emit_json(request_dict(decided))
+        return
+    style = status_style("recovered" if decided.status == "approved" else "failed")
+    out.print(
+        f"incident {incident}: {escape(decided.step)} [{style}]{decided.status}[/] "
+        f"by {escape(decided.decided_by or '')}"
+    )
+
+
+@app.command("list")
+def list_(
+    pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
+    incident: Annotated[
+        int | None, typer.Option("--incident", help="Only this incident's.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 200,
+    json_output: JsonOption = False,
+) -> None:
+    """List approval requests, newest first; a pending one past its deadline says overdue."""
+    from rearguard.models.approvals import PENDING, list_requests, request_dict
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        rows = [
+            request_dict(r)
+            for r in list_requests(
+                session=session,
+                status=PENDING if pending else None,
+                incident_id=incident,
+                limit=limit,
+            )
+        ]
+    if json_output:
+        emit_json(rows)
+        return
+    if not rows:
+        err.print("no approval requests")
+        return
+    from rich.table import Table
+
+    table = Table("id", "incident", "step", "round", "status", "approvers", "deadline", "detail")
+    for row in rows:
+        status = "overdue" if row["overdue"] else row["status"]
+        style = {"approved": "green", "pending": "yellow"}.get(status, "red")
+        detail = ""
+        if row["decided_by"]:
+            detail = f"by {row['decided_by']}" + (f": {row['comment']}" if row["comment"] else "")
+        elif status in ("pending", "overdue"):
+            detail = f"then {row['on_timeout']}"
+        table.add_row(
+            str(row["id"]),
+            str(row["incident_id"]),
+            escape(row["step"]),
+            str(row["round"]),
+            f"[{style}]{status}[/]",
+            escape(", ".join(row["approvers"])),
+            row["deadline"],
+            escape(detail),
+        )
+    out.print(table)

@@ -1,0 +1,195 @@
+"""Helpers of the approval tests: a policy in rearguard.toml, a playbook run that waits.
+
+The playbook runs the real async flow through ``run_playbook`` in a thread (with a copy of the
+test's context, so it talks to the session's Prefect server), while the test decides as a
+person would, through the CLI, the service, Prefect's resume API or a Slack callback.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from notification_helpers import make_runtime
+from scenarios import build_scenario
+
+from rearguard.flows.cli.incident import open_and_record
+from rearguard.flows.dispatch import run_playbook
+from rearguard.models.approvals import list_requests
+from rearguard.models.audit import events_for_incident
+from rearguard.models.enums import Severity
+from rearguard.models.runtime import Runtime
+from rearguard.models.tables import ApprovalRequest, Incident
+
+SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+SLACK_TOKEN = "xoxb-test-token"
+
+
+def policy_toml(
+    *,
+    timeout_s: float = 60,
+    on_timeout: str = "escalate",
+    escalate_to: tuple[str, ...] = ("carol",),
+    poll_s: float = 0.1,
+    slack_base_url: str | None = None,
+) -> str:
+    """A policy: sev1 rollbacks of model-* wait for the sre group (alice, bob).
+
+    With ``slack_base_url``, notifications also go to ``#incidents`` on that Slack-like server.
+    """
+    slack = f"""
+[notifications.slack]
+channel = "#incidents"
+base_url = "{slack_base_url}"
+timeout_s = 5
+"""
+    return f"""
+[notifications]
+channels = {json.dumps(["file", "slack"] if slack_base_url else ["file"])}
+dispatch_wait_s = 2
+{slack if slack_base_url else ""}
+[approvals]
+poll_s = {poll_s}
+
+[approvals.groups]
+sre = ["alice", "bob"]
+
+[approvals.slack_users]
+U0ALICE = "alice"
+U0MALLORY = "mallory"
+
+[[approvals.rules]]
+playbook = "model_compromise"
+min_severity = "sev1"
+asset = "model-*"
+steps = ["rollback"]
+approvers = ["sre"]
+timeout_s = {timeout_s}
+on_timeout = "{on_timeout}"
+escalate_to = {json.dumps(list(escalate_to))}
+"""
+
+
+def approval_runtime(
+    home: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    **policy: Any,
+) -> Runtime:
+    """A runtime on the policy; model-a v1, v2 known-good, a tampered v3 in production."""
+    runtime = make_runtime(
+        home,
+        database_url,
+        monkeypatch,
+        toml=policy_toml(**policy),
+        env={
+            "REARGUARD_SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
+            "REARGUARD_SLACK_TOKEN": SLACK_TOKEN,
+        },
+    )
+    build_scenario(runtime, tmp_path, tampered=True)
+    return runtime
+
+
+class PlaybookRun:
+    """A playbook run in a thread; :meth:`result` joins it and returns the incident."""
+
+    def __init__(self, runtime: Runtime, *, severity: Severity = Severity.SEV1) -> None:
+        self.incident_id = open_and_record(
+            runtime,
+            type="model_compromise",
+            asset="model-a",
+            severity=severity,
+            since=None,
+            summary="weights altered",
+            actor="oncall",
+        )
+        self._incident: Incident | None = None
+        self._error: BaseException | None = None
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run, runtime), name="playbook", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, runtime: Runtime) -> None:
+        try:
+            self._incident = run_playbook(runtime=runtime, incident_id=self.incident_id)
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self, timeout: float = 60) -> Incident:
+        """Wait for the run to end and return the incident as it ended."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the playbook is still waiting"
+        if self._error is not None:
+            raise self._error
+        assert self._incident is not None
+        return self._incident
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.05)
+
+
+def requests_of(runtime: Runtime, incident_id: int) -> list[ApprovalRequest]:
+    """An incident's approval requests, oldest first."""
+    with runtime.db.read_session() as session:
+        return list(reversed(list_requests(session=session, incident_id=incident_id)))
+
+
+def pending_round(runtime: Runtime, incident_id: int, round_: int = 1) -> ApprovalRequest:
+    """Wait until the incident's playbook waits on round ``round_``; return that request."""
+
+    def find() -> ApprovalRequest | None:
+        return next(
+            (
+                r
+                for r in requests_of(runtime, incident_id)
+                if r.round == round_ and r.status == "pending"
+            ),
+            None,
+        )
+
+    return eventually(find, what=f"round {round_} of incident {incident_id}")
+
+
+def flow_run_state(flow_run_id: str) -> str:
+    """The Prefect state type of a flow run (PAUSED, RUNNING, COMPLETED...)."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+    return state.type.value if state else "NONE"
+
+
+def wait_paused(request: ApprovalRequest) -> None:
+    """Wait until Prefect shows the request's flow run as Paused."""
+    assert request.flow_run_id
+    eventually(lambda: flow_run_state(request.flow_run_id) == "PAUSED", what="a Paused run")
+
+
+def events(runtime: Runtime, incident_id: int, prefix: str = "") -> list[tuple[str, dict]]:
+    """(action, data) of an incident's events whose action starts with ``prefix``."""
+    with runtime.db.read_session() as session:
+        found = events_for_incident(session=session, incident_id=incident_id)
+    return [
+        (e.action, {**json.loads(e.data), "actor": e.actor})
+        for e in found
+        if e.action.startswith(prefix)
+    ]
