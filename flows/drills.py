@@ -27,9 +27,9 @@ from rearguard.models.tables import DrillRun, Incident, TimelineEvent
 PlaybookRunner = Callable[[Runtime, int], Incident]
 """Runs an incident's playbook to its end on a runtime (the CLI's prints its progress)."""
 
-# Steps find their runtime through a process-wide slot (rearguard.models.runtime), so this
-# process runs one drill playbook at a time.
-_ONE_AT_A_TIME = threading.Lock()
+# Steps find their runtime through a process-wide slot (rearguard.models.runtime), so a
+# process that runs playbooks from several threads (the scheduler) runs one at a time.
+PLAYBOOK_LOCK = threading.Lock()
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -62,7 +62,7 @@ def run_drill(
     """
     from rearguard.models.drills import get_drill, start_run
 
-    with _ONE_AT_A_TIME:
+    with PLAYBOOK_LOCK:
         with runtime.db.session() as session:
             drill = get_drill(session=session, name=name)
             incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)
@@ -149,7 +149,8 @@ def _read_sandbox(runtime: Runtime, incident_id: int) -> dict[str, Any]:
 
     with runtime.db.read_session() as session:
         events = events_for_incident(session=session, incident_id=incident_id)
-    steps: dict[str, dict[str, Any]] = {}
+    steps: list[dict[str, Any]] = []
+    waiting: dict[str, int] = {}  # step -> its place in steps, between intent and outcome
     opened = recovered = None
     timeline = []
     for event in events:
@@ -164,9 +165,10 @@ def _read_sandbox(runtime: Runtime, incident_id: int) -> dict[str, Any]:
             }
         )
         if event.kind == EventKind.INTENT:
-            steps[event.action] = {"step": event.action, "ok": False, "error": "no outcome"}
-        elif event.kind == EventKind.OUTCOME:
-            steps[event.action] = {
+            waiting[event.action] = len(steps)
+            steps.append({"step": event.action, "ok": False, "error": "no outcome recorded"})
+        elif event.kind == EventKind.OUTCOME and event.action in waiting:
+            steps[waiting.pop(event.action)] = {
                 "step": event.action,
                 "ok": bool(data.get("ok")),
                 "seconds": data.get("seconds"),
@@ -177,7 +179,7 @@ def _read_sandbox(runtime: Runtime, incident_id: int) -> dict[str, Any]:
         elif event.action == "incident.recovered":
             recovered = _moment(event)
     return {
-        "steps": list(steps.values()),
+        "steps": steps,
         "timeline": timeline,
         "timeline_digest": events[-1].hash if events else None,
         "recovery_s": round((recovered - opened).total_seconds(), 3)
