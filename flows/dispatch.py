@@ -65,7 +65,9 @@ def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
         incident = get_incident(session=session, incident_id=incident_id)
     playbook = get_playbook(incident.type).load()
     use_runtime(runtime)
-    named = playbook.with_options(flow_run_name=f"incident-{incident_id}")
+    # A drill's incident ids are its sandbox's; its flow runs say so in Prefect's UI.
+    prefix = f"drill-{runtime.settings.home.name}-" if runtime.drill else ""
+    named = playbook.with_options(flow_run_name=f"{prefix}incident-{incident_id}")
     # A playbook failure is recorded on the incident by the playbook guard.
     with contextlib.suppress(RearguardError):
         asyncio.run(named(incident_id=incident_id))

@@ -73,6 +73,8 @@ def hook_env(
         REARGUARD_ASSET=asset or "",
     )
     env.update(extra)
+    if str(incident.source) == "drill":
+        env["REARGUARD_DRILL"] = "1"  # a drill's hook must not act on production
     return env
 
 

@@ -118,10 +118,16 @@ def get_incident(*, session: Session, incident_id: int) -> Incident:
 
 
 def list_incidents(
-    *, session: Session, status: IncidentStatus | None = None, limit: int = 100
+    *,
+    session: Session,
+    status: IncidentStatus | None = None,
+    limit: int = 100,
+    include_drills: bool = False,
 ) -> list[Incident]:
-    """Return incidents, newest first."""
+    """Return incidents, newest first; recovery drills' only with ``include_drills``."""
     statement = select(Incident).order_by(col(Incident.id).desc()).limit(limit)
+    if not include_drills:
+        statement = statement.where(Incident.source != IncidentSource.DRILL)
     if status is not None:
         statement = statement.where(Incident.status == status)
     return list(session.exec(statement))

@@ -276,6 +276,7 @@ def select_known_good(
                 asset=target.name,
                 label=version.label,
                 timeout_s=runtime.settings.playbooks.validation_timeout_s,
+                drill=runtime.drill,
             )
             if not result.ok:
                 rejected.append({"version": version.label, "reason": f"validation {result.reason}"})
@@ -361,6 +362,7 @@ def validate(*, runtime: Runtime, incident_id: int, asset: str | None = None) ->
         asset=asset_row.name,
         label=current.label,
         timeout_s=runtime.settings.playbooks.validation_timeout_s,
+        drill=runtime.drill,
     )
     if not result.ok:
         raise OperationFailed(

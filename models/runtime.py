@@ -21,6 +21,8 @@ class Runtime:
     db: Database
     registry: LocalStore
     reporters: list[Reporter] = field(default_factory=list)
+    drill: bool = False
+    """True in a drill's sandbox: hooks run with ``REARGUARD_DRILL=1``."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -128,6 +128,36 @@ class PlaybookSettings(_ConcernSettings):
     )
 
 
+class DrillSettings(_ConcernSettings):
+    """Recovery drills: where their sandboxes go and how long they are kept."""
+
+    toml_table: ClassVar[str] = "drills"
+    model_config = SettingsConfigDict(env_prefix="REARGUARD_DRILL_", extra="ignore")
+    keep_sandboxes: Literal["none", "failed", "all"] = Field(
+        default="failed",
+        description="which drill sandboxes (<home>/drills/<run>) stay on disk after the run",
+    )
+    timezone: str = Field(default="UTC", description="timezone of a drill's cron by default")
+
+
+class SchedulerSettings(_ConcernSettings):
+    """The scheduler process (``rearguard scheduler``)."""
+
+    toml_table: ClassVar[str] = "scheduler"
+    model_config = SettingsConfigDict(env_prefix="REARGUARD_SCHEDULER_", extra="ignore")
+    misfire_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a run this late still runs; later, it is recorded as missed",
+    )
+    sweep_cron: str | None = Field(
+        default=None, description="cron of `assets sweep` runs; none: no scheduled sweep"
+    )
+    poll_s: float = Field(
+        default=5.0, gt=0, description="how often the scheduler looks for changed drills"
+    )
+
+
 STAKEHOLDER_ROLES = ("on_call", "asset_owner", "data_owner", "security", "legal", "privacy")
 CHANNEL_NAMES = ("console", "file", "slack", "email", "webhook")
 
@@ -454,6 +484,8 @@ class Settings:
     slack: SlackSettings = field(default_factory=lambda: SlackSettings())
     email: EmailSettings = field(default_factory=lambda: EmailSettings())
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+    drills: DrillSettings = field(default_factory=lambda: DrillSettings())
+    scheduler: SchedulerSettings = field(default_factory=lambda: SchedulerSettings())
     hooks: HookSettings = field(default_factory=lambda: HookSettings())
 
     approvals: ApprovalSettings = field(default_factory=lambda: ApprovalSettings())
@@ -511,6 +543,8 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
             slack=SlackSettings(),
             email=EmailSettings(),
             webhook=WebhookSettings(),
+            drills=DrillSettings(),
+            scheduler=SchedulerSettings(),
             hooks=HookSettings(),
             approvals=ApprovalSettings(),
         )

@@ -268,3 +268,57 @@ class SeenCallback(SQLModel, table=True):
 
     signature: str = Field(primary_key=True, max_length=128)
     received_at: datetime = _tz_column()
+
+
+class Drill(SQLModel, table=True):
+    """A recovery drill: a playbook run against a sandbox of an asset, on a cron schedule."""
+
+    __tablename__ = "drill"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    playbook: str = Field(max_length=64)
+    asset_name: str = Field(max_length=128)
+    cron: str = Field(max_length=128)
+    timezone: str = Field(max_length=64)
+    rto_s: float | None = Field(default=None, description="recovery-time objective, seconds")
+    created_by: str = Field(max_length=128)
+    created_at: datetime = _tz_column()
+    updated_at: datetime = _tz_column()
+
+
+class DrillRun(SQLModel, table=True):
+    """One run of a drill (or one missed run): its result, per step, against the RTO.
+
+    Kept by drill name, not by a foreign key, so the history outlives a removed drill.
+    """
+
+    __tablename__ = "drill_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    drill_name: str = Field(max_length=128, index=True)
+    playbook: str = Field(max_length=64)
+    asset_name: str = Field(max_length=128)
+    trigger: str = Field(max_length=16, description="schedule, manual or missed")
+    status: str = Field(max_length=16, description="running, pass, fail or missed")
+    scheduled_for: datetime | None = _tz_column(nullable=True)
+    started_at: datetime = _tz_column()
+    finished_at: datetime | None = _tz_column(nullable=True)
+    recovery_s: float | None = None
+    rto_s: float | None = None
+    incident_id: int | None = Field(default=None, description="the drill's incident here")
+    sandbox_incident_id: int | None = None
+    sandbox: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    injected: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    steps: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    timeline: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="the sandbox incident's timeline, one compact line per event",
+    )
+    timeline_digest: str | None = Field(
+        default=None, max_length=64, description="hash of the sandbox chain's last event"
+    )

@@ -47,14 +47,20 @@ def parse_command(command: str) -> list[str]:
 
 
 def run_validation(
-    *, command: str, location: Path | str, asset: str, label: str, timeout_s: float
+    *,
+    command: str,
+    location: Path | str,
+    asset: str,
+    label: str,
+    timeout_s: float,
+    drill: bool = False,
 ) -> ValidationResult:
     """Run a validation command against one version's content.
 
     The command gets ``REARGUARD_ASSET``, ``REARGUARD_VERSION`` and ``REARGUARD_ASSET_PATH``
-    in its environment, and ``$NAME`` or ``${NAME}`` of those three in its arguments is
-    replaced by the value (no shell is involved, nothing else is expanded). A run over
-    ``timeout_s`` is killed with its whole process group.
+    in its environment (and ``REARGUARD_DRILL=1`` in a drill), and ``$NAME`` or ``${NAME}``
+    of those three in its arguments is replaced by the value (no shell is involved, nothing
+    else is expanded). A run over ``timeout_s`` is killed with its whole process group.
 
     Args:
         command: the command line, split with shell rules but never run by a shell.
@@ -62,6 +68,7 @@ def run_validation(
         asset: asset name.
         label: version label.
         timeout_s: seconds before the command is killed.
+        drill: the run is a drill's, against a sandbox.
 
     Returns:
         The result; ``ok`` only when the command exited 0 in time.
@@ -76,6 +83,8 @@ def run_validation(
     argv = [_expand(arg, ours) for arg in parse_command(command)]
     env = base_env()
     env.update(ours)
+    if drill:
+        env["REARGUARD_DRILL"] = "1"
     run = run_argv(argv, env=env, timeout_s=timeout_s)
     return ValidationResult(run.ok, run.exit_code, run.duration_s, run.output_tail, run.reason)
 

@@ -67,7 +67,8 @@ def notify(
             actor=f"playbook:{incident.type}",
             production=production,
             extra=extra,
-            roles=roles or (),
+            # A drill's playbook tells only the drill destinations, never legal or owners.
+            roles=() if str(incident.source) == "drill" else (roles or ()),
         )
     return {"event": event, "receipts": queued.targets, "queued": queued.rows}
 

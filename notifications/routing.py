@@ -59,9 +59,10 @@ def route_for(
         incident_type: its type (matched by routes).
         severity: its severity (matched by routes).
         asset: its asset (stakeholders are per asset).
-        drill: True for a drill: only the drill destinations, no stakeholders.
-        roles: stakeholder roles this notification must reach besides the routed ones (a
-            playbook telling legal and privacy, or the data owners).
+        drill: True for a drill: only the drill destinations, and no stakeholders but
+            those of ``roles``.
+        roles: stakeholder roles to tell besides the configured ones (legal and privacy, the data
+            owners; for a drill, the asset owner of one that failed).
 
     Returns:
         The targets, in a stable order, and the Slack users to mention.
@@ -74,15 +75,17 @@ def route_for(
     if "file" in enabled:
         targets.append(Target("file", str(settings.notification_file)))
     if drill:
+        owners = notifications.stakeholders.contacts(asset=asset, roles=list(roles))
         if "slack" in enabled:
             channel = notifications.drill_slack_channel or settings.slack.channel
             targets.extend(Target("slack", c) for c in _unique([channel or ""]))
         if "email" in enabled:
             recipients = notifications.drill_email or settings.email.recipients
-            targets.extend(Target("email", r) for r in _unique(list(recipients)))
+            emails = [c for c in owners if "@" in c and not c.startswith("slack:")]
+            targets.extend(Target("email", r) for r in _unique([*recipients, *emails]))
         if "webhook" in enabled and settings.webhook.url:
             targets.append(Target("webhook", "webhook"))
-        return Route(targets=targets, mentions=[])
+        return Route(targets=targets, mentions=[c for c in owners if c.startswith("slack:")])
     routes = [
         r for r in notifications.routes if r.matches(incident_type=incident_type, severity=severity)
     ]

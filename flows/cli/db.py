@@ -36,6 +36,14 @@ console = true
 # timeout_s = 900
 # on_timeout = "escalate"                # or "proceed", "abort"
 # escalate_to = ["carol"]
+
+[drills]
+# keep_sandboxes = "failed"   # none, failed or all: sandboxes kept under <home>/drills
+# timezone = "UTC"            # of a drill's cron, unless `drills add --timezone`
+
+[scheduler]
+misfire_grace_s = 300         # a run later than this is recorded as missed
+# sweep_cron = "0 * * * *"    # run `assets sweep` on this schedule
 """
 
 

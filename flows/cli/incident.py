@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
-from rearguard.models.enums import Severity
+from rearguard.models.enums import IncidentSource, Severity
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def open_and_record(
     since: str | None,
     summary: str,
     actor: str,
+    source: IncidentSource = IncidentSource.CLI,
     digest: str | None = None,
     file: Path | None = None,
     dataset: str | None = None,
@@ -84,6 +85,7 @@ def open_and_record(
             since=moment,
             summary=summary,
             atlas_ids=list(spec.atlas_ids),
+            source=source,
             state=state,
         )
         return int(incident.id or 0)
@@ -225,7 +227,7 @@ def print_timeline(events: list[TimelineEvent]) -> None:
         data = json.loads(event.data)
         parts = [
             f"{event.version}:" if event.version else "",
-            _event_summary(event.action, data),
+            event_summary(event.action, data),
             "" if event.actor.startswith("playbook:") else f"(by {event.actor})",
         ]
         table.add_row(
@@ -238,7 +240,8 @@ def print_timeline(events: list[TimelineEvent]) -> None:
     out.print(table)
 
 
-def _event_summary(action: str, data: dict[str, Any]) -> str:
+def event_summary(action: str, data: dict[str, Any]) -> str:
+    """One line saying what a timeline event recorded."""
     if "error" in data:
         return f"failed: {data['error']}"
     if "result" in data:
@@ -344,13 +347,18 @@ def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
 
 
 @app.command("list")
-def list_(json_output: JsonOption = False) -> None:
-    """List incidents, newest first."""
+def list_(
+    drills: Annotated[
+        bool, typer.Option("--drills", help="Include the incidents of recovery drills.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """List incidents, newest first (drills' only with --drills)."""
     from rearguard.models.incidents import list_incidents
 
     rt = runtime()
     with rt.db.read_session() as session:
-        incidents = list_incidents(session=session)
+        incidents = list_incidents(session=session, include_drills=drills)
     if json_output:
         emit_json([incident_dict(i) for i in incidents])
         return

@@ -20,12 +20,14 @@ from rearguard.flows.cli import (
     audit,
     db,
     demo,
+    drills,
     export,
     incident,
     notifications,
     notify,
     playbook,
     resolve,
+    scheduler,
 )
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
@@ -53,6 +55,8 @@ app.add_typer(notify.app, name="notify")
 app.add_typer(notifications.app, name="notifications")
 app.add_typer(approvals.app, name="approvals")
 app.command("approve")(approvals.approve)
+app.add_typer(drills.app, name="drills")
+app.command("scheduler")(scheduler.scheduler)
 app.command("demo")(demo.demo)
 app.command("init")(db.init)
 app.command("export")(export.export)

@@ -118,6 +118,14 @@ def test_a_drill_goes_only_to_the_drill_destinations(settings: Settings) -> None
     assert mentions == []
 
 
+def test_a_failed_drill_also_reaches_the_asset_owner(settings: Settings) -> None:
+    targets, mentions = route(settings, asset="fraud-model", drill=True, roles=["asset_owner"])
+
+    assert of(targets, "slack") == ["#ir-drills"]
+    assert of(targets, "email") == ["drills@example.org", "fraud-team@example.org"]
+    assert mentions == ["slack:U0FRAUD"]
+
+
 def test_dedicated_incident_channel_is_named_after_the_incident(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

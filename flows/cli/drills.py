@@ -1,0 +1,211 @@
+"""``rearguard drills``: recovery drills (add, list, remove, run now, history)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+from rearguard.models.errors import EXIT_FAILED
+
+if TYPE_CHECKING:
+    from rearguard.models.tables import Drill, DrillRun
+
+app = typer.Typer(help="Recovery drills: the real playbooks, on a sandbox, on a schedule.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def drill_dict(drill: Drill) -> dict[str, Any]:
+    """A JSON-friendly form of a drill, with its next fire time."""
+    from datetime import UTC, datetime
+
+    from rearguard.models.drills import parse_cron
+
+    upcoming = parse_cron(drill.cron, drill.timezone).get_next_fire_time(None, datetime.now(UTC))
+    return {
+        "name": drill.name,
+        "playbook": drill.playbook,
+        "asset": drill.asset_name,
+        "cron": drill.cron,
+        "timezone": drill.timezone,
+        "rto_s": drill.rto_s,
+        "next_run": upcoming.isoformat() if upcoming else None,
+        "created_by": drill.created_by,
+        "created_at": drill.created_at.isoformat(),
+    }
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="A name for the drill.")],
+    playbook: Annotated[str, typer.Option(help="The playbook (incident type) to drill.")],
+    asset: Annotated[str, typer.Option(help="The asset whose recovery is drilled.")],
+    cron: Annotated[str, typer.Option(help='When: a crontab line, e.g. "0 9 * * MON".')],
+    rto: Annotated[
+        str | None, typer.Option(help="Recovery-time objective, e.g. 90s, 5m, 1h.")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="Timezone of the cron (default: [drills] timezone).")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Schedule a drill of a playbook on an asset."""
+    from rearguard.models.drills import add_drill, parse_duration
+
+    rt = runtime()
+    rto_s = parse_duration(rto) if rto is not None else None
+    with rt.db.session() as session:
+        drill = add_drill(
+            session=session,
+            name=name,
+            playbook=playbook,
+            asset=asset,
+            cron=cron,
+            timezone=timezone or rt.settings.drills.timezone,
+            rto_s=rto_s,
+            actor=rt.settings.core.actor,
+        )
+        shown = drill_dict(drill)
+    if json_output:
+        emit_json(shown)
+        return
+    out.print(
+        f"drill {escape(name)}: {playbook} on {escape(asset)}, {escape(cron)} "
+        f"({shown['timezone']}); next run {shown['next_run']}"
+    )
+
+
+@app.command("list")
+def list_(json_output: JsonOption = False) -> None:
+    """List drills and when each runs next."""
+    from rearguard.models.drills import list_drills
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        drills = [drill_dict(d) for d in list_drills(session=session)]
+    if json_output:
+        emit_json(drills)
+        return
+    if not drills:
+        err.print("no drills; add one with `rearguard drills add`")
+        return
+    from rich.table import Table
+
+    table = Table("name", "playbook", "asset", "cron", "timezone", "RTO", "next run (UTC)")
+    for d in drills:
+        table.add_row(
+            escape(d["name"]),
+            d["playbook"],
+            escape(d["asset"]),
+            escape(d["cron"]),
+            d["timezone"],
+            f"{d['rto_s']:g}s" if d["rto_s"] else "-",
+            (d["next_run"] or "-")[:19],
+        )
+    out.print(table)
+
+
+@app.command("remove")
+def remove(name: Annotated[str, typer.Argument(help="The drill.")]) -> None:
+    """Remove a drill (its history stays)."""
+    from rearguard.models.drills import remove_drill
+
+    rt = runtime()
+    with rt.db.session() as session:
+        remove_drill(session=session, name=name, actor=rt.settings.core.actor)
+    out.print(f"drill {escape(name)} removed")
+
+
+@app.command("run")
+def run(
+    name: Annotated[str, typer.Argument(help="The drill.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Run a drill now; exit 0 when it passed, 1 when it failed."""
+    from rearguard.flows.cli.incident import run_with_progress
+    from rearguard.flows.drills import run_drill
+    from rearguard.models.drills import run_dict
+
+    rt = runtime()
+    if not json_output:
+        err.print(f"drill {escape(name)}: building the sandbox and running the playbook on it")
+    record = run_drill(
+        runtime=rt,
+        name=name,
+        run=lambda sandbox, incident_id: run_with_progress(sandbox, incident_id, quiet=json_output),
+    )
+    if json_output:
+        emit_json(run_dict(record))
+    else:
+        print_run(record)
+    if record.status != "pass":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def print_run(run: DrillRun) -> None:
+    """Print a drill run's result: status, recovery time against the RTO, why it failed."""
+    timing = f"recovered in {run.recovery_s:g}s" if run.recovery_s is not None else "no recovery"
+    if run.rto_s is not None:
+        timing += f" (RTO {run.rto_s:g}s)"
+    out.print(
+        f"drill {escape(run.drill_name)} run {run.id}: "
+        f"[{'green' if run.status == 'pass' else 'red'}]{run.status}[/]; {timing}"
+    )
+    for step in run.steps:
+        mark = "[green]✓[/]" if step["ok"] else "[red]✗[/]"
+        out.print(
+            f"  {mark} {step['step']:<18} {escape(step.get('detail') or step.get('error', ''))}"
+        )
+    if run.reason:
+        out.print(f"reason: {escape(run.reason)}")
+    if run.sandbox:
+        out.print(f"[dim]sandbox kept: {escape(run.sandbox)}[/]")
+
+
+@app.command("history")
+def history(
+    name: Annotated[str | None, typer.Argument(help="One drill (default: all).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Drill runs, newest first, with the success rate and recovery times per playbook."""
+    from rearguard.models.drills import list_runs, run_dict, summarise
+
+    rt = runtime()
+    with rt.db.read_session() as session:
+        runs = list_runs(session=session, name=name)
+    summary = summarise(runs)
+    if json_output:
+        emit_json({"summary": summary, "runs": [run_dict(r) for r in runs]})
+        return
+    if not runs:
+        err.print("no drill runs yet")
+        return
+    from rich.table import Table
+
+    table = Table("run", "drill", "trigger", "started (UTC)", "status", "recovery", "RTO", "reason")
+    for r in runs:
+        table.add_row(
+            str(r.id),
+            escape(r.drill_name),
+            r.trigger,
+            r.started_at.isoformat()[:19],
+            f"[{status_style('recovered' if r.status == 'pass' else 'failed')}]{r.status}[/]",
+            f"{r.recovery_s:g}s" if r.recovery_s is not None else "-",
+            f"{r.rto_s:g}s" if r.rto_s is not None else "-",
+            escape((r.reason or "")[:70]),
+        )
+    out.print(table)
+    for s in summary:
+        times = s["recovery_s"]
+        spread = (
+            f"recovery min/median/max {times['min']}/{times['median']}/{times['max']} s"
+            if times
+            else "no recovery yet"
+        )
+        out.print(
+            f"{s['playbook']} on {escape(s['asset'])}: {s['passed']}/{s['runs']} passed "
+            f"({s['success_rate']:.0%}; {s['missed']} missed); {spread}"
+        )

@@ -1,0 +1,36 @@
+"""``rearguard scheduler``: run drills (and the asset sweep) on their schedules until stopped."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+from rearguard.flows.cli.context import err, runtime
+
+
+def scheduler() -> None:
+    """Run the scheduler in the foreground; SIGINT or SIGTERM stops it after the current drill."""
+    import signal
+    import threading
+
+    from rearguard.flows.dispatch import configure_prefect
+    from rearguard.flows.scheduler import DrillScheduler
+
+    configure_prefect()
+    rt = runtime()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    running = DrillScheduler(rt)
+    found = running.start()
+    err.print(
+        f"scheduler started: {len(found['drills'])} drill(s) "
+        f"({escape(', '.join(found['drills'])) or 'none yet'}); "
+        f"{found['missed']} drill(s) had missed runs, {found['interrupted']} interrupted run(s) "
+        "recorded; Ctrl-C stops"
+    )
+    try:
+        stop.wait()
+    finally:
+        err.print("stopping: waiting for a running drill to finish")
+        running.shutdown(wait=True)
+        err.print("scheduler stopped")
