@@ -17,6 +17,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from rearguard.flows.events import emit_incident_event
 from rearguard.flows.step_text import describe
 from rearguard.models import recovery
 from rearguard.models.audit import append_event
@@ -100,7 +101,16 @@ def run_step(
         data={"step": name, "ok": True, "seconds": elapsed, "result": result},
     )
     runtime.report(name, "done", describe(name, result))
+    _announce_status_change(runtime, incident)
     return result
+
+
+def _announce_status_change(runtime: Runtime, before: Incident) -> None:
+    """Emit the Prefect event of a status a step moved the incident to (e.g. ``contained``)."""
+    with runtime.db.read_session() as session:
+        after = get_incident(session=session, incident_id=int(before.id or 0))
+    if after.status != before.status:
+        emit_incident_event(str(after.status), after)
 
 
 def _recordable(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +147,10 @@ async def conclude(
 ) -> dict[str, Any]:
     """Record the incident's end state (a state change, not a step: no intent/outcome pair)."""
     runtime = current_runtime()
-    return await asyncio.to_thread(
+    ended = await asyncio.to_thread(
         recovery.conclude, runtime=runtime, incident_id=incident_id, status=status, reason=reason
     )
+    if ended["changed"]:
+        with runtime.db.read_session() as session:
+            emit_incident_event(str(status), get_incident(session=session, incident_id=incident_id))
+    return ended

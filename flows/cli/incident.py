@@ -35,31 +35,29 @@ def open_and_record(
     actor: str,
 ) -> int:
     """Validate the request and record the incident; return its id (nothing runs yet)."""
-    from rearguard.models.assets import alias_version, get_asset
-    from rearguard.models.errors import UsageError
-    from rearguard.models.incidents import open_incident, parse_since
+    from rearguard.flows.events import emit_incident_event
+    from rearguard.models.incidents import open_asset_incident, parse_since
     from rearguard.playbooks.catalog import get_playbook
 
     spec = get_playbook(type)
     moment = parse_since(since)
     with rt.db.session() as session:
-        target = get_asset(session=session, name=asset)
-        if target.kind not in spec.asset_kinds:
-            kinds = ", ".join(str(k) for k in spec.asset_kinds)
-            raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
-        current = alias_version(session=session, asset=target, alias=rt.settings.registry.alias)
-        incident = open_incident(
+        incident = open_asset_incident(
             session=session,
             type=type,
+            asset=asset,
+            asset_kinds=spec.asset_kinds,
+            atlas_ids=spec.atlas_ids,
+            alias=rt.settings.registry.alias,
             actor=actor,
-            asset_name=asset,
             severity=severity,
             since=moment,
             summary=summary,
-            atlas_ids=list(spec.atlas_ids),
-            state={"compromised": current.label if current else None},
-        )
-        return int(incident.id or 0)
+            window_s=rt.settings.intake.dedup_window_s,
+        ).incident
+        assert incident is not None and incident.id is not None  # the CLI never defers
+    emit_incident_event("opened", incident)
+    return incident.id
 
 
 class _RunRecordsOffTheTerminal(logging.Filter):

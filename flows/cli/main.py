@@ -25,6 +25,7 @@ from rearguard.flows.cli import (
     notify,
     playbook,
     resolve,
+    serve,
 )
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
@@ -53,6 +54,7 @@ app.add_typer(notifications.app, name="notifications")
 app.command("demo")(demo.demo)
 app.command("init")(db.init)
 app.command("export")(export.export)
+app.command("serve")(serve.serve)
 incident.app.command("resolve")(resolve.resolve)
 
 
