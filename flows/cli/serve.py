@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 from contextlib import ExitStack
 from typing import Annotated
 
@@ -78,5 +79,8 @@ def serve(
         server = uvicorn.Server(config)
         err.print(f"rearguard intake listening on http://{intake.host}:{intake.port}")
         # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the
-        # app's lifespan records what is queued and lets running playbooks end.
+        # app's lifespan records what is queued and lets running playbooks end. Afterwards it
+        # re-raises the signal to the handler it found: for SIGTERM, a graceful stop is a
+        # success (exit 0), not a death by signal.
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
         server.run()
