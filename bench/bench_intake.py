@@ -85,7 +85,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 24
         if process.poll() is not None:
             raise SystemExit(f"server exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code < 500:
                 return
         except httpx.HTTPError:
             pass

@@ -84,16 +84,19 @@ def record_alerts(
         The outcomes. A rejected alert is recorded and does not stop the others.
     """
     connection = session.connection()
+    # From here until commit no other writer can claim a key or resolve an incident (both
+    # append to the chain), so what this transaction learns about a key stays true in it.
     lock_chain(connection)
+    holders = _Holders(session, window_s=window_s)
     outcomes: list[AlertOutcome] = []
     for alert in alerts:
         if alert.problem:
             outcome = AlertOutcome("rejected", error=alert.problem)
         elif alert.status == "resolved":
-            holder = _holder(session, alert.keys(), window_s=window_s, active_only=False)
+            holder = holders.find(alert.keys(), active_only=False)
             outcome = AlertOutcome("resolved" if holder else "unmatched", _id(holder))
         else:
-            outcome = _fire(session, alert, actor=actor, alias=alias, window_s=window_s)
+            outcome = _fire(session, alert, holders, actor=actor, alias=alias, window_s=window_s)
         _record(session, alert, outcome, actor=actor)
         outcomes.append(outcome)
     return outcomes
@@ -103,21 +106,39 @@ def _id(holder: KeyHolder | None) -> int | None:
     return holder.incident_id if holder else None
 
 
-def _holder(
-    session: Session, keys: list[str], *, window_s: float, active_only: bool = True
-) -> KeyHolder | None:
-    connection = session.connection()
-    for key in keys:
-        holder = key_holder(connection, key, window_s=window_s)
-        if holder and (holder.active or not active_only):
-            return holder
-    return None
+class _Holders:
+    """The key holders one transaction has seen: a storm repeats a few keys thousands of times."""
+
+    def __init__(self, session: Session, *, window_s: float) -> None:
+        self._session = session
+        self._window_s = window_s
+        self._known: dict[str, KeyHolder | None] = {}
+
+    def find(self, keys: list[str], *, active_only: bool = True) -> KeyHolder | None:
+        for key in keys:
+            if key not in self._known:
+                connection = self._session.connection()
+                self._known[key] = key_holder(connection, key, window_s=self._window_s)
+            holder = self._known[key]
+            if holder and (holder.active or not active_only):
+                return holder
+        return None
+
+    def opened(self, keys: list[str], incident_id: int) -> None:
+        for key in keys:
+            self._known[key] = KeyHolder(incident_id, active=True)
 
 
 def _fire(
-    session: Session, alert: IncomingAlert, *, actor: str, alias: str, window_s: float
+    session: Session,
+    alert: IncomingAlert,
+    holders: _Holders,
+    *,
+    actor: str,
+    alias: str,
+    window_s: float,
 ) -> AlertOutcome:
-    holder = _holder(session, alert.keys(), window_s=window_s)
+    holder = holders.find(alert.keys())
     if holder:
         return AlertOutcome("attached", holder.incident_id)
     assert alert.type and alert.asset  # a mapped alert always has both
@@ -147,7 +168,8 @@ def _fire(
         savepoint.rollback()
         return AlertOutcome("attached", opening.holder.incident_id)
     savepoint.commit()
-    assert opening.incident is not None
+    assert opening.incident is not None and opening.incident.id is not None
+    holders.opened(alert.keys(), opening.incident.id)
     return AlertOutcome("opened", opening.incident.id)
 
 

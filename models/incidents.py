@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from rearguard.models.audit import append_event
+from rearguard.models.audit import append_event, lock_chain
 from rearguard.models.dedup import KeyHolder, bind_key, claim_key, type_asset_key
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
@@ -168,6 +168,8 @@ def open_asset_incident(
         kinds = ", ".join(str(k) for k in asset_kinds)
         raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
     connection = session.connection()
+    # Chain lock before the key rows: one lock order for every writer (see lock_chain).
+    lock_chain(connection)
     claimed: list[str] = []
     for key in dict.fromkeys(k for k in (type_asset_key(type, asset), dedup_key) if k):
         holder = claim_key(connection, key, window_s=window_s)
