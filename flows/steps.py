@@ -18,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from rearguard.flows import approval_gate
+from rearguard.flows.events import emit_incident_event
 from rearguard.flows.step_text import describe
 from rearguard.models import degradation, hooks, recovery, taint, tamper_diff
 from rearguard.models.audit import append_event
@@ -115,12 +116,21 @@ def run_step(
         },
     )
     runtime.report(name, "done", describe(name, result))
+    _announce_status_change(runtime, incident)
     return result
 
 
 def _asset_of(arguments: dict[str, Any]) -> dict[str, Any]:
     asset = arguments.get("asset")
     return {"asset": asset} if asset else {}
+
+
+def _announce_status_change(runtime: Runtime, before: Incident) -> None:
+    """Emit the Prefect event of a status a step moved the incident to (e.g. ``contained``)."""
+    with runtime.db.read_session() as session:
+        after = get_incident(session=session, incident_id=int(before.id or 0))
+    if after.status != before.status:
+        emit_incident_event(str(after.status), after)
 
 
 def _recordable(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +177,10 @@ async def conclude(
 ) -> dict[str, Any]:
     """Record the incident's end state (a state change, not a step: no intent/outcome pair)."""
     runtime = current_runtime()
-    return await asyncio.to_thread(
+    ended = await asyncio.to_thread(
         recovery.conclude, runtime=runtime, incident_id=incident_id, status=status, reason=reason
     )
+    if ended["changed"]:
+        with runtime.db.read_session() as session:
+            emit_incident_event(str(status), get_incident(session=session, incident_id=incident_id))
+    return ended

@@ -145,6 +145,17 @@ def append_event(
     return AppendedEvent(fields["seq"], fields["ts"], digest)
 
 
+def lock_chain(connection: Connection) -> None:
+    """Take the chain lock now, for a transaction that appends events after other writes.
+
+    Taking it first keeps one lock order for every writer: a transaction that first inserted
+    rows and only then waited for the chain could deadlock with one holding the chain.
+    SQLite's write transactions already hold the database lock from ``BEGIN IMMEDIATE``.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+
+
 @dataclass(frozen=True)
 class _ChainSql:
     lock: str

@@ -60,3 +60,4 @@ class EventKind(StrEnum):
     DECISION = "decision"
     NOTIFICATION = "notification"
     STATE = "state"
+    ALERT = "alert"

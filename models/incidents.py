@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from rearguard.models.audit import append_event
-from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
+from rearguard.models.audit import append_event, lock_chain
+from rearguard.models.dedup import KeyHolder, bind_key, claim_key, type_asset_key
+from rearguard.models.enums import AssetKind, EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
 from rearguard.models.redaction import redact_text
 from rearguard.models.tables import Incident, utcnow
@@ -103,6 +106,94 @@ def open_incident(
         },
     )
     return incident
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What :func:`open_asset_incident` did: opened ``incident``, or found ``holder`` active."""
+
+    incident: Incident | None = None
+    holder: KeyHolder | None = None
+
+
+def open_asset_incident(
+    *,
+    session: Session,
+    type: str,
+    asset: str,
+    asset_kinds: Sequence[AssetKind],
+    atlas_ids: Sequence[str],
+    alias: str,
+    actor: str,
+    severity: Severity = Severity.SEV2,
+    since: datetime | None = None,
+    summary: str = "",
+    source: IncidentSource = IncidentSource.CLI,
+    dedup_key: str | None = None,
+    defer_to_holder: bool = False,
+    window_s: float = 0.0,
+) -> Opening:
+    """Open an incident on an asset, the one path for the CLI and the HTTP intake.
+
+    Checks the asset exists and is a kind the playbook handles, records the version production
+    serves now, and claims the incident's dedup keys (its type + asset, and ``dedup_key``).
+
+    Args:
+        session: an open write session.
+        type: the incident type.
+        asset: the affected asset.
+        asset_kinds: the asset kinds the type's playbook handles.
+        atlas_ids: MITRE ATLAS technique ids of the type.
+        alias: the production alias name.
+        actor: who opens it.
+        severity: sev1 (worst) to sev4.
+        since: the suspected start of the compromise.
+        summary: free text from the reporter.
+        source: what opened it.
+        dedup_key: the alert's own dedup key, if any.
+        defer_to_holder: when a key is held by an active incident, open nothing and return
+            that incident (the intake). Otherwise (a person at the CLI) open anyway, leaving
+            the key with its holder. A caller that defers must roll back its savepoint when a
+            holder is returned, since keys claimed before it stay claimed.
+        window_s: how long after resolution an incident still holds its keys.
+
+    Raises:
+        NotFoundError: unknown asset.
+        UsageError: the asset's kind is not one the playbook handles; bad since or summary.
+    """
+    from rearguard.models.assets import alias_version, get_asset
+
+    target = get_asset(session=session, name=asset)
+    if target.kind not in asset_kinds:
+        kinds = ", ".join(str(k) for k in asset_kinds)
+        raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
+    connection = session.connection()
+    # Chain lock before the key rows: one lock order for every writer (see lock_chain).
+    lock_chain(connection)
+    claimed: list[str] = []
+    for key in dict.fromkeys(k for k in (type_asset_key(type, asset), dedup_key) if k):
+        holder = claim_key(connection, key, window_s=window_s)
+        if holder is None:
+            claimed.append(key)
+        elif defer_to_holder:
+            return Opening(holder=holder)
+    current = alias_version(session=session, asset=target, alias=alias)
+    incident = open_incident(
+        session=session,
+        type=type,
+        actor=actor,
+        asset_name=asset,
+        severity=severity,
+        since=since,
+        summary=summary,
+        source=source,
+        dedup_key=dedup_key or type_asset_key(type, asset),
+        atlas_ids=list(atlas_ids),
+        state={"compromised": current.label if current else None},
+    )
+    for key in claimed:
+        bind_key(connection, key, int(incident.id or 0))
+    return Opening(incident=incident)
 
 
 def get_incident(*, session: Session, incident_id: int) -> Incident:

@@ -157,6 +157,21 @@ class Incident(SQLModel, table=True):
     )
 
 
+class IncidentDedupKey(SQLModel, table=True):
+    """Which incident a dedup key belongs to: one row per key, so the database itself refuses a
+    second incident for a key while the first is active, whatever the number of intake processes.
+
+    ``incident_id`` is NULL only inside the transaction that claimed the key and is opening the
+    incident; it is set before that transaction commits.
+    """
+
+    __tablename__ = "incident_dedup_key"
+
+    dedup_key: str = Field(primary_key=True, max_length=320)
+    incident_id: int | None = Field(default=None, index=True)
+    claimed_at: datetime = _tz_column()
+
+
 class TimelineEvent(SQLModel, table=True):
     """One append-only, hash-chained record."""
 

@@ -42,11 +42,13 @@ def open_and_record(
     """Validate the request and record the incident; return its id (nothing runs yet).
 
     Each type takes the inputs its catalog entry names: an asset, a digest (or a file to
-    hash), or a dataset and ``since``.
+    hash), or a dataset and ``since``. An incident on one asset claims its type + asset
+    dedup key, the same path the HTTP intake takes, so later alerts attach to it.
     """
-    from rearguard.models.assets import alias_version, get_asset
+    from rearguard.flows.events import emit_incident_event
+    from rearguard.models.assets import get_asset
     from rearguard.models.errors import UsageError
-    from rearguard.models.incidents import open_incident, parse_since
+    from rearguard.models.incidents import open_asset_incident, open_incident, parse_since
     from rearguard.playbooks.catalog import get_playbook
 
     spec = get_playbook(type)
@@ -58,37 +60,51 @@ def open_and_record(
         if (digest is None) == (file is None):
             raise UsageError(f"{type} needs one of --digest SHA256 or --file PATH")
         state["digest"] = parse_digest(digest) if digest is not None else digest_of_file(file)  # type: ignore[arg-type]
-        asset = None
     elif "dataset" in spec.inputs:
         if not dataset or moment is None:
             raise UsageError(f"{type} needs --dataset NAME and --since ISO8601")
-        asset = dataset
     elif not asset:
         raise UsageError(f"{type} needs --asset NAME")
     with rt.db.session() as session:
-        if asset is not None:
-            target = get_asset(session=session, name=asset)
-            if target.kind not in spec.asset_kinds or (dataset and str(target.kind) != "dataset"):
-                kinds = "dataset" if dataset else ", ".join(str(k) for k in spec.asset_kinds)
-                raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
-            if not dataset:
-                current = alias_version(
-                    session=session, asset=target, alias=rt.settings.registry.alias
-                )
-                state["compromised"] = current.label if current else None
-        incident = open_incident(
-            session=session,
-            type=type,
-            actor=actor,
-            asset_name=asset,
-            severity=severity,
-            since=moment,
-            summary=summary,
-            atlas_ids=list(spec.atlas_ids),
-            source=source,
-            state=state,
-        )
-        return int(incident.id or 0)
+        if state or dataset:
+            if dataset:
+                target = get_asset(session=session, name=dataset)
+                if str(target.kind) != "dataset":
+                    raise UsageError(
+                        f"{type} handles dataset assets; {dataset!r} is a {target.kind}"
+                    )
+            incident = open_incident(
+                session=session,
+                type=type,
+                actor=actor,
+                asset_name=dataset,
+                severity=severity,
+                since=moment,
+                summary=summary,
+                source=source,
+                atlas_ids=list(spec.atlas_ids),
+                state=state,
+            )
+        else:
+            opening = open_asset_incident(
+                session=session,
+                type=type,
+                asset=str(asset),
+                asset_kinds=spec.asset_kinds,
+                atlas_ids=spec.atlas_ids,
+                alias=rt.settings.registry.alias,
+                actor=actor,
+                severity=severity,
+                since=moment,
+                summary=summary,
+                source=source,
+                window_s=rt.settings.intake.dedup_window_s,
+            )
+            incident = opening.incident
+            assert incident is not None  # the CLI never defers to an open incident
+        incident_id = int(incident.id or 0)
+    emit_incident_event("opened", incident)
+    return incident_id
 
 
 class _RunRecordsOffTheTerminal(logging.Filter):

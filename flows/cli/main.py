@@ -28,6 +28,7 @@ from rearguard.flows.cli import (
     playbook,
     resolve,
     scheduler,
+    serve,
 )
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
@@ -60,6 +61,7 @@ app.command("scheduler")(scheduler.scheduler)
 app.command("demo")(demo.demo)
 app.command("init")(db.init)
 app.command("export")(export.export)
+app.command("serve")(serve.serve)
 incident.app.command("resolve")(resolve.resolve)
 
 

@@ -1,7 +1,7 @@
 """drills: drill definitions, drill runs, and the scheduler's job store
 
-Revision ID: 0007_drills
-Revises: 0004_approvals
+Revision ID: 0006_drills
+Revises: 0005_intake
 Create Date: 2026-11-26
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_drills"
-down_revision = "0004_approvals"
+revision = "0006_drills"
+down_revision = "0005_intake"
 branch_labels = None
 depends_on = None
 

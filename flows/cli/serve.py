@@ -1,0 +1,86 @@
+"""``rearguard serve``: the HTTP intake for Alertmanager webhooks and native incident events."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+from contextlib import ExitStack
+from typing import Annotated
+
+import typer
+
+from rearguard.flows.cli.context import err, runtime
+from rearguard.models.errors import ConfigurationError
+from rearguard.models.settings import IntakeSettings
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: IntakeSettings) -> None:
+    """Refuse an intake that anyone could post to.
+
+    Raises:
+        ConfigurationError: auth is off on a non-loopback address, or required with no token.
+    """
+    if settings.auth == "off" and not is_loopback(settings.host):
+        raise ConfigurationError(
+            f"intake auth is off but it would listen on {settings.host}, not loopback",
+            hint="set REARGUARD_INTAKE_TOKENS, or bind to 127.0.0.1",
+        )
+    if settings.auth == "required" and not settings.tokens:
+        raise ConfigurationError(
+            "the intake requires a bearer token and none is set",
+            hint='set REARGUARD_INTAKE_TOKENS (comma-separated), or auth = "off" on loopback',
+        )
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8088; 0: any free).")] = None,
+) -> None:
+    """Run the HTTP intake until SIGINT/SIGTERM; start a local Prefect server if none is set."""
+    rt = runtime()
+    intake = rt.settings.intake.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    check_exposure(intake)
+    from rearguard.flows.dispatch import configure_prefect
+
+    configure_prefect()
+    with ExitStack() as stack:
+        if not os.environ.get("PREFECT_API_URL"):
+            from rearguard.flows.prefect_server import local_prefect_server
+
+            err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
+            api_url = stack.enter_context(local_prefect_server(rt.settings.home / "prefect.log"))
+            err.print(f"[dim]Prefect server at {api_url}[/]")
+        import uvicorn
+
+        from rearguard.flows.intake.app import create_app
+
+        config = uvicorn.Config(
+            create_app(rt, intake=intake),
+            host=intake.host,
+            port=intake.port,
+            log_level="warning",
+            access_log=False,
+            # Bodies over the limit are refused by the app; this bounds what uvicorn buffers.
+            h11_max_incomplete_event_size=64 * 1024,
+        )
+        server = uvicorn.Server(config)
+        err.print(f"rearguard intake listening on http://{intake.host}:{intake.port}")
+        # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the
+        # app's lifespan records what is queued and lets running playbooks end. Afterwards it
+        # re-raises the signal to the handler it found: for SIGTERM, a graceful stop is a
+        # success (exit 0), not a death by signal.
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+        server.run()

@@ -1,0 +1,64 @@
+"""Inline dispatch: incidents' playbooks run in the serving process, in background threads.
+
+One playbook per asset at a time (a lock per asset in this process); incidents of different
+assets run in parallel up to the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from rearguard.models.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class PlaybookDispatcher:
+    """Runs incidents' playbooks with :func:`rearguard.flows.dispatch.run_playbook`.
+
+    Args:
+        runtime: the process runtime.
+        workers: how many playbooks may run at once (on different assets).
+    """
+
+    def __init__(self, runtime: Runtime, *, workers: int = 2) -> None:
+        self._runtime = runtime
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rearguard-pb")
+        self._asset_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self.counts = {"started": 0, "finished": 0, "errors": 0}
+
+    def submit(self, incident_id: int) -> Future[None]:
+        """Queue an incident's playbook."""
+        return self._pool.submit(self._run, incident_id)
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop taking work; with ``wait``, let queued and running playbooks finish."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def _run(self, incident_id: int) -> None:
+        from rearguard.flows.dispatch import run_playbook
+        from rearguard.flows.events import emit_incident_event
+        from rearguard.models.incidents import get_incident
+
+        try:
+            with self._runtime.db.read_session() as session:
+                opened = get_incident(session=session, incident_id=incident_id)
+            emit_incident_event("opened", opened)
+            asset = opened.asset_name or ""
+            with self._guard:
+                lock = self._asset_locks[asset]
+            with lock:
+                with self._guard:
+                    self.counts["started"] += 1
+                incident = run_playbook(runtime=self._runtime, incident_id=incident_id)
+                logger.info("incident %s: %s", incident_id, incident.status)
+            with self._guard:
+                self.counts["finished"] += 1
+        except Exception:  # a broken run must not take the worker thread down
+            with self._guard:
+                self.counts["errors"] += 1
+            logger.exception("playbook of incident %s did not run to its end", incident_id)

@@ -1,0 +1,77 @@
+"""The request and response bodies of the HTTP intake (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from rearguard.models.enums import Severity
+
+Label = Annotated[str, StringConstraints(max_length=1024)]
+Labels = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=256)], Label], Field(max_length=64)
+]
+
+
+class NativeEvent(BaseModel):
+    """A native incident event: what was seen, on which asset, and how it groups."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="incident type, e.g. model_compromise"
+    )
+    asset: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    severity: Severity = Severity.SEV2
+    since: datetime | None = Field(default=None, description="suspected start, ISO 8601")
+    summary: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "webhook"
+    labels: Labels = Field(default_factory=dict)
+
+
+class AlertmanagerAlert(BaseModel):
+    """One alert of an Alertmanager webhook."""
+
+    model_config = ConfigDict(extra="ignore")
+    status: Literal["firing", "resolved"]
+    labels: Labels
+    annotations: Labels = Field(default_factory=dict)
+    startsAt: datetime | None = None  # Alertmanager spells its fields so
+    endsAt: datetime | None = None
+    generatorURL: Annotated[str, StringConstraints(max_length=2048)] = ""
+    fingerprint: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class AlertmanagerWebhook(BaseModel):
+    """The Alertmanager webhook payload, version 4."""
+
+    model_config = ConfigDict(extra="ignore")
+    version: Literal["4"]
+    groupKey: Annotated[str, StringConstraints(max_length=4096)] = ""
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"] = "firing"
+    receiver: Annotated[str, StringConstraints(max_length=256)] = ""
+    groupLabels: Labels = Field(default_factory=dict)
+    commonLabels: Labels = Field(default_factory=dict)
+    commonAnnotations: Labels = Field(default_factory=dict)
+    externalURL: Annotated[str, StringConstraints(max_length=2048)] = ""
+    alerts: Annotated[list[AlertmanagerAlert], Field(min_length=1, max_length=1000)]
+
+
+class AlertResult(BaseModel):
+    """What became of one alert."""
+
+    action: Literal["opened", "attached", "resolved", "unmatched", "rejected"]
+    incident_id: int | None = None
+    fingerprint: str | None = None
+    error: str | None = None
+
+
+class Accepted(BaseModel):
+    """202: the alerts are recorded; playbooks of opened incidents run in the background."""
+
+    incident_id: int | None = None
+    action: str | None = None
+    results: list[AlertResult] = Field(default_factory=list)

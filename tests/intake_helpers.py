@@ -1,0 +1,132 @@
+"""Helpers of the intake tests: the intake on a real uvicorn on loopback, payload builders."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+
+from rearguard.flows.intake.app import create_app
+from rearguard.models.audit import events_for_incident
+from rearguard.models.incidents import list_incidents
+from rearguard.models.runtime import Runtime
+from rearguard.models.settings import IntakeSettings
+
+TOKEN = "intake-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def intake_settings(**changes: Any) -> IntakeSettings:
+    """Intake settings with the test token (and any changes)."""
+    return IntakeSettings(tokens=[TOKEN], **changes)
+
+
+@contextmanager
+def live_intake(
+    runtime: Runtime, *, intake: IntakeSettings | None = None, run_playbooks: bool = True
+) -> Iterator[str]:
+    """Serve the intake with uvicorn on 127.0.0.1, a free port; yield its base URL."""
+    config = uvicorn.Config(
+        create_app(runtime, intake=intake or intake_settings(), run_playbooks=run_playbooks),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def native(asset: str, **fields: Any) -> dict[str, Any]:
+    """A native event for the model-compromise playbook on an asset."""
+    return {"type": "model_compromise", "asset": asset, "severity": "sev2", **fields}
+
+
+def am_alert(asset: str, *, status: str = "firing", fingerprint: str = "", **labels: str) -> dict:
+    """One alert of an Alertmanager webhook, with the default mapping's labels."""
+    return {
+        "status": status,
+        "labels": {
+            "alertname": "ModelHashMismatch",
+            "rearguard_type": "model_compromise",
+            "asset": asset,
+            "severity": "critical",
+            **labels,
+        },
+        "annotations": {"summary": f"{asset} hash mismatch"},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "fingerprint": fingerprint,
+    }
+
+
+def am_webhook(*alerts: dict[str, Any]) -> dict[str, Any]:
+    """An Alertmanager webhook body (version 4)."""
+    return {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "status": alerts[0]["status"],
+        "receiver": "rearguard",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": list(alerts),
+    }
+
+
+def incidents(runtime: Runtime) -> list[Any]:
+    """Every incident, oldest first."""
+    with runtime.db.read_session() as session:
+        return list(reversed(list_incidents(session=session, limit=10_000)))
+
+
+def timeline_actions(runtime: Runtime, incident_id: int) -> list[str]:
+    """The actions of an incident's timeline, in order."""
+    with runtime.db.read_session() as session:
+        return [e.action for e in events_for_incident(session, incident_id=incident_id)]
+
+
+def alert_events(runtime: Runtime) -> list[dict[str, Any]]:
+    """Every ``alert.*`` event of the chain (with or without an incident)."""
+    from sqlalchemy import text
+
+    with runtime.db.read_session() as session:
+        rows = session.connection().execute(
+            text("SELECT action, incident_id, data FROM timeline_event WHERE kind = 'alert'")
+        )
+        return [
+            {"action": a, "incident_id": i, "data": json.loads(d)} for a, i, d in rows.fetchall()
+        ]
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 90, what: str = "") -> Any:
+    """Poll until ``check()`` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.1)
+
+
+def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    """POST JSON with the test token."""
+    return httpx.post(url, json=body, headers={**AUTH, **kwargs.pop("headers", {})}, **kwargs)

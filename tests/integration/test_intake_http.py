@@ -1,0 +1,217 @@
+"""The HTTP intake's front door: auth, signatures, body limits, schema errors, never a 5xx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from intake_helpers import AUTH, TOKEN, am_alert, am_webhook, intake_settings, native
+from pydantic import SecretStr
+from scenarios import build_scenario
+
+from rearguard.flows.cli.serve import check_exposure
+from rearguard.flows.intake.app import create_app
+from rearguard.flows.intake.guard import body_signature
+from rearguard.models.errors import ConfigurationError
+from rearguard.models.runtime import Runtime
+from rearguard.models.settings import IntakeSettings
+
+SECRET = "hmac-secret-for-tests"
+
+
+@pytest.fixture
+def client(runtime: Runtime, tmp_path: Path) -> Iterator[TestClient]:
+    """The intake in process, recording incidents without running playbooks."""
+    build_scenario(runtime, tmp_path)
+    with TestClient(create_app(runtime, intake=intake_settings(), run_playbooks=False)) as c:
+        yield c
+
+
+def test_requests_without_a_valid_token_are_refused_without_detail(client: TestClient) -> None:
+    missing = client.post("/v1/incidents", json=native("model-a"))
+    assert missing.status_code == 401
+    assert missing.json() == {"detail": "unauthorized"}
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = client.post(
+        "/v1/incidents", json=native("model-a"), headers={"Authorization": "Bearer x"}
+    )
+    assert wrong.status_code == 403
+    assert wrong.json() == {"detail": "forbidden"}
+    assert (
+        client.get("/v1/incidents", headers={"Authorization": "Basic " + TOKEN}).status_code == 401
+    )
+    assert client.get("/v1/incidents").status_code == 401
+    assert client.get("/v1/incidents", headers=AUTH).json() == []
+    health = client.get("/healthz").json()
+    assert health["requests"] == {"accepted": 1, "refused": 4}
+    assert health["refused_by_status"] == {"401": 3, "403": 1}
+    assert TOKEN not in json.dumps(health)
+
+
+def test_hmac_signature_is_required_and_checked(runtime: Runtime, tmp_path: Path) -> None:
+    build_scenario(runtime, tmp_path)
+    intake = intake_settings(hmac_secret=SecretStr(SECRET))
+    with TestClient(create_app(runtime, intake=intake, run_playbooks=False)) as client:
+        body = json.dumps(native("model-a")).encode()
+        headers = {**AUTH, "Content-Type": "application/json"}
+        assert client.post("/v1/incidents", content=body, headers=headers).status_code == 401
+        bad = {**headers, "X-Rearguard-Signature": body_signature(b"other", body)}
+        assert client.post("/v1/incidents", content=body, headers=bad).status_code == 403
+        good = {**headers, "X-Rearguard-Signature": body_signature(SECRET.encode(), body)}
+        accepted = client.post("/v1/incidents", content=body, headers=good)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["action"] == "opened"
+
+
+def test_bodies_over_the_limit_are_refused_declared_or_streamed(client: TestClient) -> None:
+    big = b'{"type": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    declared = client.post("/v1/incidents", content=big, headers=AUTH)
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while it streams
+        for _ in range(40):
+            yield b"x" * (256 * 1024)
+
+    streamed = client.post("/v1/incidents", content=chunks(), headers=AUTH)
+    assert streamed.status_code == 413
+    assert client.get("/v1/incidents", headers=AUTH).json() == []
+
+
+def test_malformed_json_and_wrong_types_get_a_precise_422(client: TestClient) -> None:
+    broken = client.post(
+        "/v1/incidents", content=b'{"type": ', headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert broken.status_code == 422
+    assert "JSON" in broken.json()["detail"]
+    wrong = client.post("/v1/incidents", json=native("model-a", severity="sev9"), headers=AUTH)
+    assert wrong.status_code == 422
+    assert wrong.json()["detail"].startswith("body.severity:")
+    not_a_list = client.post(
+        "/v1/alerts/alertmanager", json={"version": "4", "alerts": "many"}, headers=AUTH
+    )
+    assert not_a_list.status_code == 422
+    assert not_a_list.json()["detail"].startswith("body.alerts:")
+    unknown = client.post("/v1/incidents", json=native("no-such-model"), headers=AUTH)
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"] == "unknown asset 'no-such-model'"
+    bad_type = client.post("/v1/incidents", json={**native("model-a"), "type": "x"}, headers=AUTH)
+    assert bad_type.status_code == 422
+    assert "unknown incident type 'x'" in bad_type.json()["detail"]
+    assert client.get("/v1/incidents", headers=AUTH).json() == []
+
+
+def test_openapi_document_names_both_intake_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/incidents", "/v1/alerts/alertmanager", "/v1/incidents/{incident_id}"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+
+
+def test_auth_off_is_refused_off_loopback_and_tokens_are_required() -> None:
+    check_exposure(IntakeSettings(auth="off", host="127.0.0.1"))
+    with pytest.raises(ConfigurationError, match="not loopback"):
+        check_exposure(IntakeSettings(auth="off", host="0.0.0.0"))
+    with pytest.raises(ConfigurationError, match="requires a bearer token"):
+        check_exposure(IntakeSettings(tokens=[]))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_native_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["model_compromise", "", "x"]) | _json,
+        "asset": st.sampled_from(["model-a", "nope", ""]) | _json,
+        "severity": st.sampled_from(["sev1", "sev4", "SEV1"]) | _json,
+        "since": st.sampled_from(["2020-01-01T00:00:00Z", "3000-01-01", "yesterday"]) | _json,
+        "summary": st.text(max_size=50) | _json,
+        "dedup_key": st.text(max_size=300) | _json,
+        "labels": st.dictionaries(st.text(max_size=300), st.text(max_size=30), max_size=3) | _json,
+    },
+)
+_alert_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(["firing", "resolved", "x"]) | _json,
+        "labels": st.fixed_dictionaries(
+            {"asset": st.sampled_from(["model-a", "nope"]) | st.text(max_size=5)},
+            optional={"rearguard_type": st.sampled_from(["model_compromise", "nope"])},
+        )
+        | _json,
+        "startsAt": st.sampled_from(["0001-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]) | _json,
+        "fingerprint": st.text(max_size=70) | _json,
+    },
+)
+_am_like = st.fixed_dictionaries(
+    {"alerts": st.lists(_alert_like, max_size=3) | _json},
+    optional={"version": st.sampled_from(["4", "3"]) | _json, "status": _json},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    route=st.sampled_from(["/v1/incidents", "/v1/alerts/alertmanager"]),
+    body=_native_like | _am_like | _json,
+    junk=st.none() | st.binary(max_size=64),
+)
+def test_fuzzed_bodies_never_get_a_5xx(
+    client: TestClient, route: str, body: object, junk: bytes | None
+) -> None:
+    content = junk if junk is not None else json.dumps(body).encode()
+    response = client.post(
+        route, content=content, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code < 500, (response.status_code, response.text)
+    assert response.status_code in (202, 400, 422), response.text
+
+
+def test_resolved_alerts_are_recorded_and_never_open(client: TestClient) -> None:
+    resolved = client.post(
+        "/v1/alerts/alertmanager",
+        json=am_webhook(am_alert("model-a", status="resolved", fingerprint="f1")),
+        headers=AUTH,
+    )
+    assert resolved.status_code == 202
+    assert resolved.json()["results"] == [
+        {"action": "unmatched", "incident_id": None, "fingerprint": "f1", "error": None}
+    ]
+    assert client.get("/v1/incidents", headers=AUTH).json() == []
+    fired = client.post(
+        "/v1/alerts/alertmanager",
+        json=am_webhook(
+            am_alert("model-a", fingerprint="f1"), am_alert("model-a", fingerprint="f2")
+        ),
+        headers=AUTH,
+    ).json()["results"]
+    assert [r["action"] for r in fired] == ["opened", "attached"]
+    incident_id = fired[0]["incident_id"]
+    assert fired[1]["incident_id"] == incident_id
+    ended = client.post(
+        "/v1/alerts/alertmanager",
+        json=am_webhook(am_alert("model-a", status="resolved", fingerprint="f2")),
+        headers=AUTH,
+    ).json()["results"]
+    assert ended == [
+        {"action": "resolved", "incident_id": incident_id, "fingerprint": "f2", "error": None}
+    ]
+    shown = client.get(f"/v1/incidents/{incident_id}", headers=AUTH).json()
+    actions = [e["action"] for e in shown["timeline"]]
+    assert actions == ["incident.opened", "alert.opened", "alert.attached", "alert.resolved"]
+    assert len(client.get("/v1/incidents", headers=AUTH).json()) == 1
+    unmapped = client.post(
+        "/v1/alerts/alertmanager",
+        json=am_webhook({**am_alert("model-a"), "labels": {"alertname": "Disk"}}),
+        headers=AUTH,
+    ).json()["results"][0]
+    assert unmapped["action"] == "rejected"
+    assert "no mapping rule gives an incident type" in unmapped["error"]
+    assert client.get("/v1/incidents/999", headers=AUTH).status_code == 404
