@@ -12,13 +12,13 @@ to the asset owner too when the drill failed or missed its recovery-time objecti
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session
 
+from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.runtime import Runtime, use_runtime
@@ -27,9 +27,6 @@ from rearguard.models.tables import DrillRun, Incident, TimelineEvent
 PlaybookRunner = Callable[[Runtime, int], Incident]
 """Runs an incident's playbook to its end on a runtime (the CLI's prints its progress)."""
 
-# Steps find their runtime through a process-wide slot (rearguard.models.runtime), so a
-# process that runs playbooks from several threads (the scheduler) runs one at a time.
-PLAYBOOK_LOCK = threading.Lock()
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -62,7 +59,7 @@ def run_drill(
     """
     from rearguard.models.drills import get_drill, start_run
 
-    with PLAYBOOK_LOCK:
+    with PLAYBOOK_LOCK.exclusive():
         with runtime.db.session() as session:
             drill = get_drill(session=session, name=name)
             incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)

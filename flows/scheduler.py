@@ -128,7 +128,7 @@ def run_scheduled_drill(name: str) -> None:
 def run_scheduled_sweep() -> None:
     """The job of the asset sweep: ``rearguard assets sweep --run``, as the scheduler."""
     from rearguard.flows.dispatch import run_playbook
-    from rearguard.flows.drills import PLAYBOOK_LOCK
+    from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
     from rearguard.models.runtime import use_runtime
     from rearguard.models.sweep import plan_sweep, run_sweep
 
@@ -138,7 +138,7 @@ def run_scheduled_sweep() -> None:
     )
     for finding in report.findings:
         if finding.runnable and finding.incident_id is not None:
-            with PLAYBOOK_LOCK:
+            with PLAYBOOK_LOCK.shared():
                 use_runtime(runtime)
                 ended = run_playbook(runtime=runtime, incident_id=finding.incident_id)
             logger.warning("sweep: incident %s on %s %s", ended.id, finding.asset, ended.status)
@@ -219,6 +219,10 @@ class DrillScheduler:
         )
         self.scheduler.resume()
         return {"drills": sorted(self._known), "missed": missed, "interrupted": interrupted}
+
+    def state(self) -> dict[str, Any]:
+        """Whether it is firing, and how many drills it has scheduled."""
+        return {"running": self.scheduler.running, "drills": len(self._known)}
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop firing; with ``wait``, let a drill that is running finish first."""

@@ -57,10 +57,11 @@ def _open_database(*, upgrade: bool) -> tuple[str, str | None, str]:
         before, head = db.upgrade() if upgrade else db.revisions()
     finally:
         db.dispose()
-    return _redact(settings.database_url), before, head
+    return redact_url(settings.database_url), before, head
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced by ***."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)

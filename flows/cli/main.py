@@ -29,6 +29,7 @@ from rearguard.flows.cli import (
     resolve,
     scheduler,
     serve,
+    status,
 )
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
@@ -62,6 +63,7 @@ app.command("demo")(demo.demo)
 app.command("init")(db.init)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)
+app.command("status")(status.status)
 incident.app.command("resolve")(resolve.resolve)
 
 

@@ -1,4 +1,5 @@
-"""``rearguard serve``: the HTTP intake for Alertmanager webhooks and native incident events."""
+"""``rearguard serve``: the HTTP intake for Alertmanager webhooks, native incident events and
+Slack's approval buttons, and (unless ``--no-scheduler``) the drill scheduler."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Annotated
 import typer
 
 from rearguard.flows.cli.context import err, runtime
-from rearguard.models.errors import ConfigurationError
+from rearguard.models.errors import ConfigurationError, OperationFailed
 from rearguard.models.settings import IntakeSettings
 
 
@@ -46,8 +47,16 @@ def check_exposure(settings: IntakeSettings) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8088; 0: any free).")] = None,
+    no_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--no-scheduler",
+            help="Do not run the drill scheduler here (`rearguard scheduler` runs it elsewhere).",
+        ),
+    ] = False,
 ) -> None:
-    """Run the HTTP intake until SIGINT/SIGTERM; start a local Prefect server if none is set."""
+    """Run the HTTP intake and the drill scheduler until SIGINT/SIGTERM; start a local Prefect
+    server if none is set."""
     rt = runtime()
     intake = rt.settings.intake.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -68,7 +77,7 @@ def serve(
         from rearguard.flows.intake.app import create_app
 
         config = uvicorn.Config(
-            create_app(rt, intake=intake),
+            create_app(rt, intake=intake, schedule_drills=not no_scheduler),
             host=intake.host,
             port=intake.port,
             log_level="warning",
@@ -77,10 +86,17 @@ def serve(
             h11_max_incomplete_event_size=64 * 1024,
         )
         server = uvicorn.Server(config)
-        err.print(f"rearguard intake listening on http://{intake.host}:{intake.port}")
+        err.print(
+            f"rearguard intake listening on http://{intake.host}:{intake.port}; drill scheduler "
+            + ("off" if no_scheduler else "running")
+        )
         # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the
         # app's lifespan records what is queued and lets running playbooks end. Afterwards it
         # re-raises the signal to the handler it found: for SIGTERM, a graceful stop is a
         # success (exit 0), not a death by signal.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
         server.run()
+        if not server.started:
+            raise OperationFailed(
+                "the intake did not start", hint="the lines above say why (port in use?)"
+            )

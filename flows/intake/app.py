@@ -1,7 +1,8 @@
 """The HTTP intake: Alertmanager webhooks and native events in, incidents out.
 
 ``create_app`` builds the FastAPI app; its lifespan starts the alert writer and, unless told
-not to, the inline playbook dispatcher, and stops both (recording what is queued) on shutdown.
+not to, the inline playbook dispatcher, and, when asked, the drill scheduler; it stops them
+(recording what is queued, letting a running drill finish) on shutdown.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from rearguard.flows.intake.dispatcher import PlaybookDispatcher
-from rearguard.flows.intake.guard import IntakeGuard, IntakeStats
+from rearguard.flows.intake.guard import SLACK_INTERACTIONS_PATH, IntakeGuard, IntakeStats
 from rearguard.flows.intake.mapping import from_alertmanager, from_native
 from rearguard.flows.intake.schemas import (
     Accepted,
@@ -35,7 +36,11 @@ _UNAVAILABLE = JSONResponse({"detail": "the database is unavailable; retry"}, st
 
 
 def create_app(
-    runtime: Runtime, *, intake: IntakeSettings | None = None, run_playbooks: bool = True
+    runtime: Runtime,
+    *,
+    intake: IntakeSettings | None = None,
+    run_playbooks: bool = True,
+    schedule_drills: bool = False,
 ) -> FastAPI:
     """Build the intake app on a runtime.
 
@@ -44,6 +49,7 @@ def create_app(
         intake: the intake settings, when the command line overrides the runtime's.
         run_playbooks: run opened incidents' playbooks in this process (``dispatch = inline``);
             False only records incidents (another process runs them).
+        schedule_drills: run the drill scheduler in this process while the app serves.
 
     Returns:
         The ASGI app, guarded by token, body limit and signature checks.
@@ -64,9 +70,18 @@ def create_app(
             on_opened=dispatcher.submit if dispatcher else (lambda _incident_id: None),
         )
         app.state.writer, app.state.dispatcher = writer, dispatcher
+        scheduler = None
         try:
+            if schedule_drills:
+                from rearguard.flows.scheduler import DrillScheduler
+
+                scheduler = DrillScheduler(runtime)
+                await asyncio.to_thread(scheduler.start)
+            app.state.scheduler = scheduler
             yield
         finally:
+            if scheduler:
+                await asyncio.to_thread(scheduler.shutdown, wait=True)
             writer.stop()
             if dispatcher:
                 await asyncio.to_thread(dispatcher.stop)
@@ -78,6 +93,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.stats = stats
+    app.state.scheduler = None
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -168,6 +184,19 @@ def create_app(
             return JSONResponse({"detail": f"unknown incident {incident_id}"}, status_code=404)
         return found
 
+    @app.post(SLACK_INTERACTIONS_PATH, response_class=PlainTextResponse)
+    async def slack_interactions(request: Request) -> PlainTextResponse:
+        """Slack's Approve and Deny buttons. Not behind the bearer token: Slack signs the
+        request with the app's signing secret, checked over the raw body; the answer's text is
+        what Slack shows the person who pressed the button."""
+        from rearguard.notifications.slack_interactions import handle_slack_interaction
+
+        body = await request.body()
+        status, message = await asyncio.to_thread(
+            handle_slack_interaction, runtime=runtime, headers=dict(request.headers), body=body
+        )
+        return PlainTextResponse(message, status_code=status)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness, and the counts of accepted and refused requests and of alerts."""
@@ -176,6 +205,7 @@ def create_app(
             "status": "ok",
             **stats.snapshot(),
             "playbooks": dict(dispatcher.counts) if dispatcher else None,
+            "scheduler": scheduler.state() if (scheduler := app.state.scheduler) else None,
         }
 
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)

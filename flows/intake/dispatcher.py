@@ -42,6 +42,7 @@ class PlaybookDispatcher:
     def _run(self, incident_id: int) -> None:
         from rearguard.flows.dispatch import run_playbook
         from rearguard.flows.events import emit_incident_event
+        from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
         from rearguard.models.incidents import get_incident
 
         try:
@@ -51,7 +52,7 @@ class PlaybookDispatcher:
             asset = opened.asset_name or ""
             with self._guard:
                 lock = self._asset_locks[asset]
-            with lock:
+            with lock, PLAYBOOK_LOCK.shared():
                 with self._guard:
                     self.counts["started"] += 1
                 incident = run_playbook(runtime=self._runtime, incident_id=incident_id)

@@ -1,6 +1,10 @@
 """What every ``/v1/`` request passes before a route sees it: the bearer token, the body size
 limit and the optional HMAC signature; and the counts of accepted and refused requests.
 
+Slack's interactivity callback is the one exception to the token and the HMAC signature:
+Slack can send neither, and signs the request its own way, which its route verifies. It still
+gets the body limit and is counted.
+
 A plain ASGI middleware, so the token is checked before the body is read and the size limit
 holds while the body streams in (a client may lie in ``Content-Length``, or send none).
 """
@@ -19,6 +23,7 @@ from rearguard.models.settings import IntakeSettings
 Scope = dict[str, Any]
 _PROTECTED = "/v1/"
 SIGNATURE_HEADER = "x-rearguard-signature"
+SLACK_INTERACTIONS_PATH = "/v1/slack/interactions"
 
 
 class IntakeStats:
@@ -91,7 +96,8 @@ class IntakeGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        refusal = self._check_token(headers.get(b"authorization"))
+        slack = scope["path"] == SLACK_INTERACTIONS_PATH
+        refusal = None if slack else self._check_token(headers.get(b"authorization"))
         if refusal:
             await _refuse(counted_send, *refusal)
             return
@@ -114,7 +120,7 @@ class IntakeGuard:
             if len(body) > self.limit:
                 await _refuse(counted_send, 413, f"the body is over {self.limit} bytes")
                 return
-        if self.hmac_secret is not None and scope["method"] == "POST":
+        if self.hmac_secret is not None and scope["method"] == "POST" and not slack:
             signature = headers.get(SIGNATURE_HEADER.encode())
             if signature is None:
                 await _refuse(counted_send, 401, "missing signature")

@@ -1,7 +1,9 @@
-"""``rearguard serve`` as a user runs it: refuses an open bind, serves, stops on SIGTERM."""
+"""``rearguard serve`` as a user runs it: refuses an open bind, serves, runs the drill
+scheduler, shows in ``rearguard status``, stops on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -9,8 +11,11 @@ from pathlib import Path
 import httpx
 from conftest import REARGUARD_BIN
 from intake_helpers import AUTH, TOKEN, native, wait_for
+from scenarios import build_scenario
 
 from rearguard.flows.prefect_server import free_loopback_port
+from rearguard.models.drills import add_drill, list_runs
+from rearguard.models.runtime import Runtime
 
 
 def test_serve_refuses_auth_off_on_a_public_address(cli) -> None:  # type: ignore[no-untyped-def]
@@ -20,13 +25,29 @@ def test_serve_refuses_auth_off_on_a_public_address(cli) -> None:  # type: ignor
     assert "Traceback" not in result.stderr
 
 
-def test_serve_accepts_events_and_stops_gracefully_on_sigterm(
-    cli_env: dict[str, str], home: Path
-) -> None:
+def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
+    cli, cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    build_scenario(runtime, tmp_path)
+    with runtime.db.session() as session:
+        add_drill(
+            session=session,
+            name="every-second",
+            playbook="model_compromise",
+            asset="model-a",
+            cron="* * * * * *",
+            timezone="UTC",
+            rto_s=None,
+            actor="test",
+        )
     port = free_loopback_port()
-    env = {**cli_env, "REARGUARD_INTAKE_TOKENS": f"other,{TOKEN}"}
+    env = {
+        **cli_env,
+        "REARGUARD_INTAKE_TOKENS": f"other,{TOKEN}",
+        "REARGUARD_INTAKE_PORT": str(port),
+    }
     with subprocess.Popen(
-        [str(REARGUARD_BIN), "serve", "--port", str(port)],
+        [str(REARGUARD_BIN), "serve"],
         env=env,
         cwd=home,
         stdout=subprocess.PIPE,
@@ -45,10 +66,26 @@ def test_serve_accepts_events_and_stops_gracefully_on_sigterm(
         wait_for(healthy, timeout=60, what="rearguard serve")
         refused = httpx.post(f"{url}/v1/incidents", json=native("model-a"))
         assert refused.status_code == 401
-        unknown = httpx.post(f"{url}/v1/incidents", json=native("model-a"), headers=AUTH)
+        unknown = httpx.post(f"{url}/v1/incidents", json=native("model-z"), headers=AUTH)
         assert unknown.status_code == 422
-        assert unknown.json()["detail"] == "unknown asset 'model-a'"
+        assert unknown.json()["detail"] == "unknown asset 'model-z'"
         assert httpx.get(f"{url}/healthz").json()["requests"] == {"accepted": 0, "refused": 2}
+
+        def drilled() -> list:
+            with runtime.db.read_session() as session:
+                return [r for r in list_runs(session=session) if r.status in ("pass", "fail")]
+
+        # The scheduler runs in the intake's process: the drill due every second fires.
+        first = wait_for(drilled, timeout=90, what="a drill run by serve's scheduler")[0]
+        assert (first.trigger, first.status) == ("schedule", "pass"), first.reason
+        shown = cli("status", "--json", env=env)
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["intake"]["answers"] is True
+        assert status["intake"]["scheduler"] == {"running": True, "drills": 1}
+        assert [d["name"] for d in status["drills"]] == ["every-second"]
+        assert status["prefect"] == {"api_url": cli_env["PREFECT_API_URL"], "answers": True}
+        assert status["database"]["current"] is True
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr

@@ -2,22 +2,19 @@
 
 The callbacks are real Slack-shaped request bodies (form-encoded ``payload``) signed with the
 signing secret the way Slack signs them, sent to ``handle_slack_interaction`` directly and
-through a real HTTP server on loopback that wraps it, as the intake's route will.
+to the intake's route, ``POST /v1/slack/interactions``, over real HTTP on loopback.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from approval_helpers import (
     SLACK_SIGNING_SECRET,
@@ -28,7 +25,9 @@ from approval_helpers import (
     eventually,
     requests_of,
 )
+from intake_helpers import intake_settings, live_intake
 from notification_helpers import new_incident
+from pydantic import SecretStr
 from scenarios import production_in_db
 from slack_server import SlackServer
 
@@ -150,50 +149,6 @@ def test_slack_users_not_entitled_are_refused_and_recorded(runtime: Runtime) -> 
     assert requests_of(runtime, incident_id)[0].status == "pending"
 
 
-class CallbackServer:
-    """A real HTTP server on loopback whose one route is ``handle_slack_interaction``."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        handle = handle_slack_interaction
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, message = handle(runtime=runtime, headers=dict(self.headers), body=body)
-                data = message.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> CallbackServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-        """POST a callback; the status and text of the answer."""
-        host, port = self.server.server_address[:2]
-        request = urllib.request.Request(
-            f"http://{host}:{port}/slack/interactions", data=body, headers=headers
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-
 @pytest.mark.usefixtures("prefect_api_url")
 def test_the_approve_button_of_the_posted_message_resumes_the_playbook_over_http(
     home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -216,16 +171,25 @@ def test_the_approve_button_of_the_posted_message_resumes_the_playbook_over_http
         body = button_body(user="U0ALICE", action="approve", callback_id=buttons["approve"])
         headers = signed(body)
 
-        with CallbackServer(runtime) as server:
-            forged = server.post(body, signed(body, secret="guess"))
-            accepted = server.post(body, headers)
-            replayed = server.post(body, headers)
+        # Slack sends neither the intake's bearer token nor its HMAC signature.
+        intake = intake_settings(hmac_secret=SecretStr("the-intake-hmac-secret"))
+        with live_intake(runtime, intake=intake, run_playbooks=False) as url:
+
+            def post(headers: dict[str, str]) -> tuple[int, str]:
+                answer = httpx.post(f"{url}/v1/slack/interactions", content=body, headers=headers)
+                return answer.status_code, answer.text
+
+            forged = post(signed(body, secret="guess"))
+            accepted = post(headers)
+            replayed = post(headers)
             incident = run.result()
+            counted = httpx.get(f"{url}/healthz").json()["refused_by_status"]
         runtime.db.dispose()
 
     assert forged == (401, "invalid Slack signature")
     assert accepted == (200, f"rollback of incident {run.incident_id} approved by alice")
     assert replayed == (409, "replayed Slack request")
+    assert counted == {"401": 1, "409": 1}
     assert str(incident.status) == "recovered"
     assert production_in_db(runtime, "model-a") == "v2"
 

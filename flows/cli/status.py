@@ -1,0 +1,189 @@
+"""``rearguard status``: what is configured and what is running, at a glance.
+
+Read-only and quick: the database is opened without upgrading it, and the Prefect API and the
+intake get one short request each. Whatever does not answer is reported, not raised, so the
+command says what is down and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import emit_json, options, out
+
+_PROBE_TIMEOUT_S = 1.0
+
+
+def _probe(url: str) -> dict[str, Any]:
+    """GET a health URL; whether it answered 200, and its JSON body when it has one."""
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=_PROBE_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return {"url": url, "answers": False, "error": type(exc).__name__}
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return {"url": url, "answers": response.status_code == 200, "health": body}
+
+
+def _prefect() -> dict[str, Any]:
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        from prefect.settings import get_current_settings
+
+        url = get_current_settings().api.url
+    if not url:
+        return {"api_url": None, "answers": False, "note": "a local server starts on demand"}
+    probed = _probe(url.rstrip("/") + "/health")
+    return {"api_url": url, "answers": probed["answers"]}
+
+
+def _intake(settings: Any) -> dict[str, Any]:
+    import ipaddress
+
+    host = settings.intake.host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a name
+        address = None
+    # An intake bound to every address answers on loopback.
+    if address is not None and address.is_unspecified:
+        host = "127.0.0.1"
+    elif address is not None and address.version == 6:
+        host = f"[{host}]"
+    probed = _probe(f"http://{host}:{settings.intake.port}/healthz")
+    health = probed.pop("health", None) or {}
+    probed["scheduler"] = health.get("scheduler") if probed["answers"] else None
+    return probed
+
+
+def _counts(db: Any) -> dict[str, Any]:
+    """Drills and their next fire times, outbox rows by status, incidents not resolved."""
+    from sqlalchemy import func, select
+
+    from rearguard.models.drills import list_drills, parse_cron
+    from rearguard.models.enums import IncidentSource, IncidentStatus
+    from rearguard.models.tables import Incident, NotificationOutbox
+
+    now = datetime.now(UTC)
+    with db.read_session() as session:
+        drills = []
+        for drill in list_drills(session=session):
+            trigger = parse_cron(drill.cron, drill.timezone)
+            fire = trigger.get_next_fire_time(None, now)
+            drills.append(
+                {"name": drill.name, "cron": drill.cron, "next": fire.isoformat() if fire else None}
+            )
+        connection = session.connection()
+        outbox = dict(
+            connection.execute(
+                select(NotificationOutbox.status, func.count()).group_by(NotificationOutbox.status)
+            ).all()
+        )
+        incidents = dict(
+            connection.execute(
+                select(Incident.status, func.count())
+                .where(Incident.source != IncidentSource.DRILL)
+                .where(Incident.status != IncidentStatus.RESOLVED)
+                .group_by(Incident.status)
+            ).all()
+        )
+    return {
+        "drills": sorted(drills, key=lambda d: d["next"] or "~"),
+        "outbox": {"pending": outbox.get("pending", 0), "failed": outbox.get("failed", 0)},
+        "incidents": {
+            "open": sum(incidents.values()),
+            "by_status": {str(k): v for k, v in incidents.items()},
+        },
+    }
+
+
+def _database(settings: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from rearguard.flows.cli.db import redact_url
+    from rearguard.models.database import Database
+    from rearguard.models.errors import RearguardError
+
+    found: dict[str, Any] = {"url": redact_url(settings.database_url)}
+    db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
+    try:
+        current, head = db.revisions()
+        found.update(revision=current, head=head, current=current == head)
+        return found, _counts(db) if current == head else None
+    except RearguardError as exc:
+        found["error"] = exc.message
+        return found, None
+    finally:
+        db.dispose()
+
+
+def status(
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Say what is configured and running: database, Prefect, intake, scheduler, outbox."""
+    from rearguard.models.settings import load_settings
+
+    settings = load_settings(home=options.home, database_url=options.database_url)
+    database, counts = _database(settings)
+    report: dict[str, Any] = {
+        "home": str(settings.home),
+        "database": database,
+        "prefect": _prefect(),
+        "intake": _intake(settings),
+        **(counts or {"drills": None, "outbox": None, "incidents": None}),
+    }
+    if json_output:
+        emit_json(report)
+        return
+    _print(report)
+
+
+def _yes(flag: bool) -> str:
+    return "[green]answers[/]" if flag else "[red]does not answer[/]"
+
+
+def _print(report: dict[str, Any]) -> None:
+    database = report["database"]
+    if "error" in database:
+        state = f"[red]{escape(database['error'])}[/]"
+    elif database["current"]:
+        state = f"revision {database['revision']} (current)"
+    else:
+        state = (
+            f"[yellow]revision {database['revision'] or '(empty)'}, needs {database['head']}: "
+            "run `rearguard db upgrade`[/]"
+        )
+    out.print(f"home       {escape(report['home'])}")
+    out.print(f"database   {escape(database['url'])}: {state}")
+    prefect = report["prefect"]
+    if prefect["api_url"]:
+        out.print(f"prefect    {escape(prefect['api_url'])}: {_yes(prefect['answers'])}")
+    else:
+        out.print(f"prefect    no API URL set: {prefect['note']}")
+    intake = report["intake"]
+    out.print(f"intake     {escape(intake['url'])}: {_yes(intake['answers'])}")
+    scheduler = intake["scheduler"]
+    if scheduler:
+        running = "running" if scheduler["running"] else "stopped"
+        out.print(f"scheduler  {running} in the intake, {scheduler['drills']} drill(s)")
+    elif intake["answers"]:
+        out.print("scheduler  not in the intake (--no-scheduler)")
+    else:
+        out.print("scheduler  not known (no intake answers; `rearguard scheduler` may run it)")
+    if report["drills"] is None:
+        return
+    for drill in report["drills"]:
+        name, cron = escape(drill["name"]), escape(drill["cron"])
+        out.print(f"  drill {name} ({cron}): next {drill['next']}")
+    outbox, incidents = report["outbox"], report["incidents"]
+    out.print(f"outbox     {outbox['pending']} pending, {outbox['failed']} failed")
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(incidents["by_status"].items()))
+    detail = f" ({by_status})" if by_status else ""
+    out.print(f"incidents  {incidents['open']} not resolved{detail}")
