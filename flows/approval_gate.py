@@ -1,7 +1,9 @@
 """The ``await_approval`` step: a playbook waits for a named person's decision.
 
 Any playbook can place it before any step. When ``[approvals]`` has no rule for that step of
-that run, the step records "not required" and returns at once. Otherwise it opens an approval
+that run, the step records "not required" and returns at once. In a drill (an incident of
+source ``drill``) it records "skipped in drill" with what the policy would require, unless
+``[drills] exercise_approvals`` is true. Otherwise it opens an approval
 request (``rearguard.models.approvals``), queues the ``approval_needed`` notification and
 pauses the flow run with Prefect's ``pause_flow_run(wait_for_input=ApprovalAnswer)``, so the
 run shows as Paused in the Prefect UI, whose form answers it.
@@ -38,6 +40,7 @@ from rearguard.models.approvals import (
     is_overdue,
     open_request,
 )
+from rearguard.models.enums import IncidentSource
 from rearguard.models.errors import OperationFailed, UsageError
 from rearguard.models.incidents import get_incident
 from rearguard.models.runtime import Runtime
@@ -69,7 +72,8 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> dict[str
         step: the step that needs the decision.
 
     Returns:
-        ``required`` False when no rule applies; else the decision, who made it and why.
+        ``required`` False when no rule applies; else the decision, who made it and why (in a
+        drill, by default, that it was skipped and what the policy would have required).
 
     Raises:
         OperationFailed: the step was denied, or not approved in time under an ``abort``
@@ -86,6 +90,17 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> dict[str
     )
     if rule is None:
         return {"step": step, "required": False, "decision": "not required"}
+    if (
+        str(incident.source) == IncidentSource.DRILL
+        and not runtime.settings.drills.exercise_approvals
+    ):
+        # Nobody is paged at 3 a.m. for a drill; the timeline keeps what the policy asks for.
+        asks = f"approval by {' or '.join(rule.approvers)} within {format_wait(rule.timeout_s)}"
+        return {
+            "step": step,
+            "required": True,
+            "decision": f"skipped in drill (policy would require {asks})",
+        }
     actor = f"playbook:{incident.type}"
     request = open_request(
         db=runtime.db,

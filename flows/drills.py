@@ -100,33 +100,37 @@ def _exercise(
 ) -> dict[str, Any]:
     """Build the sandbox, inject, run the playbook; return the fields of the run's result."""
     from rearguard.flows.cli.incident import open_and_record
-    from rearguard.models.drill_injectors import get_injector
+    from rearguard.models.drill_injectors import get_drill_kind
     from rearguard.models.drill_sandbox import create_sandbox
 
     result: dict[str, Any] = {"status": "fail"}
     sandbox = None
     try:
+        kind = get_drill_kind(playbook)
         sandbox = create_sandbox(runtime=runtime, asset=asset, name=f"run-{record.id}")
         result["sandbox"] = str(sandbox.home)
-        result["injected"] = get_injector(playbook)(runtime=sandbox.runtime, asset=asset)
+        injected = kind.inject(runtime=sandbox.runtime, asset=asset)
+        result["injected"] = injected
+        inputs = {"asset": asset, "since": None, **injected.get("incident", {})}
         incident_id = open_and_record(
             sandbox.runtime,
             type=playbook,
-            asset=asset,
             severity=Severity.SEV2,
-            since=None,
             summary=f"drill {record.drill_name} run {record.id}: simulated "
-            f"{result['injected'].get('compromise', 'compromise')}",
+            f"{injected.get('compromise', 'compromise')}",
             actor=f"drill:{record.drill_name}",
             source=IncidentSource.DRILL,
+            **inputs,
         )
         result["sandbox_incident_id"] = incident_id
         ended = run(sandbox.runtime, incident_id)
-        result.update(_read_sandbox(sandbox.runtime, incident_id))
-        if ended.status == IncidentStatus.RECOVERED:
+        result.update(_read_sandbox(sandbox.runtime, incident_id, kind.aims_for))
+        if ended.status == kind.aims_for:
             result["status"] = "pass"
         else:
-            result["reason"] = ended.reason or f"the playbook ended {ended.status}"
+            result["reason"] = (
+                ended.reason or f"the playbook ended {ended.status}, not {kind.aims_for}"
+            )
     except RearguardError as exc:
         result["reason"] = f"the drill could not run: {exc.message}"
     finally:
@@ -139,8 +143,11 @@ def _exercise(
     return result
 
 
-def _read_sandbox(runtime: Runtime, incident_id: int) -> dict[str, Any]:
-    """Per-step results, recovery time and the compact timeline of the sandbox's incident."""
+def _read_sandbox(runtime: Runtime, incident_id: int, aims_for: IncidentStatus) -> dict[str, Any]:
+    """Per-step results, recovery time and the compact timeline of the sandbox's incident.
+
+    The recovery time runs from the incident's opening to the status its playbook aims for.
+    """
     from rearguard.flows.cli.incident import event_summary
     from rearguard.models.audit import events_for_incident
 
@@ -173,7 +180,7 @@ def _read_sandbox(runtime: Runtime, incident_id: int) -> dict[str, Any]:
             }
         elif event.action == "incident.opened":
             opened = _moment(event)
-        elif event.action == "incident.recovered":
+        elif event.action == f"incident.{aims_for}":
             recovered = _moment(event)
     return {
         "steps": steps,
@@ -191,6 +198,7 @@ def _moment(event: TimelineEvent) -> datetime:
 
 def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any]) -> DrillRun:
     """Judge the result against the RTO, record it, and tell people."""
+    from rearguard.models.drill_injectors import get_drill_kind
     from rearguard.models.drills import finish_run
     from rearguard.models.incidents import get_incident, set_incident_status
     from rearguard.notifications.notify import deliver_after_run
@@ -214,7 +222,8 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
         set_incident_status(
             session=session,
             incident=incident,
-            status=IncidentStatus.RECOVERED if passed else IncidentStatus.FAILED,
+            # A pass means the playbook reached its aim, so the drill incident ends there too.
+            status=get_drill_kind(record.playbook).aims_for if passed else IncidentStatus.FAILED,
             actor=f"drill:{name}",
             reason=result.get("reason"),
         )

@@ -52,6 +52,7 @@ def confirm_degradation(*, runtime: Runtime, incident_id: int) -> dict[str, Any]
         asset=asset.name,
         label=current.label,
         timeout_s=runtime.settings.playbooks.validation_timeout_s,
+        drill=runtime.drill,
     )
     if result.ok:
         raise OperationFailed(

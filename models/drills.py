@@ -147,22 +147,24 @@ def add_drill(
     """Record a new drill after checking every part of it.
 
     Raises:
-        UsageError: invalid name, cron or timezone; the playbook cannot drill this asset.
+        UsageError: invalid name, cron or timezone; the playbook cannot drill this asset
+            (e.g. a degradation drill of an asset without a validation command).
         NotFoundError: unknown playbook or asset.
         ConflictError: a drill of that name exists.
     """
     from rearguard.models.assets import get_asset
-    from rearguard.models.drill_injectors import get_injector
+    from rearguard.models.drill_injectors import get_drill_kind
     from rearguard.playbooks.catalog import get_playbook
 
     check_name(name, what="drill name")
     parse_cron(cron, timezone)
     spec = get_playbook(playbook)
-    get_injector(playbook)
+    kind = get_drill_kind(playbook)
     target = get_asset(session=session, name=asset)
     if target.kind not in spec.asset_kinds:
         kinds = ", ".join(str(k) for k in spec.asset_kinds)
         raise UsageError(f"{playbook} handles {kinds} assets; {asset!r} is a {target.kind}")
+    kind.check(target)
     if session.exec(select(Drill.id).where(Drill.name == name)).first():
         raise ConflictError(f"a drill named {name!r} exists", hint="remove it first")
     drill = Drill(

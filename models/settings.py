@@ -138,6 +138,11 @@ class DrillSettings(_ConcernSettings):
         description="which drill sandboxes (<home>/drills/<run>) stay on disk after the run",
     )
     timezone: str = Field(default="UTC", description="timezone of a drill's cron by default")
+    exercise_approvals: bool = Field(
+        default=False,
+        description="approval gates in a drill wait for a real decision; false: they are "
+        "skipped and the timeline says who the policy would have asked",
+    )
 
 
 class SchedulerSettings(_ConcernSettings):

@@ -18,6 +18,7 @@ from rearguard.models.assets import (
 )
 from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
+from rearguard.models.settings import load_settings
 
 ALIAS = "production"
 
@@ -61,6 +62,12 @@ def default_files(kind: str, asset: str, label: str) -> dict[str, bytes]:
     if kind == "config":
         return {"serving.json": json.dumps({"asset": asset, "release": label}).encode()}
     return {"weights.bin": f"weights of {asset} {label}".encode() * 64}
+
+
+def configure(runtime: Runtime, home: Path, toml: str) -> None:
+    """Write rearguard.toml into the home and reload the runtime's settings from it."""
+    (home / "rearguard.toml").write_text(toml)
+    runtime.settings = load_settings(home=home, database_url=runtime.settings.database_url)
 
 
 def add_version(

@@ -1,7 +1,8 @@
-"""Recovery drills: the real model_compromise playbook on a sandbox, production untouched.
+"""Recovery drills: the real playbooks on a sandbox, production untouched.
 
-Each test builds v1, v2 (known-good) and v3 (production) through the scenarios module,
-schedules a drill and runs it in-process under the session's Prefect server. What is asserted
+Each test builds v1, v2 (known-good) and v3 (production) through the scenarios module (and,
+for the drill of each playbook type, a store holding every kind of asset), schedules a drill
+and runs it in-process under the session's Prefect server. What is asserted
 is what an operator would check: the drill's result, per step, and why it failed; that every
 stored byte, status and alias of production is as it was; that the sandbox shares unaltered
 files with the store by hard links but never the tampered ones; what the timeline records.
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenarios import build_scenario, tamper_version
+from scenarios import add_version, approve, build_scenario, configure, promote, tamper_version
 
 from rearguard.flows.drills import run_drill
-from rearguard.models.assets import describe_asset, get_asset
+from rearguard.models.assets import describe_asset, list_assets
 from rearguard.models.audit import verify_stored_chain
+from rearguard.models.drill_injectors import FAKE_MALICIOUS_SHA256
 from rearguard.models.drills import add_drill, list_runs, summarise
+from rearguard.models.errors import UsageError
 from rearguard.models.incidents import list_incidents
 from rearguard.models.runtime import Runtime, use_runtime
 from rearguard.models.settings import DrillSettings, StakeholderRoles, StakeholderSettings
@@ -38,8 +41,8 @@ def _prefect(prefect_api_url: str) -> None:
     """Every drill runs its playbook under the session's Prefect server."""
 
 
-def production_snapshot(runtime: Runtime, asset: str) -> dict[str, Any]:
-    """Every stored file's sha256, inode and mode, the alias on disk, statuses in the database."""
+def production_snapshot(runtime: Runtime) -> dict[str, Any]:
+    """Every stored file's sha256, inode and mode; every asset's alias on disk and statuses."""
     files = {}
     for path in sorted((runtime.settings.home / "store").rglob("*")):
         if path.is_file() and not path.is_symlink():
@@ -50,23 +53,33 @@ def production_snapshot(runtime: Runtime, asset: str) -> dict[str, Any]:
                 info.st_mode,
             )
     with runtime.db.read_session() as session:
-        described = describe_asset(
-            session=session, asset=get_asset(session=session, name=asset), alias="production"
-        )
+        described = {
+            asset.name: describe_asset(session=session, asset=asset, alias="production")
+            for asset in list_assets(session=session)
+        }
     return {
         "files": files,
-        "alias_on_disk": runtime.registry.read_alias(asset=asset, alias="production"),
-        "asset": described,
+        "alias_on_disk": {
+            name: runtime.registry.read_alias(asset=name, alias="production") for name in described
+        },
+        "assets": described,
     }
 
 
-def schedule(runtime: Runtime, name: str = "weekly", *, rto_s: float | None = 300.0) -> None:
+def schedule(
+    runtime: Runtime,
+    name: str = "weekly",
+    *,
+    rto_s: float | None = 300.0,
+    playbook: str = "model_compromise",
+    asset: str = "model-a",
+) -> None:
     with runtime.db.session() as session:
         add_drill(
             session=session,
             name=name,
-            playbook="model_compromise",
-            asset="model-a",
+            playbook=playbook,
+            asset=asset,
             cron="0 9 * * MON",
             timezone="Europe/London",
             rto_s=rto_s,
@@ -108,7 +121,7 @@ def test_a_drill_recovers_in_its_sandbox_and_production_is_untouched(
     )
     build_scenario(runtime, tmp_path, validate=hook, validate_all=True)
     schedule(runtime)
-    before = production_snapshot(runtime, "model-a")
+    before = production_snapshot(runtime)
     kept = keeping_sandboxes(runtime)
 
     run = run_drill(runtime=kept, name="weekly")
@@ -119,7 +132,7 @@ def test_a_drill_recovers_in_its_sandbox_and_production_is_untouched(
     assert all(s["ok"] for s in run.steps)
     assert run.recovery_s is not None and run.rto_s == 300.0
     assert run.injected["version"] == "v3"
-    assert production_snapshot(runtime, "model-a") == before
+    assert production_snapshot(runtime) == before
     # Hooks ran in drill mode, against the sandbox.
     assert set(marker.read_text()) == {"1"}
     # The sandbox shares untouched files with the store, and holds the tampered one apart.
@@ -159,7 +172,7 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
     build_scenario(runtime, tmp_path, approved=("v1",))
     tamper_version(runtime, "model-a", "v1")
     schedule(runtime)
-    before = production_snapshot(runtime, "model-a")
+    before = production_snapshot(runtime)
     owned = StakeholderSettings(assets={"model-a": StakeholderRoles(asset_owner=["o@example.org"])})
     notifications = runtime.settings.notifications.model_copy(
         update={
@@ -188,7 +201,7 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
     assert run.recovery_s is None
     # The sandbox of a failed drill is kept for forensics; production is as it was.
     assert run.sandbox and Path(run.sandbox).is_dir()
-    assert production_snapshot(runtime, "model-a") == before
+    assert production_snapshot(runtime) == before
     with runtime.db.read_session() as session:
         (summary,) = summarise(list_runs(session=session))
     assert summary["runs"] == 1 and summary["success_rate"] == 0.0
@@ -243,3 +256,112 @@ def test_drills_through_the_cli(cli, runtime: Runtime, tmp_path: Path) -> None: 
     (drill_incident,) = json.loads(cli("incident", "list", "--drills", "--json").stdout)
     assert drill_incident["source"] == "drill"
     assert cli("drills", "remove", "weekly").returncode == 0
+
+
+# -- every drillable playbook type ------------------------------------------------------------
+
+# The asset each type is drilled on, in the store drill_store builds.
+DRILLED = {
+    "prompt_tampering": "prompt-p",
+    "config_tampering": "config-c",
+    "degradation": "model-a",
+    "supply_chain": "model-a",
+    "data_poisoning": "corpus",
+    "model_theft": "model-a",
+}
+
+
+def drill_store(runtime: Runtime, home: Path, tmp_path: Path) -> Path:
+    """Every kind of asset with a known-good version behind production; approvals and hooks.
+
+    model-a's validation command fails content whose first byte was overwritten; it and the
+    ``rotate_credentials`` hook append their ``REARGUARD_DRILL`` to the returned file. Every
+    rollback and credential rotation needs alice's approval.
+    """
+    marker = tmp_path / "drill-env.txt"
+    script = tmp_path / "drill_env.py"
+    script.write_text(
+        "import os, pathlib, sys\n"
+        f"with open({str(marker)!r}, 'a') as out:\n"
+        "    out.write(os.environ.get('REARGUARD_DRILL', '-'))\n"
+        "if sys.argv[1:] == ['check']:\n"
+        "    weights = pathlib.Path(os.environ['REARGUARD_ASSET_PATH'], 'weights.bin')\n"
+        "    sys.exit(4 if weights.read_bytes().startswith(b'\\x00') else 0)\n"
+    )
+    check = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} check"
+    build_scenario(runtime, tmp_path, validate=check, validate_all=True)
+    build_scenario(runtime, tmp_path, asset="prompt-p", kind="prompt")
+    build_scenario(runtime, tmp_path, asset="config-c", kind="config")
+    add_version(runtime, tmp_path, "corpus", "v1", kind="dataset")
+    add_version(runtime, tmp_path, "model-d", "v1", trained_on="corpus@v1")
+    approve(runtime, "model-d", "v1")
+    promote(runtime, "model-d", "v1")
+    configure(
+        runtime,
+        home,
+        f"[hooks.rotate_credentials]\nargv = {json.dumps([sys.executable, str(script)])}\n"
+        '[[approvals.rules]]\nsteps = ["rollback", "rotate_credentials"]\napprovers = ["alice"]\n',
+    )
+    marker.unlink(missing_ok=True)
+    return marker
+
+
+@pytest.mark.parametrize("playbook", sorted(DRILLED))
+def test_a_drill_of_each_type_passes_and_production_is_untouched(
+    playbook: str, runtime: Runtime, home: Path, tmp_path: Path
+) -> None:
+    marker = drill_store(runtime, home, tmp_path)
+    schedule(runtime, playbook=playbook, asset=DRILLED[playbook])
+    before = production_snapshot(runtime)
+
+    run = run_drill(runtime=runtime, name="weekly")
+
+    assert run.status == "pass", run.reason
+    assert run.steps and all(s["ok"] for s in run.steps), run.steps
+    assert run.recovery_s is not None  # to recovered; to contained for model_theft
+    assert production_snapshot(runtime) == before
+    # Nobody is asked at 3 a.m.: the gate is skipped, and the timeline says what it would ask.
+    gates = [s["detail"] for s in run.steps if s["step"] == "await_approval"]
+    assert gates and all(
+        "skipped in drill (policy would require approval by alice within 15m)" in g for g in gates
+    )
+    moved = [e["detail"] for e in run.timeline if e["action"] == "alias.moved"]
+    assert bool(moved) == (playbook != "model_theft")
+    # model-a's validation command and the hooks ran, and ran in drill mode.
+    ran = marker.read_text() if marker.exists() else ""
+    assert set(ran) <= {"1"}
+    assert bool(ran) == (DRILLED[playbook] == "model-a")
+    if playbook == "supply_chain":
+        assert run.injected["incident"] == {"digest": FAKE_MALICIOUS_SHA256}
+    with runtime.db.read_session() as session:
+        (drill_incident,) = list_incidents(session=session, include_drills=True)
+    assert str(drill_incident.status) == ("contained" if playbook == "model_theft" else "recovered")
+
+
+def test_a_degradation_drill_needs_the_assets_validation_command(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    build_scenario(runtime, tmp_path)
+    with pytest.raises(UsageError, match="degradation drills need the asset's validation command"):
+        schedule(runtime, playbook="degradation")
+
+
+def test_a_drill_exercising_approvals_waits_for_a_real_decision(
+    runtime: Runtime, home: Path, tmp_path: Path
+) -> None:
+    build_scenario(runtime, tmp_path)
+    configure(
+        runtime,
+        home,
+        "[drills]\nexercise_approvals = true\n"
+        '[[approvals.rules]]\nsteps = ["rollback"]\napprovers = ["alice"]\n'
+        'timeout_s = 1\non_timeout = "abort"\n',
+    )
+    schedule(runtime)
+    before = production_snapshot(runtime)
+
+    run = run_drill(runtime=runtime, name="weekly")
+
+    assert run.status == "fail"
+    assert "rollback not approved within 1s; aborted per policy" in (run.reason or "")
+    assert production_snapshot(runtime) == before

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenarios import ALIAS, add_version, approve, production_on_disk, promote
+from scenarios import ALIAS, add_version, approve, configure, production_on_disk, promote
 
 from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
@@ -29,19 +29,12 @@ from rearguard.models.denylist import deny_digest
 from rearguard.models.enums import Severity
 from rearguard.models.errors import IntegrityViolation
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import load_settings
 from rearguard.models.tables import DeniedDigest, Incident, TimelineEvent
 
 # A backdoored third-party library (not a pickle: the opcode scan would refuse that anyway).
 EVIL = b"\x7fELF backdoored vendor library" * 16
 EVIL_SHA = hashlib.sha256(EVIL).hexdigest()
 PY = shlex.quote(sys.executable)
-
-
-def configure(runtime: Runtime, home: Path, toml: str) -> None:
-    """Write rearguard.toml into the home and reload the runtime's settings from it."""
-    (home / "rearguard.toml").write_text(toml)
-    runtime.settings = load_settings(home=home, database_url=runtime.settings.database_url)
 
 
 def recorder(tmp_path: Path, name: str) -> tuple[str, Path]:
