@@ -27,7 +27,34 @@ for _name in ("REARGUARD_HOME", "REARGUARD_DATABASE_URL", "REARGUARD_FAILPOINTS"
 from rearguard.models.runtime import Runtime, use_runtime  # noqa: E402
 from rearguard.models.settings import load_settings  # noqa: E402
 
-POSTGRES_URL = os.environ.get("REARGUARD_TEST_DATABASE_URL")
+
+def _worker_database(url: str | None) -> str | None:
+    """Under pytest-xdist, a PostgreSQL database of each worker's own, beside the given one.
+
+    Every test recreates the database's ``public`` schema, so two workers must never share one.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from rearguard.models.database import normalise_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).scalar()
+        if not found:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+POSTGRES_URL = _worker_database(os.environ.get("REARGUARD_TEST_DATABASE_URL"))
 REARGUARD_BIN = Path(sys.executable).with_name("rearguard")
 
 
