@@ -94,29 +94,8 @@ def root(
     options.database_url = database_url
 
 
-def _hash_ahead(argv: list[str]) -> None:
-    """For ``assets verify``, start hashing the local store's files while the imports run.
-
-    Only a guess from the command line (``[--home DIR] assets verify [NAME]``); the command
-    itself works out everything again, and reuses a digest only for the same unchanged file.
-    """
-    root_options: dict[str, str] = {}
-    while argv and argv[0] in ("--home", "--database-url") and len(argv) > 1:
-        root_options[argv[0]] = argv[1]
-        argv = argv[2:]
-    if argv[:2] != ["assets", "verify"]:
-        return
-    from rearguard.models import prehash
-    from rearguard.models.home import default_home
-
-    home = Path(root_options["--home"]) if "--home" in root_options else default_home()
-    names = [a for a in argv[2:] if not a.startswith("-")]
-    prehash.start(prehash.store_files(home, names[0] if len(names) == 1 else None))
-
-
 def main() -> None:
     """Entry point of the console script: one line per expected error, never a traceback."""
-    _hash_ahead(sys.argv[1:])
     try:
         result = app(standalone_mode=False)
     except click.exceptions.Exit as exc:

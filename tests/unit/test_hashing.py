@@ -105,12 +105,11 @@ def test_files_hashed_ahead_are_reused_only_while_unchanged(tmp_path: Path) -> N
     assert prehash.store_files(home, "model-a") == [altered, kept]
     assert prehash.store_files(home, "../model-a") == []
 
-    plan = prehash._Plan([kept, altered])
-    plan.run()  # what the background thread does, to the end
+    child = prehash.spawn([kept, altered])  # a real forked child, as `assets verify` starts
+    child.finish()
     altered.write_bytes(b"b" * 3_000_000)  # an attacker rewrites a file after it was hashed
 
-    assert plan.take(kept) == (hashlib.sha256(b"k" * 3_000_000).hexdigest(), 3_000_000)
-    assert plan.take(altered) is None  # changed since: the caller hashes what is there now
-    # Not planned at all: hashed by the caller.
-    assert plan.take(other) is None
+    assert child.take(kept) == (hashlib.sha256(b"k" * 3_000_000).hexdigest(), 3_000_000)
+    assert child.take(altered) is None  # changed since: the caller hashes what is there now
+    assert child.take(other) is None  # never given to the child: the caller hashes it
     assert sha256_file(altered) == (hashlib.sha256(b"b" * 3_000_000).hexdigest(), 3_000_000)

@@ -1,0 +1,40 @@
+"""The console script's entry point: what can start before the command line's imports do.
+
+Importing typer, click, rich and the command modules takes about 0.2 s, and a command's own
+imports (SQLAlchemy, SQLModel, pydantic) several tenths more. ``assets verify`` uses that time:
+before anything else is imported, it forks a child that hashes the asset's stored files (see
+:mod:`rearguard.models.prehash`). Every other command goes straight to the CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _hash_ahead(argv: list[str]) -> None:
+    """For ``[--home DIR] assets verify [NAME]``, start hashing the local store's files.
+
+    Only a guess from the command line; the command itself works out everything again, and
+    reuses a digest only for the same unchanged file.
+    """
+    root_options: dict[str, str] = {}
+    while argv and argv[0] in ("--home", "--database-url") and len(argv) > 1:
+        root_options[argv[0]] = argv[1]
+        argv = argv[2:]
+    if argv[:2] != ["assets", "verify"]:
+        return
+    from rearguard.models import prehash
+    from rearguard.models.home import default_home
+
+    home = Path(root_options["--home"]) if "--home" in root_options else default_home()
+    names = [a for a in argv[2:] if not a.startswith("-")]
+    prehash.start(prehash.store_files(home, names[0] if len(names) == 1 else None))
+
+
+def main() -> None:
+    """Run the ``rearguard`` command."""
+    _hash_ahead(sys.argv[1:])
+    from rearguard.flows.cli.main import main as run
+
+    run()
