@@ -11,14 +11,7 @@ from __future__ import annotations
 from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
-from rearguard.flows.steps import (
-    await_approval,
-    quarantine,
-    rollback,
-    select_known_good,
-    validate,
-    verify_integrity,
-)
+from rearguard.playbooks.restore import restore_known_good
 
 
 @flow(name="model_compromise", log_prints=False, validate_parameters=False)
@@ -32,12 +25,6 @@ async def model_compromise(incident_id: int) -> str:
         The incident's final status.
     """
     async with playbook_guard(incident_id) as outcome:
-        await quarantine(incident_id)
-        await outcome.contained()
-        verified = await verify_integrity(incident_id)
-        selected = await select_known_good(incident_id, checks=verified["checks"])
-        await await_approval(incident_id, step="rollback")
-        await rollback(incident_id, label=selected["selected"])
-        await validate(incident_id)
+        await restore_known_good(incident_id, outcome)
         outcome.recovered()
     return outcome.status

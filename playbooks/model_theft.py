@@ -15,14 +15,10 @@ from rearguard.flows.playbook_run import playbook_guard
 from rearguard.flows.steps import (
     await_approval,
     notify_legal,
-    quarantine,
-    rollback,
     run_hook,
-    select_known_good,
-    validate,
-    verify_integrity,
     verify_production,
 )
+from rearguard.playbooks.restore import restore_known_good
 
 
 @flow(name="model_theft", log_prints=False, validate_parameters=False)
@@ -38,13 +34,7 @@ async def model_theft(incident_id: int) -> str:
     async with playbook_guard(incident_id) as outcome:
         production = await verify_production(incident_id)
         if not production["ok"]:
-            await quarantine(incident_id)
-            await outcome.contained()
-            verified = await verify_integrity(incident_id)
-            selected = await select_known_good(incident_id, checks=verified["checks"])
-            await await_approval(incident_id, step="rollback")
-            await rollback(incident_id, label=selected["selected"])
-            await validate(incident_id)
+            await restore_known_good(incident_id, outcome)
         await await_approval(incident_id, step="rotate_credentials")
         await run_hook(incident_id, hook="rotate_credentials", required=True)
         await notify_legal(incident_id)

@@ -11,27 +11,12 @@ from __future__ import annotations
 from prefect import flow
 
 from rearguard.flows.playbook_run import playbook_guard
-from rearguard.flows.steps import (
-    await_approval,
-    quarantine,
-    record_diff,
-    rollback,
-    select_known_good,
-    validate,
-    verify_integrity,
-)
+from rearguard.playbooks.restore import restore_known_good
 
 
 async def _restore_and_diff(incident_id: int) -> str:
     async with playbook_guard(incident_id) as outcome:
-        await quarantine(incident_id)
-        await outcome.contained()
-        verified = await verify_integrity(incident_id)
-        selected = await select_known_good(incident_id, checks=verified["checks"])
-        await await_approval(incident_id, step="rollback")
-        await rollback(incident_id, label=selected["selected"])
-        await record_diff(incident_id, label=selected["selected"])
-        await validate(incident_id)
+        await restore_known_good(incident_id, outcome, diff=True)
         outcome.recovered()
     return outcome.status
 
