@@ -33,7 +33,6 @@ from rearguard.models.assets import (
     list_versions,
     manifest_of,
 )
-from rearguard.models.audit import append_event
 from rearguard.models.enums import (
     AssetKind,
     EventKind,
@@ -43,9 +42,7 @@ from rearguard.models.enums import (
     VersionStatus,
 )
 from rearguard.models.errors import NotFoundError
-from rearguard.models.incidents import open_incident
 from rearguard.models.integrity import VersionCheck, check_versions
-from rearguard.models.redaction import redact_value
 from rearguard.models.registry.base import ManifestEntry, Progress
 from rearguard.models.runtime import Runtime
 from rearguard.models.tables import Incident
@@ -285,6 +282,11 @@ def _summary(finding: SweepFinding) -> str:
 
 
 def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> None:
+    # Imported here: `assets verify` plans and checks through this module and opens nothing.
+    from rearguard.models.audit import append_event
+    from rearguard.models.incidents import open_incident
+    from rearguard.models.redaction import redact_value
+
     if finding.incident_type is None:
         finding.action = "not_opened"
         return

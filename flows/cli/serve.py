@@ -7,13 +7,15 @@ import ipaddress
 import os
 import signal
 from contextlib import ExitStack
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rearguard.flows.cli.context import err, runtime
 from rearguard.models.errors import ConfigurationError, OperationFailed
-from rearguard.models.settings import IntakeSettings
+
+if TYPE_CHECKING:
+    from rearguard.models.settings import IntakeSettings
 
 
 def is_loopback(host: str) -> bool:
