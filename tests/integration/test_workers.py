@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import REARGUARD_BIN
 from intake_helpers import timeline_actions, wait_for
-from scenarios import build_scenario, configure, production_in_db
+from scenarios import build_scenario, configure
 
 from rearguard.flows.dispatch import dispatch_playbook
+from rearguard.models.audit import events_for_incident
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.incidents import get_incident, open_incident
 from rearguard.models.runtime import Runtime
@@ -32,7 +33,18 @@ def _flow_runs(pool: str) -> list[object]:
         )
 
 
-def test_two_workers_share_a_pool_and_an_incident_dispatched_twice_runs_once(
+def _run_span(runtime: Runtime, incident_id: int) -> tuple[int, int]:
+    """The first and last position in the audit chain of what the incident's playbook wrote."""
+    with runtime.db.read_session() as session:
+        seqs = [
+            int(e.seq)
+            for e in events_for_incident(session, incident_id=incident_id)
+            if e.action != "incident.opened"
+        ]
+    return min(seqs), max(seqs)
+
+
+def test_workers_run_an_incident_dispatched_twice_once_and_one_playbook_per_asset(
     runtime: Runtime,
     home: Path,
     tmp_path: Path,
@@ -51,6 +63,12 @@ def test_two_workers_share_a_pool_and_an_incident_dispatched_twice_runs_once(
                 session=session, type="model_compromise", actor="test", asset_name="model-a"
             ).id
         )
+        # Another playbook on the same asset: the workers must not run the two at once.
+        theft_id = int(
+            open_incident(
+                session=session, type="model_theft", actor="test", asset_name="model-a"
+            ).id
+        )
 
     deployed = cli("deploy", "--json")
     assert deployed.returncode == 0, deployed.stderr
@@ -60,6 +78,7 @@ def test_two_workers_share_a_pool_and_an_incident_dispatched_twice_runs_once(
     first = dispatch_playbook(runtime=runtime, incident_id=incident_id)
     second = dispatch_playbook(runtime=runtime, incident_id=incident_id)
     assert first == second  # the same flow run, queued once
+    dispatch_playbook(runtime=runtime, incident_id=theft_id)
     assert _status(runtime, incident_id) == IncidentStatus.OPEN  # queued, not run here
 
     worker_env = {**cli_env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
@@ -75,15 +94,19 @@ def test_two_workers_share_a_pool_and_an_incident_dispatched_twice_runs_once(
     ]
     try:
         wait_for(
-            lambda: _status(runtime, incident_id) == IncidentStatus.RECOVERED,
+            lambda: (
+                _status(runtime, incident_id) == IncidentStatus.RECOVERED
+                and _status(runtime, theft_id) != IncidentStatus.OPEN
+            ),
             timeout=120,
-            what="a worker to run the playbook",
+            what="the workers to run the playbooks",
         )
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGINT)
         for worker in workers:
             worker.wait(timeout=60)
-    assert production_in_db(runtime, "model-a") == "v2"
     assert timeline_actions(runtime, incident_id).count("rollback") == 2  # intent + outcome
-    assert len(_flow_runs(pool)) == 1
+    assert len(_flow_runs(pool)) == 2  # one per incident
+    compromise, theft = _run_span(runtime, incident_id), _run_span(runtime, theft_id)
+    assert compromise[1] < theft[0] or theft[1] < compromise[0]  # one after the other
