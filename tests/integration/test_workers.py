@@ -12,10 +12,25 @@ from intake_helpers import timeline_actions, wait_for
 from scenarios import build_scenario, configure
 
 from rearguard.flows.dispatch import dispatch_playbook
+from rearguard.models.approvals import list_requests
 from rearguard.models.audit import events_for_incident
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.incidents import get_incident, open_incident
 from rearguard.models.runtime import Runtime
+
+# model_theft waits for an approval before rotating credentials, and gives up after 3 s.
+_SETTINGS = """
+[intake]
+dispatch = "deployment"
+work_pool = "{pool}"
+
+[[approvals.rules]]
+playbook = "model_theft"
+steps = ["rotate_credentials"]
+approvers = ["alice"]
+timeout_s = 3
+on_timeout = "abort"
+"""
 
 
 def _status(runtime: Runtime, incident_id: int) -> IncidentStatus:
@@ -23,14 +38,12 @@ def _status(runtime: Runtime, incident_id: int) -> IncidentStatus:
         return get_incident(session=session, incident_id=incident_id).status
 
 
-def _flow_runs(pool: str) -> list[object]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+def _open(runtime: Runtime, incident_type: str) -> int:
+    with runtime.db.session() as session:
+        incident = open_incident(
+            session=session, type=incident_type, actor="test", asset_name="model-a"
         )
+        return int(incident.id)
 
 
 def _run_span(runtime: Runtime, incident_id: int) -> tuple[int, int]:
@@ -44,6 +57,16 @@ def _run_span(runtime: Runtime, incident_id: int) -> tuple[int, int]:
     return min(seqs), max(seqs)
 
 
+def _flow_runs(pool: str) -> list[object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+        )
+
+
 def test_workers_run_an_incident_dispatched_twice_once_and_one_playbook_per_asset(
     runtime: Runtime,
     home: Path,
@@ -55,31 +78,15 @@ def test_workers_run_an_incident_dispatched_twice_once_and_one_playbook_per_asse
 ) -> None:
     monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
     pool = f"rearguard-{tmp_path.name}"  # the session's Prefect server outlives this test
-    configure(runtime, home, f'[intake]\ndispatch = "deployment"\nwork_pool = "{pool}"\n')
+    configure(runtime, home, _SETTINGS.format(pool=pool))
     build_scenario(runtime, tmp_path, tampered=True)
-    with runtime.db.session() as session:
-        incident_id = int(
-            open_incident(
-                session=session, type="model_compromise", actor="test", asset_name="model-a"
-            ).id
-        )
-        # Another playbook on the same asset: the workers must not run the two at once.
-        theft_id = int(
-            open_incident(
-                session=session, type="model_theft", actor="test", asset_name="model-a"
-            ).id
-        )
+    theft_id = _open(runtime, "model_theft")
+    compromise_id = _open(runtime, "model_compromise")
 
     deployed = cli("deploy", "--json")
     assert deployed.returncode == 0, deployed.stderr
     assert "model_compromise/model_compromise" in deployed.stdout
     assert pool in deployed.stdout
-
-    first = dispatch_playbook(runtime=runtime, incident_id=incident_id)
-    second = dispatch_playbook(runtime=runtime, incident_id=incident_id)
-    assert first == second  # the same flow run, queued once
-    dispatch_playbook(runtime=runtime, incident_id=theft_id)
-    assert _status(runtime, incident_id) == IncidentStatus.OPEN  # queued, not run here
 
     worker_env = {**cli_env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
     workers = [
@@ -93,20 +100,29 @@ def test_workers_run_an_incident_dispatched_twice_once_and_one_playbook_per_asse
         for _ in range(2)
     ]
     try:
+        dispatch_playbook(runtime=runtime, incident_id=theft_id)
+
+        def theft_waits() -> bool:
+            with runtime.db.read_session() as session:
+                return bool(list_requests(session=session, incident_id=theft_id))
+
+        wait_for(theft_waits, timeout=120, what="model_theft to wait for its approval")
+        # The other worker is free, but the asset is taken until model_theft ends.
+        first = dispatch_playbook(runtime=runtime, incident_id=compromise_id)
+        second = dispatch_playbook(runtime=runtime, incident_id=compromise_id)
+        assert first == second  # the same flow run, queued once
         wait_for(
-            lambda: (
-                _status(runtime, incident_id) == IncidentStatus.RECOVERED
-                and _status(runtime, theft_id) != IncidentStatus.OPEN
-            ),
+            lambda: _status(runtime, compromise_id) == IncidentStatus.RECOVERED,
             timeout=120,
-            what="the workers to run the playbooks",
+            what="the workers to run both playbooks",
         )
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGINT)
         for worker in workers:
             worker.wait(timeout=60)
-    assert timeline_actions(runtime, incident_id).count("rollback") == 2  # intent + outcome
+    assert _status(runtime, theft_id) == IncidentStatus.FAILED  # nobody approved
+    assert timeline_actions(runtime, compromise_id).count("rollback") == 2  # intent + outcome
     assert len(_flow_runs(pool)) == 2  # one per incident
-    compromise, theft = _run_span(runtime, incident_id), _run_span(runtime, theft_id)
-    assert compromise[1] < theft[0] or theft[1] < compromise[0]  # one after the other
+    theft, compromise = _run_span(runtime, theft_id), _run_span(runtime, compromise_id)
+    assert theft[1] < compromise[0]  # one playbook on the asset at a time
