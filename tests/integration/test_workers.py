@@ -18,7 +18,7 @@ from rearguard.models.enums import IncidentStatus
 from rearguard.models.incidents import get_incident, open_incident
 from rearguard.models.runtime import Runtime
 
-# model_theft waits for an approval before rotating credentials, and gives up after 3 s.
+# model_theft waits for an approval before rotating credentials, and gives up after 10 s.
 _SETTINGS = """
 [intake]
 dispatch = "deployment"
@@ -28,7 +28,7 @@ work_pool = "{pool}"
 playbook = "model_theft"
 steps = ["rotate_credentials"]
 approvers = ["alice"]
-timeout_s = 3
+timeout_s = 10
 on_timeout = "abort"
 """
 
