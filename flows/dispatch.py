@@ -1,4 +1,5 @@
-"""Running an incident's playbook in this process, under Prefect."""
+"""Running an incident's playbook: in this process, under Prefect, or as a flow run of its
+deployment on a work pool's workers (``[intake] dispatch``)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import asyncio
 import contextlib
 import os
 
-from rearguard.models.errors import RearguardError
+from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents import get_incident
 from rearguard.models.runtime import Runtime, use_runtime
 from rearguard.models.tables import Incident
-from rearguard.notifications.notify import deliver_after_run
-from rearguard.playbooks.catalog import get_playbook
+from rearguard.playbooks.catalog import PlaybookSpec, get_playbook
 
 # Defaults for the embedded mode; a user's own PREFECT_* settings always win.
 _PREFECT_DEFAULTS = {
@@ -68,11 +68,76 @@ def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     # A drill's incident ids are its sandbox's; its flow runs say so in Prefect's UI.
     prefix = f"drill-{runtime.settings.home.name}-" if runtime.drill else ""
     named = playbook.with_options(flow_run_name=f"{prefix}incident-{incident_id}")
-    # A playbook failure is recorded on the incident by the playbook guard.
+    # A playbook failure is recorded on the incident by the playbook guard, which also
+    # delivers the notifications the run queued.
     with contextlib.suppress(RearguardError):
         asyncio.run(named(incident_id=incident_id))
-    # The playbook only queued its notifications; deliver them now, for a bounded wait.
-    install_secret_block_loader()
-    deliver_after_run(runtime, incident_id=incident_id)
     with runtime.db.read_session() as session:
         return get_incident(session=session, incident_id=incident_id)
+
+
+def deployment_name(spec: PlaybookSpec) -> str:
+    """The ``flow/deployment`` name of a playbook's deployment: its flow's name, then its
+    incident type (``model_compromise/model_compromise`` for the built-in ones).
+
+    Raises:
+        ConfigurationError: the playbook's flow cannot be imported.
+    """
+    return f"{spec.load().name}/{spec.type}"
+
+
+def queue_playbook_run(*, runtime: Runtime, incident_id: int) -> str:
+    """Create the flow run of an incident's playbook on its deployment, and return at once.
+
+    The incident (its id and when it was opened) is the idempotency key: however many times,
+    and from however many intake processes, an incident is dispatched, its playbook has one
+    flow run; another database's incident of the same id (a drill's sandbox, a fresh install
+    on the same Prefect server) gets its own.
+
+    Returns:
+        The flow run's id.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+        ConfigurationError: the playbook has no deployment (``rearguard deploy`` makes them).
+    """
+    configure_prefect()
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+    name = deployment_name(get_playbook(incident.type))
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        flow_run = run_deployment(
+            name=name,
+            parameters={"incident_id": incident_id},
+            flow_run_name=f"incident-{incident_id}",
+            timeout=0,
+            idempotency_key=f"incident-{incident_id}-{incident.opened_at:%Y%m%dT%H%M%S.%f}",
+            as_subflow=False,
+        )
+    except ObjectNotFound as exc:
+        raise ConfigurationError(
+            f"no Prefect deployment {name!r} for incident {incident_id}",
+            hint="run `rearguard deploy` against this Prefect server",
+        ) from exc
+    return str(flow_run.id)
+
+
+def dispatch_playbook(*, runtime: Runtime, incident_id: int) -> str:
+    """Start an incident's playbook the way ``[intake] dispatch`` says.
+
+    ``inline`` runs it here to its end (:func:`run_playbook`); ``deployment`` queues one flow
+    run of its deployment for the work pool's workers (:func:`queue_playbook_run`).
+
+    Returns:
+        What happened, for the log: the incident's status, or the queued flow run.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+        ConfigurationError: ``deployment`` and the playbook has no deployment.
+    """
+    if runtime.settings.intake.dispatch == "deployment":
+        return f"flow run {queue_playbook_run(runtime=runtime, incident_id=incident_id)} queued"
+    return str(run_playbook(runtime=runtime, incident_id=incident_id).status)

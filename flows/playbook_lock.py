@@ -1,4 +1,5 @@
-"""The lock on the process-wide runtime slot that playbooks' steps read.
+"""The lock on the process-wide runtime slot that playbooks' steps read, and the per-asset
+slot that deployments' flow runs hold across workers.
 
 Steps find their runtime through one slot per process (``rearguard.models.runtime``). Playbooks
 on the application's runtime (the intake's, the sweep's) can share it; a drill installs its
@@ -9,8 +10,8 @@ never find a drill's sandbox in the slot.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 
 class PlaybookLock:
@@ -49,3 +50,46 @@ class PlaybookLock:
 
 
 PLAYBOOK_LOCK = PlaybookLock()
+
+
+def asset_limit_name(asset: str) -> str:
+    """The Prefect global concurrency limit that lets one playbook at a time work on an asset."""
+    return f"rearguard-asset-{asset}"
+
+
+@asynccontextmanager
+async def deployment_asset_slot(incident_id: int) -> AsyncIterator[None]:
+    """In a flow run of a deployment, hold the asset's Prefect concurrency slot while it runs.
+
+    Workers on several machines take the pool's flow runs in any order; the asset's global
+    concurrency limit (one slot, created on first use) makes a second playbook on the same
+    asset wait for the first to end. Anywhere else (the CLI, the inline intake, a drill) this
+    does nothing: those serialise on their own process's locks.
+    """
+    from prefect.runtime import deployment
+
+    asset = None if deployment.id is None else _asset_of(incident_id)
+    if asset is None:
+        yield
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.asyncio import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = asset_limit_name(asset)
+    async with get_client() as client:
+        with suppress(ObjectAlreadyExists):
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1)
+            )
+    async with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+def _asset_of(incident_id: int) -> str | None:
+    from rearguard.models.incidents import get_incident
+    from rearguard.models.runtime import current_runtime
+
+    with current_runtime().db.read_session() as session:
+        return get_incident(session=session, incident_id=incident_id).asset_name

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from rearguard.flows.playbook_lock import deployment_asset_slot
 from rearguard.flows.steps import conclude, notify
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import OperationFailed, RearguardError
+from rearguard.models.runtime import current_runtime
 
 
 @dataclass
@@ -45,17 +48,34 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     notification is queued only while the incident is in the state it announces, and once per
     state, so a rerun after a crash at any point sends what the crash lost and nothing twice.
     A failure is re-raised as :class:`OperationFailed` so that Prefect shows the flow run as
-    failed too.
+    failed too. In a deployment's flow run, it first waits for the asset's concurrency slot, so
+    that workers run one playbook per asset at a time. However the run ends, the notifications
+    it queued are then delivered (for at most ``dispatch_wait_s``; the outbox keeps the rest),
+    in whichever process runs it.
     """
     outcome = PlaybookOutcome(incident_id)
-    await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)
-    try:
-        yield outcome
-    except RearguardError as exc:
-        await conclude(incident_id, IncidentStatus.FAILED, exc.message)
-        await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
-        raise OperationFailed(exc.message, hint=exc.hint) from exc
-    if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
-        ended = IncidentStatus(outcome.status)
-        await conclude(incident_id, ended)
-        await notify(incident_id, event=str(ended), if_status=ended)
+    async with deployment_asset_slot(incident_id):
+        try:
+            await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)
+            try:
+                yield outcome
+            except RearguardError as exc:
+                await conclude(incident_id, IncidentStatus.FAILED, exc.message)
+                await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
+                raise OperationFailed(exc.message, hint=exc.hint) from exc
+            if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
+                ended = IncidentStatus(outcome.status)
+                await conclude(incident_id, ended)
+                await notify(incident_id, event=str(ended), if_status=ended)
+        finally:
+            await _deliver_queued(incident_id)
+
+
+async def _deliver_queued(incident_id: int) -> None:
+    """Deliver what the run queued, for a bounded wait, wherever the flow runs (here, or in a
+    work pool's worker)."""
+    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.notifications.notify import deliver_after_run
+
+    install_secret_block_loader()
+    await asyncio.to_thread(deliver_after_run, current_runtime(), incident_id=incident_id)

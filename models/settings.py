@@ -520,7 +520,14 @@ class IntakeSettings(_ConcernSettings):
         ge=0,
         description="after an incident is resolved, its alerts still attach to it this long",
     )
-    dispatch: Literal["inline"] = "inline"
+    dispatch: Literal["inline", "deployment"] = Field(
+        default="inline",
+        description="inline: playbooks run in the serving process; deployment: as flow runs of "
+        "the playbooks' Prefect deployments (`rearguard deploy`), on the work pool's workers",
+    )
+    work_pool: str = Field(
+        default="rearguard", min_length=1, description="the Prefect work pool of `deployment`"
+    )
     playbook_workers: int = Field(default=2, ge=1, le=32)
     alertmanager: list[AlertRule] = Field(default_factory=list)
 

@@ -30,6 +30,7 @@ from rearguard.flows.cli import (
     scheduler,
     serve,
     status,
+    workers,
 )
 from rearguard.flows.cli.context import err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
@@ -64,6 +65,8 @@ app.command("init")(db.init)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)
 app.command("status")(status.status)
+app.command("deploy")(workers.deploy)
+app.command("worker")(workers.worker)
 incident.app.command("resolve")(resolve.resolve)
 
 

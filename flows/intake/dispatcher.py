@@ -1,7 +1,9 @@
-"""Inline dispatch: incidents' playbooks run in the serving process, in background threads.
+"""The intake's dispatch: in background threads, each opened incident's playbook runs in the
+serving process (``dispatch = "inline"``) or is queued as a flow run of its deployment
+(``"deployment"``).
 
-One playbook per asset at a time (a lock per asset in this process); incidents of different
-assets run in parallel up to the number of workers.
+Inline, one playbook per asset at a time (a lock per asset in this process); incidents of
+different assets run in parallel up to the number of workers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class PlaybookDispatcher:
-    """Runs incidents' playbooks with :func:`rearguard.flows.dispatch.run_playbook`.
+    """Starts incidents' playbooks with :func:`rearguard.flows.dispatch.dispatch_playbook`.
 
     Args:
         runtime: the process runtime.
@@ -40,7 +42,7 @@ class PlaybookDispatcher:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _run(self, incident_id: int) -> None:
-        from rearguard.flows.dispatch import run_playbook
+        from rearguard.flows.dispatch import dispatch_playbook
         from rearguard.flows.events import emit_incident_event
         from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
         from rearguard.models.incidents import get_incident
@@ -55,8 +57,8 @@ class PlaybookDispatcher:
             with lock, PLAYBOOK_LOCK.shared():
                 with self._guard:
                     self.counts["started"] += 1
-                incident = run_playbook(runtime=self._runtime, incident_id=incident_id)
-                logger.info("incident %s: %s", incident_id, incident.status)
+                done = dispatch_playbook(runtime=self._runtime, incident_id=incident_id)
+                logger.info("incident %s: %s", incident_id, done)
             with self._guard:
                 self.counts["finished"] += 1
         except Exception:  # a broken run must not take the worker thread down

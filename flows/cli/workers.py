@@ -1,0 +1,63 @@
+"""``rearguard deploy`` and ``rearguard worker``: playbooks as Prefect deployments on a work pool,
+and the workers that run them (``[intake] dispatch = "deployment"``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.models.errors import ConfigurationError
+
+
+def _require_prefect_server() -> None:
+    from rearguard.flows.dispatch import configure_prefect, uses_temporary_server
+
+    configure_prefect()
+    if uses_temporary_server():
+        raise ConfigurationError(
+            "deployments and workers need a Prefect server, and none is configured",
+            hint="set PREFECT_API_URL (`rearguard serve` or `prefect server start` runs one)",
+        )
+
+
+PoolOption = Annotated[
+    str | None,
+    typer.Option("--pool", help="Prefect work pool (default: [intake] work_pool, rearguard)."),
+]
+
+
+def deploy(
+    pool: PoolOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Register one Prefect deployment per playbook on a work pool (a process pool is created
+    if missing)."""
+    from rearguard.flows.deployments import deploy_playbooks
+
+    _require_prefect_server()
+    pool = pool or runtime().settings.intake.work_pool
+    names = deploy_playbooks(pool=pool)
+    if json_output:
+        emit_json({"work_pool": pool, "deployments": names})
+        return
+    for name in names:
+        out.print(name)
+    err.print(f"{len(names)} deployment(s) on work pool {pool!r}; `rearguard worker` runs them")
+
+
+def worker(pool: PoolOption = None) -> None:
+    """Run a Prefect process worker for the playbooks' work pool until SIGINT/SIGTERM."""
+    from rearguard.flows.deployments import run_worker
+
+    _require_prefect_server()
+    rt = runtime()
+    pool = pool or rt.settings.intake.work_pool
+    # Flow runs inherit this environment: make the command line's --home and --database-url
+    # theirs too.
+    os.environ["REARGUARD_HOME"] = str(rt.settings.home)
+    os.environ["REARGUARD_DATABASE_URL"] = rt.settings.database_url
+    err.print(f"rearguard worker on work pool {pool!r}; Ctrl-C stops")
+    run_worker(pool=pool)
