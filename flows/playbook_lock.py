@@ -83,7 +83,9 @@ async def deployment_asset_slot(incident_id: int) -> AsyncIterator[None]:
             await client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=1)
             )
-    async with concurrency(name, occupy=1, strict=True):
+    # The lease is renewed while the run lives; a worker that dies frees the asset within a
+    # minute instead of Prefect's default five.
+    async with concurrency(name, occupy=1, strict=True, lease_duration=60):
         yield
 
 

@@ -21,6 +21,9 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rearguard-test-pr
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+# The test server's SQLite database is shared by workers, heartbeats and events; on a loaded
+# 2-core machine a write may wait longer than Prefect's default 10 s ("database is locked").
+os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
 for _name in ("REARGUARD_HOME", "REARGUARD_DATABASE_URL", "REARGUARD_FAILPOINTS"):
     os.environ.pop(_name, None)
 

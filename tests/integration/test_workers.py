@@ -116,6 +116,13 @@ def test_workers_run_an_incident_dispatched_twice_once_and_one_playbook_per_asse
             timeout=120,
             what="the workers to run both playbooks",
         )
+        # A run holds the asset's slot until its flow ends (notifications are delivered in the
+        # guard): stopping a worker earlier would leave the slot leased to a dead run.
+        wait_for(
+            lambda: all(run.state and run.state.is_final() for run in _flow_runs(pool)),  # type: ignore[attr-defined]
+            timeout=60,
+            what="both flow runs to end",
+        )
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGINT)
