@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -146,6 +147,60 @@ def load(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, Any]
     }
 
 
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+local bodies = { %(bodies)s }
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, bodies[(n %% #bodies) + 1])
+end
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk_load(url: str, bodies: list[dict[str, Any]], *, connections: int, seconds: float) -> dict:
+    """Drive ``url`` with wrk (C, two threads, keep-alive) cycling over ``bodies``: the load
+    generator costs little CPU, so the figure is the server's, not the client's."""
+    import re
+
+    literals = ", ".join(f"[==[{json.dumps(b, separators=(',', ':'))}]==]" for b in bodies)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"token": TOKEN, "bodies": literals})
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "-s", script.name]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    percentiles = {
+        int(p): float(v) * _UNITS[u]
+        for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    }
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    per_request = sum(len(b.get("alerts", [b])) for b in bodies) / len(bodies)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {
+        "tool": "wrk",
+        "requests": requests,
+        "alerts": round(requests * per_request),
+        "seconds": seconds,
+        "alerts_per_s": round(rate * per_request, 1),
+        "requests_per_s": round(rate, 1),
+        "p50_ms": round(percentiles[50], 2),
+        "p99_ms": round(percentiles[99], 2),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def drive(url: str, bodies: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The load of one figure: wrk for ``--seconds`` when it is installed, else every body
+    once from Python client threads."""
+    if shutil.which("wrk") and not args.python_client:
+        return wrk_load(url, bodies, connections=args.clients, seconds=args.seconds)
+    return {"tool": "httpx threads", **load(url, bodies, args.clients)}
+
+
 def native_bodies(assets: list[str], count: int) -> list[dict[str, Any]]:
     """``count`` native events round-robin over the assets."""
     return [
@@ -171,24 +226,30 @@ def webhook_bodies(assets: list[str], count: int, batch: int) -> list[dict[str, 
     return bodies
 
 
-def playbook_figures(runtime: Any) -> dict[str, Any]:
-    """Incidents, playbook runs and opened-to-first-step times, read from the database."""
+def playbook_figures(runtime: Any, *, quiet: list[str]) -> dict[str, Any]:
+    """Incidents, playbook runs and opened-to-first-step times, read from the database.
+
+    The delays of the ``quiet`` assets' incidents (one alert at a time, before the storm) and
+    of the storm's are reported apart.
+    """
     from datetime import datetime
 
     from sqlalchemy import text
 
     with runtime.db.read_session() as session:
-        rows = (
-            session.connection()
-            .execute(
-                text(
-                    "SELECT incident_id, action, kind, ts FROM timeline_event"
-                    " WHERE action IN ('incident.opened', 'quarantine') ORDER BY seq"
-                )
+        connection = session.connection()
+        rows = connection.execute(
+            text(
+                "SELECT incident_id, action, kind, ts FROM timeline_event"
+                " WHERE action IN ('incident.opened', 'quarantine') ORDER BY seq"
             )
-            .fetchall()
-        )
-        statuses = session.connection().execute(text("SELECT status FROM incident")).fetchall()
+        ).fetchall()
+        incidents = connection.execute(text("SELECT id, asset_name, status FROM incident"))
+        asset_of = {}
+        statuses = set()
+        for incident_id, asset, status in incidents.fetchall():
+            asset_of[incident_id] = asset
+            statuses.add(status)
     opened: dict[int, datetime] = {}
     first_step: dict[int, datetime] = {}
     runs = 0
@@ -199,14 +260,42 @@ def playbook_figures(runtime: Any) -> dict[str, Any]:
         elif kind == "intent":
             runs += 1
             first_step.setdefault(incident_id, moment)
-    delays = [(first_step[i] - opened[i]).total_seconds() for i in first_step if i in opened]
+
+    def delays(in_quiet: bool) -> list[float]:
+        return sorted(
+            (first_step[i] - opened[i]).total_seconds()
+            for i in first_step
+            if i in opened and (asset_of[i] in quiet) == in_quiet
+        )
+
+    quiet_delays, storm_delays = delays(True), delays(False)
     return {
-        "incidents": len(statuses),
-        "playbook_runs": runs,
-        "incident_statuses": sorted({s for (s,) in statuses}),
-        "opened_to_first_step_median_s": round(statistics.median(delays), 3) if delays else None,
-        "opened_to_first_step_max_s": round(max(delays), 3) if delays else None,
+        "incidents": len(asset_of) - len(quiet),
+        "playbook_runs": runs - len(quiet_delays),
+        "incident_statuses": sorted(statuses),
+        "quiet_opened_to_first_step_s": [round(d, 3) for d in quiet_delays],
+        "quiet_opened_to_first_step_median_s": _median(quiet_delays),
+        "storm_opened_to_first_step_median_s": _median(storm_delays),
+        "storm_opened_to_first_step_max_s": round(storm_delays[-1], 3) if storm_delays else None,
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def quiet_alerts(base: str, assets: list[str]) -> None:
+    """One alert at a time: each waits for the previous playbook to end."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(headers=headers, timeout=60) as http:
+        for done, asset in enumerate(assets, start=1):
+            http.post(f"{base}/v1/incidents", json={"type": "model_compromise", "asset": asset})
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                playbooks = http.get(f"{base}/healthz").json()["playbooks"]
+                if playbooks["finished"] + playbooks["errors"] >= done:
+                    break
+                time.sleep(0.1)
 
 
 def main() -> None:
@@ -216,6 +305,10 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=20)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk's run per figure")
+    parser.add_argument("--python-client", action="store_true", help="not wrk, httpx threads")
+    parser.add_argument("--playbook-workers", type=int, default=None)
+    parser.add_argument("--quiet", type=int, default=5, help="single alerts before the storm")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
 
@@ -227,6 +320,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="rearguard-bench-intake-"))
     assets = [f"model-{i:02d}" for i in range(args.assets)]
+    quiet = [f"quiet-{i:02d}" for i in range(args.quiet)]
     bodies = native_bodies(assets, args.alerts)
 
     port = free_loopback_port()
@@ -234,7 +328,7 @@ def main() -> None:
     try:
         wait_healthy(f"http://127.0.0.1:{port}/", floor)
         load(f"http://127.0.0.1:{port}/v1/incidents", bodies[:500], args.clients)  # warm-up
-        figures = load(f"http://127.0.0.1:{port}/v1/incidents", bodies, args.clients)
+        figures = drive(f"http://127.0.0.1:{port}/v1/incidents", bodies, args)
     finally:
         stop(floor)
     emit("floor_bare_uvicorn", clients=args.clients, **figures)
@@ -261,7 +355,7 @@ def main() -> None:
             runtime.db.upgrade()
         use_runtime(runtime)
         note(f"{figure}: building {args.assets} tampered assets")
-        for asset in assets:
+        for asset in quiet + assets:
             build_scenario(runtime, home, asset=asset, tampered=True)
         port = free_loopback_port()
         env = {
@@ -269,6 +363,11 @@ def main() -> None:
             "REARGUARD_HOME": str(home),
             "REARGUARD_INTAKE_TOKENS": TOKEN,
             "REARGUARD_INTAKE_PORT": str(port),
+            **(
+                {"REARGUARD_INTAKE_PLAYBOOK_WORKERS": str(args.playbook_workers)}
+                if args.playbook_workers
+                else {}
+            ),
             "PREFECT_HOME": str(home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             **({"REARGUARD_DATABASE_URL": args.database_url} if args.database_url else {}),
@@ -285,21 +384,23 @@ def main() -> None:
             started = time.perf_counter()
             wait_healthy(f"http://127.0.0.1:{port}/healthz", serve)
             note(f"{figure}: healthy after {time.perf_counter() - started:.1f} s")
+            base = f"http://127.0.0.1:{port}"
+            quiet_alerts(base, quiet)
             route = "/v1/incidents" if figure == "intake" else "/v1/alerts/alertmanager"
-            figures = load(f"http://127.0.0.1:{port}{route}", workload, args.clients)
+            figures = drive(f"{base}{route}", workload, args)
             note(f"{figure}: {figures['alerts_per_s']} alerts/s; waiting for the playbooks")
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
                 done = health["playbooks"]["finished"] + health["playbooks"]["errors"]
-                if done >= args.assets:
+                if done >= args.assets + args.quiet:
                     break
                 time.sleep(0.5)
             figures["healthz"] = health
         finally:
             stop(serve)
             log.close()
-        figures.update(playbook_figures(runtime))
+        figures.update(playbook_figures(runtime, quiet=quiet))
         runtime.db.dispose()
         results[figure] = figures
         emit(

@@ -9,7 +9,7 @@ and never opens one. Plain Python: the HTTP layer and the playbook dispatch live
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from sqlmodel import Session
 
 from rearguard.models.audit import append_event, lock_chain
-from rearguard.models.dedup import KeyHolder, key_holder, type_asset_key
+from rearguard.models.dedup import KeyHolder, key_holder, key_holders, type_asset_key
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents import open_asset_incident
@@ -45,7 +45,7 @@ class IncomingAlert:
     atlas_ids: tuple[str, ...] = ()
     problem: str | None = None
 
-    def keys(self) -> list[str]:
+    def dedup_keys(self) -> list[str]:
         """Its dedup keys, most specific first."""
         keys = [self.dedup_key] if self.dedup_key else []
         if self.type and self.asset:
@@ -88,12 +88,13 @@ def record_alerts(
     # append to the chain), so what this transaction learns about a key stays true in it.
     lock_chain(connection)
     holders = _Holders(session, window_s=window_s)
+    holders.prefetch(key for alert in alerts for key in alert.dedup_keys())
     outcomes: list[AlertOutcome] = []
     for alert in alerts:
         if alert.problem:
             outcome = AlertOutcome("rejected", error=alert.problem)
         elif alert.status == "resolved":
-            holder = holders.find(alert.keys(), active_only=False)
+            holder = holders.find(alert.dedup_keys(), active_only=False)
             outcome = AlertOutcome("resolved" if holder else "unmatched", _id(holder))
         else:
             outcome = _fire(session, alert, holders, actor=actor, alias=alias, window_s=window_s)
@@ -113,6 +114,13 @@ class _Holders:
         self._session = session
         self._window_s = window_s
         self._known: dict[str, KeyHolder | None] = {}
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Look up many keys at once (a batch's keys, before its alerts are recorded)."""
+        wanted = [key for key in keys if key not in self._known]
+        if wanted:
+            connection = self._session.connection()
+            self._known.update(key_holders(connection, wanted, window_s=self._window_s))
 
     def find(self, keys: list[str], *, active_only: bool = True) -> KeyHolder | None:
         for key in keys:
@@ -138,7 +146,7 @@ def _fire(
     alias: str,
     window_s: float,
 ) -> AlertOutcome:
-    holder = holders.find(alert.keys())
+    holder = holders.find(alert.dedup_keys())
     if holder:
         return AlertOutcome("attached", holder.incident_id)
     assert alert.type and alert.asset  # a mapped alert always has both
@@ -169,7 +177,7 @@ def _fire(
         return AlertOutcome("attached", opening.holder.incident_id)
     savepoint.commit()
     assert opening.incident is not None and opening.incident.id is not None
-    holders.opened(alert.keys(), opening.incident.id)
+    holders.opened(alert.dedup_keys(), opening.incident.id)
     return AlertOutcome("opened", opening.incident.id)
 
 

@@ -9,6 +9,7 @@ claim the same key: the loser sees the winner's incident instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,7 @@ from rearguard.models.tables import Incident, IncidentDedupKey
 _KEYS = IncidentDedupKey.__table__  # type: ignore[attr-defined]
 _INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
 _MAX_CLAIM_ATTEMPTS = 5
+_LOOKUP_CHUNK = 500
 
 
 def type_asset_key(incident_type: str, asset: str) -> str:
@@ -40,14 +42,29 @@ class KeyHolder:
 
 def key_holder(connection: Connection, key: str, *, window_s: float) -> KeyHolder | None:
     """Return the incident holding ``key``, or None when no incident ever did."""
-    row = connection.execute(
-        select(_KEYS.c.incident_id, _INCIDENTS.c.status, _INCIDENTS.c.updated_at)
-        .select_from(_KEYS.outerjoin(_INCIDENTS, _INCIDENTS.c.id == _KEYS.c.incident_id))
-        .where(_KEYS.c.dedup_key == key)
-    ).first()
-    if row is None or row.incident_id is None:
-        return None
-    return KeyHolder(int(row.incident_id), _is_active(row.status, row.updated_at, window_s))
+    return key_holders(connection, [key], window_s=window_s)[key]
+
+
+def key_holders(
+    connection: Connection, keys: Iterable[str], *, window_s: float
+) -> dict[str, KeyHolder | None]:
+    """Return the incident holding each key (None when no incident ever did), in one query
+    per ``_LOOKUP_CHUNK`` keys: an alert storm's batch asks for a few keys many times."""
+    wanted = list(dict.fromkeys(keys))
+    found: dict[str, KeyHolder | None] = dict.fromkeys(wanted)
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        rows = connection.execute(
+            select(
+                _KEYS.c.dedup_key, _KEYS.c.incident_id, _INCIDENTS.c.status, _INCIDENTS.c.updated_at
+            )
+            .select_from(_KEYS.outerjoin(_INCIDENTS, _INCIDENTS.c.id == _KEYS.c.incident_id))
+            .where(_KEYS.c.dedup_key.in_(wanted[start : start + _LOOKUP_CHUNK]))
+        )
+        for row in rows:
+            if row.incident_id is not None:
+                active = _is_active(row.status, row.updated_at, window_s)
+                found[row.dedup_key] = KeyHolder(int(row.incident_id), active)
+    return found
 
 
 def _is_active(status: str | None, updated_at: datetime | None, window_s: float) -> bool:

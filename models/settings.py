@@ -528,7 +528,9 @@ class IntakeSettings(_ConcernSettings):
     work_pool: str = Field(
         default="rearguard", min_length=1, description="the Prefect work pool of `deployment`"
     )
-    playbook_workers: int = Field(default=2, ge=1, le=32)
+    playbook_workers: int = Field(
+        default=8, ge=1, le=64, description="playbooks the intake runs at once (inline)"
+    )
     alertmanager: list[AlertRule] = Field(default_factory=list)
 
 

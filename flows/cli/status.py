@@ -62,6 +62,9 @@ def _intake(settings: Any) -> dict[str, Any]:
     probed = _probe(f"http://{host}:{settings.intake.port}/healthz")
     health = probed.pop("health", None) or {}
     probed["scheduler"] = health.get("scheduler") if probed["answers"] else None
+    probed["dispatch"] = settings.intake.dispatch
+    probed["playbook_workers"] = settings.intake.playbook_workers
+    probed["playbooks"] = health.get("playbooks") if probed["answers"] else None
     return probed
 
 
@@ -169,6 +172,17 @@ def _print(report: dict[str, Any]) -> None:
         out.print(f"prefect    no API URL set: {prefect['note']}")
     intake = report["intake"]
     out.print(f"intake     {escape(intake['url'])}: {_yes(intake['answers'])}")
+    dispatch = intake["dispatch"]
+    how = (
+        f"inline, {intake['playbook_workers']} at a time"
+        if dispatch == "inline"
+        else "queued on the Prefect deployments"
+    )
+    if playbooks := intake["playbooks"]:
+        counts = ", ".join(f"{value} {name}" for name, value in playbooks.items())
+        out.print(f"playbooks  {how}: {counts}")
+    else:
+        out.print(f"playbooks  {how}")
     scheduler = intake["scheduler"]
     if scheduler:
         running = "running" if scheduler["running"] else "stopped"

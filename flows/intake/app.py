@@ -1,13 +1,15 @@
 """The HTTP intake: Alertmanager webhooks and native events in, incidents out.
 
-``create_app`` builds the FastAPI app; its lifespan starts the alert writer and, unless told
-not to, the inline playbook dispatcher, and, when asked, the drill scheduler; it stops them
-(recording what is queued, letting a running drill finish) on shutdown.
+``create_app`` builds the FastAPI app; its lifespan starts the alert writer, unless told not to
+the playbook process (which runs or queues opened incidents' playbooks) and, when asked, the
+drill scheduler; it stops them (recording what is queued, letting running playbooks and a
+running drill finish) on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -16,9 +18,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from rearguard.flows.intake.dispatcher import PlaybookDispatcher
 from rearguard.flows.intake.guard import SLACK_INTERACTIONS_PATH, IntakeGuard, IntakeStats
 from rearguard.flows.intake.mapping import from_alertmanager, from_native
+from rearguard.flows.intake.playbook_process import PlaybookProcess
 from rearguard.flows.intake.schemas import (
     Accepted,
     AlertmanagerWebhook,
@@ -47,8 +49,8 @@ def create_app(
     Args:
         runtime: the process runtime (settings, database, registry).
         intake: the intake settings, when the command line overrides the runtime's.
-        run_playbooks: run opened incidents' playbooks in this process (``dispatch = inline``);
-            False only records incidents (another process runs them).
+        run_playbooks: run (``dispatch = inline``) or queue (``deployment``) opened incidents'
+            playbooks from a child process of this one; False only records incidents.
         schedule_drills: run the drill scheduler in this process while the app serves.
 
     Returns:
@@ -60,7 +62,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher = (
-            PlaybookDispatcher(runtime, workers=settings.playbook_workers)
+            PlaybookProcess(
+                dataclasses.replace(runtime.settings, intake=settings),
+                workers=settings.playbook_workers,
+            )
             if run_playbooks
             else None
         )

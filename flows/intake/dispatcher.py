@@ -1,6 +1,6 @@
-"""The intake's dispatch: in background threads, each opened incident's playbook runs in the
-serving process (``dispatch = "inline"``) or is queued as a flow run of its deployment
-(``"deployment"``).
+"""The intake's dispatch: in background threads of the playbook process
+(:mod:`rearguard.flows.intake.playbook_process`), each opened incident's playbook runs there
+(``dispatch = "inline"``) or is queued as a flow run of its deployment (``"deployment"``).
 
 Inline, one playbook per asset at a time (a lock per asset in this process); incidents of
 different assets run in parallel up to the number of workers.
@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from rearguard.models.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+Report = Callable[[str, int], None]
+"""Called as report(kind, incident_id), kind one of ``started``, ``finished``, ``errors``."""
 
 
 class PlaybookDispatcher:
@@ -24,14 +28,16 @@ class PlaybookDispatcher:
     Args:
         runtime: the process runtime.
         workers: how many playbooks may run at once (on different assets).
+        report: told when each playbook starts and ends.
     """
 
-    def __init__(self, runtime: Runtime, *, workers: int = 2) -> None:
+    def __init__(self, runtime: Runtime, *, workers: int = 2, report: Report | None = None) -> None:
         self._runtime = runtime
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rearguard-pb")
         self._asset_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self.counts = {"started": 0, "finished": 0, "errors": 0}
+        self._report = report
 
     def submit(self, incident_id: int) -> Future[None]:
         """Queue an incident's playbook."""
@@ -55,13 +61,16 @@ class PlaybookDispatcher:
             with self._guard:
                 lock = self._asset_locks[asset]
             with lock, PLAYBOOK_LOCK.shared():
-                with self._guard:
-                    self.counts["started"] += 1
+                self._count("started", incident_id)
                 done = dispatch_playbook(runtime=self._runtime, incident_id=incident_id)
                 logger.info("incident %s: %s", incident_id, done)
-            with self._guard:
-                self.counts["finished"] += 1
+            self._count("finished", incident_id)
         except Exception:  # a broken run must not take the worker thread down
-            with self._guard:
-                self.counts["errors"] += 1
+            self._count("errors", incident_id)
             logger.exception("playbook of incident %s did not run to its end", incident_id)
+
+    def _count(self, kind: str, incident_id: int) -> None:
+        with self._guard:
+            self.counts[kind] += 1
+        if self._report:
+            self._report(kind, incident_id)

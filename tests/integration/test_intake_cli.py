@@ -83,6 +83,14 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
         status = json.loads(shown.stdout)
         assert status["intake"]["answers"] is True
         assert status["intake"]["scheduler"] == {"running": True, "drills": 1}
+        assert status["intake"]["dispatch"] == "inline"
+        assert status["intake"]["playbooks"] == {
+            "started": 0,
+            "finished": 0,
+            "errors": 0,
+            "restarts": 0,
+        }
+        assert "playbooks  inline, 8 at a time: 0 started" in cli("status", env=env).stdout
         assert [d["name"] for d in status["drills"]] == ["every-second"]
         assert status["prefect"] == {"api_url": cli_env["PREFECT_API_URL"], "answers": True}
         assert status["database"]["current"] is True

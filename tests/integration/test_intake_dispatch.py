@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,3 +195,35 @@ def test_secrets_in_alerts_never_reach_the_timeline(runtime: Runtime, tmp_path: 
 
         stored = session.connection().execute(text("SELECT data FROM timeline_event")).fetchall()
     assert secret not in json.dumps([row[0] for row in stored])
+
+
+def test_a_playbook_process_killed_mid_rollback_is_replaced_and_the_playbook_resumes(
+    runtime: Runtime, tmp_path: Path, prefect_api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    build_scenario(runtime, tmp_path, tampered=True)
+    # The playbook process inherits this environment: it stalls right after recording the
+    # rollback's intent, and is killed there. Its replacement starts without the failpoint.
+    monkeypatch.setenv("REARGUARD_FAILPOINTS", "rollback.after_intent=sleep:60")
+    with live_intake(runtime) as url:
+        answer = post(f"{url}/v1/incidents", native("model-a"))
+        incident_id = answer.json()["incident_id"]
+        wait_for(
+            lambda: "rollback" in timeline_actions(runtime, incident_id),
+            what="the rollback's intent",
+        )
+        monkeypatch.delenv("REARGUARD_FAILPOINTS")
+        (child,) = [p for p in multiprocessing.active_children() if p.name == "rearguard-playbooks"]
+        os.kill(child.pid, signal.SIGKILL)
+
+        def finished() -> dict[str, int] | None:
+            playbooks = httpx.get(f"{url}/healthz", timeout=30).json()["playbooks"]
+            return playbooks if playbooks["finished"] + playbooks["errors"] else None
+
+        playbooks = wait_for(finished, timeout=120, what="the resumed playbook")
+    assert playbooks == {"started": 2, "finished": 1, "errors": 0, "restarts": 1}
+    with runtime.db.read_session() as session:
+        assert get_incident(session=session, incident_id=incident_id).status == "recovered"
+    assert production_in_db(runtime, "model-a") == "v2"
+    # The killed run's intent has no outcome; the resumed run's has one: one rollback.
+    assert timeline_actions(runtime, incident_id).count("rollback") == 3

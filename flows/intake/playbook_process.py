@@ -1,0 +1,162 @@
+"""The intake's playbook process: opened incidents' playbooks run in a child process that
+``rearguard serve`` starts and supervises, not in the threads that answer HTTP.
+
+A playbook is CPU work in Python (Prefect's engine, hashing, the audit chain); in the serving
+process it would share one interpreter lock with the request handlers, and an alert storm's
+answers would wait behind the storm's playbooks. The child has its own interpreter and runs
+the playbooks with :class:`rearguard.flows.intake.dispatcher.PlaybookDispatcher`, exactly as the
+serving process would have.
+
+The child is started with ``spawn`` (never ``fork``: the parent has threads), from the same
+settings. If it dies, another is started at once and given the incidents the dead one had not
+finished: steps converge on a rerun, so a half-run playbook resumes. An incident whose playbook
+was running in ``_MAX_ATTEMPTS`` children that died is given up (counted in ``errors``, logged):
+a playbook that kills its process every time must not restart it forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from rearguard.models.settings import Settings
+
+logger = logging.getLogger(__name__)
+_STOP = None
+_MAX_ATTEMPTS = 3
+
+
+class PlaybookProcess:
+    """Runs incidents' playbooks in a supervised child process.
+
+    Args:
+        settings: the settings the child builds its runtime from.
+        workers: how many playbooks the child runs at once (on different assets).
+    """
+
+    def __init__(self, settings: Settings, *, workers: int) -> None:
+        self._settings = settings
+        self._workers = workers
+        self._context = multiprocessing.get_context("spawn")
+        self._guard = threading.Lock()
+        self._outstanding: dict[int, int] = {}  # submitted, not yet ended: children tried
+        self._stopping = False
+        self._child: Any = None
+        self._tasks: Connection | None = None
+        self.counts = {"started": 0, "finished": 0, "errors": 0, "restarts": 0}
+        with self._guard:
+            self._start_child()
+
+    def submit(self, incident_id: int) -> None:
+        """Hand an incident's playbook to the child (starting a new child if it died)."""
+        with self._guard:
+            if self._stopping:
+                return
+            self._outstanding[incident_id] = 1
+            self._send(incident_id)
+
+    def stop(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop taking work; with ``wait``, let queued and running playbooks finish."""
+        with self._guard:
+            self._stopping = True
+            child, tasks = self._child, self._tasks
+        if wait and child.is_alive():
+            assert tasks is not None
+            with contextlib.suppress(OSError):
+                tasks.send(_STOP)
+            child.join(timeout)
+        if child.is_alive():
+            child.terminate()
+            child.join(10)
+
+    def _start_child(self) -> None:
+        """Start a child and give it every outstanding incident; the caller holds the guard."""
+        tasks_out, tasks_in = self._context.Pipe(duplex=False)
+        events_out, events_in = self._context.Pipe(duplex=False)
+        child = self._context.Process(
+            target=run_child,
+            args=(self._settings, self._workers, tasks_out, events_in),
+            name="rearguard-playbooks",
+            daemon=True,
+        )
+        child.start()
+        tasks_out.close()
+        events_in.close()
+        self._child, self._tasks = child, tasks_in
+        threading.Thread(
+            target=self._read_events, args=(events_out,), name="rearguard-pb-events", daemon=True
+        ).start()
+        for incident_id in self._outstanding:
+            self._send(incident_id)
+
+    def _send(self, incident_id: int) -> None:
+        assert self._tasks is not None
+        # If the child is gone, its event reader starts another with the outstanding ones.
+        with contextlib.suppress(OSError):
+            self._tasks.send(incident_id)
+
+    def _read_events(self, events: Connection) -> None:
+        while True:
+            try:
+                kind, incident_id = events.recv()
+            except (EOFError, OSError):
+                break
+            with self._guard:
+                self.counts[kind] += 1
+                if kind != "started":
+                    self._outstanding.pop(incident_id, None)
+        with self._guard:
+            if not self._stopping:
+                self._restart()
+
+    def _restart(self) -> None:
+        """The child died: start another with the unfinished incidents; the caller holds the
+        guard."""
+        self._child.join(10)
+        logger.error(
+            "the playbook process died (exit code %s); starting another", self._child.exitcode
+        )
+        self.counts["restarts"] += 1
+        for incident_id, attempts in list(self._outstanding.items()):
+            if attempts >= _MAX_ATTEMPTS:
+                del self._outstanding[incident_id]
+                self.counts["errors"] += 1
+                logger.error(
+                    "incident %s: its playbook's process died %d times; giving up",
+                    incident_id,
+                    attempts,
+                )
+            else:
+                self._outstanding[incident_id] = attempts + 1
+        self._start_child()
+
+
+def run_child(settings: Settings, workers: int, tasks: Connection, events: Connection) -> None:
+    """The child's main: run each incident id received until told to stop, then let the
+    running and queued playbooks end."""
+    from rearguard.flows.dispatch import configure_prefect
+    from rearguard.flows.intake.dispatcher import PlaybookDispatcher
+    from rearguard.models.runtime import Runtime
+
+    logging.basicConfig(level=logging.WARNING)
+    configure_prefect()
+    send_lock = threading.Lock()
+
+    def report(kind: str, incident_id: int) -> None:
+        with send_lock:
+            events.send((kind, incident_id))
+
+    dispatcher = PlaybookDispatcher(Runtime.from_settings(settings), workers=workers, report=report)
+    while True:
+        try:
+            incident_id = tasks.recv()
+        except (EOFError, OSError):
+            break  # the parent is gone: finish what is queued
+        if incident_id is _STOP:
+            break
+        dispatcher.submit(incident_id)
+    dispatcher.stop(wait=True)
