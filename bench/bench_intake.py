@@ -169,7 +169,15 @@ def wrk_load(url: str, bodies: list[dict[str, Any]], *, connections: int, second
     literals = ", ".join(f"[==[{json.dumps(b, separators=(',', ':'))}]==]" for b in bodies)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % {"token": TOKEN, "bodies": literals})
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{round(seconds)}s", "--latency", "-s", script.name]
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{round(seconds)}s",
+        "--latency",
+        "-s",
+        script.name,
+    ]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     percentiles = {
@@ -285,17 +293,101 @@ def _median(values: list[float]) -> float | None:
 
 
 def quiet_alerts(base: str, assets: list[str]) -> None:
-    """One alert at a time: each waits for the previous playbook to end."""
+    """One alert at a time: each waits for the previous incident's playbook to end."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(headers=headers, timeout=60) as http:
-        for done, asset in enumerate(assets, start=1):
-            http.post(f"{base}/v1/incidents", json={"type": "model_compromise", "asset": asset})
-            deadline = time.monotonic() + 120
+        for asset in assets:
+            answer = http.post(
+                f"{base}/v1/incidents", json={"type": "model_compromise", "asset": asset}
+            )
+            incident = f"{base}/v1/incidents/{answer.json()['incident_id']}"
+            deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                playbooks = http.get(f"{base}/healthz").json()["playbooks"]
-                if playbooks["finished"] + playbooks["errors"] >= done:
+                if http.get(incident).json()["status"] in ("recovered", "failed"):
                     break
                 time.sleep(0.1)
+
+
+REARGUARD = str(Path(sys.executable).with_name("rearguard"))
+
+
+def prepare_home(home: Path, assets: list[str], args: argparse.Namespace) -> Any:
+    """A fresh home (and scratch database) with one tampered scenario per asset."""
+    from scenarios import build_scenario
+
+    from rearguard.models.runtime import Runtime, use_runtime
+    from rearguard.models.settings import load_settings
+
+    home.mkdir()
+    if args.database_url:
+        from sqlalchemy import create_engine, text
+
+        from rearguard.models.database import normalise_url
+
+        engine = create_engine(normalise_url(args.database_url))
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    runtime = Runtime.from_settings(load_settings(home=home, database_url=args.database_url))
+    if args.database_url:
+        runtime.db.upgrade()
+    use_runtime(runtime)
+    note(f"{home.name}: building {len(assets)} tampered assets")
+    for asset in assets:
+        build_scenario(runtime, home, asset=asset, tampered=True)
+    return runtime
+
+
+def serve_env(home: Path, port: int, args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """The environment of the bench's rearguard processes: only what the bench sets."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))},
+        "REARGUARD_HOME": str(home),
+        "REARGUARD_INTAKE_TOKENS": TOKEN,
+        "REARGUARD_INTAKE_PORT": str(port),
+        **(
+            {"REARGUARD_INTAKE_PLAYBOOK_WORKERS": str(args.playbook_workers)}
+            if args.playbook_workers
+            else {}
+        ),
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **({"REARGUARD_DATABASE_URL": args.database_url} if args.database_url else {}),
+        **extra,
+    }
+
+
+def deployment_figure(work: Path, quiet: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """``dispatch = "deployment"``: single alerts through ``rearguard serve``, flow runs queued
+    on the deployments and run by one ``rearguard worker``, all on one Prefect server."""
+    from rearguard.flows.prefect_server import free_loopback_port, local_prefect_server
+
+    home = work / "deployment"
+    runtime = prepare_home(home, quiet, args)
+    port = free_loopback_port()
+    with local_prefect_server(home / "prefect.log") as api_url:
+        env = serve_env(
+            home, port, args, PREFECT_API_URL=api_url, REARGUARD_INTAKE_DISPATCH="deployment"
+        )
+        subprocess.run([REARGUARD, "deploy"], env=env, check=True, capture_output=True)
+        logs = [(home / f"{name}.log").open("wb") for name in ("worker", "serve")]
+        worker, serve = (
+            subprocess.Popen([REARGUARD, command], env=env, stdout=log, stderr=subprocess.STDOUT)
+            for command, log in zip(("worker", "serve"), logs, strict=True)
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/healthz", serve)
+            note("deployment: serve and worker up; single alerts")
+            quiet_alerts(f"http://127.0.0.1:{port}", quiet)
+        finally:
+            stop(serve)
+            stop(worker)
+            for log in logs:
+                log.close()
+    figures = playbook_figures(runtime, quiet=quiet)
+    runtime.db.dispose()
+    return {k: v for k, v in figures.items() if k.startswith(("quiet", "incident_statuses"))}
 
 
 def main() -> None:
@@ -310,13 +402,10 @@ def main() -> None:
     parser.add_argument("--playbook-workers", type=int, default=None)
     parser.add_argument("--quiet", type=int, default=5, help="single alerts before the storm")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--no-deployment", action="store_true", help="skip dispatch=deployment")
     args = parser.parse_args()
 
-    from scenarios import build_scenario
-
     from rearguard.flows.prefect_server import free_loopback_port
-    from rearguard.models.runtime import Runtime, use_runtime
-    from rearguard.models.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="rearguard-bench-intake-"))
     assets = [f"model-{i:02d}" for i in range(args.assets)]
@@ -339,45 +428,12 @@ def main() -> None:
         ("intake_batched", webhook_bodies(assets, args.alerts, args.batch)),
     ):
         home = work / figure
-        home.mkdir()
-        if args.database_url:
-            from sqlalchemy import create_engine, text
-
-            from rearguard.models.database import normalise_url
-
-            engine = create_engine(normalise_url(args.database_url))
-            with engine.begin() as connection:
-                connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                connection.execute(text("CREATE SCHEMA public"))
-            engine.dispose()
-        runtime = Runtime.from_settings(load_settings(home=home, database_url=args.database_url))
-        if args.database_url:
-            runtime.db.upgrade()
-        use_runtime(runtime)
-        note(f"{figure}: building {args.assets} tampered assets")
-        for asset in quiet + assets:
-            build_scenario(runtime, home, asset=asset, tampered=True)
+        runtime = prepare_home(home, quiet + assets, args)
         port = free_loopback_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))},
-            "REARGUARD_HOME": str(home),
-            "REARGUARD_INTAKE_TOKENS": TOKEN,
-            "REARGUARD_INTAKE_PORT": str(port),
-            **(
-                {"REARGUARD_INTAKE_PLAYBOOK_WORKERS": str(args.playbook_workers)}
-                if args.playbook_workers
-                else {}
-            ),
-            "PREFECT_HOME": str(home / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            **({"REARGUARD_DATABASE_URL": args.database_url} if args.database_url else {}),
-        }
+        env = serve_env(home, port, args)
         log = (home / "serve.log").open("wb")
         serve = subprocess.Popen(
-            [str(Path(sys.executable).with_name("rearguard")), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [REARGUARD, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             note(f"{figure}: starting rearguard serve (and its local Prefect server)")
@@ -411,6 +467,8 @@ def main() -> None:
             budget_p99_ms=P99_BUDGET_MS,
             exact=figures["incidents"] == args.assets and figures["playbook_runs"] == args.assets,
         )
+    if not args.no_deployment and args.quiet:
+        emit("deployment_quiet", **deployment_figure(work, quiet, args))
     intake = results["intake"]
     note(
         f"intake {intake['alerts_per_s']} alerts/s p99 {intake['p99_ms']} ms; "

@@ -52,6 +52,10 @@ def worker(pool: PoolOption = None) -> None:
     """Run a Prefect process worker for the playbooks' work pool until SIGINT/SIGTERM."""
     from rearguard.flows.deployments import run_worker
 
+    # Prefect's default is to ask the pool for work every 10 s: an incident would wait 5 s on
+    # average before its flow run starts. Set before Prefect reads its settings; the user's
+    # own setting wins.
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
     _require_prefect_server()
     rt = runtime()
     pool = pool or rt.settings.intake.work_pool
