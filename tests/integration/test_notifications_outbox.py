@@ -81,7 +81,7 @@ def test_console_and_file_get_the_message_and_secrets_never_reach_them(
 
     assert (report.delivered, report.failed, report.pending) == (2, 0, 0)
     printed = capsys.readouterr().err
-    assert "[notify sev2] Incident 1 opened: model_compromise (sev2) on no asset" in printed
+    assert "[notify sev2] Incident 1 opened: model_compromise (sev2) on no single asset" in printed
     assert "someone pasted [REDACTED:slack-token] here" in printed
     (line,) = embedded.settings.notification_file.read_text().splitlines()
     record = json.loads(line)

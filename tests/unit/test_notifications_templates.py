@@ -68,6 +68,25 @@ def test_recovered_says_where_production_points_now() -> None:
     assert "in place of v3 (quarantined)" in message.body
 
 
+def test_a_multi_asset_incident_names_its_assets_not_a_missing_one() -> None:
+    supply_chain = {
+        "type": "supply_chain",
+        "asset": None,
+        "state": {"digest": "ab" * 32, "selected_by_asset": {"rank": "v1", "fraud": "v2"}},
+    }
+    opened = Renderer().render(
+        "opened", context(event="opened", incident={**supply_chain, "state": {"digest": "ab" * 32}})
+    )
+    recovered = Renderer().render("recovered", context(incident=supply_chain, production=None))
+
+    assert opened.title == (
+        "Incident 7 opened: supply_chain (sev1) on every asset holding digest abababababababab"
+    )
+    assert recovered.title == "Incident 7 recovered: 2 asset(s) (fraud, rank)"
+    assert "production of fraud now serves v2.\nproduction of rank now serves v1." in recovered.body
+    assert "(none)" not in recovered.body
+
+
 def test_html_is_escaped_and_mrkdwn_is_escaped_for_slack() -> None:
     hostile = context(incident={"summary": "<img src=x onerror=alert(1)> & <@channel>"})
 
