@@ -132,14 +132,14 @@ def paused_request(rt: Any, incident_id: int) -> Any:
 
 def approval_latency(rt: Any, root: Path, index: int, give: Callable[[int], None]) -> float:
     """One run: approve when Paused, return the seconds until ``rollback`` starts."""
-    from rearguard.flows.cli.incident import open_and_record
     from rearguard.flows.dispatch import run_playbook
+    from rearguard.flows.opening import open_and_record
     from rearguard.models.enums import Severity
 
     name = f"bench-{index:02d}"
     add_asset(rt, root, name)
     incident_id = open_and_record(
-        rt,
+        runtime=rt,
         type="model_compromise",
         asset=name,
         severity=Severity.SEV2,
@@ -195,7 +195,7 @@ def floor_event(runs: int) -> list[float]:
 
 def floor_db_poll(rt: Any, runs: int, poll_s: float) -> list[float]:
     """A thread polling an approval request's row every ``poll_s`` until ``decide`` lands."""
-    from rearguard.flows.cli.incident import open_and_record
+    from rearguard.flows.opening import open_and_record
     from rearguard.models.approvals import PENDING, decide, get_request, open_request
     from rearguard.models.enums import Severity
 
@@ -212,7 +212,7 @@ def floor_db_poll(rt: Any, runs: int, poll_s: float) -> list[float]:
     seconds = []
     for _ in range(runs):
         incident_id = open_and_record(
-            rt,
+            runtime=rt,
             type="model_compromise",
             asset="bench-01",
             severity=Severity.SEV2,

@@ -168,11 +168,11 @@ def open_runtime(home: Path) -> Any:
 
 def open_incident(rt: Any) -> int:
     """Trigger: validate and record the incident, as ``rearguard incident open`` does."""
-    from rearguard.flows.cli.incident import open_and_record
+    from rearguard.flows.opening import open_and_record
     from rearguard.models.enums import Severity
 
     return open_and_record(
-        rt,
+        runtime=rt,
         type="model_compromise",
         asset=ASSET,
         severity=Severity.SEV2,

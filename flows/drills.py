@@ -99,7 +99,7 @@ def _exercise(
     runtime: Runtime, playbook: str, asset: str, record: DrillRun, run: PlaybookRunner
 ) -> dict[str, Any]:
     """Build the sandbox, inject, run the playbook; return the fields of the run's result."""
-    from rearguard.flows.cli.incident import open_and_record
+    from rearguard.flows.opening import open_and_record
     from rearguard.models.drill_injectors import get_drill_kind
     from rearguard.models.drill_sandbox import create_sandbox
 
@@ -113,7 +113,7 @@ def _exercise(
         result["injected"] = injected
         inputs = {"asset": asset, "since": None, **injected.get("incident", {})}
         incident_id = open_and_record(
-            sandbox.runtime,
+            runtime=sandbox.runtime,
             type=playbook,
             severity=Severity.SEV2,
             summary=f"drill {record.drill_name} run {record.id}: simulated "

@@ -20,8 +20,8 @@ import pytest
 from notification_helpers import make_runtime
 from scenarios import build_scenario
 
-from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
+from rearguard.flows.opening import open_and_record
 from rearguard.models.approvals import list_requests
 from rearguard.models.audit import events_for_incident
 from rearguard.models.enums import Severity
@@ -104,7 +104,7 @@ class PlaybookRun:
 
     def __init__(self, runtime: Runtime, *, severity: Severity = Severity.SEV1) -> None:
         self.incident_id = open_and_record(
-            runtime,
+            runtime=runtime,
             type="model_compromise",
             asset="model-a",
             severity=severity,

@@ -65,12 +65,8 @@ def demo(
     ] = None,
 ) -> None:
     """Register a model, tamper with production, and watch rearguard roll it back."""
-    from rearguard.flows.cli.incident import (
-        open_and_record,
-        print_outcome,
-        print_timeline,
-        run_with_progress,
-    )
+    from rearguard.flows.cli.incident import print_outcome, print_timeline, run_with_progress
+    from rearguard.flows.opening import open_and_record
     from rearguard.models.assets import approve_version, promote_version, register_version
     from rearguard.models.audit import events_for_incident, verify_stored_chain
     from rearguard.models.enums import AssetKind, Severity
@@ -118,7 +114,7 @@ def demo(
 
     out.print(Rule("incident"))
     incident_id = open_and_record(
-        rt,
+        runtime=rt,
         type="model_compromise",
         asset=ASSET,
         severity=Severity.SEV1,

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
-from rearguard.models.enums import IncidentSource, Severity
+from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -23,88 +23,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Incidents: open one and run its playbook, list them, show a timeline.")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-
-
-def open_and_record(
-    rt: Runtime,
-    *,
-    type: str,
-    asset: str | None,
-    severity: Severity,
-    since: str | None,
-    summary: str,
-    actor: str,
-    source: IncidentSource = IncidentSource.CLI,
-    digest: str | None = None,
-    file: Path | None = None,
-    dataset: str | None = None,
-) -> int:
-    """Validate the request and record the incident; return its id (nothing runs yet).
-
-    Each type takes the inputs its catalog entry names: an asset, a digest (or a file to
-    hash), or a dataset and ``since``. An incident on one asset claims its type + asset
-    dedup key, the same path the HTTP intake takes, so later alerts attach to it.
-    """
-    from rearguard.flows.events import emit_incident_event
-    from rearguard.models.assets import get_asset
-    from rearguard.models.errors import UsageError
-    from rearguard.models.incidents import open_asset_incident, open_incident, parse_since
-    from rearguard.playbooks.catalog import get_playbook
-
-    spec = get_playbook(type)
-    moment = parse_since(since)
-    state: dict[str, Any] = {}
-    if "digest|file" in spec.inputs:
-        from rearguard.models.denylist import digest_of_file, parse_digest
-
-        if (digest is None) == (file is None):
-            raise UsageError(f"{type} needs one of --digest SHA256 or --file PATH")
-        state["digest"] = parse_digest(digest) if digest is not None else digest_of_file(file)  # type: ignore[arg-type]
-    elif "dataset" in spec.inputs:
-        if not dataset or moment is None:
-            raise UsageError(f"{type} needs --dataset NAME and --since ISO8601")
-    elif not asset:
-        raise UsageError(f"{type} needs --asset NAME")
-    with rt.db.session() as session:
-        if state or dataset:
-            if dataset:
-                target = get_asset(session=session, name=dataset)
-                if str(target.kind) != "dataset":
-                    raise UsageError(
-                        f"{type} handles dataset assets; {dataset!r} is a {target.kind}"
-                    )
-            incident = open_incident(
-                session=session,
-                type=type,
-                actor=actor,
-                asset_name=dataset,
-                severity=severity,
-                since=moment,
-                summary=summary,
-                source=source,
-                atlas_ids=list(spec.atlas_ids),
-                state=state,
-            )
-        else:
-            opening = open_asset_incident(
-                session=session,
-                type=type,
-                asset=str(asset),
-                asset_kinds=spec.asset_kinds,
-                atlas_ids=spec.atlas_ids,
-                alias=rt.settings.registry.alias,
-                actor=actor,
-                severity=severity,
-                since=moment,
-                summary=summary,
-                source=source,
-                window_s=rt.settings.intake.dedup_window_s,
-            )
-            incident = opening.incident
-            assert incident is not None  # the CLI never defers to an open incident
-        incident_id = int(incident.id or 0)
-    emit_incident_event("opened", incident)
-    return incident_id
 
 
 class _RunRecordsOffTheTerminal(logging.Filter):
@@ -322,9 +240,11 @@ def open_(
     json_output: JsonOption = False,
 ) -> None:
     """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
+    from rearguard.flows.opening import open_and_record
+
     rt = runtime()
     incident_id = open_and_record(
-        rt,
+        runtime=rt,
         type=type,
         asset=asset,
         severity=severity,

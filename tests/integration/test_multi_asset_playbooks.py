@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from scenarios import ALIAS, add_version, approve, configure, production_on_disk, promote
 
-from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
+from rearguard.flows.opening import open_and_record
 from rearguard.models.assets import get_asset, list_versions
 from rearguard.models.audit import events_for_incident, verify_stored_chain
 from rearguard.models.denylist import deny_digest
@@ -73,7 +73,7 @@ def timeline(runtime: Runtime, incident_id: int) -> list[TimelineEvent]:
 def open_run(runtime: Runtime, type: str, **inputs: Any) -> Incident:
     """Open an incident as the CLI does and run its playbook."""
     incident_id = open_and_record(
-        runtime,
+        runtime=runtime,
         type=type,
         asset=inputs.pop("asset", None),
         severity=Severity.SEV1,

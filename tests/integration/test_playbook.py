@@ -36,8 +36,8 @@ from scenarios import (
     MODEL_COMPROMISE_STEPS as STEPS,
 )
 
-from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
+from rearguard.flows.opening import open_and_record
 from rearguard.models.assets import (
     get_asset,
     get_version,
@@ -60,7 +60,7 @@ def replace_stored(path: Path, content: bytes) -> None:
 def open_compromise(runtime: Runtime, asset: str, *, since: str | None = None) -> int:
     """Open a model_compromise incident the way ``rearguard incident open`` does."""
     return open_and_record(
-        runtime,
+        runtime=runtime,
         type="model_compromise",
         asset=asset,
         severity=Severity.SEV1,

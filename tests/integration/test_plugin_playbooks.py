@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from scenarios import build_scenario, production_in_db, tamper_version
 
-from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
+from rearguard.flows.opening import open_and_record
 from rearguard.models.enums import Severity
 from rearguard.models.errors import ConfigurationError, NotFoundError
 from rearguard.models.runtime import Runtime
@@ -105,7 +105,7 @@ def test_plugin_playbook_is_listed_and_runs_while_broken_ones_are_named(
     build_scenario(runtime, tmp_path, asset="guard-prompt", kind="prompt")
     tamper_version(runtime, "guard-prompt", "v3")
     incident_id = open_and_record(
-        runtime,
+        runtime=runtime,
         type="guardrail_bypass",
         asset="guard-prompt",
         severity=Severity.SEV2,

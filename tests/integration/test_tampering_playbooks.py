@@ -25,8 +25,8 @@ from scenarios import (
     tamper,
 )
 
-from rearguard.flows.cli.incident import open_and_record
 from rearguard.flows.dispatch import run_playbook
+from rearguard.flows.opening import open_and_record
 from rearguard.models.assets import get_asset, get_version
 from rearguard.models.audit import events_for_incident, verify_stored_chain
 from rearguard.models.enums import Severity
@@ -42,7 +42,7 @@ PASSWORD = "hunter2-in-the-config"
 def respond(runtime: Runtime, incident_type: str, asset: str) -> Incident:
     """Open an incident the way the CLI does and run its playbook to the end."""
     incident_id = open_and_record(
-        runtime,
+        runtime=runtime,
         type=incident_type,
         asset=asset,
         severity=Severity.SEV1,
