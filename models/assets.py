@@ -18,8 +18,7 @@ from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundE
 from rearguard.models.failpoints import failpoint
 from rearguard.models.integrity import VersionCheck, check_version
 from rearguard.models.names import check_name
-from rearguard.models.registry.base import ManifestEntry, Progress
-from rearguard.models.registry.local import LocalStore
+from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
 from rearguard.models.tables import Alias, Asset, AssetVersion, VersionFile, utcnow
 from rearguard.models.validation import parse_command
 
@@ -115,7 +114,7 @@ class Registration:
 def register_version(
     *,
     db: Database,
-    registry: LocalStore,
+    registry: RegistryBackend,
     name: str,
     source: Path,
     label: str,
@@ -223,7 +222,7 @@ def register_version(
             # Only now, with the flushed row holding the label (the SQLite write lock; on
             # PostgreSQL the unique index entry, which blocks a competing insert until this
             # transaction ends), may the store's directory for the label be replaced.
-            registry.publish_version(staged, asset=name, label=label)
+            registry.publish_version(staged, asset=name, label=label, kind=resolved_kind)
             published = True
     except BaseException as exc:
         if published:
@@ -248,7 +247,7 @@ def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:
 def verify_one(
     *,
     session: Session,
-    registry: LocalStore,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
     workers: int = 1,
@@ -268,6 +267,7 @@ def verify_one(
 def set_status(
     *,
     session: Session,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
     status: VersionStatus,
@@ -275,7 +275,12 @@ def set_status(
     reason: str,
     incident_id: int | None = None,
 ) -> bool:
-    """Change a version's status and record it; return False when it already had it."""
+    """Change a version's status and record it; return False when it already had it.
+
+    The registry shows the new status too (MLflow: the ``rearguard.status`` tag) before the
+    caller's transaction commits: if that fails, nothing changes; if the commit fails after
+    it, the status is set again, and mirrored again, by the rerun.
+    """
     if version.status == status:
         return False
     previous = version.status
@@ -292,13 +297,14 @@ def set_status(
         version=version.label,
         data={"from": str(previous), "to": str(status), "reason": reason},
     )
+    registry.mirror_status(asset=asset.name, label=version.label, status=str(status))
     return True
 
 
 def approve_version(
     *,
     db: Database,
-    registry: LocalStore,
+    registry: RegistryBackend,
     name: str,
     label: str,
     by: str,
@@ -329,6 +335,7 @@ def approve_version(
         version.approved_at = utcnow()
         set_status(
             session=session,
+            registry=registry,
             asset=asset,
             version=version,
             status=VersionStatus.KNOWN_GOOD,
@@ -341,7 +348,7 @@ def approve_version(
 def move_alias(
     *,
     session: Session,
-    registry: LocalStore,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
     alias: str,
@@ -385,7 +392,7 @@ def move_alias(
 def promote_version(
     *,
     db: Database,
-    registry: LocalStore,
+    registry: RegistryBackend,
     name: str,
     label: str,
     alias: str,
