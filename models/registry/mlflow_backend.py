@@ -19,6 +19,8 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -349,6 +351,33 @@ class MlflowRegistry:
         with self._calling(f"move the {alias} alias of {model}"):
             self.client.set_registered_model_alias(model, alias, number)
 
+    # -- adopting versions registered with MLflow --------------------------------------------
+
+    def model_versions(self, *, asset: str) -> list[MlflowVersion]:
+        """Every version of the asset's registered model, oldest first.
+
+        A version without a ``rearguard.label`` tag (registered with MLflow, not with us) is
+        labelled by its version number, and tagged so, so that it is found by label from now on.
+
+        Raises:
+            NotFoundError: there is no such registered model.
+        """
+        model = self.model_name(asset)
+        found: list[MlflowVersion] = []
+        with self._calling(f"list the versions of {model}"):
+            self.client.get_registered_model(model)
+            versions = self.client.search_model_versions(f"name = '{model}'")
+            for version in sorted(versions, key=lambda v: int(v.version)):
+                number = str(version.version)
+                label = version.tags.get(LABEL_TAG)
+                if label is None:
+                    label = number
+                    self.client.set_model_version_tag(model, number, LABEL_TAG, label)
+                self._numbers[(model, label)] = number
+                created = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC)
+                found.append(MlflowVersion(number, label, version.tags.get(KIND_TAG), created))
+        return found
+
     # -- drills ------------------------------------------------------------------------------
 
     def for_sandbox(self, *, home: Path, name: str) -> MlflowRegistry:
@@ -377,6 +406,16 @@ class MlflowRegistry:
                 self.client.delete_experiment(found.experiment_id)
         self._numbers.clear()
         self._experiment_id = None
+
+
+@dataclass(frozen=True)
+class MlflowVersion:
+    """A model version as MLflow lists it: number, our label, kind tag, creation time."""
+
+    number: str
+    label: str
+    kind: str | None
+    created: datetime
 
 
 def _local_path(uri: str) -> Path | None:
