@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 
 from sqlmodel import select
 
-from rearguard.models.assets import get_version, manifest_digest, move_alias, set_status
+from rearguard.models.assets import add_version_rows, get_version, move_alias, set_status
 from rearguard.models.audit import append_event
 from rearguard.models.database import Database
-from rearguard.models.denylist import denied_among, refuse_denied
 from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import UsageError
 from rearguard.models.hashing import hash_files
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, RegistryBackend
 from rearguard.models.registry.mlflow_backend import MlflowRegistry, MlflowVersion
-from rearguard.models.tables import Asset, AssetVersion, VersionFile, utcnow
+from rearguard.models.tables import Asset, AssetVersion, utcnow
 
 
 @dataclass
@@ -102,24 +101,13 @@ def import_versions(
             raise UsageError(f"asset {name!r} is a {asset.kind}, not a {kind}")
         adoption.kind = str(asset.kind)
         for version, entries in zip(new, manifests, strict=True):
-            refuse_denied(
-                denied_among(session=session, digests=(e.sha256 for e in entries)),
-                what=f"{name}@{version.label}",
-            )
-            row = AssetVersion(
-                asset_id=asset.id,
+            row = add_version_rows(
+                session=session,
+                asset=asset,
                 label=version.label,
-                digest=manifest_digest(entries),
-                total_size=sum(e.size for e in entries),
-                file_count=len(entries),
-                registered_by=actor,
+                entries=entries,
+                actor=actor,
                 registered_at=version.created,
-            )
-            session.add(row)
-            session.flush()
-            session.add_all(
-                VersionFile(version_id=row.id, path=e.path, sha256=e.sha256, size=e.size)
-                for e in entries
             )
             append_event(
                 session,

@@ -183,24 +183,13 @@ def register_version(
                 asset.validate_command = validate_command
                 session.add(asset)
             lineage = _lineage_version(session, lineage_ref) if lineage_ref else None
-            refuse_denied(
-                denied_among(session=session, digests=(e.sha256 for e in entries)),
-                what=f"{name}@{label}",
-            )
-            version = AssetVersion(
-                asset_id=asset.id,
+            version = add_version_rows(
+                session=session,
+                asset=asset,
                 label=label,
-                digest=digest,
-                total_size=sum(e.size for e in entries),
-                file_count=len(entries),
+                entries=entries,
+                actor=actor,
                 trained_on_id=lineage.id if lineage else None,
-                registered_by=actor,
-            )
-            session.add(version)
-            session.flush()
-            session.add_all(
-                VersionFile(version_id=version.id, path=e.path, sha256=e.sha256, size=e.size)
-                for e in entries
             )
             append_event(
                 session,
@@ -235,6 +224,53 @@ def register_version(
     finally:
         registry.discard_staged(staged)
     return Registration(name, label, resolved_kind, digest, entries)
+
+
+def add_version_rows(
+    *,
+    session: Session,
+    asset: Asset,
+    label: str,
+    entries: list[ManifestEntry],
+    actor: str,
+    trained_on_id: int | None = None,
+    registered_at: datetime | None = None,
+) -> AssetVersion:
+    """Add a new candidate version's row and its manifest rows (flushed, not committed).
+
+    Args:
+        session: the caller's transaction.
+        asset: the asset (flushed, so it has an id).
+        label: the version's label.
+        entries: its manifest.
+        actor: who registers it.
+        trained_on_id: the dataset version it was trained on, if any.
+        registered_at: when it was registered (default: now).
+
+    Raises:
+        IntegrityViolation: a file's digest is on the denylist.
+    """
+    refuse_denied(
+        denied_among(session=session, digests=(e.sha256 for e in entries)),
+        what=f"{asset.name}@{label}",
+    )
+    version = AssetVersion(
+        asset_id=asset.id,
+        label=label,
+        digest=manifest_digest(entries),
+        total_size=sum(e.size for e in entries),
+        file_count=len(entries),
+        trained_on_id=trained_on_id,
+        registered_by=actor,
+        **({"registered_at": registered_at} if registered_at else {}),
+    )
+    session.add(version)
+    session.flush()
+    session.add_all(
+        VersionFile(version_id=version.id, path=e.path, sha256=e.sha256, size=e.size)
+        for e in entries
+    )
+    return version
 
 
 def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:

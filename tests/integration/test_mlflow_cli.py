@@ -71,6 +71,13 @@ def alias_label(runtime: Runtime, model: str, alias: str = "production") -> str:
     return client.get_model_version(model, str(number)).tags["rearguard.label"]
 
 
+def recover(cli, env: dict[str, str], asset: str) -> Any:  # type: ignore[no-untyped-def]
+    """Open a model_compromise incident on ``asset`` through the CLI; return it as JSON."""
+    return as_json(
+        cli("incident", "open", "--type", "model_compromise", "--asset", asset, "--json", env=env)
+    )
+
+
 def test_model_compromise_moves_the_mlflow_alias(  # type: ignore[no-untyped-def]
     cli, mlflow_env: dict[str, str], mlflow_runtime: Runtime, tmp_path: Path
 ) -> None:
@@ -80,18 +87,7 @@ def test_model_compromise_moves_the_mlflow_alias(  # type: ignore[no-untyped-def
     failing = cli("assets", "verify", "model-a", env=mlflow_env)
     assert failing.returncode == EXIT_INTEGRITY, failing.stderr
     assert "FAIL model-a@v3" in failing.stdout and "sha256 mismatch" in failing.stdout
-    opened = as_json(
-        cli(
-            "incident",
-            "open",
-            "--type",
-            "model_compromise",
-            "--asset",
-            "model-a",
-            "--json",
-            env=mlflow_env,
-        )
-    )
+    opened = recover(cli, mlflow_env, "model-a")
 
     assert opened["status"] == "recovered"
     assert opened["state"] == {"compromised": "v3", "selected": "v2"}
@@ -198,18 +194,7 @@ def test_import_adopts_versions_registered_with_mlflow(  # type: ignore[no-untyp
     assert again["imported"] == [] and again["known"] == ["1", "2"]
     ok(cli("assets", "verify", "fraud", env=mlflow_env))
     tamper_version(mlflow_runtime, "fraud", "2")
-    opened = as_json(
-        cli(
-            "incident",
-            "open",
-            "--type",
-            "model_compromise",
-            "--asset",
-            "fraud",
-            "--json",
-            env=mlflow_env,
-        )
-    )
+    opened = recover(cli, mlflow_env, "fraud")
     assert opened["status"] == "recovered" and opened["state"]["selected"] == "1"
     assert alias_label(mlflow_runtime, "fraud") == "1"
 
