@@ -133,17 +133,28 @@ class MlflowRegistry:
         except MlflowException as exc:
             text = _one_line(exc.message)
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise NotFoundError(f"MLflow: {text}", hint=self._where()) from exc
+                raise NotFoundError(
+                    f"MLflow: {text}",
+                    hint=f"check the name, and that {self.display_uri} is the right MLflow",
+                ) from exc
             if "API request to" in text and "failed with exception" in text:
                 raise ConfigurationError(
-                    f"cannot reach MLflow at {self.tracking_uri} ({what})", hint=self._where()
+                    f"cannot reach MLflow at {self.display_uri} ({what})", hint=self._where()
                 ) from exc
             raise OperationFailed(f"MLflow refused to {what}: {text}") from exc
         except OSError as exc:  # the tracking store's database or artifact files
             raise ConfigurationError(
-                f"cannot use MLflow at {self.tracking_uri} ({what}): {_one_line(str(exc))}",
+                f"cannot use MLflow at {self.display_uri} ({what}): {_one_line(str(exc))}",
                 hint=self._where(),
             ) from exc
+
+    @property
+    def display_uri(self) -> str:
+        """The tracking URI without credentials, for messages."""
+        parsed = urlparse(self.tracking_uri)
+        if parsed.username is None and parsed.password is None:
+            return self.tracking_uri
+        return parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
 
     def _where(self) -> str:
         return "check [registry] tracking_uri (REARGUARD_REGISTRY_TRACKING_URI)"

@@ -130,14 +130,16 @@ def test_an_unknown_registered_model_is_a_not_found_error(mlflow_runtime: Runtim
         mlflow_runtime.registry.version_files(asset="nope", label="v1")
 
 
-def test_an_unreachable_tracking_server_is_a_configuration_error(
+def test_an_unreachable_tracking_server_is_a_configuration_error_without_credentials(
     mlflow_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REARGUARD_REGISTRY_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("REARGUARD_REGISTRY_TRACKING_URI", "http://bob:s3cret@127.0.0.1:9")
     registry = open_registry(load_settings(home=mlflow_runtime.settings.home))
 
-    with pytest.raises(ConfigurationError, match=r"cannot reach MLflow at http://127\.0\.0\.1:9"):
+    with pytest.raises(ConfigurationError) as raised:
         registry.read_alias(asset="model-a", alias=ALIAS)
+    assert raised.value.message.startswith("cannot reach MLflow at http://127.0.0.1:9 ")
+    assert "s3cret" not in f"{raised.value.message} {raised.value.hint}"
 
 
 def test_mlflow_needs_a_tracking_uri_and_the_extra(
