@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
@@ -102,6 +102,7 @@ class MlflowRegistry:
         self.artifact_location = artifact_location
         self.prefix = prefix
         self._client: MlflowClient | None = None
+        self._client_lock = threading.Lock()
         self._experiment_id: str | None = None
         self._numbers: dict[tuple[str, str], str] = {}
 
@@ -110,11 +111,13 @@ class MlflowRegistry:
     @property
     def client(self) -> MlflowClient:
         """The MLflow client, created on first use."""
-        if self._client is None:
-            client_class = _import_client()
-            self._client = client_class(
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-            )
+        # Verification may first reach MLflow from several hashing threads at once.
+        with self._client_lock:
+            if self._client is None:
+                client_class = _import_client()
+                self._client = client_class(
+                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+                )
         return self._client
 
     @contextmanager
@@ -230,9 +233,12 @@ class MlflowRegistry:
         The caller holds the label exclusively, so a version already carrying it was left by a
         registration that crashed before its commit, and is deleted first.
         """
-        self._create_version(asset=asset, label=label, kind=kind, root=staged.work / "version")
+        files = walk_version_dir(staged.work / "version")
+        self._create_version(asset=asset, label=label, kind=kind, files=files)
 
-    def _create_version(self, *, asset: str, label: str, kind: str, root: Path) -> None:
+    def _create_version(self, *, asset: str, label: str, kind: str, files: dict[str, Path]) -> None:
+        """Upload ``files`` (relative path -> file of that name) as a new run's artifacts, and
+        create the model version from them."""
         model = self.model_name(asset)
         self.discard_version(asset=asset, label=label)
         experiment = self._experiment()
@@ -240,7 +246,9 @@ class MlflowRegistry:
             if not self.client.search_registered_models(f"name = '{model}'"):
                 self.client.create_registered_model(model, tags={"rearguard.managed": "true"})
             run = self.client.create_run(experiment, run_name=f"{model}@{label}")
-            self.client.log_artifacts(run.info.run_id, str(root), artifact_path=ARTIFACT_PATH)
+            for relative, path in sorted(files.items()):
+                folder = PurePosixPath(ARTIFACT_PATH, relative).parent
+                self.client.log_artifact(run.info.run_id, str(path), artifact_path=str(folder))
             self.client.set_terminated(run.info.run_id)
             created = self.client.create_model_version(
                 model,
@@ -271,15 +279,7 @@ class MlflowRegistry:
         Returns:
             0: every file is uploaded as a copy; none shares storage with the source.
         """
-        work = self.home / "mlflow" / "staging" / uuid.uuid4().hex
-        try:
-            for relative, path in files.items():
-                target = work / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-            self._create_version(asset=asset, label=label, kind=kind, root=work)
-        finally:
-            _remove_tree(work)
+        self._create_version(asset=asset, label=label, kind=kind, files=files)
         return 0
 
     def mirror_status(self, *, asset: str, label: str, status: str) -> None:
