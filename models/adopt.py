@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from rearguard.models.assets import add_version_rows, get_version, move_alias, set_status
 from rearguard.models.audit import append_event
 from rearguard.models.database import Database
 from rearguard.models.enums import AssetKind, EventKind, VersionStatus
-from rearguard.models.errors import UsageError
+from rearguard.models.errors import ConflictError, UsageError
 from rearguard.models.hashing import hash_files
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, RegistryBackend
-from rearguard.models.registry.mlflow_backend import MlflowRegistry, MlflowVersion
+from rearguard.models.registry.mlflow_backend import LABEL_TAG, MlflowRegistry, MlflowVersion
 from rearguard.models.tables import Asset, AssetVersion, utcnow
 
 
@@ -87,14 +88,50 @@ def import_versions(
         )
     new = [v for v in versions if v.label not in known]
     manifests = [_hash(registry, name, version, workers) for version in new]
-    resolved = kind or AssetKind(next((v.kind for v in versions if v.kind), AssetKind.MODEL))
+    tagged = [AssetKind(v.kind) for v in versions if v.kind in {k.value for k in AssetKind}]
+    resolved = kind or (tagged[0] if tagged else AssetKind.MODEL)
     adoption = Adoption(
         asset=name, kind=str(resolved), known=[v.label for v in versions if v.label in known]
     )
+    try:
+        _record(
+            db,
+            registry,
+            adoption,
+            new,
+            manifests,
+            kind=kind,
+            actor=actor,
+            alias=alias,
+            status=status,
+        )
+    except IntegrityError as exc:  # a label registered meanwhile, or two versions sharing one
+        raise ConflictError(
+            f"a version of {name} was registered under the same label meanwhile, or two MLflow "
+            f"versions carry the same {LABEL_TAG} tag",
+            hint="check the labels, then import again",
+        ) from exc
+    return adoption
+
+
+def _record(
+    db: Database,
+    registry: MlflowRegistry,
+    adoption: Adoption,
+    new: list[MlflowVersion],
+    manifests: list[list[ManifestEntry]],
+    *,
+    kind: AssetKind | None,
+    actor: str,
+    alias: str,
+    status: VersionStatus,
+) -> None:
+    """Add the new versions' rows, statuses and events, and the alias, in one transaction."""
+    name = adoption.asset
     with db.session() as session:
         asset = session.exec(select(Asset).where(Asset.name == name)).first()
         if asset is None:
-            asset = Asset(name=name, kind=resolved)
+            asset = Asset(name=name, kind=AssetKind(adoption.kind))
             session.add(asset)
             session.flush()
         elif kind is not None and asset.kind != kind:
@@ -157,7 +194,6 @@ def import_versions(
                 actor=actor,
             )
         adoption.alias = served
-    return adoption
 
 
 def _hash(
