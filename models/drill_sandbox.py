@@ -54,8 +54,10 @@ class Sandbox:
         """
         self.runtime.db.dispose()
         if remove:
-            self.runtime.registry.delete_sandbox()
-            _remove_tree(self.home)
+            try:
+                self.runtime.registry.delete_sandbox()
+            finally:
+                _remove_tree(self.home)
 
 
 def sandbox_settings(settings: Settings, home: Path) -> Settings:
