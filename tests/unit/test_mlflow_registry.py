@@ -156,3 +156,22 @@ def test_mlflow_needs_a_tracking_uri_and_the_extra(
     with pytest.raises(ConfigurationError, match="mlflow") as raised:
         registry.read_alias(asset="model-a", alias=ALIAS)
     assert raised.value.hint == "install rearguard[mlflow]"
+
+
+def test_remote_artifacts_are_downloaded_afresh_for_each_check(
+    mlflow_runtime: Runtime, tmp_path: Path
+) -> None:
+    # The download path of a remote artifact store, driven here through a file: URI (MLflow's
+    # download_artifacts does the same for every store).
+    build_scenario(mlflow_runtime, tmp_path, production=None)
+    registry = mlflow_runtime.registry
+    assert isinstance(registry, MlflowRegistry)
+    stored = registry.version_location(asset="model-a", label="v1")
+
+    first = registry._download("model-a", "1", stored.as_uri())
+    tamper_version(mlflow_runtime, "model-a", "v1")
+    again = registry._download("model-a", "1", stored.as_uri())
+
+    assert again == first == mlflow_runtime.settings.home / "mlflow" / "downloads" / "model-a" / "1"
+    assert (again / "weights.bin").read_bytes() == (stored / "weights.bin").read_bytes()
+    assert sorted(p.name for p in again.parent.iterdir()) == ["1"]
