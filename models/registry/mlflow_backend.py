@@ -25,7 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from rearguard.models.errors import ConfigurationError, NotFoundError, OperationFailed, UsageError
+from rearguard.models.errors import (
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    OperationFailed,
+    UsageError,
+)
 from rearguard.models.registry.base import ManifestEntry, Progress, StagedVersion
 from rearguard.models.registry.local import (
     _remove_tree,
@@ -230,8 +236,13 @@ class MlflowRegistry:
     def publish_version(self, staged: StagedVersion, *, asset: str, label: str, kind: str) -> None:
         """Upload the staged files as a run's artifacts and create the model version.
 
-        The caller holds the label exclusively, so a version already carrying it was left by a
-        registration that crashed before its commit, and is deleted first.
+        Unlike the local store, a version MLflow already has under the label is never replaced:
+        the caller holds the label in this database only, and another rearguard database, or a
+        person, may use the same MLflow.
+
+        Raises:
+            ConflictError: the registered model has a version carrying the label (one left by
+                a registration killed before its commit is adopted by ``assets import``).
         """
         files = walk_version_dir(staged.work / "version")
         self._create_version(asset=asset, label=label, kind=kind, files=files)
@@ -240,7 +251,15 @@ class MlflowRegistry:
         """Upload ``files`` (relative path -> file of that name) as a new run's artifacts, and
         create the model version from them."""
         model = self.model_name(asset)
-        self.discard_version(asset=asset, label=label)
+        try:
+            number = self._number(asset, label)
+        except NotFoundError:
+            pass
+        else:
+            raise ConflictError(
+                f"MLflow model {model!r} already has a version labelled {label!r} ({number})",
+                hint=f"`rearguard assets import {asset}` adopts it, or use another label",
+            )
         experiment = self._experiment()
         with self._calling(f"register {model}@{label}"):
             if not self.client.search_registered_models(f"name = '{model}'"):

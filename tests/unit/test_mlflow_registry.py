@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 from scenarios import (
     ALIAS,
-    approve,
+    add_version,
     build_scenario,
-    production_in_db,
     production_on_disk,
-    promote,
     tamper_version,
 )
 
+from rearguard.models.adopt import import_versions
 from rearguard.models.assets import get_asset, get_version, verify_one
-from rearguard.models.errors import ConfigurationError, NotFoundError
+from rearguard.models.errors import ConfigurationError, ConflictError, NotFoundError
 from rearguard.models.registry.mlflow_backend import MlflowRegistry
 from rearguard.models.runtime import Runtime, open_registry
 from rearguard.models.settings import load_settings
@@ -106,21 +105,30 @@ def test_a_configurable_alias_name(mlflow_runtime: Runtime, tmp_path: Path) -> N
     assert mlflow_runtime.registry.read_alias(asset="model-a", alias=ALIAS) is None
 
 
-def test_a_registration_that_crashed_before_its_commit_is_replaced(
+def test_a_label_mlflow_already_has_is_adopted_not_replaced(
     mlflow_runtime: Runtime, tmp_path: Path
 ) -> None:
     build_scenario(mlflow_runtime, tmp_path, approved=("v1",), production="v1")
+    # Uploaded, but the process was killed before its database row committed.
     staged = mlflow_runtime.registry.stage_version(source=tmp_path / "sources" / "model-a" / "v1")
-    # Published, but its database row never committed: the label's version is left in MLflow.
     mlflow_runtime.registry.publish_version(staged, asset="model-a", label="v4", kind="model")
     mlflow_runtime.registry.discard_staged(staged)
-    mlflow_runtime.registry.discard_version(asset="model-a", label="v4")
 
-    assert sorted(mlflow_versions(mlflow_runtime, "model-a")) == ["v1", "v2", "v3"]
-    approve(mlflow_runtime, "model-a", "v2")
-    promote(mlflow_runtime, "model-a", "v2")
-    assert production_in_db(mlflow_runtime, "model-a") == "v2"
-    assert mlflow_alias(mlflow_runtime, "model-a") == "2"
+    with pytest.raises(ConflictError, match="already has a version labelled 'v4'") as raised:
+        add_version(mlflow_runtime, tmp_path, "model-a", "v4")
+    assert raised.value.hint == "`rearguard assets import model-a` adopts it, or use another label"
+    assert sorted(mlflow_versions(mlflow_runtime, "model-a")) == ["v1", "v2", "v3", "v4"]
+    adopted = import_versions(
+        db=mlflow_runtime.db,
+        registry=mlflow_runtime.registry,
+        name="model-a",
+        kind=None,
+        actor="carol",
+        alias=ALIAS,
+    )
+    assert [v["version"] for v in adopted.imported] == ["v4"]
+    assert adopted.known == ["v1", "v2", "v3"] and adopted.alias == "v1"
+    assert check(mlflow_runtime, "model-a", "v4") == "1 files, 1344 bytes verified"
 
 
 def test_an_unknown_registered_model_is_a_not_found_error(mlflow_runtime: Runtime) -> None:
