@@ -76,7 +76,22 @@ def _import_client() -> type[MlflowClient]:
     # Store migrations and artifact uploads log at INFO; the CLI's output is ours.
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _bound_database_retries()
     return MlflowClient
+
+
+def _bound_database_retries() -> None:
+    """Make a database-backed tracking store that is down an error in a second, not 100 s.
+
+    MLflow tries to connect to it 10 times with exponential backoff (about 100 s), warning
+    each time, and no setting bounds that; two tries, and no multi-line warnings in the
+    output, are enough for a command.
+    """
+    from mlflow.store.db import utils as db_utils
+
+    if hasattr(db_utils, "MAX_RETRY_COUNT"):
+        db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, 2)
+    logging.getLogger(db_utils.__name__).setLevel(logging.ERROR)
 
 
 class MlflowRegistry:
@@ -136,6 +151,7 @@ class MlflowRegistry:
             OperationFailed: any other refusal.
         """
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
         try:
             yield
@@ -150,8 +166,14 @@ class MlflowRegistry:
                 raise ConfigurationError(
                     f"cannot reach MLflow at {self.display_uri} ({what})", hint=self._where()
                 ) from exc
+            if "unsupported URI" in text:
+                raise ConfigurationError(
+                    f"MLflow does not support the tracking URI {self.display_uri}",
+                    hint=self._where(),
+                ) from exc
             raise OperationFailed(f"MLflow refused to {what}: {text}") from exc
-        except OSError as exc:  # the tracking store's database or artifact files
+        # A database-backed store (down, or its driver not installed), or artifact files.
+        except (OSError, SQLAlchemyError, ImportError) as exc:
             raise ConfigurationError(
                 f"cannot use MLflow at {self.display_uri} ({what}): {_one_line(str(exc))}",
                 hint=self._where(),
@@ -187,6 +209,8 @@ class MlflowRegistry:
                     f"name = '{model}' and tags.`{LABEL_TAG}` = '{label}'"
                 )
             if not versions:
+                with self._calling("read the registered model"):
+                    self.client.get_registered_model(model)  # NotFoundError when it is missing
                 raise NotFoundError(
                     f"MLflow model {model!r} has no version labelled {label!r}",
                     hint=f"see the {LABEL_TAG} tags of its versions",

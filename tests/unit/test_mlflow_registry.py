@@ -131,11 +131,16 @@ def test_a_label_mlflow_already_has_is_adopted_not_replaced(
     assert check(mlflow_runtime, "model-a", "v4") == "1 files, 1344 bytes verified"
 
 
-def test_an_unknown_registered_model_is_a_not_found_error(mlflow_runtime: Runtime) -> None:
+def test_an_unknown_registered_model_is_a_not_found_error(
+    mlflow_runtime: Runtime, tmp_path: Path
+) -> None:
+    build_scenario(mlflow_runtime, tmp_path, production=None)
     with pytest.raises(NotFoundError, match="nope"):
         mlflow_runtime.registry.read_alias(asset="nope", alias=ALIAS)
-    with pytest.raises(NotFoundError, match="no version labelled 'v1'"):
+    with pytest.raises(NotFoundError, match="Registered Model with name=nope not found"):
         mlflow_runtime.registry.version_files(asset="nope", label="v1")
+    with pytest.raises(NotFoundError, match="MLflow model 'model-a' has no version labelled 'v9'"):
+        mlflow_runtime.registry.version_files(asset="model-a", label="v9")
 
 
 def test_an_unreachable_tracking_server_is_a_configuration_error_without_credentials(
@@ -148,6 +153,29 @@ def test_an_unreachable_tracking_server_is_a_configuration_error_without_credent
         registry.read_alias(asset="model-a", alias=ALIAS)
     assert raised.value.message.startswith("cannot reach MLflow at http://127.0.0.1:9 ")
     assert "s3cret" not in f"{raised.value.message} {raised.value.hint}"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        (
+            "postgresql://bob:s3cret@127.0.0.1:1/mlflow",
+            "cannot use MLflow at postgresql://127.0.0.1:1/mlflow",
+        ),
+        ("foo://bar", "MLflow does not support the tracking URI foo://bar"),
+    ],
+)
+def test_a_database_store_that_is_down_or_a_bad_uri_is_a_configuration_error(
+    home: Path, monkeypatch: pytest.MonkeyPatch, uri: str, message: str
+) -> None:
+    monkeypatch.setenv("REARGUARD_REGISTRY_BACKEND", "mlflow")
+    monkeypatch.setenv("REARGUARD_REGISTRY_TRACKING_URI", uri)
+    registry = open_registry(load_settings(home=home))
+
+    with pytest.raises(ConfigurationError) as raised:
+        registry.read_alias(asset="model-a", alias=ALIAS)
+    assert raised.value.message.startswith(message)
+    assert "s3cret" not in raised.value.message
 
 
 def test_mlflow_needs_a_tracking_uri_and_the_extra(
