@@ -265,3 +265,24 @@ def test_a_kept_mlflow_sandbox_holds_copies_of_the_artifacts(
     served = mlflow_runtime.registry.version_files(asset="model-a", label="v3")["weights.bin"]
     assert Path(run.sandbox or "") in tampered.parents
     assert tampered.read_bytes() != served.read_bytes()
+
+
+@pytest.mark.usefixtures("_prefect")
+def test_a_drill_fails_and_says_why_when_mlflows_only_known_good_version_is_tampered(
+    mlflow_runtime: Runtime, tmp_path: Path
+) -> None:
+    build_scenario(mlflow_runtime, tmp_path, approved=("v1",))
+    tamper_version(mlflow_runtime, "model-a", "v1")
+    schedule(mlflow_runtime)
+    before = mlflow_state(mlflow_runtime)
+
+    run = run_drill(runtime=mlflow_runtime, name="weekly")
+
+    assert run.status == "fail"
+    assert "v1 is suspect (failed re-verification: weights.bin: sha256 mismatch" in (
+        run.reason or ""
+    )
+    assert mlflow_state(mlflow_runtime) == before
+    # Kept for forensics (keep_sandboxes = "failed"): the sandbox and its drill model.
+    assert run.sandbox and Path(run.sandbox).is_dir()
+    assert statuses(mlflow_runtime, f"{DRILL_PREFIX}run-{run.id}-model-a")["v1"] == "suspect"
