@@ -190,8 +190,6 @@ def test_import_adopts_versions_registered_with_mlflow(  # type: ignore[no-untyp
         ("2", "known_good"),
     ]
     assert adopted["alias"] == "2" and adopted["kind"] == "model"
-    again = as_json(cli("assets", "import", "fraud", "--json", env=mlflow_env))
-    assert again["imported"] == [] and again["known"] == ["1", "2"]
     ok(cli("assets", "verify", "fraud", env=mlflow_env))
     tamper_version(mlflow_runtime, "fraud", "2")
     opened = recover(cli, mlflow_env, "fraud")
@@ -206,9 +204,10 @@ def test_an_unknown_model_or_unreachable_mlflow_is_one_line(  # type: ignore[no-
 
     assert_error(cli("assets", "import", "nope", env=mlflow_env), "nope not found")
     unreachable = {**mlflow_env, "REARGUARD_REGISTRY_TRACKING_URI": "http://127.0.0.1:9"}
-    for command in (("assets", "verify", "model-a"), ("assets", "promote", "model-a", "v2")):
-        line = assert_error(cli(*command, env=unreachable, timeout=60), "cannot reach MLflow")
-        assert "http://127.0.0.1:9" in line
+    line = assert_error(
+        cli("assets", "verify", "model-a", env=unreachable, timeout=60), "cannot reach MLflow"
+    )
+    assert "http://127.0.0.1:9" in line
     local = {k: v for k, v in mlflow_env.items() if k != "REARGUARD_REGISTRY_BACKEND"}
     assert_error(cli("assets", "import", "model-a", env=local), "local store")
 
