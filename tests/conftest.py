@@ -19,6 +19,7 @@ import pytest
 # enough time for a fresh temporary server to migrate its database.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rearguard-test-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 # The test server's SQLite database is shared by workers, heartbeats and events; on a loaded

@@ -49,22 +49,25 @@ STATUS_TAG = "rearguard.status"
 ARTIFACT_PATH = "files"
 DRILL_PREFIX = "rearguard-drill-"
 
-# MLflow's HTTP client retries 7 times with exponential backoff and waits 120 s per request by
-# default: minutes before an unreachable server is reported. Ours, unless the user set them.
-_HTTP_DEFAULTS = {
+# Ours, unless the user set them. MLflow's HTTP client retries 7 times with exponential backoff
+# and waits 120 s per request by default: minutes before an unreachable server is reported.
+# MLflow 3 also sends usage telemetry to its makers; an incident tool talks to the registry only.
+_MLFLOW_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 
 def _import_client() -> type[MlflowClient]:
-    """The MlflowClient class, with MLflow's HTTP retries bounded and its INFO logs quiet.
+    """The MlflowClient class: HTTP retries bounded, no telemetry, INFO logs quiet (cheap
+    after the first call).
 
     Raises:
         ConfigurationError: the ``mlflow`` extra is not installed.
     """
-    for name, value in _HTTP_DEFAULTS.items():
+    for name, value in _MLFLOW_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
         from mlflow import MlflowClient
@@ -150,6 +153,7 @@ class MlflowRegistry:
             ConfigurationError: the tracking server cannot be reached.
             OperationFailed: any other refusal.
         """
+        _import_client()  # mlflow imported with our defaults set, or a clear error raised
         from mlflow.exceptions import MlflowException
         from sqlalchemy.exc import SQLAlchemyError
 
