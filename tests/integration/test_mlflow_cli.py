@@ -152,21 +152,33 @@ def test_supply_chain_on_the_champion_alias(  # type: ignore[no-untyped-def]
 
 
 def test_import_adopts_versions_registered_with_mlflow(  # type: ignore[no-untyped-def]
-    cli, mlflow_env: dict[str, str], mlflow_runtime: Runtime, tmp_path: Path
+    cli,
+    mlflow_env: dict[str, str],
+    mlflow_runtime: Runtime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A team's model, registered with MLflow alone: no rearguard tags.
+    # A team's model, registered with MLflow alone (no rearguard tags): version 1 from a
+    # run's artifacts (MLflow 2 style), version 2 from a logged model (MLflow 3 style).
     client = mlflow_of(mlflow_runtime)
     experiment = client.create_experiment(
         "team", artifact_location=(tmp_path / "team-artifacts").as_uri()
     )
     client.create_registered_model("fraud")
-    for n in (1, 2):
-        run = client.create_run(experiment)
-        source = write_source(tmp_path, "fraud", str(n), {"model.bin": f"fraud {n}".encode()})
-        client.log_artifacts(run.info.run_id, str(source), artifact_path="model")
-        client.create_model_version(
-            "fraud", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
-        )
+    sources = [
+        write_source(tmp_path, "fraud", str(n), {"model.bin": f"fraud {n}".encode()})
+        for n in (1, 2)
+    ]
+    run = client.create_run(experiment)
+    client.log_artifacts(run.info.run_id, str(sources[0]), artifact_path="model")
+    client.create_model_version(
+        "fraud", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    logged = client.create_logged_model(experiment_id=experiment, name="fraud")
+    client.log_model_artifacts(logged.model_id, str(sources[1]))
+    # MLflow resolves a models:/ source through the process's tracking URI, as a team's has.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_env["REARGUARD_REGISTRY_TRACKING_URI"])
+    client.create_model_version("fraud", source=f"models:/{logged.model_id}")
     client.set_registered_model_alias("fraud", "production", "2")
 
     needs_by = cli("assets", "import", "fraud", "--status", "known_good", env=mlflow_env)
