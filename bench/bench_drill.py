@@ -18,9 +18,13 @@ Figures, one JSON line each on standard output:
   with ``ratio_to_real`` (the budget is 2.0) and the median ``sandbox_s`` and ``inject_s``
   measured apart on further fresh homes.
 - ``sandbox_floor_cp_al``: ``cp -al`` of the home's store, the standard tool doing the
-  sandbox's file work (hard links) alone.
+  sandbox's file work (hard links) alone; with ``--registry mlflow``, ``sandbox_floor_cp``:
+  ``cp -a`` of the home's MLflow artifacts (a sandbox there holds copies, not links).
 
-Run: ``.venv/bin/python bench/bench_drill.py [--size-mib 100] [--runs 3]``
+``--registry mlflow`` gives every home an MLflow registry of its own (a SQLite tracking store
+and its artifacts in the home).
+
+Run: ``.venv/bin/python bench/bench_drill.py [--size-mib 100] [--runs 3] [--registry mlflow]``
 """
 
 from __future__ import annotations
@@ -126,11 +130,15 @@ def time_sandbox_parts(workspace: Workspace) -> tuple[float, float]:
     return built - started, injected - built
 
 
-def time_cp_al(workspace: Workspace) -> float:
-    """``cp -al`` of a fresh home's store."""
+def time_floor(workspace: Workspace, registry: str) -> float:
+    """``cp -al`` of a fresh home's store; ``cp -a`` of its MLflow artifacts."""
     home = workspace.fresh_home()
+    if registry == "mlflow":
+        argv = ["cp", "-a", str(home / "mlflow-artifacts"), str(home / "artifacts-copy")]
+    else:
+        argv = ["cp", "-al", str(home / "store"), str(home / "store-links")]
     started = time.perf_counter()
-    subprocess.run(["cp", "-al", str(home / "store"), str(home / "store-links")], check=True)
+    subprocess.run(argv, check=True)
     return time.perf_counter() - started
 
 
@@ -139,12 +147,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--registry", choices=["local", "mlflow"], default="local")
     args = parser.parse_args()
+    config = (
+        '[registry]\nbackend = "mlflow"\ntracking_uri = "sqlite:///{home}/mlflow.db"\n'
+        if args.registry == "mlflow"
+        else ""
+    )
     root = Path(tempfile.mkdtemp(prefix="rearguard-bench-drill-"))
     server = None
     try:
         note(f"writing {3 * args.size_mib} MiB of sources")
-        workspace = Workspace(root / "homes", make_sources(root / "sources", args.size_mib))
+        workspace = Workspace(
+            root / "homes", make_sources(root / "sources", args.size_mib), config=config
+        )
         (root / "homes").mkdir()
         note("starting a Prefect server")
         (root / "prefect").mkdir()
@@ -161,12 +177,13 @@ def main() -> None:
             drill.append(time_drill(workspace))
             note(f"round {number + 1}: real {real[-1]:.3f}s, drill {drill[-1]:.3f}s")
         parts = [time_sandbox_parts(workspace) for _ in range(args.runs)]
-        cp_al = [time_cp_al(workspace) for _ in range(args.runs)]
+        floor = [time_floor(workspace, args.registry) for _ in range(args.runs)]
         ratio = statistics.median(drill) / statistics.median(real)
-        emit("real_playbook", size_mib=args.size_mib, **summary(real))
+        emit("real_playbook", size_mib=args.size_mib, registry=args.registry, **summary(real))
         emit(
             "drill",
             size_mib=args.size_mib,
+            registry=args.registry,
             **summary(drill),
             ratio_to_real=round(ratio, 2),
             budget_ratio=BUDGET_RATIO,
@@ -174,7 +191,11 @@ def main() -> None:
             sandbox_s=round(statistics.median(p[0] for p in parts), 3),
             inject_s=round(statistics.median(p[1] for p in parts), 3),
         )
-        emit("sandbox_floor_cp_al", size_mib=args.size_mib, **summary(cp_al))
+        emit(
+            "sandbox_floor_cp" if args.registry == "mlflow" else "sandbox_floor_cp_al",
+            size_mib=args.size_mib,
+            **summary(floor),
+        )
         note(
             f"drill {statistics.median(drill):.3f}s vs real {statistics.median(real):.3f}s: "
             f"{ratio:.2f}x (budget {BUDGET_RATIO}x)"

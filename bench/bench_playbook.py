@@ -227,11 +227,16 @@ def run_prefect(rt: Any, marks: Marks) -> int:
 
 
 class Workspace:
-    """Fresh homes under one temporary directory, each prepared from the shared sources."""
+    """Fresh homes under one temporary directory, each prepared from the shared sources.
 
-    def __init__(self, root: Path, sources: dict[str, Path]) -> None:
+    ``config``, when given, is written to each home's ``rearguard.toml`` first, ``{home}``
+    replaced by the home's path (e.g. an MLflow registry of the home's own).
+    """
+
+    def __init__(self, root: Path, sources: dict[str, Path], config: str = "") -> None:
         self.root = root
         self.sources = sources
+        self.config = config
         self.count = 0
 
     def fresh_home(self) -> Path:
@@ -239,6 +244,8 @@ class Workspace:
         self.count += 1
         home = self.root / f"home-{self.count:02d}"
         home.mkdir()
+        if self.config:
+            (home / "rearguard.toml").write_text(self.config.replace("{home}", str(home)))
         prepare_home(home, self.sources)
         return home
 

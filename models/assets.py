@@ -18,8 +18,7 @@ from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundE
 from rearguard.models.failpoints import failpoint
 from rearguard.models.integrity import VersionCheck, check_version
 from rearguard.models.names import check_name
-from rearguard.models.registry.base import ManifestEntry, Progress
-from rearguard.models.registry.local import LocalStore
+from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
 from rearguard.models.tables import Alias, Asset, AssetVersion, VersionFile, utcnow
 from rearguard.models.validation import parse_command
 
@@ -115,7 +114,7 @@ class Registration:
 def register_version(
     *,
     db: Database,
-    registry: LocalStore,
+    registry: RegistryBackend,
     name: str,
     source: Path,
     label: str,
@@ -184,24 +183,13 @@ def register_version(
                 asset.validate_command = validate_command
                 session.add(asset)
             lineage = _lineage_version(session, lineage_ref) if lineage_ref else None
-            refuse_denied(
-                denied_among(session=session, digests=(e.sha256 for e in entries)),
-                what=f"{name}@{label}",
-            )
-            version = AssetVersion(
-                asset_id=asset.id,
+            version = add_version_rows(
+                session=session,
+                asset=asset,
                 label=label,
-                digest=digest,
-                total_size=sum(e.size for e in entries),
-                file_count=len(entries),
+                entries=entries,
+                actor=actor,
                 trained_on_id=lineage.id if lineage else None,
-                registered_by=actor,
-            )
-            session.add(version)
-            session.flush()
-            session.add_all(
-                VersionFile(version_id=version.id, path=e.path, sha256=e.sha256, size=e.size)
-                for e in entries
             )
             append_event(
                 session,
@@ -223,7 +211,7 @@ def register_version(
             # Only now, with the flushed row holding the label (the SQLite write lock; on
             # PostgreSQL the unique index entry, which blocks a competing insert until this
             # transaction ends), may the store's directory for the label be replaced.
-            registry.publish_version(staged, asset=name, label=label)
+            registry.publish_version(staged, asset=name, label=label, kind=resolved_kind)
             published = True
     except BaseException as exc:
         if published:
@@ -238,6 +226,53 @@ def register_version(
     return Registration(name, label, resolved_kind, digest, entries)
 
 
+def add_version_rows(
+    *,
+    session: Session,
+    asset: Asset,
+    label: str,
+    entries: list[ManifestEntry],
+    actor: str,
+    trained_on_id: int | None = None,
+    registered_at: datetime | None = None,
+) -> AssetVersion:
+    """Add a new candidate version's row and its manifest rows (flushed, not committed).
+
+    Args:
+        session: the caller's transaction.
+        asset: the asset (flushed, so it has an id).
+        label: the version's label.
+        entries: its manifest.
+        actor: who registers it.
+        trained_on_id: the dataset version it was trained on, if any.
+        registered_at: when it was registered (default: now).
+
+    Raises:
+        IntegrityViolation: a file's digest is on the denylist.
+    """
+    refuse_denied(
+        denied_among(session=session, digests=(e.sha256 for e in entries)),
+        what=f"{asset.name}@{label}",
+    )
+    version = AssetVersion(
+        asset_id=asset.id,
+        label=label,
+        digest=manifest_digest(entries),
+        total_size=sum(e.size for e in entries),
+        file_count=len(entries),
+        trained_on_id=trained_on_id,
+        registered_by=actor,
+        **({"registered_at": registered_at} if registered_at else {}),
+    )
+    session.add(version)
+    session.flush()
+    session.add_all(
+        VersionFile(version_id=version.id, path=e.path, sha256=e.sha256, size=e.size)
+        for e in entries
+    )
+    return version
+
+
 def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:
     asset = get_asset(session=session, name=ref[0])
     if asset.kind != AssetKind.DATASET:
@@ -248,7 +283,7 @@ def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:
 def verify_one(
     *,
     session: Session,
-    registry: LocalStore,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
     workers: int = 1,
@@ -268,6 +303,7 @@ def verify_one(
 def set_status(
     *,
     session: Session,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
     status: VersionStatus,
@@ -275,7 +311,12 @@ def set_status(
     reason: str,
     incident_id: int | None = None,
 ) -> bool:
-    """Change a version's status and record it; return False when it already had it."""
+    """Change a version's status and record it; return False when it already had it.
+
+    The registry shows the new status too (MLflow: the ``rearguard.status`` tag) before the
+    caller's transaction commits: if that fails, nothing changes; if the commit fails after
+    it, the status is set again, and mirrored again, by the rerun.
+    """
     if version.status == status:
         return False
     previous = version.status
@@ -292,13 +333,14 @@ def set_status(
         version=version.label,
         data={"from": str(previous), "to": str(status), "reason": reason},
     )
+    registry.mirror_status(asset=asset.name, label=version.label, status=str(status))
     return True
 
 
 def approve_version(
     *,
     db: Database,
-    registry: LocalStore,
+    registry: RegistryBackend,
     name: str,
     label: str,
     by: str,
@@ -329,6 +371,7 @@ def approve_version(
         version.approved_at = utcnow()
         set_status(
             session=session,
+            registry=registry,
             asset=asset,
             version=version,
             status=VersionStatus.KNOWN_GOOD,
@@ -341,7 +384,7 @@ def approve_version(
 def move_alias(
     *,
     session: Session,
-    registry: LocalStore,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
     alias: str,
@@ -385,7 +428,7 @@ def move_alias(
 def promote_version(
     *,
     db: Database,
-    registry: LocalStore,
+    registry: RegistryBackend,
     name: str,
     label: str,
     alias: str,

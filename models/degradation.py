@@ -48,7 +48,9 @@ def confirm_degradation(*, runtime: Runtime, incident_id: int) -> dict[str, Any]
         raise OperationFailed(f"{asset.name} has no {alias} version to check")
     result = run_validation(
         command=asset.validate_command,
-        location=runtime.registry.alias_location(asset=asset.name, alias=alias),
+        # The files of the version the alias points at: a directory with either backend
+        # (MLflow's alias location is a models:/ URI, which a validation command cannot read).
+        location=runtime.registry.version_location(asset=asset.name, label=current.label),
         asset=asset.name,
         label=current.label,
         timeout_s=runtime.settings.playbooks.validation_timeout_s,
@@ -67,6 +69,7 @@ def confirm_degradation(*, runtime: Runtime, incident_id: int) -> dict[str, Any]
         if version.status not in (VersionStatus.QUARANTINED, VersionStatus.RETIRED):
             set_status(
                 session=session,
+                registry=runtime.registry,
                 asset=asset,
                 version=version,
                 status=VersionStatus.SUSPECT,

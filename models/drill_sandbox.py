@@ -1,17 +1,19 @@
 """A drill's sandbox: a home of its own holding a copy of one asset's registry state.
 
-The sandbox has its own SQLite database and local store under ``<home>/drills/run-<id>``.
+The sandbox has its own SQLite database and registry under ``<home>/drills/run-<id>``.
 The asset's rows (and those of the assets its versions are linked to by lineage) are copied
-with their ids, statuses and aliases; the stored files are hard-linked when the sandbox is on
-the same filesystem as the store, else copied. Stored objects are read-only and shared through
-those links, so anything that alters a file in the sandbox must replace it (a new inode, see
-:func:`replace_file`), never write into it: production would see the write.
+with their ids, statuses and aliases. With the local store, the sandbox has a store of its own
+whose files are hard-linked when it is on the same filesystem as production's, else copied.
+Stored objects are read-only and shared through those links, so anything that alters a file in
+the sandbox must replace it (a new inode, see :func:`replace_file`), never write into it:
+production would see the write. With MLflow, the sandbox is a set of drill-prefixed registered
+models (``rearguard-drill-run-<id>-<asset>``) whose versions hold copies of the artifacts,
+uploaded into the sandbox's home; production's models, aliases, tags and artifacts are read,
+never written.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 import stat
 import uuid
@@ -25,7 +27,9 @@ from sqlmodel import Session, col, or_, select
 from rearguard.models.audit import append_event
 from rearguard.models.database import Database
 from rearguard.models.enums import EventKind
-from rearguard.models.registry.local import LocalStore, _remove_tree
+from rearguard.models.errors import NotFoundError
+from rearguard.models.registry.base import RegistryBackend
+from rearguard.models.registry.local import _remove_tree
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import CoreSettings, DatabaseSettings, Settings
 from rearguard.models.tables import Alias, Asset, AssetVersion, VersionFile
@@ -43,10 +47,17 @@ class Sandbox:
     copied_files: int = 0
 
     def close(self, *, remove: bool) -> None:
-        """Release the sandbox's database, and delete the sandbox when ``remove``."""
+        """Release the sandbox's database, and delete the sandbox when ``remove``.
+
+        Deleting it removes its home and what its registry holds elsewhere (MLflow's drill
+        models).
+        """
         self.runtime.db.dispose()
         if remove:
-            _remove_tree(self.home)
+            try:
+                self.runtime.registry.delete_sandbox()
+            finally:
+                _remove_tree(self.home)
 
 
 def sandbox_settings(settings: Settings, home: Path) -> Settings:
@@ -80,14 +91,15 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
         The sandbox, its runtime in drill mode.
     """
     home = runtime.settings.home / "drills" / name
-    _remove_tree(home)  # what a crashed run of the same name left
+    registry = runtime.registry.for_sandbox(home=home, name=name)
+    registry.delete_sandbox()  # what a crashed run of the same name left
+    _remove_tree(home)
     (home / "store").mkdir(parents=True)
     settings = sandbox_settings(runtime.settings, home)
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
     db.upgrade()
     sandbox = Sandbox(
-        home=home,
-        runtime=Runtime(settings=settings, db=db, registry=LocalStore(home / "store"), drill=True),
+        home=home, runtime=Runtime(settings=settings, db=db, registry=registry, drill=True)
     )
     with runtime.db.read_session() as session:
         rows = _registry_rows(session, asset)
@@ -153,43 +165,29 @@ def _registry_rows(session: Session, asset_name: str) -> list[list[Any]]:
     ]
 
 
-def _copy_store(source: LocalStore, sandbox: Sandbox, rows: list[list[Any]]) -> None:
+def _copy_store(source: RegistryBackend, sandbox: Sandbox, rows: list[list[Any]]) -> None:
+    kinds = {a.id: str(a.kind) for a in rows[0]}
     assets_by_id = {a.id: a.name for a in rows[0]}
     labels_by_id = {v.id: v.label for v in rows[1]}
     target = sandbox.runtime.registry
     for version in rows[1]:
         asset = assets_by_id[version.asset_id]
-        if not source.version_location(asset=asset, label=version.label).is_dir():
+        try:
+            files = source.version_files(asset=asset, label=version.label)
+        except NotFoundError:
             continue  # its content is gone; the playbook finds that out in the sandbox
-        root = target.version_location(asset=asset, label=version.label)
-        for relative, path in source.version_files(asset=asset, label=version.label).items():
-            destination = root / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            if path.is_symlink():
-                os.symlink(os.readlink(path), destination)
-            elif _link_or_copy(path, destination):
-                sandbox.linked_files += 1
-            else:
-                sandbox.copied_files += 1
+        linked = target.copy_version(
+            asset=asset, label=version.label, kind=kinds[version.asset_id], files=files
+        )
+        target.mirror_status(asset=asset, label=version.label, status=str(version.status))
+        sandbox.linked_files += linked
+        sandbox.copied_files += len(files) - linked
     for alias in rows[3]:
         target.move_alias(
             asset=assets_by_id[alias.asset_id],
             alias=alias.name,
             label=labels_by_id[alias.version_id],
         )
-
-
-def _link_or_copy(source: Path, destination: Path) -> bool:
-    """Hard-link a stored file; copy it (read-only) across filesystems. True when linked."""
-    try:
-        os.link(source, destination, follow_symlinks=False)
-        return True
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-    shutil.copyfile(source, destination)
-    destination.chmod(_READ_ONLY_FILE)
-    return False
 
 
 def replace_file(path: Path, edit: Callable[[BinaryIO], None]) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rearguard.models.errors import NotFoundError
-from rearguard.models.registry.base import ManifestEntry
-from rearguard.models.registry.local import LocalStore, copy_with_hash
+from rearguard.models.registry.base import ManifestEntry, RegistryBackend
+from rearguard.models.registry.local import copy_with_hash
 
 EVIDENCE_FILE = "evidence.json"
 _READ_ONLY_DIR = stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP
@@ -20,7 +20,7 @@ _READ_ONLY_DIR = stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP
 
 def preserve_evidence(
     *,
-    registry: LocalStore,
+    registry: RegistryBackend,
     asset: str,
     label: str,
     manifest: list[ManifestEntry],

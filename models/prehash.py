@@ -148,7 +148,9 @@ def store_files(home: Path, asset: str | None) -> list[Path]:
     """The files of the local store's versions of ``asset`` (every asset when None).
 
     Layout as in :mod:`rearguard.models.registry.local`; names that would leave the store are
-    ignored (the real command reports them).
+    ignored (the real command reports them). With the MLflow backend the local store holds
+    nothing (no child is forked) or what an earlier local setup left (hashed, never used):
+    harmless either way.
     """
     assets = home / "store" / "assets"
     if asset is not None and (asset in ("", ".", "..") or "/" in asset or "\\" in asset):

@@ -91,6 +91,7 @@ def quarantine(
         version = get_version(session=session, asset=target, label=label)
         set_status(
             session=session,
+            registry=runtime.registry,
             asset=target,
             version=version,
             status=VersionStatus.QUARANTINED,
@@ -174,6 +175,7 @@ def _mark_failed_suspect(
                 continue
             set_status(
                 session=session,
+                registry=runtime.registry,
                 asset=asset,
                 version=version,
                 status=VersionStatus.SUSPECT,
@@ -356,9 +358,9 @@ def validate(*, runtime: Runtime, incident_id: int, asset: str | None = None) ->
         return {"skipped": "the asset has no validation command", "version": current.label}
     result = run_validation(
         command=asset_row.validate_command,
-        location=runtime.registry.alias_location(
-            asset=asset_row.name, alias=runtime.settings.registry.alias
-        ),
+        # The directory of the version the alias points at, with either backend (MLflow's
+        # alias location is a models:/ URI, which a validation command cannot read).
+        location=runtime.registry.version_location(asset=asset_row.name, label=current.label),
         asset=asset_row.name,
         label=current.label,
         timeout_s=runtime.settings.playbooks.validation_timeout_s,

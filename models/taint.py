@@ -115,6 +115,7 @@ def mark_dataset_suspect(*, runtime: Runtime, incident_id: int) -> dict[str, Any
             if version.status not in _UNTRUSTED:
                 set_status(
                     session=session,
+                    registry=runtime.registry,
                     asset=dataset,
                     version=version,
                     status=VersionStatus.SUSPECT,

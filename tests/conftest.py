@@ -19,6 +19,7 @@ import pytest
 # enough time for a fresh temporary server to migrate its database.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rearguard-test-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 # The test server's SQLite database is shared by workers, heartbeats and events; on a loaded
@@ -166,3 +167,42 @@ def make_version(tmp_path: Path):  # type: ignore[no-untyped-def]
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow tracking database, migrated once per session (MLflow migrates a store
+    on first use, which takes over a second); each test gets a copy."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow") / "template.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_env(
+    mlflow_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Settings for the MLflow backend on a fresh SQLite tracking store of this test's own.
+
+    Set in this process's environment (request it before ``runtime``) and returned, for
+    ``cli(..., env=mlflow_env)``.
+    """
+    import shutil
+
+    store = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_template, store)
+    env = {
+        "REARGUARD_REGISTRY_BACKEND": "mlflow",
+        "REARGUARD_REGISTRY_TRACKING_URI": f"sqlite:///{store}",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def mlflow_runtime(mlflow_env: dict[str, str], runtime: Runtime) -> Runtime:
+    """The test's runtime with the MLflow Model Registry as its registry."""
+    return runtime

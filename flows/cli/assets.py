@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import byte_progress, emit_json, err, out, runtime, status_style
-from rearguard.models.enums import AssetKind
+from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import EXIT_INTEGRITY
 
 if TYPE_CHECKING:
@@ -126,6 +126,60 @@ def promote(
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
+
+
+@app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="MLflow registered model (becomes the asset).")],
+    kind: Annotated[
+        AssetKind | None,
+        typer.Option(help="Asset kind (default: the rearguard.kind tag, else model)."),
+    ] = None,
+    status: Annotated[
+        VersionStatus,
+        typer.Option(help="Status of the imported versions: candidate, or known_good (--by)."),
+    ] = VersionStatus.CANDIDATE,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Who imports (default: you); for known_good, who approves them."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Adopt the versions of an MLflow registered model that rearguard does not know yet.
+
+    Each one's artifacts are hashed where MLflow stores them, as its baseline; the model's
+    production alias becomes the asset's. Versions without a rearguard.label tag are
+    labelled by their version number.
+    """
+    from rearguard.models.adopt import import_versions
+    from rearguard.models.errors import UsageError
+
+    rt = runtime()
+    if status == VersionStatus.KNOWN_GOOD and not by:
+        raise UsageError("importing versions as known_good needs the approver's name (--by)")
+    alias = rt.settings.registry.alias
+    adoption = import_versions(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        kind=kind,
+        actor=by or rt.settings.core.actor,
+        alias=alias,
+        status=status,
+        workers=rt.settings.playbooks.hash_workers,
+    )
+    if json_output:
+        emit_json(vars(adoption))
+        return
+    for version in adoption.imported:
+        out.print(
+            f"imported {escape(name)}@{escape(str(version['version']))} (MLflow version "
+            f"{version['mlflow_version']}): {version['files']} file(s), digest "
+            f"{str(version['digest'])[:16]}…, status {version['status']}"
+        )
+    if adoption.known:
+        out.print(f"already known: {escape(', '.join(adoption.known))}")
+    out.print(f"{escape(name)} ({adoption.kind}) {alias}: {escape(adoption.alias or '(none)')}")
 
 
 @app.command("list")

@@ -15,8 +15,9 @@ _CONFIG_TEMPLATE = """\
 # url = "postgresql://user@127.0.0.1:5432/rearguard"   # default: SQLite in the home
 
 [registry]
-backend = "local"
-alias = "production"
+backend = "local"             # or "mlflow" (pip install 'rearguard[mlflow]')
+alias = "production"          # MLflow: the alias your serving reads, e.g. "champion"
+# tracking_uri = "https://mlflow.internal:5000"   # backend mlflow; default MLFLOW_TRACKING_URI
 
 [playbooks]
 validation_timeout_s = 300

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import sys
@@ -80,6 +81,9 @@ def demo(
     options.home = chosen
     # Always the demo home's own SQLite file, even when REARGUARD_DATABASE_URL names a real one.
     options.database_url = f"sqlite:///{chosen / 'rearguard.db'}"
+    # And the home's local store, even when the settings name an MLflow registry: the demo
+    # tampers with what it registers.
+    os.environ["REARGUARD_REGISTRY_BACKEND"] = "local"
     reset_runtime()
     rt = runtime()
     actor = "demo"

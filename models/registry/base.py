@@ -34,7 +34,7 @@ class RegistryBackend(Protocol):
         """Copy and hash ``source`` without making it visible as a version yet."""
         ...
 
-    def publish_version(self, staged: StagedVersion, *, asset: str, label: str) -> None:
+    def publish_version(self, staged: StagedVersion, *, asset: str, label: str, kind: str) -> None:
         """Make a staged version visible; the caller holds the label (its uncommitted row)."""
         ...
 
@@ -44,6 +44,19 @@ class RegistryBackend(Protocol):
 
     def discard_version(self, *, asset: str, label: str) -> None:
         """Remove a version whose registration did not commit."""
+        ...
+
+    def copy_version(self, *, asset: str, label: str, kind: str, files: dict[str, Path]) -> int:
+        """Store a copy of another registry's version (a drill sandbox's).
+
+        Returns:
+            How many files share their storage with the source (hard links) instead of
+            being copied.
+        """
+        ...
+
+    def mirror_status(self, *, asset: str, label: str, status: str) -> None:
+        """Show a version's new status where the registry's users look, if it has a place."""
         ...
 
     def version_files(self, *, asset: str, label: str) -> dict[str, Path]:
@@ -64,4 +77,12 @@ class RegistryBackend(Protocol):
 
     def alias_location(self, *, asset: str, alias: str) -> Path | str:
         """Return what a serving system reads to follow the alias."""
+        ...
+
+    def for_sandbox(self, *, home: Path, name: str) -> RegistryBackend:
+        """A registry of the same kind for a drill sandbox, sharing nothing writable with this."""
+        ...
+
+    def delete_sandbox(self) -> None:
+        """Delete what a sandbox's registry holds outside the sandbox's home."""
         ...

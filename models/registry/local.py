@@ -12,6 +12,7 @@ A serving system reads ``assets/<asset>/production``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -76,8 +77,10 @@ class LocalStore:
             raise
         return StagedVersion(sorted(manifest, key=lambda entry: entry.path), work)
 
-    def publish_version(self, staged: StagedVersion, *, asset: str, label: str) -> None:
+    def publish_version(self, staged: StagedVersion, *, asset: str, label: str, kind: str) -> None:
         """Move a staged version into ``assets/<asset>/versions/<label>``.
+
+        ``kind`` is not stored here: the database holds it.
 
         The caller must hold the label exclusively (its uncommitted database row): a directory
         already there was then left by a registration that crashed before its commit, and is
@@ -111,6 +114,29 @@ class LocalStore:
         """Remove a version directory whose registration did not commit."""
         _remove_tree(self._version_dir(asset, label))
 
+    def copy_version(self, *, asset: str, label: str, kind: str, files: dict[str, Path]) -> int:
+        """Store a copy of another store's version (a drill sandbox's) under the same label.
+
+        Files are hard-linked when on the same filesystem, else copied read-only; symlinks
+        are recreated as they are.
+
+        Returns:
+            How many files were hard-linked rather than copied.
+        """
+        root = self._version_dir(asset, label)
+        linked = 0
+        for relative, path in files.items():
+            destination = root / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():
+                os.symlink(os.readlink(path), destination)
+            elif _link_or_copy(path, destination):
+                linked += 1
+        return linked
+
+    def mirror_status(self, *, asset: str, label: str, status: str) -> None:
+        """Nothing to do: the local store keeps no statuses; the database holds them."""
+
     # -- reading -----------------------------------------------------------------------------
 
     def version_location(self, *, asset: str, label: str) -> Path:
@@ -126,13 +152,7 @@ class LocalStore:
         root = self._version_dir(asset, label)
         if not root.is_dir():
             raise NotFoundError(f"{asset}@{label}: stored content is missing from {root}")
-        found: dict[str, Path] = {}
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in filenames + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
-                path = Path(dirpath, name)
-                found[path.relative_to(root).as_posix()] = path
-        return found
+        return walk_version_dir(root)
 
     def object_path(self, digest: str) -> Path:
         """Where the content with this SHA-256 is stored."""
@@ -160,6 +180,15 @@ class LocalStore:
         os.symlink(Path("versions") / label, tmp)
         tmp.replace(link)
         _fsync_dir(link.parent)
+
+    # -- drills ------------------------------------------------------------------------------
+
+    def for_sandbox(self, *, home: Path, name: str) -> LocalStore:
+        """A store of a drill sandbox's own, under its home."""
+        return LocalStore(home / "store")
+
+    def delete_sandbox(self) -> None:
+        """Nothing to do: a sandbox's store lives in its home, removed with it."""
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -192,6 +221,30 @@ def copy_with_hash(
         dst.flush()
         os.fsync(dst.fileno())
     return hasher.hexdigest(), size
+
+
+def walk_version_dir(root: Path) -> dict[str, Path]:
+    """Every regular file or link found under a version's directory, by relative POSIX path."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
+            path = Path(dirpath, name)
+            found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def _link_or_copy(source: Path, destination: Path) -> bool:
+    """Hard-link a stored file; copy it (read-only) across filesystems. True when linked."""
+    try:
+        os.link(source, destination, follow_symlinks=False)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+    shutil.copyfile(source, destination)
+    destination.chmod(_READ_ONLY_FILE)
+    return False
 
 
 def collect_source_files(source: Path) -> list[tuple[str, Path]]:

@@ -436,12 +436,14 @@ def test_help_lists_the_command_groups(prefect_api_url: str) -> None:
 
 
 def test_demo_recovers_on_its_own_database(  # type: ignore[no-untyped-def]
-    cli, cli_env: dict[str, str], tmp_path: Path
+    cli, cli_env: dict[str, str], mlflow_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # The environment names the test's database; the demo must not write a row into it.
+    # The environment names the test's database and an MLflow registry; the demo must write
+    # nothing into either.
     demo_home = tmp_path / "demo"
 
-    result = ok(run_cli("demo", "--home", str(demo_home), env=cli_env, cwd=tmp_path))
+    env = {**cli_env, **mlflow_env}
+    result = ok(run_cli("demo", "--home", str(demo_home), env=env, cwd=tmp_path))
 
     assert "incident 1: recovered; demo-model production -> v2" in result.stdout
     assert "audit chain: intact" in result.stdout
@@ -452,6 +454,11 @@ def test_demo_recovers_on_its_own_database(  # type: ignore[no-untyped-def]
     chain = as_json(run_cli("--home", str(demo_home), "audit", "verify", "--json", env=own_env))
     assert chain["ok"] is True and chain["events"] > 0
     assert as_json(cli("assets", "list", "--json")) == []
+    from mlflow import MlflowClient
+
+    assert (
+        MlflowClient(mlflow_env["REARGUARD_REGISTRY_TRACKING_URI"]).search_registered_models() == []
+    )
 
 
 def test_demo_refuses_a_non_empty_home(prefect_api_url: str, tmp_path: Path) -> None:

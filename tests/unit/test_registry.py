@@ -489,6 +489,7 @@ def test_promote_of_a_quarantined_version_is_refused(runtime: Runtime, make_vers
         asset = get_asset(session=session, name="model")
         set_status(
             session=session,
+            registry=store,
             asset=asset,
             version=get_version(session=session, asset=asset, label="v2"),
             status=VersionStatus.QUARANTINED,
