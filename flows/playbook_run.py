@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from rearguard.flows.hook_deployments import install_hook_deployment_runner
 from rearguard.flows.playbook_lock import deployment_asset_slot
 from rearguard.flows.steps import conclude, notify
 from rearguard.models.enums import IncidentStatus
@@ -54,6 +55,7 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     in whichever process runs it.
     """
     outcome = PlaybookOutcome(incident_id)
+    install_hook_deployment_runner()
     async with deployment_asset_slot(incident_id):
         try:
             await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)

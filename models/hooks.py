@@ -10,16 +10,21 @@ timeout after which its whole process group is killed, and an environment made o
 retrain on). Every run is a timeline event with its exit code, duration and the redacted tail
 of its output; a command that fails or hangs fails the step with that evidence.
 
-Running a Prefect deployment as a hook is not supported: a hook is a command.
+A hook may instead name a Prefect deployment (``deployment = "flow/name"``): its flow run is
+created with the same environment as job variables (a process worker's flow run sees it as its
+environment), waited for up to the timeout (then cancelled), and recorded the same way, its
+final state standing for the exit code. ``models`` never imports Prefect: the orchestration
+layer installs the function that runs deployments (:func:`set_deployment_runner`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rearguard.models.audit import append_event
-from rearguard.models.commands import base_env, run_argv
+from rearguard.models.commands import CommandRun, base_env, run_argv
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError, OperationFailed
 from rearguard.models.incidents import get_incident, update_state
@@ -29,6 +34,25 @@ from rearguard.models.settings import HookCommand
 from rearguard.models.tables import Incident
 
 _EVIDENCE_CHARS = 300
+
+DeploymentRunner = Callable[..., CommandRun]
+"""Called as runner(deployment, env=..., timeout_s=...): run a flow run of the deployment."""
+_deployment_runner: DeploymentRunner | None = None
+
+
+def set_deployment_runner(runner: DeploymentRunner) -> None:
+    """Install what runs deployment hooks (the orchestration layer does, before playbooks)."""
+    global _deployment_runner
+    _deployment_runner = runner
+
+
+def _run_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) -> CommandRun:
+    if _deployment_runner is None:
+        raise ConfigurationError(
+            f"hook deployment {name!r} can only run inside a playbook",
+            hint="deployment hooks run from playbooks under Prefect",
+        )
+    return _deployment_runner(name, env=env, timeout_s=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -89,13 +113,21 @@ def run_hook_command(
 ) -> HookRun:
     """Run one hook command and describe how it ended; the output tail is redacted."""
     env = hook_env(command, incident=incident, hook=hook, asset=asset, extra=extra_env)
-    run = run_argv(command.argv, env=env, timeout_s=command.timeout_s)
-    # The timeout killed its process group: say so, the reader must not wonder if it still runs.
-    reason = run.reason + (" and was killed" if run.reason.startswith("timed out") else "")
+    if command.argv:
+        run = run_argv(command.argv, env=env, timeout_s=command.timeout_s)
+        # The timeout killed its process group: say so, the reader must not wonder if it runs.
+        killed = " and was killed"
+    else:
+        assert command.deployment is not None
+        # Only what the hook is given, not the environment the playbook runs in.
+        given = {k: v for k, v in env.items() if k.startswith("REARGUARD_") or k in command.env}
+        run = _run_deployment(command.deployment, env=given, timeout_s=command.timeout_s)
+        killed = " and its flow run was cancelled"
+    reason = run.reason + (killed if run.reason.startswith("timed out") else "")
     return HookRun(
         hook=hook,
         index=index,
-        argv0=command.argv[0],
+        argv0=command.label,
         ok=run.ok,
         exit_code=run.exit_code,
         duration_s=run.duration_s,

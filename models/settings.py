@@ -14,7 +14,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -368,17 +376,38 @@ class WebhookSettings(_ConcernSettings):
 
 
 class HookCommand(BaseModel):
-    """One hook command: argv (no shell), a timeout, the environment variables it may see."""
+    """One hook command: argv (no shell) or a Prefect deployment, a timeout, the environment
+    variables it may see."""
 
     model_config = ConfigDict(extra="forbid")
-    argv: list[str] = Field(min_length=1, description="the program and its arguments; no shell")
-    timeout_s: float = Field(default=300.0, gt=0, description="killed with its group after this")
+    argv: list[str] | None = Field(
+        default=None, min_length=1, description="the program and its arguments; no shell"
+    )
+    deployment: str | None = Field(
+        default=None,
+        pattern=r"^[^/]+/[^/]+$",
+        description="or a Prefect deployment (flow/deployment) whose flow run is the hook",
+    )
+    timeout_s: float = Field(
+        default=300.0, gt=0, description="killed with its group (a flow run: cancelled) after this"
+    )
     env: list[str] = Field(
         default_factory=list, description="names of environment variables passed through"
     )
     credentials: list[str] = Field(
         default_factory=list, description="names (never values) of what the hook rotates"
     )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HookCommand:
+        if (self.argv is None) == (self.deployment is None):
+            raise ValueError('a hook runs either argv = [...] or deployment = "flow/name"')
+        return self
+
+    @property
+    def label(self) -> str:
+        """What the timeline calls it: the program, or ``deployment:<flow/name>``."""
+        return self.argv[0] if self.argv else f"deployment:{self.deployment}"
 
 
 def _one_or_many(value: Any) -> Any:
