@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.resolve import resolve
 from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
 
@@ -349,3 +350,6 @@ def show(
     print_timeline(events)
     print_diffs(events)
     print_outcome(rt, incident)
+
+
+app.command("resolve")(resolve)
