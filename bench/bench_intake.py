@@ -354,6 +354,11 @@ def serve_env(home: Path, port: int, args: argparse.Namespace, **extra: str) -> 
         "PREFECT_HOME": str(home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **({"REARGUARD_DATABASE_URL": args.database_url} if args.database_url else {}),
+        **(
+            {"PREFECT_API_DATABASE_CONNECTION_URL": args.prefect_database_url}
+            if args.prefect_database_url
+            else {}
+        ),
         **extra,
     }
 
@@ -366,6 +371,8 @@ def deployment_figure(work: Path, quiet: list[str], args: argparse.Namespace) ->
     home = work / "deployment"
     runtime = prepare_home(home, quiet, args)
     port = free_loopback_port()
+    if args.prefect_database_url:
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = args.prefect_database_url
     with local_prefect_server(home / "prefect.log") as api_url:
         env = serve_env(
             home, port, args, PREFECT_API_URL=api_url, REARGUARD_INTAKE_DISPATCH="deployment"
@@ -402,6 +409,11 @@ def main() -> None:
     parser.add_argument("--playbook-workers", type=int, default=None)
     parser.add_argument("--quiet", type=int, default=5, help="single alerts before the storm")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--prefect-database-url",
+        default=None,
+        help="the local Prefect server's database (postgresql+asyncpg://...); default SQLite",
+    )
     parser.add_argument("--no-deployment", action="store_true", help="skip dispatch=deployment")
     args = parser.parse_args()
 
