@@ -9,6 +9,8 @@ audit chain takes an advisory lock there.
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,8 +48,37 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        mode = "DEFERRED" if connection.get_execution_options().get(_READ_ONLY) else "IMMEDIATE"
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            _begin_immediate(connection.connection.driver_connection, busy_timeout_s)
+
+
+def _begin_immediate(dbapi_connection: Any, busy_timeout_s: float) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the write lock in steps of at most 2 ms.
+
+    SQLite's own busy handler sleeps in growing steps, up to 100 ms each: a writer queued behind
+    a burst of short transactions (an alert storm's playbooks) waits far longer than the lock
+    is held. So the handler is off for this one statement and the wait is ours; every other
+    statement keeps the connection's ``busy_timeout``.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.0002
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 0")
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        cursor.close()
 
 
 _REVISION_LINE = re.compile(r"^(down_revision|revision)\s*=\s*['\"]?([\w]+)?['\"]?", re.M)
