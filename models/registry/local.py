@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,22 +61,14 @@ class LocalStore:
             UnsafePathError: a symlink in the source points outside it.
             UsageError: the source holds no files.
         """
-        files = collect_source_files(source)
         work = self.staging / uuid.uuid4().hex
-        version_tmp = work / "version"
-        version_tmp.mkdir(parents=True)
-        try:
-            manifest: list[ManifestEntry] = []
-            for relative, path in files:
-                digest, size = self._ingest(path, work, progress)
-                target = version_tmp / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.link(self._object_path(digest), target)
-                manifest.append(ManifestEntry(relative, digest, size))
-        except BaseException:
-            _remove_tree(work)
-            raise
-        return StagedVersion(sorted(manifest, key=lambda entry: entry.path), work)
+
+        def link_object(path: Path, target: Path) -> tuple[str, int]:
+            digest, size = self._ingest(path, work, progress)
+            os.link(self._object_path(digest), target)
+            return digest, size
+
+        return stage_files(collect_source_files(source), work=work, place=link_object)
 
     def publish_version(self, staged: StagedVersion, *, asset: str, label: str, kind: str) -> None:
         """Move a staged version into ``assets/<asset>/versions/<label>``.
@@ -245,6 +238,37 @@ def _link_or_copy(source: Path, destination: Path) -> bool:
     shutil.copyfile(source, destination)
     destination.chmod(_READ_ONLY_FILE)
     return False
+
+
+def stage_files(
+    files: list[tuple[str, Path]],
+    *,
+    work: Path,
+    place: Callable[[Path, Path], tuple[str, int]],
+) -> StagedVersion:
+    """Stage a version's files under ``work/version``, each put there by ``place``.
+
+    Args:
+        files: (relative POSIX path, source file) pairs, as :func:`collect_source_files` gives.
+        work: the staging directory (created; removed again if anything fails).
+        place: called as ``place(source, target)``; puts the file at ``target`` (a copy, a
+            link) and returns its SHA-256 and size.
+
+    Returns:
+        The staged version, its manifest sorted by path.
+    """
+    (work / "version").mkdir(parents=True)
+    try:
+        manifest: list[ManifestEntry] = []
+        for relative, path in files:
+            target = work / "version" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest, size = place(path, target)
+            manifest.append(ManifestEntry(relative, digest, size))
+    except BaseException:
+        _remove_tree(work)
+        raise
+    return StagedVersion(sorted(manifest, key=lambda entry: entry.path), work)
 
 
 def collect_source_files(source: Path) -> list[tuple[str, Path]]:

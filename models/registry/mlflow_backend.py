@@ -33,11 +33,12 @@ from rearguard.models.errors import (
     OperationFailed,
     UsageError,
 )
-from rearguard.models.registry.base import ManifestEntry, Progress, StagedVersion
+from rearguard.models.registry.base import Progress, StagedVersion
 from rearguard.models.registry.local import (
     _remove_tree,
     collect_source_files,
     copy_with_hash,
+    stage_files,
     walk_version_dir,
 )
 
@@ -249,19 +250,11 @@ class MlflowRegistry:
             UnsafePathError: a symlink in the source points outside it.
             UsageError: the source holds no files.
         """
-        files = collect_source_files(source)
-        work = self.home / "mlflow" / "staging" / uuid.uuid4().hex
-        try:
-            manifest = []
-            for relative, path in files:
-                target = work / "version" / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                digest, size = copy_with_hash(path, target, progress=progress)
-                manifest.append(ManifestEntry(relative, digest, size))
-        except BaseException:
-            _remove_tree(work)
-            raise
-        return StagedVersion(sorted(manifest, key=lambda entry: entry.path), work)
+        return stage_files(
+            collect_source_files(source),
+            work=self.home / "mlflow" / "staging" / uuid.uuid4().hex,
+            place=lambda path, target: copy_with_hash(path, target, progress=progress),
+        )
 
     def publish_version(self, staged: StagedVersion, *, asset: str, label: str, kind: str) -> None:
         """Upload the staged files as a run's artifacts and create the model version.
