@@ -28,15 +28,14 @@ class PlaybookDispatcher:
     Args:
         runtime: the process runtime.
         workers: how many playbooks may run at once (on different assets).
-        report: told when each playbook starts and ends.
+        report: told when each playbook starts and ends (the parent process counts them).
     """
 
-    def __init__(self, runtime: Runtime, *, workers: int = 2, report: Report | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, workers: int, report: Report) -> None:
         self._runtime = runtime
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rearguard-pb")
         self._asset_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
-        self.counts = {"started": 0, "finished": 0, "errors": 0}
         self._report = report
 
     def submit(self, incident_id: int) -> Future[None]:
@@ -61,16 +60,10 @@ class PlaybookDispatcher:
             with self._guard:
                 lock = self._asset_locks[asset]
             with lock, PLAYBOOK_LOCK.shared():
-                self._count("started", incident_id)
+                self._report("started", incident_id)
                 done = dispatch_playbook(runtime=self._runtime, incident_id=incident_id)
                 logger.info("incident %s: %s", incident_id, done)
-            self._count("finished", incident_id)
+            self._report("finished", incident_id)
         except Exception:  # a broken run must not take the worker thread down
-            self._count("errors", incident_id)
+            self._report("errors", incident_id)
             logger.exception("playbook of incident %s did not run to its end", incident_id)
-
-    def _count(self, kind: str, incident_id: int) -> None:
-        with self._guard:
-            self.counts[kind] += 1
-        if self._report:
-            self._report(kind, incident_id)
