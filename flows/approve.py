@@ -7,6 +7,7 @@ mistaken ``rearguard approve`` stays fast.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -43,6 +44,7 @@ def answer(
     )
     if decided.flow_run_id:
         _resume(
+            runtime.settings.home,
             decided.flow_run_id,
             {
                 "approver": approver,
@@ -53,10 +55,10 @@ def answer(
     return decided
 
 
-def _resume(flow_run_id: str, run_input: dict[str, Any]) -> None:
+def _resume(home: Path, flow_run_id: str, run_input: dict[str, Any]) -> None:
     from rearguard.flows.dispatch import configure_prefect, uses_temporary_server
 
-    configure_prefect()
+    configure_prefect(home=home)
     if uses_temporary_server():
         return  # a temporary server would not know the run; the run reads the database
     from prefect.flow_runs import resume_flow_run

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from pathlib import Path
 
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents import get_incident
@@ -24,10 +25,23 @@ _PREFECT_DEFAULTS = {
 }
 
 
-def configure_prefect() -> None:
-    """Apply rearguard's defaults for Prefect settings the user has not set."""
+def configure_prefect(*, home: Path | None = None) -> None:
+    """Apply rearguard's defaults for Prefect settings the user has not set.
+
+    Call it before Prefect is imported: Prefect reads its settings once, on import.
+
+    Args:
+        home: a rearguard home: when no Prefect API is configured and a ``rearguard serve`` on
+            this home runs a local Prefect server, use that server (rather than starting a
+            temporary one).
+    """
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if home is not None:
+        from rearguard.flows.prefect_server import configured_api_url, published_api_url
+
+        if not configured_api_url() and (url := published_api_url(home)):
+            os.environ["PREFECT_API_URL"] = url
 
 
 def uses_temporary_server() -> bool:

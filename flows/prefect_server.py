@@ -1,18 +1,24 @@
 """A local Prefect server for a long-running rearguard process (``rearguard serve``).
 
 Without ``PREFECT_API_URL`` every playbook run would start Prefect's temporary server
-(10-20 s). ``rearguard serve`` starts ``prefect server start`` once, on a free loopback port,
-and points its own process (and the playbooks it runs) at it.
+(10-20 s). ``rearguard serve`` starts one server instead, on a free loopback port
+(:mod:`rearguard.flows.prefect_server_app`: Prefect's own app, retrying its SQLite lock
+conflicts), points its own process (and the playbooks it runs) at it, and publishes its address
+in the home (``prefect-server.json``) while it runs, so that rearguard commands run on the same
+home without a Prefect API of their own (``incident open``, ``approve``, ``drills run``...) use
+it too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +28,8 @@ from pathlib import Path
 from rearguard.models.errors import ConfigurationError
 
 _STARTUP_TIMEOUT_S = 180.0
+PUBLISHED_FILE = "prefect-server.json"
+_PROBE_TIMEOUT_S = 1.0
 
 
 def free_loopback_port() -> int:
@@ -31,40 +39,111 @@ def free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def local_prefect_server(log_path: Path) -> Iterator[str]:
-    """Run ``prefect server start`` on loopback until the block ends; yield its API URL.
+def configured_api_url() -> str | None:
+    """The Prefect API URL the user configured, read without importing Prefect.
 
-    Sets ``PREFECT_API_URL`` in this process's environment for the block. Prefect settings
-    are read when Prefect is first imported, so enter this before importing it.
+    ``PREFECT_API_URL`` in the environment, else the active Prefect profile's (the profile
+    named by ``PREFECT_PROFILE``, else the ``active`` one of ``PREFECT_PROFILES_PATH``, by
+    default ``$PREFECT_HOME/profiles.toml``). An unreadable profiles file counts as none.
+    """
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url
+    prefect_home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home / "profiles.toml")
+    try:
+        profiles = tomllib.loads(path.expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
+    profile = profiles.get("profiles", {}).get(name, {}) if isinstance(name, str) else {}
+    url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+def published_api_url(home: Path) -> str | None:
+    """The API URL of the local Prefect server a ``rearguard serve`` on ``home`` runs, if one
+    does and answers now; None otherwise (no serve, a stale file, a server not answering)."""
+    try:
+        published = json.loads((home / PUBLISHED_FILE).read_text(encoding="utf-8"))
+        api_url, pid = str(published["api_url"]), int(published["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not api_url.startswith("http://127.0.0.1:") or not _alive(pid):
+        return None
+    return api_url if _answers(api_url + "/health") else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as response:  # noqa: S310 (loopback)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextmanager
+def local_prefect_server(*, home: Path) -> Iterator[str]:
+    """Run a Prefect server on loopback until the block ends; yield its API URL.
+
+    Sets ``PREFECT_API_URL`` in this process's environment for the block, and publishes the
+    URL in ``home`` for other rearguard commands. Prefect settings are read when Prefect is
+    first imported, so enter this before importing it. The server's output goes to
+    ``home/prefect.log``.
 
     Args:
-        log_path: where the server's output goes.
+        home: the rearguard home the server serves.
 
     Raises:
         ConfigurationError: the server exited or did not become healthy in time.
     """
     port = free_loopback_port()
-    prefect = Path(sys.executable).with_name("prefect")
+    log_path = home / "prefect.log"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "rearguard.flows.prefect_server_app", "--port", str(port)]
+    command += ["--parent", str(os.getpid())]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    published = home / PUBLISHED_FILE
     try:
         _wait_healthy(process, f"http://127.0.0.1:{port}/api/health", log_path)
         api_url = f"http://127.0.0.1:{port}/api"
         os.environ["PREFECT_API_URL"] = api_url
+        _publish(published, {"api_url": api_url, "pid": os.getpid(), "server_pid": process.pid})
         yield api_url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        _unpublish(published)
         _stop(process)
+
+
+def _publish(path: Path, record: dict[str, object]) -> None:
+    """Write the record whole (a reader never sees half of it)."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    staged.write_text(json.dumps(record), encoding="utf-8")
+    staged.replace(path)
+
+
+def _unpublish(path: Path) -> None:
+    """Remove the record if it is still this process's (another serve may have replaced it)."""
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _wait_healthy(process: subprocess.Popen[bytes], health: str, log_path: Path) -> None:

@@ -126,10 +126,13 @@ def run(
 ) -> None:
     """Run a drill now; exit 0 when it passed, 1 when it failed."""
     from rearguard.flows.cli.incident import run_with_progress
+    from rearguard.flows.dispatch import configure_prefect
     from rearguard.flows.drills import run_drill
     from rearguard.models.drills import run_dict
 
     rt = runtime()
+    # The sandbox has a home of its own: a serve's Prefect server is found from this one.
+    configure_prefect(home=rt.settings.home)
     if not json_output:
         err.print(f"drill {escape(name)}: building the sandbox and running the playbook on it")
     record = run_drill(

@@ -41,7 +41,7 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
     """Run an incident's playbook, printing each step as it starts and ends."""
     from rearguard.flows.dispatch import configure_prefect, run_playbook, uses_temporary_server
 
-    configure_prefect()
+    configure_prefect(home=rt.settings.home)
     started: dict[str, float] = {}
 
     def report(step: str, phase: str, message: str) -> None:

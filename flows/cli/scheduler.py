@@ -15,8 +15,8 @@ def scheduler() -> None:
     from rearguard.flows.dispatch import configure_prefect
     from rearguard.flows.scheduler import DrillScheduler
 
-    configure_prefect()
     rt = runtime()
+    configure_prefect(home=rt.settings.home)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

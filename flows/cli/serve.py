@@ -4,7 +4,6 @@ Slack's approval buttons, and (unless ``--no-scheduler``) the drill scheduler.""
 from __future__ import annotations
 
 import ipaddress
-import os
 import signal
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Annotated
@@ -65,14 +64,15 @@ def serve(
     )
     check_exposure(intake)
     from rearguard.flows.dispatch import configure_prefect
+    from rearguard.flows.prefect_server import configured_api_url
 
     configure_prefect()
     with ExitStack() as stack:
-        if not os.environ.get("PREFECT_API_URL"):
+        if not configured_api_url():
             from rearguard.flows.prefect_server import local_prefect_server
 
             err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
-            api_url = stack.enter_context(local_prefect_server(rt.settings.home / "prefect.log"))
+            api_url = stack.enter_context(local_prefect_server(home=rt.settings.home))
             err.print(f"[dim]Prefect server at {api_url}[/]")
         import uvicorn
 

@@ -7,8 +7,8 @@ command says what is down and exits 0.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,14 +34,22 @@ def _probe(url: str) -> dict[str, Any]:
     return {"url": url, "answers": response.status_code == 200, "health": body}
 
 
-def _prefect() -> dict[str, Any]:
-    url = os.environ.get("PREFECT_API_URL")
+def _prefect(home: Path) -> dict[str, Any]:
+    from rearguard.flows.prefect_server import configured_api_url, published_api_url
+
+    url = configured_api_url()
     if not url:
         from prefect.settings import get_current_settings
 
         url = get_current_settings().api.url
     if not url:
-        return {"api_url": None, "answers": False, "note": "a local server starts on demand"}
+        if local := published_api_url(home):
+            return {"api_url": local, "answers": True, "local": True}
+        return {
+            "api_url": None,
+            "answers": False,
+            "note": "a temporary server starts for each playbook (`rearguard serve` runs one)",
+        }
     probed = _probe(url.rstrip("/") + "/health")
     return {"api_url": url, "answers": probed["answers"]}
 
@@ -138,7 +146,7 @@ def status(
     report: dict[str, Any] = {
         "home": str(settings.home),
         "database": database,
-        "prefect": _prefect(),
+        "prefect": _prefect(settings.home),
         "intake": _intake(settings),
         **(counts or {"drills": None, "outbox": None, "incidents": None}),
     }
@@ -167,7 +175,8 @@ def _print(report: dict[str, Any]) -> None:
     out.print(f"database   {escape(database['url'])}: {state}")
     prefect = report["prefect"]
     if prefect["api_url"]:
-        out.print(f"prefect    {escape(prefect['api_url'])}: {_yes(prefect['answers'])}")
+        local = " (the local server of `rearguard serve`)" if prefect.get("local") else ""
+        out.print(f"prefect    {escape(prefect['api_url'])}: {_yes(prefect['answers'])}{local}")
     else:
         out.print(f"prefect    no API URL set: {prefect['note']}")
     intake = report["intake"]

@@ -15,7 +15,7 @@ from rearguard.models.errors import ConfigurationError
 def _require_prefect_server() -> None:
     from rearguard.flows.dispatch import configure_prefect, uses_temporary_server
 
-    configure_prefect()
+    configure_prefect(home=runtime().settings.home)
     if uses_temporary_server():
         raise ConfigurationError(
             "deployments and workers need a Prefect server, and none is configured",

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import REARGUARD_BIN
 from intake_helpers import AUTH, TOKEN, native, wait_for
 from scenarios import build_scenario
@@ -99,3 +100,82 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
     assert process.returncode == 0, stderr
     assert f"listening on http://127.0.0.1:{port}" in stderr
     assert TOKEN not in stderr
+
+
+def test_commands_use_the_local_prefect_server_that_serve_started(
+    cli, cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Without a Prefect API of the user's, ``serve`` starts one and publishes it in the home;
+    ``incident open`` in another shell runs its playbook there (no temporary server), and
+    ``status`` names it. It is gone, and no longer named, once serve stops."""
+    build_scenario(runtime, tmp_path, tampered=True)
+    port = free_loopback_port()
+    prefect_home = tmp_path / "prefect-home"  # no profiles.toml: no API URL configured
+    env = {
+        **cli_env,
+        "PREFECT_API_URL": "",  # not set
+        "PREFECT_HOME": str(prefect_home),
+        "REARGUARD_INTAKE_TOKENS": TOKEN,
+        "REARGUARD_INTAKE_PORT": str(port),
+    }
+    published = home / "prefect-server.json"
+    with subprocess.Popen(
+        [str(REARGUARD_BIN), "serve", "--no-scheduler"],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+
+        def healthy() -> bool:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(healthy, timeout=180, what="serve and its local Prefect server")
+            api_url = json.loads(published.read_text())["api_url"]
+            assert api_url.startswith("http://127.0.0.1:")
+
+            opened = cli(
+                "incident", "open", "--type", "model_compromise", "--asset", "model-a", env=env
+            )
+            assert opened.returncode == 0, opened.stderr
+            assert "temporary" not in opened.stderr
+            incident_id = runtime_incident_id(runtime)
+            runs = httpx.post(
+                f"{api_url}/flow_runs/filter",
+                json={"flow_runs": {"name": {"any_": [f"incident-{incident_id}"]}}},
+                timeout=10,
+            ).json()
+            assert [(r["name"], r["state_type"]) for r in runs] == [
+                (f"incident-{incident_id}", "COMPLETED")
+            ]
+
+            status = json.loads(cli("status", "--json", env=env).stdout)
+            assert status["prefect"] == {"api_url": api_url, "answers": True, "local": True}
+            assert "the local server of `rearguard serve`" in cli("status", env=env).stdout
+        except BaseException:
+            process.kill()  # else leaving the block waits for serve forever
+            raise
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert not published.exists()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api_url}/health", timeout=2)
+    status = json.loads(cli("status", "--json", env=env).stdout)
+    assert status["prefect"]["api_url"] is None
+    assert "rearguard serve" in status["prefect"]["note"]
+
+
+def runtime_incident_id(runtime: Runtime) -> int:
+    """The one incident of the test's database."""
+    from rearguard.models.incidents import list_incidents
+
+    with runtime.db.read_session() as session:
+        (incident,) = list_incidents(session=session, status=None, limit=10)
+    return int(incident.id)
