@@ -231,6 +231,7 @@ def paced_load(
             idle.put_nowait(await asyncio.open_connection(host, port))
         latencies: list[float] = []
         statuses: dict[int, int] = {}
+        timeline: list[tuple[float, float]] = []
 
         async def one(request: bytes, due: float) -> None:
             reader, writer = await idle.get()
@@ -241,6 +242,7 @@ def paced_load(
             await reader.readexactly(length)
             idle.put_nowait((reader, writer))
             latencies.append(loop.time() - due)
+            timeline.append((due - start, loop.time() - due))
             statuses[status] = statuses.get(status, 0) + 1
 
         count = int(rate * seconds)
@@ -255,9 +257,14 @@ def paced_load(
         elapsed = loop.time() - start
         while not idle.empty():
             idle.get_nowait()[1].close()
-        return latencies, statuses, elapsed
+        return latencies, statuses, elapsed, timeline
 
-    latencies, statuses, elapsed = asyncio.run(run())
+    latencies, statuses, elapsed, timeline = asyncio.run(run())
+    slow: dict[int, float] = {}
+    for at, latency in timeline:
+        if latency > P99_BUDGET_MS / 1000:
+            tenth = int(at * 10)
+            slow[tenth] = max(slow.get(tenth, 0.0), latency)
     latencies.sort()
     per_request = sum(len(b.get("alerts", [b])) for b in bodies) / len(bodies)
     return {
@@ -271,6 +278,8 @@ def paced_load(
         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
         "max_ms": round(1000 * latencies[-1], 2),
         "statuses": statuses,
+        # When answers were slower than the p99 budget: [second into the run, worst ms].
+        "slow_windows": [[t / 10, round(1000 * v)] for t, v in sorted(slow.items())],
     }
 
 
@@ -491,7 +500,19 @@ def main() -> None:
         help="the local Prefect server's database (postgresql+asyncpg://...); default SQLite",
     )
     parser.add_argument("--no-deployment", action="store_true", help="skip dispatch=deployment")
+    parser.add_argument(
+        "--figures", default="", help="only these, comma-separated (intake,intake_batched,...)"
+    )
+    parser.add_argument("--paced-client", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.paced_client:  # the open-loop client, in its own process (see paced_load)
+        import gc
+
+        gc.disable()  # a short run: no collector pauses in the client's timings
+        spec = json.loads(args.paced_client)
+        bodies = json.loads(Path(spec.pop("bodies")).read_text())
+        print(json.dumps(paced_load(spec.pop("url"), bodies, **spec)))
+        return
 
     from rearguard.flows.prefect_server import free_loopback_port
 
@@ -511,9 +532,26 @@ def main() -> None:
     emit("floor_bare_uvicorn", clients=args.clients, **figures)
 
     def paced(url: str, workload: list[dict[str, Any]], args: argparse.Namespace) -> dict:
-        return paced_load(
-            url, workload, rate=args.rate, seconds=args.seconds, connections=args.clients
+        # A process of its own, as wrk is: the client's pauses must not be the server's.
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+            json.dump(workload, file)
+        spec = json.dumps(
+            {
+                "url": url,
+                "bodies": file.name,
+                "rate": args.rate,
+                "seconds": args.seconds,
+                "connections": args.clients,
+            }
         )
+        done = subprocess.run(
+            [sys.executable, __file__, "--paced-client", spec],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        os.unlink(file.name)
+        return json.loads(done.stdout)
 
     results: dict[str, Any] = {}
     for figure, workload, load_with in (
@@ -521,6 +559,8 @@ def main() -> None:
         ("intake_batched", webhook_bodies(assets, args.alerts, args.batch), drive),
         ("intake_paced", bodies, paced),
     ):
+        if args.figures and figure not in args.figures.split(","):
+            continue
         home = work / figure
         runtime = prepare_home(home, quiet + assets, args)
         port = free_loopback_port()
@@ -563,12 +603,13 @@ def main() -> None:
         )
     if not args.no_deployment and args.quiet:
         emit("deployment_quiet", **deployment_figure(work, quiet, args))
-    intake = results["intake"]
-    note(
-        f"intake {intake['alerts_per_s']} alerts/s p99 {intake['p99_ms']} ms; "
-        f"batched {results['intake_batched']['alerts_per_s']} alerts/s; "
-        f"{intake['incidents']} incidents, {intake['playbook_runs']} playbook runs"
-    )
+    for figure, got in results.items():
+        note(
+            f"{figure}: {got['alerts_per_s']} alerts/s, p99 {got['p99_ms']} ms; "
+            f"{got['incidents']} incidents, {got['playbook_runs']} playbook runs; first step "
+            f"{got['quiet_opened_to_first_step_median_s']} s quiet, "
+            f"{got['storm_opened_to_first_step_median_s']} s in the storm (medians)"
+        )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def local_prefect_server(*, home: Path) -> Iterator[str]:
+def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
     """Run a Prefect server on loopback until the block ends; yield its API URL.
 
     Sets ``PREFECT_API_URL`` in this process's environment for the block, and publishes the
@@ -102,6 +102,7 @@ def local_prefect_server(*, home: Path) -> Iterator[str]:
 
     Args:
         home: the rearguard home the server serves.
+        niceness: how much to lower the server's CPU priority (``os.nice``).
 
     Raises:
         ConfigurationError: the server exited or did not become healthy in time.
@@ -112,7 +113,7 @@ def local_prefect_server(*, home: Path) -> Iterator[str]:
     env.pop("PREFECT_API_URL", None)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "rearguard.flows.prefect_server_app", "--port", str(port)]
-    command += ["--parent", str(os.getpid())]
+    command += ["--parent", str(os.getpid()), "--niceness", str(niceness)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

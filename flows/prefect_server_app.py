@@ -19,14 +19,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from rearguard.flows.asgi_replay import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    replay,
+    request_message,
+)
 
 _RETRYABLE = 503
 # A request body larger than this is passed through untouched (not buffered, not retried).
@@ -61,14 +63,14 @@ class RetryWhileLocked:
             return
         body, more, first = await _read_body(receive)
         if more:  # too large to hold: never retried
-            await self.app(scope, _replay(first, receive), send)
+            await self.app(scope, replay(first, receive), send)
             return
         pause = self.first_pause_s
         for attempt in range(1, self.attempts + 1):
             answer = _HeldAnswer(send, last=attempt == self.attempts)
             # Routing writes into the scope (root_path, path_params...): each try gets its own.
             try:
-                await self.app(_fresh(scope), _replay([_request(body)], receive), answer.send)
+                await self.app(_fresh(scope), replay([request_message(body)], receive), answer.send)
             except Exception:
                 # Starlette re-raises a handled error once its answer is sent, for the
                 # server's log: an answer held back is asked again instead.
@@ -88,10 +90,6 @@ def _fresh(scope: Scope) -> Scope:
     return fresh
 
 
-def _request(body: bytes) -> Message:
-    return {"type": "http.request", "body": body, "more_body": False}
-
-
 async def _read_body(receive: Receive) -> tuple[bytes, bool, list[Message]]:
     """Read the request body; stop early (``more`` True) once it exceeds the buffer's limit."""
     messages: list[Message] = []
@@ -106,18 +104,6 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool, list[Message]]:
             return b"".join(m.get("body", b"") for m in messages), False, messages
         if size > _MAX_BUFFERED_BODY:
             return b"", True, messages
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """A receive that gives ``messages`` first, then whatever the client sends next."""
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replayed
 
 
 class _HeldAnswer:
@@ -150,7 +136,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--parent", type=int, help="stop when this process is gone")
+    parser.add_argument("--niceness", type=int, default=0, help="lower the CPU priority")
     args = parser.parse_args()
+    os.nice(args.niceness)
     if args.parent:
         threading.Thread(target=_stop_with, args=(args.parent,), daemon=True).start()
 

@@ -13,8 +13,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError
@@ -34,7 +35,34 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _configure_sqlite(engine: Engine, *, busy_timeout_s: float) -> None:
+class WaitingFlag(Protocol):
+    """A flag both processes see (``multiprocessing.Event``): set while a favoured writer
+    waits for the SQLite write lock."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class _WritePriority:
+    """How this engine's writers share SQLite's write lock with another process.
+
+    SQLite's lock is not fair: when it is released, whichever writer asks next takes it, so a
+    writer alone in one process can wait behind a long run of another process's transactions
+    (the intake's writer behind an alert storm's playbooks: 20-70 ms). A *favoured* writer
+    sets ``flag`` while it waits; the other process's writers do not begin while it is set,
+    for at most ``_MAX_YIELD_S`` each, so the favoured one waits for one transaction at most.
+    """
+
+    flag: WaitingFlag | None = None
+    favoured: bool = False
+
+
+_MAX_YIELD_S = 0.05
+
+
+def _configure_sqlite(engine: Engine, *, busy_timeout_s: float, priority: _WritePriority) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from pysqlite so BEGIN IMMEDIATE can be issued.
@@ -51,19 +79,28 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_s: float) -> None:
         if connection.get_execution_options().get(_READ_ONLY):
             connection.exec_driver_sql("BEGIN DEFERRED")
         else:
-            _begin_immediate(connection.connection.driver_connection, busy_timeout_s)
+            _begin_immediate(connection.connection.driver_connection, busy_timeout_s, priority)
 
 
-def _begin_immediate(dbapi_connection: Any, busy_timeout_s: float) -> None:
+def _begin_immediate(
+    dbapi_connection: Any, busy_timeout_s: float, priority: _WritePriority
+) -> None:
     """``BEGIN IMMEDIATE``, waiting for the write lock in steps of at most 2 ms.
 
     SQLite's own busy handler sleeps in growing steps, up to 100 ms each: a writer queued behind
     a burst of short transactions (an alert storm's playbooks) waits far longer than the lock
     is held. So the handler is off for this one statement and the wait is ours; every other
-    statement keeps the connection's ``busy_timeout``.
+    statement keeps the connection's ``busy_timeout``. With a :class:`_WritePriority`, a
+    favoured writer raises its flag while it waits, and the others let it go first.
     """
+    flag = priority.flag
+    if flag is not None and not priority.favoured and flag.is_set():
+        yield_until = time.monotonic() + _MAX_YIELD_S
+        while flag.is_set() and time.monotonic() < yield_until:
+            time.sleep(0.0005)
     deadline = time.monotonic() + busy_timeout_s
     pause = 0.0002
+    raised = False
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout = 0")
@@ -74,9 +111,14 @@ def _begin_immediate(dbapi_connection: Any, busy_timeout_s: float) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            if flag is not None and priority.favoured and not raised:
+                flag.set()
+                raised = True
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
     finally:
+        if raised:
+            flag.clear()  # type: ignore[union-attr]
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cursor.close()
 
@@ -115,12 +157,15 @@ class Database:
     def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self._write_priority = _WritePriority()
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(self.url, connect_args={"timeout": busy_timeout_s})
-            _configure_sqlite(self.engine, busy_timeout_s=busy_timeout_s)
+            _configure_sqlite(
+                self.engine, busy_timeout_s=busy_timeout_s, priority=self._write_priority
+            )
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
 
@@ -153,6 +198,18 @@ class Database:
                 session.rollback()
         finally:
             connection.close()
+
+    def share_write_lock(self, flag: WaitingFlag, *, favoured: bool) -> None:
+        """Share SQLite's write lock with another process through ``flag``: a favoured
+        database's writers go first when they wait; the other's yield to them. No effect on
+        PostgreSQL.
+
+        Args:
+            flag: the flag both processes see.
+            favoured: True in the process whose writers go first.
+        """
+        self._write_priority.flag = flag
+        self._write_priority.favoured = favoured
 
     def dispose(self) -> None:
         """Close every pooled connection."""

@@ -70,6 +70,9 @@ def create_app(
             if run_playbooks
             else None
         )
+        if dispatcher:
+            # The alerts' writer goes first: its requests wait on it, the playbooks do not.
+            runtime.db.share_write_lock(dispatcher.write_flag, favoured=True)
         writer = AlertWriter(
             runtime,
             window_s=settings.dedup_window_s,

@@ -18,6 +18,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+from rearguard.flows.asgi_replay import replay, request_message
 from rearguard.models.settings import IntakeSettings
 
 Scope = dict[str, Any]
@@ -129,7 +130,7 @@ class IntakeGuard:
             if not hmac.compare_digest(signature.strip(), expected):
                 await _refuse(counted_send, 403, "forbidden")
                 return
-        await self.app(scope, _replay(bytes(body), receive), counted_send)
+        await self.app(scope, replay([request_message(bytes(body))], receive), counted_send)
 
     def _check_token(self, header: bytes | None) -> tuple[int, str] | None:
         if not self.auth:
@@ -141,19 +142,6 @@ class IntakeGuard:
         # Compare with every token, so the time taken does not say which one nearly matched.
         matches = [hmac.compare_digest(token, known) for known in self.tokens]
         return None if any(matches) else (403, "forbidden")
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def replayed() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 async def _refuse(send: Any, status: int, detail: str) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from rearguard.models import database
 from rearguard.models.database import Database, normalise_url
 from rearguard.models.errors import EXIT_USAGE, ConfigurationError
 from rearguard.models.runtime import Runtime
@@ -157,3 +160,61 @@ def test_revisions_read_from_migration_files_match_alembic() -> None:
     known, head = known_revisions()
     assert head == script.get_current_head()
     assert known == {revision.revision for revision in script.walk_revisions()}
+
+
+def _write(db: Database, note: str, done: list[tuple[str, float]]) -> None:
+    """One write transaction; records when it committed."""
+    with db.transaction() as connection:
+        connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS note (text TEXT)")
+        connection.exec_driver_sql("INSERT INTO note VALUES (?)", (note,))
+    done.append((note, time.monotonic()))
+
+
+def test_a_favoured_writer_raises_the_flag_while_it_waits_and_others_yield_to_it(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake's writer (favoured) and a playbook process's (yielding) on one SQLite file:
+    blocked by a third writer, the favoured one raises the shared flag; a yielding writer does
+    not begin while it is raised, and the favoured one writes first."""
+    monkeypatch.setattr(database, "_MAX_YIELD_S", 30.0)  # only the flag decides here
+    flag = threading.Event()
+    intake = Database(sqlite_db.url)
+    playbooks = Database(sqlite_db.url)
+    intake.share_write_lock(flag, favoured=True)
+    playbooks.share_write_lock(flag, favoured=False)
+    done: list[tuple[str, float]] = []
+    holder = sqlite3.connect(sqlite_path(sqlite_db), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    first = threading.Thread(target=_write, args=(intake, "intake", done))
+    first.start()
+    assert flag.wait(10), "the blocked intake writer did not raise the flag"
+    second = threading.Thread(target=_write, args=(playbooks, "playbook", done))
+    second.start()
+    time.sleep(0.2)
+    assert done == []  # both wait: one for the lock, the other for the flag
+    holder.rollback()
+    first.join(10)
+    second.join(10)
+    assert [note for note, _ in done] == ["intake", "playbook"]
+    assert not flag.is_set()
+    holder.close()
+    intake.dispose()
+    playbooks.dispose()
+
+
+def test_a_yielding_writer_goes_ahead_once_its_yield_is_over(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flag left raised (a favoured process that died waiting) delays the others by at
+    most their yield, never stops them."""
+    monkeypatch.setattr(database, "_MAX_YIELD_S", 0.2)
+    flag = threading.Event()
+    flag.set()
+    playbooks = Database(sqlite_db.url)
+    playbooks.share_write_lock(flag, favoured=False)
+    done: list[tuple[str, float]] = []
+    started = time.monotonic()
+    _write(playbooks, "playbook", done)
+    assert [note for note, _ in done] == ["playbook"]
+    assert done[0][1] - started >= 0.2  # it did wait for the flag first
+    playbooks.dispose()
