@@ -14,6 +14,14 @@ Figures, one JSON line each on standard output (``{"bench": "intake", "figure", 
   playbook runs (``quarantine`` intents) found in the database afterwards, and the median
   time from an incident's ``incident.opened`` event to its first step's intent event.
 - ``intake_batched``: the same alerts as Alertmanager webhooks of ``--batch`` alerts each.
+- ``intake_paced``: the same alerts offered at a fixed ``--rate`` (default the budget's
+  1,000/s) for ``--seconds``, open loop (:func:`paced_load`, in a process of its own): each
+  latency counts from when the request was due, so a stall shows as the backlog it makes,
+  which a closed-loop client (wrk) hides. ``slow_windows`` lists the tenths of a second whose
+  worst answer was over the p99 budget. The budget's p99 is read here.
+
+``intake`` and ``intake_batched`` use wrk when it is installed (else Python client threads)
+and measure capacity: as fast as the server answers ``--clients`` connections.
 
 Both servers run the same workload from the same client in the same run; the floor is
 measured first. The home is a temporary SQLite one (``--database-url`` for a scratch
