@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,36 @@ from scenarios import build_scenario
 from rearguard.flows.prefect_server import free_loopback_port
 from rearguard.models.drills import add_drill, list_runs
 from rearguard.models.runtime import Runtime
+
+
+@contextmanager
+def running_serve(
+    *args: str, env: dict[str, str], home: Path, port: int, timeout: float
+) -> Iterator[subprocess.Popen[str]]:
+    """``rearguard serve`` on ``port``, answering ``/healthz`` when the block starts; killed
+    if the block fails (else leaving it would wait for serve forever)."""
+    with subprocess.Popen(
+        [str(REARGUARD_BIN), "serve", *args],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+
+        def healthy() -> bool:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(healthy, timeout=timeout, what="rearguard serve")
+            yield process
+        except BaseException:
+            process.kill()
+            raise
 
 
 def test_serve_refuses_auth_off_on_a_public_address(cli) -> None:  # type: ignore[no-untyped-def]
@@ -47,24 +79,8 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
         "REARGUARD_INTAKE_TOKENS": f"other,{TOKEN}",
         "REARGUARD_INTAKE_PORT": str(port),
     }
-    with subprocess.Popen(
-        [str(REARGUARD_BIN), "serve"],
-        env=env,
-        cwd=home,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
+    with running_serve(env=env, home=home, port=port, timeout=60) as process:
         url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, timeout=60, what="rearguard serve")
         refused = httpx.post(f"{url}/v1/incidents", json=native("model-a"))
         assert refused.status_code == 401
         unknown = httpx.post(f"{url}/v1/incidents", json=native("model-z"), headers=AUTH)
@@ -119,48 +135,28 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
         "REARGUARD_INTAKE_PORT": str(port),
     }
     published = home / "prefect-server.json"
-    with subprocess.Popen(
-        [str(REARGUARD_BIN), "serve", "--no-scheduler"],
-        env=env,
-        cwd=home,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
+    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=180) as process:
+        api_url = json.loads(published.read_text())["api_url"]
+        assert api_url.startswith("http://127.0.0.1:")
 
-        def healthy() -> bool:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
-            except httpx.HTTPError:
-                return False
+        opened = cli(
+            "incident", "open", "--type", "model_compromise", "--asset", "model-a", env=env
+        )
+        assert opened.returncode == 0, opened.stderr
+        assert "temporary" not in opened.stderr
+        incident_id = runtime_incident_id(runtime)
+        runs = httpx.post(
+            f"{api_url}/flow_runs/filter",
+            json={"flow_runs": {"name": {"any_": [f"incident-{incident_id}"]}}},
+            timeout=10,
+        ).json()
+        assert [(r["name"], r["state_type"]) for r in runs] == [
+            (f"incident-{incident_id}", "COMPLETED")
+        ]
 
-        try:
-            wait_for(healthy, timeout=180, what="serve and its local Prefect server")
-            api_url = json.loads(published.read_text())["api_url"]
-            assert api_url.startswith("http://127.0.0.1:")
-
-            opened = cli(
-                "incident", "open", "--type", "model_compromise", "--asset", "model-a", env=env
-            )
-            assert opened.returncode == 0, opened.stderr
-            assert "temporary" not in opened.stderr
-            incident_id = runtime_incident_id(runtime)
-            runs = httpx.post(
-                f"{api_url}/flow_runs/filter",
-                json={"flow_runs": {"name": {"any_": [f"incident-{incident_id}"]}}},
-                timeout=10,
-            ).json()
-            assert [(r["name"], r["state_type"]) for r in runs] == [
-                (f"incident-{incident_id}", "COMPLETED")
-            ]
-
-            status = json.loads(cli("status", "--json", env=env).stdout)
-            assert status["prefect"] == {"api_url": api_url, "answers": True, "local": True}
-            assert "the local server of `rearguard serve`" in cli("status", env=env).stdout
-        except BaseException:
-            process.kill()  # else leaving the block waits for serve forever
-            raise
+        status = json.loads(cli("status", "--json", env=env).stdout)
+        assert status["prefect"] == {"api_url": api_url, "answers": True, "local": True}
+        assert "the local server of `rearguard serve`" in cli("status", env=env).stdout
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
