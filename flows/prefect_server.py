@@ -115,8 +115,11 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
     command = [sys.executable, "-m", "rearguard.flows.prefect_server_app", "--port", str(port)]
     command += ["--parent", str(os.getpid()), "--niceness", str(niceness)]
     with log_path.open("ab") as log:
+        # A process group of its own (stopped as one), but this session: where the kernel
+        # groups CPU time by session (autogroup), a new session would get a share equal to
+        # serve's whatever its niceness, and the intake would lose half the machine to it.
         process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
         )
     published = home / PUBLISHED_FILE
     try:
