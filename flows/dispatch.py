@@ -38,10 +38,14 @@ def configure_prefect(*, home: Path | None = None) -> None:
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     if home is not None:
-        from rearguard.flows.prefect_server import configured_api_url, published_api_url
+        from rearguard.flows.prefect_server import (
+            configured_api_url,
+            published_client_env,
+            use_client_env,
+        )
 
-        if not configured_api_url() and (url := published_api_url(home)):
-            os.environ["PREFECT_API_URL"] = url
+        if not configured_api_url() and (local := published_client_env(home)):
+            use_client_env(local)
 
 
 def uses_temporary_server() -> bool:

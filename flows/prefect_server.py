@@ -23,12 +23,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rearguard.models.errors import ConfigurationError
 
 _STARTUP_TIMEOUT_S = 180.0
 PUBLISHED_FILE = "prefect-server.json"
+LOOPBACK_CA_FILE = "prefect-loopback-ca.pem"
 _PROBE_TIMEOUT_S = 1.0
 
 
@@ -60,17 +62,68 @@ def configured_api_url() -> str | None:
     return url if isinstance(url, str) and url else None
 
 
-def published_api_url(home: Path) -> str | None:
-    """The API URL of the local Prefect server a ``rearguard serve`` on ``home`` runs, if one
-    does and answers now; None otherwise (no serve, a stale file, a server not answering)."""
+def published_client_env(home: Path) -> dict[str, str] | None:
+    """The Prefect client's settings (as environment variables) for the local Prefect server
+    a ``rearguard serve`` on ``home`` runs, if one does and answers now; None otherwise (no
+    serve, a stale file, a server not answering)."""
     try:
         published = json.loads((home / PUBLISHED_FILE).read_text(encoding="utf-8"))
         api_url, pid = str(published["api_url"]), int(published["pid"])
+        ca_file = Path(str(published["ca_file"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not api_url.startswith("http://127.0.0.1:") or not _alive(pid):
         return None
-    return api_url if _answers(api_url + "/health") else None
+    if not _answers(api_url + "/health"):
+        return None
+    return {"PREFECT_API_URL": api_url, "PREFECT_API_SSL_CERT_FILE": str(ca_file)}
+
+
+def use_client_env(env: dict[str, str]) -> list[str]:
+    """Point this process's Prefect client at a local server (before Prefect is imported):
+    its API URL, and its CA file unless the user chose one. Returns the names it set."""
+    os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"]
+    names = ["PREFECT_API_URL"]
+    if not os.environ.get("PREFECT_API_SSL_CERT_FILE"):
+        os.environ["PREFECT_API_SSL_CERT_FILE"] = env["PREFECT_API_SSL_CERT_FILE"]
+        names.append("PREFECT_API_SSL_CERT_FILE")
+    return names
+
+
+def loopback_ca_file(path: Path) -> Path:
+    """Write (once) a CA file that vouches for no server, for clients of a plain-HTTP API.
+
+    Prefect's client builds an SSL context each time it is created, loading the whole CA
+    bundle (about 17 ms of CPU here), and a playbook creates several: during an alert storm
+    that was a third of the playbook process's CPU. A plain-HTTP API on loopback never uses
+    the context. Pointed at this file instead (one self-signed certificate whose key is
+    thrown away), building it costs 0.3 ms, and were TLS ever used, it would trust nothing.
+    """
+    if path.is_file():
+        return path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rearguard loopback, trusts none")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    staged.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    staged.replace(path)
+    return path
 
 
 def _alive(pid: int) -> bool:
@@ -122,14 +175,27 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
             command, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
         )
     published = home / PUBLISHED_FILE
+    names: list[str] = []
     try:
         _wait_healthy(process, f"http://127.0.0.1:{port}/api/health", log_path)
         api_url = f"http://127.0.0.1:{port}/api"
-        os.environ["PREFECT_API_URL"] = api_url
-        _publish(published, {"api_url": api_url, "pid": os.getpid(), "server_pid": process.pid})
+        ca_file = loopback_ca_file(home / LOOPBACK_CA_FILE)
+        names = use_client_env(
+            {"PREFECT_API_URL": api_url, "PREFECT_API_SSL_CERT_FILE": str(ca_file)}
+        )
+        _publish(
+            published,
+            {
+                "api_url": api_url,
+                "ca_file": str(ca_file),
+                "pid": os.getpid(),
+                "server_pid": process.pid,
+            },
+        )
         yield api_url
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
+        for name in names:
+            os.environ.pop(name, None)
         _unpublish(published)
         _stop(process)
 

@@ -35,7 +35,7 @@ def _probe(url: str) -> dict[str, Any]:
 
 
 def _prefect(home: Path) -> dict[str, Any]:
-    from rearguard.flows.prefect_server import configured_api_url, published_api_url
+    from rearguard.flows.prefect_server import configured_api_url, published_client_env
 
     url = configured_api_url()
     if not url:
@@ -43,8 +43,8 @@ def _prefect(home: Path) -> dict[str, Any]:
 
         url = get_current_settings().api.url
     if not url:
-        if local := published_api_url(home):
-            return {"api_url": local, "answers": True, "local": True}
+        if local := published_client_env(home):
+            return {"api_url": local["PREFECT_API_URL"], "answers": True, "local": True}
         return {
             "api_url": None,
             "answers": False,

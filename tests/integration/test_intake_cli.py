@@ -136,8 +136,10 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
     }
     published = home / "prefect-server.json"
     with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=180) as process:
-        api_url = json.loads(published.read_text())["api_url"]
+        record = json.loads(published.read_text())
+        api_url = record["api_url"]
         assert api_url.startswith("http://127.0.0.1:")
+        assert Path(record["ca_file"]).is_file()
 
         opened = cli(
             "incident", "open", "--type", "model_compromise", "--asset", "model-a", env=env

@@ -1,15 +1,19 @@
-"""The local Prefect server's retry of 503 answers (a locked SQLite database), in front of a
-FastAPI app that answers 503 as Prefect's API does for a retryable database error."""
+"""The local Prefect server: its retry of 503 answers (a locked SQLite database), in front of
+a FastAPI app that answers 503 as Prefect's API does for a retryable database error, and the
+CA file its clients are given."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rearguard.flows.prefect_server import loopback_ca_file
 from rearguard.flows.prefect_server_app import RetryWhileLocked
 
 
@@ -93,3 +97,17 @@ def test_a_streamed_503_is_retried_and_the_last_one_arrives_whole() -> None:
     )
     assert answer.status_code == 503
     assert answer.text == "chunk0;chunk1;chunk2;"
+
+
+def test_the_loopback_ca_file_is_a_ca_that_vouches_for_no_real_server(tmp_path: Path) -> None:
+    """What the local Prefect server's clients get as their CA file: loadable (Prefect's
+    client builds its SSL context from it), written once, and trusting no public server."""
+    path = loopback_ca_file(tmp_path / "ca.pem")
+    context = ssl.create_default_context(cafile=str(path))
+    (authority,) = context.get_ca_certs()
+    assert dict(pair[0] for pair in authority["subject"])["commonName"].startswith(
+        "rearguard loopback"
+    )
+    written = path.read_bytes()
+    assert loopback_ca_file(path).read_bytes() == written  # not regenerated
+    assert b"PRIVATE KEY" not in written
