@@ -120,9 +120,7 @@ def loopback_ca_file(path: Path) -> Path:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    staged = path.with_name(f".{path.name}.{os.getpid()}")
-    staged.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    staged.replace(path)
+    _write_whole(path, certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
     return path
 
 
@@ -136,9 +134,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
+    """True when ``url`` (a loopback health URL) answers 200 within ``timeout``."""
     try:
-        with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback)
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
@@ -183,15 +182,13 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
         names = use_client_env(
             {"PREFECT_API_URL": api_url, "PREFECT_API_SSL_CERT_FILE": str(ca_file)}
         )
-        _publish(
-            published,
-            {
-                "api_url": api_url,
-                "ca_file": str(ca_file),
-                "pid": os.getpid(),
-                "server_pid": process.pid,
-            },
-        )
+        record = {
+            "api_url": api_url,
+            "ca_file": str(ca_file),
+            "pid": os.getpid(),
+            "server_pid": process.pid,
+        }
+        _write_whole(published, json.dumps(record))
         yield api_url
     finally:
         for name in names:
@@ -200,10 +197,10 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
         _stop(process)
 
 
-def _publish(path: Path, record: dict[str, object]) -> None:
-    """Write the record whole (a reader never sees half of it)."""
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader (another rearguard command) never sees half of it."""
     staged = path.with_name(f".{path.name}.{os.getpid()}")
-    staged.write_text(json.dumps(record), encoding="utf-8")
+    staged.write_text(text, encoding="utf-8")
     staged.replace(path)
 
 
@@ -224,12 +221,8 @@ def _wait_healthy(process: subprocess.Popen[bytes], health: str, log_path: Path)
                 f"the local Prefect server exited with {process.returncode}",
                 hint=f"see {log_path}, or set PREFECT_API_URL to a running server",
             )
-        try:
-            with urllib.request.urlopen(health, timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if _answers(health, timeout=2):
+            return
         time.sleep(0.25)
     raise ConfigurationError(
         f"the local Prefect server was not healthy after {_STARTUP_TIMEOUT_S:.0f} s",

@@ -33,7 +33,7 @@ PLAYBOOK_NICENESS = 10
 """How much lower the CPU priority of the playbook process (and of serve's local Prefect
 server) is than the intake's. The intake answers from one interpreter, so it can use at most
 one core: on two cores the playbooks keep the other, and during a storm they no longer take
-the intake's (measured: alerts/s at 1,000/s offered, p99 380-460 ms -> 89 ms)."""
+the intake's (bench_intake, bench/README.md "Intake, 2026-12-04")."""
 
 
 class PlaybookProcess:
