@@ -46,6 +46,8 @@ def locked_app(fail_first: int, status: int = 503) -> tuple[FastAPI, list[Any]]:
 
     @app.get("/stream")
     async def stream() -> StreamingResponse:
+        seen.append("stream")
+
         async def chunks() -> Any:
             for i in range(3):
                 yield f"chunk{i};".encode()
@@ -92,9 +94,9 @@ def test_other_errors_are_not_retried() -> None:
 
 
 def test_a_streamed_503_is_retried_and_the_last_one_arrives_whole() -> None:
-    answer = call(
-        RetryWhileLocked(locked_app(0)[0], attempts=2, first_pause_s=0.001), "GET", "/api/stream"
-    )
+    app, seen = locked_app(0)
+    answer = call(RetryWhileLocked(app, attempts=2, first_pause_s=0.001), "GET", "/api/stream")
+    assert seen == ["stream", "stream"]
     assert answer.status_code == 503
     assert answer.text == "chunk0;chunk1;chunk2;"
 
