@@ -14,6 +14,7 @@ Figures, one JSON line each on standard output (``{"bench": "intake", "figure", 
   playbook runs (``quarantine`` intents) found in the database afterwards, and the median
   time from an incident's ``incident.opened`` event to its first step's intent event.
 - ``intake_batched``: the same alerts as Alertmanager webhooks of ``--batch`` alerts each.
+- ``floor_bare_uvicorn_paced``: the floor under the open-loop load of ``intake_paced``.
 - ``intake_paced``: the same alerts offered at a fixed ``--rate`` (default the budget's
   1,000/s) for ``--seconds``, open loop (:func:`paced_load`, in a process of its own): each
   latency counts from when the request was due, so a stall shows as the backlog it makes,
@@ -71,7 +72,7 @@ async def app(scope, receive, send):
         more = message.get("more_body", False)
     json.loads(body or b"null")
     await send({"type": "http.response.start", "status": 202,
-                "headers": [(b"content-type", b"application/json")]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"11")]})
     await send({"type": "http.response.body", "body": b'{"ok":true}'})
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
@@ -232,7 +233,7 @@ def paced_load(
         )
         wire.append(head.encode() + payload)
 
-    async def run() -> tuple[list[float], dict[int, int], float]:
+    async def run() -> tuple[list[float], dict[int, int], float, list[tuple[float, float]]]:
         loop = asyncio.get_running_loop()
         idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         for _ in range(connections):
@@ -289,6 +290,29 @@ def paced_load(
         # When answers were slower than the p99 budget: [second into the run, worst ms].
         "slow_windows": [[t / 10, round(1000 * v)] for t, v in sorted(slow.items())],
     }
+
+
+def paced_drive(url: str, bodies: list[dict[str, Any]], args: argparse.Namespace) -> dict:
+    """:func:`paced_load` at ``--rate`` for ``--seconds``, in a process of its own, as wrk is:
+    the client's pauses (the bench process's collector, its other threads) must not count as
+    the server's."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(bodies, file)
+    spec = {
+        "url": url,
+        "bodies": file.name,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "connections": args.clients,
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, "--paced-client", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    os.unlink(file.name)
+    return json.loads(done.stdout)
 
 
 def drive(url: str, bodies: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -535,37 +559,17 @@ def main() -> None:
         wait_healthy(f"http://127.0.0.1:{port}/", floor)
         load(f"http://127.0.0.1:{port}/v1/incidents", bodies[:500], args.clients)  # warm-up
         figures = drive(f"http://127.0.0.1:{port}/v1/incidents", bodies, args)
+        paced_floor = paced_drive(f"http://127.0.0.1:{port}/v1/incidents", bodies, args)
     finally:
         stop(floor)
     emit("floor_bare_uvicorn", clients=args.clients, **figures)
-
-    def paced(url: str, workload: list[dict[str, Any]], args: argparse.Namespace) -> dict:
-        # A process of its own, as wrk is: the client's pauses must not be the server's.
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
-            json.dump(workload, file)
-        spec = json.dumps(
-            {
-                "url": url,
-                "bodies": file.name,
-                "rate": args.rate,
-                "seconds": args.seconds,
-                "connections": args.clients,
-            }
-        )
-        done = subprocess.run(
-            [sys.executable, __file__, "--paced-client", spec],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        os.unlink(file.name)
-        return json.loads(done.stdout)
+    emit("floor_bare_uvicorn_paced", clients=args.clients, **paced_floor)
 
     results: dict[str, Any] = {}
     for figure, workload, load_with in (
         ("intake", bodies, drive),
         ("intake_batched", webhook_bodies(assets, args.alerts, args.batch), drive),
-        ("intake_paced", bodies, paced),
+        ("intake_paced", bodies, paced_drive),
     ):
         if args.figures and figure not in args.figures.split(","):
             continue
