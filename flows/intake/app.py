@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -35,6 +36,8 @@ from rearguard.models.errors import NotFoundError
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import IntakeSettings
 
+logger = logging.getLogger(__name__)
+_READY_TIMEOUT_S = 60
 _UNAVAILABLE = JSONResponse({"detail": "the database is unavailable; retry"}, status_code=503)
 
 
@@ -73,6 +76,11 @@ def create_app(
         if dispatcher:
             # The alerts' writer goes first: its requests wait on it, the playbooks do not.
             runtime.db.share_write_lock(dispatcher.write_flag, favoured=True)
+            if not await asyncio.to_thread(dispatcher.wait_ready, _READY_TIMEOUT_S):
+                logger.warning(
+                    "the playbook process is not ready after %d s; incidents wait for it",
+                    _READY_TIMEOUT_S,
+                )
         writer = AlertWriter(
             runtime,
             window_s=settings.dedup_window_s,

@@ -28,6 +28,7 @@ from rearguard.models.settings import Settings
 
 logger = logging.getLogger(__name__)
 _STOP = None
+_READY = "ready"
 _MAX_ATTEMPTS = 3
 PLAYBOOK_NICENESS = 10
 """How much lower the CPU priority of the playbook process (and of serve's local Prefect
@@ -57,6 +58,7 @@ class PlaybookProcess:
         self._child: Any = None
         self._tasks: Connection | None = None
         self.counts = {"started": 0, "finished": 0, "errors": 0, "restarts": 0}
+        self._ready = threading.Event()
         with self._guard:
             self._start_child()
 
@@ -67,6 +69,15 @@ class PlaybookProcess:
                 return
             self._outstanding[incident_id] = 1
             self._send(incident_id)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the child has warmed up (:func:`rearguard.flows.dispatch.warm_up`), so
+        that the first incident's playbook starts as fast as the next ones.
+
+        Returns:
+            False if it had not after ``timeout`` seconds (its incidents wait for it).
+        """
+        return self._ready.wait(timeout)
 
     def stop(self, *, wait: bool = True, timeout: float | None = None) -> None:
         """Stop taking work; with ``wait``, let queued and running playbooks finish."""
@@ -114,6 +125,9 @@ class PlaybookProcess:
                 kind, incident_id = events.recv()
             except (EOFError, OSError):
                 break
+            if kind == _READY:
+                self._ready.set()
+                continue
             with self._guard:
                 self.counts[kind] += 1
                 if kind != "started":
@@ -150,7 +164,7 @@ def run_child(
     """The child's main: run each incident id received until told to stop, then let the
     running and queued playbooks end. Its database writers yield to the parent's while
     ``write_flag`` is raised."""
-    from rearguard.flows.dispatch import configure_prefect
+    from rearguard.flows.dispatch import configure_prefect, warm_up
     from rearguard.flows.intake.dispatcher import PlaybookDispatcher
     from rearguard.models.runtime import Runtime
 
@@ -165,6 +179,11 @@ def run_child(
 
     runtime = Runtime.from_settings(settings)
     runtime.db.share_write_lock(write_flag, favoured=False)
+    try:
+        warm_up()
+    except Exception as exc:  # the playbooks will say what is wrong, one by one
+        logger.warning("the playbook process could not warm up: %s", exc)
+    report(_READY, 0)
     dispatcher = PlaybookDispatcher(runtime, workers=workers, report=report)
     while True:
         try:

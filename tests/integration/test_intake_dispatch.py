@@ -86,6 +86,25 @@ def test_native_event_opens_an_incident_runs_its_playbook_and_emits_prefect_even
     ]
 
 
+def test_the_intake_answers_once_its_playbook_process_has_run_a_warm_up_flow(
+    runtime: Runtime, prefect_api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first alert's playbook must not pay for the first flow run's set-up: the intake
+    starts answering only once the playbook process has run its no-op flow on Prefect."""
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    started = datetime.now(UTC).isoformat()
+    with live_intake(runtime) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        runs = httpx.post(
+            f"{prefect_api_url}/flow_runs/filter",
+            json={
+                "flows": {"name": {"any_": ["rearguard-warm-up"]}},
+                "flow_runs": {"expected_start_time": {"after_": started}},
+            },
+        ).json()
+    assert [run["state"]["type"] for run in runs] == ["COMPLETED"]
+
+
 def test_alert_storm_over_five_assets_opens_five_incidents_and_runs_five_playbooks(
     runtime: Runtime, tmp_path: Path, prefect_api_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
