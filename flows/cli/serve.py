@@ -69,13 +69,13 @@ def serve(
     configure_prefect()
     with ExitStack() as stack:
         if not configured_api_url():
-            from rearguard.flows.intake.playbook_process import PLAYBOOK_NICENESS
+            from rearguard.flows.intake.playbook_process import PREFECT_SERVER_NICENESS
             from rearguard.flows.prefect_server import local_prefect_server
 
             err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
-            # It works for the playbooks: it runs at their priority, below the intake's.
+            # It works for the playbooks: it runs below them, and below the intake.
             api_url = stack.enter_context(
-                local_prefect_server(home=rt.settings.home, niceness=PLAYBOOK_NICENESS)
+                local_prefect_server(home=rt.settings.home, niceness=PREFECT_SERVER_NICENESS)
             )
             err.print(f"[dim]Prefect server at {api_url}[/]")
         import uvicorn

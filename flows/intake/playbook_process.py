@@ -31,10 +31,17 @@ _STOP = None
 _READY = "ready"
 _MAX_ATTEMPTS = 3
 PLAYBOOK_NICENESS = 10
-"""How much lower the CPU priority of the playbook process (and of serve's local Prefect
-server) is than the intake's. The intake answers from one interpreter, so it can use at most
-one core: on two cores the playbooks keep the other, and during a storm they no longer take
-the intake's (bench_intake, bench/README.md "Intake, 2026-12-04")."""
+"""How much lower the CPU priority of the playbook process is than the intake's. The intake
+answers from one interpreter, so it can use at most one core: on two cores the playbooks keep
+the other, and during a storm they no longer take the intake's (bench_intake, bench/README.md
+"Intake, 2026-12-04")."""
+PREFECT_SERVER_NICENESS = 19
+"""The CPU priority of serve's local Prefect server: the lowest, below the playbook process.
+The playbook process holds the SQLite write lock that the intake waits for (short
+transactions, but a holder without CPU holds it longer); the Prefect server holds nothing the
+intake waits for. At 19 rather than 10, the storm's first steps came sooner (median 1.9-2.1 s
+rather than 2.2-2.9 s) and the intake's p99 at 1,000 alerts/s was no worse (bench/README.md
+"Intake, 2026-12-05")."""
 
 
 class PlaybookProcess:
