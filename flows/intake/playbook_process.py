@@ -39,9 +39,9 @@ PREFECT_SERVER_NICENESS = 19
 """The CPU priority of serve's local Prefect server: the lowest, below the playbook process.
 The playbook process holds the SQLite write lock that the intake waits for (short
 transactions, but a holder without CPU holds it longer); the Prefect server holds nothing the
-intake waits for. At 19 rather than 10, the storm's first steps came sooner (median 1.9-2.1 s
-rather than 2.2-2.9 s) and the intake's p99 at 1,000 alerts/s was no worse (bench/README.md
-"Intake, 2026-12-05")."""
+intake waits for. At 19 rather than 10, the storm's first steps came sooner (median 2.0 s over
+six runs, 1.9-3.0, against 2.7 s, 2.2-2.9) and the intake's p99 at 1,000 alerts/s was no
+worse (bench/README.md "Intake, 2026-12-05")."""
 
 
 class PlaybookProcess:
