@@ -64,9 +64,10 @@ def warm_up() -> None:
 
     The first flow run of a process, and the first one a Prefect server orchestrates, each pay
     for imports and first-request set-up: ``rearguard serve``'s first alert reached its
-    playbook's first step 1.3-1.7 s after it was opened, the next ones 0.1-0.2 s. With the
-    built-in playbooks imported and a Prefect client opened, 0.75-0.96 s; with the no-op flow
-    run too, 0.14-0.17 s, like the next ones (serve takes 2-3 s longer to start).
+    playbook's first step 1.3-1.7 s after it was opened, the next ones 0.1-0.2 s. Importing
+    the playbooks and opening a Prefect client (tried, not kept) brought it to 0.75-0.96 s;
+    the no-op flow run, which also does both, to 0.14-0.35 s, like the next ones. serve
+    answers up to 2-3 s later (bench/README.md "Intake, 2026-12-05").
     """
     from prefect import flow, task
 
