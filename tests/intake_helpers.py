@@ -27,6 +27,20 @@ def intake_settings(**changes: Any) -> IntakeSettings:
     return IntakeSettings(tokens=[TOKEN], **changes)
 
 
+def storm_client() -> httpx.Client:
+    """One client for a storm's sending threads, with the test token.
+
+    httpcore 1.0.9's pool closes "surplus" idle connections once it holds more connections
+    than ``max_keepalive_connections`` (20 by default), and a connection it has just handed to
+    another thread still counts as idle: that thread then writes to a closed socket, or to
+    whatever socket took its file descriptor (EBADF, or a read that times out). Keeping every
+    connection the pool may open (100) avoids the race.
+    """
+    return httpx.Client(
+        headers=AUTH, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    )
+
+
 @contextmanager
 def live_intake(
     runtime: Runtime, *, intake: IntakeSettings | None = None, run_playbooks: bool = True

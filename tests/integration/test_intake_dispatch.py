@@ -22,6 +22,7 @@ from intake_helpers import (
     live_intake,
     native,
     post,
+    storm_client,
     timeline_actions,
     wait_for,
 )
@@ -112,7 +113,7 @@ def test_alert_storm_over_five_assets_opens_five_incidents_and_runs_five_playboo
     assets = [f"model-{i}" for i in range(5)]
     for asset in assets:
         build_scenario(runtime, tmp_path, asset=asset, tampered=True)
-    with live_intake(runtime) as url, httpx.Client(headers=AUTH) as client:
+    with live_intake(runtime) as url, storm_client() as client:
 
         def send(i: int) -> httpx.Response:
             asset = assets[i % 5]
@@ -155,7 +156,7 @@ def test_two_intakes_on_one_database_open_one_incident_per_asset(
         with (
             live_intake(runtime, run_playbooks=False) as first,
             live_intake(other, run_playbooks=False) as second,
-            httpx.Client(headers=AUTH) as client,
+            storm_client() as client,
         ):
 
             def send(i: int) -> int:
