@@ -245,5 +245,18 @@ class SlackChannel:
             if not cursor:
                 return None
 
+    def update_message(
+        self, *, channel_id: str, ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
+        """Replace a posted message's text and blocks (``chat.update``).
+
+        Raises:
+            DeliveryError: Slack refused, or could not be reached.
+        """
+        try:
+            self.client.chat_update(channel=channel_id, ts=ts, text=text, blocks=blocks)
+        except (SlackClientError, OSError, ValueError) as exc:
+            raise _classify(exc, sent=True) from exc
+
     def close(self) -> None:
         """Nothing pooled to release (the client opens a connection per call)."""

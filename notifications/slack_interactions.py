@@ -8,6 +8,12 @@ seen before (kept in the ``seen_callback`` table, so a replay is refused across 
 The Slack user is mapped to an approver name by ``[approvals.slack_users]`` and the decision
 goes through :func:`rearguard.models.approvals.decide`, the service the CLI uses; the waiting
 playbook reads it from the database.
+
+Once a button has been answered, its message no longer offers the choice: the buttons are
+replaced by a line saying how the request ended (approved or denied by whom, and when), with
+``chat.update``, after the answer has gone back to Slack (Slack wants one within 3 seconds).
+That also happens when the button pressed was stale: decided from the CLI, timed out or
+escalated meanwhile.
 """
 
 from __future__ import annotations
@@ -15,23 +21,75 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
 
-from rearguard.models.approvals import decide
-from rearguard.models.errors import ConflictError, NotEntitled, NotFoundError, UsageError
+from rearguard.models.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
+from rearguard.models.errors import (
+    ConfigurationError,
+    ConflictError,
+    NotEntitled,
+    NotFoundError,
+    UsageError,
+)
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import SeenCallback
+from rearguard.models.settings import Settings
+from rearguard.models.tables import ApprovalRequest, SeenCallback
+from rearguard.notifications.channels import DeliveryError
+from rearguard.notifications.templates import mrkdwn_escape
 
+logger = logging.getLogger(__name__)
 MAX_AGE_S = 300
 _SEEN = SeenCallback.__table__  # type: ignore[attr-defined]
 _ACTIONS = {"approve": True, "deny": False}
+_BUTTONS_BLOCK = "rearguard_approval"
+_ENDED = {
+    APPROVED: ":white_check_mark: Approved by {by}",
+    DENIED: ":no_entry: Denied by {by}",
+    TIMED_OUT: ":hourglass: No decision in time",
+    ESCALATED: ":arrow_up: Escalated: a new request went to more approvers",
+}
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    """What a button callback says: who pressed which button on which message."""
+
+    user: str
+    callback_id: str
+    approve: bool
+    channel_id: str | None = None
+    message_ts: str | None = None
+    blocks: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class EndedMessage:
+    """A posted approval message whose buttons are to give way to how its request ended."""
+
+    channel_id: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SlackAnswer:
+    """The answer to a callback: HTTP status, one line for the person who pressed the button,
+    and the message to update once the answer has gone (None: leave it as it is)."""
+
+    status: int
+    message: str
+    ended: EndedMessage | None = None
 
 
 class CallbackRejected(Exception):
@@ -90,21 +148,71 @@ def _remember(runtime: Runtime, signature: str) -> None:
         raise CallbackRejected(409, "replayed Slack request") from None
 
 
-def _parse(body: bytes) -> tuple[str, str, bool]:
-    """The Slack user id, the request's callback id and approve (True) or deny (False)."""
+def _parse(body: bytes) -> ButtonPress:
+    """The button press a callback body carries."""
     try:
         fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
         payload: Any = json.loads(fields["payload"][0])
         user = payload["user"]["id"]
         (action,) = [a for a in payload["actions"] if a.get("action_id") in _ACTIONS]
         callback_id = action["value"]
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError):
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise CallbackRejected(400, "not a Slack button callback") from None
     if payload.get("type") != "block_actions" or not isinstance(user, str):
         raise CallbackRejected(400, "not a Slack button callback")
     if not isinstance(callback_id, str):
         raise CallbackRejected(400, "not a Slack button callback")
-    return user, callback_id, _ACTIONS[action["action_id"]]
+    container = payload.get("container")
+    message = payload.get("message")
+    container = container if isinstance(container, dict) else {}
+    message = message if isinstance(message, dict) else {}
+    channel_id, ts = container.get("channel_id"), container.get("message_ts")
+    blocks = message.get("blocks")
+    usable = isinstance(blocks, list) and all(isinstance(b, dict) for b in blocks)
+    return ButtonPress(
+        user=user,
+        callback_id=callback_id,
+        approve=_ACTIONS[action["action_id"]],
+        channel_id=channel_id if isinstance(channel_id, str) else None,
+        message_ts=ts if isinstance(ts, str) else None,
+        blocks=tuple(blocks) if usable else (),
+    )
+
+
+def _ended_message(runtime: Runtime, press: ButtonPress) -> EndedMessage | None:
+    """The pressed message with its buttons replaced by how its request ended; None when the
+    request is still open or unknown, or the callback did not carry the message's buttons."""
+    buttons = [b for b in press.blocks if b.get("block_id") == _BUTTONS_BLOCK]
+    if not (press.channel_id and press.message_ts and buttons):
+        return None
+    with runtime.db.read_session() as session:
+        statement = select(ApprovalRequest).where(ApprovalRequest.callback_id == press.callback_id)
+        request = session.exec(statement).first()
+    if request is None or request.status not in _ENDED:
+        return None
+    line = _ENDED[request.status].format(by=mrkdwn_escape(request.decided_by or "?"))
+    if request.decided_at is not None:
+        line += request.decided_at.astimezone(UTC).strftime(", %Y-%m-%d %H:%M UTC")
+    ended = {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}
+    blocks = [ended if b.get("block_id") == _BUTTONS_BLOCK else b for b in press.blocks]
+    text = f"The {request.step} of incident {request.incident_id}: {line}"
+    return EndedMessage(press.channel_id, press.message_ts, text, blocks)
+
+
+def show_ended(*, settings: Settings, ended: EndedMessage) -> None:
+    """Update the approval message in Slack; a failure is logged, never raised (the decision
+    is recorded already, and the playbook's next messages say what it did)."""
+    from rearguard.notifications.factory import build_channel
+    from rearguard.notifications.slack import SlackChannel
+
+    try:
+        channel = build_channel("slack", settings)
+        if isinstance(channel, SlackChannel):
+            channel.update_message(
+                channel_id=ended.channel_id, ts=ended.ts, text=ended.text, blocks=ended.blocks
+            )
+    except (ConfigurationError, DeliveryError) as exc:
+        logger.warning("the Slack approval message was not updated: %s", exc)
 
 
 def handle_slack_interaction(
@@ -113,7 +221,7 @@ def handle_slack_interaction(
     headers: Mapping[str, str],
     body: bytes,
     now: float | None = None,
-) -> tuple[int, str]:
+) -> SlackAnswer:
     """Verify a Slack button callback and record the decision it carries.
 
     Args:
@@ -125,11 +233,15 @@ def handle_slack_interaction(
     Returns:
         The HTTP status and one line for the person who pressed the button: 200 decided;
         400 malformed; 401 bad signature or stale; 403 not entitled (recorded); 404 no such
-        request; 409 replayed, or decided already; 503 no signing secret configured.
+        request; 409 replayed, or decided already; 503 no signing secret configured. With a
+        200, or a 409 for a request that has ended, the message to show as ended
+        (:func:`show_ended`).
     """
     secret = runtime.settings.slack.signing_secret
     if secret is None or not secret.get_secret_value():
-        return 503, "Slack callbacks are not configured (REARGUARD_SLACK_SIGNING_SECRET)"
+        return SlackAnswer(
+            503, "Slack callbacks are not configured (REARGUARD_SLACK_SIGNING_SECRET)"
+        )
     try:
         signature = verify(
             secret=secret.get_secret_value(),
@@ -137,27 +249,28 @@ def handle_slack_interaction(
             body=body,
             now=time.time() if now is None else now,
         )
-        user, callback_id, approve = _parse(body)
+        press = _parse(body)
         _remember(runtime, signature)
     except CallbackRejected as exc:
-        return exc.status, exc.message
+        return SlackAnswer(exc.status, exc.message)
     # An unmapped Slack user is named by id, so that the refusal is recorded against them.
-    approver = runtime.settings.approvals.slack_users.get(user, f"slack:{user}")
+    approver = runtime.settings.approvals.slack_users.get(press.user, f"slack:{press.user}")
     try:
         request = decide(
             db=runtime.db,
             approver=approver,
-            approve=approve,
+            approve=press.approve,
             comment="via Slack",
             via="slack",
-            callback_id=callback_id,
+            callback_id=press.callback_id,
         )
     except NotEntitled as exc:
-        return 403, exc.message
+        return SlackAnswer(403, exc.message)
     except NotFoundError as exc:
-        return 404, exc.message
+        return SlackAnswer(404, exc.message)
     except ConflictError as exc:
-        return 409, exc.message
+        return SlackAnswer(409, exc.message, _ended_message(runtime, press))
     except UsageError as exc:
-        return 400, exc.message
-    return 200, f"{request.step} of incident {request.incident_id} {request.status} by {approver}"
+        return SlackAnswer(400, exc.message)
+    line = f"{request.step} of incident {request.incident_id} {request.status} by {approver}"
+    return SlackAnswer(200, line, _ended_message(runtime, press))

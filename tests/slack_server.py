@@ -1,6 +1,6 @@
 """A Slack-like Web API server on loopback, for the real ``slack_sdk.WebClient`` to talk to.
 
-It implements what rearguard calls (``chat.postMessage``, ``conversations.create``,
+It implements what rearguard calls (``chat.postMessage``, ``chat.update``, ``conversations.create``,
 ``conversations.invite``, ``conversations.list``, ``conversations.history``,
 ``conversations.replies``) the way Slack documents them: the bearer token is checked
 (``invalid_auth``), unknown channels are ``channel_not_found``, channels the bot is not in are
@@ -69,6 +69,17 @@ def _block_error(blocks: Any) -> str | None:
             if not text and not fields:
                 return f"section needs text or fields [json-pointer:/blocks/{index}]"
     return None
+
+
+def _blocks_of(args: dict[str, Any]) -> tuple[list[Any], tuple[int, dict, dict] | None]:
+    """A call's blocks (sent as JSON text or a list), and Slack's refusal of them if any."""
+    blocks = args.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    problem = _block_error(blocks) if blocks else None
+    if problem:
+        return blocks, (200, {}, {"ok": False, "error": "invalid_blocks", "errors": [problem]})
+    return blocks, None
 
 
 class SlackServer:
@@ -178,12 +189,9 @@ class SlackServer:
             return 200, {}, {"ok": False, "error": "channel_not_found"}
         if not self.channels[channel_id].member:
             return 200, {}, {"ok": False, "error": "not_in_channel"}
-        blocks = args.get("blocks") or []
-        if isinstance(blocks, str):
-            blocks = json.loads(blocks)
-        problem = _block_error(blocks) if blocks else None
-        if problem:
-            return 200, {}, {"ok": False, "error": "invalid_blocks", "errors": [problem]}
+        blocks, refused = _blocks_of(args)
+        if refused:
+            return refused
         text = str(args.get("text") or "")
         if len(text) > 40_000:
             return 200, {}, {"ok": False, "error": "msg_too_long"}
@@ -211,6 +219,20 @@ class SlackServer:
             self._accept_then_fail -= 1
             return 500, {}, {"ok": False, "error": "internal_error"}
         return 200, {}, {"ok": True, "channel": channel_id, "ts": posted.ts, "message": {}}
+
+    def _chat_update(self, args: dict[str, Any]) -> tuple[int, dict, dict]:
+        channel_id = str(args.get("channel", ""))
+        if channel_id not in self.channels:  # chat.update takes a channel id, not a name
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        found = [m for m in self.messages if m.channel == channel_id and m.ts == args.get("ts")]
+        if not found:
+            return 200, {}, {"ok": False, "error": "message_not_found"}
+        blocks, refused = _blocks_of(args)
+        if refused:
+            return refused
+        found[0].text = str(args.get("text") or found[0].text)
+        found[0].blocks = blocks
+        return 200, {}, {"ok": True, "channel": channel_id, "ts": found[0].ts}
 
     def _conversations_create(self, args: dict[str, Any]) -> tuple[int, dict, dict]:
         name = str(args.get("name", ""))

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.background import BackgroundTask
 
 from rearguard.flows.intake.guard import SLACK_INTERACTIONS_PATH, IntakeGuard, IntakeStats
 from rearguard.flows.intake.mapping import from_alertmanager, from_native
@@ -210,13 +211,19 @@ def create_app(
         """Slack's Approve and Deny buttons. Not behind the bearer token: Slack signs the
         request with the app's signing secret, checked over the raw body; the answer's text is
         what Slack shows the person who pressed the button."""
-        from rearguard.notifications.slack_interactions import handle_slack_interaction
+        from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended
 
         body = await request.body()
-        status, message = await asyncio.to_thread(
+        answer = await asyncio.to_thread(
             handle_slack_interaction, runtime=runtime, headers=dict(request.headers), body=body
         )
-        return PlainTextResponse(message, status_code=status)
+        # The message's update waits for the answer: Slack wants one within 3 seconds.
+        after = (
+            BackgroundTask(show_ended, settings=runtime.settings, ended=answer.ended)
+            if answer.ended
+            else None
+        )
+        return PlainTextResponse(answer.message, status_code=answer.status, background=after)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
