@@ -1,4 +1,4 @@
-"""Validation of names and paths that come from input."""
+"""Validation of names, paths and ids that come from input."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 from rearguard.models.errors import UnsafePathError, UsageError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+MAX_ROW_ID = 2**31 - 1
+"""The largest id a row can have: ids are ``INTEGER`` columns, 32-bit on PostgreSQL (SQLite's
+go further, but an id past PostgreSQL's would never be given). A larger number names no row,
+and PostgreSQL refuses to compare an ``INTEGER`` with it ("integer out of range")."""
 
 
 def check_name(value: str, *, what: str) -> str:

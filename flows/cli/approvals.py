@@ -7,15 +7,22 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.context import (
+    ID_RANGE,
+    JsonOption,
+    LimitOption,
+    emit_json,
+    err,
+    out,
+    runtime,
+    status_style,
+)
 
 app = typer.Typer(help="Approval requests: which playbook steps wait for whom, and decisions.")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-
 
 def approve(
-    incident: Annotated[int, typer.Argument(help="The incident whose playbook waits.")],
+    incident: Annotated[int, typer.Argument(help="The incident whose playbook waits.", **ID_RANGE)],
     as_: Annotated[str, typer.Option("--as", help="Your name, as the approval policy lists it.")],
     deny: Annotated[bool, typer.Option("--deny", help="Deny the step instead.")] = False,
     comment: Annotated[str, typer.Option("--comment", help="Why; kept in the timeline.")] = "",
@@ -42,9 +49,9 @@ def approve(
 def list_(
     pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
     incident: Annotated[
-        int | None, typer.Option("--incident", help="Only this incident's.")
+        int | None, typer.Option("--incident", help="Only this incident's.", **ID_RANGE)
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 200,
+    limit: LimitOption = 200,
     json_output: JsonOption = False,
 ) -> None:
     """List approval requests, newest first; a pending one past its deadline says overdue."""

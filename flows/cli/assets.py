@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import byte_progress, emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.context import (
+    JsonOption,
+    byte_progress,
+    emit_json,
+    err,
+    out,
+    runtime,
+    status_style,
+)
 from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import EXIT_INTEGRITY
 
@@ -16,8 +24,6 @@ if TYPE_CHECKING:
     from rearguard.models.sweep import SweepReport
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def _source_size(path: Path) -> int:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import EXIT_INTEGRITY
 
 app = typer.Typer(help="The audit chain: every action, hash-chained.")
@@ -15,7 +15,7 @@ app = typer.Typer(help="The audit chain: every action, hash-chained.")
 
 @app.command("verify")
 def verify(
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    json_output: JsonOption = False,
     file: Annotated[
         Path | None,
         typer.Option(

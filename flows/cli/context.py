@@ -7,15 +7,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
+
+from rearguard.models.names import MAX_ROW_ID
 
 if TYPE_CHECKING:
     from rearguard.models.runtime import Runtime
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+LimitOption = Annotated[
+    int, typer.Option(min=1, max=MAX_ROW_ID, help="At most this many, newest first.")
+]
+ID_RANGE = {"min": 1, "max": MAX_ROW_ID}
+"""The range of an incident id argument or option (``typer.Argument(**ID_RANGE)``): a number
+outside it gets the usage error naming the range, not a database error."""
 
 # Files at least this large get a progress bar while they are copied or hashed.
 PROGRESS_THRESHOLD_BYTES = 64 * 1024 * 1024

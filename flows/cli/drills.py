@@ -7,15 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime, status_style
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
     from rearguard.models.tables import Drill, DrillRun
 
 app = typer.Typer(help="Recovery drills: the real playbooks, on a sandbox, on a schedule.")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def drill_dict(drill: Drill) -> dict[str, Any]:

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from rearguard.flows.cli.context import err, out, runtime
+from rearguard.flows.cli.context import ID_RANGE, err, out, runtime
 from rearguard.flows.exports.formats import ExportFormat
 
 
 def export(
     incident_id: Annotated[
-        int | None, typer.Argument(help="The incident to export (or --all).", show_default=False)
+        int | None,
+        typer.Argument(help="The incident to export (or --all).", show_default=False, **ID_RANGE),
     ] = None,
     export_format: Annotated[
         ExportFormat,

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.context import (
+    ID_RANGE,
+    JsonOption,
+    emit_json,
+    err,
+    out,
+    runtime,
+    status_style,
+)
 from rearguard.flows.cli.resolve import resolve
 from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
@@ -22,8 +30,6 @@ if TYPE_CHECKING:
     from rearguard.models.tables import Incident, TimelineEvent
 
 app = typer.Typer(help="Incidents: open one and run its playbook, list them, show a timeline.")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 class _RunRecordsOffTheTerminal(logging.Filter):
@@ -320,7 +326,7 @@ def list_(
 
 @app.command("show")
 def show(
-    incident_id: Annotated[int, typer.Argument(help="Incident id.")],
+    incident_id: Annotated[int, typer.Argument(help="Incident id.", **ID_RANGE)],
     json_output: JsonOption = False,
 ) -> None:
     """Show an incident and its timeline."""

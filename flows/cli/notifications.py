@@ -7,14 +7,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.flows.cli.context import (
+    ID_RANGE,
+    JsonOption,
+    LimitOption,
+    emit_json,
+    err,
+    out,
+    runtime,
+)
 
 if TYPE_CHECKING:
     from rearguard.models.tables import NotificationOutbox
 
 app = typer.Typer(help="The notification outbox: what was delivered, what waits, what failed.")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def outbox_dict(row: NotificationOutbox) -> dict[str, Any]:
@@ -43,9 +49,9 @@ def list_(
     pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only those that failed.")] = False,
     incident: Annotated[
-        int | None, typer.Option("--incident", help="Only this incident's.")
+        int | None, typer.Option("--incident", help="Only this incident's.", **ID_RANGE)
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 200,
+    limit: LimitOption = 200,
     json_output: JsonOption = False,
 ) -> None:
     """List notifications, newest first."""

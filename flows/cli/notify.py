@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import EXIT_FAILED
 
 app = typer.Typer(help="Notifications: send a test message through a channel.")
@@ -26,7 +26,7 @@ def test(
             "--to", help="Destination: a Slack channel or an email address (default: configured)."
         ),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Send a test message now (not through the outbox) and report the receipt or the error.
 

@@ -7,14 +7,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
 
 app = typer.Typer(help="Playbooks: one Prefect flow per incident type.")
 
 
 @app.command("list")
 def list_(
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """List playbooks with their ATLAS techniques, Code of Practice provisions and steps."""
     from rearguard.playbooks.catalog import all_playbooks
@@ -41,8 +41,8 @@ def list_(
 
 @app.command("run")
 def run(
-    incident: Annotated[int, typer.Option("--incident", help="Incident id.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    incident: Annotated[int, typer.Option("--incident", help="Incident id.", **ID_RANGE)],
+    json_output: JsonOption = False,
 ) -> None:
     """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
     from rearguard.flows.cli.incident import _finish, run_with_progress

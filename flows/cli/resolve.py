@@ -6,16 +6,16 @@ from typing import Annotated
 
 import typer
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
 
 
 def resolve(
-    incident_id: Annotated[int, typer.Argument(help="Incident id.")],
+    incident_id: Annotated[int, typer.Argument(help="Incident id.", **ID_RANGE)],
     note: Annotated[
         str | None,
         typer.Option(help="How it was closed (required when its playbook failed)."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Resolve a recovered (or, with --note, a failed) incident; exit 2 if it is still open or
     already resolved. With [exports] auto_review (the default) its Markdown and HTML review

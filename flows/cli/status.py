@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import emit_json, options, out
+from rearguard.flows.cli.context import JsonOption, emit_json, options, out
 
 _PROBE_TIMEOUT_S = 1.0
 
@@ -136,7 +135,7 @@ def _database(settings: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def status(
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Say what is configured and running: database, Prefect, intake, scheduler, outbox."""
     from rearguard.models.settings import load_settings

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rearguard.flows.cli.context import emit_json, err, out, runtime
+from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import ConfigurationError
 
 
@@ -31,7 +31,7 @@ PoolOption = Annotated[
 
 def deploy(
     pool: PoolOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Register one Prefect deployment per playbook on a work pool (a process pool is created
     if missing)."""

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.background import BackgroundTask
@@ -34,6 +34,7 @@ from rearguard.flows.intake.writer import AlertWriter
 from rearguard.models.alerts import AlertOutcome, IncomingAlert
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import NotFoundError
+from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import IntakeSettings
 
@@ -186,7 +187,9 @@ def create_app(
         return await asyncio.to_thread(read)
 
     @app.get("/v1/incidents/{incident_id}")
-    async def show_incident(incident_id: int) -> Any:
+    async def show_incident(
+        incident_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)],
+    ) -> Any:
         """One incident and its timeline."""
         from rearguard.flows.cli.incident import event_dict, incident_dict
         from rearguard.models.audit import events_for_incident

@@ -25,6 +25,7 @@ from sqlmodel import SQLModel
 
 from rearguard.models.assets import register_version
 from rearguard.models.enums import AssetKind
+from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
 from rearguard.playbooks.catalog import CATALOG
 
@@ -400,6 +401,34 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(  # type: ignore[no-un
     assert_error(result, needle)
     assert result.stdout == ""
     assert snapshot(runtime, home) == before
+
+
+ID_PAST_ANY_ROW = str(MAX_ROW_ID + 1)
+OUT_OF_RANGE = {
+    "incident show": ["incident", "show", ID_PAST_ANY_ROW],
+    "incident resolve": ["incident", "resolve", ID_PAST_ANY_ROW],
+    "export": ["export", ID_PAST_ANY_ROW, "--format", "jsonl"],
+    "approve": ["approve", ID_PAST_ANY_ROW, "--as", "alice"],
+    "playbook run": ["playbook", "run", "--incident", ID_PAST_ANY_ROW],
+    "approvals of one incident": ["approvals", "list", "--incident", ID_PAST_ANY_ROW],
+    "notifications of one incident": ["notifications", "list", "--incident", "0"],
+    "limit of none": ["notifications", "list", "--limit", "0"],
+    "limit past any row": ["approvals", "list", "--limit", ID_PAST_ANY_ROW],
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_OF_RANGE))
+def test_numbers_no_row_can_have_are_usage_errors(cli, case: str) -> None:  # type: ignore[no-untyped-def]
+    result = cli(*OUT_OF_RANGE[case])
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Invalid value for" in result.stderr
+    assert "internal error" not in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_largest_id_a_row_can_have_is_an_unknown_incident(cli) -> None:  # type: ignore[no-untyped-def]
+    assert_error(cli("incident", "show", str(MAX_ROW_ID)), f"unknown incident {MAX_ROW_ID}")
 
 
 def test_malformed_config_file_in_the_home_is_one_line_exit_2(

@@ -18,6 +18,7 @@ from rearguard.flows.cli.serve import check_exposure
 from rearguard.flows.intake.app import create_app
 from rearguard.flows.intake.guard import body_signature
 from rearguard.models.errors import ConfigurationError
+from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import IntakeSettings
 
@@ -185,6 +186,37 @@ def test_fuzzed_bodies_never_get_a_5xx(
     )
     assert response.status_code < 500, (response.status_code, response.text)
     assert response.status_code in (202, 400, 422), response.text
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    incident_id=st.integers()
+    | st.sampled_from([0, -1, MAX_ROW_ID, MAX_ROW_ID + 1, 2**63, 10**30])
+    | st.text(
+        st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="/?#%."),
+        min_size=1,
+        max_size=30,
+    ),
+    query=st.dictionaries(
+        st.sampled_from(["status", "limit"]),
+        st.integers().map(str) | st.sampled_from(["open", "recovered", "", "x"]),
+        max_size=2,
+    ),
+)
+def test_fuzzed_reads_never_get_a_5xx(
+    client: TestClient, incident_id: int | str, query: dict[str, str]
+) -> None:
+    one = client.get(f"/v1/incidents/{incident_id}", headers=AUTH)
+    assert one.status_code in (404, 422), (incident_id, one.status_code, one.text)
+    listed = client.get("/v1/incidents", params=query, headers=AUTH)
+    assert listed.status_code in (200, 422), (query, listed.status_code, listed.text)
+
+
+def test_an_id_no_row_can_have_is_refused_with_its_range(client: TestClient) -> None:
+    refused = client.get(f"/v1/incidents/{MAX_ROW_ID + 1}", headers=AUTH)
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("path.incident_id: Input should be less than")
+    assert client.get(f"/v1/incidents/{MAX_ROW_ID}", headers=AUTH).status_code == 404
 
 
 def test_resolved_alerts_are_recorded_and_never_open(client: TestClient) -> None:
