@@ -70,7 +70,13 @@ _NICE_STEPS = (
     604800,
     1209600,
     2592000,
+    7776000,
+    *(365 * 86400 * years for years in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)),
 )
+
+
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -246,7 +252,8 @@ def _panel(
     if hi - lo < 0.001:
         hi = lo + 0.001
     pad = (hi - lo) * 0.02
-    lo, hi = lo - pad, hi + pad
+    # A suspected start in year 1 is a date Python can show; the padding before it is not.
+    lo, hi = max(lo - pad, _EARLIEST), min(hi + pad, _LATEST)
     scale = PLOT_W / (hi - lo)
 
     def x(value: float) -> float:

@@ -508,6 +508,25 @@ def test_chart_of_a_large_incident_draws_aggregate_marks(runtime: Runtime, tmp_p
     assert notes and int(notes[0].replace(",", "")) == facts.event_count
 
 
+@pytest.mark.parametrize(
+    "since",
+    [datetime(1, 1, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)],
+    ids=["year 1", "years before"],
+)
+def test_a_compromise_suspected_since_long_ago_exports_with_a_readable_axis(
+    runtime: Runtime, tmp_path: Path, since: datetime
+) -> None:
+    scenario(runtime, tmp_path, approved=False)
+    incident_id = open_on(runtime, since=since)
+    assert respond(runtime, incident_id) == IncidentStatus.FAILED
+    for export_format in ExportFormat:
+        assert export(runtime, incident_id, export_format)
+    svg = str(timeline_svg(load_facts(runtime.db, incident_id)))
+    lifecycle = svg.split("Response: playbook steps")[0]
+    assert 2 <= len(re.findall(r'<text class="tick"', lifecycle)) <= 8
+    assert "undetected" in lifecycle
+
+
 # -- stix -------------------------------------------------------------------------------------
 
 
