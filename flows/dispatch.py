@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from rearguard.models.errors import ConfigurationError, RearguardError
@@ -87,6 +89,36 @@ def warm_up() -> None:
         await step()
 
     asyncio.run(warm())
+
+
+class _RunRecordsOffTheTerminal(logging.Filter):
+    """Drops Prefect's flow- and task-run log records (the API handler still gets them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+
+
+@contextlib.contextmanager
+def run_records_off_the_terminal() -> Iterator[None]:
+    """Keep Prefect's flow- and task-run log records off this process's console while the
+    block runs; Prefect's API (and its UI) still gets them. With ``REARGUARD_DEBUG`` set,
+    they stay.
+
+    rearguard says itself how each step and each playbook ended; Prefect's console copies
+    repeat it and, for an expected failure such as "no known-good version", add three
+    tracebacks.
+    """
+    import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
+
+    off_terminal = _RunRecordsOffTheTerminal()
+    handlers = [] if os.environ.get("REARGUARD_DEBUG") else list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(off_terminal)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(off_terminal)
 
 
 def install_secret_block_loader() -> None:
@@ -182,7 +214,8 @@ def dispatch_playbook(*, runtime: Runtime, incident_id: int) -> str:
     run of its deployment for the work pool's workers (:func:`queue_playbook_run`).
 
     Returns:
-        What happened, for the log: the incident's status, or the queued flow run.
+        What happened, for the log: the incident's type, asset, status and reason, or the
+        queued flow run.
 
     Raises:
         NotFoundError: unknown incident or incident type.
@@ -190,4 +223,7 @@ def dispatch_playbook(*, runtime: Runtime, incident_id: int) -> str:
     """
     if runtime.settings.intake.dispatch == "deployment":
         return f"flow run {queue_playbook_run(runtime=runtime, incident_id=incident_id)} queued"
-    return str(run_playbook(runtime=runtime, incident_id=incident_id).status)
+    ended = run_playbook(runtime=runtime, incident_id=incident_id)
+    return f"{ended.type} on {ended.asset_name}: {ended.status}" + (
+        f" ({ended.reason})" if ended.reason else ""
+    )

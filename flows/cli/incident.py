@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,20 +30,14 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Incidents: open one and run its playbook, list them, show a timeline.")
 
 
-class _RunRecordsOffTheTerminal(logging.Filter):
-    """Keep Prefect's flow- and task-run log records off the terminal; the API still gets them.
-
-    The CLI reports every step and the outcome itself. Prefect's console copies repeat them
-    and, for an expected failure such as "no known-good version", add a traceback.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-
-
 def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> Incident:
     """Run an incident's playbook, printing each step as it starts and ends."""
-    from rearguard.flows.dispatch import configure_prefect, run_playbook, uses_temporary_server
+    from rearguard.flows.dispatch import (
+        configure_prefect,
+        run_playbook,
+        run_records_off_the_terminal,
+        uses_temporary_server,
+    )
 
     configure_prefect(home=rt.settings.home)
     started: dict[str, float] = {}
@@ -70,19 +62,12 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
             "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
             "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
         )
-    import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
-
-    off_terminal = _RunRecordsOffTheTerminal()
-    handlers = [] if os.environ.get("REARGUARD_DEBUG") else list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(off_terminal)
     rt.reporters.append(report)
     try:
-        return run_playbook(runtime=rt, incident_id=incident_id)
+        with run_records_off_the_terminal():
+            return run_playbook(runtime=rt, incident_id=incident_id)
     finally:
         rt.reporters.remove(report)
-        for handler in handlers:
-            handler.removeFilter(off_terminal)
 
 
 def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str | None]:

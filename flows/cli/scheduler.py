@@ -12,7 +12,7 @@ def scheduler() -> None:
     import signal
     import threading
 
-    from rearguard.flows.dispatch import configure_prefect
+    from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal
     from rearguard.flows.scheduler import DrillScheduler
 
     rt = runtime()
@@ -20,17 +20,18 @@ def scheduler() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    running = DrillScheduler(rt)
-    found = running.start()
-    err.print(
-        f"scheduler started: {len(found['drills'])} drill(s) "
-        f"({escape(', '.join(found['drills'])) or 'none yet'}); "
-        f"{found['missed']} drill(s) had missed runs, {found['interrupted']} interrupted run(s) "
-        "recorded; Ctrl-C stops"
-    )
-    try:
-        stop.wait()
-    finally:
-        err.print("stopping: waiting for a running drill to finish")
-        running.shutdown(wait=True)
-        err.print("scheduler stopped")
+    with run_records_off_the_terminal():
+        running = DrillScheduler(rt)
+        found = running.start()
+        err.print(
+            f"scheduler started: {len(found['drills'])} drill(s) "
+            f"({escape(', '.join(found['drills'])) or 'none yet'}); "
+            f"{found['missed']} drill(s) had missed runs, {found['interrupted']} interrupted "
+            "run(s) recorded; Ctrl-C stops"
+        )
+        try:
+            stop.wait()
+        finally:
+            err.print("stopping: waiting for a running drill to finish")
+            running.shutdown(wait=True)
+            err.print("scheduler stopped")

@@ -63,11 +63,13 @@ def serve(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     check_exposure(intake)
-    from rearguard.flows.dispatch import configure_prefect
+    from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal
     from rearguard.flows.prefect_server import configured_api_url
 
     configure_prefect()
     with ExitStack() as stack:
+        if not no_scheduler:  # drills run in this process; their playbooks log as the CLI's
+            stack.enter_context(run_records_off_the_terminal())
         if not configured_api_url():
             from rearguard.flows.intake.playbook_process import PREFECT_SERVER_NICENESS
             from rearguard.flows.prefect_server import local_prefect_server

@@ -171,7 +171,7 @@ def run_child(
     """The child's main: run each incident id received until told to stop, then let the
     running and queued playbooks end. Its database writers yield to the parent's while
     ``write_flag`` is raised."""
-    from rearguard.flows.dispatch import configure_prefect, warm_up
+    from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal, warm_up
     from rearguard.flows.intake.dispatcher import PlaybookDispatcher
     from rearguard.models.runtime import Runtime
 
@@ -186,18 +186,19 @@ def run_child(
 
     runtime = Runtime.from_settings(settings)
     runtime.db.share_write_lock(write_flag, favoured=False)
-    try:
-        warm_up()
-    except Exception as exc:  # the playbooks will say what is wrong, one by one
-        logger.warning("the playbook process could not warm up: %s", exc)
-    report(_READY, 0)
-    dispatcher = PlaybookDispatcher(runtime, workers=workers, report=report)
-    while True:
+    with run_records_off_the_terminal():
         try:
-            incident_id = tasks.recv()
-        except (EOFError, OSError):
-            break  # the parent is gone: finish what is queued
-        if incident_id is _STOP:
-            break
-        dispatcher.submit(incident_id)
-    dispatcher.stop(wait=True)
+            warm_up()
+        except Exception as exc:  # the playbooks will say what is wrong, one by one
+            logger.warning("the playbook process could not warm up: %s", exc)
+        report(_READY, 0)
+        dispatcher = PlaybookDispatcher(runtime, workers=workers, report=report)
+        while True:
+            try:
+                incident_id = tasks.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone: finish what is queued
+            if incident_id is _STOP:
+                break
+            dispatcher.submit(incident_id)
+        dispatcher.stop(wait=True)

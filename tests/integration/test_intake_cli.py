@@ -177,3 +177,30 @@ def runtime_incident_id(runtime: Runtime) -> int:
     with runtime.db.read_session() as session:
         (incident,) = list_incidents(session=session, status=None, limit=10)
     return int(incident.id)
+
+
+def test_serve_says_how_each_playbook_ended_in_one_line_without_tracebacks(
+    cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A playbook that cannot recover is an expected end, said once on serve's console; the
+    console copies of Prefect's run records (with three tracebacks) stay in Prefect's API."""
+    build_scenario(runtime, tmp_path, approved=())  # nothing known-good to roll back to
+    port = free_loopback_port()
+    env = {**cli_env, "REARGUARD_INTAKE_TOKENS": TOKEN, "REARGUARD_INTAKE_PORT": str(port)}
+    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=60) as process:
+        url = f"http://127.0.0.1:{port}"
+        opened = httpx.post(f"{url}/v1/incidents", json=native("model-a"), headers=AUTH).json()
+
+        def ended() -> bool:
+            health = httpx.get(f"{url}/healthz").json()
+            return health["playbooks"]["finished"] == 1
+
+        wait_for(ended, timeout=90, what="the playbook's end")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "Task run failed" not in stderr
+    said = [line for line in stderr.splitlines() if f"incident {opened['incident_id']}:" in line]
+    assert len(said) == 1, stderr
+    assert "model_compromise on model-a: failed (no known-good version of model-a" in said[0]
