@@ -62,8 +62,7 @@ class PlaybookDispatcher:
             with lock, PLAYBOOK_LOCK.shared():
                 self._report("started", incident_id)
                 done = dispatch_playbook(runtime=self._runtime, incident_id=incident_id)
-                # One line per playbook on serve's console, as the drill scheduler writes.
-                logger.warning("incident %s: %s", incident_id, done)
+                logger.info("incident %s: %s", incident_id, done)
             self._report("finished", incident_id)
         except Exception:  # a broken run must not take the worker thread down
             self._report("errors", incident_id)

@@ -175,7 +175,13 @@ def run_child(
     from rearguard.flows.intake.dispatcher import PlaybookDispatcher
     from rearguard.models.runtime import Runtime
 
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    # How each playbook ended, one line each, on serve's console.
+    logging.getLogger("rearguard.flows.intake.dispatcher").setLevel(logging.INFO)
     os.nice(PLAYBOOK_NICENESS)
     configure_prefect()
     send_lock = threading.Lock()
