@@ -3,8 +3,10 @@ Slack's approval buttons, and (unless ``--no-scheduler``) the drill scheduler.""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import signal
+import socket
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Annotated
 
@@ -45,9 +47,46 @@ def check_exposure(settings: IntakeSettings) -> None:
         )
 
 
+def bind_listener(*, host: str, port: int) -> socket.socket:
+    """Bind the intake's socket (uvicorn listens on it once the app has started).
+
+    Bound before anything else starts, so that an address that cannot be had (a name that does
+    not resolve, an address not on this machine, a port in use) is one line at once, not an
+    error after the Prefect server and the playbook process have started.
+
+    Raises:
+        ConfigurationError: the address cannot be bound; says why.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}",
+            hint="check --host or [intake] host",
+        ) from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        in_use = exc.errno == errno.EADDRINUSE
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="another process (a serve already running?) has the port; see `rearguard status`"
+            if in_use
+            else "check --host/--port or [intake] host/port",
+        ) from None
+    return listener
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8088; 0: any free).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default 8088; 0: any free).")
+    ] = None,
     no_scheduler: Annotated[
         bool,
         typer.Option(
@@ -63,11 +102,13 @@ def serve(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     check_exposure(intake)
+    listener = bind_listener(host=intake.host, port=intake.port)
     from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal
     from rearguard.flows.prefect_server import configured_api_url
 
     configure_prefect()
     with ExitStack() as stack:
+        stack.callback(listener.close)
         if not no_scheduler:  # drills run in this process; their playbooks log as the CLI's
             stack.enter_context(run_records_off_the_terminal())
         if not configured_api_url():
@@ -86,25 +127,23 @@ def serve(
 
         config = uvicorn.Config(
             create_app(rt, intake=intake, schedule_drills=not no_scheduler),
-            host=intake.host,
-            port=intake.port,
             log_level="warning",
             access_log=False,
             # Bodies over the limit are refused by the app; this bounds what uvicorn buffers.
             h11_max_incomplete_event_size=64 * 1024,
         )
         server = uvicorn.Server(config)
+        bare = intake.host.strip("[]")
+        shown_host = f"[{bare}]" if ":" in bare else bare
         err.print(
-            f"rearguard intake listening on http://{intake.host}:{intake.port}; drill scheduler "
-            + ("off" if no_scheduler else "running")
+            f"rearguard intake listening on http://{shown_host}:{listener.getsockname()[1]}; "
+            "drill scheduler " + ("off" if no_scheduler else "running")
         )
         # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the
         # app's lifespan records what is queued and lets running playbooks end. Afterwards it
         # re-raises the signal to the handler it found: for SIGTERM, a graceful stop is a
         # success (exit 0), not a death by signal.
         signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-        server.run()
+        server.run(sockets=[listener])
         if not server.started:
-            raise OperationFailed(
-                "the intake did not start", hint="the lines above say why (port in use?)"
-            )
+            raise OperationFailed("the intake did not start", hint="the lines above say why")

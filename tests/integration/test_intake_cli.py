@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,28 @@ def test_serve_refuses_auth_off_on_a_public_address(cli) -> None:  # type: ignor
     assert result.returncode == 2
     assert "auth is off but it would listen on 0.0.0.0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_an_address_it_cannot_have_at_once(cli) -> None:  # type: ignore[no-untyped-def]
+    env = {"REARGUARD_INTAKE_TOKENS": TOKEN}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = cli("serve", "--port", str(port), env=env, timeout=30)
+    unknown = cli("serve", "--host", "no-such-host.invalid", env=env, timeout=30)
+    out_of_range = cli("serve", "--port", "70000", env=env, timeout=30)
+
+    assert in_use.returncode == 2, in_use.stderr
+    assert in_use.stderr.splitlines()[0] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert unknown.returncode == 2, unknown.stderr
+    assert unknown.stderr.startswith("error: cannot listen on no-such-host.invalid:8088: ")
+    for refused in (in_use, unknown):
+        assert "listening" not in refused.stderr and "Traceback" not in refused.stderr
+    assert out_of_range.returncode == 2
+    assert "Invalid value for '--port'" in out_of_range.stderr
 
 
 def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
