@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from rearguard.flows.cli.context import (
     ID_RANGE,
+    IncidentFilterOption,
     JsonOption,
     LimitOption,
     emit_json,
@@ -48,9 +49,7 @@ def approve(
 @app.command("list")
 def list_(
     pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
-    incident: Annotated[
-        int | None, typer.Option("--incident", help="Only this incident's.", **ID_RANGE)
-    ] = None,
+    incident: IncidentFilterOption = None,
     limit: LimitOption = 200,
     json_output: JsonOption = False,
 ) -> None:

@@ -27,6 +27,9 @@ LimitOption = Annotated[
 ID_RANGE = {"min": 1, "max": MAX_ROW_ID}
 """The range of an incident id argument or option (``typer.Argument(**ID_RANGE)``): a number
 outside it gets the usage error naming the range, not a database error."""
+IncidentFilterOption = Annotated[
+    int | None, typer.Option("--incident", help="Only this incident's.", **ID_RANGE)
+]
 
 # Files at least this large get a progress bar while they are copied or hashed.
 PROGRESS_THRESHOLD_BYTES = 64 * 1024 * 1024

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import (
-    ID_RANGE,
+    IncidentFilterOption,
     JsonOption,
     LimitOption,
     emit_json,
@@ -48,9 +48,7 @@ def outbox_dict(row: NotificationOutbox) -> dict[str, Any]:
 def list_(
     pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only those that failed.")] = False,
-    incident: Annotated[
-        int | None, typer.Option("--incident", help="Only this incident's.", **ID_RANGE)
-    ] = None,
+    incident: IncidentFilterOption = None,
     limit: LimitOption = 200,
     json_output: JsonOption = False,
 ) -> None:
