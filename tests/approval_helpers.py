@@ -178,10 +178,35 @@ def flow_run_state(flow_run_id: str) -> str:
     return state.type.value if state else "NONE"
 
 
+def _paused_with_its_form(flow_run_id: str) -> bool:
+    from prefect import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+        if state is None or not state.is_paused():
+            return False
+        keyset = state.state_details.run_input_keyset
+        if not keyset:
+            return False
+        try:
+            client.read_flow_run_input(UUID(flow_run_id), keyset["schema"])
+        except PrefectHTTPStatusError as error:
+            if error.response.status_code == 404:
+                return False
+            raise
+    return True
+
+
 def wait_paused(request: ApprovalRequest) -> None:
-    """Wait until Prefect shows the request's flow run as Paused."""
+    """Wait until Prefect shows the request's flow run as Paused, with its input form.
+
+    Prefect sets the Paused state first and saves the form's schema just after; a resume in
+    between is refused ("Run input schema not found"), as the UI's form is not there yet.
+    """
     assert request.flow_run_id
-    eventually(lambda: flow_run_state(request.flow_run_id) == "PAUSED", what="a Paused run")
+    flow_run_id = request.flow_run_id
+    eventually(lambda: _paused_with_its_form(flow_run_id), what="a Paused run with its form")
 
 
 def events(runtime: Runtime, incident_id: int, prefix: str = "") -> list[tuple[str, dict]]:
