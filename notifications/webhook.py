@@ -71,7 +71,13 @@ class WebhookChannel:
     def __init__(self, *, url: str, secret: str, timeout_s: float = 10.0) -> None:
         self.url = url
         self._secret = secret
-        self.client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        # Keep-alive as many connections as may be open: past its keep-alive limit (20 by
+        # default) httpcore 1.0 may close a connection it has just handed to another thread.
+        self.client = httpx.Client(
+            timeout=timeout_s,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )
 
     def send(self, message: Message, delivery: Delivery) -> Receipt:
         """POST the message."""
