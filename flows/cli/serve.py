@@ -124,6 +124,7 @@ def serve(
         import uvicorn
 
         from rearguard.flows.intake.app import create_app
+        from rearguard.flows.intake.server import IntakeServer
 
         config = uvicorn.Config(
             create_app(rt, intake=intake, schedule_drills=not no_scheduler),
@@ -132,13 +133,14 @@ def serve(
             # Bodies over the limit are refused by the app; this bounds what uvicorn buffers.
             h11_max_incomplete_event_size=64 * 1024,
         )
-        server = uvicorn.Server(config)
         bare = intake.host.strip("[]")
         shown_host = f"[{bare}]" if ":" in bare else bare
-        err.print(
+        listening = (
             f"rearguard intake listening on http://{shown_host}:{listener.getsockname()[1]}; "
             "drill scheduler " + ("off" if no_scheduler else "running")
         )
+        server = IntakeServer(config, on_started=lambda: err.print(listening))
+        err.print("[dim]starting the intake…[/]")
         # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the
         # app's lifespan records what is queued and lets running playbooks end. Afterwards it
         # re-raises the signal to the handler it found: for SIGTERM, a graceful stop is a

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
@@ -97,7 +98,7 @@ class PlaybookProcess:
                 tasks.send(_STOP)
             child.join(timeout)
         if child.is_alive():
-            child.terminate()
+            child.kill()  # it ignores SIGTERM
             child.join(10)
 
     def _start_child(self) -> None:
@@ -170,7 +171,11 @@ def run_child(
 ) -> None:
     """The child's main: run each incident id received until told to stop, then let the
     running and queued playbooks end. Its database writers yield to the parent's while
-    ``write_flag`` is raised."""
+    ``write_flag`` is raised. It ignores SIGINT and SIGTERM: the parent stops it."""
+    # Ctrl+C in a terminal signals the whole process group, and a service manager may signal
+    # every process of the service: the parent alone decides when its playbooks stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal, warm_up
     from rearguard.flows.intake.dispatcher import PlaybookDispatcher
     from rearguard.models.runtime import Runtime

@@ -4,9 +4,11 @@ scheduler, shows in ``rearguard status``, stops on SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,12 +24,42 @@ from rearguard.models.drills import add_drill, list_runs
 from rearguard.models.runtime import Runtime
 
 
+class Serving:
+    """A running ``rearguard serve`` and the lines it has printed on stderr so far."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def stop(self, *, ctrl_c: bool = False) -> str:
+        """SIGTERM, as a service manager stops it (or, with ``ctrl_c``, SIGINT to its whole
+        process group, as a terminal does); all it printed on stderr."""
+        if ctrl_c:
+            os.killpg(self.process.pid, signal.SIGINT)
+        else:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+
 @contextmanager
 def running_serve(
     *args: str, env: dict[str, str], home: Path, port: int, timeout: float
-) -> Iterator[subprocess.Popen[str]]:
-    """``rearguard serve`` on ``port``, answering ``/healthz`` when the block starts; killed
-    if the block fails (else leaving it would wait for serve forever)."""
+) -> Iterator[Serving]:
+    """``rearguard serve`` on ``port``, once it says it listens; killed if the block fails
+    (else leaving it would wait for serve forever).
+
+    What a script that starts serve relies on: once the "listening on" line is out,
+    ``/healthz`` answers at the first try.
+    """
     with subprocess.Popen(
         [str(REARGUARD_BIN), "serve", *args],
         env=env,
@@ -35,20 +67,21 @@ def running_serve(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # a process group of its own, as in a terminal
     ) as process:
+        serving = Serving(process)
 
-        def healthy() -> bool:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success
-            except httpx.HTTPError:
-                return False
+        def listening() -> bool:
+            assert process.poll() is None, "".join(serving.lines)
+            return any("listening on" in line for line in serving.lines)
 
         try:
-            wait_for(healthy, timeout=timeout, what="rearguard serve")
-            yield process
+            wait_for(listening, timeout=timeout, what="rearguard serve to listen")
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            assert health.status_code == 200, health.text
+            yield serving
         except BaseException:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # and its playbook process, which holds stderr
             raise
 
 
@@ -102,7 +135,7 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
         "REARGUARD_INTAKE_TOKENS": f"other,{TOKEN}",
         "REARGUARD_INTAKE_PORT": str(port),
     }
-    with running_serve(env=env, home=home, port=port, timeout=60) as process:
+    with running_serve(env=env, home=home, port=port, timeout=60) as serving:
         url = f"http://127.0.0.1:{port}"
         refused = httpx.post(f"{url}/v1/incidents", json=native("model-a"))
         assert refused.status_code == 401
@@ -134,9 +167,8 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
         assert [d["name"] for d in status["drills"]] == ["every-second"]
         assert status["prefect"] == {"api_url": cli_env["PREFECT_API_URL"], "answers": True}
         assert status["database"]["current"] is True
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
+        stderr = serving.stop()
+    assert serving.process.returncode == 0, stderr
     assert f"listening on http://127.0.0.1:{port}" in stderr
     assert TOKEN not in stderr
 
@@ -158,7 +190,7 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
         "REARGUARD_INTAKE_PORT": str(port),
     }
     published = home / "prefect-server.json"
-    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=180) as process:
+    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=180) as serving:
         record = json.loads(published.read_text())
         api_url = record["api_url"]
         assert api_url.startswith("http://127.0.0.1:")
@@ -182,9 +214,8 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
         status = json.loads(cli("status", "--json", env=env).stdout)
         assert status["prefect"] == {"api_url": api_url, "answers": True, "local": True}
         assert "the local server of `rearguard serve`" in cli("status", env=env).stdout
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
+        stderr = serving.stop()
+    assert serving.process.returncode == 0, stderr
     assert not published.exists()
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api_url}/health", timeout=2)
@@ -210,7 +241,7 @@ def test_serve_says_how_each_playbook_ended_in_one_line_without_tracebacks(
     build_scenario(runtime, tmp_path, approved=())  # nothing known-good to roll back to
     port = free_loopback_port()
     env = {**cli_env, "REARGUARD_INTAKE_TOKENS": TOKEN, "REARGUARD_INTAKE_PORT": str(port)}
-    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=60) as process:
+    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=60) as serving:
         url = f"http://127.0.0.1:{port}"
         opened = httpx.post(f"{url}/v1/incidents", json=native("model-a"), headers=AUTH).json()
 
@@ -219,11 +250,30 @@ def test_serve_says_how_each_playbook_ended_in_one_line_without_tracebacks(
             return health["playbooks"]["finished"] == 1
 
         wait_for(ended, timeout=90, what="the playbook's end")
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
+        stderr = serving.stop()
+    assert serving.process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "Task run failed" not in stderr
     said = [line for line in stderr.splitlines() if f"incident {opened['incident_id']}:" in line]
     assert len(said) == 1, stderr
     assert "model_compromise on model-a: failed (no known-good version of model-a" in said[0]
+
+
+def test_ctrl_c_lets_the_running_playbook_end_without_a_traceback(
+    cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
+) -> None:
+    """Ctrl+C in serve's terminal reaches every process of its group, the playbook process
+    too: serve stops, and the playbook it had started still ends, once, said in one line."""
+    build_scenario(runtime, tmp_path, tampered=True)
+    port = free_loopback_port()
+    env = {**cli_env, "REARGUARD_INTAKE_TOKENS": TOKEN, "REARGUARD_INTAKE_PORT": str(port)}
+    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=60) as serving:
+        url = f"http://127.0.0.1:{port}"
+        opened = httpx.post(f"{url}/v1/incidents", json=native("model-a"), headers=AUTH).json()
+        stderr = serving.stop(ctrl_c=True)
+    assert serving.process.returncode == 130, stderr  # interrupted, as shells count it
+    assert "Traceback" not in stderr and "died" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if f"incident {opened['incident_id']}:" in line]
+    assert len(said) == 1 and "model_compromise on model-a: recovered" in said[0], stderr
+    incident_id = runtime_incident_id(runtime)
+    assert incident_id == opened["incident_id"]
