@@ -92,8 +92,15 @@ class PlaybookProcess:
         with self._guard:
             self._stopping = True
             child, tasks = self._child, self._tasks
+            running = len(self._outstanding)
         if wait and child.is_alive():
             assert tasks is not None
+            if running:
+                logger.warning(
+                    "waiting for %d playbook(s) to end; one waiting for an approval ends when "
+                    "it is decided (`rearguard approvals list --pending`) or times out",
+                    running,
+                )
             with contextlib.suppress(OSError):
                 tasks.send(_STOP)
             child.join(timeout)

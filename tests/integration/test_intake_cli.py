@@ -20,6 +20,7 @@ from intake_helpers import AUTH, TOKEN, native, wait_for
 from scenarios import build_scenario
 
 from rearguard.flows.prefect_server import free_loopback_port
+from rearguard.models.approvals import list_requests
 from rearguard.models.drills import add_drill, list_runs
 from rearguard.models.runtime import Runtime
 
@@ -38,13 +39,21 @@ class Serving:
         for line in self.process.stderr:
             self.lines.append(line)
 
+    def ctrl_c(self) -> None:
+        """SIGINT to its whole process group, as a terminal's Ctrl+C."""
+        os.killpg(self.process.pid, signal.SIGINT)
+
     def stop(self, *, ctrl_c: bool = False) -> str:
-        """SIGTERM, as a service manager stops it (or, with ``ctrl_c``, SIGINT to its whole
-        process group, as a terminal does); all it printed on stderr."""
+        """SIGTERM, as a service manager stops it (or, with ``ctrl_c``, Ctrl+C); wait until
+        it has exited; all it printed on stderr."""
         if ctrl_c:
-            os.killpg(self.process.pid, signal.SIGINT)
+            self.ctrl_c()
         else:
             self.process.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self) -> str:
+        """Wait until it has exited; all it printed on stderr."""
         self.process.wait(timeout=60)
         self._reader.join(timeout=10)
         return "".join(self.lines)
@@ -277,3 +286,39 @@ def test_ctrl_c_lets_the_running_playbook_end_without_a_traceback(
     assert len(said) == 1 and "model_compromise on model-a: recovered" in said[0], stderr
     incident_id = runtime_incident_id(runtime)
     assert incident_id == opened["incident_id"]
+
+
+def test_a_stop_held_by_a_pending_approval_says_so_and_ends_when_it_is_decided(
+    cli, cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl+C while a playbook waits for a person: serve says what it waits for; the approval,
+    given from another shell, lets the playbook recover and serve exit."""
+    build_scenario(runtime, tmp_path, tampered=True)
+    (home / "rearguard.toml").write_text(
+        '[[approvals.rules]]\napprovers = ["alice"]\nsteps = ["rollback"]\ntimeout_s = 600\n'
+    )
+    port = free_loopback_port()
+    env = {**cli_env, "REARGUARD_INTAKE_TOKENS": TOKEN, "REARGUARD_INTAKE_PORT": str(port)}
+    with running_serve("--no-scheduler", env=env, home=home, port=port, timeout=60) as serving:
+        url = f"http://127.0.0.1:{port}"
+        opened = httpx.post(f"{url}/v1/incidents", json=native("model-a"), headers=AUTH).json()
+        incident_id = opened["incident_id"]
+
+        def pending() -> list:
+            with runtime.db.read_session() as session:
+                return list_requests(session=session, status="pending", incident_id=incident_id)
+
+        wait_for(pending, timeout=60, what="the approval request")
+        serving.ctrl_c()
+        wait_for(
+            lambda: any("waiting for 1 playbook(s)" in line for line in serving.lines),
+            timeout=30,
+            what="serve to say what its stop waits for",
+        )
+        assert serving.process.poll() is None, "serve must not leave the playbook behind"
+        approved = cli("approve", str(incident_id), "--as", "alice", env=env)
+        assert approved.returncode == 0, approved.stderr
+        stderr = serving.wait()  # it was stopping already
+    assert serving.process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert f"incident {incident_id}: model_compromise on model-a: recovered" in stderr
