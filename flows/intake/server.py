@@ -23,6 +23,5 @@ class IntakeServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start as uvicorn does, then say so."""
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._on_started()
+        await super().startup(sockets=sockets)  # exits the process if the app cannot start
+        self._on_started()

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import REARGUARD_BIN
-from intake_helpers import AUTH, TOKEN, native, wait_for
+from intake_helpers import AUTH, TOKEN, incidents, native, wait_for
 from scenarios import build_scenario
 
 from rearguard.flows.prefect_server import free_loopback_port
@@ -210,7 +210,8 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
         )
         assert opened.returncode == 0, opened.stderr
         assert "temporary" not in opened.stderr
-        incident_id = runtime_incident_id(runtime)
+        (incident,) = incidents(runtime)
+        incident_id = incident.id
         runs = httpx.post(
             f"{api_url}/flow_runs/filter",
             json={"flow_runs": {"name": {"any_": [f"incident-{incident_id}"]}}},
@@ -231,15 +232,6 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
     status = json.loads(cli("status", "--json", env=env).stdout)
     assert status["prefect"]["api_url"] is None
     assert "rearguard serve" in status["prefect"]["note"]
-
-
-def runtime_incident_id(runtime: Runtime) -> int:
-    """The one incident of the test's database."""
-    from rearguard.models.incidents import list_incidents
-
-    with runtime.db.read_session() as session:
-        (incident,) = list_incidents(session=session, status=None, limit=10)
-    return int(incident.id)
 
 
 def test_serve_says_how_each_playbook_ended_in_one_line_without_tracebacks(
@@ -284,8 +276,9 @@ def test_ctrl_c_lets_the_running_playbook_end_without_a_traceback(
     assert "Traceback" not in stderr and "died" not in stderr, stderr
     said = [line for line in stderr.splitlines() if f"incident {opened['incident_id']}:" in line]
     assert len(said) == 1 and "model_compromise on model-a: recovered" in said[0], stderr
-    incident_id = runtime_incident_id(runtime)
-    assert incident_id == opened["incident_id"]
+    assert [(i.id, str(i.status)) for i in incidents(runtime)] == [
+        (opened["incident_id"], "recovered")
+    ]
 
 
 def test_a_stop_held_by_a_pending_approval_says_so_and_ends_when_it_is_decided(
@@ -322,3 +315,4 @@ def test_a_stop_held_by_a_pending_approval_says_so_and_ends_when_it_is_decided(
     assert serving.process.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert f"incident {incident_id}: model_compromise on model-a: recovered" in stderr
+    assert [(i.id, str(i.status)) for i in incidents(runtime)] == [(incident_id, "recovered")]
