@@ -57,6 +57,16 @@ def webhook_body(message: Message, delivery: Delivery) -> dict[str, Any]:
     }
 
 
+SHARED_CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+"""Connection limits for an ``httpx.Client`` that several threads share.
+
+httpcore 1.0.9's pool closes "surplus" idle connections once it holds more connections than
+``max_keepalive_connections`` (20 by default), and a connection it has just handed to another
+thread still counts as idle: that thread then writes to a closed socket, or to whatever socket
+took its file descriptor (EBADF, or a read that times out). Keeping alive every connection the
+pool may open avoids the race."""
+
+
 class WebhookChannel:
     """POSTs signed JSON to one URL.
 
@@ -71,12 +81,8 @@ class WebhookChannel:
     def __init__(self, *, url: str, secret: str, timeout_s: float = 10.0) -> None:
         self.url = url
         self._secret = secret
-        # Keep-alive as many connections as may be open: past its keep-alive limit (20 by
-        # default) httpcore 1.0 may close a connection it has just handed to another thread.
         self.client = httpx.Client(
-            timeout=timeout_s,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            timeout=timeout_s, follow_redirects=False, limits=SHARED_CLIENT_LIMITS
         )
 
     def send(self, message: Message, delivery: Delivery) -> Receipt:

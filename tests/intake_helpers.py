@@ -17,6 +17,7 @@ from rearguard.models.audit import events_for_incident
 from rearguard.models.incidents import list_incidents
 from rearguard.models.runtime import Runtime
 from rearguard.models.settings import IntakeSettings
+from rearguard.notifications.webhook import SHARED_CLIENT_LIMITS
 
 TOKEN = "intake-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,17 +29,9 @@ def intake_settings(**changes: Any) -> IntakeSettings:
 
 
 def storm_client() -> httpx.Client:
-    """One client for a storm's sending threads, with the test token.
-
-    httpcore 1.0.9's pool closes "surplus" idle connections once it holds more connections
-    than ``max_keepalive_connections`` (20 by default), and a connection it has just handed to
-    another thread still counts as idle: that thread then writes to a closed socket, or to
-    whatever socket took its file descriptor (EBADF, or a read that times out). Keeping every
-    connection the pool may open (100) avoids the race.
-    """
-    return httpx.Client(
-        headers=AUTH, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    )
+    """One client for a storm's sending threads, with the test token (limits: see
+    :data:`rearguard.notifications.webhook.SHARED_CLIENT_LIMITS`)."""
+    return httpx.Client(headers=AUTH, limits=SHARED_CLIENT_LIMITS)
 
 
 @contextmanager
