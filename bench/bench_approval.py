@@ -11,10 +11,10 @@ clock starts and the approval is given; it stops when the ``rollback`` step repo
 
 Figures, one JSON line each on standard output:
 
-- ``cli_answer``: ``rearguard.flows.approve.answer``, what ``rearguard approve`` does in
+- ``cli_answer``: ``rearguard.flows.approvals.decide.answer``, what ``rearguard approve`` does in
   process: record the decision, then resume the Prefect run with the answer.
-- ``db_decision``: ``rearguard.models.approvals.decide`` alone, what a Slack callback does:
-  the paused run notices the decision in the database (``[approvals] poll_s``).
+- ``db_decision``: ``rearguard.models.incidents.approvals.decide`` alone, what a Slack callback
+  does: the paused run notices the decision in the database (``[approvals] poll_s``).
 - ``floor_event``: the same hand-off between two threads through a ``threading.Event``.
 - ``floor_db_poll``: a thread polling the request's row every ``poll_s`` until it is decided,
   with the decision recorded by ``decide`` at a random point of the interval: the database
@@ -82,7 +82,7 @@ timeout_s = 600
 
 def add_asset(rt: Any, root: Path, name: str) -> None:
     """v1..v3 of a small model, v1 and v2 known-good, v3 in production and tampered with."""
-    from rearguard.models.assets import approve_version, promote_version, register_version
+    from rearguard.models.assets.versions import approve_version, promote_version, register_version
     from rearguard.models.enums import AssetKind
 
     for label in ("v1", "v2", "v3"):
@@ -115,7 +115,7 @@ def paused_request(rt: Any, incident_id: int) -> Any:
 
     from prefect import get_client
 
-    from rearguard.models.approvals import PENDING, list_requests
+    from rearguard.models.incidents.approvals import PENDING, list_requests
 
     deadline = time.monotonic() + 120
     with get_client(sync_client=True) as client:
@@ -132,8 +132,8 @@ def paused_request(rt: Any, incident_id: int) -> Any:
 
 def approval_latency(rt: Any, root: Path, index: int, give: Callable[[int], None]) -> float:
     """One run: approve when Paused, return the seconds until ``rollback`` starts."""
-    from rearguard.flows.dispatch import run_playbook
     from rearguard.flows.opening import open_and_record
+    from rearguard.flows.run_playbook import run_playbook
     from rearguard.models.enums import Severity
 
     name = f"bench-{index:02d}"
@@ -196,8 +196,8 @@ def floor_event(runs: int) -> list[float]:
 def floor_db_poll(rt: Any, runs: int, poll_s: float) -> list[float]:
     """A thread polling an approval request's row every ``poll_s`` until ``decide`` lands."""
     from rearguard.flows.opening import open_and_record
-    from rearguard.models.approvals import PENDING, decide, get_request, open_request
     from rearguard.models.enums import Severity
+    from rearguard.models.incidents.approvals import PENDING, decide, get_request, open_request
 
     rule = rt.settings.approvals.rules[0]
 
@@ -258,10 +258,10 @@ def main() -> None:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     try:
-        from rearguard.flows.approve import answer
-        from rearguard.models.approvals import decide
+        from rearguard.flows.approvals.decide import answer
+        from rearguard.models.config.settings import load_settings
+        from rearguard.models.incidents.approvals import decide
         from rearguard.models.runtime import Runtime, use_runtime
-        from rearguard.models.settings import load_settings
 
         home = root / "home"
         home.mkdir()

@@ -6,7 +6,7 @@ event); verifying >= 100000 events/s.
 Figures, one JSON line each on standard output
 (``{"bench": "audit_chain", "measure", "events", "seconds", "per_s", "floor_per_s", ...}``):
 
-- ``append``: ``--events`` calls of ``rearguard.models.audit.append_event``, each in its own
+- ``append``: ``--events`` calls of ``rearguard.models.audit.chain.append_event``, each in its own
   ``Database.transaction()`` (so each commits durably: SQLite WAL + ``synchronous=FULL``);
   ``append_orm_session`` the same inside a full ORM ``Database.session()`` each.
   Floor: the driver alone (plain ``sqlite3`` with the same PRAGMAs, or psycopg with autocommit
@@ -79,7 +79,7 @@ def append_with_rearguard(db: Any, count: int, *, orm_session: bool = False) -> 
     writers that only log); with ``orm_session`` a full ``Database.session()``, as a step that
     also changes ORM state pays.
     """
-    from rearguard.models.audit import append_event
+    from rearguard.models.audit.chain import append_event
     from rearguard.models.enums import EventKind
 
     opener = db.session if orm_session else db.transaction
@@ -171,8 +171,8 @@ def bulk_extend_chain(db: Any, count: int) -> None:
 
     from sqlalchemy import insert
 
-    from rearguard.models.audit import GENESIS_HASH, canonical_json, event_hash, format_ts
-    from rearguard.models.tables import ChainHead, TimelineEvent
+    from rearguard.models.audit.chain import GENESIS_HASH, canonical_json, event_hash, format_ts
+    from rearguard.models.db.tables import ChainHead, TimelineEvent
 
     with db.read_session() as session:
         head = session.get(ChainHead, 1)
@@ -207,7 +207,7 @@ def bulk_extend_chain(db: Any, count: int) -> None:
 
 def verify_with_rearguard(db: Any) -> tuple[int, float]:
     """(events verified, seconds) of ``verify_stored_chain`` over the whole chain."""
-    from rearguard.models.audit import verify_stored_chain
+    from rearguard.models.audit.chain import verify_stored_chain
 
     with db.read_session() as session:
         started = time.perf_counter()
@@ -220,7 +220,7 @@ def verify_with_rearguard(db: Any) -> tuple[int, float]:
 
 def fetch_rows(db: Any) -> tuple[list[dict[str, Any]], float]:
     """Every stored event as iter_stored_events yields it, and the seconds it took."""
-    from rearguard.models.audit import iter_stored_events
+    from rearguard.models.audit.chain import iter_stored_events
 
     with db.read_session() as session:
         started = time.perf_counter()
@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; best kept")
     args = parser.parse_args()
 
-    from rearguard.models.database import Database
+    from rearguard.models.db.engine import Database
 
     scratch = Path(tempfile.mkdtemp(prefix="rearguard-bench-audit-"))
     url = args.database_url or f"sqlite:///{scratch / 'rearguard.db'}"

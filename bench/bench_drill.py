@@ -68,7 +68,7 @@ def note(message: str) -> None:
 
 def add_weekly_drill(rt: Any) -> None:
     """Schedule the drill the runs use (not timed)."""
-    from rearguard.models.drills import add_drill
+    from rearguard.models.drills.service import add_drill
 
     with rt.db.session() as session:
         add_drill(
@@ -85,7 +85,7 @@ def add_weekly_drill(rt: Any) -> None:
 
 def time_real(workspace: Workspace) -> float:
     """One real playbook run on a fresh home."""
-    from rearguard.flows.dispatch import run_playbook
+    from rearguard.flows.run_playbook import run_playbook
     from rearguard.models.runtime import use_runtime
 
     rt = open_runtime(workspace.fresh_home())
@@ -100,7 +100,7 @@ def time_real(workspace: Workspace) -> float:
 
 def time_drill(workspace: Workspace) -> float:
     """One drill run on a fresh home."""
-    from rearguard.flows.drills import run_drill
+    from rearguard.flows.drills.run import run_drill
     from rearguard.models.runtime import use_runtime
 
     rt = open_runtime(workspace.fresh_home())
@@ -116,8 +116,8 @@ def time_drill(workspace: Workspace) -> float:
 
 def time_sandbox_parts(workspace: Workspace) -> tuple[float, float]:
     """Building a sandbox and injecting the compromise, timed apart on a fresh home."""
-    from rearguard.models.drill_injectors import get_drill_kind
-    from rearguard.models.drill_sandbox import create_sandbox
+    from rearguard.models.drills.injectors import get_drill_kind
+    from rearguard.models.drills.sandbox import create_sandbox
 
     rt = open_runtime(workspace.fresh_home())
     started = time.perf_counter()

@@ -4,8 +4,8 @@ Budgets: ``jsonl`` <= 2 s, ``html`` <= 5 s, peak memory <= 300 MB for each.
 
 Setup: a temporary home with a real asset (three registered versions, two approved, the third
 promoted), an incident opened on it, and ``--events`` timeline events recorded through
-``rearguard.models.audit.append_event`` in transactions of 10,000: the playbook's steps (intent,
-state changes, outcome) and, in between, repeated alert events of the kind an alert storm
+``rearguard.models.audit.chain.append_event`` in transactions of 10,000: the playbook's steps
+(intent, state changes, outcome) and, in between, repeated alert events of the kind an alert storm
 deduplicated onto one incident leaves (each with a fingerprint, labels and a summary).
 
 Each figure runs in a fresh Python process, so its peak resident memory (``ru_maxrss``) is its
@@ -62,12 +62,12 @@ def peak_rss_mb() -> float:
 
 def build(home: Path, database_url: str | None, events: int) -> int:
     """Create the asset, the incident and its events; return the incident id."""
-    from rearguard.models.assets import approve_version, promote_version, register_version
-    from rearguard.models.audit import append_event
+    from rearguard.models.assets.versions import approve_version, promote_version, register_version
+    from rearguard.models.audit.chain import append_event
+    from rearguard.models.config.settings import load_settings
     from rearguard.models.enums import EventKind, Severity
-    from rearguard.models.incidents import get_incident, open_incident, set_incident_status
+    from rearguard.models.incidents.service import get_incident, open_incident, set_incident_status
     from rearguard.models.runtime import Runtime
-    from rearguard.models.settings import load_settings
 
     rt = Runtime.from_settings(load_settings(home=home, database_url=database_url))
     for label in ("v1", "v2", "v3"):
@@ -170,7 +170,7 @@ def build(home: Path, database_url: str | None, events: int) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """Run one figure in this (fresh) process and print its result as JSON."""
-    from rearguard.models.database import Database
+    from rearguard.models.db.engine import Database
 
     db = Database(args.database_url)
     out = Path(args.out)

@@ -4,8 +4,9 @@ Creates (or reuses, in ``--dir``) ``--files`` files of random bytes totalling ``
 times, on the same files (in the page cache after the first read):
 
 - ``openssl``: ``openssl dgst -sha256 FILES``, one process on one core: the floor;
-- ``sha256_file``: `rearguard.models.hashing.sha256_file` over the files one after another;
-- ``hash_files``: `rearguard.models.hashing.hash_files` with ``--workers`` threads.
+- ``sha256_file``: `rearguard.models.integrity.hashing.sha256_file` over the files one after
+  another;
+- ``hash_files``: `rearguard.models.integrity.hashing.hash_files` with ``--workers`` threads.
 
 Each is run ``--repeat`` times, in interleaved rounds, and the best wall time kept. Prints one
 JSON line per method: ``{"bench": "verify_hash", "method", "bytes", "seconds", "mb_per_s"
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rearguard.models.hashing import hash_files, sha256_file
+from rearguard.models.integrity.hashing import hash_files, sha256_file
 
 MIB = 1024 * 1024
 WRITE_CHUNK = 8 * MIB

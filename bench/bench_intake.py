@@ -429,14 +429,14 @@ def prepare_home(home: Path, assets: list[str], args: argparse.Namespace) -> Any
     """A fresh home (and scratch database) with one tampered scenario per asset."""
     from scenarios import build_scenario
 
+    from rearguard.models.config.settings import load_settings
     from rearguard.models.runtime import Runtime, use_runtime
-    from rearguard.models.settings import load_settings
 
     home.mkdir()
     if args.database_url:
         from sqlalchemy import create_engine, text
 
-        from rearguard.models.database import normalise_url
+        from rearguard.models.db.engine import normalise_url
 
         engine = create_engine(normalise_url(args.database_url))
         with engine.begin() as connection:
@@ -480,7 +480,7 @@ def serve_env(home: Path, port: int, args: argparse.Namespace, **extra: str) -> 
 def deployment_figure(work: Path, quiet: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """``dispatch = "deployment"``: single alerts through ``rearguard serve``, flow runs queued
     on the deployments and run by one ``rearguard worker``, all on one Prefect server."""
-    from rearguard.flows.prefect_server import free_loopback_port, local_prefect_server
+    from rearguard.flows.prefect_infra.server import free_loopback_port, local_prefect_server
 
     home = work / "deployment"
     runtime = prepare_home(home, quiet, args)
@@ -546,7 +546,7 @@ def main() -> None:
         print(json.dumps(paced_load(spec.pop("url"), bodies, **spec)))
         return
 
-    from rearguard.flows.prefect_server import free_loopback_port
+    from rearguard.flows.prefect_infra.server import free_loopback_port
 
     work = Path(tempfile.mkdtemp(prefix="rearguard-bench-intake-"))
     assets = [f"model-{i:02d}" for i in range(args.assets)]

@@ -69,8 +69,8 @@ def emit(measure: str, **fields: Any) -> None:
 
 def make_runtime(home: Path, database_url: str | None, toml: str, env: dict[str, str]) -> Any:
     """A runtime on a fresh home with the given rearguard.toml and environment."""
+    from rearguard.models.config.settings import load_settings
     from rearguard.models.runtime import Runtime, use_runtime
-    from rearguard.models.settings import load_settings
 
     home.mkdir(parents=True, exist_ok=True)
     (home / "rearguard.toml").write_text(toml)
@@ -87,7 +87,7 @@ def reset(url: str) -> None:
     """Empty a scratch PostgreSQL database (its public schema)."""
     from sqlalchemy import create_engine, text
 
-    from rearguard.models.database import normalise_url
+    from rearguard.models.db.engine import normalise_url
 
     engine = create_engine(normalise_url(url))
     with engine.begin() as connection:
@@ -98,7 +98,7 @@ def reset(url: str) -> None:
 
 def open_incidents(runtime: Any, count: int) -> list[int]:
     """Record ``count`` incidents (untimed)."""
-    from rearguard.models.incidents import open_incident
+    from rearguard.models.incidents.service import open_incident
 
     ids = []
     with runtime.db.session() as session:
@@ -115,7 +115,7 @@ def open_incidents(runtime: Any, count: int) -> list[int]:
 
 def read_like_notify(*, runtime: Any, incident_id: int, event: str) -> dict[str, Any]:
     """The floor's body: what the notify body reads, and no notification."""
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
 
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
@@ -174,7 +174,7 @@ slack = ["#ml-platform"]
 
 def queue(runtime: Any, incident_ids: list[int], count: int) -> None:
     """Queue ``count`` notifications round-robin over the incidents (untimed)."""
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
     from rearguard.notifications.outbox import enqueue
 
     events = ("opened", "contained", "recovered", "failed", "approval_needed")
@@ -197,11 +197,11 @@ def bench_dispatch(root: Path, database_url: str | None, count: int, rounds: int
     """``dispatch``: the dispatcher against a plain httpx loop, same receiver, same bodies."""
     import httpx
 
-    from rearguard.notifications.channels import Delivery
+    from rearguard.notifications.channels.base import Delivery
+    from rearguard.notifications.channels.webhook import webhook_body
     from rearguard.notifications.dispatcher import Dispatcher
     from rearguard.notifications.outbox import OUTBOX
     from rearguard.notifications.templates import Renderer
-    from rearguard.notifications.webhook import webhook_body
 
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     try:

@@ -121,10 +121,10 @@ def make_sources(root: Path, size_mib: int) -> dict[str, Path]:
 
 def prepare_home(home: Path, sources: dict[str, Path]) -> None:
     """Register v1..v3, approve v1 and v2, promote v3, tamper with v3's stored weights."""
-    from rearguard.models.assets import approve_version, promote_version, register_version
+    from rearguard.models.assets.versions import approve_version, promote_version, register_version
+    from rearguard.models.config.settings import load_settings
     from rearguard.models.enums import AssetKind
     from rearguard.models.runtime import Runtime
-    from rearguard.models.settings import load_settings
 
     settings = load_settings(home=home)
     rt = Runtime.from_settings(settings)
@@ -160,8 +160,8 @@ def prepare_home(home: Path, sources: dict[str, Path]) -> None:
 
 def open_runtime(home: Path) -> Any:
     """The runtime of a prepared home."""
+    from rearguard.models.config.settings import load_settings
     from rearguard.models.runtime import Runtime
-    from rearguard.models.settings import load_settings
 
     return Runtime.from_settings(load_settings(home=home))
 
@@ -184,7 +184,7 @@ def open_incident(rt: Any) -> int:
 
 def incident_status(rt: Any, incident_id: int) -> str:
     """The incident's status now."""
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
 
     with rt.db.read_session() as session:
         return str(get_incident(session=session, incident_id=incident_id).status)
@@ -197,28 +197,28 @@ Marks = list[tuple[str, str, float]]
 def run_plain(rt: Any, marks: Marks) -> int:
     """The playbook's steps as plain Python, in the playbook's order; return the incident id."""
     from rearguard.flows.steps import run_step
-    from rearguard.models import recovery
     from rearguard.models.enums import IncidentStatus
+    from rearguard.models.recovery import containment, rollback, selection
     from rearguard.notifications.notify import notify
 
     incident_id = open_incident(rt)
     marks.append(("open", "done", time.perf_counter()))
     common = {"runtime": rt, "incident_id": incident_id}
-    run_step("quarantine", recovery.quarantine, **common)
-    verified = run_step("verify_integrity", recovery.verify_integrity, **common)
+    run_step("quarantine", containment.quarantine, **common)
+    verified = run_step("verify_integrity", selection.verify_integrity, **common)
     selected = run_step(
-        "select_known_good", recovery.select_known_good, **common, checks=verified["checks"]
+        "select_known_good", selection.select_known_good, **common, checks=verified["checks"]
     )
-    run_step("rollback", recovery.rollback, **common, label=selected["selected"])
-    run_step("validate", recovery.validate, **common)
-    recovery.conclude(runtime=rt, incident_id=incident_id, status=IncidentStatus.RECOVERED)
+    run_step("rollback", rollback.rollback, **common, label=selected["selected"])
+    run_step("validate", rollback.validate, **common)
+    rollback.conclude(runtime=rt, incident_id=incident_id, status=IncidentStatus.RECOVERED)
     run_step("notify", notify, **common, event="recovered")
     return incident_id
 
 
 def run_prefect(rt: Any, marks: Marks) -> int:
     """Open the incident and run its playbook under Prefect; return the incident id."""
-    from rearguard.flows.dispatch import run_playbook
+    from rearguard.flows.run_playbook import run_playbook
 
     incident_id = open_incident(rt)
     marks.append(("open", "done", time.perf_counter()))
@@ -398,7 +398,7 @@ def start_server(
 
 def breakdown(run: Run) -> dict[str, Any]:
     """Where one run's time went: opening, each step (body and wrapper), Prefect around them."""
-    from rearguard.models.audit import events_for_incident
+    from rearguard.models.audit.chain import events_for_incident
 
     with run.rt.db.read_session() as session:
         events = events_for_incident(session, incident_id=run.incident_id)
@@ -522,7 +522,7 @@ def run_all(
         # Before anything imports Prefect, so that its settings see the server.
         os.environ["PREFECT_API_URL"] = api_url
         import rearguard.flows.cli.incident
-        import rearguard.flows.dispatch
+        import rearguard.flows.run_playbook
         import rearguard.flows.steps
         import rearguard.playbooks.model_compromise  # noqa: F401
 

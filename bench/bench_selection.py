@@ -12,10 +12,10 @@ Nothing is registered through the store: this measures the queries, not copying 
 Figures (best of ``--runs``, one JSON line each):
 
 - ``poisoning_selection``: ``suspect_dataset_versions`` + ``tainted_versions`` +
-  ``last_clean_dataset_version`` (rearguard.models.lineage) through a SQLModel session, with
+  ``last_clean_dataset_version`` (rearguard.models.assets.lineage) through a SQLModel session, with
   ``since`` at the dataset's median version (5,000 suspect, ~500 tainted model versions).
 - ``floor_poisoning_sql``: the same three SQL statements issued by hand with ``sqlite3``.
-- ``digest_lookup``: ``versions_with_digest`` (rearguard.models.denylist).
+- ``digest_lookup``: ``versions_with_digest`` (rearguard.models.assets.denylist).
 - ``floor_digest_sql``: the same SQL by hand with ``sqlite3``.
 
 Run: ``.venv/bin/python bench/bench_selection.py [--runs 5]``
@@ -38,14 +38,14 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from rearguard.models.database import Database
-from rearguard.models.denylist import versions_with_digest
-from rearguard.models.lineage import (
+from rearguard.models.assets.denylist import versions_with_digest
+from rearguard.models.assets.lineage import (
     last_clean_dataset_version,
     suspect_dataset_versions,
     tainted_versions,
 )
-from rearguard.models.tables import Alias, Asset, AssetVersion, VersionFile
+from rearguard.models.db.engine import Database
+from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile
 
 DATASET_VERSIONS = 10_000
 MODELS, MODEL_VERSIONS = 10, 100

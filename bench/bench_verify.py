@@ -17,7 +17,7 @@ its best (and median) time, in GB/s, and as a ratio to openssl's best. One JSON 
 - ``cli_fixed_cost`` (reference): ``rearguard assets list --json``, the same start-up without
   any hashing.
 - ``check_versions_workers_1`` / ``check_versions_workers_2``: in process,
-  ``rearguard.models.integrity.check_versions`` on the version with 1 and 2 workers.
+  ``rearguard.models.integrity.verification.check_versions`` on the version with 1 and 2 workers.
 - ``check_version_workers_2``: ``check_version(workers=2)`` on the same version, i.e. its
   files hashed on two threads.
 
@@ -106,11 +106,16 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, root: Path, home: Path) -> None:
     """Register the version, then time openssl and rearguard on its stored files."""
-    from rearguard.models.assets import get_asset, get_version, manifest_of, register_version
+    from rearguard.models.assets.versions import (
+        get_asset,
+        get_version,
+        manifest_of,
+        register_version,
+    )
+    from rearguard.models.config.settings import load_settings
     from rearguard.models.enums import AssetKind
-    from rearguard.models.integrity import check_version, check_versions
+    from rearguard.models.integrity.verification import check_version, check_versions
     from rearguard.models.runtime import Runtime
-    from rearguard.models.settings import load_settings
 
     source = root / "source"
     source.mkdir()

@@ -51,17 +51,17 @@ def open_and_record(
         UsageError: the type's inputs are missing or do not fit.
         NotFoundError: unknown type or asset.
     """
-    from rearguard.flows.events import emit_incident_event
-    from rearguard.models.assets import get_asset
+    from rearguard.flows.prefect_infra.events import emit_incident_event
+    from rearguard.models.assets.versions import get_asset
     from rearguard.models.errors import UsageError
-    from rearguard.models.incidents import open_asset_incident, open_incident, parse_since
+    from rearguard.models.incidents.service import open_asset_incident, open_incident, parse_since
     from rearguard.playbooks.catalog import get_playbook
 
     spec = get_playbook(type)
     moment = parse_since(since)
     state: dict[str, Any] = {}
     if "digest|file" in spec.inputs:
-        from rearguard.models.denylist import digest_of_file, parse_digest
+        from rearguard.models.assets.denylist import digest_of_file, parse_digest
 
         if (digest is None) == (file is None):
             raise UsageError(f"{type} needs one of --digest SHA256 or --file PATH")

@@ -90,7 +90,7 @@ async def deployment_asset_slot(incident_id: int) -> AsyncIterator[None]:
 
 
 def _asset_of(incident_id: int) -> str | None:
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
     from rearguard.models.runtime import current_runtime
 
     with current_runtime().db.read_session() as session:

@@ -17,17 +17,25 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from rearguard.flows import approval_gate
-from rearguard.flows.events import emit_incident_event
-from rearguard.flows.step_text import describe
-from rearguard.models import degradation, hooks, recovery, taint, tamper_diff
-from rearguard.models.audit import append_event
+from rearguard.flows.approvals import gate as approval_gate
+from rearguard.flows.prefect_infra.events import emit_incident_event
+from rearguard.flows.timeline_text import describe
+from rearguard.models.audit.chain import append_event
+from rearguard.models.db.tables import Incident
 from rearguard.models.enums import EventKind, IncidentStatus
 from rearguard.models.errors import RearguardError
 from rearguard.models.failpoints import failpoint
-from rearguard.models.incidents import get_incident
+from rearguard.models.incidents.service import get_incident
+from rearguard.models.recovery import (
+    containment,
+    degradation,
+    hooks,
+    selection,
+    taint,
+    tamper_diff,
+)
+from rearguard.models.recovery import rollback as rollback_bodies
 from rearguard.models.runtime import Runtime, current_runtime
-from rearguard.models.tables import Incident
 from rearguard.notifications.notify import notify as notify_body
 from rearguard.notifications.notify import notify_legal as notify_legal_body
 
@@ -154,16 +162,16 @@ def _task(name: str, body: StepBody) -> Any:
     return task(name=name, cache_policy=NO_CACHE, persist_result=False)(step)
 
 
-quarantine = _task("quarantine", recovery.quarantine)
-verify_integrity = _task("verify_integrity", recovery.verify_integrity)
-select_known_good = _task("select_known_good", recovery.select_known_good)
+quarantine = _task("quarantine", containment.quarantine)
+verify_integrity = _task("verify_integrity", selection.verify_integrity)
+select_known_good = _task("select_known_good", selection.select_known_good)
 await_approval = _task("await_approval", approval_gate.await_approval)
-rollback = _task("rollback", recovery.rollback)
-validate = _task("validate", recovery.validate)
+rollback = _task("rollback", rollback_bodies.rollback)
+validate = _task("validate", rollback_bodies.validate)
 notify = _task("notify", notify_body)
 record_diff = _task("record_diff", tamper_diff.record_diff)
 confirm_degradation = _task("confirm_degradation", degradation.confirm_degradation)
-verify_production = _task("verify_production", recovery.verify_production)
+verify_production = _task("verify_production", containment.verify_production)
 run_hook = _task("run_hook", hooks.run_hook)
 notify_legal = _task("notify_legal", notify_legal_body)
 denylist_digest = _task("denylist_digest", taint.denylist_digest)
@@ -178,7 +186,11 @@ async def conclude(
     """Record the incident's end state (a state change, not a step: no intent/outcome pair)."""
     runtime = current_runtime()
     ended = await asyncio.to_thread(
-        recovery.conclude, runtime=runtime, incident_id=incident_id, status=status, reason=reason
+        rollback_bodies.conclude,
+        runtime=runtime,
+        incident_id=incident_id,
+        status=status,
+        reason=reason,
     )
     if ended["changed"]:
         with runtime.db.read_session() as session:

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from rearguard.models.database import Database
+from rearguard.models.config.settings import Settings, load_settings
+from rearguard.models.db.engine import Database
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.registry.base import RegistryBackend
 from rearguard.models.registry.local import LocalStore
-from rearguard.models.settings import Settings, load_settings
 
 Reporter = Callable[[str, str, str], None]
 """Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail)."""

@@ -37,13 +37,13 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
 
-from rearguard.models.audit import append_event
-from rearguard.models.database import Database
+from rearguard.models.audit.chain import append_event
+from rearguard.models.config.settings import Settings
+from rearguard.models.db.engine import Database
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.failpoints import failpoint
-from rearguard.models.settings import Settings
-from rearguard.notifications.channels import Delivery, DeliveryError, Receipt, SlackThread
+from rearguard.notifications.channels.base import Delivery, DeliveryError, Receipt, SlackThread
 from rearguard.notifications.factory import ChannelPool
 from rearguard.notifications.outbox import (
     DELIVERED,

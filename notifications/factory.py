@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from rearguard.models.config.settings import Settings
 from rearguard.models.errors import ConfigurationError
-from rearguard.models.settings import Settings
-from rearguard.notifications.channels import Channel, ConsoleChannel, FileChannel
+from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
 
 SecretBlockLoader = Callable[[str], str]
 _block_loader: SecretBlockLoader | None = None
@@ -59,7 +59,7 @@ def build_channel(name: str, settings: Settings) -> Channel:
     if name == "file":
         return FileChannel(settings.notification_file)
     if name == "slack":
-        from rearguard.notifications.slack import SlackChannel
+        from rearguard.notifications.channels.slack import SlackChannel
 
         return SlackChannel(
             token=slack_token(settings),
@@ -68,7 +68,7 @@ def build_channel(name: str, settings: Settings) -> Channel:
             channel_prefix=settings.slack.incident_channel_prefix,
         )
     if name == "email":
-        from rearguard.notifications.smtp import EmailChannel
+        from rearguard.notifications.channels.email import EmailChannel
 
         email = settings.email
         if not email.host:
@@ -86,7 +86,7 @@ def build_channel(name: str, settings: Settings) -> Channel:
             timeout_s=email.timeout_s,
         )
     if name == "webhook":
-        from rearguard.notifications.webhook import WebhookChannel
+        from rearguard.notifications.channels.webhook import WebhookChannel
 
         webhook = settings.webhook
         if not webhook.url:

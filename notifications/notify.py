@@ -11,9 +11,9 @@ import contextlib
 from datetime import UTC, timedelta
 from typing import Any
 
-from rearguard.models.assets import alias_version, get_asset
+from rearguard.models.assets.versions import alias_version, get_asset
 from rearguard.models.errors import NotFoundError
-from rearguard.models.incidents import get_incident
+from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import enqueue
 

@@ -20,12 +20,17 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
-from rearguard.models.audit import append_event, canonical_json
+from rearguard.models.audit.chain import append_event, canonical_json
+from rearguard.models.audit.redaction import redact_value
+from rearguard.models.config.settings import Settings
+from rearguard.models.db.tables import (
+    Incident,
+    NotificationOutbox,
+    NotificationThread,
+    TimelineEvent,
+)
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
-from rearguard.models.redaction import redact_value
-from rearguard.models.settings import Settings
-from rearguard.models.tables import Incident, NotificationOutbox, NotificationThread, TimelineEvent
 from rearguard.notifications.routing import route_for
 
 OUTBOX = NotificationOutbox.__table__  # type: ignore[attr-defined]
@@ -86,7 +91,7 @@ def build_context(
     """Everything a template may use, with secret-looking text redacted.
 
     Free text (the summary, the failure reason) is typed or pasted by people; it passes through
-    ``rearguard.models.redaction`` so a pasted token never reaches a channel or the outbox.
+    ``rearguard.models.audit.redaction`` so a pasted token never reaches a channel or the outbox.
     """
     context = {
         "event": event,

@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from rearguard.models.audit import append_event
+from rearguard.models.audit.chain import append_event
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import UsageError
 from rearguard.models.runtime import Runtime
-from rearguard.notifications.channels import Delivery, DeliveryError
+from rearguard.notifications.channels.base import Delivery, DeliveryError
 from rearguard.notifications.factory import build_channel
 from rearguard.notifications.templates import Renderer
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rearguard.models.settings import Settings
+from rearguard.models.config.settings import Settings
 
 # A Slack destination with this prefix is a dedicated incident channel, created on first use.
 NEW_CHANNEL_PREFIX = "new:"

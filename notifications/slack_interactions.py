@@ -6,8 +6,8 @@ app's signing secret, ``X-Slack-Request-Timestamp`` the Unix time it was sent. A
 accepted only with a valid signature, a timestamp within five minutes, and a signature not
 seen before (kept in the ``seen_callback`` table, so a replay is refused across processes).
 The Slack user is mapped to an approver name by ``[approvals.slack_users]`` and the decision
-goes through :func:`rearguard.models.approvals.decide`, the service the CLI uses; the waiting
-playbook reads it from the database.
+goes through :func:`rearguard.models.incidents.approvals.decide`, the service the CLI uses; the
+waiting playbook reads it from the database.
 
 Once a button has been answered, its message no longer offers the choice: the buttons are
 replaced by a line saying how the request ended (approved or denied by whom, and when), with
@@ -33,7 +33,8 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from rearguard.models.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
+from rearguard.models.config.settings import Settings
+from rearguard.models.db.tables import ApprovalRequest, SeenCallback
 from rearguard.models.errors import (
     ConfigurationError,
     ConflictError,
@@ -41,10 +42,9 @@ from rearguard.models.errors import (
     NotFoundError,
     UsageError,
 )
+from rearguard.models.incidents.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import Settings
-from rearguard.models.tables import ApprovalRequest, SeenCallback
-from rearguard.notifications.channels import DeliveryError
+from rearguard.notifications.channels.base import DeliveryError
 from rearguard.notifications.templates import mrkdwn_escape
 
 logger = logging.getLogger(__name__)
@@ -202,8 +202,8 @@ def _ended_message(runtime: Runtime, press: ButtonPress) -> EndedMessage | None:
 def show_ended(*, settings: Settings, ended: EndedMessage) -> None:
     """Update the approval message in Slack; a failure is logged, never raised (the decision
     is recorded already, and the playbook's next messages say what it did)."""
+    from rearguard.notifications.channels.slack import SlackChannel
     from rearguard.notifications.factory import build_channel
-    from rearguard.notifications.slack import SlackChannel
 
     try:
         channel = build_channel("slack", settings)

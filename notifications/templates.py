@@ -21,8 +21,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from rearguard.notifications.channels import Message
-from rearguard.notifications.slack_limits import fit_blocks, fit_text
+from rearguard.notifications.channels.base import Message
+from rearguard.notifications.channels.slack_limits import fit_blocks, fit_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
 EVENTS = ("opened", "contained", "recovered", "failed", "approval_needed", "drill_result")

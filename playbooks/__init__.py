@@ -1,0 +1,1 @@
+"""One Prefect flow per incident type, and ``catalog``: what each type needs and does."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from rearguard.flows.playbook_run import playbook_guard
+from rearguard.flows.playbook_guard import playbook_guard
 from rearguard.playbooks.restore import restore_known_good
 
 

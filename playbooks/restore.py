@@ -7,7 +7,7 @@ for it, roll production back, and validate what it serves now.
 
 from __future__ import annotations
 
-from rearguard.flows.playbook_run import PlaybookOutcome
+from rearguard.flows.playbook_guard import PlaybookOutcome
 from rearguard.flows.steps import (
     await_approval,
     quarantine,

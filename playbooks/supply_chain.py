@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from rearguard.flows.playbook_run import playbook_guard
+from rearguard.flows.playbook_guard import playbook_guard
 from rearguard.flows.steps import (
     await_approval,
     denylist_digest,

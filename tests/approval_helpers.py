@@ -20,13 +20,13 @@ import pytest
 from notification_helpers import make_runtime
 from scenarios import build_scenario
 
-from rearguard.flows.dispatch import run_playbook
 from rearguard.flows.opening import open_and_record
-from rearguard.models.approvals import list_requests
-from rearguard.models.audit import events_for_incident
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.audit.chain import events_for_incident
+from rearguard.models.db.tables import ApprovalRequest, Incident
 from rearguard.models.enums import Severity
+from rearguard.models.incidents.approvals import list_requests
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import ApprovalRequest, Incident
 
 SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 SLACK_TOKEN = "xoxb-test-token"

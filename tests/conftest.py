@@ -28,8 +28,8 @@ os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
 for _name in ("REARGUARD_HOME", "REARGUARD_DATABASE_URL", "REARGUARD_FAILPOINTS"):
     os.environ.pop(_name, None)
 
+from rearguard.models.config.settings import load_settings  # noqa: E402
 from rearguard.models.runtime import Runtime, use_runtime  # noqa: E402
-from rearguard.models.settings import load_settings  # noqa: E402
 
 
 def _worker_database(url: str | None) -> str | None:
@@ -43,7 +43,7 @@ def _worker_database(url: str | None) -> str | None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from rearguard.models.database import normalise_url
+    from rearguard.models.db.engine import normalise_url
 
     base = make_url(url)
     name = f"{base.database}_{worker}"
@@ -65,7 +65,7 @@ REARGUARD_BIN = Path(sys.executable).with_name("rearguard")
 def _reset_postgres(url: str) -> None:
     from sqlalchemy import create_engine, text
 
-    from rearguard.models.database import normalise_url
+    from rearguard.models.db.engine import normalise_url
 
     engine = create_engine(normalise_url(url))
     with engine.begin() as connection:

@@ -13,11 +13,11 @@ import httpx
 import uvicorn
 
 from rearguard.flows.intake.app import create_app
-from rearguard.models.audit import events_for_incident
-from rearguard.models.incidents import list_incidents
+from rearguard.models.audit.chain import events_for_incident
+from rearguard.models.config.intake import IntakeSettings
+from rearguard.models.incidents.service import list_incidents
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import IntakeSettings
-from rearguard.notifications.webhook import SHARED_CLIENT_LIMITS
+from rearguard.notifications.channels.webhook import SHARED_CLIENT_LIMITS
 
 TOKEN = "intake-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,7 +30,7 @@ def intake_settings(**changes: Any) -> IntakeSettings:
 
 def storm_client() -> httpx.Client:
     """One client for a storm's sending threads, with the test token (limits: see
-    :data:`rearguard.notifications.webhook.SHARED_CLIENT_LIMITS`)."""
+    :data:`rearguard.notifications.channels.webhook.SHARED_CLIENT_LIMITS`)."""
     return httpx.Client(headers=AUTH, limits=SHARED_CLIENT_LIMITS)
 
 

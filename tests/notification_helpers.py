@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from scenarios import build_scenario
 
+from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentSource, Severity
-from rearguard.models.incidents import open_incident
+from rearguard.models.incidents.service import open_incident
 from rearguard.models.runtime import Runtime, use_runtime
-from rearguard.models.settings import load_settings
-from rearguard.notifications.webhook import (
+from rearguard.notifications.channels.webhook import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

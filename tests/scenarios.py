@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rearguard.models.assets import (
+from rearguard.models.assets.versions import (
     alias_version,
     approve_version,
     get_asset,
     promote_version,
     register_version,
 )
+from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import AssetKind
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import load_settings
 
 ALIAS = "production"
 

@@ -1,0 +1,2 @@
+"""The ``rearguard`` command: one module per command group. Nothing outside ``flows.cli``
+imports it."""

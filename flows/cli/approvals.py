@@ -30,8 +30,8 @@ def approve(
     json_output: JsonOption = False,
 ) -> None:
     """Approve (or deny) the step an incident's playbook is waiting on."""
-    from rearguard.flows.approve import answer
-    from rearguard.models.approvals import request_dict
+    from rearguard.flows.approvals.decide import answer
+    from rearguard.models.incidents.approvals import request_dict
 
     decided = answer(
         runtime=runtime(), incident_id=incident, approver=as_, approve=not deny, comment=comment
@@ -54,7 +54,7 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List approval requests, newest first; a pending one past its deadline says overdue."""
-    from rearguard.models.approvals import PENDING, list_requests, request_dict
+    from rearguard.models.incidents.approvals import PENDING, list_requests, request_dict
 
     rt = runtime()
     with rt.db.read_session() as session:

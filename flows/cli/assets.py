@@ -21,7 +21,7 @@ from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import EXIT_INTEGRITY
 
 if TYPE_CHECKING:
-    from rearguard.models.sweep import SweepReport
+    from rearguard.models.integrity.sweep import SweepReport
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
 
@@ -53,7 +53,7 @@ def register(
     json_output: JsonOption = False,
 ) -> None:
     """Copy a file or directory into the store as a new candidate version."""
-    from rearguard.models.assets import register_version
+    from rearguard.models.assets.versions import register_version
 
     rt = runtime()
     with byte_progress(f"registering {name}@{version}", _source_size(path)) as progress:
@@ -95,7 +95,7 @@ def approve(
     by: Annotated[str | None, typer.Option(help="Who approves it (default: you).")] = None,
 ) -> None:
     """Mark a version known-good, after re-verifying its files."""
-    from rearguard.models.assets import approve_version
+    from rearguard.models.assets.versions import approve_version
 
     rt = runtime()
     approver = by or rt.settings.core.actor
@@ -117,7 +117,7 @@ def promote(
     by: Annotated[str | None, typer.Option(help="Who promotes it (default: you).")] = None,
 ) -> None:
     """Point the production alias at a version, after re-verifying its files."""
-    from rearguard.models.assets import promote_version
+    from rearguard.models.assets.versions import promote_version
 
     rt = runtime()
     alias = rt.settings.registry.alias
@@ -157,7 +157,7 @@ def import_(
     production alias becomes the asset's. Versions without a rearguard.label tag are
     labelled by their version number.
     """
-    from rearguard.models.adopt import import_versions
+    from rearguard.models.assets.mlflow_import import import_versions
     from rearguard.models.errors import UsageError
 
     rt = runtime()
@@ -191,7 +191,7 @@ def import_(
 @app.command("list")
 def list_(json_output: JsonOption = False) -> None:
     """List assets with their production version and version counts."""
-    from rearguard.models.assets import alias_version, list_assets, list_versions
+    from rearguard.models.assets.versions import alias_version, list_assets, list_versions
 
     rt = runtime()
     alias = rt.settings.registry.alias
@@ -235,7 +235,7 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Show an asset's versions, statuses, digests, and which one is in production."""
-    from rearguard.models.assets import describe_asset, get_asset
+    from rearguard.models.assets.versions import describe_asset, get_asset
 
     rt = runtime()
     alias = rt.settings.registry.alias
@@ -280,8 +280,8 @@ def verify(
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
-    from rearguard.models.integrity import check_versions
-    from rearguard.models.sweep import plan_sweep
+    from rearguard.models.integrity.sweep import plan_sweep
+    from rearguard.models.integrity.verification import check_versions
 
     rt = runtime()
     plan = plan_sweep(runtime=rt, asset_name=name)
@@ -337,7 +337,7 @@ def sweep(
     dangerous pickle registered as such for supply_chain. Exits 3 when a version that could be
     served or promoted fails, 0 when all verify.
     """
-    from rearguard.models.sweep import plan_sweep, run_sweep
+    from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 
     rt = runtime()
     plan = plan_sweep(runtime=rt)

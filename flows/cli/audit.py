@@ -28,7 +28,7 @@ def verify(
 ) -> None:
     """Recompute every event's hash; exit 3 naming the first altered, deleted, reordered or
     inserted event."""
-    from rearguard.models.audit import verify_stored_chain
+    from rearguard.models.audit.chain import verify_stored_chain
 
     if file is not None:
         _verify_file(file, json_output)

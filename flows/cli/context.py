@@ -51,8 +51,8 @@ def runtime() -> Runtime:
     """Build (once) the runtime from the root options, the environment and rearguard.toml."""
     global _runtime
     if _runtime is None:
+        from rearguard.models.config.settings import load_settings
         from rearguard.models.runtime import Runtime, use_runtime
-        from rearguard.models.settings import load_settings
 
         settings = load_settings(home=options.home, database_url=options.database_url)
         _runtime = Runtime.from_settings(settings)

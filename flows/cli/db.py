@@ -49,8 +49,8 @@ misfire_grace_s = 300         # a run later than this is recorded as missed
 
 
 def _open_database(*, upgrade: bool) -> tuple[str, str | None, str]:
-    from rearguard.models.database import Database
-    from rearguard.models.settings import load_settings
+    from rearguard.models.config.settings import load_settings
+    from rearguard.models.db.engine import Database
 
     settings = load_settings(home=options.home, database_url=options.database_url)
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
@@ -88,7 +88,8 @@ def status() -> None:
 
 def init() -> None:
     """Create the home directory, a commented rearguard.toml, and the database."""
-    from rearguard.models.settings import CONFIG_FILENAME, load_settings
+    from rearguard.models.config.base import CONFIG_FILENAME
+    from rearguard.models.config.settings import load_settings
 
     settings = load_settings(home=options.home, database_url=options.database_url)
     config = settings.home / CONFIG_FILENAME

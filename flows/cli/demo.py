@@ -68,10 +68,10 @@ def demo(
     """Register a model, tamper with production, and watch rearguard roll it back."""
     from rearguard.flows.cli.incident import print_outcome, print_timeline, run_with_progress
     from rearguard.flows.opening import open_and_record
-    from rearguard.models.assets import approve_version, promote_version, register_version
-    from rearguard.models.audit import events_for_incident, verify_stored_chain
+    from rearguard.models.assets.versions import approve_version, promote_version, register_version
+    from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
     from rearguard.models.enums import AssetKind, Severity
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
 
     chosen = home or options.home
     if chosen is None:

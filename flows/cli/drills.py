@@ -11,7 +11,7 @@ from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
-    from rearguard.models.tables import Drill, DrillRun
+    from rearguard.models.db.tables import Drill, DrillRun
 
 app = typer.Typer(help="Recovery drills: the real playbooks, on a sandbox, on a schedule.")
 
@@ -20,7 +20,7 @@ def drill_dict(drill: Drill) -> dict[str, Any]:
     """A JSON-friendly form of a drill, with its next fire time."""
     from datetime import UTC, datetime
 
-    from rearguard.models.drills import parse_cron
+    from rearguard.models.drills.service import parse_cron
 
     upcoming = parse_cron(drill.cron, drill.timezone).get_next_fire_time(None, datetime.now(UTC))
     return {
@@ -51,7 +51,7 @@ def add(
     json_output: JsonOption = False,
 ) -> None:
     """Schedule a drill of a playbook on an asset."""
-    from rearguard.models.drills import add_drill, parse_duration
+    from rearguard.models.drills.service import add_drill, parse_duration
 
     rt = runtime()
     rto_s = parse_duration(rto) if rto is not None else None
@@ -79,7 +79,7 @@ def add(
 @app.command("list")
 def list_(json_output: JsonOption = False) -> None:
     """List drills and when each runs next."""
-    from rearguard.models.drills import list_drills
+    from rearguard.models.drills.service import list_drills
 
     rt = runtime()
     with rt.db.read_session() as session:
@@ -109,7 +109,7 @@ def list_(json_output: JsonOption = False) -> None:
 @app.command("remove")
 def remove(name: Annotated[str, typer.Argument(help="The drill.")]) -> None:
     """Remove a drill (its history stays)."""
-    from rearguard.models.drills import remove_drill
+    from rearguard.models.drills.service import remove_drill
 
     rt = runtime()
     with rt.db.session() as session:
@@ -124,9 +124,9 @@ def run(
 ) -> None:
     """Run a drill now; exit 0 when it passed, 1 when it failed."""
     from rearguard.flows.cli.incident import run_with_progress
-    from rearguard.flows.dispatch import configure_prefect
-    from rearguard.flows.drills import run_drill
-    from rearguard.models.drills import run_dict
+    from rearguard.flows.drills.run import run_drill
+    from rearguard.flows.run_playbook import configure_prefect
+    from rearguard.models.drills.service import run_dict
 
     rt = runtime()
     # The sandbox has a home of its own: a serve's Prefect server is found from this one.
@@ -172,7 +172,7 @@ def history(
     json_output: JsonOption = False,
 ) -> None:
     """Drill runs, newest first, with the success rate and recovery times per playbook."""
-    from rearguard.models.drills import list_runs, run_dict, summarise
+    from rearguard.models.drills.service import list_runs, run_dict, summarise
 
     rt = runtime()
     with rt.db.read_session() as session:

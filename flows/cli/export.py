@@ -96,7 +96,7 @@ def _export_all(export_format: ExportFormat, output: Path, since: str | None) ->
     from rearguard.flows.exports.export import export_to_file, incident_ids
     from rearguard.flows.exports.formats import file_name
     from rearguard.flows.exports.output import output_directory
-    from rearguard.models.incidents import parse_since
+    from rearguard.models.incidents.service import parse_since
 
     moment = parse_since(since)
     rt = runtime()

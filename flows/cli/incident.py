@@ -24,15 +24,15 @@ from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
+    from rearguard.models.db.tables import Incident, TimelineEvent
     from rearguard.models.runtime import Runtime
-    from rearguard.models.tables import Incident, TimelineEvent
 
 app = typer.Typer(help="Incidents: open one and run its playbook, list them, show a timeline.")
 
 
 def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> Incident:
     """Run an incident's playbook, printing each step as it starts and ends."""
-    from rearguard.flows.dispatch import (
+    from rearguard.flows.run_playbook import (
         configure_prefect,
         run_playbook,
         run_records_off_the_terminal,
@@ -74,7 +74,7 @@ def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str 
     """The label and status of the version the production alias points at, per the database."""
     if not asset:
         return None, None
-    from rearguard.models.assets import alias_version, get_asset
+    from rearguard.models.assets.versions import alias_version, get_asset
 
     with rt.db.read_session() as session:
         current = alias_version(
@@ -171,7 +171,7 @@ def event_summary(action: str, data: dict[str, Any]) -> str:
     if "error" in data:
         return f"failed: {data['error']}"
     if "result" in data:
-        from rearguard.flows.step_text import describe
+        from rearguard.flows.timeline_text import describe
 
         return describe(data.get("step", action), data["result"])
     if action.startswith("incident.") and "to" in data:
@@ -282,7 +282,7 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List incidents, newest first (drills' only with --drills)."""
-    from rearguard.models.incidents import list_incidents
+    from rearguard.models.incidents.service import list_incidents
 
     rt = runtime()
     with rt.db.read_session() as session:
@@ -315,8 +315,8 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Show an incident and its timeline."""
-    from rearguard.models.audit import events_for_incident
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.audit.chain import events_for_incident
+    from rearguard.models.incidents.service import get_incident
 
     rt = runtime()
     with rt.db.read_session() as session:

@@ -3,7 +3,7 @@
 Importing typer, click, rich and the command modules takes about 0.2 s, and a command's own
 imports (SQLAlchemy, SQLModel, pydantic) several tenths more. ``assets verify`` uses that time:
 before anything else is imported, it forks a child that hashes the asset's stored files (see
-:mod:`rearguard.models.prehash`). Every other command goes straight to the CLI.
+:mod:`rearguard.models.integrity.prehash`). Every other command goes straight to the CLI.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def _hash_ahead(argv: list[str]) -> None:
         argv = argv[2:]
     if argv[:2] != ["assets", "verify"]:
         return
-    from rearguard.models import prehash
-    from rearguard.models.home import default_home
+    from rearguard.models.config.home import default_home
+    from rearguard.models.integrity import prehash
 
     home = Path(root_options["--home"]) if "--home" in root_options else default_home()
     names = [a for a in argv[2:] if not a.startswith("-")]

@@ -18,7 +18,7 @@ from rearguard.flows.cli.context import (
 )
 
 if TYPE_CHECKING:
-    from rearguard.models.tables import NotificationOutbox
+    from rearguard.models.db.tables import NotificationOutbox
 
 app = typer.Typer(help="The notification outbox: what was delivered, what waits, what failed.")
 
@@ -96,7 +96,7 @@ def list_(
 
 
 def _dispatch(*, wait_s: float, outbox_ids: list[int] | None = None) -> Any:
-    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.flows.run_playbook import install_secret_block_loader
     from rearguard.notifications.dispatcher import Dispatcher
 
     rt = runtime()
@@ -174,7 +174,7 @@ def _follow(rt: Any) -> None:
     """Deliver as notifications are queued, until interrupted (a long-running dispatcher)."""
     import time
 
-    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.flows.run_playbook import install_secret_block_loader
     from rearguard.notifications.dispatcher import Dispatcher
 
     install_secret_block_loader()

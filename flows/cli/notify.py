@@ -37,7 +37,7 @@ def test(
 
     if channel not in CHANNELS:
         raise UsageError(f"unknown channel {channel!r}", hint=f"one of: {', '.join(CHANNELS)}")
-    from rearguard.flows.dispatch import install_secret_block_loader
+    from rearguard.flows.run_playbook import install_secret_block_loader
     from rearguard.notifications.probe import send_test
 
     rt = runtime()

@@ -46,7 +46,7 @@ def run(
 ) -> None:
     """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
     from rearguard.flows.cli.incident import _finish, run_with_progress
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
 
     rt = runtime()
     with rt.db.read_session() as session:

@@ -20,13 +20,12 @@ def resolve(
     """Resolve a recovered (or, with --note, a failed) incident; exit 2 if it is still open or
     already resolved. With [exports] auto_review (the default) its Markdown and HTML review
     are written to [exports] review_dir (default <home>/reviews)."""
+    from rearguard.models.audit.redaction import redact_text
     from rearguard.models.errors import EXIT_FAILED, RearguardError
-    from rearguard.models.export_settings import load_export_settings
-    from rearguard.models.redaction import redact_text
-    from rearguard.models.resolution import resolve_incident
+    from rearguard.models.incidents.resolution import resolve_incident
 
     rt = runtime()
-    settings = load_export_settings(home=rt.settings.home)
+    settings = rt.settings.exports
     with rt.db.session() as session:
         incident = resolve_incident(
             session=session, incident_id=incident_id, actor=rt.settings.core.actor, note=note

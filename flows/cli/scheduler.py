@@ -12,8 +12,8 @@ def scheduler() -> None:
     import signal
     import threading
 
-    from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal
-    from rearguard.flows.scheduler import DrillScheduler
+    from rearguard.flows.drills.scheduler import DrillScheduler
+    from rearguard.flows.run_playbook import configure_prefect, run_records_off_the_terminal
 
     rt = runtime()
     configure_prefect(home=rt.settings.home)

@@ -16,7 +16,7 @@ from rearguard.flows.cli.context import err, runtime
 from rearguard.models.errors import ConfigurationError, OperationFailed
 
 if TYPE_CHECKING:
-    from rearguard.models.settings import IntakeSettings
+    from rearguard.models.config.intake import IntakeSettings
 
 
 def is_loopback(host: str) -> bool:
@@ -103,8 +103,8 @@ def serve(
     )
     check_exposure(intake)
     listener = bind_listener(host=intake.host, port=intake.port)
-    from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal
-    from rearguard.flows.prefect_server import configured_api_url
+    from rearguard.flows.prefect_infra.server import configured_api_url
+    from rearguard.flows.run_playbook import configure_prefect, run_records_off_the_terminal
 
     configure_prefect()
     with ExitStack() as stack:
@@ -113,7 +113,7 @@ def serve(
             stack.enter_context(run_records_off_the_terminal())
         if not configured_api_url():
             from rearguard.flows.intake.playbook_process import PREFECT_SERVER_NICENESS
-            from rearguard.flows.prefect_server import local_prefect_server
+            from rearguard.flows.prefect_infra.server import local_prefect_server
 
             err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
             # It works for the playbooks: it runs below them, and below the intake.

@@ -34,7 +34,7 @@ def _probe(url: str) -> dict[str, Any]:
 
 
 def _prefect(home: Path) -> dict[str, Any]:
-    from rearguard.flows.prefect_server import configured_api_url, published_client_env
+    from rearguard.flows.prefect_infra.server import configured_api_url, published_client_env
 
     url = configured_api_url()
     if not url:
@@ -79,9 +79,9 @@ def _counts(db: Any) -> dict[str, Any]:
     """Drills and their next fire times, outbox rows by status, incidents not resolved."""
     from sqlalchemy import func, select
 
-    from rearguard.models.drills import list_drills, parse_cron
+    from rearguard.models.db.tables import Incident, NotificationOutbox
+    from rearguard.models.drills.service import list_drills, parse_cron
     from rearguard.models.enums import IncidentSource, IncidentStatus
-    from rearguard.models.tables import Incident, NotificationOutbox
 
     now = datetime.now(UTC)
     with db.read_session() as session:
@@ -118,7 +118,7 @@ def _counts(db: Any) -> dict[str, Any]:
 
 def _database(settings: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from rearguard.flows.cli.db import redact_url
-    from rearguard.models.database import Database
+    from rearguard.models.db.engine import Database
     from rearguard.models.errors import RearguardError
 
     found: dict[str, Any] = {"url": redact_url(settings.database_url)}
@@ -138,7 +138,7 @@ def status(
     json_output: JsonOption = False,
 ) -> None:
     """Say what is configured and running: database, Prefect, intake, scheduler, outbox."""
-    from rearguard.models.settings import load_settings
+    from rearguard.models.config.settings import load_settings
 
     settings = load_settings(home=options.home, database_url=options.database_url)
     database, counts = _database(settings)

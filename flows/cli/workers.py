@@ -13,7 +13,7 @@ from rearguard.models.errors import ConfigurationError
 
 
 def _require_prefect_server() -> None:
-    from rearguard.flows.dispatch import configure_prefect, uses_temporary_server
+    from rearguard.flows.run_playbook import configure_prefect, uses_temporary_server
 
     configure_prefect(home=runtime().settings.home)
     if uses_temporary_server():
@@ -35,7 +35,7 @@ def deploy(
 ) -> None:
     """Register one Prefect deployment per playbook on a work pool (a process pool is created
     if missing)."""
-    from rearguard.flows.deployments import deploy_playbooks
+    from rearguard.flows.prefect_infra.deployments import deploy_playbooks
 
     _require_prefect_server()
     pool = pool or runtime().settings.intake.work_pool
@@ -50,7 +50,7 @@ def deploy(
 
 def worker(pool: PoolOption = None) -> None:
     """Run a Prefect process worker for the playbooks' work pool until SIGINT/SIGTERM."""
-    from rearguard.flows.deployments import run_worker
+    from rearguard.flows.prefect_infra.deployments import run_worker
 
     # Prefect's default is to ask the pool for work every 10 s: an incident would wait 5 s on
     # average before its flow run starts. Set before Prefect reads its settings; the user's

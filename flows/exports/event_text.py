@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rearguard.flows.step_text import describe
+from rearguard.flows.timeline_text import describe
 
 _MAX = 300
 

@@ -12,8 +12,8 @@ from sqlmodel import col, select
 from rearguard.flows.exports.facts import IncidentFacts, Timeline, load_facts, load_timeline
 from rearguard.flows.exports.formats import ExportFormat, file_name
 from rearguard.flows.exports.output import atomic_text_file
-from rearguard.models.database import Database
-from rearguard.models.tables import Incident
+from rearguard.models.db.engine import Database
+from rearguard.models.db.tables import Incident
 
 # Format -> module with write(facts, out); imported on use (the review formats load Jinja2).
 _WRITERS = {

@@ -8,7 +8,7 @@ held in memory: formats that list every event stream it again with :meth:`Incide
 (or :func:`iter_rows` for the raw, hashed fields), bounded by the sequence number the first
 pass ended at, so every part of one export describes the same events.
 
-Everything textual passes through :mod:`rearguard.models.redaction`.
+Everything textual passes through :mod:`rearguard.models.audit.redaction`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from sqlalchemy import Row
 from sqlmodel import select
 
 from rearguard.flows.exports.event_text import describe_event
-from rearguard.models.database import Database
-from rearguard.models.redaction import json_text_may_hold_secret, redact_text, redact_value
-from rearguard.models.tables import Alias, Asset, AssetVersion, Incident, TimelineEvent
+from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_text, redact_value
+from rearguard.models.db.engine import Database
+from rearguard.models.db.tables import Alias, Asset, AssetVersion, Incident, TimelineEvent
 from rearguard.playbooks.catalog import CATALOG
 
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
@@ -377,7 +377,7 @@ def load_timeline(db: Database, incident_id: int) -> Timeline:
     """
     from sqlalchemy import func
 
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
 
     with db.read_session() as session:
         get_incident(session=session, incident_id=incident_id)
@@ -461,7 +461,7 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
     Raises:
         NotFoundError: there is no such incident.
     """
-    from rearguard.models.incidents import get_incident
+    from rearguard.models.incidents.service import get_incident
 
     with db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)

@@ -11,7 +11,7 @@ import csv
 from typing import TextIO
 
 from rearguard.flows.exports.facts import IncidentFacts
-from rearguard.models.audit import canonical_json
+from rearguard.models.audit.chain import canonical_json
 
 COLUMNS = (
     "seq",

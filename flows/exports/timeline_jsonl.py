@@ -33,8 +33,8 @@ from typing import Any, TextIO
 from sqlalchemy import Row
 
 from rearguard.flows.exports.facts import Timeline
-from rearguard.models.audit import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
-from rearguard.models.redaction import json_text_may_hold_secret, redact_value
+from rearguard.models.audit.chain import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
+from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_value
 
 FORMAT = "rearguard-timeline"
 FORMAT_VERSION = 1
@@ -195,7 +195,7 @@ def _seq(record: dict[str, Any]) -> int:
 def verify_file(path: Path) -> FileReport:
     """Verify an exported timeline file and name its first bad line.
 
-    Event records are checked by :func:`rearguard.models.audit.verify_events` (each hash
+    Event records are checked by :func:`rearguard.models.audit.chain.verify_events` (each hash
     recomputed, each ``prev_hash`` linked to the event before, sequence numbers contiguous);
     gap and redacted records must link into the chain where they stand; the end record must
     match what was read.

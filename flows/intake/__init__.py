@@ -1,0 +1,1 @@
+"""The HTTP intake of ``rearguard serve``: routes, the alert writer, the playbook process."""

@@ -31,12 +31,12 @@ from rearguard.flows.intake.schemas import (
     NativeEvent,
 )
 from rearguard.flows.intake.writer import AlertWriter
-from rearguard.models.alerts import AlertOutcome, IncomingAlert
+from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import NotFoundError
+from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert
 from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import IntakeSettings
 
 logger = logging.getLogger(__name__)
 _READY_TIMEOUT_S = 60
@@ -92,7 +92,7 @@ def create_app(
         scheduler = None
         try:
             if schedule_drills:
-                from rearguard.flows.scheduler import DrillScheduler
+                from rearguard.flows.drills.scheduler import DrillScheduler
 
                 scheduler = DrillScheduler(runtime)
                 await asyncio.to_thread(scheduler.start)
@@ -176,7 +176,7 @@ def create_app(
     ) -> list[dict[str, Any]]:
         """Incidents, newest first."""
         from rearguard.flows.cli.incident import incident_dict
-        from rearguard.models.incidents import list_incidents as listed
+        from rearguard.models.incidents.service import list_incidents as listed
 
         def read() -> list[dict[str, Any]]:
             with runtime.db.read_session() as session:
@@ -192,8 +192,8 @@ def create_app(
     ) -> Any:
         """One incident and its timeline."""
         from rearguard.flows.cli.incident import event_dict, incident_dict
-        from rearguard.models.audit import events_for_incident
-        from rearguard.models.incidents import get_incident
+        from rearguard.models.audit.chain import events_for_incident
+        from rearguard.models.incidents.service import get_incident
 
         def read() -> dict[str, Any] | None:
             with runtime.db.read_session() as session:

@@ -23,7 +23,7 @@ Report = Callable[[str, int], None]
 
 
 class PlaybookDispatcher:
-    """Starts incidents' playbooks with :func:`rearguard.flows.dispatch.dispatch_playbook`.
+    """Starts incidents' playbooks with :func:`rearguard.flows.run_playbook.dispatch_playbook`.
 
     Args:
         runtime: the process runtime.
@@ -47,10 +47,10 @@ class PlaybookDispatcher:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _run(self, incident_id: int) -> None:
-        from rearguard.flows.dispatch import dispatch_playbook
-        from rearguard.flows.events import emit_incident_event
         from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
-        from rearguard.models.incidents import get_incident
+        from rearguard.flows.prefect_infra.events import emit_incident_event
+        from rearguard.flows.run_playbook import dispatch_playbook
+        from rearguard.models.incidents.service import get_incident
 
         try:
             with self._runtime.db.read_session() as session:

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from rearguard.flows.asgi_replay import replay, request_message
-from rearguard.models.settings import IntakeSettings
+from rearguard.models.config.intake import IntakeSettings
 
 Scope = dict[str, Any]
 _PROTECTED = "/v1/"

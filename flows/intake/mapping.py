@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC
 
 from rearguard.flows.intake.schemas import AlertmanagerAlert, AlertmanagerWebhook, NativeEvent
-from rearguard.models.alerts import IncomingAlert
+from rearguard.models.config.intake import AlertRule
 from rearguard.models.enums import Severity
 from rearguard.models.errors import RearguardError
-from rearguard.models.settings import AlertRule
+from rearguard.models.incidents.alerts import IncomingAlert
 from rearguard.playbooks.catalog import get_playbook
 
 # Alertmanager severities as Prometheus rules usually spell them.

@@ -25,7 +25,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from rearguard.models.settings import Settings
+from rearguard.models.config.settings import Settings
 
 logger = logging.getLogger(__name__)
 _STOP = None
@@ -79,7 +79,7 @@ class PlaybookProcess:
             self._send(incident_id)
 
     def wait_ready(self, timeout: float) -> bool:
-        """Wait until the child has warmed up (:func:`rearguard.flows.dispatch.warm_up`), so
+        """Wait until the child has warmed up (:func:`rearguard.flows.run_playbook.warm_up`), so
         that the first incident's playbook starts as fast as the next ones.
 
         Returns:
@@ -183,8 +183,12 @@ def run_child(
     # every process of the service: the parent alone decides when its playbooks stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from rearguard.flows.dispatch import configure_prefect, run_records_off_the_terminal, warm_up
     from rearguard.flows.intake.dispatcher import PlaybookDispatcher
+    from rearguard.flows.run_playbook import (
+        configure_prefect,
+        run_records_off_the_terminal,
+        warm_up,
+    )
     from rearguard.models.runtime import Runtime
 
     logging.basicConfig(

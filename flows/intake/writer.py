@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from rearguard.models.alerts import AlertOutcome, IncomingAlert, record_alerts
+from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert, record_alerts
 from rearguard.models.runtime import Runtime
 
 logger = logging.getLogger(__name__)

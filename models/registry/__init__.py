@@ -1,0 +1,1 @@
+"""The production pointer and the stored bytes: the local content-addressed store, MLflow."""

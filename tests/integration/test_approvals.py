@@ -26,7 +26,7 @@ from approval_helpers import (
 )
 from scenarios import production_in_db
 
-from rearguard.flows.approve import answer
+from rearguard.flows.approvals.decide import answer
 from rearguard.models.errors import NotEntitled
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import list_notifications

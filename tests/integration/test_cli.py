@@ -23,7 +23,7 @@ from scenarios import MODEL_COMPROMISE_STEPS, build_scenario, tamper, write_sour
 from sqlalchemy import select
 from sqlmodel import SQLModel
 
-from rearguard.models.assets import register_version
+from rearguard.models.assets.versions import register_version
 from rearguard.models.enums import AssetKind
 from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime

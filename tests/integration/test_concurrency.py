@@ -13,14 +13,14 @@ from pathlib import Path
 from conftest import REARGUARD_BIN
 from scenarios import build_scenario
 
-from rearguard.models.assets import (
+from rearguard.models.assets.versions import (
     alias_version,
     get_asset,
     get_version,
 )
-from rearguard.models.audit import iter_stored_events, verify_stored_chain
+from rearguard.models.audit.chain import iter_stored_events, verify_stored_chain
+from rearguard.models.db.tables import ChainHead
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import ChainHead
 
 ASSETS = ("model-a", "model-b")
 

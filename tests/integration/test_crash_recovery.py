@@ -20,12 +20,16 @@ from typing import Any
 import pytest
 from scenarios import build_scenario, default_files, production_in_db, production_on_disk
 
-from rearguard.flows.dispatch import run_playbook
-from rearguard.models.assets import (
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.assets.versions import (
     get_asset,
     get_version,
 )
-from rearguard.models.audit import events_for_incident, iter_stored_events, verify_stored_chain
+from rearguard.models.audit.chain import (
+    events_for_incident,
+    iter_stored_events,
+    verify_stored_chain,
+)
 from rearguard.models.runtime import Runtime
 
 ASSET = "model-a"

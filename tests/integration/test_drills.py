@@ -22,16 +22,17 @@ from typing import Any
 import pytest
 from scenarios import add_version, approve, build_scenario, configure, promote, tamper_version
 
-from rearguard.flows.drills import run_drill
-from rearguard.models.assets import describe_asset, list_assets
-from rearguard.models.audit import verify_stored_chain
-from rearguard.models.drill_injectors import FAKE_MALICIOUS_SHA256
-from rearguard.models.drills import add_drill, list_runs, summarise
+from rearguard.flows.drills.run import run_drill
+from rearguard.models.assets.versions import describe_asset, list_assets
+from rearguard.models.audit.chain import verify_stored_chain
+from rearguard.models.config.drills import DrillSettings
+from rearguard.models.config.notifications import StakeholderRoles, StakeholderSettings
+from rearguard.models.db.tables import TimelineEvent
+from rearguard.models.drills.injectors import FAKE_MALICIOUS_SHA256
+from rearguard.models.drills.service import add_drill, list_runs, summarise
 from rearguard.models.errors import UsageError
-from rearguard.models.incidents import list_incidents
+from rearguard.models.incidents.service import list_incidents
 from rearguard.models.runtime import Runtime, use_runtime
-from rearguard.models.settings import DrillSettings, StakeholderRoles, StakeholderSettings
-from rearguard.models.tables import TimelineEvent
 
 STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
 

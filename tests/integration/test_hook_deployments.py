@@ -13,11 +13,11 @@ from conftest import REARGUARD_BIN
 from hook_flows import rotate_test_credentials
 from scenarios import build_scenario, configure
 
-from rearguard.flows.dispatch import run_playbook
 from rearguard.flows.opening import open_and_record
-from rearguard.models.audit import events_for_incident
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.audit.chain import events_for_incident
 from rearguard.models.enums import IncidentStatus, Severity
-from rearguard.models.incidents import get_incident
+from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import pytest
 from intake_helpers import TOKEN, alert_events, incidents, live_intake, wait_for
 from scenarios import build_scenario
 
-from rearguard.flows.prefect_server import free_loopback_port
+from rearguard.flows.prefect_infra.server import free_loopback_port
 from rearguard.models.runtime import Runtime
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

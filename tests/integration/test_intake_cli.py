@@ -19,9 +19,9 @@ from conftest import REARGUARD_BIN
 from intake_helpers import AUTH, TOKEN, incidents, native, wait_for
 from scenarios import build_scenario
 
-from rearguard.flows.prefect_server import free_loopback_port
-from rearguard.models.approvals import list_requests
-from rearguard.models.drills import add_drill, list_runs
+from rearguard.flows.prefect_infra.server import free_loopback_port
+from rearguard.models.drills.service import add_drill, list_runs
+from rearguard.models.incidents.approvals import list_requests
 from rearguard.models.runtime import Runtime
 
 

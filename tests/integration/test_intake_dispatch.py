@@ -28,11 +28,11 @@ from intake_helpers import (
 )
 from scenarios import build_scenario, production_in_db
 
+from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentStatus
-from rearguard.models.incidents import get_incident, set_incident_status
-from rearguard.models.resolution import resolve_incident
+from rearguard.models.incidents.resolution import resolve_incident
+from rearguard.models.incidents.service import get_incident, set_incident_status
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import load_settings
 
 
 def _ended(runtime: Runtime, incident_id: int) -> bool:

@@ -17,10 +17,10 @@ from scenarios import build_scenario
 from rearguard.flows.cli.serve import check_exposure
 from rearguard.flows.intake.app import create_app
 from rearguard.flows.intake.guard import body_signature
+from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import IntakeSettings
 
 SECRET = "hmac-secret-for-tests"
 

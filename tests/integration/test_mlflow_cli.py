@@ -18,8 +18,8 @@ from scenarios import add_version, approve, build_scenario, tamper_version, writ
 from test_cli import as_json, assert_error, ok
 from test_drills import DRILLED, drill_store, keeping_sandboxes, schedule
 
-from rearguard.flows.drills import run_drill
-from rearguard.models.assets import promote_version
+from rearguard.flows.drills.run import run_drill
+from rearguard.models.assets.versions import promote_version
 from rearguard.models.errors import EXIT_INTEGRITY
 from rearguard.models.registry.mlflow_backend import DRILL_PREFIX, MlflowRegistry
 from rearguard.models.runtime import Runtime

@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 from scenarios import ALIAS, add_version, approve, configure, production_on_disk, promote
 
-from rearguard.flows.dispatch import run_playbook
 from rearguard.flows.opening import open_and_record
-from rearguard.models.assets import get_asset, list_versions
-from rearguard.models.audit import events_for_incident, verify_stored_chain
-from rearguard.models.denylist import deny_digest
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.assets.denylist import deny_digest
+from rearguard.models.assets.versions import get_asset, list_versions
+from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
+from rearguard.models.db.tables import DeniedDigest, Incident, TimelineEvent
 from rearguard.models.enums import Severity
 from rearguard.models.errors import IntegrityViolation
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import DeniedDigest, Incident, TimelineEvent
 
 # A backdoored third-party library (not a pickle: the opcode scan would refuse that anyway).
 EVIL = b"\x7fELF backdoored vendor library" * 16

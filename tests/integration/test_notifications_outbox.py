@@ -10,11 +10,11 @@ import pytest
 from notification_helpers import make_runtime, new_incident
 from sqlmodel import select
 
-from rearguard.models.audit import events_for_incident, verify_stored_chain
+from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
+from rearguard.models.db.tables import NotificationOutbox
 from rearguard.models.enums import IncidentStatus
-from rearguard.models.incidents import get_incident, set_incident_status
+from rearguard.models.incidents.service import get_incident, set_incident_status
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import NotificationOutbox
 from rearguard.notifications.dispatcher import Dispatcher
 from rearguard.notifications.notify import notify
 from rearguard.notifications.outbox import enqueue

@@ -18,12 +18,12 @@ from notification_helpers import build_asset, make_runtime, new_incident
 from slack_server import SlackServer
 from sqlmodel import select
 
-from rearguard.flows.dispatch import run_playbook
-from rearguard.models.assets import approve_version
-from rearguard.models.audit import events_for_incident, verify_stored_chain
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.assets.versions import approve_version
+from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
+from rearguard.models.db.tables import NotificationOutbox
 from rearguard.models.enums import IncidentSource
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import NotificationOutbox
 from rearguard.notifications.dispatcher import Dispatcher
 from rearguard.notifications.notify import notify
 

@@ -21,9 +21,9 @@ from notification_helpers import (
 )
 from sqlmodel import select
 
-from rearguard.models.audit import events_for_incident
+from rearguard.models.audit.chain import events_for_incident
+from rearguard.models.db.tables import NotificationOutbox
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import NotificationOutbox
 from rearguard.notifications.dispatcher import Dispatcher
 from rearguard.notifications.notify import notify
 

@@ -36,16 +36,16 @@ from scenarios import (
     MODEL_COMPROMISE_STEPS as STEPS,
 )
 
-from rearguard.flows.dispatch import run_playbook
 from rearguard.flows.opening import open_and_record
-from rearguard.models.assets import (
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.assets.versions import (
     get_asset,
     get_version,
 )
-from rearguard.models.audit import events_for_incident, verify_stored_chain
+from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
+from rearguard.models.db.tables import Incident, TimelineEvent
 from rearguard.models.enums import Severity
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import Incident, TimelineEvent
 
 # -- scenario helpers -------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from scenarios import build_scenario, production_in_db, tamper_version
 
-from rearguard.flows.dispatch import run_playbook
 from rearguard.flows.opening import open_and_record
+from rearguard.flows.run_playbook import run_playbook
 from rearguard.models.enums import Severity
 from rearguard.models.errors import ConfigurationError, NotFoundError
 from rearguard.models.runtime import Runtime
@@ -41,7 +41,7 @@ SPEC = PlaybookSpec(
 FLOW_MODULE = """
 from prefect import flow
 
-from rearguard.flows.playbook_run import playbook_guard
+from rearguard.flows.playbook_guard import playbook_guard
 from rearguard.flows.steps import quarantine, rollback, select_known_good, validate
 
 

@@ -18,12 +18,12 @@ from scenarios import build_scenario, production_in_db
 from sqlalchemy import text
 from sqlmodel import select
 
-from rearguard.flows.scheduler import JOBS_TABLE, DrillScheduler
-from rearguard.models.drills import add_drill, get_drill, list_runs, remove_drill
-from rearguard.models.incidents import list_incidents
+from rearguard.flows.drills.scheduler import JOBS_TABLE, DrillScheduler
+from rearguard.models.config.drills import SchedulerSettings
+from rearguard.models.db.tables import TimelineEvent
+from rearguard.models.drills.service import add_drill, get_drill, list_runs, remove_drill
+from rearguard.models.incidents.service import list_incidents
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import SchedulerSettings
-from rearguard.models.tables import TimelineEvent
 
 
 def schedule(runtime: Runtime, cron: str, name: str = "drill-a") -> None:
@@ -82,7 +82,7 @@ def test_jobs_survive_a_restart_of_the_scheduler(runtime: Runtime, tmp_path: Pat
     first.start()
     first.shutdown()
     (job,) = stored_jobs(runtime).values()
-    assert job["func"] == "rearguard.flows.scheduler:run_scheduled_drill"
+    assert job["func"] == "rearguard.flows.drills.scheduler:run_scheduled_drill"
     assert job["args"] == ["drill-a"]
     fields = job["trigger"]["fields"]
     assert (fields["minute"], fields["hour"], fields["day_of_week"]) == ("0", "9", "mon")

@@ -34,8 +34,8 @@ from scenarios import production_in_db
 from slack_sdk import WebClient
 from slack_server import Posted, SlackServer
 
-from rearguard.models.approvals import decide, open_request
 from rearguard.models.enums import Severity
+from rearguard.models.incidents.approvals import decide, open_request
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended, sign
 

@@ -18,12 +18,12 @@ import pytest
 from scenarios import add_version, build_scenario, production_in_db
 from sqlmodel import col, select
 
-from rearguard.flows.dispatch import run_playbook
-from rearguard.models.assets import get_asset, get_version
-from rearguard.models.audit import events_for_incident
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.assets.versions import get_asset, get_version
+from rearguard.models.audit.chain import events_for_incident
+from rearguard.models.db.tables import Incident
+from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 from rearguard.models.runtime import Runtime
-from rearguard.models.sweep import plan_sweep, run_sweep
-from rearguard.models.tables import Incident
 
 
 def malicious_pickle(sentinel: Path) -> bytes:

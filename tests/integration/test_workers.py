@@ -11,11 +11,11 @@ from conftest import REARGUARD_BIN
 from intake_helpers import timeline_actions, wait_for
 from scenarios import build_scenario, configure
 
-from rearguard.flows.dispatch import dispatch_playbook
-from rearguard.models.approvals import list_requests
-from rearguard.models.audit import events_for_incident
+from rearguard.flows.run_playbook import dispatch_playbook
+from rearguard.models.audit.chain import events_for_incident
 from rearguard.models.enums import IncidentStatus
-from rearguard.models.incidents import get_incident, open_incident
+from rearguard.models.incidents.approvals import list_requests
+from rearguard.models.incidents.service import get_incident, open_incident
 from rearguard.models.runtime import Runtime
 
 # model_theft waits for an approval before rotating credentials, and gives up after 10 s.

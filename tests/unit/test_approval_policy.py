@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rearguard.models.approvals import format_wait
+from rearguard.models.config.settings import load_settings
 from rearguard.models.errors import ConfigurationError
-from rearguard.models.settings import load_settings
+from rearguard.models.incidents.approvals import format_wait
 
 POLICY = """
 [approvals.groups]

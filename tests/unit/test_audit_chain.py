@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from rearguard.models.audit import append_event, verify_events, verify_stored_chain
-from rearguard.models.database import Database
+from rearguard.models.audit.chain import append_event, verify_events, verify_stored_chain
+from rearguard.models.db.engine import Database
 from rearguard.models.enums import EventKind
 from rearguard.models.runtime import Runtime
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from rearguard.models import database
-from rearguard.models.database import Database, normalise_url
+from rearguard.models.config.settings import load_settings
+from rearguard.models.db import engine as database
+from rearguard.models.db.engine import Database, normalise_url
 from rearguard.models.errors import EXIT_USAGE, ConfigurationError
 from rearguard.models.runtime import Runtime
-from rearguard.models.settings import load_settings
 
 TABLES = {
     "alembic_version",
@@ -125,6 +125,16 @@ def test_cli_reports_an_unreachable_database_in_one_line(cli) -> None:  # type: 
     _assert_one_line_error(result, code=2, contains="cannot open the database")
 
 
+def test_cli_names_what_to_install_for_a_missing_database_driver(cli) -> None:  # type: ignore[no-untyped-def]
+    # pg8000 is a PostgreSQL driver rearguard does not install; SQLAlchemy imports it on use.
+    result = cli(
+        "assets", "list", env={"REARGUARD_DATABASE_URL": "postgresql+pg8000://u@127.0.0.1:1/x"}
+    )
+
+    _assert_one_line_error(result, code=2, contains="driver for postgresql+pg8000:// is not")
+    assert "pip install 'rearguard[postgres]'" in result.stderr
+
+
 def test_db_upgrade_creates_the_schema_on_a_fresh_database(cli, database_url: str) -> None:  # type: ignore[no-untyped-def]
     db = Database(database_url)
     try:
@@ -152,7 +162,7 @@ def test_revisions_read_from_migration_files_match_alembic() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from rearguard.models.database import MIGRATIONS_DIR, known_revisions
+    from rearguard.models.db.engine import MIGRATIONS_DIR, known_revisions
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

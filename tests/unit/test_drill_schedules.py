@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rearguard.models.drills import (
+from rearguard.models.db.tables import DrillRun
+from rearguard.models.drills.service import (
     check_timezone,
     fire_times,
     parse_cron,
@@ -14,7 +15,6 @@ from rearguard.models.drills import (
     summarise,
 )
 from rearguard.models.errors import EXIT_USAGE, UsageError
-from rearguard.models.tables import DrillRun
 
 
 @pytest.mark.parametrize(

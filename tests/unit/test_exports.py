@@ -32,14 +32,14 @@ from rearguard.flows.exports.formats import ExportFormat
 from rearguard.flows.exports.stix import INCIDENT_CORE_EXTENSION
 from rearguard.flows.exports.timeline_jsonl import verify_file
 from rearguard.flows.steps import run_step
-from rearguard.models import recovery
-from rearguard.models.audit import append_event, events_for_incident
+from rearguard.models.audit.chain import append_event, events_for_incident
+from rearguard.models.audit.redaction import redact_text, redact_value
+from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import EventKind, IncidentStatus, Severity
 from rearguard.models.errors import ConflictError, NotFoundError, OperationFailed, UsageError
-from rearguard.models.export_settings import load_export_settings
-from rearguard.models.incidents import get_incident, open_incident
-from rearguard.models.redaction import redact_text, redact_value
-from rearguard.models.resolution import resolve_incident
+from rearguard.models.incidents.resolution import resolve_incident
+from rearguard.models.incidents.service import get_incident, open_incident
+from rearguard.models.recovery import containment, rollback, selection
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.notify import notify
 
@@ -92,18 +92,18 @@ def respond(runtime: Runtime, incident_id: int) -> IncidentStatus:
     """The model-compromise playbook's steps, in order, as its flow runs them (without Prefect)."""
     common = {"runtime": runtime, "incident_id": incident_id}
     try:
-        run_step("quarantine", recovery.quarantine, **common)
-        verified = run_step("verify_integrity", recovery.verify_integrity, **common)
+        run_step("quarantine", containment.quarantine, **common)
+        verified = run_step("verify_integrity", selection.verify_integrity, **common)
         selected = run_step(
-            "select_known_good", recovery.select_known_good, **common, checks=verified["checks"]
+            "select_known_good", selection.select_known_good, **common, checks=verified["checks"]
         )
-        run_step("rollback", recovery.rollback, **common, label=selected["selected"])
-        run_step("validate", recovery.validate, **common)
+        run_step("rollback", rollback.rollback, **common, label=selected["selected"])
+        run_step("validate", rollback.validate, **common)
     except OperationFailed as exc:
-        recovery.conclude(**common, status=IncidentStatus.FAILED, reason=exc.message)
+        rollback.conclude(**common, status=IncidentStatus.FAILED, reason=exc.message)
         run_step("notify", notify, **common, event="failed")
         return IncidentStatus.FAILED
-    recovery.conclude(**common, status=IncidentStatus.RECOVERED)
+    rollback.conclude(**common, status=IncidentStatus.RECOVERED)
     run_step("notify", notify, **common, event="recovered")
     return IncidentStatus.RECOVERED
 
@@ -292,7 +292,7 @@ def test_jsonl_deleted_moved_truncated_or_rehashed_lines_fail(
     elif damage == "truncate":
         lines = lines[:-3]
     else:  # edit an event and recompute its own hash: the next event's prev_hash breaks
-        from rearguard.models.audit import event_hash
+        from rearguard.models.audit.chain import event_hash
 
         record = json.loads(lines[3])
         record["data"]["seconds"] = 0
@@ -679,15 +679,15 @@ def test_export_settings_come_from_the_environment_over_the_config_file(
     monkeypatch.chdir(home)
     monkeypatch.delenv("REARGUARD_EXPORTS_AUTO_REVIEW", raising=False)
     monkeypatch.delenv("REARGUARD_EXPORTS_REVIEW_DIR", raising=False)
-    defaults = load_export_settings(home=home)
+    defaults = load_settings(home=home).exports
     assert defaults.auto_review is True
     assert defaults.review_directory(home) == home / "reviews"
     (home / "rearguard.toml").write_text('[exports]\nauto_review = false\nreview_dir = "pm"\n')
-    from_file = load_export_settings(home=home)
+    from_file = load_settings(home=home).exports
     assert from_file.auto_review is False
     assert from_file.review_directory(home) == home / "pm"
     monkeypatch.setenv("REARGUARD_EXPORTS_AUTO_REVIEW", "true")
     monkeypatch.setenv("REARGUARD_EXPORTS_REVIEW_DIR", str(home / "elsewhere"))
-    from_env = load_export_settings(home=home)
+    from_env = load_settings(home=home).exports
     assert from_env.auto_review is True
     assert from_env.review_directory(home) == home / "elsewhere"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rearguard.models.hashing import CHUNK_SIZE, hash_files, sha256_file
+from rearguard.models.integrity.hashing import CHUNK_SIZE, hash_files, sha256_file
 
 
 def expected(data: bytes) -> tuple[str, int]:
@@ -91,7 +91,7 @@ def test_unreadable_file_raises_oserror(tmp_path: Path) -> None:
 
 
 def test_files_hashed_ahead_are_reused_only_while_unchanged(tmp_path: Path) -> None:
-    from rearguard.models import prehash
+    from rearguard.models.integrity import prehash
 
     home = tmp_path / "home"
     version = home / "store" / "assets" / "model-a" / "versions" / "v1"

@@ -20,12 +20,12 @@ from scenarios import (
     tamper_version,
 )
 
-from rearguard.models.adopt import import_versions
-from rearguard.models.assets import get_asset, get_version, verify_one
+from rearguard.models.assets.mlflow_import import import_versions
+from rearguard.models.assets.versions import get_asset, get_version, verify_one
+from rearguard.models.config.settings import load_settings
 from rearguard.models.errors import ConfigurationError, ConflictError, NotFoundError
 from rearguard.models.registry.mlflow_backend import MlflowRegistry
 from rearguard.models.runtime import Runtime, open_registry
-from rearguard.models.settings import load_settings
 
 
 def mlflow_versions(runtime: Runtime, asset: str) -> dict[str, dict[str, str]]:

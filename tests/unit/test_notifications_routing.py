@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rearguard.models.config.settings import Settings, load_settings
 from rearguard.models.errors import ConfigurationError
-from rearguard.models.settings import Settings, load_settings
+from rearguard.notifications.channels.webhook import sign, verify_signature
 from rearguard.notifications.routing import Target, route_for
-from rearguard.notifications.webhook import sign, verify_signature
 
 CONFIG = """
 [notifications]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rearguard.notifications.slack_limits import (
+from rearguard.notifications.channels.slack_limits import (
     BLOCKS_MAX,
     FIELD_TEXT_MAX,
     HEADER_MAX,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rearguard.models.pickle_scan import (
+from rearguard.models.integrity.scan.pickle import (
     DANGEROUS_MODULES,
     PickleFinding,
     is_pickle_candidate,

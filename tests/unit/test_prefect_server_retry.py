@@ -13,8 +13,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from rearguard.flows.prefect_server import loopback_ca_file
-from rearguard.flows.prefect_server_app import RetryWhileLocked
+from rearguard.flows.prefect_infra.server import loopback_ca_file
+from rearguard.flows.prefect_infra.server_app import RetryWhileLocked
 
 
 class Locked(Exception):

@@ -11,7 +11,7 @@ from prefect.server.database import provide_database_interface
 from prefect.server.database.dependencies import temporary_database_config
 from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings
 
-from rearguard.flows.prefect_server_app import write_transactions_immediate
+from rearguard.flows.prefect_infra.server_app import write_transactions_immediate
 
 
 async def _read_then_write(count: int) -> list[str]:

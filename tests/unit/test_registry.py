@@ -18,7 +18,7 @@ from scenarios import tamper
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from rearguard.models.assets import (
+from rearguard.models.assets.versions import (
     approve_version,
     get_asset,
     get_version,
@@ -28,6 +28,7 @@ from rearguard.models.assets import (
     set_status,
     verify_one,
 )
+from rearguard.models.db.tables import Alias, Asset, AssetVersion, TimelineEvent, VersionFile
 from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import (
     ConflictError,
@@ -36,10 +37,9 @@ from rearguard.models.errors import (
     UnsafePathError,
     UsageError,
 )
-from rearguard.models.integrity import VersionCheck
+from rearguard.models.integrity.verification import VersionCheck
 from rearguard.models.registry.base import ManifestEntry
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import Alias, Asset, AssetVersion, TimelineEvent, VersionFile
 
 
 def register(

@@ -19,20 +19,21 @@ from scenarios import tamper
 from sqlalchemy import func
 from sqlmodel import select
 
-from rearguard.models.assets import (
+from rearguard.models.assets.versions import (
     approve_version,
     get_asset,
     get_version,
     promote_version,
     register_version,
 )
-from rearguard.models.audit import events_for_incident, verify_stored_chain
+from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
+from rearguard.models.db.tables import AssetVersion, TimelineEvent
 from rearguard.models.enums import AssetKind, IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
-from rearguard.models.incidents import get_incident, open_incident
-from rearguard.models.recovery import quarantine, select_known_good, verify_integrity
+from rearguard.models.incidents.service import get_incident, open_incident
+from rearguard.models.recovery.containment import quarantine
+from rearguard.models.recovery.selection import select_known_good, verify_integrity
 from rearguard.models.runtime import Runtime
-from rearguard.models.tables import AssetVersion, TimelineEvent
 
 ASSET = "classifier"
 
@@ -326,8 +327,8 @@ def test_quarantine_keeps_evidence_as_found(runtime: Runtime, make_version) -> N
 
 
 def test_a_secret_pasted_into_the_summary_never_reaches_the_timeline(runtime: Runtime) -> None:
-    from rearguard.models.audit import events_for_incident
-    from rearguard.models.incidents import open_incident
+    from rearguard.models.audit.chain import events_for_incident
+    from rearguard.models.incidents.service import open_incident
 
     token = "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx"
     with runtime.db.session() as session:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from rearguard.models.redaction import redact_texts_consistently
-from rearguard.models.tamper_diff import MAX_TEXT_BYTES, diff_versions
+from rearguard.models.audit.redaction import redact_texts_consistently
+from rearguard.models.recovery.tamper_diff import MAX_TEXT_BYTES, diff_versions
 
 TOKEN = "xoxb-1234567890-abcdefghijkl"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rearguard.models.validation import run_validation
+from rearguard.models.assets.checks import run_validation
 
 
 def test_asset_path_variable_is_expanded_in_arguments_without_a_shell(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Running recovery drills (``run``) and the scheduler that runs them on their crons."""

@@ -1,0 +1,83 @@
+"""What every playbook does around its steps: tell people, record how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from rearguard.flows.playbook_lock import deployment_asset_slot
+from rearguard.flows.prefect_infra.hook_deployments import install_hook_deployment_runner
+from rearguard.flows.steps import conclude, notify
+from rearguard.models.enums import IncidentStatus
+from rearguard.models.errors import OperationFailed, RearguardError
+from rearguard.models.runtime import current_runtime
+
+
+@dataclass
+class PlaybookOutcome:
+    """How a playbook run is going; the playbook reports containment and recovery on it."""
+
+    incident_id: int
+    status: str = IncidentStatus.FAILED.value
+
+    async def contained(self, *, roles: list[str] | None = None) -> None:
+        """Tell people the damage is contained (call right after the containing steps).
+
+        Args:
+            roles: stakeholder roles to reach besides the routed ones (e.g. ``data_owner``).
+        """
+        await notify(
+            self.incident_id, event="contained", if_status=IncidentStatus.CONTAINED, roles=roles
+        )
+
+    def recovered(self) -> None:
+        """Mark the run as having recovered the incident."""
+        self.status = IncidentStatus.RECOVERED.value
+
+    def ends_contained(self) -> None:
+        """Mark the run as ending with the incident contained, with nothing to restore."""
+        self.status = IncidentStatus.CONTAINED.value
+
+
+@asynccontextmanager
+async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
+    """Wrap a playbook body: tell people it opened, record and announce how it ended.
+
+    On success the incident is ``recovered``, on failure ``failed`` with the reason. Each
+    notification is queued only while the incident is in the state it announces, and once per
+    state, so a rerun after a crash at any point sends what the crash lost and nothing twice.
+    A failure is re-raised as :class:`OperationFailed` so that Prefect shows the flow run as
+    failed too. In a deployment's flow run, it first waits for the asset's concurrency slot, so
+    that workers run one playbook per asset at a time. However the run ends, the notifications
+    it queued are then delivered (for at most ``dispatch_wait_s``; the outbox keeps the rest),
+    in whichever process runs it.
+    """
+    outcome = PlaybookOutcome(incident_id)
+    install_hook_deployment_runner()
+    async with deployment_asset_slot(incident_id):
+        try:
+            await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)
+            try:
+                yield outcome
+            except RearguardError as exc:
+                await conclude(incident_id, IncidentStatus.FAILED, exc.message)
+                await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
+                raise OperationFailed(exc.message, hint=exc.hint) from exc
+            if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
+                ended = IncidentStatus(outcome.status)
+                await conclude(incident_id, ended)
+                await notify(incident_id, event=str(ended), if_status=ended)
+        finally:
+            await _deliver_queued(incident_id)
+
+
+async def _deliver_queued(incident_id: int) -> None:
+    """Deliver what the run queued, for a bounded wait, wherever the flow runs (here, or in a
+    work pool's worker)."""
+    from rearguard.flows.run_playbook import install_secret_block_loader
+    from rearguard.notifications.notify import deliver_after_run
+
+    install_secret_block_loader()
+    await asyncio.to_thread(deliver_after_run, current_runtime(), incident_id=incident_id)

@@ -1,0 +1,1 @@
+"""Prefect plumbing: the local server, deployments and workers, events, hook deployments."""

@@ -1,0 +1,75 @@
+"""The playbooks' Prefect deployments on a work pool, and the workers that run them.
+
+One deployment per catalog playbook, named after its incident type, with a module-path
+entrypoint: a worker needs rearguard (and any plug-in) installed, not a copy of the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from rearguard.playbooks.catalog import all_playbooks
+
+
+def ensure_work_pool(pool: str) -> bool:
+    """Create the ``process`` work pool named ``pool`` unless it exists.
+
+    Returns:
+        True when it was created.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            return False
+    return True
+
+
+def deploy_playbooks(*, pool: str) -> list[str]:
+    """Register (or update) one deployment per catalog playbook on a work pool.
+
+    Args:
+        pool: the work pool; created as a ``process`` pool if missing.
+
+    Returns:
+        The ``flow/deployment`` names, in catalog order.
+
+    Raises:
+        ConfigurationError: a playbook's flow cannot be imported.
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    from rearguard.flows.run_playbook import deployment_name
+
+    ensure_work_pool(pool)
+    playbooks, _problems = all_playbooks()
+    names = []
+    for spec in playbooks.values():
+        deployment = spec.load().to_deployment(
+            name=spec.type,
+            description=spec.title,
+            tags=["rearguard"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        deployment.apply(work_pool_name=pool)
+        names.append(deployment_name(spec))
+    return names
+
+
+def run_worker(*, pool: str) -> None:
+    """Run a Prefect process worker on the pool until interrupted.
+
+    Its flow runs are child processes that inherit this environment (``REARGUARD_*``
+    included), so the playbooks find the same database and registry as this process.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    async def work() -> None:
+        async with ProcessWorker(work_pool_name=pool) as worker:
+            await worker.start()
+
+    asyncio.run(work())

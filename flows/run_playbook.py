@@ -1,0 +1,229 @@
+"""Running an incident's playbook: in this process, under Prefect, or as a flow run of its
+deployment on a work pool's workers (``[intake] dispatch``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from rearguard.models.db.tables import Incident
+from rearguard.models.errors import ConfigurationError, RearguardError
+from rearguard.models.incidents.service import get_incident
+from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.playbooks.catalog import PlaybookSpec, get_playbook
+
+# Defaults for the embedded mode; a user's own PREFECT_* settings always win.
+_PREFECT_DEFAULTS = {
+    # A fresh machine's first temporary server migrates its database, which takes 20-30 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # This machine may have no network: no telemetry from the temporary server.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # rearguard prints its own step progress; Prefect's INFO lines would repeat it.
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def configure_prefect(*, home: Path | None = None) -> None:
+    """Apply rearguard's defaults for Prefect settings the user has not set.
+
+    Call it before Prefect is imported: Prefect reads its settings once, on import.
+
+    Args:
+        home: a rearguard home: when no Prefect API is configured and a ``rearguard serve`` on
+            this home runs a local Prefect server, use that server (rather than starting a
+            temporary one).
+    """
+    for name, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if home is not None:
+        from rearguard.flows.prefect_infra.server import (
+            configured_api_url,
+            published_client_env,
+            use_client_env,
+        )
+
+        if not configured_api_url() and (local := published_client_env(home)):
+            use_client_env(local)
+
+
+def uses_temporary_server() -> bool:
+    """True when no Prefect API is configured, so Prefect will start a temporary server."""
+    if os.environ.get("PREFECT_API_URL"):
+        return False
+    from prefect.settings import get_current_settings
+
+    return not get_current_settings().api.url
+
+
+def warm_up() -> None:
+    """Do ahead of the first incident what a process's first playbook run would otherwise do on
+    its alert's time: import the built-in playbooks and, when a Prefect API is configured, run
+    one no-op flow (``rearguard-warm-up``, one task) on it.
+
+    The first flow run of a process, and the first one a Prefect server orchestrates, each pay
+    for imports and first-request set-up: ``rearguard serve``'s first alert reached its
+    playbook's first step 1.3-1.7 s after it was opened, the next ones 0.1-0.2 s. Importing
+    the playbooks and opening a Prefect client (tried, not kept) brought it to 0.75-0.96 s;
+    the no-op flow run, which also does both, to 0.14-0.35 s, like the next ones. serve
+    answers up to 2-3 s later (bench/README.md "Intake, 2026-12-05").
+    """
+    from prefect import flow, task
+
+    from rearguard.playbooks.catalog import CATALOG
+
+    for spec in CATALOG.values():
+        spec.load()
+    if uses_temporary_server():
+        return  # a temporary server would be started, and stopped, for nothing
+
+    @task(name="warm-up-step", persist_result=False)
+    async def step() -> None:
+        return None
+
+    @flow(name="rearguard-warm-up", persist_result=False)
+    async def warm() -> None:
+        await step()
+
+    asyncio.run(warm())
+
+
+class _RunRecordsOffTheTerminal(logging.Filter):
+    """Drops Prefect's flow- and task-run log records (the API handler still gets them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+
+
+@contextlib.contextmanager
+def run_records_off_the_terminal() -> Iterator[None]:
+    """Keep Prefect's flow- and task-run log records off this process's console while the
+    block runs; Prefect's API (and its UI) still gets them. With ``REARGUARD_DEBUG`` set,
+    they stay.
+
+    rearguard says itself how each step and each playbook ended; Prefect's console copies
+    repeat it and, for an expected failure such as "no known-good version", add three
+    tracebacks.
+    """
+    import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
+
+    off_terminal = _RunRecordsOffTheTerminal()
+    handlers = [] if os.environ.get("REARGUARD_DEBUG") else list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(off_terminal)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(off_terminal)
+
+
+def install_secret_block_loader() -> None:
+    """Let notifications read the Slack token from a Prefect Secret block when configured."""
+    from rearguard.notifications.factory import set_secret_block_loader
+
+    def load(name: str) -> str:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(name).get())
+
+    set_secret_block_loader(load)
+
+
+def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
+    """Run (or rerun) an incident's playbook to its end and return the incident as it ends.
+
+    A playbook that fails records ``failed`` and the reason on the incident; that is a result,
+    not an exception. Steps converge on a rerun, so this also resumes an interrupted run.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+    """
+    configure_prefect()
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+    playbook = get_playbook(incident.type).load()
+    use_runtime(runtime)
+    # A drill's incident ids are its sandbox's; its flow runs say so in Prefect's UI.
+    prefix = f"drill-{runtime.settings.home.name}-" if runtime.drill else ""
+    named = playbook.with_options(flow_run_name=f"{prefix}incident-{incident_id}")
+    # A playbook failure is recorded on the incident by the playbook guard, which also
+    # delivers the notifications the run queued.
+    with contextlib.suppress(RearguardError):
+        asyncio.run(named(incident_id=incident_id))
+    with runtime.db.read_session() as session:
+        return get_incident(session=session, incident_id=incident_id)
+
+
+def deployment_name(spec: PlaybookSpec) -> str:
+    """The ``flow/deployment`` name of a playbook's deployment: its flow's name, then its
+    incident type (``model_compromise/model_compromise`` for the built-in ones).
+
+    Raises:
+        ConfigurationError: the playbook's flow cannot be imported.
+    """
+    return f"{spec.load().name}/{spec.type}"
+
+
+def queue_playbook_run(*, runtime: Runtime, incident_id: int) -> str:
+    """Create the flow run of an incident's playbook on its deployment, and return at once.
+
+    The incident (its id and when it was opened) is the idempotency key: however many times,
+    and from however many intake processes, an incident is dispatched, its playbook has one
+    flow run; another database's incident of the same id (a drill's sandbox, a fresh install
+    on the same Prefect server) gets its own.
+
+    Returns:
+        The flow run's id.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+        ConfigurationError: the playbook has no deployment (``rearguard deploy`` makes them).
+    """
+    configure_prefect()
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+    name = deployment_name(get_playbook(incident.type))
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        flow_run = run_deployment(
+            name=name,
+            parameters={"incident_id": incident_id},
+            flow_run_name=f"incident-{incident_id}",
+            timeout=0,
+            idempotency_key=f"incident-{incident_id}-{incident.opened_at:%Y%m%dT%H%M%S.%f}",
+            as_subflow=False,
+        )
+    except ObjectNotFound as exc:
+        raise ConfigurationError(
+            f"no Prefect deployment {name!r} for incident {incident_id}",
+            hint="run `rearguard deploy` against this Prefect server",
+        ) from exc
+    return str(flow_run.id)
+
+
+def dispatch_playbook(*, runtime: Runtime, incident_id: int) -> str:
+    """Start an incident's playbook the way ``[intake] dispatch`` says.
+
+    ``inline`` runs it here to its end (:func:`run_playbook`); ``deployment`` queues one flow
+    run of its deployment for the work pool's workers (:func:`queue_playbook_run`).
+
+    Returns:
+        What happened, for the log: the incident's type, asset, status and reason, or the
+        queued flow run.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+        ConfigurationError: ``deployment`` and the playbook has no deployment.
+    """
+    if runtime.settings.intake.dispatch == "deployment":
+        return f"flow run {queue_playbook_run(runtime=runtime, incident_id=incident_id)} queued"
+    ended = run_playbook(runtime=runtime, incident_id=incident_id)
+    return f"{ended.type} on {ended.asset_name}: {ended.status}" + (
+        f" ({ended.reason})" if ended.reason else ""
+    )

@@ -1,0 +1,2 @@
+"""Assets and their versions: registration, approval, promotion (``versions``), lineage,
+the digest denylist, validation checks (``checks``) and importing MLflow versions."""

@@ -1,0 +1,132 @@
+"""The digest denylist: file contents known to be malicious (supply-chain incidents).
+
+A digest on the list is refused by ``assets register`` and ``assets promote`` (exit 3, an
+integrity violation), and every stored version holding it is found by one indexed query on
+``version_file.sha256``, never by re-hashing the store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from rearguard.models.audit.chain import append_event
+from rearguard.models.db.tables import Asset, AssetVersion, DeniedDigest, VersionFile
+from rearguard.models.enums import EventKind
+from rearguard.models.errors import IntegrityViolation, UsageError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_digest(value: str) -> str:
+    """Normalise a SHA-256 hex digest (``sha256:`` prefix and upper case accepted).
+
+    Raises:
+        UsageError: the value is not 64 hexadecimal characters.
+    """
+    digest = value.strip().lower().removeprefix("sha256:")
+    if not _SHA256.fullmatch(digest):
+        raise UsageError(
+            f"invalid --digest {value!r}", hint="give a SHA-256 as 64 hexadecimal characters"
+        )
+    return digest
+
+
+def digest_of_file(path: Path) -> str:
+    """The SHA-256 of a local file (``--file``).
+
+    Raises:
+        UsageError: the path is not a readable file.
+    """
+    from rearguard.models.integrity.hashing import sha256_file
+
+    if not path.is_file():
+        raise UsageError(f"--file {str(path)!r} is not a file")
+    try:
+        return sha256_file(path)[0]
+    except OSError as exc:
+        raise UsageError(f"cannot read --file {str(path)!r}: {exc.strerror}") from exc
+
+
+def deny_digest(
+    *, session: Session, digest: str, reason: str, actor: str, incident_id: int | None = None
+) -> DeniedDigest:
+    """Add a digest to the denylist and record it; an entry already there is returned as is."""
+    entry = session.get(DeniedDigest, digest)
+    if entry is not None:
+        return entry
+    entry = DeniedDigest(sha256=digest, reason=reason, incident_id=incident_id, added_by=actor)
+    session.add(entry)
+    append_event(
+        session,
+        kind=EventKind.STATE,
+        action="denylist.added",
+        actor=actor,
+        incident_id=incident_id,
+        data={"sha256": digest, "reason": reason},
+    )
+    return entry
+
+
+def denied_among(*, session: Session, digests: Iterable[str]) -> list[DeniedDigest]:
+    """The denylist entries for any of ``digests``."""
+    wanted = sorted(set(digests))
+    if not wanted:
+        return []
+    return list(session.exec(select(DeniedDigest).where(col(DeniedDigest.sha256).in_(wanted))))
+
+
+def denied_in_version(*, session: Session, version: AssetVersion) -> list[DeniedDigest]:
+    """The denylist entries matching any file of a stored version."""
+    statement = (
+        select(DeniedDigest)
+        .join(VersionFile, col(VersionFile.sha256) == col(DeniedDigest.sha256))
+        .where(VersionFile.version_id == version.id)
+    )
+    return list(session.exec(statement))
+
+
+def refuse_denied(entries: list[DeniedDigest], *, what: str) -> None:
+    """Raise when any denylist entry matched.
+
+    Raises:
+        IntegrityViolation: ``what`` holds a denylisted file (exit 3).
+    """
+    if not entries:
+        return
+    first = entries[0]
+    source = f" (incident {first.incident_id})" if first.incident_id else ""
+    raise IntegrityViolation(
+        f"{what} holds a file with denylisted digest {first.sha256}{source}",
+        hint="remove the file; `rearguard incident show` of that incident says why it is denied",
+    )
+
+
+@dataclass(frozen=True)
+class DigestHit:
+    """One stored file with the looked-for digest."""
+
+    asset: str
+    kind: str
+    label: str
+    status: str
+    path: str
+
+
+def versions_with_digest(*, session: Session, digest: str) -> list[DigestHit]:
+    """Every stored file with ``digest``, by asset and version (one query on the sha256 index)."""
+    statement = (
+        select(Asset.name, Asset.kind, AssetVersion.label, AssetVersion.status, VersionFile.path)
+        .join(AssetVersion, col(AssetVersion.id) == col(VersionFile.version_id))
+        .join(Asset, col(Asset.id) == col(AssetVersion.asset_id))
+        .where(VersionFile.sha256 == digest)
+        .order_by(col(Asset.name), col(AssetVersion.id), col(VersionFile.path))
+    )
+    return [
+        DigestHit(name, str(kind), label, str(status), path)
+        for name, kind, label, status, path in session.exec(statement)
+    ]

@@ -1,0 +1,518 @@
+"""Asset registry services: register, approve, promote, describe, verify."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from rearguard.models.assets.checks import parse_command
+from rearguard.models.assets.denylist import denied_among, denied_in_version, refuse_denied
+from rearguard.models.audit.chain import append_event
+from rearguard.models.db.engine import Database
+from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile, utcnow
+from rearguard.models.enums import AssetKind, EventKind, VersionStatus
+from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundError, UsageError
+from rearguard.models.failpoints import failpoint
+from rearguard.models.integrity.verification import VersionCheck, check_version
+from rearguard.models.names import check_name
+from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
+
+
+def get_asset(*, session: Session, name: str) -> Asset:
+    """Return an asset by name.
+
+    Raises:
+        NotFoundError: there is no such asset.
+    """
+    asset = session.exec(select(Asset).where(Asset.name == name)).first()
+    if asset is None:
+        raise NotFoundError(f"unknown asset {name!r}", hint="see `rearguard assets list`")
+    return asset
+
+
+def get_version(*, session: Session, asset: Asset, label: str) -> AssetVersion:
+    """Return a version of an asset by label.
+
+    Raises:
+        NotFoundError: the asset has no such version.
+    """
+    version = session.exec(
+        select(AssetVersion).where(AssetVersion.asset_id == asset.id, AssetVersion.label == label)
+    ).first()
+    if version is None:
+        raise NotFoundError(
+            f"asset {asset.name!r} has no version {label!r}",
+            hint=f"see `rearguard assets show {asset.name}`",
+        )
+    return version
+
+
+def list_versions(*, session: Session, asset: Asset) -> list[AssetVersion]:
+    """Return an asset's versions, newest registration first."""
+    statement = (
+        select(AssetVersion)
+        .where(AssetVersion.asset_id == asset.id)
+        .order_by(col(AssetVersion.registered_at).desc(), col(AssetVersion.id).desc())
+    )
+    return list(session.exec(statement))
+
+
+def manifest_of(*, session: Session, version: AssetVersion) -> list[ManifestEntry]:
+    """Return a version's recorded manifest, sorted by path."""
+    rows = session.exec(
+        select(VersionFile)
+        .where(VersionFile.version_id == version.id)
+        .order_by(col(VersionFile.path))
+    )
+    return [ManifestEntry(row.path, row.sha256, row.size) for row in rows]
+
+
+def alias_version(*, session: Session, asset: Asset, alias: str) -> AssetVersion | None:
+    """Return the version an alias points at, as recorded in the database."""
+    row = session.get(Alias, (asset.id, alias))
+    return session.get(AssetVersion, row.version_id) if row else None
+
+
+def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
+    """The digest identifying a version's content: sha256 over its sorted manifest lines."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: e.path):
+        hasher.update(f"{entry.sha256}  {entry.size}  {entry.path}\n".encode())
+    return hasher.hexdigest()
+
+
+def parse_version_ref(ref: str) -> tuple[str, str]:
+    """Split ``NAME@LABEL`` into its parts.
+
+    Raises:
+        UsageError: the reference is not of that form.
+    """
+    name, sep, label = ref.partition("@")
+    if not sep or not name or not label:
+        raise UsageError(f"invalid version reference {ref!r}", hint="write it as NAME@LABEL")
+    return check_name(name, what="asset name"), check_name(label, what="version label")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a registration stored."""
+
+    asset: str
+    label: str
+    kind: str
+    digest: str
+    files: list[ManifestEntry]
+
+
+def register_version(
+    *,
+    db: Database,
+    registry: RegistryBackend,
+    name: str,
+    source: Path,
+    label: str,
+    kind: AssetKind | None,
+    actor: str,
+    trained_on: str | None = None,
+    validate_command: str | None = None,
+    progress: Progress | None = None,
+) -> Registration:
+    """Copy content into the store and record it as a new candidate version.
+
+    Nothing is recorded unless everything is: the content is staged first, the database rows
+    and the audit event commit together with the version's directory appearing in the store,
+    and a failed commit removes that directory.
+
+    Args:
+        db: the database.
+        registry: the store.
+        name: asset name; the asset is created on its first registration.
+        source: the file or directory to register.
+        label: the new version's label; must be new for the asset.
+        kind: the asset's kind; required for a new asset, checked for an existing one.
+        actor: who registers it.
+        trained_on: ``DATASET@LABEL`` the version was trained on, if any.
+        validate_command: a command that validates a version of this asset.
+        progress: called with bytes copied.
+
+    Returns:
+        What was registered.
+
+    Raises:
+        UsageError: a name, the path, the kind, the lineage or the command is invalid.
+        ConflictError: the label is already registered for the asset.
+        IntegrityViolation: a file's digest is on the denylist (nothing is stored).
+    """
+    check_name(name, what="asset name")
+    check_name(label, what="version label")
+    if validate_command is not None:
+        parse_command(validate_command)
+    with db.read_session() as session:
+        asset = session.exec(select(Asset).where(Asset.name == name)).first()
+        if asset is not None:
+            if kind is not None and asset.kind != kind:
+                raise UsageError(f"asset {name!r} is a {asset.kind}, not a {kind}")
+            if session.exec(
+                select(AssetVersion.id).where(
+                    AssetVersion.asset_id == asset.id, AssetVersion.label == label
+                )
+            ).first():
+                raise ConflictError(f"{name}@{label} is already registered; labels are immutable")
+        lineage_ref = parse_version_ref(trained_on) if trained_on else None
+        if lineage_ref:
+            _lineage_version(session, lineage_ref)
+    staged = registry.stage_version(source=source, progress=progress)
+    entries = staged.manifest
+    digest = manifest_digest(entries)
+    published = False
+    try:
+        with db.session() as session:
+            asset = session.exec(select(Asset).where(Asset.name == name)).first()
+            if asset is None:
+                asset = Asset(name=name, kind=kind or AssetKind.MODEL)
+                session.add(asset)
+                session.flush()
+            if validate_command is not None:
+                asset.validate_command = validate_command
+                session.add(asset)
+            lineage = _lineage_version(session, lineage_ref) if lineage_ref else None
+            version = add_version_rows(
+                session=session,
+                asset=asset,
+                label=label,
+                entries=entries,
+                actor=actor,
+                trained_on_id=lineage.id if lineage else None,
+            )
+            append_event(
+                session,
+                kind=EventKind.STATE,
+                action="asset.registered",
+                actor=actor,
+                asset=name,
+                version=label,
+                data={
+                    "kind": str(asset.kind),
+                    "digest": digest,
+                    "files": len(entries),
+                    "bytes": version.total_size,
+                    "trained_on": trained_on,
+                    "validate_command": validate_command,
+                },
+            )
+            resolved_kind = str(asset.kind)
+            # Only now, with the flushed row holding the label (the SQLite write lock; on
+            # PostgreSQL the unique index entry, which blocks a competing insert until this
+            # transaction ends), may the store's directory for the label be replaced.
+            registry.publish_version(staged, asset=name, label=label, kind=resolved_kind)
+            published = True
+    except BaseException as exc:
+        if published:
+            registry.discard_version(asset=name, label=label)
+        if isinstance(exc, IntegrityError):
+            raise ConflictError(
+                f"{name}@{label} is already registered; labels are immutable"
+            ) from exc
+        raise
+    finally:
+        registry.discard_staged(staged)
+    return Registration(name, label, resolved_kind, digest, entries)
+
+
+def add_version_rows(
+    *,
+    session: Session,
+    asset: Asset,
+    label: str,
+    entries: list[ManifestEntry],
+    actor: str,
+    trained_on_id: int | None = None,
+    registered_at: datetime | None = None,
+) -> AssetVersion:
+    """Add a new candidate version's row and its manifest rows (flushed, not committed).
+
+    Args:
+        session: the caller's transaction.
+        asset: the asset (flushed, so it has an id).
+        label: the version's label.
+        entries: its manifest.
+        actor: who registers it.
+        trained_on_id: the dataset version it was trained on, if any.
+        registered_at: when it was registered (default: now).
+
+    Raises:
+        IntegrityViolation: a file's digest is on the denylist.
+    """
+    refuse_denied(
+        denied_among(session=session, digests=(e.sha256 for e in entries)),
+        what=f"{asset.name}@{label}",
+    )
+    version = AssetVersion(
+        asset_id=asset.id,
+        label=label,
+        digest=manifest_digest(entries),
+        total_size=sum(e.size for e in entries),
+        file_count=len(entries),
+        trained_on_id=trained_on_id,
+        registered_by=actor,
+        **({"registered_at": registered_at} if registered_at else {}),
+    )
+    session.add(version)
+    session.flush()
+    session.add_all(
+        VersionFile(version_id=version.id, path=e.path, sha256=e.sha256, size=e.size)
+        for e in entries
+    )
+    return version
+
+
+def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:
+    asset = get_asset(session=session, name=ref[0])
+    if asset.kind != AssetKind.DATASET:
+        raise UsageError(f"--trained-on must name a dataset; {ref[0]!r} is a {asset.kind}")
+    return get_version(session=session, asset=asset, label=ref[1])
+
+
+def verify_one(
+    *,
+    session: Session,
+    registry: RegistryBackend,
+    asset: Asset,
+    version: AssetVersion,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> VersionCheck:
+    """Re-hash one version against its manifest and scan its pickles."""
+    return check_version(
+        registry=registry,
+        asset=asset.name,
+        label=version.label,
+        manifest=manifest_of(session=session, version=version),
+        workers=workers,
+        progress=progress,
+    )
+
+
+def set_status(
+    *,
+    session: Session,
+    registry: RegistryBackend,
+    asset: Asset,
+    version: AssetVersion,
+    status: VersionStatus,
+    actor: str,
+    reason: str,
+    incident_id: int | None = None,
+) -> bool:
+    """Change a version's status and record it; return False when it already had it.
+
+    The registry shows the new status too (MLflow: the ``rearguard.status`` tag) before the
+    caller's transaction commits: if that fails, nothing changes; if the commit fails after
+    it, the status is set again, and mirrored again, by the rerun.
+    """
+    if version.status == status:
+        return False
+    previous = version.status
+    version.status = status
+    version.status_reason = reason
+    session.add(version)
+    append_event(
+        session,
+        kind=EventKind.STATE,
+        action=f"version.{status}",
+        actor=actor,
+        incident_id=incident_id,
+        asset=asset.name,
+        version=version.label,
+        data={"from": str(previous), "to": str(status), "reason": reason},
+    )
+    registry.mirror_status(asset=asset.name, label=version.label, status=str(status))
+    return True
+
+
+def approve_version(
+    *,
+    db: Database,
+    registry: RegistryBackend,
+    name: str,
+    label: str,
+    by: str,
+    workers: int = 1,
+) -> AssetVersion:
+    """Mark a version known-good on a named person's word, after re-verifying it.
+
+    Raises:
+        NotFoundError: unknown asset or version.
+        UsageError: the version is quarantined or retired.
+        IntegrityViolation: its files no longer match the manifest.
+    """
+    if not by.strip():
+        raise UsageError("an approval needs the name of the person approving (--by)")
+    with db.session() as session:
+        asset = get_asset(session=session, name=name)
+        version = get_version(session=session, asset=asset, label=label)
+        if version.status in (VersionStatus.QUARANTINED, VersionStatus.RETIRED):
+            raise UsageError(f"{name}@{label} is {version.status} and cannot be approved")
+        if version.status == VersionStatus.KNOWN_GOOD:
+            return version
+        check = verify_one(
+            session=session, registry=registry, asset=asset, version=version, workers=workers
+        )
+        if not check.ok:
+            raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
+        version.approved_by = by
+        version.approved_at = utcnow()
+        set_status(
+            session=session,
+            registry=registry,
+            asset=asset,
+            version=version,
+            status=VersionStatus.KNOWN_GOOD,
+            actor=by,
+            reason=f"approved by {by}",
+        )
+        return version
+
+
+def move_alias(
+    *,
+    session: Session,
+    registry: RegistryBackend,
+    asset: Asset,
+    version: AssetVersion,
+    alias: str,
+    actor: str,
+    incident_id: int | None = None,
+) -> str | None:
+    """Point an alias at a version: the store's atomic rename, then the database row.
+
+    The caller's transaction commits the row and the event together; if the process dies
+    between the rename and the commit, the next call finds the store already moved and
+    records it, so a rerun converges.
+
+    Returns:
+        The label the alias pointed at before, or None.
+    """
+    row = session.get(Alias, (asset.id, alias))
+    before = session.get(AssetVersion, row.version_id).label if row else None
+    on_disk = registry.read_alias(asset=asset.name, alias=alias)
+    if on_disk != version.label:
+        registry.move_alias(asset=asset.name, alias=alias, label=version.label)
+        failpoint("alias.after_move")
+    if row is not None and row.version_id == version.id:
+        return before
+    if row is None:
+        row = Alias(asset_id=asset.id, name=alias, version_id=version.id, moved_by=actor)
+    row.version_id, row.moved_by, row.moved_at = version.id, actor, utcnow()
+    session.add(row)
+    append_event(
+        session,
+        kind=EventKind.STATE,
+        action="alias.moved",
+        actor=actor,
+        incident_id=incident_id,
+        asset=asset.name,
+        version=version.label,
+        data={"alias": alias, "from": before, "to": version.label},
+    )
+    return before
+
+
+def promote_version(
+    *,
+    db: Database,
+    registry: RegistryBackend,
+    name: str,
+    label: str,
+    alias: str,
+    actor: str,
+    workers: int = 1,
+) -> str | None:
+    """Move an alias to a version after re-verifying it.
+
+    Raises:
+        NotFoundError: unknown asset or version.
+        UsageError: the version is suspect, quarantined or retired.
+        IntegrityViolation: its files no longer match the manifest, or one is denylisted.
+    """
+    with db.session() as session:
+        asset = get_asset(session=session, name=name)
+        version = get_version(session=session, asset=asset, label=label)
+        if version.status not in (VersionStatus.CANDIDATE, VersionStatus.KNOWN_GOOD):
+            raise UsageError(f"{name}@{label} is {version.status} and cannot be promoted")
+        refuse_denied(denied_in_version(session=session, version=version), what=f"{name}@{label}")
+        check = verify_one(
+            session=session, registry=registry, asset=asset, version=version, workers=workers
+        )
+        if not check.ok:
+            raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
+        return move_alias(
+            session=session,
+            registry=registry,
+            asset=asset,
+            version=version,
+            alias=alias,
+            actor=actor,
+        )
+
+
+def describe_asset(*, session: Session, asset: Asset, alias: str) -> dict[str, object]:
+    """Everything ``assets show`` prints: the asset, its versions and where the alias points."""
+    current = alias_version(session=session, asset=asset, alias=alias)
+    lineage_labels = _labels_by_id(
+        session, [v.trained_on_id for v in list_versions(session=session, asset=asset)]
+    )
+    return {
+        "name": asset.name,
+        "kind": str(asset.kind),
+        "validate_command": asset.validate_command,
+        alias: current.label if current else None,
+        "versions": [
+            {
+                "label": v.label,
+                "status": str(v.status),
+                "digest": v.digest,
+                "files": v.file_count,
+                "bytes": v.total_size,
+                "registered_by": v.registered_by,
+                "registered_at": _iso(v.registered_at),
+                "approved_by": v.approved_by,
+                "approved_at": _iso(v.approved_at),
+                "trained_on": lineage_labels.get(v.trained_on_id),
+                "status_reason": v.status_reason,
+                "manifest": [
+                    {"path": e.path, "sha256": e.sha256, "size": e.size}
+                    for e in manifest_of(session=session, version=v)
+                ],
+            }
+            for v in list_versions(session=session, asset=asset)
+        ],
+    }
+
+
+def _labels_by_id(session: Session, ids: list[int | None]) -> dict[int | None, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = session.exec(
+        select(AssetVersion.id, Asset.name, AssetVersion.label)
+        .join(Asset, Asset.id == AssetVersion.asset_id)
+        .where(col(AssetVersion.id).in_(wanted))
+    )
+    return {vid: f"{name}@{label}" for vid, name, label in rows}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def list_assets(*, session: Session) -> list[Asset]:
+    """Return every asset, by name."""
+    return list(session.exec(select(Asset).order_by(col(Asset.name))))

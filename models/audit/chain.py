@@ -1,0 +1,395 @@
+"""The tamper-evident audit chain.
+
+Every event carries ``prev_hash`` and ``hash = sha256(canonical JSON of its fields and
+prev_hash)``: sorted keys, compact separators, UTF-8, UTC timestamps. There is one chain per
+database, appended under a lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL an advisory lock) so it
+stays linear with many writers. The ``chain_head`` row records the last sequence number and
+hash, so deleting events from the end is as visible as deleting them from the middle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlmodel import Session, select
+
+from rearguard.models.db.tables import ChainHead, TimelineEvent
+from rearguard.models.enums import EventKind
+
+GENESIS_HASH = "0" * 64
+# Arbitrary constant: the PostgreSQL advisory-lock key of the chain ("rgaudit" in ASCII).
+_PG_LOCK_KEY = 0x72676175646974
+HASHED_FIELDS = (
+    "seq",
+    "ts",
+    "incident_id",
+    "kind",
+    "action",
+    "actor",
+    "asset",
+    "version",
+    "data",
+    "prev_hash",
+)
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_COLUMNS = (*HASHED_FIELDS, "hash")
+_ROW = (*_COLUMNS, "line")
+# What that encoder does to a str (ensure_ascii=False), used by _stored_event_hash.
+_encode_str = json.encoder.encode_basestring
+
+_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+_HEAD = ChainHead.__table__  # type: ignore[attr-defined]
+_SELECT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise a value the one way the chain hashes it (sorted keys, compact, UTF-8)."""
+    return _dumps(value)
+
+
+def format_ts(moment: datetime) -> str:
+    """Format a timestamp as the chain stores it: UTC, microseconds, a trailing ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(fields: Mapping[str, Any]) -> str:
+    """Return the hash of one event from its hashed fields (``data`` as a parsed object)."""
+    payload = {name: fields[name] for name in HASHED_FIELDS}
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AppendedEvent:
+    """What :func:`append_event` stored: the event's place and hash in the chain."""
+
+    seq: int
+    ts: str
+    hash: str
+
+
+def append_event(
+    target: Session | Connection,
+    *,
+    kind: EventKind | str,
+    action: str,
+    actor: str,
+    incident_id: int | None = None,
+    asset: str | None = None,
+    version: str | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> AppendedEvent:
+    """Append one event to the chain inside the caller's transaction.
+
+    The caller's transaction holds the chain lock from here until it commits, so the event and
+    the state change it records land together or not at all.
+
+    Args:
+        target: an open write session, or a connection in a write transaction
+            (``Database.transaction()``: the lighter path for writers that only log).
+        kind: intent, outcome, decision, notification or state.
+        action: what happened, e.g. ``rollback`` or ``incident.opened``.
+        actor: who did it (a person, ``playbook:<name>``, ``cli``).
+        incident_id: the incident the event belongs to, if any.
+        asset: the asset concerned, if any.
+        version: the version label concerned, if any.
+        data: further facts; must be JSON-serialisable and must not hold secrets.
+
+    Returns:
+        The event's sequence number, timestamp and hash.
+    """
+    connection = target.connection() if isinstance(target, Session) else target
+    dialect = connection.dialect.name
+    # The driver's own cursor, in the session's transaction: this runs for every event, and
+    # SQLAlchemy's statement machinery costs as much as the statements themselves
+    # (bench/bench_audit_chain.py). Same connection and transaction, so the same guarantees.
+    cursor = connection.connection.driver_connection.cursor()
+    sql = _SQL_BY_DIALECT["postgresql" if dialect == "postgresql" else "sqlite"]
+    try:
+        if dialect == "postgresql":
+            cursor.execute(sql.lock, (_PG_LOCK_KEY,))
+        # SQLite: every write transaction already began with BEGIN IMMEDIATE (database.py).
+        cursor.execute(sql.head)
+        head = cursor.fetchone()
+        seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+        fields: dict[str, Any] = {
+            "seq": seq + 1,
+            "ts": format_ts(datetime.now(UTC)),
+            "incident_id": incident_id,
+            "kind": str(kind),
+            "action": action,
+            "actor": actor,
+            "asset": asset,
+            "version": version,
+            "data": dict(data or {}),
+            "prev_hash": prev_hash,
+        }
+        digest = event_hash(fields)
+        cursor.execute(
+            sql.insert_event,
+            (
+                *(fields[name] for name in HASHED_FIELDS if name != "data"),
+                canonical_json(fields["data"]),
+                digest,
+            ),
+        )
+        cursor.execute(sql.update_head if head else sql.insert_head, (fields["seq"], digest))
+    finally:
+        cursor.close()
+    return AppendedEvent(fields["seq"], fields["ts"], digest)
+
+
+def lock_chain(connection: Connection) -> None:
+    """Take the chain lock now, for a transaction that appends events after other writes.
+
+    Taking it first keeps one lock order for every writer: a transaction that first inserted
+    rows and only then waited for the chain could deadlock with one holding the chain.
+    SQLite's write transactions already hold the database lock from ``BEGIN IMMEDIATE``.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+
+
+@dataclass(frozen=True)
+class _ChainSql:
+    lock: str
+    head: str
+    insert_event: str
+    update_head: str
+    insert_head: str
+
+
+_SQLITE_SQL = _ChainSql(
+    lock="SELECT pg_advisory_xact_lock(?)",
+    head="SELECT seq, hash FROM chain_head WHERE id = 1",
+    insert_event=(
+        "INSERT INTO timeline_event (seq, ts, incident_id, kind, action, actor, asset, version,"
+        " prev_hash, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    update_head="UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1",
+    insert_head="INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?)",
+)
+# psycopg's placeholder is %s; nothing else differs.
+_SQL_BY_DIALECT = {
+    "sqlite": _SQLITE_SQL,
+    "postgresql": _ChainSql(
+        *(getattr(_SQLITE_SQL, f).replace("?", "%s") for f in _ChainSql.__dataclass_fields__)
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """The first thing wrong with a chain."""
+
+    seq: int
+    line: int | None
+    reason: str
+
+    def describe(self) -> str:
+        """One line for the user."""
+        where = f"event {self.seq}" + (f" (line {self.line})" if self.line else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of verifying a chain."""
+
+    events: int
+    last_seq: int
+    last_hash: str
+    problem: ChainProblem | None
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return self.problem is None
+
+
+def verify_events(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    head: tuple[int, str] | None = None,
+    start: tuple[int, str] = (0, GENESIS_HASH),
+) -> ChainReport:
+    """Verify a sequence of events in order and name the first bad one.
+
+    Args:
+        rows: events as mappings with the hashed fields, ``data`` as canonical JSON text or
+            as an object, and ``hash``; may carry ``line`` (their line in a file).
+        head: the recorded (last seq, last hash), to detect events deleted from the end.
+        start: the (seq, hash) just before the first row; the genesis by default.
+
+    Returns:
+        A report: the count and the first problem, if any.
+    """
+    values = (tuple(row.get(name) for name in _ROW) for row in rows)
+    return _verify_rows(values, head=head, start=start)
+
+
+def _verify_rows(
+    rows: Iterable[Sequence[Any]], *, head: tuple[int, str] | None, start: tuple[int, str]
+) -> ChainReport:
+    """verify_events on rows as value sequences in ``_ROW`` order (``line`` optional).
+
+    Positional rows let the stored chain be verified straight from the database cursor's rows,
+    without building a dict per event.
+    """
+    expected_seq, prev = start[0] + 1, start[1]
+    count = 0
+    for row in rows:
+        seq = row[0]
+        if seq != expected_seq:
+            if isinstance(seq, int) and seq > expected_seq:
+                reason = f"events {expected_seq}..{seq - 1} are missing (deleted)"
+            else:
+                reason = f"out of order: expected sequence {expected_seq}, found {seq}"
+            problem = ChainProblem(_int(seq), _line(row), reason)
+            return ChainReport(count, expected_seq - 1, prev, problem)
+        if row[9] != prev:
+            problem = ChainProblem(
+                seq,
+                _line(row),
+                "prev_hash does not match the previous event (inserted or reordered)",
+            )
+            return ChainReport(count, seq - 1, prev, problem)
+        stored = row[10]
+        if _stored_event_hash(row) != stored:
+            problem = _recheck(row)
+            if problem is not None:
+                return ChainReport(count, seq - 1, prev, problem)
+        prev = stored
+        expected_seq += 1
+        count += 1
+    last_seq = expected_seq - 1
+    if head is not None and (head[0], head[1]) != (last_seq, prev):
+        if head[0] > last_seq:
+            first_bad = last_seq + 1
+            reason = f"events {first_bad}..{head[0]} are missing (deleted from the end)"
+        elif head[0] < last_seq:
+            first_bad = head[0] + 1
+            reason = f"events {first_bad}..{last_seq} are past the recorded chain head (appended)"
+        else:
+            first_bad = last_seq
+            reason = "the chain head does not match the last event (altered)"
+        return ChainReport(count, last_seq, prev, ChainProblem(first_bad, None, reason))
+    return ChainReport(count, last_seq, prev, None)
+
+
+def _stored_event_hash(row: Sequence[Any]) -> str | None:
+    """An event's hash from its stored fields, its ``data`` text spliced in without parsing.
+
+    The canonical JSON of the hashed fields, written out in its sorted key order, with the
+    stored data text in place of the re-serialised data: the same bytes as
+    :func:`event_hash` when that text is canonical, as ``append_event`` stores it. Verifying a
+    chain this way skips a ``json.loads`` and a ``json.dumps`` per event, most of the cost.
+    Returns None when a field has a type this shortcut does not write.
+    """
+    seq, ts, incident_id, kind, action, actor, asset, version, data, prev_hash = row[:10]
+    if (
+        type(seq) is not int
+        or (incident_id is not None and type(incident_id) is not int)
+        or type(data) is not str
+    ):
+        return None
+    try:
+        text_form = (
+            f'{{"action":{_encode_str(action)},"actor":{_encode_str(actor)},'
+            f'"asset":{"null" if asset is None else _encode_str(asset)},"data":{data},'
+            f'"incident_id":{"null" if incident_id is None else incident_id},'
+            f'"kind":{_encode_str(kind)},"prev_hash":{_encode_str(prev_hash)},'
+            f'"seq":{seq},"ts":{_encode_str(ts)},'
+            f'"version":{"null" if version is None else _encode_str(version)}}}'
+        )
+    except TypeError:  # a field missing, or not a string where one belongs
+        return None
+    return hashlib.sha256(text_form.encode("utf-8")).hexdigest()
+
+
+def _recheck(row: Sequence[Any]) -> ChainProblem | None:
+    """Verify one event's hash the full way: parse ``data``, re-serialise, hash.
+
+    Reached when the shortcut cannot decide (``data`` given as an object, a stored text that is
+    valid but not canonical, or a real mismatch), and says which problem it is.
+    """
+    fields = dict(zip(_COLUMNS, row[:11], strict=True))
+    seq, line = fields["seq"], _line(row)
+    if isinstance(fields["data"], str):
+        try:
+            fields["data"] = json.loads(fields["data"])
+        except ValueError:
+            return ChainProblem(seq, line, "data is not valid JSON (altered)")
+    try:
+        recomputed = event_hash(fields)
+    except (TypeError, ValueError) as exc:
+        return ChainProblem(seq, line, f"malformed: {exc}")
+    if recomputed != fields["hash"]:
+        return ChainProblem(seq, line, "hash does not match its content (altered)")
+    return None
+
+
+def _line(row: Sequence[Any]) -> int | None:
+    return row[11] if len(row) > 11 else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else -1
+
+
+def iter_stored_events(session: Session, *, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """Stream every stored event in sequence order, in batches, as plain dicts."""
+    for row in _stored_rows(session, batch=batch):
+        yield dict(zip(_COLUMNS, row, strict=True))
+
+
+_SELECT_BATCH = (
+    f"SELECT {', '.join(_COLUMNS)} FROM timeline_event WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608 - constant column names
+)
+
+
+def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
+    """Every stored event in sequence order, as value rows in ``_COLUMNS`` order."""
+    connection = session.connection()
+    sql = (
+        _SELECT_BATCH
+        if connection.dialect.name != "postgresql"
+        else _SELECT_BATCH.replace("?", "%s")
+    )
+    # The driver's cursor, in keyset-paginated batches: bounded memory on any chain length,
+    # and no SQLAlchemy row processing, which costs more than hashing the row.
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        last = 0
+        while True:
+            cursor.execute(sql, (last, batch))
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][0]
+    finally:
+        cursor.close()
+
+
+def verify_stored_chain(session: Session) -> ChainReport:
+    """Verify the database's whole chain against its recorded head."""
+    head = session.connection().execute(_SELECT_HEAD).first()
+    recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    return _verify_rows(_stored_rows(session), head=recorded, start=(0, GENESIS_HASH))
+
+
+def events_for_incident(session: Session, *, incident_id: int) -> list[TimelineEvent]:
+    """Return an incident's events in order."""
+    statement = (
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == incident_id)
+        .order_by(TimelineEvent.seq)
+    )
+    return list(session.exec(statement))

@@ -1,0 +1,1 @@
+"""The database: SQLModel tables, the engine and its transactions, Alembic migrations."""

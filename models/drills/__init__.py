@@ -1,0 +1,1 @@
+"""Recovery drills: definitions and runs (``service``), sandboxes, compromise injectors."""

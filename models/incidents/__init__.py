@@ -1,0 +1,2 @@
+"""Incidents: opening and state (``service``), dedup keys, alerts, approval requests, and
+resolution."""

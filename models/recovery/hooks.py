@@ -1,0 +1,219 @@
+"""Hooks: outside commands a playbook runs (rotate credentials, retrain, freeze ingestion).
+
+A hook is configured in ``rearguard.toml`` globally (``[hooks.NAME]``, or ``[[hooks.NAME]]``
+for several commands run in order) or per asset (``[assets.ASSET.hooks.NAME]``, which replaces
+the global hook of that name). Each command is an argv list run without a shell, with a
+timeout after which its whole process group is killed, and an environment made of the basics
+(``PATH``, ``HOME``, locale), the variable names in its ``env`` allow-list, and rearguard's own
+``REARGUARD_INCIDENT_ID``, ``REARGUARD_INCIDENT_TYPE``, ``REARGUARD_SEVERITY``,
+``REARGUARD_HOOK``, ``REARGUARD_ASSET`` plus what the playbook adds (e.g. the dataset to
+retrain on). Every run is a timeline event with its exit code, duration and the redacted tail
+of its output; a command that fails or hangs fails the step with that evidence.
+
+A hook may instead name a Prefect deployment (``deployment = "flow/name"``): its flow run is
+created with the same environment as job variables (a process worker's flow run sees it as its
+environment), waited for up to the timeout (then cancelled), and recorded the same way, its
+final state standing for the exit code. ``models`` never imports Prefect: the orchestration
+layer installs the function that runs deployments (:func:`set_deployment_runner`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rearguard.models.audit.chain import append_event
+from rearguard.models.audit.redaction import redact_text
+from rearguard.models.commands import CommandRun, base_env, run_argv
+from rearguard.models.config.hooks import HookCommand
+from rearguard.models.db.tables import Incident
+from rearguard.models.enums import EventKind
+from rearguard.models.errors import ConfigurationError, OperationFailed
+from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.runtime import Runtime
+
+_EVIDENCE_CHARS = 300
+
+DeploymentRunner = Callable[..., CommandRun]
+"""Called as runner(deployment, env=..., timeout_s=...): run a flow run of the deployment."""
+_deployment_runner: DeploymentRunner | None = None
+
+
+def set_deployment_runner(runner: DeploymentRunner) -> None:
+    """Install what runs deployment hooks (the orchestration layer does, before playbooks)."""
+    global _deployment_runner
+    _deployment_runner = runner
+
+
+def _run_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) -> CommandRun:
+    if _deployment_runner is None:
+        raise ConfigurationError(
+            f"hook deployment {name!r} can only run inside a playbook",
+            hint="deployment hooks run from playbooks under Prefect",
+        )
+    return _deployment_runner(name, env=env, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True)
+class HookRun:
+    """How one hook command ended, as recorded."""
+
+    hook: str
+    index: int
+    argv0: str
+    ok: bool
+    exit_code: int | None
+    duration_s: float
+    output_tail: str
+    reason: str
+    credentials: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form for the timeline (the output tail is already redacted)."""
+        return {
+            "hook": self.hook,
+            "index": self.index,
+            "command": self.argv0,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "duration_s": round(self.duration_s, 3),
+            "output_tail": self.output_tail,
+            "reason": self.reason,
+            "credentials": list(self.credentials) if self.ok else [],
+        }
+
+
+def hook_env(
+    command: HookCommand, *, incident: Incident, hook: str, asset: str | None, extra: dict[str, str]
+) -> dict[str, str]:
+    """The whole environment of one hook command."""
+    env = base_env(command.env)
+    env.update(
+        REARGUARD_INCIDENT_ID=str(incident.id),
+        REARGUARD_INCIDENT_TYPE=incident.type,
+        REARGUARD_SEVERITY=str(incident.severity),
+        REARGUARD_HOOK=hook,
+        REARGUARD_ASSET=asset or "",
+    )
+    env.update(extra)
+    if str(incident.source) == "drill":
+        env["REARGUARD_DRILL"] = "1"  # a drill's hook must not act on production
+    return env
+
+
+def run_hook_command(
+    command: HookCommand,
+    *,
+    incident: Incident,
+    hook: str,
+    index: int,
+    asset: str | None,
+    extra_env: dict[str, str],
+) -> HookRun:
+    """Run one hook command and describe how it ended; the output tail is redacted."""
+    env = hook_env(command, incident=incident, hook=hook, asset=asset, extra=extra_env)
+    if command.argv:
+        run = run_argv(command.argv, env=env, timeout_s=command.timeout_s)
+        # The timeout killed its process group: say so, the reader must not wonder if it runs.
+        killed = " and was killed"
+    else:
+        assert command.deployment is not None
+        # Only what the hook is given, not the environment the playbook runs in.
+        given = {k: v for k, v in env.items() if k.startswith("REARGUARD_") or k in command.env}
+        run = _run_deployment(command.deployment, env=given, timeout_s=command.timeout_s)
+        killed = " and its flow run was cancelled"
+    reason = run.reason + (killed if run.reason.startswith("timed out") else "")
+    return HookRun(
+        hook=hook,
+        index=index,
+        argv0=command.label,
+        ok=run.ok,
+        exit_code=run.exit_code,
+        duration_s=run.duration_s,
+        output_tail=redact_text(run.output_tail),
+        reason=reason,
+        credentials=tuple(command.credentials),
+    )
+
+
+def run_hook(
+    *,
+    runtime: Runtime,
+    incident_id: int,
+    hook: str,
+    asset: str | None = None,
+    env: dict[str, str] | None = None,
+    required: bool = False,
+) -> dict[str, Any]:
+    """Run every command of a configured hook, in order, each recorded as a timeline event.
+
+    Idempotent: commands that already succeeded for this incident (recorded in its state) are
+    not run again on a rerun; a command that failed is.
+
+    Args:
+        runtime: the process runtime.
+        incident_id: the incident the hook acts for.
+        hook: the hook's name (``rotate_credentials``, ``retrain``, ``freeze_ingestion``...).
+        asset: the asset whose per-asset hooks apply (default: the incident's asset).
+        env: further ``REARGUARD_*`` variables for the commands.
+        required: when True, a hook that is not configured fails the step.
+
+    Returns:
+        ``{"hook", "runs": [...], "credentials": [names rotated]}``, or ``skipped`` when the
+        hook is not configured and not required.
+
+    Raises:
+        ConfigurationError: the hook is required and not configured.
+        OperationFailed: a command failed or timed out; its evidence is in the message.
+    """
+    extra = {name: str(value) for name, value in (env or {}).items()}
+    if any(not name.startswith("REARGUARD_") for name in extra):
+        raise ConfigurationError("a playbook may only add REARGUARD_* variables to a hook")
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+    target = asset or incident.asset_name
+    commands = runtime.settings.hooks.commands(hook, asset=target)
+    if not commands:
+        if required:
+            where = f"[assets.{target}.hooks.{hook}] or " if target else ""
+            raise ConfigurationError(
+                f"no {hook!r} hook is configured" + (f" for {target}" if target else ""),
+                hint=f"add {where}[hooks.{hook}] with argv = [...] to rearguard.toml",
+            )
+        return {"hook": hook, "asset": target, "skipped": f"no {hook!r} hook is configured"}
+    key = f"{hook}:{target or ''}"
+    done: dict[str, Any] = dict(incident.state.get("hooks", {}).get(key, {}))
+    runs: list[dict[str, Any]] = []
+    for index, command in enumerate(commands):
+        if str(index) in done:
+            runs.append({**done[str(index)], "already_ran": True})
+            continue
+        result = run_hook_command(
+            command, incident=incident, hook=hook, index=index, asset=target, extra_env=extra
+        )
+        recorded = result.as_dict()
+        with runtime.db.session() as session:
+            append_event(
+                session,
+                kind=EventKind.OUTCOME,
+                action=f"hook.{hook}",
+                actor=f"playbook:{incident.type}",
+                incident_id=incident_id,
+                asset=target,
+                data=recorded,
+            )
+            if result.ok:
+                current = get_incident(session=session, incident_id=incident_id)
+                hooks = dict(current.state.get("hooks", {}))
+                hooks[key] = {**hooks.get(key, {}), str(index): recorded}
+                update_state(session=session, incident=current, hooks=hooks)
+        if not result.ok:
+            raise OperationFailed(
+                f"hook {hook}[{index}] ({result.argv0}) {result.reason}"
+                f" after {result.duration_s:.1f}s: {result.output_tail[-_EVIDENCE_CHARS:].strip()}",
+                hint="see the hook event in `rearguard incident show`",
+            )
+        runs.append(recorded)
+    credentials = [name for run in runs for name in run.get("credentials", [])]
+    return {"hook": hook, "asset": target, "runs": runs, "credentials": credentials}

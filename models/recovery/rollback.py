@@ -1,0 +1,100 @@
+"""Rollback: move the production alias to the selected version, validate it, and conclude the
+incident."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rearguard.models.assets.checks import run_validation
+from rearguard.models.assets.versions import (
+    alias_version,
+    get_version,
+    move_alias,
+)
+from rearguard.models.enums import IncidentStatus, VersionStatus
+from rearguard.models.errors import OperationFailed
+from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.recovery.targets import incident_asset, playbook_actor
+from rearguard.models.runtime import Runtime
+
+
+def rollback(
+    *, runtime: Runtime, incident_id: int, label: str, asset: str | None = None
+) -> dict[str, Any]:
+    """Move the production alias of an asset (default: the incident's) to ``label``.
+
+    A no-op when it is already there, so a rerun never moves it twice.
+    """
+    alias = runtime.settings.registry.alias
+    with runtime.db.session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        target = incident_asset(session, incident, asset)
+        version = get_version(session=session, asset=target, label=label)
+        if version.status != VersionStatus.KNOWN_GOOD:
+            raise OperationFailed(f"{target.name}@{label} is {version.status}; not rolling back")
+        before = move_alias(
+            session=session,
+            registry=runtime.registry,
+            asset=target,
+            version=version,
+            alias=alias,
+            actor=playbook_actor(incident),
+            incident_id=incident_id,
+        )
+    moved = {"alias": alias, "from": before, "to": label}
+    return moved if asset is None else {"asset": target.name, **moved}
+
+
+def validate(*, runtime: Runtime, incident_id: int, asset: str | None = None) -> dict[str, Any]:
+    """Run an asset's (default: the incident's) validation command against what production serves.
+
+    Raises:
+        OperationFailed: the command failed or timed out; its evidence is in the message.
+    """
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        asset_row = incident_asset(session, incident, asset)
+        current = alias_version(
+            session=session, asset=asset_row, alias=runtime.settings.registry.alias
+        )
+    if current is None:
+        raise OperationFailed(f"{asset_row.name} has no production version to validate")
+    if not asset_row.validate_command:
+        return {"skipped": "the asset has no validation command", "version": current.label}
+    result = run_validation(
+        command=asset_row.validate_command,
+        # The directory of the version the alias points at, with either backend (MLflow's
+        # alias location is a models:/ URI, which a validation command cannot read).
+        location=runtime.registry.version_location(asset=asset_row.name, label=current.label),
+        asset=asset_row.name,
+        label=current.label,
+        timeout_s=runtime.settings.playbooks.validation_timeout_s,
+        drill=runtime.drill,
+    )
+    if not result.ok:
+        raise OperationFailed(
+            f"validation of {asset_row.name}@{current.label} {result.reason}: "
+            f"{result.output_tail[-200:].strip()}"
+        )
+    return {"version": current.label, **result.as_dict()}
+
+
+def conclude(
+    *, runtime: Runtime, incident_id: int, status: IncidentStatus, reason: str | None = None
+) -> dict[str, Any]:
+    """Record the incident's end state (recovered or failed) and the reason.
+
+    Returns:
+        ``changed`` is False when the incident already ended that way (a converged rerun),
+        so nobody is notified twice of the same outcome.
+    """
+    with runtime.db.session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        changed = set_incident_status(
+            session=session,
+            incident=incident,
+            status=status,
+            actor=playbook_actor(incident),
+            reason=reason,
+        )
+    return {"status": str(status), "reason": reason, "changed": changed}

@@ -1,0 +1,206 @@
+"""Known-good selection: re-verify an asset's versions and choose the one to restore.
+
+The newest ``known_good`` version registered before the incident's ``since``, whose files
+re-hash to its manifest now and which passes the asset's validation check; versions that fail
+re-verification become ``suspect``. None qualifying is a failure, never a promotion of an
+unverified version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from rearguard.models.assets.checks import run_validation
+from rearguard.models.assets.denylist import denied_in_version
+from rearguard.models.assets.versions import (
+    get_asset,
+    get_version,
+    manifest_of,
+    set_status,
+)
+from rearguard.models.db.tables import Asset, AssetVersion
+from rearguard.models.enums import VersionStatus
+from rearguard.models.errors import OperationFailed
+from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.integrity.verification import VersionCheck, check_versions
+from rearguard.models.recovery.targets import UNTRUSTED, incident_asset, playbook_actor
+from rearguard.models.runtime import Runtime
+
+
+def verify_integrity(
+    *, runtime: Runtime, incident_id: int, asset: str | None = None
+) -> dict[str, Any]:
+    """Re-verify every version of an asset (default: the incident's) not quarantined or retired.
+
+    Versions that fail are marked suspect, with what failed.
+
+    Returns:
+        ``{"checks": {label: {ok, problems, ...}}, "failed": [labels]}``.
+    """
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        target = incident_asset(session, incident, asset)
+        versions = _versions(session, target, exclude=UNTRUSTED)
+        items = [(target.name, v.label, manifest_of(session=session, version=v)) for v in versions]
+    checks = check_versions(
+        registry=runtime.registry, items=items, workers=runtime.settings.playbooks.hash_workers
+    )
+    mark_failed_suspect(runtime, incident_id, checks, target.name)
+    return {
+        "checks": {c.label: c.as_dict() for c in checks},
+        "failed": [c.label for c in checks if not c.ok],
+    }
+
+
+def mark_failed_suspect(
+    runtime: Runtime, incident_id: int, checks: list[VersionCheck], asset_name: str
+) -> None:
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return
+    with runtime.db.session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        asset = get_asset(session=session, name=asset_name)
+        for check in failed:
+            version = get_version(session=session, asset=asset, label=check.label)
+            if version.status in UNTRUSTED:
+                continue
+            set_status(
+                session=session,
+                registry=runtime.registry,
+                asset=asset,
+                version=version,
+                status=VersionStatus.SUSPECT,
+                actor=playbook_actor(incident),
+                reason=f"failed re-verification: {check.summary()}",
+                incident_id=incident_id,
+            )
+
+
+def _versions(
+    session: Session, asset: Asset, *, exclude: tuple[VersionStatus, ...] = ()
+) -> list[AssetVersion]:
+    statement = (
+        select(AssetVersion)
+        .where(AssetVersion.asset_id == asset.id)
+        .order_by(col(AssetVersion.registered_at).desc(), col(AssetVersion.id).desc())
+    )
+    if exclude:
+        statement = statement.where(col(AssetVersion.status).not_in(exclude))
+    return list(session.exec(statement))
+
+
+def select_known_good(
+    *,
+    runtime: Runtime,
+    incident_id: int,
+    asset: str | None = None,
+    checks: dict[str, dict[str, Any]] | None = None,
+    honour_since: bool = True,
+    clean_lineage: bool = False,
+) -> dict[str, Any]:
+    """Choose the version to roll back to, by the rule in DESIGN.md.
+
+    The newest ``known_good`` version, registered before the incident's ``since`` when given,
+    whose files re-hash to its manifest now (``checks`` from this run's verification count as
+    now), that holds no denylisted file, that was not trained on a suspect or quarantined
+    dataset version, and that passes the asset's validation command if one is set. A version
+    that fails verification is marked suspect.
+
+    Args:
+        runtime: the process runtime.
+        incident_id: the incident.
+        asset: the asset (default: the incident's); its choice is recorded per asset.
+        checks: this run's verification results, by label.
+        honour_since: False when the incident's ``since`` dates something else (the dataset
+            of a data-poisoning incident), not this asset's versions.
+        clean_lineage: also reject versions that record no training dataset, unless
+            ``[playbooks] allow_unlineaged_rollback`` is set.
+
+    Raises:
+        OperationFailed: no version qualifies; the message lists why each was rejected.
+    """
+    need_lineage = clean_lineage and not runtime.settings.playbooks.allow_unlineaged_rollback
+    with runtime.db.read_session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        target = incident_asset(session, incident, asset)
+        since = incident.since if honour_since else None
+        versions = _versions(session, target)
+        known_good = [
+            (v, manifest_of(session=session, version=v), _distrust(session, v, need_lineage))
+            for v in versions
+            if v.status == VersionStatus.KNOWN_GOOD
+        ]
+        # Approved versions that verification has just made suspect: say so in the reason.
+        rejected: list[dict[str, str]] = [
+            {"version": v.label, "reason": f"is suspect ({v.status_reason})"}
+            for v in versions
+            if v.status == VersionStatus.SUSPECT and v.approved_by
+        ]
+    checks = checks or {}
+    for version, manifest, distrust in known_good:
+        if since is not None and version.registered_at >= since:
+            rejected.append({"version": version.label, "reason": "registered at or after --since"})
+            continue
+        if distrust:
+            rejected.append({"version": version.label, "reason": distrust})
+            continue
+        verdict = checks.get(version.label)
+        if verdict is None:
+            (check,) = check_versions(
+                registry=runtime.registry,
+                items=[(target.name, version.label, manifest)],
+                workers=runtime.settings.playbooks.hash_workers,
+            )
+            if not check.ok:
+                mark_failed_suspect(runtime, incident_id, [check], target.name)
+            verdict = check.as_dict()
+        if not verdict["ok"]:
+            rejected.append(
+                {
+                    "version": version.label,
+                    "reason": "fails verification: " + "; ".join(verdict["problems"]),
+                }
+            )
+            continue
+        if target.validate_command:
+            result = run_validation(
+                command=target.validate_command,
+                location=runtime.registry.version_location(asset=target.name, label=version.label),
+                asset=target.name,
+                label=version.label,
+                timeout_s=runtime.settings.playbooks.validation_timeout_s,
+                drill=runtime.drill,
+            )
+            if not result.ok:
+                rejected.append({"version": version.label, "reason": f"validation {result.reason}"})
+                continue
+        with runtime.db.session() as session:
+            incident = get_incident(session=session, incident_id=incident_id)
+            if asset is None:
+                update_state(session=session, incident=incident, selected=version.label)
+            else:
+                chosen = {**incident.state.get("selected_by_asset", {}), asset: version.label}
+                update_state(session=session, incident=incident, selected_by_asset=chosen)
+        found = {"selected": version.label, "rejected": rejected}
+        return found if asset is None else {"asset": target.name, **found}
+    reasons = "; ".join(f"{r['version']} {r['reason']}" for r in rejected) or (
+        "the asset has no known-good version"
+    )
+    raise OperationFailed(f"no known-good version of {target.name} qualifies: {reasons}")
+
+
+def _distrust(session: Session, version: AssetVersion, need_lineage: bool) -> str | None:
+    """Why an approved version may not be restored whatever its bytes, or None."""
+    denied = denied_in_version(session=session, version=version)
+    if denied:
+        return f"holds denylisted digest {denied[0].sha256}"
+    if version.trained_on_id is None:
+        return "records no training dataset (lineage required)" if need_lineage else None
+    dataset = session.get(AssetVersion, version.trained_on_id)
+    if dataset is not None and dataset.status in (VersionStatus.SUSPECT, *UNTRUSTED):
+        parent = session.get(Asset, dataset.asset_id)
+        name = parent.name if parent else "?"
+        return f"trained on {dataset.status} dataset {name}@{dataset.label}"
+    return None

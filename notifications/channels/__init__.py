@@ -1,0 +1,2 @@
+"""One module per channel: ``base`` (the interface, console, file), ``slack``, ``email``,
+``webhook``."""
