@@ -19,7 +19,6 @@ and loading a pickle from it would run whatever code someone with write access p
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -49,6 +48,8 @@ from rearguard.models.runtime import Runtime
 JOBS_TABLE = "apscheduler_jobs"
 DRILL_JOB_PREFIX = "drill:"
 SWEEP_JOB = "sweep"
+RUNTIME_ARGUMENT = "runtime"
+"""The keyword argument that gives a job its scheduler's runtime (never stored)."""
 
 logger = logging.getLogger("rearguard.scheduler")
 
@@ -57,8 +58,8 @@ class JsonJobStore(SQLAlchemyJobStore):
     """APScheduler's SQLAlchemy job store, with each job's state as JSON instead of a pickle.
 
     Only what rearguard schedules can be stored: a function by reference, JSON arguments and
-    a cron trigger. A job loaded from it runs on the store's runtime, given to its function as
-    the keyword ``runtime`` (the stored job names the function alone).
+    a cron trigger. A job's ``runtime`` argument is not stored: a job loaded from the store
+    runs on the store's runtime.
 
     Args:
         runtime: the application's runtime; its database holds the jobs' table.
@@ -99,13 +100,12 @@ class JsonJobStore(SQLAlchemyJobStore):
         state.update(
             trigger=CronTrigger(**trigger["fields"], timezone=trigger["timezone"]),
             args=tuple(state["args"]),
+            kwargs={**state["kwargs"], RUNTIME_ARGUMENT: self.runtime},
             next_run_time=datetime.fromisoformat(moment) if moment else None,
             jobstore=self,
         )
         job = Job.__new__(Job)
         job.__setstate__(state)
-        # The job's state keeps the function's reference; only the call gets the runtime.
-        job.func = functools.partial(job.func, runtime=self.runtime)
         job._scheduler = self._scheduler
         job._jobstore_alias = self._alias
         return job
@@ -123,6 +123,7 @@ def _dump(job: Job) -> bytes:
             "timezone": str(trigger.timezone),
         },
         args=list(state["args"]),
+        kwargs={k: v for k, v in state["kwargs"].items() if k != RUNTIME_ARGUMENT},
         next_run_time=moment.isoformat() if moment else None,
     )
     return json.dumps(state, sort_keys=True).encode()
@@ -209,6 +210,7 @@ class DrillScheduler:
                 run_scheduled_sweep,
                 trigger=sweep_trigger,
                 id=SWEEP_JOB,
+                kwargs={RUNTIME_ARGUMENT: self.runtime},
                 replace_existing=True,
             )
         self.scheduler.add_job(
@@ -286,6 +288,7 @@ class DrillScheduler:
             run_scheduled_drill,
             trigger=trigger,
             args=[drill.name],
+            kwargs={RUNTIME_ARGUMENT: self.runtime},
             id=DRILL_JOB_PREFIX + drill.name,
             name=f"drill {drill.name}",
             executor="drills",
