@@ -261,14 +261,13 @@ def main() -> None:
         from rearguard.flows.approvals.decide import answer
         from rearguard.models.config.settings import load_settings
         from rearguard.models.incidents.approvals import decide
-        from rearguard.models.runtime import Runtime, use_runtime
+        from rearguard.models.runtime import Runtime
 
         home = root / "home"
         home.mkdir()
         (home / "rearguard.toml").write_text(POLICY.format(poll_s=args.poll_s))
         os.chdir(home)
         rt = Runtime.from_settings(load_settings(home=home))
-        use_runtime(rt)
 
         def by_cli(incident_id: int) -> None:
             answer(runtime=rt, incident_id=incident_id, approver="alice", approve=True)

@@ -86,10 +86,8 @@ def add_weekly_drill(rt: Any) -> None:
 def time_real(workspace: Workspace) -> float:
     """One real playbook run on a fresh home."""
     from rearguard.flows.run_playbook import run_playbook
-    from rearguard.models.runtime import use_runtime
 
     rt = open_runtime(workspace.fresh_home())
-    use_runtime(rt)
     started = time.perf_counter()
     ended = run_playbook(runtime=rt, incident_id=open_incident(rt))
     elapsed = time.perf_counter() - started
@@ -101,10 +99,8 @@ def time_real(workspace: Workspace) -> float:
 def time_drill(workspace: Workspace) -> float:
     """One drill run on a fresh home."""
     from rearguard.flows.drills.run import run_drill
-    from rearguard.models.runtime import use_runtime
 
     rt = open_runtime(workspace.fresh_home())
-    use_runtime(rt)
     add_weekly_drill(rt)
     started = time.perf_counter()
     run = run_drill(runtime=rt, name="weekly")

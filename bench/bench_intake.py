@@ -430,7 +430,7 @@ def prepare_home(home: Path, assets: list[str], args: argparse.Namespace) -> Any
     from scenarios import build_scenario
 
     from rearguard.models.config.settings import load_settings
-    from rearguard.models.runtime import Runtime, use_runtime
+    from rearguard.models.runtime import Runtime
 
     home.mkdir()
     if args.database_url:
@@ -446,7 +446,6 @@ def prepare_home(home: Path, assets: list[str], args: argparse.Namespace) -> Any
     runtime = Runtime.from_settings(load_settings(home=home, database_url=args.database_url))
     if args.database_url:
         runtime.db.upgrade()
-    use_runtime(runtime)
     note(f"{home.name}: building {len(assets)} tampered assets")
     for asset in assets:
         build_scenario(runtime, home, asset=asset, tampered=True)

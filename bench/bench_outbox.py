@@ -70,7 +70,7 @@ def emit(measure: str, **fields: Any) -> None:
 def make_runtime(home: Path, database_url: str | None, toml: str, env: dict[str, str]) -> Any:
     """A runtime on a fresh home with the given rearguard.toml and environment."""
     from rearguard.models.config.settings import load_settings
-    from rearguard.models.runtime import Runtime, use_runtime
+    from rearguard.models.runtime import Runtime
 
     home.mkdir(parents=True, exist_ok=True)
     (home / "rearguard.toml").write_text(toml)
@@ -79,7 +79,6 @@ def make_runtime(home: Path, database_url: str | None, toml: str, env: dict[str,
     if database_url:
         reset(database_url)
     runtime = Runtime.from_settings(load_settings(home=home, database_url=database_url))
-    use_runtime(runtime)
     return runtime
 
 

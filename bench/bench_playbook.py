@@ -254,11 +254,8 @@ class Run:
     """One timed in-process run: its time, runtime, incident and step marks."""
 
     def __init__(self, workspace: Workspace, body: Callable[[Any, Marks], int]) -> None:
-        from rearguard.models.runtime import use_runtime
-
         home = workspace.fresh_home()
         self.rt = open_runtime(home)
-        use_runtime(self.rt)
         self.marks: Marks = []
         self.rt.reporters.append(
             lambda step, phase, _message: self.marks.append((step, phase, time.perf_counter()))
@@ -273,9 +270,6 @@ class Run:
 
     def finish(self) -> None:
         """Dispose of the runtime and delete the home."""
-        from rearguard.models.runtime import use_runtime
-
-        use_runtime(None)
         self.rt.db.dispose()
         remove_tree(self.rt.settings.home)
 

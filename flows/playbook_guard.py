@@ -1,4 +1,5 @@
-"""What every playbook does around its steps: tell people, record how it ended."""
+"""What every playbook does around its steps: bind its runtime, tell people, record how it
+ended."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from rearguard.flows.playbook_lock import deployment_asset_slot
-from rearguard.flows.prefect_infra.hook_deployments import install_hook_deployment_runner
+from rearguard.flows.prefect_infra.asset_slot import deployment_asset_slot
+from rearguard.flows.prefect_infra.lent import with_prefect
 from rearguard.flows.steps import conclude, notify
+from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import OperationFailed, RearguardError
-from rearguard.models.runtime import current_runtime
+from rearguard.models.runtime import Runtime, bound, bound_runtime
 
 
 @dataclass
@@ -43,8 +45,14 @@ class PlaybookOutcome:
 
 @asynccontextmanager
 async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
-    """Wrap a playbook body: tell people it opened, record and announce how it ended.
+    """Wrap a playbook body: bind its runtime, tell people it opened, record and announce how
+    it ended.
 
+    The run's runtime is the one its caller bound (:func:`rearguard.flows.run_playbook.run_playbook`
+    does), or, in a deployment's flow run in a worker's process, where nothing is bound, one
+    built here from the settings and closed at the end. It is bound to the body for the run's
+    duration, with what Prefect lends it (hook deployments, Secret blocks), so that the steps,
+    and only this run's steps, find it.
     On success the incident is ``recovered``, on failure ``failed`` with the reason. Each
     notification is queued only while the incident is in the state it announces, and once per
     state, so a rerun after a crash at any point sends what the crash lost and nothing twice.
@@ -55,29 +63,35 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     in whichever process runs it.
     """
     outcome = PlaybookOutcome(incident_id)
-    install_hook_deployment_runner()
-    async with deployment_asset_slot(incident_id):
-        try:
-            await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)
-            try:
-                yield outcome
-            except RearguardError as exc:
-                await conclude(incident_id, IncidentStatus.FAILED, exc.message)
-                await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
-                raise OperationFailed(exc.message, hint=exc.hint) from exc
-            if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
-                ended = IncidentStatus(outcome.status)
-                await conclude(incident_id, ended)
-                await notify(incident_id, event=str(ended), if_status=ended)
-        finally:
-            await _deliver_queued(incident_id)
+    given, owned = bound(), None
+    if given is None:  # a deployment's flow run: this worker's process has no runtime of its own
+        given = owned = Runtime.from_settings(load_settings())
+    runtime = with_prefect(given)
+    try:
+        with bound_runtime(runtime):
+            async with deployment_asset_slot(runtime, incident_id):
+                try:
+                    await notify(incident_id, event="opened", if_status=IncidentStatus.OPEN)
+                    try:
+                        yield outcome
+                    except RearguardError as exc:
+                        await conclude(incident_id, IncidentStatus.FAILED, exc.message)
+                        await notify(incident_id, event="failed", if_status=IncidentStatus.FAILED)
+                        raise OperationFailed(exc.message, hint=exc.hint) from exc
+                    if outcome.status in (IncidentStatus.RECOVERED, IncidentStatus.CONTAINED):
+                        ended = IncidentStatus(outcome.status)
+                        await conclude(incident_id, ended)
+                        await notify(incident_id, event=str(ended), if_status=ended)
+                finally:
+                    await _deliver_queued(runtime, incident_id)
+    finally:
+        if owned is not None:
+            owned.db.dispose()
 
 
-async def _deliver_queued(incident_id: int) -> None:
+async def _deliver_queued(runtime: Runtime, incident_id: int) -> None:
     """Deliver what the run queued, for a bounded wait, wherever the flow runs (here, or in a
     work pool's worker)."""
-    from rearguard.flows.run_playbook import install_secret_block_loader
     from rearguard.notifications.notify import deliver_after_run
 
-    install_secret_block_loader()
-    await asyncio.to_thread(deliver_after_run, current_runtime(), incident_id=incident_id)
+    await asyncio.to_thread(deliver_after_run, runtime, incident_id=incident_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from rearguard.models.db.tables import Incident
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
-from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.models.runtime import Runtime, bound_runtime
 from rearguard.playbooks.catalog import PlaybookSpec, get_playbook
 
 # Defaults for the embedded mode; a user's own PREFECT_* settings always win.
@@ -121,23 +121,14 @@ def run_records_off_the_terminal() -> Iterator[None]:
             handler.removeFilter(off_terminal)
 
 
-def install_secret_block_loader() -> None:
-    """Let notifications read the Slack token from a Prefect Secret block when configured."""
-    from rearguard.notifications.factory import set_secret_block_loader
-
-    def load(name: str) -> str:
-        from prefect.blocks.system import Secret
-
-        return str(Secret.load(name).get())
-
-    set_secret_block_loader(load)
-
-
 def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     """Run (or rerun) an incident's playbook to its end and return the incident as it ends.
 
     A playbook that fails records ``failed`` and the reason on the incident; that is a result,
     not an exception. Steps converge on a rerun, so this also resumes an interrupted run.
+    ``runtime`` is bound to the run (and only to it): other playbooks may run at the same time
+    in other threads of this process, each on its own runtime (a drill's sandbox beside the
+    application's).
 
     Raises:
         NotFoundError: unknown incident or incident type.
@@ -146,13 +137,13 @@ def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
     playbook = get_playbook(incident.type).load()
-    use_runtime(runtime)
     # A drill's incident ids are its sandbox's; its flow runs say so in Prefect's UI.
     prefix = f"drill-{runtime.settings.home.name}-" if runtime.drill else ""
     named = playbook.with_options(flow_run_name=f"{prefix}incident-{incident_id}")
     # A playbook failure is recorded on the incident by the playbook guard, which also
     # delivers the notifications the run queued.
-    with contextlib.suppress(RearguardError):
+    with contextlib.suppress(RearguardError), bound_runtime(runtime):
+        # asyncio.run's task starts with a copy of this context, so the flow sees the binding.
         asyncio.run(named(incident_id=incident_id))
     with runtime.db.read_session() as session:
         return get_incident(session=session, incident_id=incident_id)

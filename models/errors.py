@@ -60,6 +60,12 @@ class OperationFailed(RearguardError):
     exit_code = EXIT_FAILED
 
 
+class RuntimeNotBound(RearguardError):
+    """Code that reads its run's runtime ran outside any run (nothing bound one)."""
+
+    exit_code = EXIT_FAILED
+
+
 class IntegrityViolation(RearguardError):
     """Stored content or the audit chain does not match what was recorded."""
 

@@ -1,20 +1,35 @@
-"""The runtime of one process: settings, database and registry, built once."""
+"""The runtime of a run: settings, database and registry, and what the orchestration lends.
+
+A process may hold several runtimes at once: the application's, and a drill's sandbox's while
+the drill runs beside incidents' playbooks. A playbook run binds its runtime for its duration
+(:func:`bound_runtime`) and its steps read it back (:func:`current_runtime`). The binding is a
+:class:`contextvars.ContextVar`: asyncio tasks and ``asyncio.to_thread`` carry it, as do
+Prefect's task runners, so each run sees its own and never another's.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from rearguard.models.config.settings import Settings, load_settings
+from rearguard.models.commands import CommandRun
+from rearguard.models.config.settings import Settings
 from rearguard.models.db.engine import Database
-from rearguard.models.errors import ConfigurationError
+from rearguard.models.errors import ConfigurationError, RuntimeNotBound
 from rearguard.models.registry.base import RegistryBackend
 from rearguard.models.registry.local import LocalStore
 
 Reporter = Callable[[str, str, str], None]
 """Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail)."""
+DeploymentRunner = Callable[..., CommandRun]
+"""Called as runner(deployment, env=..., timeout_s=...): run a flow run of the deployment and
+wait for it (a hook that names a Prefect deployment)."""
+SecretBlockLoader = Callable[[str], str]
+"""Called as loader(name): the value of the Prefect Secret block ``name``."""
 
 
 @dataclass
@@ -27,6 +42,11 @@ class Runtime:
     reporters: list[Reporter] = field(default_factory=list)
     drill: bool = False
     """True in a drill's sandbox: hooks run with ``REARGUARD_DRILL=1``."""
+    hook_deployments: DeploymentRunner | None = None
+    """Runs hooks that name a Prefect deployment; ``models`` never imports Prefect, so the
+    orchestration layer lends it (None: such a hook fails, saying where it can run)."""
+    secret_blocks: SecretBlockLoader | None = None
+    """Reads the Slack token from a Prefect Secret block, lent the same way."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -76,18 +96,38 @@ def open_registry(settings: Settings) -> RegistryBackend:
     )
 
 
-_current: Runtime | None = None
+_bound: ContextVar[Runtime | None] = ContextVar("rearguard_runtime", default=None)
 
 
-def use_runtime(runtime: Runtime | None) -> None:
-    """Install the runtime this process uses (the CLI and tests call this)."""
-    global _current
-    _current = runtime
+@contextmanager
+def bound_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    """Bind ``runtime`` to the code that runs inside the block, and to the asyncio tasks and
+    threads it starts with the context (``asyncio.to_thread``, Prefect's tasks).
+
+    Other threads and tasks keep theirs: two runs in one process each see their own.
+    """
+    token = _bound.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _bound.reset(token)
+
+
+def bound() -> Runtime | None:
+    """The runtime bound here, or None outside any run."""
+    return _bound.get()
 
 
 def current_runtime() -> Runtime:
-    """Return the installed runtime, building one from the settings if none is."""
-    global _current
-    if _current is None:
-        _current = Runtime.from_settings(load_settings())
-    return _current
+    """The runtime of the run this code belongs to.
+
+    Raises:
+        RuntimeNotBound: no run bound one here (code that needs a runtime ran outside a run).
+    """
+    runtime = _bound.get()
+    if runtime is None:
+        raise RuntimeNotBound(
+            "no runtime is bound here: this runs only inside a playbook run",
+            hint="run playbooks with `rearguard playbook run` or run_playbook(runtime=...)",
+        )
+    return runtime

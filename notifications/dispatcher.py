@@ -43,6 +43,7 @@ from rearguard.models.db.engine import Database
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.failpoints import failpoint
+from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Delivery, DeliveryError, Receipt, SlackThread
 from rearguard.notifications.factory import ChannelPool
 from rearguard.notifications.outbox import (
@@ -141,6 +142,7 @@ class Dispatcher:
         settings: the resolved settings (channels, retry policy, templates).
         db: the database holding the outbox.
         pool: the channels to use (built from the settings by default).
+        secret_blocks: reads the Slack token's Prefect Secret block for the default pool.
         max_per_key: at most this many rows of one key per round.
         max_rows: at most this many rows per round.
     """
@@ -151,12 +153,13 @@ class Dispatcher:
         settings: Settings,
         db: Database,
         pool: ChannelPool | None = None,
+        secret_blocks: SecretBlockLoader | None = None,
         max_per_key: int = 50,
         max_rows: int = 500,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.pool = pool or ChannelPool(settings)
+        self.pool = pool or ChannelPool(settings, secret_blocks=secret_blocks)
         self.renderer = Renderer(settings.notifications.templates_dir)
         self.max_per_key = max_per_key
         self.max_rows = max_rows

@@ -2,31 +2,26 @@
 
 Secrets come from the environment (``REARGUARD_SLACK_TOKEN``, ``REARGUARD_SMTP_PASSWORD``,
 ``REARGUARD_WEBHOOK_SECRET``) or, for the Slack token, from a Prefect Secret block. Reading a
-block needs Prefect, which this package never imports: the flows layer installs a loader with
-:func:`set_secret_block_loader`.
+block needs Prefect, which this package never imports: the flows layer lends a loader on the
+runtime (``Runtime.secret_blocks``), which is passed down to here.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from rearguard.models.config.settings import Settings
 from rearguard.models.errors import ConfigurationError
+from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
 
-SecretBlockLoader = Callable[[str], str]
-_block_loader: SecretBlockLoader | None = None
 
-
-def set_secret_block_loader(loader: SecretBlockLoader | None) -> None:
-    """Install the function that reads a Prefect Secret block by name."""
-    global _block_loader
-    _block_loader = loader
-
-
-def slack_token(settings: Settings) -> str:
+def slack_token(settings: Settings, *, secret_blocks: SecretBlockLoader | None = None) -> str:
     """The Slack token: the environment's, else the Prefect Secret block's.
+
+    Args:
+        settings: the settings naming the token or its block.
+        secret_blocks: reads a Prefect Secret block (None: a block cannot be read here).
 
     Raises:
         ConfigurationError: neither is configured, or the block cannot be read.
@@ -35,10 +30,10 @@ def slack_token(settings: Settings) -> str:
         return settings.slack.token.get_secret_value()
     block = settings.slack.token_block
     if block:
-        if _block_loader is None:
+        if secret_blocks is None:
             raise ConfigurationError(f"cannot read the Prefect Secret block {block!r} here")
         try:
-            return _block_loader(block)
+            return secret_blocks(block)
         except Exception as exc:
             raise ConfigurationError(
                 f"cannot read the Prefect Secret block {block!r}: {type(exc).__name__}"
@@ -48,8 +43,10 @@ def slack_token(settings: Settings) -> str:
     )
 
 
-def build_channel(name: str, settings: Settings) -> Channel:
-    """Build one channel from the settings.
+def build_channel(
+    name: str, settings: Settings, *, secret_blocks: SecretBlockLoader | None = None
+) -> Channel:
+    """Build one channel from the settings (``secret_blocks`` reads the Slack token's block).
 
     Raises:
         ConfigurationError: the channel is not configured (no URL, host, token or secret).
@@ -62,7 +59,7 @@ def build_channel(name: str, settings: Settings) -> Channel:
         from rearguard.notifications.channels.slack import SlackChannel
 
         return SlackChannel(
-            token=slack_token(settings),
+            token=slack_token(settings, secret_blocks=secret_blocks),
             base_url=settings.slack.base_url,
             timeout_s=settings.slack.timeout_s,
             channel_prefix=settings.slack.incident_channel_prefix,
@@ -104,10 +101,18 @@ def build_channel(name: str, settings: Settings) -> Channel:
 
 
 class ChannelPool:
-    """The channels one dispatcher uses, built on first use and shared by its workers."""
+    """The channels one dispatcher uses, built on first use and shared by its workers.
 
-    def __init__(self, settings: Settings) -> None:
+    Args:
+        settings: the channels' settings.
+        secret_blocks: reads the Slack token's Prefect Secret block, when one is named.
+    """
+
+    def __init__(
+        self, settings: Settings, *, secret_blocks: SecretBlockLoader | None = None
+    ) -> None:
         self.settings = settings
+        self.secret_blocks = secret_blocks
         self._channels: dict[str, Channel | ConfigurationError] = {}
         self._lock = threading.Lock()
 
@@ -120,7 +125,9 @@ class ChannelPool:
         with self._lock:
             if name not in self._channels:
                 try:
-                    self._channels[name] = build_channel(name, self.settings)
+                    self._channels[name] = build_channel(
+                        name, self.settings, secret_blocks=self.secret_blocks
+                    )
                 except ConfigurationError as exc:
                     self._channels[name] = exc
             found = self._channels[name]

@@ -126,7 +126,9 @@ def deliver_after_run(runtime: Runtime, *, incident_id: int) -> None:
 
     wait_s = runtime.settings.notifications.dispatch_wait_s
     try:
-        with Dispatcher(settings=runtime.settings, db=runtime.db) as dispatcher:
+        with Dispatcher(
+            settings=runtime.settings, db=runtime.db, secret_blocks=runtime.secret_blocks
+        ) as dispatcher:
             report = dispatcher.drain(wait_s=wait_s, incident_id=incident_id, stop_when_down=True)
     except Exception as exc:  # the outbox keeps them; a delivery problem never fails the run
         runtime.report("notifications", "fail", f"not delivered yet: {type(exc).__name__}")

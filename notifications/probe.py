@@ -49,7 +49,7 @@ def send_test(
         UsageError: no destination given or configured.
     """
     target = destination or _default_destination(runtime, channel)
-    sender = build_channel(channel, runtime.settings)
+    sender = build_channel(channel, runtime.settings, secret_blocks=runtime.secret_blocks)
     context = {
         "event": "test",
         "sent_by": actor,

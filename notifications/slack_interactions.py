@@ -43,7 +43,7 @@ from rearguard.models.errors import (
     UsageError,
 )
 from rearguard.models.incidents.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
-from rearguard.models.runtime import Runtime
+from rearguard.models.runtime import Runtime, SecretBlockLoader
 from rearguard.notifications.channels.base import DeliveryError
 from rearguard.notifications.templates import mrkdwn_escape
 
@@ -199,14 +199,17 @@ def _ended_message(runtime: Runtime, press: ButtonPress) -> EndedMessage | None:
     return EndedMessage(press.channel_id, press.message_ts, text, blocks)
 
 
-def show_ended(*, settings: Settings, ended: EndedMessage) -> None:
+def show_ended(
+    *, settings: Settings, ended: EndedMessage, secret_blocks: SecretBlockLoader | None = None
+) -> None:
     """Update the approval message in Slack; a failure is logged, never raised (the decision
-    is recorded already, and the playbook's next messages say what it did)."""
+    is recorded already, and the playbook's next messages say what it did). ``secret_blocks``
+    reads the Slack token's Prefect Secret block, when one is named."""
     from rearguard.notifications.channels.slack import SlackChannel
     from rearguard.notifications.factory import build_channel
 
     try:
-        channel = build_channel("slack", settings)
+        channel = build_channel("slack", settings, secret_blocks=secret_blocks)
         if isinstance(channel, SlackChannel):
             channel.update_message(
                 channel_id=ended.channel_id, ts=ended.ts, text=ended.text, blocks=ended.blocks

@@ -29,7 +29,7 @@ for _name in ("REARGUARD_HOME", "REARGUARD_DATABASE_URL", "REARGUARD_FAILPOINTS"
     os.environ.pop(_name, None)
 
 from rearguard.models.config.settings import load_settings  # noqa: E402
-from rearguard.models.runtime import Runtime, use_runtime  # noqa: E402
+from rearguard.models.runtime import Runtime  # noqa: E402
 
 
 def _worker_database(url: str | None) -> str | None:
@@ -94,12 +94,10 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def runtime(home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    """The runtime of this process, on the test's home and database."""
+    """The test's runtime, on its home and database (given to what it runs, never installed)."""
     monkeypatch.chdir(home)  # no stray rearguard.toml from the working directory
     rt = Runtime.from_settings(load_settings(home=home, database_url=database_url))
-    use_runtime(rt)
     yield rt
-    use_runtime(None)
     rt.db.dispose()
 
 

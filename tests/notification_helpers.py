@@ -23,7 +23,7 @@ from scenarios import build_scenario
 from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentSource, Severity
 from rearguard.models.incidents.service import open_incident
-from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.models.runtime import Runtime
 from rearguard.notifications.channels.webhook import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -47,9 +47,7 @@ def make_runtime(
     (home / "rearguard.toml").write_text(toml)
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
-    runtime = Runtime.from_settings(load_settings(home=home, database_url=database_url))
-    use_runtime(runtime)
-    return runtime
+    return Runtime.from_settings(load_settings(home=home, database_url=database_url))
 
 
 def build_asset(

@@ -23,6 +23,7 @@ app = typer.Typer(help="Approval requests: which playbook steps wait for whom, a
 
 
 def approve(
+    ctx: typer.Context,
     incident: Annotated[int, typer.Argument(help="The incident whose playbook waits.", **ID_RANGE)],
     as_: Annotated[str, typer.Option("--as", help="Your name, as the approval policy lists it.")],
     deny: Annotated[bool, typer.Option("--deny", help="Deny the step instead.")] = False,
@@ -34,7 +35,7 @@ def approve(
     from rearguard.models.incidents.approvals import request_dict
 
     decided = answer(
-        runtime=runtime(), incident_id=incident, approver=as_, approve=not deny, comment=comment
+        runtime=runtime(ctx), incident_id=incident, approver=as_, approve=not deny, comment=comment
     )
     if json_output:
         emit_json(request_dict(decided))
@@ -48,6 +49,7 @@ def approve(
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
     incident: IncidentFilterOption = None,
     limit: LimitOption = 200,
@@ -56,7 +58,7 @@ def list_(
     """List approval requests, newest first; a pending one past its deadline says overdue."""
     from rearguard.models.incidents.approvals import PENDING, list_requests, request_dict
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         rows = [
             request_dict(r)

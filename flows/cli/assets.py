@@ -13,6 +13,7 @@ from rearguard.flows.cli.context import (
     byte_progress,
     emit_json,
     err,
+    invocation,
     out,
     runtime,
     status_style,
@@ -36,6 +37,7 @@ def _source_size(path: Path) -> int:
 
 @app.command("register")
 def register(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Asset name.")],
     path: Annotated[Path, typer.Argument(help="File or directory to register.")],
     version: Annotated[str, typer.Option("--version", help="Label of the new version.")],
@@ -55,7 +57,7 @@ def register(
     """Copy a file or directory into the store as a new candidate version."""
     from rearguard.models.assets.versions import register_version
 
-    rt = runtime()
+    rt = runtime(ctx)
     with byte_progress(f"registering {name}@{version}", _source_size(path)) as progress:
         result = register_version(
             db=rt.db,
@@ -90,6 +92,7 @@ def register(
 
 @app.command("approve")
 def approve(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Asset name.")],
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: Annotated[str | None, typer.Option(help="Who approves it (default: you).")] = None,
@@ -97,7 +100,7 @@ def approve(
     """Mark a version known-good, after re-verifying its files."""
     from rearguard.models.assets.versions import approve_version
 
-    rt = runtime()
+    rt = runtime(ctx)
     approver = by or rt.settings.core.actor
     approve_version(
         db=rt.db,
@@ -112,6 +115,7 @@ def approve(
 
 @app.command("promote")
 def promote(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Asset name.")],
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: Annotated[str | None, typer.Option(help="Who promotes it (default: you).")] = None,
@@ -119,7 +123,7 @@ def promote(
     """Point the production alias at a version, after re-verifying its files."""
     from rearguard.models.assets.versions import promote_version
 
-    rt = runtime()
+    rt = runtime(ctx)
     alias = rt.settings.registry.alias
     before = promote_version(
         db=rt.db,
@@ -136,6 +140,7 @@ def promote(
 
 @app.command("import")
 def import_(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="MLflow registered model (becomes the asset).")],
     kind: Annotated[
         AssetKind | None,
@@ -160,7 +165,7 @@ def import_(
     from rearguard.models.assets.mlflow_import import import_versions
     from rearguard.models.errors import UsageError
 
-    rt = runtime()
+    rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
         raise UsageError("importing versions as known_good needs the approver's name (--by)")
     alias = rt.settings.registry.alias
@@ -189,11 +194,11 @@ def import_(
 
 
 @app.command("list")
-def list_(json_output: JsonOption = False) -> None:
+def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List assets with their production version and version counts."""
     from rearguard.models.assets.versions import alias_version, list_assets, list_versions
 
-    rt = runtime()
+    rt = runtime(ctx)
     alias = rt.settings.registry.alias
     rows: list[dict[str, Any]] = []
     with rt.db.read_session() as session:
@@ -231,13 +236,14 @@ def list_(json_output: JsonOption = False) -> None:
 
 @app.command("show")
 def show(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Asset name.")],
     json_output: JsonOption = False,
 ) -> None:
     """Show an asset's versions, statuses, digests, and which one is in production."""
     from rearguard.models.assets.versions import describe_asset, get_asset
 
-    rt = runtime()
+    rt = runtime(ctx)
     alias = rt.settings.registry.alias
     with rt.db.read_session() as session:
         described = describe_asset(
@@ -273,6 +279,7 @@ def show(
 
 @app.command("verify")
 def verify(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="Asset name (default: every asset).")] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -283,7 +290,7 @@ def verify(
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
 
-    rt = runtime()
+    rt = runtime(ctx)
     plan = plan_sweep(runtime=rt, asset_name=name)
     statuses = {key: str(status) for key, status in plan.statuses.items()}
     with byte_progress("verifying", plan.total_bytes) as progress:
@@ -292,6 +299,7 @@ def verify(
             items=plan.items,
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
+            ahead=invocation(ctx).hashed_ahead,
         )
     failed = [c for c in checks if not c.ok]
     if json_output:
@@ -319,6 +327,7 @@ def verify(
 
 @app.command("sweep")
 def sweep(
+    ctx: typer.Context,
     open_incidents: Annotated[
         bool,
         typer.Option(
@@ -339,7 +348,7 @@ def sweep(
     """
     from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 
-    rt = runtime()
+    rt = runtime(ctx)
     plan = plan_sweep(runtime=rt)
     with byte_progress("sweeping", plan.total_bytes) as progress:
         report = run_sweep(

@@ -15,6 +15,7 @@ app = typer.Typer(help="The audit chain: every action, hash-chained.")
 
 @app.command("verify")
 def verify(
+    ctx: typer.Context,
     json_output: JsonOption = False,
     file: Annotated[
         Path | None,
@@ -34,7 +35,7 @@ def verify(
         _verify_file(file, json_output)
         return
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         report = verify_stored_chain(session)
     if json_output:

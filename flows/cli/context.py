@@ -1,11 +1,12 @@
-"""What every CLI command shares: the options of the root command, consoles, output helpers."""
+"""What every CLI command shares: its invocation (the root options and the runtime built from
+them), consoles, output helpers."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +16,8 @@ from rich.console import Console
 from rearguard.models.names import MAX_ROW_ID
 
 if TYPE_CHECKING:
+    from rearguard.models.config.settings import Settings
+    from rearguard.models.integrity.prehash import HashedAhead
     from rearguard.models.runtime import Runtime
 
 out = Console(highlight=False, soft_wrap=True)
@@ -36,36 +39,53 @@ PROGRESS_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
-class CliOptions:
-    """The root command's options, set once per invocation."""
+class Invocation:
+    """One run of the ``rearguard`` command: the root options, the runtime built from them on
+    first use (once), and the digests hashed ahead of the command's start. ``main`` makes it
+    and hands it to every command through click's context (``ctx.obj``); it closes it at the
+    end."""
 
     home: Path | None = None
     database_url: str | None = None
+    hashed_ahead: HashedAhead | None = None
+    built: Runtime | None = field(default=None, repr=False)
 
-
-options = CliOptions()
-_runtime: Runtime | None = None
-
-
-def runtime() -> Runtime:
-    """Build (once) the runtime from the root options, the environment and rearguard.toml."""
-    global _runtime
-    if _runtime is None:
+    def settings(self) -> Settings:
+        """The settings from the root options, the environment and rearguard.toml."""
         from rearguard.models.config.settings import load_settings
-        from rearguard.models.runtime import Runtime, use_runtime
 
-        settings = load_settings(home=options.home, database_url=options.database_url)
-        _runtime = Runtime.from_settings(settings)
-        use_runtime(_runtime)
-    return _runtime
+        return load_settings(home=self.home, database_url=self.database_url)
+
+    def runtime(self) -> Runtime:
+        """The command's runtime, built on first use, with what Prefect lends it (Prefect
+        itself is imported only when a hook deployment or a Secret block is used)."""
+        if self.built is None:
+            from rearguard.flows.prefect_infra.lent import with_prefect
+            from rearguard.models.runtime import Runtime
+
+            self.built = with_prefect(Runtime.from_settings(self.settings()))
+        return self.built
+
+    def move_to(self, *, home: Path, database_url: str) -> None:
+        """Work on another home and database from now on (the demo makes its own)."""
+        self.close()
+        self.home, self.database_url = home, database_url
+
+    def close(self) -> None:
+        """Release the runtime's database, if one was built."""
+        if self.built is not None:
+            self.built.db.dispose()
+            self.built = None
 
 
-def reset_runtime() -> None:
-    """Forget the runtime (the demo switches homes)."""
-    global _runtime
-    if _runtime is not None:
-        _runtime.db.dispose()
-    _runtime = None
+def invocation(ctx: typer.Context) -> Invocation:
+    """The invocation a command runs in (a new one when none was given, as in click's tests)."""
+    return ctx.ensure_object(Invocation)
+
+
+def runtime(ctx: typer.Context) -> Runtime:
+    """The runtime of the command's invocation (built once, on first use)."""
+    return invocation(ctx).runtime()
 
 
 def emit_json(value: Any) -> None:

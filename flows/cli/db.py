@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rearguard.flows.cli.context import options, out
+from rearguard.flows.cli.context import invocation, out
 
 app = typer.Typer(help="The application database.")
 
@@ -48,11 +48,10 @@ misfire_grace_s = 300         # a run later than this is recorded as missed
 """
 
 
-def _open_database(*, upgrade: bool) -> tuple[str, str | None, str]:
-    from rearguard.models.config.settings import load_settings
+def _open_database(ctx: typer.Context, *, upgrade: bool) -> tuple[str, str | None, str]:
     from rearguard.models.db.engine import Database
 
-    settings = load_settings(home=options.home, database_url=options.database_url)
+    settings = invocation(ctx).settings()
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
     try:
         before, head = db.upgrade() if upgrade else db.revisions()
@@ -69,9 +68,9 @@ def redact_url(url: str) -> str:
 
 
 @app.command("upgrade")
-def upgrade() -> None:
+def upgrade(ctx: typer.Context) -> None:
     """Migrate the database schema to this version of rearguard."""
-    url, before, head = _open_database(upgrade=True)
+    url, before, head = _open_database(ctx, upgrade=True)
     if before == head:
         out.print(f"{url}: already at revision {head}")
     else:
@@ -79,22 +78,21 @@ def upgrade() -> None:
 
 
 @app.command("status")
-def status() -> None:
+def status(ctx: typer.Context) -> None:
     """Show the database's schema revision and the one this rearguard needs."""
-    url, current, head = _open_database(upgrade=False)
+    url, current, head = _open_database(ctx, upgrade=False)
     state = "current" if current == head else "needs `rearguard db upgrade`"
     out.print(f"{url}: revision {current or '(empty)'}, this rearguard needs {head}: {state}")
 
 
-def init() -> None:
+def init(ctx: typer.Context) -> None:
     """Create the home directory, a commented rearguard.toml, and the database."""
     from rearguard.models.config.base import CONFIG_FILENAME
-    from rearguard.models.config.settings import load_settings
 
-    settings = load_settings(home=options.home, database_url=options.database_url)
+    settings = invocation(ctx).settings()
     config = settings.home / CONFIG_FILENAME
     if not config.exists():
         config.write_text(_CONFIG_TEMPLATE)
         out.print(f"wrote {config}")
-    url, _before, head = _open_database(upgrade=True)
+    url, _before, head = _open_database(ctx, upgrade=True)
     out.print(f"home {settings.home}; database {url} at revision {head}")

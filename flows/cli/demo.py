@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.rule import Rule
 
-from rearguard.flows.cli.context import err, options, out, reset_runtime, runtime
+from rearguard.flows.cli.context import err, invocation, out, runtime
 from rearguard.models.errors import EXIT_FAILED, UsageError
 
 ASSET = "demo-model"
@@ -60,6 +60,7 @@ def build_demo_versions(root: Path) -> dict[str, Path]:
 
 
 def demo(
+    ctx: typer.Context,
     home: Annotated[
         Path | None,
         typer.Option(help="Empty directory to run the demo in (default: a new temp directory)."),
@@ -73,19 +74,17 @@ def demo(
     from rearguard.models.enums import AssetKind, Severity
     from rearguard.models.incidents.service import get_incident
 
-    chosen = home or options.home
+    chosen = home or invocation(ctx).home
     if chosen is None:
         chosen = Path(tempfile.mkdtemp(prefix="rearguard-demo-"))
     elif chosen.exists() and any(chosen.iterdir()):
         raise UsageError(f"{chosen} is not empty", hint="give the demo an empty or new directory")
-    options.home = chosen
     # Always the demo home's own SQLite file, even when REARGUARD_DATABASE_URL names a real one.
-    options.database_url = f"sqlite:///{chosen / 'rearguard.db'}"
+    invocation(ctx).move_to(home=chosen, database_url=f"sqlite:///{chosen / 'rearguard.db'}")
     # And the home's local store, even when the settings name an MLflow registry: the demo
     # tampers with what it registers.
     os.environ["REARGUARD_REGISTRY_BACKEND"] = "local"
-    reset_runtime()
-    rt = runtime()
+    rt = runtime(ctx)
     actor = "demo"
     alias = rt.settings.registry.alias
 

@@ -38,6 +38,7 @@ def drill_dict(drill: Drill) -> dict[str, Any]:
 
 @app.command("add")
 def add(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A name for the drill.")],
     playbook: Annotated[str, typer.Option(help="The playbook (incident type) to drill.")],
     asset: Annotated[str, typer.Option(help="The asset whose recovery is drilled.")],
@@ -53,7 +54,7 @@ def add(
     """Schedule a drill of a playbook on an asset."""
     from rearguard.models.drills.service import add_drill, parse_duration
 
-    rt = runtime()
+    rt = runtime(ctx)
     rto_s = parse_duration(rto) if rto is not None else None
     with rt.db.session() as session:
         drill = add_drill(
@@ -77,11 +78,11 @@ def add(
 
 
 @app.command("list")
-def list_(json_output: JsonOption = False) -> None:
+def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List drills and when each runs next."""
     from rearguard.models.drills.service import list_drills
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         drills = [drill_dict(d) for d in list_drills(session=session)]
     if json_output:
@@ -107,11 +108,11 @@ def list_(json_output: JsonOption = False) -> None:
 
 
 @app.command("remove")
-def remove(name: Annotated[str, typer.Argument(help="The drill.")]) -> None:
+def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The drill.")]) -> None:
     """Remove a drill (its history stays)."""
     from rearguard.models.drills.service import remove_drill
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.session() as session:
         remove_drill(session=session, name=name, actor=rt.settings.core.actor)
     out.print(f"drill {escape(name)} removed")
@@ -119,6 +120,7 @@ def remove(name: Annotated[str, typer.Argument(help="The drill.")]) -> None:
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The drill.")],
     json_output: JsonOption = False,
 ) -> None:
@@ -128,7 +130,7 @@ def run(
     from rearguard.flows.run_playbook import configure_prefect
     from rearguard.models.drills.service import run_dict
 
-    rt = runtime()
+    rt = runtime(ctx)
     # The sandbox has a home of its own: a serve's Prefect server is found from this one.
     configure_prefect(home=rt.settings.home)
     if not json_output:
@@ -168,13 +170,14 @@ def print_run(run: DrillRun) -> None:
 
 @app.command("history")
 def history(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="One drill (default: all).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Drill runs, newest first, with the success rate and recovery times per playbook."""
     from rearguard.models.drills.service import list_runs, run_dict, summarise
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         runs = list_runs(session=session, name=name)
     summary = summarise(runs)

@@ -12,6 +12,7 @@ from rearguard.flows.exports.formats import ExportFormat
 
 
 def export(
+    ctx: typer.Context,
     incident_id: Annotated[
         int | None,
         typer.Argument(help="The incident to export (or --all).", show_default=False, **ID_RANGE),
@@ -59,21 +60,23 @@ def export(
             raise UsageError("give an incident id or --all, not both")
         if output is None:
             raise UsageError("--all needs -o DIR", hint="e.g. rearguard export --all -o reviews/")
-        _export_all(export_format, output, since)
+        _export_all(ctx, export_format, output, since)
         return
     if incident_id is None:
         raise UsageError("which incident?", hint="rearguard export ID, or --all -o DIR")
     if since is not None:
         raise UsageError("--since applies to --all only")
-    _export_one(incident_id, export_format, output)
+    _export_one(ctx, incident_id, export_format, output)
 
 
-def _export_one(incident_id: int, export_format: ExportFormat, output: Path | None) -> None:
+def _export_one(
+    ctx: typer.Context, incident_id: int, export_format: ExportFormat, output: Path | None
+) -> None:
     from rearguard.flows.exports.export import export_to_file, write_export
     from rearguard.flows.exports.formats import file_name
     from rearguard.flows.exports.output import standard_output, target_file
 
-    rt = runtime()
+    rt = runtime(ctx)
     alias = rt.settings.registry.alias
     if output is None or str(output) == "-":
         with standard_output() as stream:
@@ -92,14 +95,16 @@ def _export_one(incident_id: int, export_format: ExportFormat, output: Path | No
     err.print(f"wrote {path}", markup=False)
 
 
-def _export_all(export_format: ExportFormat, output: Path, since: str | None) -> None:
+def _export_all(
+    ctx: typer.Context, export_format: ExportFormat, output: Path, since: str | None
+) -> None:
     from rearguard.flows.exports.export import export_to_file, incident_ids
     from rearguard.flows.exports.formats import file_name
     from rearguard.flows.exports.output import output_directory
     from rearguard.models.incidents.service import parse_since
 
     moment = parse_since(since)
-    rt = runtime()
+    rt = runtime(ctx)
     ids = incident_ids(rt.db, since=moment)
     if not ids:
         err.print("no incidents" + (f" opened since {since}" if since else ""), markup=False)

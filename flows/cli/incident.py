@@ -214,6 +214,7 @@ def print_diffs(events: list[TimelineEvent]) -> None:
 
 @app.command("open")
 def open_(
+    ctx: typer.Context,
     type: Annotated[str, typer.Option("--type", help="Incident type (see `playbook list`).")],
     asset: Annotated[str | None, typer.Option(help="The affected asset.")] = None,
     since: Annotated[
@@ -234,7 +235,7 @@ def open_(
     """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
     from rearguard.flows.opening import open_and_record
 
-    rt = runtime()
+    rt = runtime(ctx)
     incident_id = open_and_record(
         runtime=rt,
         type=type,
@@ -276,6 +277,7 @@ def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     drills: Annotated[
         bool, typer.Option("--drills", help="Include the incidents of recovery drills.")
     ] = False,
@@ -284,7 +286,7 @@ def list_(
     """List incidents, newest first (drills' only with --drills)."""
     from rearguard.models.incidents.service import list_incidents
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         incidents = list_incidents(session=session, include_drills=drills)
     if json_output:
@@ -311,6 +313,7 @@ def list_(
 
 @app.command("show")
 def show(
+    ctx: typer.Context,
     incident_id: Annotated[int, typer.Argument(help="Incident id.", **ID_RANGE)],
     json_output: JsonOption = False,
 ) -> None:
@@ -318,7 +321,7 @@ def show(
     from rearguard.models.audit.chain import events_for_incident
     from rearguard.models.incidents.service import get_incident
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         events = events_for_incident(session=session, incident_id=incident_id)

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rearguard.models.integrity.prehash import HashedAhead
 
 
-def _hash_ahead(argv: list[str]) -> None:
-    """For ``[--home DIR] assets verify [NAME]``, start hashing the local store's files.
+def _hash_ahead(argv: list[str]) -> HashedAhead | None:
+    """For ``[--home DIR] assets verify [NAME]``, start hashing the local store's files and
+    return the child's handle (None for any other command).
 
     Only a guess from the command line; the command itself works out everything again, and
     reuses a digest only for the same unchanged file.
@@ -23,18 +28,18 @@ def _hash_ahead(argv: list[str]) -> None:
         root_options[argv[0]] = argv[1]
         argv = argv[2:]
     if argv[:2] != ["assets", "verify"]:
-        return
+        return None
     from rearguard.models.config.home import default_home
     from rearguard.models.integrity import prehash
 
     home = Path(root_options["--home"]) if "--home" in root_options else default_home()
     names = [a for a in argv[2:] if not a.startswith("-")]
-    prehash.start(prehash.store_files(home, names[0] if len(names) == 1 else None))
+    return prehash.start(prehash.store_files(home, names[0] if len(names) == 1 else None))
 
 
 def main() -> None:
     """Run the ``rearguard`` command."""
-    _hash_ahead(sys.argv[1:])
+    ahead = _hash_ahead(sys.argv[1:])
     from rearguard.flows.cli.main import main as run
 
-    run()
+    run(hashed_ahead=ahead)

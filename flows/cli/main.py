@@ -10,13 +10,16 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
-from rearguard.flows.cli.context import err, options
+from rearguard.flows.cli.context import Invocation, err, invocation
 from rearguard.models.errors import EXIT_FAILED, RearguardError
+
+if TYPE_CHECKING:
+    from rearguard.models.integrity.prehash import HashedAhead
 
 # Every command: its name -> (module under rearguard.flows.cli, attribute, is it a group).
 # A command line that names one imports only that one's module (see build_app).
@@ -52,6 +55,7 @@ def _version(value: bool) -> None:
 
 
 def root(
+    ctx: typer.Context,
     home: Annotated[
         Path | None,
         typer.Option(help="State directory (default: $REARGUARD_HOME or ~/.rearguard)."),
@@ -65,8 +69,9 @@ def root(
     ] = False,
 ) -> None:
     """Set the options every command shares."""
-    options.home = home
-    options.database_url = database_url
+    given = invocation(ctx)
+    given.home = home
+    given.database_url = database_url
 
 
 def invoked_command(argv: list[str]) -> str | None:
@@ -118,10 +123,16 @@ def build_app(argv: list[str]) -> typer.Typer:
     return app
 
 
-def main() -> None:
-    """Entry point of the console script: one line per expected error, never a traceback."""
+def main(*, hashed_ahead: HashedAhead | None = None) -> None:
+    """Entry point of the console script: one line per expected error, never a traceback.
+
+    Args:
+        hashed_ahead: the digests a child process is hashing ahead of the command's start
+            (``assets verify``, see :mod:`rearguard.flows.cli.launch`).
+    """
+    run = Invocation(hashed_ahead=hashed_ahead)
     try:
-        result = build_app(sys.argv[1:])(standalone_mode=False)
+        result = build_app(sys.argv[1:])(standalone_mode=False, obj=run)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -148,6 +159,8 @@ def main() -> None:
             raise
         message, hint = _describe_unexpected(exc)
         _fail(message, hint, EXIT_FAILED)
+    finally:
+        run.close()
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -46,6 +46,7 @@ def outbox_dict(row: NotificationOutbox) -> dict[str, Any]:
 
 @app.command("list")
 def list_(
+    ctx: typer.Context,
     pending: Annotated[bool, typer.Option("--pending", help="Only those waiting.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only those that failed.")] = False,
     incident: IncidentFilterOption = None,
@@ -59,7 +60,7 @@ def list_(
     if pending and failed:
         raise UsageError("--pending and --failed exclude each other")
     status = PENDING if pending else FAILED if failed else None
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         rows = list_notifications(session, status=status, incident_id=incident, limit=limit)
         if pending:
@@ -95,13 +96,11 @@ def list_(
     out.print(table)
 
 
-def _dispatch(*, wait_s: float, outbox_ids: list[int] | None = None) -> Any:
-    from rearguard.flows.run_playbook import install_secret_block_loader
+def _dispatch(ctx: typer.Context, *, wait_s: float, outbox_ids: list[int] | None = None) -> Any:
     from rearguard.notifications.dispatcher import Dispatcher
 
-    rt = runtime()
-    install_secret_block_loader()
-    with Dispatcher(settings=rt.settings, db=rt.db) as dispatcher:
+    rt = runtime(ctx)
+    with Dispatcher(settings=rt.settings, db=rt.db, secret_blocks=rt.secret_blocks) as dispatcher:
         return dispatcher.drain(wait_s=wait_s, outbox_ids=outbox_ids)
 
 
@@ -122,6 +121,7 @@ def _report(report: Any, json_output: bool) -> None:
 
 @app.command("retry")
 def retry(
+    ctx: typer.Context,
     ids: Annotated[list[int], typer.Argument(help="Notification ids (see `list --failed`).")],
     wait: Annotated[
         float | None, typer.Option(help="Seconds to wait for delivery (default: settings).")
@@ -132,11 +132,11 @@ def retry(
     from rearguard.models.errors import EXIT_FAILED
     from rearguard.notifications.outbox import retry as retry_rows
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.transaction() as connection:
         retry_rows(connection, outbox_ids=ids, actor=rt.settings.core.actor)
     wait_s = rt.settings.notifications.dispatch_wait_s if wait is None else wait
-    report = _dispatch(wait_s=wait_s, outbox_ids=ids)
+    report = _dispatch(ctx, wait_s=wait_s, outbox_ids=ids)
     _report(report, json_output)
     if report.failed or report.pending:
         raise typer.Exit(EXIT_FAILED)
@@ -144,6 +144,7 @@ def retry(
 
 @app.command("dispatch")
 def dispatch(
+    ctx: typer.Context,
     wait: Annotated[
         float | None,
         typer.Option(help="Seconds to keep retrying what waits (default: settings)."),
@@ -159,12 +160,12 @@ def dispatch(
     """
     from rearguard.models.errors import EXIT_FAILED
 
-    rt = runtime()
+    rt = runtime(ctx)
     if follow:
         _follow(rt)
         return
     wait_s = rt.settings.notifications.dispatch_wait_s if wait is None else wait
-    report = _dispatch(wait_s=wait_s)
+    report = _dispatch(ctx, wait_s=wait_s)
     _report(report, json_output)
     if report.pending:
         raise typer.Exit(EXIT_FAILED)
@@ -174,12 +175,10 @@ def _follow(rt: Any) -> None:
     """Deliver as notifications are queued, until interrupted (a long-running dispatcher)."""
     import time
 
-    from rearguard.flows.run_playbook import install_secret_block_loader
     from rearguard.notifications.dispatcher import Dispatcher
 
-    install_secret_block_loader()
     err.print("delivering notifications as they are queued; Ctrl-C to stop")
-    with Dispatcher(settings=rt.settings, db=rt.db) as dispatcher:
+    with Dispatcher(settings=rt.settings, db=rt.db, secret_blocks=rt.secret_blocks) as dispatcher:
         try:
             while True:
                 done = dispatcher.run_once()

@@ -17,6 +17,7 @@ CHANNELS = ("slack", "email", "webhook", "console", "file")
 
 @app.command("test")
 def test(
+    ctx: typer.Context,
     channel: Annotated[
         str, typer.Option("--channel", help="slack, email, webhook, console or file.")
     ],
@@ -37,11 +38,9 @@ def test(
 
     if channel not in CHANNELS:
         raise UsageError(f"unknown channel {channel!r}", hint=f"one of: {', '.join(CHANNELS)}")
-    from rearguard.flows.run_playbook import install_secret_block_loader
     from rearguard.notifications.probe import send_test
 
-    rt = runtime()
-    install_secret_block_loader()
+    rt = runtime(ctx)
     result = send_test(rt, channel=channel, destination=to, actor=rt.settings.core.actor)
     if json_output:
         emit_json(result)

@@ -41,6 +41,7 @@ def list_(
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     incident: Annotated[int, typer.Option("--incident", help="Incident id.", **ID_RANGE)],
     json_output: JsonOption = False,
 ) -> None:
@@ -48,7 +49,7 @@ def run(
     from rearguard.flows.cli.incident import _finish, run_with_progress
     from rearguard.models.incidents.service import get_incident
 
-    rt = runtime()
+    rt = runtime(ctx)
     with rt.db.read_session() as session:
         found = get_incident(session=session, incident_id=incident)
     if str(found.status) == "resolved":

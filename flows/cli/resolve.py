@@ -10,6 +10,7 @@ from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, ou
 
 
 def resolve(
+    ctx: typer.Context,
     incident_id: Annotated[int, typer.Argument(help="Incident id.", **ID_RANGE)],
     note: Annotated[
         str | None,
@@ -24,7 +25,7 @@ def resolve(
     from rearguard.models.errors import EXIT_FAILED, RearguardError
     from rearguard.models.incidents.resolution import resolve_incident
 
-    rt = runtime()
+    rt = runtime(ctx)
     settings = rt.settings.exports
     with rt.db.session() as session:
         incident = resolve_incident(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import err, runtime
 
 
-def scheduler() -> None:
+def scheduler(ctx: typer.Context) -> None:
     """Run the scheduler in the foreground; SIGINT or SIGTERM stops it after the current drill."""
     import signal
     import threading
@@ -15,7 +16,7 @@ def scheduler() -> None:
     from rearguard.flows.drills.scheduler import DrillScheduler
     from rearguard.flows.run_playbook import configure_prefect, run_records_off_the_terminal
 
-    rt = runtime()
+    rt = runtime(ctx)
     configure_prefect(home=rt.settings.home)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

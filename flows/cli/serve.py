@@ -83,6 +83,7 @@ def bind_listener(*, host: str, port: int) -> socket.socket:
 
 
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Port (default 8088; 0: any free).")
@@ -97,7 +98,7 @@ def serve(
 ) -> None:
     """Run the HTTP intake and the drill scheduler until SIGINT/SIGTERM; start a local Prefect
     server if none is set."""
-    rt = runtime()
+    rt = runtime(ctx)
     intake = rt.settings.intake.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )

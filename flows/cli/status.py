@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import JsonOption, emit_json, options, out
+from rearguard.flows.cli.context import JsonOption, emit_json, invocation, out
 
 _PROBE_TIMEOUT_S = 1.0
 
@@ -135,12 +136,11 @@ def _database(settings: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def status(
+    ctx: typer.Context,
     json_output: JsonOption = False,
 ) -> None:
     """Say what is configured and running: database, Prefect, intake, scheduler, outbox."""
-    from rearguard.models.config.settings import load_settings
-
-    settings = load_settings(home=options.home, database_url=options.database_url)
+    settings = invocation(ctx).settings()
     database, counts = _database(settings)
     report: dict[str, Any] = {
         "home": str(settings.home),

@@ -12,10 +12,10 @@ from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import ConfigurationError
 
 
-def _require_prefect_server() -> None:
+def _require_prefect_server(ctx: typer.Context) -> None:
     from rearguard.flows.run_playbook import configure_prefect, uses_temporary_server
 
-    configure_prefect(home=runtime().settings.home)
+    configure_prefect(home=runtime(ctx).settings.home)
     if uses_temporary_server():
         raise ConfigurationError(
             "deployments and workers need a Prefect server, and none is configured",
@@ -30,6 +30,7 @@ PoolOption = Annotated[
 
 
 def deploy(
+    ctx: typer.Context,
     pool: PoolOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -37,8 +38,8 @@ def deploy(
     if missing)."""
     from rearguard.flows.prefect_infra.deployments import deploy_playbooks
 
-    _require_prefect_server()
-    pool = pool or runtime().settings.intake.work_pool
+    _require_prefect_server(ctx)
+    pool = pool or runtime(ctx).settings.intake.work_pool
     names = deploy_playbooks(pool=pool)
     if json_output:
         emit_json({"work_pool": pool, "deployments": names})
@@ -48,7 +49,7 @@ def deploy(
     err.print(f"{len(names)} deployment(s) on work pool {pool!r}; `rearguard worker` runs them")
 
 
-def worker(pool: PoolOption = None) -> None:
+def worker(ctx: typer.Context, pool: PoolOption = None) -> None:
     """Run a Prefect process worker for the playbooks' work pool until SIGINT/SIGTERM."""
     from rearguard.flows.prefect_infra.deployments import run_worker
 
@@ -56,8 +57,8 @@ def worker(pool: PoolOption = None) -> None:
     # average before its flow run starts. Set before Prefect reads its settings; the user's
     # own setting wins.
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
-    _require_prefect_server()
-    rt = runtime()
+    _require_prefect_server(ctx)
+    rt = runtime(ctx)
     pool = pool or rt.settings.intake.work_pool
     # Flow runs inherit this environment: make the command line's --home and --database-url
     # theirs too.

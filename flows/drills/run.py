@@ -18,11 +18,10 @@ from typing import Any
 
 from sqlmodel import Session
 
-from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
 from rearguard.models.db.tables import DrillRun, Incident, TimelineEvent
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
-from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.models.runtime import Runtime
 
 PlaybookRunner = Callable[[Runtime, int], Incident]
 """Runs an incident's playbook to its end on a runtime (the CLI's prints its progress)."""
@@ -45,6 +44,9 @@ def run_drill(
 ) -> DrillRun:
     """Run one drill now and record its result.
 
+    The playbook runs on the sandbox's runtime, bound to that run alone: incidents' playbooks
+    may run at the same time in this process, on the application's runtime.
+
     Args:
         runtime: the application's runtime.
         name: the drill.
@@ -59,22 +61,17 @@ def run_drill(
     """
     from rearguard.models.drills.service import get_drill, start_run
 
-    with PLAYBOOK_LOCK.exclusive():
-        with runtime.db.session() as session:
-            drill = get_drill(session=session, name=name)
-            incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)
-            record = start_run(
-                session=session, drill=drill, trigger=trigger, incident_id=incident.id
-            )
-        try:
-            result = _exercise(runtime, drill.playbook, drill.asset_name, record, run)
-        except Exception as exc:
-            # Record the run as failed before the error goes on: it must not stay "running".
-            _finish(runtime, name, record, {"status": "fail", "reason": f"internal error: {exc!r}"})
-            raise
-        finally:
-            use_runtime(runtime)  # the playbook installed the sandbox's
-        return _finish(runtime, name, record, result)
+    with runtime.db.session() as session:
+        drill = get_drill(session=session, name=name)
+        incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)
+        record = start_run(session=session, drill=drill, trigger=trigger, incident_id=incident.id)
+    try:
+        result = _exercise(runtime, drill.playbook, drill.asset_name, record, run)
+    except Exception as exc:
+        # Record the run as failed before the error goes on: it must not stay "running".
+        _finish(runtime, name, record, {"status": "fail", "reason": f"internal error: {exc!r}"})
+        raise
+    return _finish(runtime, name, record, result)
 
 
 def _open_drill_incident(session: Session, playbook: str, asset: str, name: str) -> Incident:

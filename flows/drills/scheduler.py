@@ -3,7 +3,9 @@
 Drill definitions live in the ``drill`` table; the scheduler keeps one APScheduler job per
 drill in the ``apscheduler_jobs`` table of the application database, in sync with that table
 at start and whenever it changes (polled every ``[scheduler] poll_s``). Runs are coalesced,
-at most one run of a drill at a time, and one drill playbook at a time per process.
+at most one run of a drill at a time, and one drill at a time per scheduler. Each job runs on
+the runtime of the scheduler that loaded it (the job store hands it over), and each drill's
+playbook on its sandbox's: incidents' playbooks run beside them on the application's.
 
 Nothing is skipped silently. At start, every fire time since a drill's last run (or its
 creation) that is past the misfire grace time is recorded as missed (``drill_run`` row,
@@ -41,23 +43,31 @@ from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy.exc import IntegrityError
 
-from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import Runtime
 
 JOBS_TABLE = "apscheduler_jobs"
 DRILL_JOB_PREFIX = "drill:"
 SWEEP_JOB = "sweep"
+RUNTIME_ARGUMENT = "runtime"
+"""The keyword argument that gives a job its scheduler's runtime (never stored)."""
 
 logger = logging.getLogger("rearguard.scheduler")
-_jobs_runtime: Runtime | None = None
 
 
 class JsonJobStore(SQLAlchemyJobStore):
     """APScheduler's SQLAlchemy job store, with each job's state as JSON instead of a pickle.
 
     Only what rearguard schedules can be stored: a function by reference, JSON arguments and
-    a cron trigger.
+    a cron trigger. A job's ``runtime`` argument is not stored: a job loaded from the store
+    runs on the store's runtime.
+
+    Args:
+        runtime: the application's runtime; its database holds the jobs' table.
     """
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(engine=runtime.db.engine, tablename=JOBS_TABLE)
+        self.runtime = runtime
 
     def add_job(self, job: Job) -> None:
         insert = self.jobs_t.insert().values(
@@ -90,6 +100,7 @@ class JsonJobStore(SQLAlchemyJobStore):
         state.update(
             trigger=CronTrigger(**trigger["fields"], timezone=trigger["timezone"]),
             args=tuple(state["args"]),
+            kwargs={**state["kwargs"], RUNTIME_ARGUMENT: self.runtime},
             next_run_time=datetime.fromisoformat(moment) if moment else None,
             jobstore=self,
         )
@@ -112,42 +123,33 @@ def _dump(job: Job) -> bytes:
             "timezone": str(trigger.timezone),
         },
         args=list(state["args"]),
+        kwargs={k: v for k, v in state["kwargs"].items() if k != RUNTIME_ARGUMENT},
         next_run_time=moment.isoformat() if moment else None,
     )
     return json.dumps(state, sort_keys=True).encode()
 
 
-def run_scheduled_drill(name: str) -> None:
-    """The job of a drill: run it now (called by APScheduler in the scheduler process)."""
+def run_scheduled_drill(name: str, *, runtime: Runtime) -> None:
+    """The job of a drill: run it now (called by APScheduler in the scheduler process, on its
+    scheduler's runtime)."""
     from rearguard.flows.drills.run import run_drill
 
-    run = run_drill(runtime=_job_runtime(), name=name, trigger="schedule")
+    run = run_drill(runtime=runtime, name=name, trigger="schedule")
     logger.warning("drill %s run %s: %s %s", name, run.id, run.status, run.reason or "")
 
 
-def run_scheduled_sweep() -> None:
+def run_scheduled_sweep(*, runtime: Runtime) -> None:
     """The job of the asset sweep: ``rearguard assets sweep --run``, as the scheduler."""
-    from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
     from rearguard.flows.run_playbook import run_playbook
     from rearguard.models.integrity.sweep import plan_sweep, run_sweep
-    from rearguard.models.runtime import use_runtime
 
-    runtime = _job_runtime()
     report = run_sweep(
         runtime=runtime, plan=plan_sweep(runtime=runtime), open_incidents=True, actor="scheduler"
     )
     for finding in report.findings:
         if finding.runnable and finding.incident_id is not None:
-            with PLAYBOOK_LOCK.shared():
-                use_runtime(runtime)
-                ended = run_playbook(runtime=runtime, incident_id=finding.incident_id)
+            ended = run_playbook(runtime=runtime, incident_id=finding.incident_id)
             logger.warning("sweep: incident %s on %s %s", ended.id, finding.asset, ended.status)
-
-
-def _job_runtime() -> Runtime:
-    if _jobs_runtime is None:
-        raise ConfigurationError("no scheduler is running in this process")
-    return _jobs_runtime
 
 
 class DrillScheduler:
@@ -165,12 +167,13 @@ class DrillScheduler:
         self._sync_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             jobstores={
-                "default": JsonJobStore(engine=runtime.db.engine, tablename=JOBS_TABLE),
+                "default": JsonJobStore(runtime),
                 "memory": MemoryJobStore(),
             },
             executors={
                 "default": ThreadPoolExecutor(2),
-                # One drill at a time: the playbook's runtime is process-wide.
+                # One drill at a time: each measures its recovery time against its objective,
+                # and a second drill on the same cores would lengthen it.
                 "drills": ThreadPoolExecutor(1),
             },
             job_defaults={
@@ -193,13 +196,11 @@ class DrillScheduler:
         Raises:
             UsageError: ``[scheduler] sweep_cron`` is not a valid cron.
         """
-        global _jobs_runtime
         from rearguard.models.drills.service import mark_interrupted, parse_cron
 
         sweep_cron = self.runtime.settings.scheduler.sweep_cron
         if sweep_cron:
             sweep_trigger = parse_cron(sweep_cron, self.runtime.settings.drills.timezone)
-        _jobs_runtime = self.runtime
         with self.runtime.db.session() as session:
             interrupted = mark_interrupted(session=session, trigger="schedule")
         self.scheduler.start(paused=True)
@@ -209,6 +210,7 @@ class DrillScheduler:
                 run_scheduled_sweep,
                 trigger=sweep_trigger,
                 id=SWEEP_JOB,
+                kwargs={RUNTIME_ARGUMENT: self.runtime},
                 replace_existing=True,
             )
         self.scheduler.add_job(
@@ -226,11 +228,8 @@ class DrillScheduler:
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop firing; with ``wait``, let a drill that is running finish first."""
-        global _jobs_runtime
         if self.scheduler.running:
             self.scheduler.shutdown(wait=wait)
-        if _jobs_runtime is self.runtime:
-            _jobs_runtime = None
 
     def sync(self, *, startup: bool = False) -> int:
         """Make the scheduler's drill jobs match the drill table; return missed rows written.
@@ -289,6 +288,7 @@ class DrillScheduler:
             run_scheduled_drill,
             trigger=trigger,
             args=[drill.name],
+            kwargs={RUNTIME_ARGUMENT: self.runtime},
             id=DRILL_JOB_PREFIX + drill.name,
             name=f"drill {drill.name}",
             executor="drills",

@@ -222,7 +222,12 @@ def create_app(
         )
         # The message's update waits for the answer: Slack wants one within 3 seconds.
         after = (
-            BackgroundTask(show_ended, settings=runtime.settings, ended=answer.ended)
+            BackgroundTask(
+                show_ended,
+                settings=runtime.settings,
+                ended=answer.ended,
+                secret_blocks=runtime.secret_blocks,
+            )
             if answer.ended
             else None
         )

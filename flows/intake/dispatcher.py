@@ -47,7 +47,6 @@ class PlaybookDispatcher:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _run(self, incident_id: int) -> None:
-        from rearguard.flows.playbook_lock import PLAYBOOK_LOCK
         from rearguard.flows.prefect_infra.events import emit_incident_event
         from rearguard.flows.run_playbook import dispatch_playbook
         from rearguard.models.incidents.service import get_incident
@@ -59,7 +58,7 @@ class PlaybookDispatcher:
             asset = opened.asset_name or ""
             with self._guard:
                 lock = self._asset_locks[asset]
-            with lock, PLAYBOOK_LOCK.shared():
+            with lock:
                 self._report("started", incident_id)
                 done = dispatch_playbook(runtime=self._runtime, incident_id=incident_id)
                 logger.info("incident %s: %s", incident_id, done)

@@ -1,1 +1,2 @@
-"""Prefect plumbing: the local server, deployments and workers, events, hook deployments."""
+"""Prefect plumbing: the local server, deployments and workers, events, hook deployments,
+and what Prefect lends a runtime (``lent``)."""

@@ -7,7 +7,6 @@ import time
 from collections.abc import Mapping
 
 from rearguard.models.commands import CommandRun
-from rearguard.models.recovery.hooks import set_deployment_runner
 
 
 def run_hook_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) -> CommandRun:
@@ -55,8 +54,3 @@ def run_hook_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) 
     if state.is_completed():
         return CommandRun(True, 0, duration, tail, f"flow run {flow_run.id} completed")
     return CommandRun(False, 1, duration, tail, f"flow run {flow_run.id} ended {state.name}")
-
-
-def install_hook_deployment_runner() -> None:
-    """Let playbooks' hooks run Prefect deployments (call before a playbook runs)."""
-    set_deployment_runner(run_hook_deployment)

@@ -101,7 +101,15 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
     db.upgrade()
     sandbox = Sandbox(
-        home=home, runtime=Runtime(settings=settings, db=db, registry=registry, drill=True)
+        home=home,
+        runtime=Runtime(
+            settings=settings,
+            db=db,
+            registry=registry,
+            drill=True,
+            hook_deployments=runtime.hook_deployments,
+            secret_blocks=runtime.secret_blocks,
+        ),
     )
     with runtime.db.read_session() as session:
         rows = _registry_rows(session, asset)

@@ -13,8 +13,10 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rearguard.models.integrity import prehash
+if TYPE_CHECKING:
+    from rearguard.models.integrity.prehash import HashedAhead
 
 __all__ = ["CHUNK_SIZE", "hash_files", "sha256_file", "stream_sha256"]
 
@@ -24,7 +26,12 @@ __all__ = ["CHUNK_SIZE", "hash_files", "sha256_file", "stream_sha256"]
 CHUNK_SIZE = 1024 * 1024
 
 
-def sha256_file(path: Path, *, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+def sha256_file(
+    path: Path,
+    *,
+    progress: Callable[[int], None] | None = None,
+    ahead: HashedAhead | None = None,
+) -> tuple[str, int]:
     """Hash one file with SHA-256, or take the digest hashed ahead of the command's start.
 
     See :mod:`rearguard.models.integrity.prehash`: a digest is reused only for the same,
@@ -33,6 +40,7 @@ def sha256_file(path: Path, *, progress: Callable[[int], None] | None = None) ->
     Args:
         path: File to hash.
         progress: Called with the number of bytes just read, once per chunk.
+        ahead: the child hashing files ahead of the command, if one was started.
 
     Returns:
         The lowercase hex digest and the number of bytes hashed.
@@ -40,12 +48,12 @@ def sha256_file(path: Path, *, progress: Callable[[int], None] | None = None) ->
     Raises:
         OSError: The file cannot be opened or read.
     """
-    ahead = prehash.take(path)
-    if ahead is None:
+    found = ahead.take(path) if ahead is not None else None
+    if found is None:
         return stream_sha256(path, progress=progress)
     if progress is not None:
-        progress(ahead[1])
-    return ahead
+        progress(found[1])
+    return found
 
 
 def stream_sha256(
@@ -82,6 +90,7 @@ def hash_files(
     *,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    ahead: HashedAhead | None = None,
 ) -> list[tuple[str, int]]:
     """Hash many files concurrently.
 
@@ -91,6 +100,7 @@ def hash_files(
             (or fewer) the files are hashed one after another in the calling thread.
         progress: Called with the number of bytes just read, once per chunk of any file. It is
             called from the worker threads, concurrently, so it must be thread-safe.
+        ahead: the child hashing files ahead of the command, if one was started.
 
     Returns:
         One ``(hex digest, size)`` per path, in the order of ``paths``.
@@ -104,10 +114,10 @@ def hash_files(
         workers = min(len(paths), os.cpu_count() or 1)
     workers = min(workers, len(paths))
     if workers <= 1:
-        return [sha256_file(path, progress=progress) for path in paths]
+        return [sha256_file(path, progress=progress, ahead=ahead) for path in paths]
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rearguard-hash")
     try:
-        return list(pool.map(lambda path: sha256_file(path, progress=progress), paths))
+        return list(pool.map(lambda path: sha256_file(path, progress=progress, ahead=ahead), paths))
     finally:
         # After a failure, files not started yet are not hashed for nothing.
         pool.shutdown(cancel_futures=True)

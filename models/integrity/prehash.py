@@ -5,9 +5,11 @@ pydantic and opening the database before it knows the manifest, while the second
 idle. The command line already names the asset, and the local store's layout says where its
 files are, so a child process forked at start-up hashes them at once. (A thread would not do:
 the imports hold the GIL for long stretches and starve it.) The child reports on a pipe when it
-starts a file and what it found; :func:`take` reuses a digest only for the very same file,
-unchanged: same device, inode, size, modification and change times before and after hashing.
-A guess that misses (another store, another home) costs the child's work and nothing else.
+starts a file and what it found; :meth:`HashedAhead.take` reuses a digest only for the very
+same file, unchanged: same device, inode, size, modification and change times before and after
+hashing. A guess that misses (another store, another home) costs the child's work and nothing
+else. The CLI owns the child's handle (its invocation's ``hashed_ahead``) and passes it to the
+hashing of the one command that can use it.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def _hash_in_child(paths: list[Path], fd: int) -> None:
         os._exit(0)
 
 
-class _Child:
-    """The parent's side: what the child started and finished, read from its pipe."""
+class HashedAhead:
+    """The parent's side of a hashing child: what it started and finished, read from its
+    pipe."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -95,6 +98,11 @@ class _Child:
                 self._read(block=True)
 
     def take(self, path: Path) -> tuple[str, int] | None:
+        """The digest and size of ``path`` if the child hashed it and it has not changed since.
+
+        Waits when the child is hashing it right now; returns None when the child has not
+        started it, so the caller hashes it concurrently instead.
+        """
         identity = _identity(path)
         if identity is None:
             return None
@@ -109,39 +117,28 @@ class _Child:
         return result if result is not None and _identity(path) == identity else None
 
 
-_child: _Child | None = None
-
-
-def spawn(files: list[Path]) -> _Child:
+def spawn(files: list[Path]) -> HashedAhead:
     """Fork a child that hashes ``files`` in order; return the parent's side of its pipe."""
     read_fd, write_fd = os.pipe()
     if os.fork() == 0:
         os.close(read_fd)
         _hash_in_child(files, write_fd)
     os.close(write_fd)
-    return _Child(read_fd)
+    return HashedAhead(read_fd)
 
 
-def start(paths: Iterable[Path]) -> None:
-    """Fork a child that hashes ``paths`` (once per process; only where fork exists).
+def start(paths: Iterable[Path]) -> HashedAhead | None:
+    """Fork a child that hashes ``paths`` and return its handle (None where there is nothing to
+    hash or no fork).
 
     The child takes the files from the end of the list, so that the caller, which hashes what
     the child has not started from the front, meets it in the middle. (One child: a second
     only competes with the imports for this machine's two cores; measured, no faster.)
     """
-    global _child
     files = list(paths)
-    if _child is None and files and hasattr(os, "fork"):
-        _child = spawn(files[::-1])
-
-
-def take(path: Path) -> tuple[str, int] | None:
-    """The digest and size of ``path`` if the child hashed it and it has not changed since.
-
-    Waits when the child is hashing it right now; returns None when the child has not started
-    it, so the caller hashes it concurrently instead.
-    """
-    return _child.take(path) if _child is not None else None
+    if not files or not hasattr(os, "fork"):
+        return None
+    return spawn(files[::-1])
 
 
 def store_files(home: Path, asset: str | None) -> list[Path]:

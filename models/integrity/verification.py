@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rearguard.models.errors import NotFoundError
 from rearguard.models.integrity.hashing import hash_files
+from rearguard.models.integrity.prehash import HashedAhead
 from rearguard.models.integrity.scan.pickle import is_pickle_candidate, scan_pickle_file
 from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
 
@@ -61,6 +62,7 @@ def check_version(
     manifest: Sequence[ManifestEntry],
     workers: int = 1,
     progress: Progress | None = None,
+    ahead: HashedAhead | None = None,
 ) -> VersionCheck:
     """Re-hash a version's files now and compare them with its manifest; scan its pickles.
 
@@ -71,6 +73,7 @@ def check_version(
         manifest: the manifest recorded at registration.
         workers: threads hashing files in parallel.
         progress: called with bytes hashed (possibly from worker threads).
+        ahead: the child hashing files ahead of the command (``assets verify``), if any.
 
     Returns:
         The check, listing every problem found.
@@ -95,7 +98,9 @@ def check_version(
         else:
             to_hash.append((entry, location))
     try:
-        digests = hash_files([loc for _, loc in to_hash], workers=workers, progress=progress)
+        digests = hash_files(
+            [loc for _, loc in to_hash], workers=workers, progress=progress, ahead=ahead
+        )
     except OSError as exc:
         check.problems.append(f"unreadable: {exc}")
         check.tampered = True
@@ -131,6 +136,7 @@ def check_versions(
     items: Sequence[tuple[str, str, Sequence[ManifestEntry]]],
     workers: int = 1,
     progress: Progress | None = None,
+    ahead: HashedAhead | None = None,
 ) -> list[VersionCheck]:
     """Check several versions, sharing the hashing threads between them.
 
@@ -139,6 +145,7 @@ def check_versions(
         items: (asset, label, manifest) triples.
         workers: total hashing threads.
         progress: called with bytes hashed.
+        ahead: the child hashing files ahead of the command, if any.
 
     Returns:
         One check per item, in order.
@@ -153,6 +160,7 @@ def check_versions(
                 manifest=m,
                 workers=workers,
                 progress=progress,
+                ahead=ahead,
             )
             for a, lb, m in items
         ]
@@ -166,6 +174,7 @@ def check_versions(
                 manifest=m,
                 workers=1,
                 progress=progress,
+                ahead=ahead,
             )
             for a, lb, m in items
         ]

@@ -14,12 +14,12 @@ A hook may instead name a Prefect deployment (``deployment = "flow/name"``): its
 created with the same environment as job variables (a process worker's flow run sees it as its
 environment), waited for up to the timeout (then cancelled), and recorded the same way, its
 final state standing for the exit code. ``models`` never imports Prefect: the orchestration
-layer installs the function that runs deployments (:func:`set_deployment_runner`).
+layer lends the function that runs deployments on the runtime (``Runtime.hook_deployments``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,28 +31,20 @@ from rearguard.models.db.tables import Incident
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError, OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
-from rearguard.models.runtime import Runtime
+from rearguard.models.runtime import DeploymentRunner, Runtime
 
 _EVIDENCE_CHARS = 300
 
-DeploymentRunner = Callable[..., CommandRun]
-"""Called as runner(deployment, env=..., timeout_s=...): run a flow run of the deployment."""
-_deployment_runner: DeploymentRunner | None = None
 
-
-def set_deployment_runner(runner: DeploymentRunner) -> None:
-    """Install what runs deployment hooks (the orchestration layer does, before playbooks)."""
-    global _deployment_runner
-    _deployment_runner = runner
-
-
-def _run_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) -> CommandRun:
-    if _deployment_runner is None:
+def _run_deployment(
+    runner: DeploymentRunner | None, name: str, *, env: Mapping[str, str], timeout_s: float
+) -> CommandRun:
+    if runner is None:
         raise ConfigurationError(
             f"hook deployment {name!r} can only run inside a playbook",
             hint="deployment hooks run from playbooks under Prefect",
         )
-    return _deployment_runner(name, env=env, timeout_s=timeout_s)
+    return runner(name, env=env, timeout_s=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -110,8 +102,12 @@ def run_hook_command(
     index: int,
     asset: str | None,
     extra_env: dict[str, str],
+    deployments: DeploymentRunner | None,
 ) -> HookRun:
-    """Run one hook command and describe how it ended; the output tail is redacted."""
+    """Run one hook command and describe how it ended; the output tail is redacted.
+
+    ``deployments`` runs a command that names a Prefect deployment (None: it fails).
+    """
     env = hook_env(command, incident=incident, hook=hook, asset=asset, extra=extra_env)
     if command.argv:
         run = run_argv(command.argv, env=env, timeout_s=command.timeout_s)
@@ -121,7 +117,9 @@ def run_hook_command(
         assert command.deployment is not None
         # Only what the hook is given, not the environment the playbook runs in.
         given = {k: v for k, v in env.items() if k.startswith("REARGUARD_") or k in command.env}
-        run = _run_deployment(command.deployment, env=given, timeout_s=command.timeout_s)
+        run = _run_deployment(
+            deployments, command.deployment, env=given, timeout_s=command.timeout_s
+        )
         killed = " and its flow run was cancelled"
     reason = run.reason + (killed if run.reason.startswith("timed out") else "")
     return HookRun(
@@ -190,7 +188,13 @@ def run_hook(
             runs.append({**done[str(index)], "already_ran": True})
             continue
         result = run_hook_command(
-            command, incident=incident, hook=hook, index=index, asset=target, extra_env=extra
+            command,
+            incident=incident,
+            hook=hook,
+            index=index,
+            asset=target,
+            extra_env=extra,
+            deployments=runtime.hook_deployments,
         )
         recorded = result.as_dict()
         with runtime.db.session() as session:

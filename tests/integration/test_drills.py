@@ -32,7 +32,7 @@ from rearguard.models.drills.injectors import FAKE_MALICIOUS_SHA256
 from rearguard.models.drills.service import add_drill, list_runs, summarise
 from rearguard.models.errors import UsageError
 from rearguard.models.incidents.service import list_incidents
-from rearguard.models.runtime import Runtime, use_runtime
+from rearguard.models.runtime import Runtime
 
 STEPS = ["quarantine", "verify_integrity", "select_known_good", "rollback", "validate", "notify"]
 
@@ -92,7 +92,6 @@ def keeping_sandboxes(runtime: Runtime) -> Runtime:
     """The same runtime, keeping every drill's sandbox on disk for inspection."""
     settings = replace(runtime.settings, drills=DrillSettings(keep_sandboxes="all"))
     kept = Runtime(settings=settings, db=runtime.db, registry=runtime.registry)
-    use_runtime(kept)
     return kept
 
 

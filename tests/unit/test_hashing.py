@@ -112,4 +112,7 @@ def test_files_hashed_ahead_are_reused_only_while_unchanged(tmp_path: Path) -> N
     assert child.take(kept) == (hashlib.sha256(b"k" * 3_000_000).hexdigest(), 3_000_000)
     assert child.take(altered) is None  # changed since: the caller hashes what is there now
     assert child.take(other) is None  # never given to the child: the caller hashes it
-    assert sha256_file(altered) == (hashlib.sha256(b"b" * 3_000_000).hexdigest(), 3_000_000)
+    assert sha256_file(altered, ahead=child) == (
+        hashlib.sha256(b"b" * 3_000_000).hexdigest(),
+        3_000_000,
+    )
