@@ -207,9 +207,9 @@ def run_plain(rt: Any, marks: Marks) -> int:
     run_step("quarantine", containment.quarantine, **common)
     verified = run_step("verify_integrity", selection.verify_integrity, **common)
     selected = run_step(
-        "select_known_good", selection.select_known_good, **common, checks=verified["checks"]
+        "select_known_good", selection.select_known_good, **common, checks=verified.checks
     )
-    run_step("rollback", rollback.rollback, **common, label=selected["selected"])
+    run_step("rollback", rollback.rollback, **common, label=selected.selected)
     run_step("validate", rollback.validate, **common)
     rollback.conclude(runtime=rt, incident_id=incident_id, status=IncidentStatus.RECOVERED)
     run_step("notify", notify, **common, event="recovered")

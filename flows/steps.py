@@ -4,22 +4,24 @@ Every step writes an intent event before its body runs and an outcome event afte
 through the audit chain, so a crash between them shows in the timeline as an intent without an
 outcome. The bodies live in ``rearguard.models.recovery`` and are plain Python; ``run_step``
 is the one place that adds the events, the progress reports and the failpoints, and it is what
-both the Prefect tasks and the plain-Python benchmark call.
+both the Prefect tasks and the plain-Python benchmark call. A step's typed result
+(``rearguard.models.recovery.results``) is what the task returns and, in its recorded form,
+what the outcome event holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from rearguard.flows.approvals import gate as approval_gate
 from rearguard.flows.prefect_infra.events import emit_incident_event
-from rearguard.flows.timeline_text import describe
+from rearguard.flows.timeline_text import describe_result
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.tables import Incident
 from rearguard.models.enums import EventKind, IncidentStatus
@@ -35,11 +37,13 @@ from rearguard.models.recovery import (
     tamper_diff,
 )
 from rearguard.models.recovery import rollback as rollback_bodies
+from rearguard.models.recovery.results import StepResult
+from rearguard.models.recovery.rollback import Concluded
 from rearguard.models.runtime import Runtime, current_runtime
 from rearguard.notifications.notify import notify as notify_body
 from rearguard.notifications.notify import notify_legal as notify_legal_body
 
-StepBody = Callable[..., dict[str, Any]]
+R = TypeVar("R", bound=StepResult)
 
 
 def _record(
@@ -60,8 +64,8 @@ def _record(
 
 
 def run_step(
-    name: str, body: StepBody, *, runtime: Runtime, incident_id: int, **arguments: Any
-) -> dict[str, Any]:
+    name: str, body: Callable[..., R], *, runtime: Runtime, incident_id: int, **arguments: Any
+) -> R:
     """Run one step body between its intent and outcome events.
 
     Args:
@@ -72,7 +76,7 @@ def run_step(
         **arguments: further keyword arguments of the body (JSON-friendly; recorded).
 
     Returns:
-        The body's summary.
+        The body's result, recorded in the outcome event in its recorded form.
 
     Raises:
         RearguardError: the body failed; the outcome event records why.
@@ -119,11 +123,11 @@ def run_step(
             "step": name,
             "ok": True,
             "seconds": elapsed,
-            "result": result,
+            "result": result.recorded(),
             **_asset_of(arguments),
         },
     )
-    runtime.report(name, "done", describe(name, result))
+    runtime.report(name, "done", describe_result(result))
     _announce_status_change(runtime, incident)
     return result
 
@@ -149,8 +153,8 @@ def _recordable(arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _task(name: str, body: StepBody) -> Any:
-    async def step(incident_id: int, **arguments: Any) -> dict[str, Any]:
+def _task(name: str, body: Callable[..., R]) -> Task[..., Coroutine[Any, Any, R]]:
+    async def step(incident_id: int, **arguments: Any) -> R:
         runtime = current_runtime()
         return await asyncio.to_thread(
             run_step, name, body, runtime=runtime, incident_id=incident_id, **arguments
@@ -182,7 +186,7 @@ trace_lineage = _task("trace_lineage", taint.trace_lineage)
 
 async def conclude(
     incident_id: int, status: IncidentStatus, reason: str | None = None
-) -> dict[str, Any]:
+) -> Concluded:
     """Record the incident's end state (a state change, not a step: no intent/outcome pair)."""
     runtime = current_runtime()
     ended = await asyncio.to_thread(
@@ -192,7 +196,7 @@ async def conclude(
         status=status,
         reason=reason,
     )
-    if ended["changed"]:
+    if ended.changed:
         with runtime.db.read_session() as session:
             emit_incident_event(str(status), get_incident(session=session, incident_id=incident_id))
     return ended

@@ -1,42 +1,83 @@
-"""One human line per step result, for progress output and timelines (no Prefect import)."""
+"""The one describer: a step's result or a recorded timeline event, in one human line.
+
+The CLI's progress (as a step ends), ``incident show``, the exports, the drills' records and
+anything else that says what happened all ask here, so a step's line reads the same live as it
+does later from the audit chain. A step's line is its typed result's own
+:meth:`~rearguard.models.recovery.results.StepResult.describe`; other events are described by
+their action. No Prefect import.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
 
-def describe(name: str, result: dict[str, Any]) -> str:
-    """One human line summarising a step's result."""
-    if "skipped" in result:
-        return f"skipped: {result['skipped']}"
-    match name:
-        case "quarantine":
-            altered = result.get("altered_files") or []
-            return f"{result['quarantined']} quarantined ({len(altered)} altered file(s) kept)"
-        case "verify_integrity":
-            total, failed = len(result["checks"]), result["failed"]
-            return f"{total - len(failed)}/{total} versions intact" + (
-                f"; suspect: {', '.join(failed)}" if failed else ""
-            )
-        case "select_known_good":
-            return f"selected {result['selected']}" + (
-                f" ({len(result['rejected'])} rejected)" if result["rejected"] else ""
-            )
-        case "await_approval":
-            by = f" by {result['by']}" if result.get("by") else ""
-            return f"{result['step']}: {result['decision']}{by}"
-        case "rollback":
-            return f"{result['alias']}: {result['from']} -> {result['to']}"
-        case "validate":
-            return f"{result['version']} {result['reason']}"
-        case "record_diff":
-            changed = ", ".join(f"{f['path']} {f['change']}" for f in result["files"])
-            return f"{result['from']} (tampered) vs {result['to']} (restored): " + (
-                changed or "no difference"
-            )
-        case "confirm_degradation":
-            return f"{result['version']} fails its validation check ({result['reason']})"
-        case "notify":
-            return f"{result['event']} queued for {', '.join(result['receipts']) or 'no channel'}"
-        case _:
-            return ", ".join(f"{k}={v}" for k, v in result.items())
+from rearguard.models.recovery.results import HookRunRecord, StepResult, outcome_result
+
+MAX_CHARS = 300
+"""A line longer than this is cut, with an ellipsis (a long diff summary, a long error)."""
+
+
+def describe_result(result: StepResult) -> str:
+    """One human line summarising a step's result (as the step's progress prints it)."""
+    return _bounded(result.describe())
+
+
+def describe_event(kind: str, action: str, data: Mapping[str, Any]) -> str:
+    """One human line saying what a recorded timeline event records.
+
+    Args:
+        kind: the event's kind (``intent``, ``outcome``, ``decision``...).
+        action: the event's action (a step's name, ``incident.opened``, ``notify.recovered``...).
+        data: the event's data, as recorded (redacted first where it is exported).
+    """
+    return _bounded(_describe(kind, action, data))
+
+
+def _describe(kind: str, action: str, data: Mapping[str, Any]) -> str:
+    if kind == "outcome" and action.startswith("hook."):
+        try:
+            return HookRunRecord.model_validate(data).describe()
+        except ValidationError:
+            return _pairs(data)
+    if "error" in data or (kind == "outcome" and data.get("ok") is False):
+        return f"failed: {data.get('error') or 'unknown error'}"
+    if kind == "outcome" and (result := outcome_result(action, data)) is not None:
+        return result.describe()
+    if kind == "intent":
+        arguments = data.get("arguments") or {}
+        return "started" + (f" ({_pairs(arguments)})" if arguments else "")
+    if action == "incident.opened":
+        head = f"{data.get('type', '')} {data.get('severity', '')}".strip()
+        return f"{head}: {data['summary']}" if data.get("summary") else head
+    if action == "incident.resolve":
+        return f"resolved: {data['note']}" if data.get("note") else "resolved"
+    if action.startswith("approval."):
+        waits = f"waits for {', '.join(data.get('approvers', []))}"
+        detail = (
+            data.get("message")
+            or data.get("comment")
+            or (waits if action == "approval.requested" else "")
+        )
+        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
+    if action == "sweep.found":
+        labels = ", ".join(str(v.get("version")) for v in data.get("versions", []))
+        return f"{data.get('incident_type')}: failing {labels}"
+    if action.startswith("notify."):
+        receipts = data.get("receipts") or {}
+        return f"{data.get('title', action)} (via {', '.join(sorted(receipts)) or 'no channel'})"
+    if "from" in data and "to" in data:
+        change = f"{data['from']} -> {data['to']}"
+        return change + (f" ({data['reason']})" if data.get("reason") else "")
+    return _pairs(data)
+
+
+def _pairs(values: Mapping[str, Any]) -> str:
+    # Data comes from canonical JSON, its keys already sorted.
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"

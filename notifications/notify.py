@@ -11,9 +11,13 @@ import contextlib
 from datetime import UTC, timedelta
 from typing import Any
 
+from sqlmodel import Session
+
 from rearguard.models.assets.versions import alias_version, get_asset
+from rearguard.models.db.tables import Incident
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.service import get_incident
+from rearguard.models.recovery.results import LegalNotice, Notified, Skipped
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import enqueue
 
@@ -26,7 +30,7 @@ def notify(
     if_status: str | None = None,
     roles: list[str] | None = None,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Notified | Skipped:
     """Queue the notification of an incident's event for every routed channel.
 
     Idempotent: a rerun for the same incident state queues nothing new.
@@ -43,21 +47,39 @@ def notify(
             default one); never secrets.
 
     Returns:
-        ``{"event", "receipts": {target: "queued"}, "queued": rows written}``, or
-        ``{"event", "skipped": why}``.
+        What was queued for which target, or skipped (with why) when the incident is no longer
+        in ``if_status``.
     """
-    alias = runtime.settings.registry.alias
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         if if_status is not None and incident.status != if_status:
-            return {"event": event, "skipped": f"the incident is {incident.status}"}
-        production = None
-        if incident.asset_name:
-            # An asset the registry does not know must not stop the notification.
-            with contextlib.suppress(NotFoundError):
-                asset = get_asset(session=session, name=incident.asset_name)
-                current = alias_version(session=session, asset=asset, alias=alias)
-                production = current.label if current else None
+            return Skipped(skipped=f"the incident is {incident.status}", event=event)
+        production = _production_label(runtime, session, incident)
+    return _queue(runtime, incident, production=production, event=event, roles=roles, extra=extra)
+
+
+def _production_label(runtime: Runtime, session: Session, incident: Incident) -> str | None:
+    """What the incident's asset serves in production now, for the message (None if unknown)."""
+    if not incident.asset_name:
+        return None
+    # An asset the registry does not know must not stop the notification.
+    with contextlib.suppress(NotFoundError):
+        asset = get_asset(session=session, name=incident.asset_name)
+        current = alias_version(session=session, asset=asset, alias=runtime.settings.registry.alias)
+        return current.label if current else None
+    return None
+
+
+def _queue(
+    runtime: Runtime,
+    incident: Incident,
+    *,
+    production: str | None,
+    event: str,
+    roles: list[str] | None,
+    extra: dict[str, Any] | None,
+) -> Notified:
+    """Write the ``notify.<event>`` event and its outbox rows, in one transaction."""
     with runtime.db.transaction() as connection:
         queued = enqueue(
             connection,
@@ -70,14 +92,14 @@ def notify(
             # A drill's playbook tells only the drill destinations, never legal or owners.
             roles=() if str(incident.source) == "drill" else (roles or ()),
         )
-    return {"event": event, "receipts": queued.targets, "queued": queued.rows}
+    return Notified(event=event, receipts=queued.targets, queued=queued.rows)
 
 
 # UK GDPR Art. 33(1): notify the ICO within 72 hours of becoming aware of a personal-data breach.
 REGULATOR_DEADLINE_HOURS = 72
 
 
-def notify_legal(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def notify_legal(*, runtime: Runtime, incident_id: int) -> LegalNotice:
     """Tell legal and privacy of a possible exfiltration, with the regulator deadline if it applies.
 
     When the incident's asset is marked ``personal_data = true`` (``[assets.NAME]``), the
@@ -85,10 +107,11 @@ def notify_legal(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
     counted from when the incident was opened, and the deadline is recorded on the incident.
 
     Returns:
-        The notify result, plus ``personal_data`` and ``regulator_deadline`` (or None).
+        What was queued, whether the asset touches personal data, the deadline (or None).
     """
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
+        production = _production_label(runtime, session, incident)
     personal = runtime.settings.hooks.personal_data(incident.asset_name)
     deadline = None
     if personal:
@@ -104,14 +127,21 @@ def notify_legal(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
             f"{incident.asset_name} is not marked as touching personal data; check whether "
             "anything exfiltrated with it did."
         )
-    result = notify(
-        runtime=runtime,
-        incident_id=incident_id,
+    queued = _queue(
+        runtime,
+        incident,
+        production=production,
         event="contained",
         roles=["legal", "privacy"],
         extra={"detail": detail, "regulator_deadline": deadline},
     )
-    return {**result, "personal_data": personal, "regulator_deadline": deadline}
+    return LegalNotice(
+        event=queued.event,
+        receipts=queued.receipts,
+        queued=queued.queued,
+        personal_data=personal,
+        regulator_deadline=deadline,
+    )
 
 
 def deliver_after_run(runtime: Runtime, *, incident_id: int) -> None:

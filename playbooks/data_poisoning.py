@@ -37,33 +37,31 @@ async def data_poisoning(incident_id: int) -> str:
     """
     async with playbook_guard(incident_id) as outcome:
         marked = await mark_dataset_suspect(incident_id)
-        dataset_env = {"REARGUARD_DATASET": marked["dataset"]}
+        dataset_env = {"REARGUARD_DATASET": marked.dataset}
         await run_hook(incident_id, hook="freeze_ingestion", env=dataset_env)
         traced = await trace_lineage(incident_id)
-        for version in traced["tainted"]:
+        for version in traced.tainted:
             await quarantine(
                 incident_id,
-                asset=version["asset"],
-                label=version["label"],
-                reason=(
-                    f"trained on suspect dataset {marked['dataset']}@{version['dataset_version']}"
-                ),
+                asset=version.asset,
+                label=version.label,
+                reason=f"trained on suspect dataset {marked.dataset}@{version.dataset_version}",
             )
         await outcome.contained(roles=["data_owner"])
-        if traced["production"]:
+        if traced.production:
             await await_approval(incident_id, step="rollback")
-        for asset in sorted(traced["production"]):
+        for asset in sorted(traced.production):
             selected = await select_known_good(
                 incident_id, asset=asset, honour_since=False, clean_lineage=True
             )
-            await rollback(incident_id, asset=asset, label=selected["selected"])
+            await rollback(incident_id, asset=asset, label=selected.selected)
             await validate(incident_id, asset=asset)
-        for asset in sorted({v["asset"] for v in traced["tainted"]}):
+        for asset in sorted({v.asset for v in traced.tainted}):
             await run_hook(
                 incident_id,
                 hook="retrain",
                 asset=asset,
-                env={**dataset_env, "REARGUARD_DATASET_VERSION": marked["clean"] or ""},
+                env={**dataset_env, "REARGUARD_DATASET_VERSION": marked.clean or ""},
             )
         outcome.recovered()
     return outcome.status

@@ -33,7 +33,7 @@ async def degradation(incident_id: int) -> str:
         await confirm_degradation(incident_id)
         selected = await select_known_good(incident_id)
         await await_approval(incident_id, step="rollback")
-        await rollback(incident_id, label=selected["selected"])
+        await rollback(incident_id, label=selected.selected)
         await validate(incident_id)
         outcome.recovered()
     return outcome.status

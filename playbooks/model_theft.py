@@ -18,6 +18,7 @@ from rearguard.flows.steps import (
     run_hook,
     verify_production,
 )
+from rearguard.models.recovery.results import ProductionCheck
 from rearguard.playbooks.restore import restore_known_good
 
 
@@ -33,7 +34,7 @@ async def model_theft(incident_id: int) -> str:
     """
     async with playbook_guard(incident_id) as outcome:
         production = await verify_production(incident_id)
-        if not production["ok"]:
+        if isinstance(production, ProductionCheck) and not production.ok:
             await restore_known_good(incident_id, outcome)
         await await_approval(incident_id, step="rotate_credentials")
         await run_hook(incident_id, hook="rotate_credentials", required=True)

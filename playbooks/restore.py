@@ -35,10 +35,10 @@ async def restore_known_good(
     await quarantine(incident_id)
     await outcome.contained()
     verified = await verify_integrity(incident_id)
-    selected = await select_known_good(incident_id, checks=verified["checks"])
+    selected = await select_known_good(incident_id, checks=verified.checks)
     await await_approval(incident_id, step="rollback")
-    await rollback(incident_id, label=selected["selected"])
+    await rollback(incident_id, label=selected.selected)
     if diff:
-        await record_diff(incident_id, label=selected["selected"])
+        await record_diff(incident_id, label=selected.selected)
     await validate(incident_id)
-    return str(selected["selected"])
+    return selected.selected

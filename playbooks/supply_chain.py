@@ -36,19 +36,19 @@ async def supply_chain(incident_id: int) -> str:
     async with playbook_guard(incident_id) as outcome:
         await denylist_digest(incident_id)
         found = await find_digest_versions(incident_id)
-        for hit in found["affected"]:
+        for hit in found.affected:
             await quarantine(
                 incident_id,
-                asset=hit["asset"],
-                label=hit["label"],
-                reason=f"holds a file with denylisted digest {found['digest']}",
+                asset=hit.asset,
+                label=hit.label,
+                reason=f"holds a file with denylisted digest {found.digest}",
             )
         await outcome.contained()
-        if found["production"]:
+        if found.production:
             await await_approval(incident_id, step="rollback")
-        for asset in sorted(found["production"]):
+        for asset in sorted(found.production):
             selected = await select_known_good(incident_id, asset=asset)
-            await rollback(incident_id, asset=asset, label=selected["selected"])
+            await rollback(incident_id, asset=asset, label=selected.selected)
             await validate(incident_id, asset=asset)
         outcome.recovered()
     return outcome.status

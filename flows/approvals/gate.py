@@ -23,7 +23,7 @@ import asyncio
 import math
 import threading
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 from prefect.input import RunInput
@@ -44,6 +44,7 @@ from rearguard.models.incidents.approvals import (
     open_request,
 )
 from rearguard.models.incidents.service import get_incident
+from rearguard.models.recovery.results import ApprovalDecision
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.notify import deliver_after_run
 from rearguard.notifications.outbox import enqueue
@@ -63,7 +64,7 @@ class ApprovalAnswer(RunInput):
     comment: str = Field(default="", max_length=2000, description="Why; kept in the timeline.")
 
 
-def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> dict[str, Any]:
+def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> ApprovalDecision:
     """Wait, when the approval policy says so, for a named person's decision on ``step``.
 
     Args:
@@ -89,18 +90,16 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> dict[str
         step=step,
     )
     if rule is None:
-        return {"step": step, "required": False, "decision": "not required"}
+        return ApprovalDecision(step=step, required=False, decision="not required")
     if (
         str(incident.source) == IncidentSource.DRILL
         and not runtime.settings.drills.exercise_approvals
     ):
         # Nobody is paged at 3 a.m. for a drill; the timeline keeps what the policy asks for.
         asks = f"approval by {' or '.join(rule.approvers)} within {format_wait(rule.timeout_s)}"
-        return {
-            "step": step,
-            "required": True,
-            "decision": f"skipped in drill (policy would require {asks})",
-        }
+        return ApprovalDecision(
+            step=step, required=True, decision=f"skipped in drill (policy would require {asks})"
+        )
     actor = f"playbook:{incident.type}"
     request = open_request(
         db=runtime.db,
@@ -127,15 +126,16 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> dict[str
     return _conclusion(request)
 
 
-def _conclusion(request: ApprovalRequest) -> dict[str, Any]:
-    facts = {"step": request.step, "required": True, "round": request.round}
+def _conclusion(request: ApprovalRequest) -> ApprovalDecision:
     if request.status == APPROVED:
-        return {
-            **facts,
-            "decision": "approved",
-            "by": request.decided_by,
-            "comment": request.comment or "",
-        }
+        return ApprovalDecision(
+            step=request.step,
+            required=True,
+            round=request.round,
+            decision="approved",
+            by=request.decided_by,
+            comment=request.comment or "",
+        )
     if request.status == DENIED:
         because = f": {request.comment}" if request.comment else ""
         raise OperationFailed(
@@ -144,7 +144,12 @@ def _conclusion(request: ApprovalRequest) -> dict[str, Any]:
         )
     waited = format_wait(request.policy["timeout_s"])
     if request.policy.get("on_timeout") == "proceed":
-        return {**facts, "decision": f"not decided within {waited}; proceeding per policy"}
+        return ApprovalDecision(
+            step=request.step,
+            required=True,
+            round=request.round,
+            decision=f"not decided within {waited}; proceeding per policy",
+        )
     raise OperationFailed(
         f"{request.step} not approved within {waited}; aborted per policy",
         hint="rerun the playbook to ask again",

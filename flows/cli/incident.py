@@ -145,6 +145,8 @@ def print_timeline(events: list[TimelineEvent]) -> None:
     from rich import box
     from rich.table import Table
 
+    from rearguard.flows.timeline_text import describe_event
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("#", "time (UTC)", "kind", "action"):
         table.add_column(header, no_wrap=True)
@@ -153,7 +155,7 @@ def print_timeline(events: list[TimelineEvent]) -> None:
         data = json.loads(event.data)
         parts = [
             f"{event.version}:" if event.version else "",
-            event_summary(event.action, data),
+            describe_event(event.kind, event.action, data),
             "" if event.actor.startswith("playbook:") else f"(by {event.actor})",
         ]
         table.add_row(
@@ -166,50 +168,20 @@ def print_timeline(events: list[TimelineEvent]) -> None:
     out.print(table)
 
 
-def event_summary(action: str, data: dict[str, Any]) -> str:
-    """One line saying what a timeline event recorded."""
-    if "error" in data:
-        return f"failed: {data['error']}"
-    if "result" in data:
-        from rearguard.flows.timeline_text import describe
-
-        return describe(data.get("step", action), data["result"])
-    if action.startswith("incident.") and "to" in data:
-        return f"{data['from']} -> {data['to']}" + (f": {data['reason']}" if data["reason"] else "")
-    if action.startswith("version.") or action == "alias.moved":
-        return f"{data.get('from')} -> {data.get('to')}" + (
-            f" ({data['reason']})" if data.get("reason") else ""
-        )
-    if action == "incident.opened":
-        return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
-    if action.startswith("notify."):
-        return ", ".join(data.get("receipts", {}))
-    if action.startswith("approval."):
-        waits = f"waits for {', '.join(data.get('approvers', []))}"
-        detail = (
-            data.get("message")
-            or data.get("comment")
-            or (waits if action == "approval.requested" else "")
-        )
-        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
-    if action == "sweep.found":
-        labels = ", ".join(v["version"] for v in data.get("versions", []))
-        return f"{data.get('incident_type')}: failing {labels}"
-    return ""
-
-
 def print_diffs(events: list[TimelineEvent]) -> None:
     """Print the diffs the tampering playbooks recorded (already redacted and bounded)."""
+    from rearguard.models.recovery.results import TamperDiff, outcome_result
+
     for event in events:
-        if event.kind != "outcome" or event.action != "record_diff":
+        if event.kind != "outcome":
             continue
-        result = json.loads(event.data).get("result") or {}
-        if result.get("diff"):
+        result = outcome_result(event.action, json.loads(event.data))
+        if isinstance(result, TamperDiff) and result.diff:
             out.print(
-                f"[bold]what the tampering changed[/] ({escape(result['to'])} restored, "
-                f"{escape(result['from'])} as found):"
+                f"[bold]what the tampering changed[/] ({escape(result.to)} restored, "
+                f"{escape(result.from_)} as found):"
             )
-            out.print(result["diff"], markup=False, end="")
+            out.print(result.diff, markup=False, end="")
 
 
 @app.command("open")

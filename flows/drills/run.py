@@ -145,7 +145,7 @@ def _read_sandbox(runtime: Runtime, incident_id: int, aims_for: IncidentStatus) 
 
     The recovery time runs from the incident's opening to the status its playbook aims for.
     """
-    from rearguard.flows.cli.incident import event_summary
+    from rearguard.flows.timeline_text import describe_event
     from rearguard.models.audit.chain import events_for_incident
 
     with runtime.db.read_session() as session:
@@ -162,7 +162,7 @@ def _read_sandbox(runtime: Runtime, incident_id: int, aims_for: IncidentStatus) 
                 "ts": event.ts,
                 "kind": event.kind,
                 "action": event.action,
-                "detail": event_summary(event.action, data),
+                "detail": describe_event(event.kind, event.action, data),
             }
         )
         if event.kind == EventKind.INTENT:
@@ -173,7 +173,7 @@ def _read_sandbox(runtime: Runtime, incident_id: int, aims_for: IncidentStatus) 
                 "step": event.action,
                 "ok": bool(data.get("ok")),
                 "seconds": data.get("seconds"),
-                "detail": event_summary(event.action, data),
+                "detail": describe_event(event.kind, event.action, data),
             }
         elif event.action == "incident.opened":
             opened = _moment(event)

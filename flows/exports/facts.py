@@ -23,10 +23,17 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row
 from sqlmodel import select
 
-from rearguard.flows.exports.event_text import describe_event
+from rearguard.flows.timeline_text import describe_event
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_text, redact_value
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Alias, Asset, AssetVersion, Incident, TimelineEvent
+from rearguard.models.recovery.results import (
+    IntegrityReport,
+    Quarantined,
+    Selection,
+    StepResult,
+    outcome_result,
+)
 from rearguard.playbooks.catalog import CATALOG
 
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
@@ -586,9 +593,10 @@ class _Gatherer:
         if not interesting:
             return
         event = event_view(row)
+        result = outcome_result(event.action, event.data) if event.kind == "outcome" else None
         self._milestone(event, moment)
-        self._step(event, moment)
-        self._roles(event)
+        self._step(event, moment, result)
+        self._roles(event, result)
         if event.kind != "intent" and event.action != "incident.opened":
             self._action(event, moment)
 
@@ -620,7 +628,7 @@ class _Gatherer:
         ):
             self.rollback_seq, self.rollback_ts = event.seq, moment
 
-    def _step(self, event: EventView, moment: datetime) -> None:
+    def _step(self, event: EventView, moment: datetime, result: StepResult | None) -> None:
         if event.kind == "intent":
             interrupted = self._open_steps.pop(event.action, None)
             if interrupted is not None:
@@ -632,13 +640,11 @@ class _Gatherer:
             # A failed step's detail is its error; the step tables say "failed" themselves.
             detail = event.detail if ok else str(event.data.get("error") or "unknown error")
             self._add_step(event.action, started, (event.seq, moment, event.hash), ok, detail)
-            result = event.data.get("result")
-            if event.action == "quarantine" and isinstance(result, dict):
-                evidence = result.get("evidence")
-                self.evidence = str(evidence) if evidence else self.evidence
-                self.alteration_found |= bool(result.get("altered_files"))
-            if event.action == "verify_integrity" and isinstance(result, dict):
-                self.alteration_found |= bool(result.get("failed"))
+            if isinstance(result, Quarantined):
+                self.evidence = result.evidence or self.evidence
+                self.alteration_found |= bool(result.altered_files)
+            if isinstance(result, IntegrityReport):
+                self.alteration_found |= bool(result.failed)
 
     def _add_step(
         self,
@@ -681,20 +687,15 @@ class _Gatherer:
                 if role not in roles:
                     roles.insert(0, role)
 
-    def _roles(self, event: EventView) -> None:
-        result = event.data.get("result")
+    def _roles(self, event: EventView, result: StepResult | None) -> None:
         if event.action.startswith("version.") and event.version:
             self._role(event.version, f"marked {event.action.removeprefix('version.')}")
-        if not isinstance(result, dict):
-            return
-        if event.action == "verify_integrity" and isinstance(result.get("checks"), dict):
-            for label, check in result["checks"].items():
-                ok = isinstance(check, dict) and check.get("ok")
-                self._role(str(label), "verified intact" if ok else "failed verification")
-        elif event.action == "select_known_good":
-            for rejected in result.get("rejected") or []:
-                if isinstance(rejected, dict) and rejected.get("version"):
-                    self._role(str(rejected["version"]), f"rejected: {rejected.get('reason')}")
+        if isinstance(result, IntegrityReport):
+            for label, check in result.checks.items():
+                self._role(label, "verified intact" if check.ok else "failed verification")
+        elif isinstance(result, Selection):
+            for rejected in result.rejected:
+                self._role(rejected.version, f"rejected: {rejected.reason}")
 
     def _role(self, label: str, role: str) -> None:
         self.labels.add(label)

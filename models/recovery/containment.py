@@ -3,8 +3,6 @@ production against its manifest."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rearguard.models.assets.versions import (
     alias_version,
     get_version,
@@ -15,6 +13,7 @@ from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.incidents.service import get_incident, set_incident_status
 from rearguard.models.integrity.verification import check_versions
 from rearguard.models.recovery.evidence import preserve_evidence
+from rearguard.models.recovery.results import ProductionCheck, Quarantined, Skipped
 from rearguard.models.recovery.selection import mark_failed_suspect
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
@@ -27,7 +26,7 @@ def quarantine(
     asset: str | None = None,
     label: str | None = None,
     reason: str = "in production when the incident opened",
-) -> dict[str, Any]:
+) -> Quarantined | Skipped:
     """Quarantine a version: by default the one in production when the incident opened.
 
     The content as found is first copied read-only, with its hashes, under
@@ -46,7 +45,7 @@ def quarantine(
         target = incident_asset(session, incident, asset)
         label = label or incident.state.get("compromised")
         if not label:
-            return {"skipped": "no version was in production when the incident opened"}
+            return Skipped(skipped="no version was in production when the incident opened")
         version = get_version(session=session, asset=target, label=label)
         manifest = manifest_of(session=session, version=version)
     destination = (
@@ -60,7 +59,7 @@ def quarantine(
         destination=destination,
         incident_id=incident_id,
     )
-    altered = [f["path"] for f in record["files"] if not f.get("matches")]
+    altered = tuple(f.path for f in record.files if not f.matches)
     with runtime.db.session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         target = incident_asset(session, incident, asset)
@@ -83,15 +82,20 @@ def quarantine(
                 status=IncidentStatus.CONTAINED,
                 actor=playbook_actor(incident),
             )
-    result = {"quarantined": label, "evidence": str(destination), "altered_files": altered}
-    return result if asset is None else {"asset": target.name, **result}
+    return Quarantined(
+        # Named only when the playbook named it (a multi-asset playbook).
+        asset=target.name if asset is not None else None,
+        quarantined=label,
+        evidence=str(destination),
+        altered_files=altered,
+    )
 
 
-def verify_production(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def verify_production(*, runtime: Runtime, incident_id: int) -> ProductionCheck | Skipped:
     """Re-verify the version production serves now; a failure marks it suspect.
 
     Returns:
-        ``{"version", "ok", "problems"}``; ``version`` is None when nothing is in production.
+        The check; skipped when nothing is in production.
     """
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
@@ -100,7 +104,7 @@ def verify_production(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
             session=session, asset=target, alias=runtime.settings.registry.alias
         )
         if current is None:
-            return {"version": None, "ok": True, "problems": [], "skipped": "nothing in production"}
+            return Skipped(skipped="nothing in production")
         manifest = manifest_of(session=session, version=current)
     (check,) = check_versions(
         registry=runtime.registry,
@@ -108,4 +112,4 @@ def verify_production(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
         workers=runtime.settings.playbooks.hash_workers,
     )
     mark_failed_suspect(runtime, incident_id, [check], target.name)
-    return {"version": current.label, "ok": check.ok, "problems": check.as_dict()["problems"]}
+    return ProductionCheck(version=current.label, ok=check.ok, problems=tuple(check.problems))

@@ -6,26 +6,25 @@ fails the check; a production version that passes is said to pass, and nothing i
 
 from __future__ import annotations
 
-from typing import Any
-
 from rearguard.models.assets.checks import run_validation
 from rearguard.models.assets.versions import alias_version, get_version, set_status
 from rearguard.models.audit.redaction import redact_value
 from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.recovery.results import Degraded, Skipped
 from rearguard.models.recovery.targets import incident_asset
 from rearguard.models.runtime import Runtime
 
 
-def confirm_degradation(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def confirm_degradation(*, runtime: Runtime, incident_id: int) -> Degraded | Skipped:
     """Run the asset's validation command against production; a failure marks it suspect.
 
     On a rerun after the degraded version was found (and perhaps rolled back), the first
     finding stands: the step does not re-judge whatever production serves now.
 
     Returns:
-        ``{"version", "degraded": True, ...validation result}``.
+        The degraded version and its validation run; skipped when an earlier run found it.
 
     Raises:
         OperationFailed: the asset has no validation command or no production version, or
@@ -38,7 +37,7 @@ def confirm_degradation(*, runtime: Runtime, incident_id: int) -> dict[str, Any]
         found = incident.state.get("degraded")
         current = alias_version(session=session, asset=asset, alias=alias)
     if found:
-        return {"skipped": f"{found} was found degraded by an earlier run", "version": found}
+        return Skipped(skipped=f"{found} was found degraded by an earlier run", version=found)
     if not asset.validate_command:
         raise OperationFailed(
             f"{asset.name} has no validation command, so a degradation cannot be confirmed",
@@ -78,4 +77,4 @@ def confirm_degradation(*, runtime: Runtime, incident_id: int) -> dict[str, Any]
                 incident_id=incident_id,
             )
         update_state(session=session, incident=incident, degraded=current.label)
-    return {"version": current.label, "degraded": True, **redact_value(result.as_dict())}
+    return Degraded.model_validate({"version": current.label, **redact_value(result.as_dict())})

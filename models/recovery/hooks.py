@@ -20,7 +20,6 @@ layer lends the function that runs deployments on the runtime (``Runtime.hook_de
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from rearguard.models.audit.chain import append_event
@@ -31,6 +30,7 @@ from rearguard.models.db.tables import Incident
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError, OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.recovery.results import HookResult, HookRunRecord, Skipped
 from rearguard.models.runtime import DeploymentRunner, Runtime
 
 _EVIDENCE_CHARS = 300
@@ -45,35 +45,6 @@ def _run_deployment(
             hint="deployment hooks run from playbooks under Prefect",
         )
     return runner(name, env=env, timeout_s=timeout_s)
-
-
-@dataclass(frozen=True)
-class HookRun:
-    """How one hook command ended, as recorded."""
-
-    hook: str
-    index: int
-    argv0: str
-    ok: bool
-    exit_code: int | None
-    duration_s: float
-    output_tail: str
-    reason: str
-    credentials: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form for the timeline (the output tail is already redacted)."""
-        return {
-            "hook": self.hook,
-            "index": self.index,
-            "command": self.argv0,
-            "ok": self.ok,
-            "exit_code": self.exit_code,
-            "duration_s": round(self.duration_s, 3),
-            "output_tail": self.output_tail,
-            "reason": self.reason,
-            "credentials": list(self.credentials) if self.ok else [],
-        }
 
 
 def hook_env(
@@ -103,10 +74,11 @@ def run_hook_command(
     asset: str | None,
     extra_env: dict[str, str],
     deployments: DeploymentRunner | None,
-) -> HookRun:
+) -> HookRunRecord:
     """Run one hook command and describe how it ended; the output tail is redacted.
 
-    ``deployments`` runs a command that names a Prefect deployment (None: it fails).
+    ``deployments`` runs a command that names a Prefect deployment (None: it fails). The
+    credentials it names count as rotated only when it succeeded.
     """
     env = hook_env(command, incident=incident, hook=hook, asset=asset, extra=extra_env)
     if command.argv:
@@ -122,16 +94,16 @@ def run_hook_command(
         )
         killed = " and its flow run was cancelled"
     reason = run.reason + (killed if run.reason.startswith("timed out") else "")
-    return HookRun(
+    return HookRunRecord(
         hook=hook,
         index=index,
-        argv0=command.label,
+        command=command.label,
         ok=run.ok,
         exit_code=run.exit_code,
-        duration_s=run.duration_s,
+        duration_s=round(run.duration_s, 3),
         output_tail=redact_text(run.output_tail),
         reason=reason,
-        credentials=tuple(command.credentials),
+        credentials=tuple(command.credentials) if run.ok else (),
     )
 
 
@@ -143,7 +115,7 @@ def run_hook(
     asset: str | None = None,
     env: dict[str, str] | None = None,
     required: bool = False,
-) -> dict[str, Any]:
+) -> HookResult | Skipped:
     """Run every command of a configured hook, in order, each recorded as a timeline event.
 
     Idempotent: commands that already succeeded for this incident (recorded in its state) are
@@ -158,8 +130,8 @@ def run_hook(
         required: when True, a hook that is not configured fails the step.
 
     Returns:
-        ``{"hook", "runs": [...], "credentials": [names rotated]}``, or ``skipped`` when the
-        hook is not configured and not required.
+        How each command ended and the credentials rotated, or skipped when the hook is not
+        configured and not required.
 
     Raises:
         ConfigurationError: the hook is required and not configured.
@@ -179,13 +151,14 @@ def run_hook(
                 f"no {hook!r} hook is configured" + (f" for {target}" if target else ""),
                 hint=f"add {where}[hooks.{hook}] with argv = [...] to rearguard.toml",
             )
-        return {"hook": hook, "asset": target, "skipped": f"no {hook!r} hook is configured"}
+        return Skipped(skipped=f"no {hook!r} hook is configured", hook=hook, asset=target)
     key = f"{hook}:{target or ''}"
     done: dict[str, Any] = dict(incident.state.get("hooks", {}).get(key, {}))
-    runs: list[dict[str, Any]] = []
+    runs: list[HookRunRecord] = []
     for index, command in enumerate(commands):
         if str(index) in done:
-            runs.append({**done[str(index)], "already_ran": True})
+            earlier = HookRunRecord.model_validate(done[str(index)])
+            runs.append(earlier.model_copy(update={"already_ran": True}))
             continue
         result = run_hook_command(
             command,
@@ -196,7 +169,7 @@ def run_hook(
             extra_env=extra,
             deployments=runtime.hook_deployments,
         )
-        recorded = result.as_dict()
+        recorded = result.recorded()
         with runtime.db.session() as session:
             append_event(
                 session,
@@ -214,10 +187,14 @@ def run_hook(
                 update_state(session=session, incident=current, hooks=hooks)
         if not result.ok:
             raise OperationFailed(
-                f"hook {hook}[{index}] ({result.argv0}) {result.reason}"
+                f"hook {hook}[{index}] ({result.command}) {result.reason}"
                 f" after {result.duration_s:.1f}s: {result.output_tail[-_EVIDENCE_CHARS:].strip()}",
                 hint="see the hook event in `rearguard incident show`",
             )
-        runs.append(recorded)
-    credentials = [name for run in runs for name in run.get("credentials", [])]
-    return {"hook": hook, "asset": target, "runs": runs, "credentials": credentials}
+        runs.append(result)
+    return HookResult(
+        hook=hook,
+        asset=target,
+        runs=tuple(runs),
+        credentials=tuple(name for run in runs for name in run.credentials),
+    )

@@ -3,7 +3,7 @@ incident."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from rearguard.models.assets.checks import run_validation
 from rearguard.models.assets.versions import (
@@ -14,13 +14,14 @@ from rearguard.models.assets.versions import (
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.recovery.results import Rollback, Skipped, Validated
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
 
 
 def rollback(
     *, runtime: Runtime, incident_id: int, label: str, asset: str | None = None
-) -> dict[str, Any]:
+) -> Rollback:
     """Move the production alias of an asset (default: the incident's) to ``label``.
 
     A no-op when it is already there, so a rerun never moves it twice.
@@ -41,11 +42,18 @@ def rollback(
             actor=playbook_actor(incident),
             incident_id=incident_id,
         )
-    moved = {"alias": alias, "from": before, "to": label}
-    return moved if asset is None else {"asset": target.name, **moved}
+    return Rollback(
+        # Named only when the playbook named it (a multi-asset playbook).
+        asset=target.name if asset is not None else None,
+        alias=alias,
+        from_=before,
+        to=label,
+    )
 
 
-def validate(*, runtime: Runtime, incident_id: int, asset: str | None = None) -> dict[str, Any]:
+def validate(
+    *, runtime: Runtime, incident_id: int, asset: str | None = None
+) -> Validated | Skipped:
     """Run an asset's (default: the incident's) validation command against what production serves.
 
     Raises:
@@ -60,7 +68,7 @@ def validate(*, runtime: Runtime, incident_id: int, asset: str | None = None) ->
     if current is None:
         raise OperationFailed(f"{asset_row.name} has no production version to validate")
     if not asset_row.validate_command:
-        return {"skipped": "the asset has no validation command", "version": current.label}
+        return Skipped(skipped="the asset has no validation command", version=current.label)
     result = run_validation(
         command=asset_row.validate_command,
         # The directory of the version the alias points at, with either backend (MLflow's
@@ -76,12 +84,21 @@ def validate(*, runtime: Runtime, incident_id: int, asset: str | None = None) ->
             f"validation of {asset_row.name}@{current.label} {result.reason}: "
             f"{result.output_tail[-200:].strip()}"
         )
-    return {"version": current.label, **result.as_dict()}
+    return Validated.model_validate({"version": current.label, **result.as_dict()})
+
+
+@dataclass(frozen=True)
+class Concluded:
+    """An incident's end state as recorded; ``changed`` is False on a converged rerun."""
+
+    status: IncidentStatus
+    reason: str | None
+    changed: bool
 
 
 def conclude(
     *, runtime: Runtime, incident_id: int, status: IncidentStatus, reason: str | None = None
-) -> dict[str, Any]:
+) -> Concluded:
     """Record the incident's end state (recovered or failed) and the reason.
 
     Returns:
@@ -97,4 +114,4 @@ def conclude(
             actor=playbook_actor(incident),
             reason=reason,
         )
-    return {"status": str(status), "reason": reason, "changed": changed}
+    return Concluded(status=status, reason=reason, changed=changed)

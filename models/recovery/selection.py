@@ -7,8 +7,6 @@ unverified version."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import run_validation
@@ -24,19 +22,25 @@ from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
 from rearguard.models.integrity.verification import VersionCheck, check_versions
+from rearguard.models.recovery.results import (
+    IntegrityReport,
+    Rejection,
+    Selection,
+    VersionVerdict,
+)
 from rearguard.models.recovery.targets import UNTRUSTED, incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
 
 
 def verify_integrity(
     *, runtime: Runtime, incident_id: int, asset: str | None = None
-) -> dict[str, Any]:
+) -> IntegrityReport:
     """Re-verify every version of an asset (default: the incident's) not quarantined or retired.
 
     Versions that fail are marked suspect, with what failed.
 
     Returns:
-        ``{"checks": {label: {ok, problems, ...}}, "failed": [labels]}``.
+        What each version's check found, by label, and the labels that failed.
     """
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
@@ -47,10 +51,10 @@ def verify_integrity(
         registry=runtime.registry, items=items, workers=runtime.settings.playbooks.hash_workers
     )
     mark_failed_suspect(runtime, incident_id, checks, target.name)
-    return {
-        "checks": {c.label: c.as_dict() for c in checks},
-        "failed": [c.label for c in checks if not c.ok],
-    }
+    return IntegrityReport(
+        checks={c.label: VersionVerdict.of(c) for c in checks},
+        failed=tuple(c.label for c in checks if not c.ok),
+    )
 
 
 def mark_failed_suspect(
@@ -96,10 +100,10 @@ def select_known_good(
     runtime: Runtime,
     incident_id: int,
     asset: str | None = None,
-    checks: dict[str, dict[str, Any]] | None = None,
+    checks: dict[str, VersionVerdict] | None = None,
     honour_since: bool = True,
     clean_lineage: bool = False,
-) -> dict[str, Any]:
+) -> Selection:
     """Choose the version to roll back to, by the rule in DESIGN.md.
 
     The newest ``known_good`` version, registered before the incident's ``since`` when given,
@@ -133,18 +137,20 @@ def select_known_good(
             if v.status == VersionStatus.KNOWN_GOOD
         ]
         # Approved versions that verification has just made suspect: say so in the reason.
-        rejected: list[dict[str, str]] = [
-            {"version": v.label, "reason": f"is suspect ({v.status_reason})"}
+        rejected: list[Rejection] = [
+            Rejection(version=v.label, reason=f"is suspect ({v.status_reason})")
             for v in versions
             if v.status == VersionStatus.SUSPECT and v.approved_by
         ]
     checks = checks or {}
     for version, manifest, distrust in known_good:
         if since is not None and version.registered_at >= since:
-            rejected.append({"version": version.label, "reason": "registered at or after --since"})
+            rejected.append(
+                Rejection(version=version.label, reason="registered at or after --since")
+            )
             continue
         if distrust:
-            rejected.append({"version": version.label, "reason": distrust})
+            rejected.append(Rejection(version=version.label, reason=distrust))
             continue
         verdict = checks.get(version.label)
         if verdict is None:
@@ -155,13 +161,13 @@ def select_known_good(
             )
             if not check.ok:
                 mark_failed_suspect(runtime, incident_id, [check], target.name)
-            verdict = check.as_dict()
-        if not verdict["ok"]:
+            verdict = VersionVerdict.of(check)
+        if not verdict.ok:
             rejected.append(
-                {
-                    "version": version.label,
-                    "reason": "fails verification: " + "; ".join(verdict["problems"]),
-                }
+                Rejection(
+                    version=version.label,
+                    reason="fails verification: " + "; ".join(verdict.problems),
+                )
             )
             continue
         if target.validate_command:
@@ -174,7 +180,9 @@ def select_known_good(
                 drill=runtime.drill,
             )
             if not result.ok:
-                rejected.append({"version": version.label, "reason": f"validation {result.reason}"})
+                rejected.append(
+                    Rejection(version=version.label, reason=f"validation {result.reason}")
+                )
                 continue
         with runtime.db.session() as session:
             incident = get_incident(session=session, incident_id=incident_id)
@@ -183,9 +191,13 @@ def select_known_good(
             else:
                 chosen = {**incident.state.get("selected_by_asset", {}), asset: version.label}
                 update_state(session=session, incident=incident, selected_by_asset=chosen)
-        found = {"selected": version.label, "rejected": rejected}
-        return found if asset is None else {"asset": target.name, **found}
-    reasons = "; ".join(f"{r['version']} {r['reason']}" for r in rejected) or (
+        return Selection(
+            # Named only when the playbook named it (a multi-asset playbook).
+            asset=target.name if asset is not None else None,
+            selected=version.label,
+            rejected=tuple(rejected),
+        )
+    reasons = "; ".join(f"{r.version} {r.reason}" for r in rejected) or (
         "the asset has no known-good version"
     )
     raise OperationFailed(f"no known-good version of {target.name} qualifies: {reasons}")

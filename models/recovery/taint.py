@@ -7,8 +7,6 @@ the playbook finished, acts on the same decision instead of on a world it alread
 
 from __future__ import annotations
 
-from typing import Any
-
 from rearguard.models.assets.denylist import deny_digest, versions_with_digest
 from rearguard.models.assets.lineage import (
     last_clean_dataset_version,
@@ -19,6 +17,14 @@ from rearguard.models.assets.versions import alias_version, get_asset, set_statu
 from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.recovery.results import (
+    DatasetSuspects,
+    Denylisted,
+    DigestHits,
+    Lineage,
+    TaintedVersion,
+    VersionHit,
+)
 from rearguard.models.runtime import Runtime
 
 _UNTRUSTED = (VersionStatus.QUARANTINED, VersionStatus.RETIRED)
@@ -28,7 +34,7 @@ def _actor(incident_type: str) -> str:
     return f"playbook:{incident_type}"
 
 
-def denylist_digest(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def denylist_digest(*, runtime: Runtime, incident_id: int) -> Denylisted:
     """Add the incident's digest to the denylist (a no-op when it is already there)."""
     with runtime.db.session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
@@ -42,17 +48,17 @@ def denylist_digest(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
             actor=_actor(incident.type),
             incident_id=incident_id,
         )
-    return {"digest": digest, "denylisted_by_incident": entry.incident_id}
+    return Denylisted(digest=digest, denylisted_by_incident=entry.incident_id)
 
 
-def find_digest_versions(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def find_digest_versions(*, runtime: Runtime, incident_id: int) -> DigestHits:
     """Find every stored version of every asset holding a file with the incident's digest.
 
     The first run records the affected versions and which assets' production served one of
     them; later runs return that record.
 
     Returns:
-        ``{"digest", "affected": [{asset, label, paths}], "production": {asset: label}}``.
+        The versions holding the digest, and which asset's production served one.
 
     Raises:
         OperationFailed: no stored file has the digest (it stays denylisted).
@@ -62,12 +68,14 @@ def find_digest_versions(*, runtime: Runtime, incident_id: int) -> dict[str, Any
         incident = get_incident(session=session, incident_id=incident_id)
         digest = incident.state["digest"]
         if "affected" in incident.state:
-            return {
-                "digest": digest,
-                "affected": incident.state["affected"],
-                "production": incident.state["production_tainted"],
-                "recorded": True,
-            }
+            return DigestHits.model_validate(
+                {
+                    "digest": digest,
+                    "affected": incident.state["affected"],
+                    "production": incident.state["production_tainted"],
+                    "recorded": True,
+                }
+            )
         hits = versions_with_digest(session=session, digest=digest)
         if not hits:
             raise OperationFailed(
@@ -84,18 +92,28 @@ def find_digest_versions(*, runtime: Runtime, incident_id: int) -> dict[str, Any
             )
             if current is not None and (name, current.label) in affected:
                 production[name] = current.label
-        listed = [{"asset": a, "label": v, "paths": p} for (a, v), p in affected.items()]
-        update_state(
-            session=session, incident=incident, affected=listed, production_tainted=production
+        found = DigestHits(
+            digest=digest,
+            affected=tuple(
+                VersionHit(asset=a, label=v, paths=tuple(p)) for (a, v), p in affected.items()
+            ),
+            production=production,
         )
-    return {"digest": digest, "affected": listed, "production": production}
+        recorded = found.recorded()
+        update_state(
+            session=session,
+            incident=incident,
+            affected=recorded["affected"],
+            production_tainted=production,
+        )
+    return found
 
 
-def mark_dataset_suspect(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def mark_dataset_suspect(*, runtime: Runtime, incident_id: int) -> DatasetSuspects:
     """Mark the versions of the incident's dataset registered at or after ``since`` suspect.
 
     Returns:
-        ``{"dataset", "suspect": [labels], "clean": last clean label or None}``.
+        The suspect labels and the last clean one (None when there is none).
 
     Raises:
         OperationFailed: no version of the dataset was registered at or after ``since``.
@@ -131,21 +149,19 @@ def mark_dataset_suspect(*, runtime: Runtime, incident_id: int) -> dict[str, Any
             suspect_datasets=labels,
             clean_dataset=clean.label if clean else None,
         )
-    return {
-        "dataset": dataset.name,
-        "suspect": labels,
-        "clean": clean.label if clean else None,
-    }
+    return DatasetSuspects(
+        dataset=dataset.name, suspect=tuple(labels), clean=clean.label if clean else None
+    )
 
 
-def trace_lineage(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
+def trace_lineage(*, runtime: Runtime, incident_id: int) -> Lineage:
     """Find every model version, of any asset, trained on a suspect version of the dataset.
 
     The first run records the tainted versions and which assets' production served one; later
     runs return that record.
 
     Returns:
-        ``{"tainted": [{asset, label, dataset_version}], "production": {asset: label}}``.
+        The tainted model versions, and which asset's production served one.
 
     Raises:
         OperationFailed: no version records lineage to a suspect dataset version.
@@ -154,11 +170,13 @@ def trace_lineage(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
     with runtime.db.session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         if "tainted" in incident.state:
-            return {
-                "tainted": incident.state["tainted"],
-                "production": incident.state["production_tainted"],
-                "recorded": True,
-            }
+            return Lineage.model_validate(
+                {
+                    "tainted": incident.state["tainted"],
+                    "production": incident.state["production_tainted"],
+                    "recorded": True,
+                }
+            )
         dataset = get_asset(session=session, name=incident.asset_name or "")
         assert incident.since is not None
         found = tainted_versions(
@@ -171,11 +189,18 @@ def trace_lineage(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
                 f"({suspect}); nothing to quarantine or roll back",
                 hint="register models with --trained-on DATASET@LABEL to record lineage",
             )
-        tainted = [
-            {"asset": t.asset, "label": t.label, "dataset_version": t.dataset_label} for t in found
-        ]
-        production = {t.asset: t.label for t in found if t.in_production}
-        update_state(
-            session=session, incident=incident, tainted=tainted, production_tainted=production
+        lineage = Lineage(
+            tainted=tuple(
+                TaintedVersion(asset=t.asset, label=t.label, dataset_version=t.dataset_label)
+                for t in found
+            ),
+            production={t.asset: t.label for t in found if t.in_production},
         )
-    return {"tainted": tainted, "production": production}
+        recorded = lineage.recorded()
+        update_state(
+            session=session,
+            incident=incident,
+            tainted=recorded["tainted"],
+            production_tainted=lineage.production,
+        )
+    return lineage

@@ -13,11 +13,11 @@ import difflib
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 from rearguard.models.audit.redaction import redact_text, redact_texts_consistently
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.service import get_incident
+from rearguard.models.recovery.results import ChangedFile, DiffText, Skipped, TamperDiff
 from rearguard.models.recovery.targets import incident_asset
 from rearguard.models.runtime import Runtime
 
@@ -35,7 +35,7 @@ def diff_versions(
     restored_name: str,
     tampered_name: str,
     max_chars: int = MAX_DIFF_CHARS,
-) -> dict[str, Any]:
+) -> DiffText:
     """Diff two versions' files, restored (``a/``) against tampered (``b/``), secrets redacted.
 
     Args:
@@ -46,12 +46,11 @@ def diff_versions(
         max_chars: the bound on the diff text.
 
     Returns:
-        ``{"files": [{"path", "change"}], "diff": text, "truncated": bool}``; ``change`` is
-        ``modified``, ``added`` (only in the tampered version), ``removed``, ``binary``,
-        ``too large`` or ``not a regular file`` (a link is named, never followed). Identical
-        files are left out.
+        The changed files and the diff text; a file's ``change`` is ``modified``, ``added``
+        (only in the tampered version), ``removed``, ``binary``, ``too large`` or ``not a
+        regular file`` (a link is named, never followed). Identical files are left out.
     """
-    files: list[dict[str, str]] = []
+    files: list[ChangedFile] = []
     notes: dict[str, str] = {}  # path -> what is said instead of a text diff
     text_pairs: list[tuple[str, str, str]] = []  # (path, restored text, tampered text)
     for path in sorted(set(restored) | set(tampered)):
@@ -60,13 +59,13 @@ def diff_versions(
         odd = [p for p in (before, after) if p is not None and (p.is_symlink() or not p.is_file())]
         if odd:
             # A planted link could point anywhere (/etc/shadow): say where, never read it.
-            files.append({"path": shown, "change": "not a regular file"})
+            files.append(ChangedFile(path=shown, change="not a regular file"))
             notes[shown] = "not a regular file: " + ", ".join(_describe_odd(p) for p in odd)
             continue
         if _size(before) > MAX_TEXT_BYTES or _size(after) > MAX_TEXT_BYTES:
             digests = _sha256(before), _sha256(after)
             if digests[0] != digests[1]:
-                files.append({"path": shown, "change": "too large"})
+                files.append(ChangedFile(path=shown, change="too large"))
                 notes[shown] = f"too large to diff, sha256 {digests[0]} -> {digests[1]}"
             continue
         a, b = _read(before), _read(after)
@@ -74,11 +73,11 @@ def diff_versions(
             continue
         texts = _text(a), _text(b)
         if texts[0] is None or texts[1] is None:
-            files.append({"path": shown, "change": "binary"})
+            files.append(ChangedFile(path=shown, change="binary"))
             notes[shown] = f"binary, sha256 {_sha256(before)} -> {_sha256(after)}"
             continue
         change = "added" if before is None else "removed" if after is None else "modified"
-        files.append({"path": shown, "change": change})
+        files.append(ChangedFile(path=shown, change=change))
         text_pairs.append((shown, texts[0], texts[1]))
     # One numbering across every file: a secret that moved between files keeps its number.
     redacted = iter(redact_texts_consistently([t for _, a, b in text_pairs for t in (a, b)]))
@@ -98,14 +97,14 @@ def diff_versions(
         diffs[shown] = "\n".join(lines) + "\n" if lines else ""
         if not lines:
             notes[shown] = "differs only in line endings or the final newline"
-    text = "".join(diffs.get(f["path"]) or f"{f['path']}: {notes[f['path']]}\n" for f in files)
+    text = "".join(diffs.get(f.path) or f"{f.path}: {notes[f.path]}\n" for f in files)
     truncated = len(text) > max_chars
     if truncated:
         text = text[:max_chars] + (
             f"\n[diff truncated: {len(text) - max_chars} more characters; "
             "the incident's evidence directory holds the tampered files]\n"
         )
-    return {"files": files, "diff": text, "truncated": truncated}
+    return DiffText(files=tuple(files), diff=text, truncated=truncated)
 
 
 def _describe_odd(path: Path) -> str:
@@ -144,21 +143,22 @@ def _sha256(path: Path | None) -> str:
     return hasher.hexdigest()
 
 
-def record_diff(*, runtime: Runtime, incident_id: int, label: str) -> dict[str, Any]:
+def record_diff(*, runtime: Runtime, incident_id: int, label: str) -> TamperDiff | Skipped:
     """Diff the restored version ``label`` against the tampered one, as found on disk now.
 
     The tampered version is the one in production when the incident opened; quarantine keeps
     its content in place, so it is still there to read. Read-only: a rerun gives the same diff.
 
     Returns:
-        ``{"from": tampered label, "to": label, "files", "diff", "truncated"}``.
+        The diff, from the tampered label to ``label``; skipped when no version was in
+        production when the incident opened.
     """
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         asset = incident_asset(session, incident).name
         tampered_label = incident.state.get("compromised")
     if not tampered_label:
-        return {"skipped": "no version was in production when the incident opened"}
+        return Skipped(skipped="no version was in production when the incident opened")
     try:
         found = runtime.registry.version_files(asset=asset, label=tampered_label)
     except NotFoundError:  # the tampered content is gone: every file shows as removed
@@ -170,4 +170,10 @@ def record_diff(*, runtime: Runtime, incident_id: int, label: str) -> dict[str, 
         restored_name=label,
         tampered_name=tampered_label,
     )
-    return {"from": tampered_label, "to": label, **diff}
+    return TamperDiff(
+        from_=tampered_label,
+        to=label,
+        files=diff.files,
+        diff=diff.diff,
+        truncated=diff.truncated,
+    )

@@ -50,7 +50,7 @@ async def guardrail_bypass(incident_id: int) -> str:
     async with playbook_guard(incident_id) as outcome:
         await quarantine(incident_id)
         selected = await select_known_good(incident_id)
-        await rollback(incident_id, label=selected["selected"])
+        await rollback(incident_id, label=selected.selected)
         await validate(incident_id)
         outcome.recovered()
     return outcome.status

@@ -95,9 +95,9 @@ def respond(runtime: Runtime, incident_id: int) -> IncidentStatus:
         run_step("quarantine", containment.quarantine, **common)
         verified = run_step("verify_integrity", selection.verify_integrity, **common)
         selected = run_step(
-            "select_known_good", selection.select_known_good, **common, checks=verified["checks"]
+            "select_known_good", selection.select_known_good, **common, checks=verified.checks
         )
-        run_step("rollback", rollback.rollback, **common, label=selected["selected"])
+        run_step("rollback", rollback.rollback, **common, label=selected.selected)
         run_step("validate", rollback.validate, **common)
     except OperationFailed as exc:
         rollback.conclude(**common, status=IncidentStatus.FAILED, reason=exc.message)

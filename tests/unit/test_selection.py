@@ -32,6 +32,7 @@ from rearguard.models.enums import AssetKind, IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, open_incident
 from rearguard.models.recovery.containment import quarantine
+from rearguard.models.recovery.results import Quarantined, Rejection, Selection
 from rearguard.models.recovery.selection import select_known_good, verify_integrity
 from rearguard.models.runtime import Runtime
 
@@ -127,7 +128,7 @@ def test_newest_known_good_wins(runtime: Runtime, make_version) -> None:
 
     result = select_known_good(runtime=runtime, incident_id=incident_id)
 
-    assert result == {"selected": "v2", "rejected": []}
+    assert result == Selection(selected="v2")
     assert selected_state(runtime, incident_id) == "v2"
 
 
@@ -138,7 +139,7 @@ def test_candidate_is_never_selected_even_if_newer(runtime: Runtime, make_versio
 
     result = select_known_good(runtime=runtime, incident_id=incident_id)
 
-    assert result["selected"] == "v1"
+    assert result.selected == "v1"
     assert status_of(runtime, "v2").status == VersionStatus.CANDIDATE
 
 
@@ -150,8 +151,8 @@ def test_known_good_registered_after_since_is_skipped(runtime: Runtime, make_ver
 
     result = select_known_good(runtime=runtime, incident_id=incident_id)
 
-    assert result["selected"] == "v1"
-    assert result["rejected"] == [{"version": "v2", "reason": "registered at or after --since"}]
+    assert result.selected == "v1"
+    assert result.rejected == (Rejection(version="v2", reason="registered at or after --since"),)
 
 
 def test_known_good_registered_exactly_at_since_is_skipped(runtime: Runtime, make_version) -> None:
@@ -163,8 +164,8 @@ def test_known_good_registered_exactly_at_since_is_skipped(runtime: Runtime, mak
 
     result = select_known_good(runtime=runtime, incident_id=incident_id)
 
-    assert result["selected"] == "v1"
-    assert [r["version"] for r in result["rejected"]] == ["v2"]
+    assert result.selected == "v1"
+    assert [r.version for r in result.rejected] == ["v2"]
 
 
 def test_tampered_known_good_is_skipped_and_marked_suspect(runtime: Runtime, make_version) -> None:
@@ -175,10 +176,10 @@ def test_tampered_known_good_is_skipped_and_marked_suspect(runtime: Runtime, mak
 
     result = select_known_good(runtime=runtime, incident_id=incident_id)
 
-    assert result["selected"] == "v1"
-    (rejection,) = result["rejected"]
-    assert rejection["version"] == "v2"
-    assert rejection["reason"].startswith("fails verification: weights.bin: sha256 mismatch")
+    assert result.selected == "v1"
+    (rejection,) = result.rejected
+    assert rejection.version == "v2"
+    assert rejection.reason.startswith("fails verification: weights.bin: sha256 mismatch")
     row = status_of(runtime, "v2")
     assert row.status == VersionStatus.SUSPECT
     assert row.status_reason and "sha256 mismatch" in row.status_reason
@@ -203,13 +204,13 @@ def test_verify_integrity_marks_failures_suspect_before_selection(
     incident_id = open_case(runtime)
 
     verified = verify_integrity(runtime=runtime, incident_id=incident_id)
-    result = select_known_good(runtime=runtime, incident_id=incident_id, checks=verified["checks"])
+    result = select_known_good(runtime=runtime, incident_id=incident_id, checks=verified.checks)
 
-    assert verified["failed"] == ["v3"]
-    assert sorted(verified["checks"]) == ["v1", "v2", "v3"]
-    assert verified["checks"]["v3"]["ok"] is False
+    assert verified.failed == ("v3",)
+    assert sorted(verified.checks) == ["v1", "v2", "v3"]
+    assert verified.checks["v3"].ok is False
     assert status_of(runtime, "v3").status == VersionStatus.SUSPECT
-    assert result["selected"] == "v2"
+    assert result.selected == "v2"
     with runtime.db.read_session() as session:
         events = events_for_incident(session, incident_id=incident_id)
     assert [(e.action, e.version) for e in events if e.action.startswith("version.")] == [
@@ -224,10 +225,9 @@ def test_version_failing_validation_is_skipped(runtime: Runtime, make_version) -
 
     result = select_known_good(runtime=runtime, incident_id=incident_id)
 
-    assert result == {
-        "selected": "v1",
-        "rejected": [{"version": "v2", "reason": "validation exited 1"}],
-    }
+    assert result == Selection(
+        selected="v1", rejected=(Rejection(version="v2", reason="validation exited 1"),)
+    )
     # A validation failure is not an integrity failure: the version keeps its status.
     assert status_of(runtime, "v2").status == VersionStatus.KNOWN_GOOD
 
@@ -288,11 +288,9 @@ def test_quarantine_keeps_evidence_as_found(runtime: Runtime, make_version) -> N
     result = quarantine(runtime=runtime, incident_id=incident_id)
 
     evidence = runtime.settings.home / "evidence" / f"incident-{incident_id}" / ASSET / "v2"
-    assert result == {
-        "quarantined": "v2",
-        "evidence": str(evidence),
-        "altered_files": ["weights.bin"],
-    }
+    assert result == Quarantined(
+        quarantined="v2", evidence=str(evidence), altered_files=("weights.bin",)
+    )
     record = json.loads((evidence / "evidence.json").read_text())
     (entry,) = record["files"]
     assert entry["path"] == "weights.bin"
@@ -322,8 +320,8 @@ def test_quarantine_keeps_evidence_as_found(runtime: Runtime, make_version) -> N
             events_after_first
         )
     verified = verify_integrity(runtime=runtime, incident_id=incident_id)
-    assert sorted(verified["checks"]) == ["v1"]
-    assert select_known_good(runtime=runtime, incident_id=incident_id)["selected"] == "v1"
+    assert sorted(verified.checks) == ["v1"]
+    assert select_known_good(runtime=runtime, incident_id=incident_id).selected == "v1"
 
 
 def test_a_secret_pasted_into_the_summary_never_reaches_the_timeline(runtime: Runtime) -> None:
