@@ -130,7 +130,7 @@ def _scan_metadata(reader: _Reader, location: Location, findings: list[Finding])
         if not (_is_template_key(key) and value_type == _STRING):
             reader.skip(value_type)
             continue
-        offset = reader.stream.tell()
+        value_offset = reader.stream.tell()
         data = reader.string(key, limit=chat_template.MAX_TEMPLATE_BYTES)
         if data is None:
             findings.append(
@@ -138,10 +138,11 @@ def _scan_metadata(reader: _Reader, location: Location, findings: list[Finding])
                     construct=key,
                     severity=Severity.NOT_SCANNED,
                     reason=f"not scanned: longer than {chat_template.MAX_TEMPLATE_BYTES} bytes",
-                    offset=offset,
+                    offset=value_offset,
                 )
             )
             continue
+        offset = reader.stream.tell() - len(data)
         try:
             source = data.decode()
         except UnicodeDecodeError:

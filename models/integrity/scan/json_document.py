@@ -48,7 +48,9 @@ def sniff(head: bytes) -> bool:
     if len(head) < HEAD_SIZE:
         try:
             json.loads(text)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            return True  # JSON too deep to read: the scan reports it
+        except ValueError:
             return False
         return True
     try:
