@@ -206,8 +206,9 @@ def head_fields(head: bytes, *, limit: int = 16) -> list[Field]:
     """
     fields: list[Field] = []
     # No end is known: a length-delimited field may run past the head, as in any large file.
-    unbounded = Span(0, 1 << 63)
-    with contextlib.suppress(MalformedInput):
+    unbounded = Span(0, 1 << 70)  # past any length a ten-byte varint can hold
+    # OverflowError: the field after a huge one would start past what a seek can reach.
+    with contextlib.suppress(MalformedInput, OverflowError):
         for field in iter_fields(io.BytesIO(head), unbounded):
             fields.append(field)
             if len(fields) >= limit:
