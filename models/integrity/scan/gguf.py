@@ -14,13 +14,12 @@ finding, quickly and without allocating. Another version is ``not_scanned``.
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import BinaryIO
 
 from rearguard.models.integrity.scan import chat_template
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
-from rearguard.models.integrity.scan.reading import MalformedInput, read_exact, stream_size
+from rearguard.models.integrity.scan.reading import ByteSource, MalformedInput
 
 __all__ = ["CHAT_TEMPLATE_KEY", "MAGIC", "scan", "sniff"]
 
@@ -56,24 +55,31 @@ def sniff(head: bytes) -> bool:
 
 
 class _Reader:
-    """Reads GGUF values in one byte order, each length checked against the file's size."""
+    """Reads GGUF values in one byte order at a position it keeps, each length checked against
+    the file's size."""
 
-    def __init__(self, stream: BinaryIO, *, order: str, size: int) -> None:
-        self.stream = stream
+    def __init__(self, source: ByteSource, *, order: str, position: int) -> None:
+        self.source = source
         self.order = order
-        self.size = size
+        self.position = position
 
     def left(self) -> int:
-        return self.size - self.stream.tell()
+        return self.source.size - self.position
+
+    def take(self, size: int, what: str) -> bytes:
+        data = self.source.read_at(self.position, size)
+        if len(data) != size:
+            raise MalformedInput(f"truncated: {what} runs past the end", offset=self.position)
+        self.position += size
+        return data
 
     def unpack(self, fmt: str, what: str) -> int:
-        data = read_exact(self.stream, struct.calcsize(fmt), what=what)
-        (value,) = struct.unpack(self.order + fmt, data)
+        (value,) = struct.unpack(self.order + fmt, self.take(struct.calcsize(fmt), what))
         return int(value)
 
     def length(self, what: str, *, item_size: int = 1) -> int:
         """A uint64 count of items at least ``item_size`` bytes each, checked against the file."""
-        offset = self.stream.tell()
+        offset = self.position
         count = self.unpack("Q", what)
         if count * item_size > self.left():
             raise MalformedInput(
@@ -86,23 +92,25 @@ class _Reader:
         """A string's bytes, or None (skipped) when it is longer than ``limit``."""
         length = self.length(f"{what} length")
         if length > limit:
-            self.stream.seek(length, os.SEEK_CUR)
+            self.position += length
             return None
-        return read_exact(self.stream, length, what=what)
+        return self.take(length, what)
 
     def skip(self, value_type: int, *, depth: int = 0) -> None:
-        offset = self.stream.tell()
+        offset = self.position
         if value_type in _SCALARS:
-            self.stream.seek(struct.calcsize(_SCALARS[value_type]), os.SEEK_CUR)
+            self.position += struct.calcsize(_SCALARS[value_type])
         elif value_type == _STRING:
-            self.stream.seek(self.length("string", item_size=1), os.SEEK_CUR)
+            length = self.length("string")  # before the +=, which would read the old position
+            self.position += length
         elif value_type == _ARRAY:
             if depth >= _MAX_ARRAY_DEPTH:
                 raise MalformedInput(f"arrays nested deeper than {_MAX_ARRAY_DEPTH}", offset=offset)
             item_type = self.unpack("I", "array item type")
             if item_type in _SCALARS:
-                count = self.length("array", item_size=struct.calcsize(_SCALARS[item_type]))
-                self.stream.seek(count * struct.calcsize(_SCALARS[item_type]), os.SEEK_CUR)
+                size = struct.calcsize(_SCALARS[item_type])
+                count = self.length("array", item_size=size)
+                self.position += count * size
             elif item_type in (_STRING, _ARRAY):
                 for _ in range(self.length("array", item_size=8)):
                     self.skip(item_type, depth=depth + 1)
@@ -119,7 +127,6 @@ def _is_template_key(key: str) -> bool:
 
 
 def _scan_metadata(reader: _Reader, location: Location, findings: list[Finding]) -> None:
-    reader.stream.seek(16)
     pairs = reader.length("metadata table", item_size=_MIN_PAIR_BYTES)
     for _ in range(pairs):
         raw_key = reader.string("metadata key", limit=_MAX_KEY_BYTES)
@@ -130,7 +137,7 @@ def _scan_metadata(reader: _Reader, location: Location, findings: list[Finding])
         if not (_is_template_key(key) and value_type == _STRING):
             reader.skip(value_type)
             continue
-        value_offset = reader.stream.tell()
+        value_offset = reader.position
         data = reader.string(key, limit=chat_template.MAX_TEMPLATE_BYTES)
         if data is None:
             findings.append(
@@ -142,7 +149,7 @@ def _scan_metadata(reader: _Reader, location: Location, findings: list[Finding])
                 )
             )
             continue
-        offset = reader.stream.tell() - len(data)
+        offset = reader.position - len(data)
         try:
             source = data.decode()
         except UnicodeDecodeError:
@@ -164,7 +171,10 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
     """
     findings: list[Finding] = []
     try:
-        header = read_exact(stream, 8, what="GGUF header")
+        source = ByteSource(stream)
+        header = source.read_at(0, 8)
+        if len(header) != 8:
+            raise MalformedInput("truncated: GGUF header runs past the end", offset=0)
         if header[:4] != MAGIC:
             raise MalformedInput("no GGUF magic", offset=0)
         order = next(
@@ -180,7 +190,8 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
                     offset=4,
                 )
             ]
-        reader = _Reader(stream, order=order, size=stream_size(stream))
+        # The tensor count (at 8) is not needed: tensors hold no code.
+        reader = _Reader(source, order=order, position=16)
         _scan_metadata(reader, location, findings)
     except MalformedInput as error:
         findings.append(

@@ -1,8 +1,9 @@
 """ONNX models: external data that leaves the model's directory, and custom op domains.
 
-The ``ModelProto`` is walked with :mod:`~rearguard.models.integrity.scan.protobuf` (the
-``onnx`` package is not needed): the main graph, every subgraph held by a node's attributes
-(``If``, ``Loop``, ``Scan``), the training graphs and the model's local functions. Reported:
+The ``ModelProto`` is walked, reading forward only, with
+:mod:`~rearguard.models.integrity.scan.protobuf` (the ``onnx`` package is not needed): the
+main graph, every subgraph held by a node's attributes (``If``, ``Loop``, ``Scan``), the
+training graphs and the model's local functions. Reported:
 
 - ``dangerous``: a tensor whose ``external_data`` ``location`` is absolute or climbs out of the
   model's directory (``..``): loading reads that file into the model (CVE-2022-25882,
@@ -26,14 +27,13 @@ from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 from rearguard.models.integrity.scan.protobuf import (
     LEN,
     VARINT,
-    Field,
     Span,
     head_fields,
     iter_fields,
     read_text,
     whole,
 )
-from rearguard.models.integrity.scan.reading import MalformedInput
+from rearguard.models.integrity.scan.reading import ByteSource, MalformedInput
 
 __all__ = ["STANDARD_DOMAINS", "scan", "sniff"]
 
@@ -129,8 +129,8 @@ class _Model:
     findings: list[Finding] = field(default_factory=list)
 
 
-def _children(stream: BinaryIO, span: Span, numbers: tuple[int, ...]) -> Iterator[Span]:
-    for item in iter_fields(stream, span):
+def _children(source: ByteSource, span: Span, numbers: tuple[int, ...]) -> Iterator[Span]:
+    for item in iter_fields(source, span):
         if item.number in numbers:
             yield span.child(item)
 
@@ -145,95 +145,98 @@ def _escape(path: str) -> str | None:
     return None
 
 
-def _tensor(stream: BinaryIO, span: Span, model: _Model, where: Location) -> None:
+def _tensor(source: ByteSource, span: Span, model: _Model, where: Location) -> None:
     name = ""
-    entries: list[tuple[Field, Span]] = []
-    for item in iter_fields(stream, span):
+    for item in iter_fields(source, span):
         if item.number == _TENSOR_NAME:
-            name = read_text(stream, item)
+            name = read_text(source, item)
         elif item.number == _TENSOR_EXTERNAL_DATA:
-            entries.append((item, span.child(item)))
-    for item, entry in entries:
-        key = value = ""
-        for part in iter_fields(stream, entry):
-            if part.number == _ENTRY_KEY:
-                key = read_text(stream, part)
-            elif part.number == _ENTRY_VALUE:
-                value = read_text(stream, part)
-        reason = _escape(value) if key == "location" else None
-        if reason is not None:
-            model.findings.append(
-                where.finding(
-                    construct=f"external data {value!r}",
-                    severity=Severity.DANGEROUS,
-                    reason=f"tensor {name!r} reads its data from {reason}: loading the "
-                    "model reads that file",
-                    offset=item.offset,
-                )
+            _external_data(source, span.child(item), name, item.offset, model, where)
+
+
+def _external_data(
+    source: ByteSource, span: Span, tensor: str, offset: int, model: _Model, where: Location
+) -> None:
+    key = value = ""
+    for part in iter_fields(source, span):
+        if part.number == _ENTRY_KEY:
+            key = read_text(source, part)
+        elif part.number == _ENTRY_VALUE:
+            value = read_text(source, part)
+    reason = _escape(value) if key == "location" else None
+    if reason is not None:
+        model.findings.append(
+            where.finding(
+                construct=f"external data {value!r}",
+                severity=Severity.DANGEROUS,
+                reason=f"tensor {tensor!r} reads its data from {reason}: loading the model "
+                "reads that file",
+                offset=offset,
             )
+        )
 
 
-def _sparse_tensor(stream: BinaryIO, span: Span, model: _Model, where: Location) -> None:
-    for part in _children(stream, span, _SPARSE_PARTS):
-        _tensor(stream, part, model, where)
+def _sparse_tensor(source: ByteSource, span: Span, model: _Model, where: Location) -> None:
+    for part in _children(source, span, _SPARSE_PARTS):
+        _tensor(source, part, model, where)
 
 
-def _attribute(stream: BinaryIO, span: Span, model: _Model, where: Location) -> None:
-    for item in iter_fields(stream, span):
+def _attribute(source: ByteSource, span: Span, model: _Model, where: Location) -> None:
+    for item in iter_fields(source, span):
         if item.number in (_ATTRIBUTE_TENSOR, _ATTRIBUTE_TENSORS):
-            _tensor(stream, span.child(item), model, where)
+            _tensor(source, span.child(item), model, where)
         elif item.number in (_ATTRIBUTE_SPARSE_TENSOR, _ATTRIBUTE_SPARSE_TENSORS):
-            _sparse_tensor(stream, span.child(item), model, where)
+            _sparse_tensor(source, span.child(item), model, where)
         elif item.number in (_ATTRIBUTE_GRAPH, _ATTRIBUTE_GRAPHS):
-            _graph(stream, span.child(item), model, where)
+            _graph(source, span.child(item), model, where)
 
 
-def _node(stream: BinaryIO, span: Span, model: _Model, where: Location) -> None:
+def _node(source: ByteSource, span: Span, model: _Model, where: Location) -> None:
     op_type = domain = ""
-    for item in iter_fields(stream, span):
+    for item in iter_fields(source, span):
         if item.number == _NODE_OP_TYPE:
-            op_type = read_text(stream, item)
+            op_type = read_text(source, item)
         elif item.number == _NODE_DOMAIN:
-            domain = read_text(stream, item)
+            domain = read_text(source, item)
         elif item.number == _NODE_ATTRIBUTE:
-            _attribute(stream, span.child(item), model, where)
+            _attribute(source, span.child(item), model, where)
     if domain not in STANDARD_DOMAINS:
         first, count = model.custom_nodes.get((domain, op_type), (span.start, 0))
         model.custom_nodes[(domain, op_type)] = (first, count + 1)
 
 
-def _graph(stream: BinaryIO, span: Span, model: _Model, where: Location) -> None:
-    for item in iter_fields(stream, span):
+def _graph(source: ByteSource, span: Span, model: _Model, where: Location) -> None:
+    for item in iter_fields(source, span):
         if item.number == _GRAPH_NODE:
-            _node(stream, span.child(item), model, where)
+            _node(source, span.child(item), model, where)
         elif item.number == _GRAPH_INITIALIZER:
-            _tensor(stream, span.child(item), model, where)
+            _tensor(source, span.child(item), model, where)
         elif item.number == _GRAPH_SPARSE_INITIALIZER:
-            _sparse_tensor(stream, span.child(item), model, where)
+            _sparse_tensor(source, span.child(item), model, where)
 
 
-def _function(stream: BinaryIO, span: Span, model: _Model, where: Location) -> None:
+def _function(source: ByteSource, span: Span, model: _Model, where: Location) -> None:
     name = domain = ""
-    for item in iter_fields(stream, span):
+    for item in iter_fields(source, span):
         if item.number == _FUNCTION_NAME:
-            name = read_text(stream, item)
+            name = read_text(source, item)
         elif item.number == _FUNCTION_DOMAIN:
-            domain = read_text(stream, item)
+            domain = read_text(source, item)
         elif item.number == _FUNCTION_NODE:
-            _node(stream, span.child(item), model, where)
+            _node(source, span.child(item), model, where)
     model.functions.add((domain, name))
 
 
-def _walk(stream: BinaryIO, model: _Model, where: Location) -> None:
-    top = whole(stream)
-    for item in iter_fields(stream, top):
+def _walk(source: ByteSource, model: _Model, where: Location) -> None:
+    top = whole(source)
+    for item in iter_fields(source, top):
         if item.number == _MODEL_GRAPH:
-            _graph(stream, top.child(item), model, where)
+            _graph(source, top.child(item), model, where)
         elif item.number == _MODEL_TRAINING_INFO:
-            for graph in _children(stream, top.child(item), _TRAINING_GRAPHS):
-                _graph(stream, graph, model, where)
+            for graph in _children(source, top.child(item), _TRAINING_GRAPHS):
+                _graph(source, graph, model, where)
         elif item.number == _MODEL_FUNCTIONS:
-            _function(stream, top.child(item), model, where)
+            _function(source, top.child(item), model, where)
 
 
 def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
@@ -251,7 +254,7 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
     model = _Model()
     malformed: list[Finding] = []
     try:
-        _walk(stream, model, location)
+        _walk(ByteSource(stream), model, location)
     except MalformedInput as error:
         malformed.append(
             location.finding(

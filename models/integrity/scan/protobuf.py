@@ -2,8 +2,9 @@
 
 It knows no schema: a scanner walks the fields of a message and descends into the
 length-delimited ones whose field numbers it knows (``NodeDef.op`` is field 2 of a node, field 1
-of a ``GraphDef``...). Messages are read from a seekable stream by offset, so the bytes of a
-tensor are skipped, never read: memory is bounded by the nesting depth, not the file's size.
+of a ``GraphDef``...). Messages are read from a seekable stream by offset (through a
+:class:`~rearguard.models.integrity.scan.reading.ByteSource`), so the bytes of a tensor are
+skipped, never read: memory is bounded by the nesting depth, not the file's size.
 A length that runs past its enclosing message, a varint longer than ten bytes, a group (no
 format scanned here uses them) or nesting deeper than :data:`MAX_DEPTH` raise
 :class:`~rearguard.models.integrity.scan.reading.MalformedInput`.
@@ -15,9 +16,9 @@ import contextlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import NamedTuple
 
-from rearguard.models.integrity.scan.reading import MalformedInput, stream_size
+from rearguard.models.integrity.scan.reading import ByteSource, MalformedInput
 
 __all__ = [
     "I32",
@@ -43,11 +44,12 @@ MAX_DEPTH = 100
 """Deepest nesting followed (the C++ protobuf parser's default recursion limit)."""
 
 _MAX_VARINT_BYTES = 10
+# A tag and a varint (or a tag and a fixed 8-byte value) fit in this many bytes.
+_MAX_HEADER_BYTES = 2 * _MAX_VARINT_BYTES
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One field of a message.
+class Field(NamedTuple):
+    """One field of a message (a named tuple: a large graph has millions).
 
     Attributes:
         number: the field number.
@@ -96,31 +98,34 @@ class Span:
         return Span(field.value, field.value + field.length, self.depth + 1)
 
 
-def whole(stream: BinaryIO) -> Span:
+def whole(source: ByteSource) -> Span:
     """The span of the message that is the whole stream."""
-    return Span(0, stream_size(stream))
+    return Span(0, source.size)
 
 
-def _read_varint(stream: BinaryIO, end: int) -> int:
-    offset = stream.tell()
+def _varint(chunk: bytes, index: int, *, offset: int, cut_by_message: bool) -> tuple[int, int]:
+    """Decode the varint at ``chunk[index:]``; return it and the index just past it.
+
+    Args:
+        chunk: bytes read at ``offset``.
+        index: where the varint starts in ``chunk``.
+        offset: the stream offset of ``chunk``, for errors.
+        cut_by_message: whether ``chunk`` ends where its message ends (else the stream ended).
+    """
     value = 0
-    for index in range(_MAX_VARINT_BYTES):
-        if offset + index >= end:
-            raise MalformedInput("truncated: varint runs past its message", offset=offset)
-        byte = stream.read(1)
-        if not byte:
-            raise MalformedInput("truncated: varint runs past the end", offset=offset)
-        value |= (byte[0] & 0x7F) << (7 * index)
-        if not byte[0] & 0x80:
-            return value
-    raise MalformedInput("varint longer than ten bytes", offset=offset)
+    for shift, position in enumerate(range(index, min(len(chunk), index + _MAX_VARINT_BYTES))):
+        byte = chunk[position]
+        value |= (byte & 0x7F) << (7 * shift)
+        if not byte & 0x80:
+            return value, position + 1
+    if len(chunk) - index >= _MAX_VARINT_BYTES:
+        raise MalformedInput("varint longer than ten bytes", offset=offset + index)
+    where = "its message" if cut_by_message else "the end"
+    raise MalformedInput(f"truncated: varint runs past {where}", offset=offset + index)
 
 
-def iter_fields(stream: BinaryIO, span: Span) -> Iterator[Field]:
+def iter_fields(source: ByteSource, span: Span) -> Iterator[Field]:
     """The fields of the message in ``span``, in the order they are written.
-
-    The caller may read or seek the stream between two fields: the iterator keeps its own
-    position.
 
     Raises:
         MalformedInput: a tag, varint or length runs past the message, or a field uses a group
@@ -128,18 +133,26 @@ def iter_fields(stream: BinaryIO, span: Span) -> Iterator[Field]:
     """
     position = span.start
     while position < span.end:
-        stream.seek(position)
-        tag = _read_varint(stream, span.end)
+        wanted = min(_MAX_HEADER_BYTES, span.end - position)
+        chunk = source.read_at(position, wanted)
+        cut = len(chunk) == wanted
+        if chunk and chunk[0] < 0x80:  # nearly every tag is one byte
+            tag, index = chunk[0], 1
+        else:
+            tag, index = _varint(chunk, 0, offset=position, cut_by_message=cut)
         number, wire_type = tag >> 3, tag & 7
         if number == 0:
             raise MalformedInput("field number 0", offset=position)
         if wire_type == VARINT:
-            value = _read_varint(stream, span.end)
+            value, index = _varint(chunk, index, offset=position, cut_by_message=cut)
             field = Field(number, wire_type, position, value)
-            after = stream.tell()
+            after = position + index
         elif wire_type == LEN:
-            length = _read_varint(stream, span.end)
-            start = stream.tell()
+            if index < len(chunk) and chunk[index] < 0x80:
+                length, index = chunk[index], index + 1
+            else:
+                length, index = _varint(chunk, index, offset=position, cut_by_message=cut)
+            start = position + index
             if length > span.end - start:
                 raise MalformedInput(
                     f"truncated: field {number} declares {length} bytes, "
@@ -150,14 +163,13 @@ def iter_fields(stream: BinaryIO, span: Span) -> Iterator[Field]:
             after = start + length
         elif wire_type in _FIXED_SIZES:
             size = _FIXED_SIZES[wire_type]
-            start = stream.tell()
-            data = stream.read(size) if start + size <= span.end else b""
-            if len(data) != size:
+            if len(chunk) < index + size:
                 raise MalformedInput(
                     f"truncated: field {number} runs past its message", offset=position
                 )
-            field = Field(number, wire_type, position, int.from_bytes(data, "little"))
-            after = start + size
+            value = int.from_bytes(chunk[index : index + size], "little")
+            field = Field(number, wire_type, position, value)
+            after = position + index + size
         else:
             raise MalformedInput(
                 f"field {number} has wire type {wire_type} (groups are not used here)",
@@ -167,7 +179,7 @@ def iter_fields(stream: BinaryIO, span: Span) -> Iterator[Field]:
         position = after
 
 
-def read_text(stream: BinaryIO, field: Field, *, limit: int = 64 * 1024) -> str:
+def read_text(source: ByteSource, field: Field, *, limit: int = 64 * 1024) -> str:
     """The UTF-8 string held by a length-delimited field (a name, an op, a path).
 
     Raises:
@@ -184,8 +196,9 @@ def read_text(stream: BinaryIO, field: Field, *, limit: int = 64 * 1024) -> str:
             f"string field {field.number} is {field.length} bytes long (limit {limit})",
             offset=field.offset,
         )
-    stream.seek(field.value)
-    data = stream.read(field.length)
+    data = source.read_at(field.value, field.length)
+    if len(data) != field.length:
+        raise MalformedInput(f"truncated: string field {field.number}", offset=field.offset)
     try:
         return data.decode()
     except UnicodeDecodeError:
@@ -209,7 +222,7 @@ def head_fields(head: bytes, *, limit: int = 16) -> list[Field]:
     unbounded = Span(0, 1 << 70)  # past any length a ten-byte varint can hold
     # OverflowError: the field after a huge one would start past what a seek can reach.
     with contextlib.suppress(MalformedInput, OverflowError):
-        for field in iter_fields(io.BytesIO(head), unbounded):
+        for field in iter_fields(ByteSource(io.BytesIO(head)), unbounded):
             fields.append(field)
             if len(fields) >= limit:
                 break

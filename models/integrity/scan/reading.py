@@ -14,7 +14,14 @@ from typing import BinaryIO
 
 from rearguard.models.errors import RearguardError
 
-__all__ = ["MAX_JSON_BYTES", "MalformedInput", "load_json", "read_exact", "stream_size"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "ByteSource",
+    "MalformedInput",
+    "load_json",
+    "read_exact",
+    "stream_size",
+]
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 """Largest JSON text parsed (a Keras config or tokenizer config is far smaller; a 30 MiB
@@ -60,6 +67,38 @@ def read_exact(stream: BinaryIO, size: int, *, what: str) -> bytes:
     if len(data) != size:
         raise MalformedInput(f"truncated: {what} runs past the end", offset=offset)
     return data
+
+
+class ByteSource:
+    """A seekable stream read at offsets through a window of :data:`WINDOW` bytes.
+
+    Parsers of many small fields (protobuf tags, GGUF lengths) read a few bytes at a time;
+    asking the stream for each (a seek, a read, a system call for ``tell``) costs more than the
+    parsing. Reads that move forward, as the parsers do, refill the window once per
+    :data:`WINDOW` bytes; a read larger than the window goes to the stream directly.
+
+    Args:
+        stream: the stream; its position is the source's to move.
+    """
+
+    WINDOW = 64 * 1024
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.size = stream_size(stream)
+        self._start = 0
+        self._data = b""
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``: fewer only where the stream ends."""
+        end = offset + size
+        if self._start <= offset and end <= self._start + len(self._data):
+            return self._data[offset - self._start : end - self._start]
+        self._stream.seek(offset)
+        if size > self.WINDOW:
+            return self._stream.read(size)
+        self._start, self._data = offset, self._stream.read(self.WINDOW)
+        return self._data[:size]
 
 
 def load_json(text: str | bytes) -> object:

@@ -42,7 +42,12 @@ from rearguard.models.integrity.scan.protobuf import (
     read_text,
     whole,
 )
-from rearguard.models.integrity.scan.reading import MAX_JSON_BYTES, MalformedInput, load_json
+from rearguard.models.integrity.scan.reading import (
+    MAX_JSON_BYTES,
+    ByteSource,
+    MalformedInput,
+    load_json,
+)
 
 __all__ = ["CHECKPOINT_WRITES", "DANGEROUS_OPS", "scan", "sniff"]
 
@@ -114,6 +119,7 @@ _SAVED_OBJECT_METADATA = 4
 _OP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_>]*")
 _KERAS_IDENTIFIER = b"_tf_keras_"
 _SNIFF_FIELDS = 4
+_HEAD_BYTES = 64 * 1024
 
 
 @dataclass
@@ -173,17 +179,17 @@ def _input_node(name: str) -> str:
 
 
 def _read_node(
-    stream: BinaryIO, span: Span, graph: _Graph, findings: list[Finding], where: Location
+    source: ByteSource, span: Span, graph: _Graph, findings: list[Finding], where: Location
 ) -> None:
     name = op = ""
     inputs: list[str] = []
-    for item in iter_fields(stream, span):
+    for item in iter_fields(source, span):
         if item.number == _NODE_NAME:
-            name = read_text(stream, item)
+            name = read_text(source, item)
         elif item.number == _NODE_OP:
-            op = read_text(stream, item)
+            op = read_text(source, item)
         elif item.number == _NODE_INPUT and len(inputs) < 2:
-            inputs.append(read_text(stream, item))
+            inputs.append(read_text(source, item))
     graph.ops[name] = op
     reason = DANGEROUS_OPS.get(op)
     if reason is not None:
@@ -215,68 +221,68 @@ def _judge_writes(graph: _Graph, findings: list[Finding], where: Location) -> No
                 break
 
 
-def _scan_function(stream: BinaryIO, span: Span, findings: list[Finding], where: Location) -> None:
-    nodes: list[Span] = []
-    label = "function"
-    for item in iter_fields(stream, span):
+def _scan_function(
+    source: ByteSource, span: Span, findings: list[Finding], where: Location
+) -> None:
+    # The signature (field 1) is written before the nodes (field 3), so nodes are named by it
+    # while the stream is read forward only.
+    graph = _Graph("function")
+    for item in iter_fields(source, span):
         if item.number == _FUNCTION_SIGNATURE:
-            for signature_field in iter_fields(stream, span.child(item)):
+            for signature_field in iter_fields(source, span.child(item)):
                 if signature_field.number == _OP_DEF_NAME:
-                    label = f"function {read_text(stream, signature_field)!r}"
+                    graph.label = f"function {read_text(source, signature_field)!r}"
         elif item.number == _FUNCTION_NODE_DEF:
-            nodes.append(span.child(item))
-    graph = _Graph(label)
-    for node in nodes:
-        _read_node(stream, node, graph, findings, where)
+            _read_node(source, span.child(item), graph, findings, where)
     _judge_writes(graph, findings, where)
 
 
-def _scan_graph(stream: BinaryIO, span: Span, findings: list[Finding], where: Location) -> None:
+def _scan_graph(source: ByteSource, span: Span, findings: list[Finding], where: Location) -> None:
     graph = _Graph("graph")
-    for item in iter_fields(stream, span):
+    for item in iter_fields(source, span):
         if item.number == _GRAPH_NODE:
-            _read_node(stream, span.child(item), graph, findings, where)
+            _read_node(source, span.child(item), graph, findings, where)
         elif item.number == _GRAPH_LIBRARY:
             library = span.child(item)
-            for function in iter_fields(stream, library):
+            for function in iter_fields(source, library):
                 if function.number == _LIBRARY_FUNCTION:
-                    _scan_function(stream, library.child(function), findings, where)
+                    _scan_function(source, library.child(function), findings, where)
     _judge_writes(graph, findings, where)
 
 
-def _scan_saved_model(stream: BinaryIO, findings: list[Finding], where: Location) -> None:
-    top = whole(stream)
-    for item in iter_fields(stream, top):
+def _scan_saved_model(source: ByteSource, findings: list[Finding], where: Location) -> None:
+    top = whole(source)
+    for item in iter_fields(source, top):
         if item.number != _SAVED_MODEL_META_GRAPHS:
             continue
         meta_graph = top.child(item)
-        for part in iter_fields(stream, meta_graph):
+        for part in iter_fields(source, meta_graph):
             if part.number == _META_GRAPH_GRAPH_DEF:
-                _scan_graph(stream, meta_graph.child(part), findings, where)
+                _scan_graph(source, meta_graph.child(part), findings, where)
             elif part.number == _META_GRAPH_OBJECT_GRAPH:
-                _scan_object_graph(stream, meta_graph.child(part), findings, where)
+                _scan_object_graph(source, meta_graph.child(part), findings, where)
 
 
 def _scan_object_graph(
-    stream: BinaryIO, span: Span, findings: list[Finding], where: Location
+    source: ByteSource, span: Span, findings: list[Finding], where: Location
 ) -> None:
     """Keras configs kept in the object graph's user objects (TensorFlow 2.0 to 2.4)."""
     seen: set[tuple[str, str]] = set()
-    for node in iter_fields(stream, span):
+    for node in iter_fields(source, span):
         if node.number != _OBJECT_GRAPH_NODES:
             continue
         saved_object = span.child(node)
-        for kind in iter_fields(stream, saved_object):
+        for kind in iter_fields(source, saved_object):
             if kind.number != _SAVED_OBJECT_USER_OBJECT:
                 continue
             user_object = saved_object.child(kind)
-            for part in iter_fields(stream, user_object):
+            for part in iter_fields(source, user_object):
                 if part.number == _USER_OBJECT_METADATA and part.length:
-                    _add_new(_metadata_findings(stream, part, where), findings, seen)
+                    _add_new(_metadata_findings(source, part, where), findings, seen)
 
 
-def _metadata_findings(stream: BinaryIO, item: Field, where: Location) -> list[Finding]:
-    text = read_text(stream, item, limit=MAX_JSON_BYTES)
+def _metadata_findings(source: ByteSource, item: Field, where: Location) -> list[Finding]:
+    text = read_text(source, item, limit=MAX_JSON_BYTES)
     try:
         config = load_json(text)
     except ValueError:
@@ -284,18 +290,18 @@ def _metadata_findings(stream: BinaryIO, item: Field, where: Location) -> list[F
     return keras.scan_config(config, location=where, offset=item.offset)
 
 
-def _scan_keras_metadata(stream: BinaryIO, findings: list[Finding], where: Location) -> None:
-    top = whole(stream)
+def _scan_keras_metadata(source: ByteSource, findings: list[Finding], where: Location) -> None:
+    top = whole(source)
     # The model's config repeats every layer's; one finding per construct is enough.
     seen: set[tuple[str, str]] = set()
-    for item in iter_fields(stream, top):
+    for item in iter_fields(source, top):
         if item.number != _METADATA_NODES:
             continue
         saved_object = top.child(item)
-        for part in iter_fields(stream, saved_object):
+        for part in iter_fields(source, saved_object):
             if part.number != _SAVED_OBJECT_METADATA or not part.length:
                 continue
-            _add_new(_metadata_findings(stream, part, where), findings, seen)
+            _add_new(_metadata_findings(source, part, where), findings, seen)
 
 
 def _add_new(new: list[Finding], findings: list[Finding], seen: set[tuple[str, str]]) -> None:
@@ -305,8 +311,8 @@ def _add_new(new: list[Finding], findings: list[Finding], seen: set[tuple[str, s
             findings.append(finding)
 
 
-def _scan_frozen_graph(stream: BinaryIO, findings: list[Finding], where: Location) -> None:
-    _scan_graph(stream, whole(stream), findings, where)
+def _scan_frozen_graph(source: ByteSource, findings: list[Finding], where: Location) -> None:
+    _scan_graph(source, whole(source), findings, where)
 
 
 _SCANNERS = {
@@ -328,14 +334,13 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
         ``malformed`` finding when the protobuf does not parse (findings before it are kept);
         none for bytes that are none of the three.
     """
-    head = stream.read(64 * 1024)
-    stream.seek(0)
-    kind = _kind(head)
+    source = ByteSource(stream)
+    kind = _kind(source.read_at(0, _HEAD_BYTES))
     findings: list[Finding] = []
     if kind is None:
         return findings
     try:
-        _SCANNERS[kind](stream, findings, location)
+        _SCANNERS[kind](source, findings, location)
     except MalformedInput as error:
         findings.append(
             location.finding(

@@ -20,11 +20,15 @@ from rearguard.models.integrity.scan.protobuf import (
     read_text,
     whole,
 )
-from rearguard.models.integrity.scan.reading import MalformedInput
+from rearguard.models.integrity.scan.reading import ByteSource, MalformedInput
+
+
+def source(data: bytes) -> ByteSource:
+    return ByteSource(io.BytesIO(data))
 
 
 def fields_of(data: bytes) -> list[tuple[int, int, int]]:
-    stream = io.BytesIO(data)
+    stream = source(data)
     return [(f.number, f.wire_type, f.value) for f in iter_fields(stream, whole(stream))]
 
 
@@ -47,7 +51,7 @@ def test_every_wire_type_is_read_and_payloads_are_skipped() -> None:
 
 def test_the_caller_may_read_between_fields() -> None:
     data = message(bytes_field(1, "first"), bytes_field(2, "second"))
-    stream = io.BytesIO(data)
+    stream = source(data)
     texts = [read_text(stream, item) for item in iter_fields(stream, whole(stream))]
     assert texts == ["first", "second"]
 
@@ -72,18 +76,18 @@ def test_hostile_bytes_raise_malformed(data: bytes, reason: str) -> None:
 
 def test_a_child_cannot_nest_past_the_limit() -> None:
     inner = bytes_field(1, b"")
-    field = next(iter_fields(io.BytesIO(inner), Span(0, len(inner))))
+    field = next(iter_fields(source(inner), Span(0, len(inner))))
     assert Span(0, 2, MAX_DEPTH - 1).child(field).depth == MAX_DEPTH
     with pytest.raises(MalformedInput, match="nested deeper"):
         Span(0, 2, MAX_DEPTH).child(field)
-    varint_field = next(iter_fields(io.BytesIO(b"\x08\x01"), Span(0, 2)))
+    varint_field = next(iter_fields(source(b"\x08\x01"), Span(0, 2)))
     with pytest.raises(MalformedInput, match="should be a message"):
         Span(0, 2).child(varint_field)
 
 
 def test_read_text_refuses_long_non_utf8_and_non_string_fields() -> None:
     data = message(bytes_field(1, b"a" * 100), bytes_field(2, b"\xff\xfe"), int_field(3, 1))
-    stream = io.BytesIO(data)
+    stream = source(data)
     long, binary, number = list(iter_fields(stream, whole(stream)))
     with pytest.raises(MalformedInput, match="100 bytes long"):
         read_text(stream, long, limit=99)
