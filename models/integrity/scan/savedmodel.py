@@ -124,11 +124,11 @@ _HEAD_BYTES = 64 * 1024
 
 @dataclass
 class _Graph:
-    """The nodes of one graph or function that matter: every op by node name, and the path
-    inputs of checkpoint writes."""
+    """The nodes of one graph or function that matter: the names of its ``Const`` nodes, and
+    the path inputs of checkpoint writes."""
 
     label: str
-    ops: dict[str, str] = field(default_factory=dict)
+    constants: set[str] = field(default_factory=set)
     writes: list[tuple[str, str, int, list[str]]] = field(default_factory=list)
 
 
@@ -190,7 +190,8 @@ def _read_node(
             op = read_text(source, item)
         elif item.number == _NODE_INPUT and len(inputs) < 2:
             inputs.append(read_text(source, item))
-    graph.ops[name] = op
+    if op == "Const":
+        graph.constants.add(name)
     reason = DANGEROUS_OPS.get(op)
     if reason is not None:
         findings.append(
@@ -208,7 +209,7 @@ def _read_node(
 def _judge_writes(graph: _Graph, findings: list[Finding], where: Location) -> None:
     for name, op, offset, inputs in graph.writes:
         for position in CHECKPOINT_WRITES[op]:
-            if position < len(inputs) and graph.ops.get(_input_node(inputs[position])) == "Const":
+            if position < len(inputs) and _input_node(inputs[position]) in graph.constants:
                 findings.append(
                     where.finding(
                         construct=op,

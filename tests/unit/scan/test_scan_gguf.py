@@ -173,3 +173,17 @@ def test_a_template_past_the_size_limit_is_not_scanned() -> None:
 @pytest.mark.parametrize("head", [b"", b"GGU", b"\x80\x04GGUF", b'{"GGUF": 1}'])
 def test_sniff_needs_the_magic_at_the_start(head: bytes) -> None:
     assert not gguf_scan.sniff(head)
+
+
+def test_a_template_after_a_large_vocabulary_is_found_at_its_offset() -> None:
+    tokens = [f"token{i}" for i in range(30_000)]
+    data = gguf(
+        [
+            ("tokenizer.ggml.tokens", GGUF_ARRAY, (GGUF_STRING, tokens)),
+            ("tokenizer.ggml.token_type", GGUF_ARRAY, (GGUF_UINT32, [1] * len(tokens))),
+            ("tokenizer.chat_template", GGUF_STRING, PAYLOAD),
+        ]
+    )
+    findings = scan_bytes(gguf_scan, data)
+    assert severities(findings) == {Severity.DANGEROUS}
+    assert {f.offset for f in findings} == {len(data) - len(PAYLOAD)}

@@ -103,3 +103,14 @@ def test_head_fields_read_what_the_head_holds() -> None:
     assert [(f.number, f.length) for f in head_fields(head)] == [(1, 0), (2, 100_000)]
     assert head_fields(b"\x12" + varint(2**64 - 1) + b"\x08\x01") != []
     assert head_fields(b"\xff" * 20) == []
+
+
+def test_the_byte_source_reads_what_the_stream_holds_across_its_window() -> None:
+    data = bytes(range(256)) * 1024
+    window = ByteSource.WINDOW
+    reads = [(0, 10), (window - 3, 10), (window + 5, 3), (10, 20), (3, window + 100)]
+    reads += [(len(data) - 4, 10), (len(data) + 10, 4), (2 * window - 1, 2)]
+    byte_source = source(data)
+    for offset, size in reads:
+        assert byte_source.read_at(offset, size) == data[offset : offset + size], (offset, size)
+    assert byte_source.size == len(data)
