@@ -37,13 +37,19 @@ HEAD_SIZE = 64 * 1024
 
 _WHITESPACE = b" \t\r\n"
 _BOM = b"\xef\xbb\xbf"
+_VALUE_STARTS = b'"{[-0123456789tfn'  # the first byte of any JSON value
 
 
 def sniff(head: bytes) -> bool:
     """Whether ``head`` is a JSON object or array: parsed whole when it is the whole file,
-    else it must start with ``{`` or ``[`` and be UTF-8 text."""
+    else it must start like one (``{"``, ``[1``..., not ``{%``) and be UTF-8 text."""
     text = head.removeprefix(_BOM).lstrip(_WHITESPACE)
     if not text.startswith((b"{", b"[")):
+        return False
+    # What follows the bracket: a key or a value, never a Jinja2 marker ("{{", "{%", "{#").
+    after = text[1:].lstrip(_WHITESPACE)[:1]
+    allowed = b'"}' if text.startswith(b"{") else _VALUE_STARTS + b"]"
+    if after and after not in allowed:
         return False
     if len(head) < HEAD_SIZE:
         try:

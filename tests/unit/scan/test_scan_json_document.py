@@ -120,9 +120,14 @@ def test_sniff_rejects_what_is_not_a_json_document(head: bytes) -> None:
 
 
 def test_a_long_file_is_sniffed_by_its_start() -> None:
-    head = (b'{"chat_template": "' + b"a" * json_document.HEAD_SIZE)[: json_document.HEAD_SIZE]
-    assert json_document.sniff(head)
-    assert not json_document.sniff(b"\xff" + head[1:])
+    def head(start: bytes) -> bytes:
+        return (start + b"a" * json_document.HEAD_SIZE)[: json_document.HEAD_SIZE]
+
+    assert json_document.sniff(head(b'{"chat_template": "'))
+    assert json_document.sniff(head(b'[\n  {"a": "'))
+    assert not json_document.sniff(head(b'\xff{"a": "'))
+    for template in (b"{{ bos_token }}", b"{%- for m in messages %}", b"{# note #}"):
+        assert not json_document.sniff(head(template))
 
 
 def test_a_file_that_turns_out_not_to_be_json_has_no_findings() -> None:
