@@ -12,8 +12,8 @@ is walked, never deserialised:
   and ``TorchModuleWrapper`` (holds a ``torch.load`` pickle), and a function reference, outside
   a ``Lambda``, to one of Keras's own functions that load, download or turn safe mode off;
 - an object whose ``module`` is not Keras's own (``keras``, ``keras.src...``, ``tf_keras``,
-  ``tensorflow.keras``), or whose ``registered_name`` names a custom package (``pkg>Name``), is
-  ``unknown``: loading imports that user code.
+  ``tensorflow.keras``, ``keras_hub``...), or whose ``registered_name`` names another package
+  (``pkg>Name``), is ``unknown``: loading imports that user code.
 
 Not detected: Keras 2 configs name no module, so a custom layer there is only its class name;
 it loads only with code the user passes in (``custom_objects``) and is not reported.
@@ -48,8 +48,12 @@ KERAS_MODULES: tuple[str, ...] = (
     "tf_keras",
     "tensorflow.keras",
     "tensorflow.python.keras",
+    "keras_hub",
+    "keras_nlp",
+    "keras_cv",
 )
-"""Module prefixes of Keras itself: objects from these need no user code."""
+"""Module prefixes (and ``registered_name`` packages) of Keras and the Keras team's model
+libraries: objects from these need no user code."""
 
 _LOADING_LAYERS: Mapping[str, str] = {
     "TFSMLayer": "loads and runs the SavedModel at a path named in the config",
@@ -153,7 +157,10 @@ def _judge(obj: dict[str, object], *, location: Location, offset: int | None) ->
             "disables safe mode",
             offset=offset,
         )
-    if isinstance(registered, str) and ">" in registered:
+    package, separator, _ = (
+        registered.partition(">") if isinstance(registered, str) else ("", "", "")
+    )
+    if separator and not _is_keras_module(package):
         return location.finding(
             construct=registered,
             severity=Severity.UNKNOWN,

@@ -34,6 +34,16 @@ def test_benign_keras3_and_keras2_configs_have_no_findings() -> None:
     assert scan_config(keras2_model()) == []
 
 
+def test_a_keras_hub_model_is_keras_own() -> None:
+    backbone = {
+        "module": "keras_hub.src.models.gemma.gemma_backbone",
+        "class_name": "GemmaBackbone",
+        "config": {"name": "gemma_backbone", "vocabulary_size": 256000, "num_layers": 18},
+        "registered_name": "keras_hub>GemmaBackbone",
+    }
+    assert scan_config(keras3_model(backbone)) == []
+
+
 def test_a_lambda_with_bytecode_is_dangerous() -> None:
     findings = scan_config(keras3_model(keras3_lambda_layer()))
     assert [(f.construct, f.severity) for f in findings] == [
