@@ -78,7 +78,9 @@ def user_object(identifier: str, metadata: str) -> bytes:
     return message(bytes_field(4, message(bytes_field(1, identifier), bytes_field(3, metadata))))
 
 
-def saved_model(graph: bytes, objects: Iterable[bytes] = ()) -> bytes:
+def saved_model(
+    graph: bytes, objects: Iterable[bytes] = (), *, saver_filename: str | None = None
+) -> bytes:
     meta_info = message(
         bytes_field(1, ""),
         bytes_field(4, "serve"),
@@ -86,8 +88,15 @@ def saved_model(graph: bytes, objects: Iterable[bytes] = ()) -> bytes:
         bytes_field(6, "v2.15.0-rc1"),
     )
     object_graph = message(*(bytes_field(1, item) for item in objects))
+    saver = (
+        b""
+        if saver_filename is None
+        else bytes_field(
+            3, message(bytes_field(1, saver_filename), bytes_field(2, "save/Identity:0"))
+        )
+    )
     meta_graph = message(
-        bytes_field(1, meta_info), bytes_field(2, graph), bytes_field(7, object_graph)
+        bytes_field(1, meta_info), bytes_field(2, graph), saver, bytes_field(7, object_graph)
     )
     return message(int_field(1, 1), bytes_field(2, meta_graph))
 

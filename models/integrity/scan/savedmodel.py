@@ -12,9 +12,10 @@ of them run Python or touch the file system and the network. The protobuf is wal
   list files (``ReadFile``, ``MatchingFiles``, ``ImmutableConst``, whole-file readers) or open
   network connections (the tf.data service, RPC);
 - checkpoint writes (``Save``, ``SaveV2``, ``SaveSlices``, ``MergeV2Checkpoints``) whose path
-  is a ``Const`` node of the same graph. Every SavedModel holds save and restore ops, fed the
-  path the caller gives (a placeholder or a function argument), so those are not reported;
-  only a path fixed in the model lets serving write a file where the model's author chose.
+  is a ``Const`` node of the same graph (other than the one the ``SaverDef`` says the caller
+  feeds). Every SavedModel holds save and restore ops, fed the path the caller gives (a
+  placeholder or a function argument), so those are not reported; only a path fixed in the
+  model lets serving write a file where the model's author chose.
 
 Not detected: custom ops (they need a library the user loads themselves), file paths that reach
 a file op through other ops, and restore ops (reading a checkpoint is what loading does).
@@ -108,6 +109,8 @@ _OP_DEF_NAME = 1
 _NODE_NAME = 1
 _NODE_OP = 2
 _NODE_INPUT = 3
+_META_GRAPH_SAVER_DEF = 3
+_SAVER_FILENAME_TENSOR = 1
 _META_GRAPH_OBJECT_GRAPH = 7
 _OBJECT_GRAPH_NODES = 1
 _SAVED_OBJECT_USER_OBJECT = 4
@@ -238,7 +241,9 @@ def _scan_function(
     _judge_writes(graph, findings, where)
 
 
-def _scan_graph(source: ByteSource, span: Span, findings: list[Finding], where: Location) -> None:
+def _scan_graph(source: ByteSource, span: Span, findings: list[Finding], where: Location) -> _Graph:
+    """Report the dangerous ops of a graph and its functions; the graph's own checkpoint
+    writes are left to the caller, who may know which constant the saver feeds."""
     graph = _Graph("graph")
     for item in iter_fields(source, span):
         if item.number == _GRAPH_NODE:
@@ -248,7 +253,7 @@ def _scan_graph(source: ByteSource, span: Span, findings: list[Finding], where: 
             for function in iter_fields(source, library):
                 if function.number == _LIBRARY_FUNCTION:
                     _scan_function(source, library.child(function), findings, where)
-    _judge_writes(graph, findings, where)
+    return graph
 
 
 def _scan_saved_model(source: ByteSource, findings: list[Finding], where: Location) -> None:
@@ -257,11 +262,20 @@ def _scan_saved_model(source: ByteSource, findings: list[Finding], where: Locati
         if item.number != _SAVED_MODEL_META_GRAPHS:
             continue
         meta_graph = top.child(item)
+        graph = _Graph("graph")
         for part in iter_fields(source, meta_graph):
             if part.number == _META_GRAPH_GRAPH_DEF:
-                _scan_graph(source, meta_graph.child(part), findings, where)
+                graph = _scan_graph(source, meta_graph.child(part), findings, where)
+            elif part.number == _META_GRAPH_SAVER_DEF:
+                # TensorFlow 1 savers before 1.4 made their path a Const ("save/Const") that
+                # the caller feeds at save time: that one is the caller's path.
+                for saver_field in iter_fields(source, meta_graph.child(part)):
+                    if saver_field.number == _SAVER_FILENAME_TENSOR:
+                        fed = _input_node(read_text(source, saver_field))
+                        graph.constants.discard(fed)
             elif part.number == _META_GRAPH_OBJECT_GRAPH:
                 _scan_object_graph(source, meta_graph.child(part), findings, where)
+        _judge_writes(graph, findings, where)
 
 
 def _scan_object_graph(
@@ -313,7 +327,7 @@ def _add_new(new: list[Finding], findings: list[Finding], seen: set[tuple[str, s
 
 
 def _scan_frozen_graph(source: ByteSource, findings: list[Finding], where: Location) -> None:
-    _scan_graph(source, whole(source), findings, where)
+    _judge_writes(_scan_graph(source, whole(source), findings, where), findings, where)
 
 
 _SCANNERS = {

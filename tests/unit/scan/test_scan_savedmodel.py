@@ -113,6 +113,15 @@ def test_a_checkpoint_written_to_a_constant_path_is_dangerous(op: str, position:
     assert "path fixed in the model" in findings[0].reason
 
 
+def test_an_old_tf1_saver_path_the_saver_def_feeds_is_not_reported() -> None:
+    # TensorFlow 1 before 1.4: the saver's path is a plain Const the caller feeds at save time.
+    saver = [node_def("save/Const", "Const"), node_def("save/SaveV2", "SaveV2", ["save/Const"])]
+    graph = graph_def([*SERVING_NODES, *saver])
+    assert scan(saved_model(graph, saver_filename="save/Const:0")) == []
+    findings = scan(saved_model(graph))
+    assert [(f.construct, f.severity) for f in findings] == [("SaveV2", Severity.DANGEROUS)]
+
+
 def test_a_frozen_graph_is_scanned() -> None:
     data = graph_def([node_def("input", "Placeholder"), node_def("evil", "PyFunc", ["input"])])
     assert [f.construct for f in scan(data)] == ["PyFunc"]
