@@ -85,7 +85,54 @@ TOOLS_STYLE = """{%- set ns = namespace(last_user=0, has_tools=false) %}
 {{- strftime_now('%d %b %Y') }}{# a comment with __class__ in it is not code #}
 """
 
+# Tool calling with dates and builtin tools, in the way Llama 3.1's template does it.
+DATED_TOOLS_STYLE = """{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}{%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}{%- set date_string = "26 Jul 2024" %}{%- endif %}
+{%- endif %}
+{%- set tools_in_user_message = tools_in_user_message | default(true) %}
+{%- if builtin_tools is defined %}
+    {{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "\n\n" }}
+{%- endif %}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- for message in messages %}
+    {%- if message.tool_calls is defined and message.tool_calls | length > 0 %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '{"name": "' + tool_call.name + '", "parameters": ' }}
+        {{- tool_call.arguments | tojson }}{{- "}" }}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}{{- message.content }}{%- endif %}
+    {%- else %}
+        {{- message['role'] ~ ': ' ~ message['content'] | trim }}
+    {%- endif %}
+{%- endfor %}
+"""
+
+# Reasoning models drop the thinking part of earlier turns with str methods.
+REASONING_STYLE = """{% set ns = namespace(is_tool=false, system_prompt='') %}
+{%- for message in messages %}{%- if message['role'] == 'system' %}
+{%- set ns.system_prompt = ns.system_prompt + message['content'] %}{%- endif %}{%- endfor %}
+{{ bos_token }}{{ ns.system_prompt }}
+{%- for message in messages %}
+    {%- if message['role'] == 'assistant' and message['content'] is not none %}
+        {%- set content = message['content'] %}
+        {%- if '</think>' in content %}
+            {%- set content = content.split('</think>')[-1] %}
+        {%- endif %}
+        {{- '<|Assistant|>' + content.strip() + '<|end_of_sentence|>' }}
+    {%- elif message['role'] == 'user' %}
+        {{- '<|User|>' + message['content'].replace('\r\n', '\n') }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '<|Assistant|><think>\n' }}{% endif %}
+"""
+
 BENIGN = {
+    "dated_tools": DATED_TOOLS_STYLE,
+    "reasoning": REASONING_STYLE,
     "llama3": LLAMA3_STYLE,
     "chatml": CHATML_STYLE,
     "mistral": MISTRAL_STYLE,
