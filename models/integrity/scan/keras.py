@@ -149,7 +149,7 @@ def _judge(obj: dict[str, object], *, location: Location, offset: int | None) ->
             reason=f"custom object: loading the model imports module {module!r}",
             offset=offset,
         )
-    if class_name == "function" and config in _KERAS_GADGETS:
+    if class_name == "function" and isinstance(config, str) and config in _KERAS_GADGETS:
         return location.finding(
             construct=f"{module}.{config}",
             severity=Severity.DANGEROUS,
@@ -157,10 +157,11 @@ def _judge(obj: dict[str, object], *, location: Location, offset: int | None) ->
             "disables safe mode",
             offset=offset,
         )
-    package, separator, _ = (
-        registered.partition(">") if isinstance(registered, str) else ("", "", "")
-    )
-    if separator and not _is_keras_module(package):
+    if (
+        isinstance(registered, str)
+        and ">" in registered
+        and not _is_keras_module(registered.partition(">")[0])
+    ):
         return location.finding(
             construct=registered,
             severity=Severity.UNKNOWN,

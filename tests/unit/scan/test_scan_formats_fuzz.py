@@ -90,3 +90,37 @@ def test_mutated_samples_never_raise(name: str, data: st.DataObject) -> None:
 def test_random_bytes_after_a_valid_start_never_raise(tail: bytes) -> None:
     for module, sample in SAMPLES.values():
         scan(module, sample[:24] + tail)
+
+
+KEYS = st.sampled_from(
+    [
+        "class_name",
+        "config",
+        "module",
+        "registered_name",
+        "function",
+        "function_type",
+        "name",
+        "auto_map",
+        "chat_template",
+        "template",
+        "custom_pipelines",
+        "impl",
+    ]
+)
+WORDS = st.sampled_from(
+    ["Lambda", "__lambda__", "function", "keras", "os", "a>b", "load_model", "{{ x }}", "{%", ""]
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | WORDS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=JSON_VALUES)
+def test_any_json_shape_is_judged_without_errors(document: object) -> None:
+    data = json.dumps(document).encode()
+    findings = scan(json_document, data)
+    assert all(f.file == "fuzzed" for f in findings)

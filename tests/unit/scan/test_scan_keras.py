@@ -122,6 +122,18 @@ def test_layers_that_load_other_files_are_dangerous(class_name: str) -> None:
     assert severities(scan_config(keras3_model(layer))) == {Severity.DANGEROUS}
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"class_name": "function", "config": {"not": "a name"}, "module": "keras.ops"},
+        {"class_name": "Lambda", "config": ["not", "a", "dict"]},
+        {"class_name": "Dense", "config": None, "registered_name": 5, "module": 7},
+    ],
+)
+def test_odd_shapes_are_judged_without_errors(odd: dict[str, Any]) -> None:
+    scan_config(keras3_model(odd))
+
+
 def test_a_nested_model_is_walked_and_deep_configs_do_not_recurse() -> None:
     inner = keras3_model(keras3_lambda_layer())
     nested: Any = keras3_model(inner)
