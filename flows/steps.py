@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, TypeVar
 
 from prefect import Task, task
@@ -157,7 +158,7 @@ def _task(name: str, body: Callable[..., R]) -> Task[..., Coroutine[Any, Any, R]
     async def step(incident_id: int, **arguments: Any) -> R:
         runtime = current_runtime()
         return await asyncio.to_thread(
-            run_step, name, body, runtime=runtime, incident_id=incident_id, **arguments
+            partial(run_step, name, body, runtime=runtime, incident_id=incident_id, **arguments)
         )
 
     step.__name__ = name

@@ -3,8 +3,10 @@
 A step's result is recorded as JSON in its outcome event (``data["result"]``) and read back
 from there by ``incident show``, the exports and the drills, so every type here has one
 recorded form (:meth:`StepResult.recorded`) and one way back (:func:`read_result`, by the
-step's name). The recorded form is the JSON the steps recorded before these types existed:
-keys left out when they do not apply stay left out, so old timelines read as new ones do.
+step's name). The recorded form is the JSON the steps recorded before these types existed
+(keys left out when they do not apply stay left out), so old timelines read as new ones do;
+only two skips record less than before: ``verify_production`` no longer adds placeholder
+``version``/``ok``/``problems`` keys, and ``run_hook`` leaves out an ``asset`` of None.
 
 A step that had nothing to do returns :class:`Skipped`; a record this version cannot read (a
 plug-in's step, an older shape) reads back as :class:`UnreadResult`, its values as recorded.
@@ -12,6 +14,7 @@ plug-in's step, an older shape) reads back as :class:`UnreadResult`, its values 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -63,9 +66,9 @@ class StepResult(Recorded):
 
     steps: ClassVar[tuple[str, ...]] = ()
 
+    @abstractmethod
     def describe(self) -> str:
         """One human line: what the step found or did."""
-        raise NotImplementedError(type(self).__name__)
 
 
 class Skipped(StepResult):

@@ -99,11 +99,10 @@ def find_digest_versions(*, runtime: Runtime, incident_id: int) -> DigestHits:
             ),
             production=production,
         )
-        recorded = found.recorded()
         update_state(
             session=session,
             incident=incident,
-            affected=recorded["affected"],
+            affected=[hit.recorded() for hit in found.affected],
             production_tainted=production,
         )
     return found
@@ -196,11 +195,10 @@ def trace_lineage(*, runtime: Runtime, incident_id: int) -> Lineage:
             ),
             production={t.asset: t.label for t in found if t.in_production},
         )
-        recorded = lineage.recorded()
         update_state(
             session=session,
             incident=incident,
-            tainted=recorded["tainted"],
+            tainted=[version.recorded() for version in lineage.tainted],
             production_tainted=lineage.production,
         )
     return lineage

@@ -83,11 +83,11 @@ def diff_versions(
     redacted = iter(redact_texts_consistently([t for _, a, b in text_pairs for t in (a, b)]))
     diffs: dict[str, str] = {}
     for shown, _, _ in text_pairs:
-        a, b = next(redacted), next(redacted)
+        old, new = next(redacted), next(redacted)
         lines = list(
             difflib.unified_diff(
-                a.splitlines(),
-                b.splitlines(),
+                old.splitlines(),
+                new.splitlines(),
                 fromfile=f"a/{restored_name}/{shown}",
                 tofile=f"b/{tampered_name}/{shown}",
                 n=_CONTEXT_LINES,

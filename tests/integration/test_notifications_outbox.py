@@ -14,6 +14,7 @@ from rearguard.models.audit.chain import events_for_incident, verify_stored_chai
 from rearguard.models.db.tables import NotificationOutbox
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.recovery.results import Notified
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.dispatcher import Dispatcher
 from rearguard.notifications.notify import notify
@@ -56,8 +57,9 @@ def test_a_rerun_in_the_same_state_queues_nothing_new(embedded: Runtime) -> None
     first = notify(runtime=embedded, incident_id=incident_id, event="failed")
     again = notify(runtime=embedded, incident_id=incident_id, event="failed")
 
-    assert first["queued"] == 2 and again["queued"] == 0
-    assert again["receipts"] == {"console": "already queued", "file": "already queued"}
+    assert isinstance(first, Notified) and isinstance(again, Notified)
+    assert first.queued == 2 and again.queued == 0
+    assert again.receipts == {"console": "already queued", "file": "already queued"}
     assert actions(embedded, incident_id).count("notify.failed") == 1
     with embedded.db.session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
@@ -65,7 +67,9 @@ def test_a_rerun_in_the_same_state_queues_nothing_new(embedded: Runtime) -> None
             session=session, incident=incident, status=IncidentStatus.FAILED, actor="t", reason="x"
         )
     # A new state (failed again, for another reason) is news again.
-    assert notify(runtime=embedded, incident_id=incident_id, event="failed")["queued"] == 2
+    assert notify(runtime=embedded, incident_id=incident_id, event="failed") == Notified(
+        event="failed", receipts={"console": "queued", "file": "queued"}, queued=2
+    )
 
 
 def test_console_and_file_get_the_message_and_secrets_never_reach_them(
