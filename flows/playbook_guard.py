@@ -53,6 +53,7 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     built here from the settings and closed at the end. It is bound to the body for the run's
     duration, with what Prefect lends it (hook deployments, Secret blocks), so that the steps,
     and only this run's steps, find it.
+
     On success the incident is ``recovered``, on failure ``failed`` with the reason. Each
     notification is queued only while the incident is in the state it announces, and once per
     state, so a rerun after a crash at any point sends what the crash lost and nothing twice.
