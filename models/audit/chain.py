@@ -261,6 +261,12 @@ def _verify_rows(
             )
             return ChainReport(count, seq - 1, prev, problem)
         stored = row[10]
+        data = row[8]
+        # Stored data must be its canonical text byte for byte: a non-canonical text (a
+        # duplicate key, another number spelling) parses differently in other readers
+        # (SQLite's json_extract keeps the first duplicate, json.loads the last).
+        if type(data) is str and data != "{}" and (reason := _non_canonical(data)):
+            return ChainReport(count, seq - 1, prev, ChainProblem(seq, _line(row), reason))
         if _stored_event_hash(row) != stored:
             problem = _recheck(row)
             if problem is not None:
@@ -281,6 +287,17 @@ def _verify_rows(
             reason = "the chain head does not match the last event (altered)"
         return ChainReport(count, last_seq, prev, ChainProblem(first_bad, None, reason))
     return ChainReport(count, last_seq, prev, None)
+
+
+def _non_canonical(data: str) -> str | None:
+    """Why a stored ``data`` text is not the canonical form of what it parses to, or None."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return "data is not valid JSON (altered)"
+    if _dumps(parsed) != data:
+        return "data is not stored in its canonical form (a duplicate key or re-written: altered)"
+    return None
 
 
 def _stored_event_hash(row: Sequence[Any]) -> str | None:
@@ -354,8 +371,8 @@ _SELECT_BATCH = (
 )
 
 
-def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
-    """Every stored event in sequence order, as value rows in ``_COLUMNS`` order."""
+def _stored_rows(session: Session, *, after: int = 0, batch: int = 5000) -> Iterator[Sequence[Any]]:
+    """The stored events past seq ``after`` in sequence order, as rows in ``_COLUMNS`` order."""
     connection = session.connection()
     sql = (
         _SELECT_BATCH
@@ -366,7 +383,7 @@ def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[An
     # and no SQLAlchemy row processing, which costs more than hashing the row.
     cursor = connection.connection.driver_connection.cursor()
     try:
-        last = 0
+        last = after
         while True:
             cursor.execute(sql, (last, batch))
             rows = cursor.fetchall()
@@ -378,11 +395,59 @@ def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[An
         cursor.close()
 
 
+def read_snapshot(session: Session) -> None:
+    """Make the rest of a read session's transaction one snapshot (call before any read).
+
+    SQLite's read transaction is one already; PostgreSQL's default (READ COMMITTED) would let
+    events appended during a long verification appear half-way, as a false alarm.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+_SELECT_BOUNDS = "SELECT count(*), min(seq) FROM timeline_event"
+
+
 def verify_stored_chain(session: Session) -> ChainReport:
-    """Verify the database's whole chain against its recorded head."""
+    """Verify the database's whole chain against its recorded head.
+
+    Besides each event's hash and link, the chain must start at sequence 1 and hold exactly
+    the events the walk verified: an event stored at ``seq <= 0`` (which the walk from 1 never
+    reaches, but the timeline views would show) is a problem named by its sequence number.
+    """
+    read_snapshot(session)
+    connection = session.connection()
+    count, lowest = connection.exec_driver_sql(_SELECT_BOUNDS).one()
+    head = connection.execute(_SELECT_HEAD).first()
+    recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    if lowest is not None and lowest < 1:
+        reason = (
+            f"an event is stored at sequence {lowest}, before the chain's first (1): "
+            "inserted outside the chain"
+        )
+        return ChainReport(0, 0, GENESIS_HASH, ChainProblem(lowest, None, reason))
+    report = _verify_rows(_stored_rows(session), head=recorded, start=(0, GENESIS_HASH))
+    if report.ok and report.events != count:
+        reason = f"the table holds {count} events, the chain {report.events}"
+        return ChainReport(
+            report.events,
+            report.last_seq,
+            report.last_hash,
+            ChainProblem(report.last_seq, None, reason),
+        )
+    return report
+
+
+def verify_stored_stretch(session: Session, *, start: tuple[int, str]) -> ChainReport:
+    """Verify the stored events after ``start`` (a seq and its hash) up to the recorded head.
+
+    Used before signing a checkpoint: the stretch since the previous checkpoint must link to
+    it, so a checkpoint never vouches for a rewritten history.
+    """
     head = session.connection().execute(_SELECT_HEAD).first()
     recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
-    return _verify_rows(_stored_rows(session), head=recorded, start=(0, GENESIS_HASH))
+    return _verify_rows(_stored_rows(session, after=start[0]), head=recorded, start=start)
 
 
 def events_for_incident(session: Session, *, incident_id: int) -> list[TimelineEvent]:
