@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
-from rearguard.models.errors import EXIT_INTEGRITY
+from rearguard.models.errors import EXIT_INTEGRITY, UsageError
 
 app = typer.Typer(help="The audit chain: every action, hash-chained.")
 
@@ -25,14 +25,25 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    against_database: Annotated[
+        bool,
+        typer.Option(
+            "--against-database",
+            help="With --file: also check every record against this database (a gap must "
+            "withhold exactly the other incidents' events it names, a redacted record must be "
+            "its stored event with only secrets replaced).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute every event's hash; exit 3 naming the first altered, deleted, reordered or
     inserted event."""
     from rearguard.models.audit.chain import verify_stored_chain
 
     if file is not None:
-        _verify_file(file, json_output)
+        _verify_file(file, json_output, against_database=against_database)
         return
+    if against_database:
+        raise UsageError("--against-database checks a file: give it with --file")
 
     rt = runtime()
     with rt.db.read_session() as session:
@@ -66,10 +77,10 @@ def verify(
         raise typer.Exit(EXIT_INTEGRITY)
 
 
-def _verify_file(path: Path, json_output: bool) -> None:
+def _verify_file(path: Path, json_output: bool, *, against_database: bool) -> None:
     from rearguard.flows.exports.timeline_jsonl import verify_file
 
-    report = verify_file(path)
+    report = verify_file(path, db=runtime().db if against_database else None)
     problem = report.problem
     if json_output:
         emit_json(
@@ -83,6 +94,7 @@ def _verify_file(path: Path, json_output: bool) -> None:
                 "gaps": report.gaps,
                 "last_seq": report.last_seq,
                 "last_hash": report.last_hash,
+                "checked_against_database": against_database,
                 "first_bad": (
                     {"seq": problem.seq, "line": problem.line, "reason": problem.reason}
                     if problem
@@ -105,11 +117,19 @@ def _verify_file(path: Path, json_output: bool) -> None:
                 "database",
                 markup=False,
             )
-        out.print(
-            "to anchor the file, check that this hash is the live database's: "
-            f"rearguard incident show {report.incident_id} --json",
-            markup=False,
-        )
+        if against_database:
+            out.print(
+                "every event, gap and redacted record agrees with this database "
+                "(run `rearguard audit verify` to check the database's own chain)",
+                markup=False,
+            )
+        else:
+            out.print(
+                "gaps and redacted records are the exporter's word: check them with "
+                "--against-database, or anchor the file: this hash must be the live "
+                f"database's (rearguard incident show {report.incident_id} --json)",
+                markup=False,
+            )
     else:
         line = f"line {problem.line}" if problem.line else "end of file"
         seq = f"event {problem.seq}" if problem.seq >= 0 else "a record"
