@@ -60,6 +60,21 @@ def runtime() -> Runtime:
     return _runtime
 
 
+def checkpoint_if_due() -> None:
+    """After a command: sign a checkpoint when ``[audit] checkpoint_every`` events have been
+    appended since the last one (file sinks at once; network sinks without waiting)."""
+    if _runtime is None or not _runtime.settings.audit.checkpoint_every:
+        return
+    from rearguard.models.audit.checkpoints import checkpoint_due, checkpoint_without_waiting
+
+    settings = _runtime.settings
+    if checkpoint_due(db=_runtime.db, settings=settings.audit):
+        every = settings.audit.checkpoint_every
+        checkpoint_without_waiting(
+            db=_runtime.db, settings=settings, reason=f"every {every} events"
+        )
+
+
 def reset_runtime() -> None:
     """Forget the runtime (the demo switches homes)."""
     global _runtime

@@ -15,7 +15,7 @@ from typing import Annotated
 import click
 import typer
 
-from rearguard.flows.cli.context import err, options
+from rearguard.flows.cli.context import checkpoint_if_due, err, options
 from rearguard.models.errors import EXIT_FAILED, RearguardError
 
 # Every command: its name -> (module under rearguard.flows.cli, attribute, is it a group).
@@ -122,6 +122,7 @@ def main() -> None:
     """Entry point of the console script: one line per expected error, never a traceback."""
     try:
         result = build_app(sys.argv[1:])(standalone_mode=False)
+        checkpoint_if_due()
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

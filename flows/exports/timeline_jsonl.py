@@ -33,6 +33,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row
 
 from rearguard.flows.exports.facts import Timeline, incidents_between, iter_rows
@@ -95,6 +96,9 @@ def write(timeline: Timeline, out: TextIO) -> None:
         events += 1
         redacted += was_redacted
         previous = (seq, digest)
+    checkpoint = _checkpoint_of(timeline.db, timeline.incident_id)
+    if checkpoint is not None:
+        out.write(canonical_json({"record": "checkpoint", "checkpoint": checkpoint}) + "\n")
     out.write(
         canonical_json(
             {
@@ -108,6 +112,15 @@ def write(timeline: Timeline, out: TextIO) -> None:
         )
         + "\n"
     )
+
+
+def _checkpoint_of(db: Database, incident_id: int) -> dict[str, Any] | None:
+    """The latest signed checkpoint holding the incident's digest, as its published object."""
+    from rearguard.models.audit.checkpoints import latest_checkpoint_of_incident
+
+    with db.read_session() as session:
+        checkpoint = latest_checkpoint_of_incident(session, incident_id=incident_id)
+    return None if checkpoint is None else json.loads(checkpoint.line())
 
 
 def _event_line(row: Row[Any]) -> tuple[str, bool]:
@@ -145,11 +158,24 @@ class FileReport:
     last_seq: int | None
     last_hash: str | None
     problem: ChainProblem | None
+    checkpoint: FileCheckpoint | None = None
 
     @property
     def ok(self) -> bool:
         """True when no problem was found."""
         return self.problem is None
+
+
+@dataclass(frozen=True)
+class FileCheckpoint:
+    """The signed checkpoint a file carries, and what it vouches for in the file."""
+
+    number: int
+    seq: int
+    time: str
+    verified: bool
+    covered: int
+    uncovered: int
 
 
 class _Lines:
@@ -163,6 +189,9 @@ class _Lines:
         self.text = ""
         self.db = db
         self.witness: _DatabaseWitness | None = None
+        # (seq, hash, line) of every event and redacted record, for the checkpoint check.
+        self.pairs: list[tuple[int, str, int]] = []
+        self.checkpoint: tuple[int, Any] | None = None
 
     def next_record(self) -> tuple[int, dict[str, Any]] | None:
         if self.pending is not None:
@@ -203,6 +232,7 @@ class _Lines:
             if self.witness is not None and (reason := self.witness.event(record)):
                 self.problem = ChainProblem(_seq(record), number, reason)
                 return
+            self.pairs.append((_seq(record), str(record.get("hash")), number))
             yield {**record, "line": number}
 
 
@@ -287,7 +317,9 @@ class _DatabaseWitness:
         return None
 
 
-def verify_file(path: Path, *, db: Database | None = None) -> FileReport:
+def verify_file(
+    path: Path, *, db: Database | None = None, public_key: Ed25519PublicKey | None = None
+) -> FileReport:
     """Verify an exported timeline file and name its first bad line.
 
     Event records are checked by :func:`rearguard.models.audit.chain.verify_events` (each hash
@@ -296,9 +328,14 @@ def verify_file(path: Path, *, db: Database | None = None) -> FileReport:
     match what was read. With ``db``, every record is also checked against the database's rows
     (see :class:`_DatabaseWitness`): what a file alone cannot prove.
 
+    With ``public_key``, the file must carry a checkpoint signed by it that holds the
+    incident: its events up to the checkpoint's head must be exactly those it vouches for
+    (none withheld by a gap, none inserted, each with the hash it lists).
+
     Args:
         path: the file.
         db: the database the file was exported from, to check gaps and redacted records.
+        public_key: the key that signs checkpoints, to check the checkpoint the file carries.
 
     Raises:
         UsageError: the file cannot be read.
@@ -310,7 +347,11 @@ def verify_file(path: Path, *, db: Database | None = None) -> FileReport:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     with handle:
-        return _verify(_Lines(handle, db))
+        lines = _Lines(handle, db)
+        report = _verify(lines)
+    if public_key is None or not report.ok:
+        return report
+    return _check_checkpoint(report, lines, public_key)
 
 
 def _verify(lines: _Lines) -> FileReport:
@@ -357,6 +398,12 @@ def _verify(lines: _Lines) -> FileReport:
             return report(lines.problem or ChainProblem(last[0] + 1, None, _TRUNCATED))
         number, record = item
         kind = record.get("record")
+        if kind == "checkpoint":
+            lines.checkpoint = (number, record.get("checkpoint"))
+            item = lines.next_record()
+            if item is None or item[1].get("record") != "end":
+                return report(lines.problem or ChainProblem(-1, number, _CHECKPOINT_LAST))
+            kind = "end"
         if kind == "end":
             lines.pending = item
             return _verify_end(lines, report, last, counts)
@@ -391,10 +438,53 @@ def _verify(lines: _Lines) -> FileReport:
         if kind == "redacted":
             counts["events"] += 1
             redacted_seqs.append(last_seq)
+            lines.pairs.append((last_seq, str(record["hash"]), number))
         start = last = (last_seq, str(record["hash"]))
 
 
 _TRUNCATED = "the file ends without its end record (truncated)"
+_CHECKPOINT_LAST = "the checkpoint record must come last, just before the end record"
+
+
+def _check_checkpoint(report: FileReport, lines: _Lines, public: Ed25519PublicKey) -> FileReport:
+    """Check the file's checkpoint: signed by ``public``, vouching for the file's events."""
+    from dataclasses import replace
+
+    from rearguard.models.audit.checkpoints import incident_digest, key_id, parse_checkpoint
+
+    def failed(reason: str, seq: int = -1, line: int | None = None) -> FileReport:
+        return replace(report, problem=ChainProblem(seq, line, reason))
+
+    if lines.checkpoint is None:
+        return failed("the file carries no signed checkpoint: nothing vouches for it")
+    line, raw = lines.checkpoint
+    try:
+        checkpoint = parse_checkpoint(raw)
+    except ValueError as exc:
+        return failed(f"its checkpoint record is malformed: {exc}", line=line)
+    if not checkpoint.verifies(public):
+        other = checkpoint.key != key_id(public)
+        why = f"signed by another key ({checkpoint.key})" if other else "altered"
+        return failed(f"{checkpoint.describe()} is not signed by this key: {why}", line=line)
+    signed = checkpoint.incidents.get(report.incident_id or -1)
+    if signed is None:
+        return failed(f"{checkpoint.describe()} holds no digest of this incident", line=line)
+    covered = [(seq, digest) for seq, digest, _ in lines.pairs if seq <= checkpoint.seq]
+    difference = signed.first_difference(incident_digest(covered))
+    if difference is not None:
+        seq, how = difference
+        where = next((number for s, _, number in lines.pairs if s == seq), None)
+        reason = f"event {seq} disagrees with {checkpoint.describe()}: {how}"
+        return failed(reason, seq=seq, line=where)
+    found = FileCheckpoint(
+        number=checkpoint.number,
+        seq=checkpoint.seq,
+        time=checkpoint.time,
+        verified=True,
+        covered=len(covered),
+        uncovered=len(lines.pairs) - len(covered),
+    )
+    return replace(report, checkpoint=found)
 
 
 def _names_incidents(value: Any, incident_id: int | None) -> bool:

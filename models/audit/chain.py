@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -439,15 +439,27 @@ def verify_stored_chain(session: Session) -> ChainReport:
     return report
 
 
-def verify_stored_stretch(session: Session, *, start: tuple[int, str]) -> ChainReport:
+def verify_stored_stretch(
+    session: Session,
+    *,
+    start: tuple[int, str],
+    watch: Callable[[Iterator[Sequence[Any]]], Iterator[Sequence[Any]]] | None = None,
+) -> ChainReport:
     """Verify the stored events after ``start`` (a seq and its hash) up to the recorded head.
 
     Used before signing a checkpoint: the stretch since the previous checkpoint must link to
     it, so a checkpoint never vouches for a rewritten history.
+
+    Args:
+        session: a session (the checkpoint's write session, holding the chain lock).
+        start: the sequence number and hash the stretch follows.
+        watch: a pass-through over the rows (in ``HASHED_FIELDS`` order, then ``hash``), for a
+            caller that gathers something from them on the same pass.
     """
     head = session.connection().execute(_SELECT_HEAD).first()
     recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
-    return _verify_rows(_stored_rows(session, after=start[0]), head=recorded, start=start)
+    rows = _stored_rows(session, after=start[0])
+    return _verify_rows(watch(rows) if watch else rows, head=recorded, start=start)
 
 
 def events_for_incident(session: Session, *, incident_id: int) -> list[TimelineEvent]:
