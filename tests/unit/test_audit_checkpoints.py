@@ -549,3 +549,139 @@ def test_a_refused_connection_never_fails_the_playbook_end(setup: Setup) -> None
         pending = [d for d in session.query(CheckpointDelivery).all() if d.published_at is None]
     assert [d.sink for d in pending] == [f"http://127.0.0.1:{port}/cp"]
     assert pending[0].attempts == 1 and pending[0].last_error
+
+
+# -- exports carry the checkpoint that covers them ------------------------------------------------
+
+
+def exported_incident(setup: Setup, tmp_path: Path) -> tuple[int, Path]:
+    """An incident interleaved with another, a checkpoint, then its JSONL export."""
+    from scenarios import build_scenario
+
+    from rearguard.flows.exports.export import write_export
+    from rearguard.flows.exports.formats import ExportFormat
+    from rearguard.models.enums import Severity
+    from rearguard.models.incidents.service import open_incident
+
+    runtime = setup.runtime
+    build_scenario(runtime, tmp_path / "assets", asset="model-a")
+    ids = []
+    for summary in ("ours", "other"):
+        with runtime.db.session() as session:
+            incident = open_incident(
+                session=session,
+                type="model_compromise",
+                actor="oncall",
+                asset_name="model-a",
+                severity=Severity.SEV2,
+                summary=summary,
+                state={"compromised": "v3"},
+            )
+            ids.append(int(incident.id or 0))
+    for incident_id in (ids[0], ids[1], ids[0], ids[1], ids[0]):
+        append(runtime, 1, incident_id=incident_id)
+    checkpoint(setup, reason="incident ended")
+    path = tmp_path / "timeline.jsonl"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        write_export(db=runtime.db, incident_id=ids[0], export_format=ExportFormat.JSONL, out=out)
+    return ids[0], path
+
+
+def verify_file_with_key(setup: Setup, path: Path, public: Path | None = None):  # type: ignore[no-untyped-def]
+    return rearguard(
+        setup.runtime,
+        "audit",
+        "verify",
+        "--file",
+        str(path),
+        "--public-key",
+        str(public or setup.public),
+    )
+
+
+def records_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def save(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(canonical(r) + "\n" for r in records), encoding="utf-8")
+
+
+def test_an_export_carries_its_checkpoint_and_verifies_with_the_public_key_alone(
+    setup: Setup, tmp_path: Path
+) -> None:
+    incident_id, path = exported_incident(setup, tmp_path)
+    records = records_of(path)
+    assert records[-2]["record"] == "checkpoint"
+    assert str(incident_id) in records[-2]["checkpoint"]["incidents"]
+    # Another machine: no database at all, only the file and the public key.
+    setup.runtime.db.dispose()
+    Path(setup.runtime.db.url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+
+    result = verify_file_with_key(setup, path)
+
+    assert result.returncode == 0, result.stderr
+    events = sum(r["record"] in ("event", "redacted") for r in records)
+    assert f"vouches for {events} of its events" in result.stdout
+
+
+def test_an_exported_gap_hiding_the_incidents_own_event_fails_with_the_key(
+    setup: Setup, tmp_path: Path
+) -> None:
+    incident_id, path = exported_incident(setup, tmp_path)
+    records = records_of(path)
+    index = max(i for i, r in enumerate(records) if r["record"] == "event")
+    hidden = records[index]
+    records[index] = {
+        "record": "gap",
+        "from_seq": hidden["seq"],
+        "to_seq": hidden["seq"],
+        "incidents": [incident_id + 1],
+        "prev_hash": hidden["prev_hash"],
+        "hash": hidden["hash"],
+    }
+    records[-1].update(events=records[-1]["events"] - 1, gaps=records[-1]["gaps"] + 1)
+    save(path, records)
+    assert rearguard(setup.runtime, "audit", "verify", "--file", str(path)).returncode == 0
+
+    result = verify_file_with_key(setup, path)
+
+    assert result.returncode == 3, result.stderr
+    assert f"event {hidden['seq']} disagrees with checkpoint 1" in result.stderr
+    assert "withheld" in result.stderr
+
+
+def test_an_exported_event_rewritten_and_rehashed_fails_with_the_key(
+    setup: Setup, tmp_path: Path
+) -> None:
+    _, path = exported_incident(setup, tmp_path)
+    records = records_of(path)
+    index = max(i for i, r in enumerate(records) if r["record"] == "event")
+    event = records[index]
+    event["actor"] = "mallory"
+    fields = {name: event[name] for name in HASHED}
+    event["hash"] = hashlib.sha256(canonical(fields).encode()).hexdigest()
+    records[-1]["last_hash"] = event["hash"]
+    save(path, records)
+    assert rearguard(setup.runtime, "audit", "verify", "--file", str(path)).returncode == 0
+
+    result = verify_file_with_key(setup, path)
+
+    assert result.returncode == 3, result.stderr
+    assert f"event {event['seq']} disagrees with checkpoint 1" in result.stderr
+    assert "another hash" in result.stderr
+
+
+def test_an_export_checked_with_another_key_or_stripped_of_its_checkpoint_fails(
+    setup: Setup, tmp_path: Path
+) -> None:
+    _, path = exported_incident(setup, tmp_path)
+    other = write_key(tmp_path / "other.pem").with_suffix(".pub.pem")
+
+    foreign = verify_file_with_key(setup, path, other)
+    stripped = tmp_path / "stripped.jsonl"
+    save(stripped, [r for r in records_of(path) if r["record"] != "checkpoint"])
+    bare = verify_file_with_key(setup, stripped)
+
+    assert foreign.returncode == 3 and "signed by another key" in foreign.stderr
+    assert bare.returncode == 3 and "carries no signed checkpoint" in bare.stderr
