@@ -371,9 +371,11 @@ _SELECT_BATCH = (
 )
 
 
-def _stored_rows(session: Session, *, after: int = 0, batch: int = 5000) -> Iterator[Sequence[Any]]:
+def _stored_rows(
+    target: Session | Connection, *, after: int = 0, batch: int = 5000
+) -> Iterator[Sequence[Any]]:
     """The stored events past seq ``after`` in sequence order, as rows in ``_COLUMNS`` order."""
-    connection = session.connection()
+    connection = target.connection() if isinstance(target, Session) else target
     sql = (
         _SELECT_BATCH
         if connection.dialect.name != "postgresql"
@@ -440,7 +442,7 @@ def verify_stored_chain(session: Session) -> ChainReport:
 
 
 def verify_stored_stretch(
-    session: Session,
+    target: Session | Connection,
     *,
     start: tuple[int, str],
     watch: Callable[[Iterator[Sequence[Any]]], Iterator[Sequence[Any]]] | None = None,
@@ -451,14 +453,15 @@ def verify_stored_stretch(
     it, so a checkpoint never vouches for a rewritten history.
 
     Args:
-        session: a session (the checkpoint's write session, holding the chain lock).
+        target: a session or connection (the checkpoint's transaction, holding the chain lock).
         start: the sequence number and hash the stretch follows.
         watch: a pass-through over the rows (in ``HASHED_FIELDS`` order, then ``hash``), for a
             caller that gathers something from them on the same pass.
     """
-    head = session.connection().execute(_SELECT_HEAD).first()
+    connection = target.connection() if isinstance(target, Session) else target
+    head = connection.execute(_SELECT_HEAD).first()
     recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
-    rows = _stored_rows(session, after=start[0])
+    rows = _stored_rows(connection, after=start[0])
     return _verify_rows(watch(rows) if watch else rows, head=recorded, start=start)
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from notification_helpers import WEBHOOK_SECRET, WebhookReceiver
 from sqlalchemy import text
+from sqlmodel import select
 
 from rearguard.models.audit.chain import append_event
 from rearguard.models.audit.checkpoints import (
@@ -489,7 +490,7 @@ def test_an_unreachable_sink_keeps_the_checkpoint_and_a_later_pass_delivers_in_o
 
     assert [r["number"] for r in receiver.received] == [1, 2]
     with setup.runtime.db.read_session() as session:
-        deliveries = session.query(CheckpointDelivery).all()
+        deliveries = session.exec(select(CheckpointDelivery)).all()
     assert all(d.published_at is not None for d in deliveries)
 
 
@@ -546,7 +547,7 @@ def test_a_refused_connection_never_fails_the_playbook_end(setup: Setup) -> None
     done.network.join(30)
 
     with setup.runtime.db.read_session() as session:
-        pending = [d for d in session.query(CheckpointDelivery).all() if d.published_at is None]
+        pending = [d for d in session.exec(select(CheckpointDelivery)) if d.published_at is None]
     assert [d.sink for d in pending] == [f"http://127.0.0.1:{port}/cp"]
     assert pending[0].attempts == 1 and pending[0].last_error
 
