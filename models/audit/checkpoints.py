@@ -406,6 +406,12 @@ def make_checkpoint(*, db: Database, settings: AuditSettings, reason: str) -> Ch
             )
         if previous is not None and (previous.seq, previous.hash) == head:
             return previous
+        if previous is not None and head[0] <= previous.seq:
+            raise IntegrityViolation(
+                f"not signing a checkpoint: the chain head (event {head[0]}) is not past the last "
+                f"{previous.describe()}, which vouched for another head: truncated or rewritten",
+                hint="run rearguard audit verify --checkpoints with a published sink",
+            )
         start = (previous.seq, previous.hash) if previous else (0, GENESIS_HASH)
         hashes, touched = _stretch(connection, start=start, head=head)
         incidents = {i: _incident_digest(connection, i, upto=head[0]) for i in sorted(touched)}

@@ -686,3 +686,22 @@ def test_an_export_checked_with_another_key_or_stripped_of_its_checkpoint_fails(
 
     assert foreign.returncode == 3 and "signed by another key" in foreign.stderr
     assert bare.returncode == 3 and "carries no signed checkpoint" in bare.stderr
+
+
+def test_a_checkpoint_is_refused_over_a_truncated_chain(setup: Setup) -> None:
+    two_checkpoints(setup)
+    truncate(setup)
+
+    result = rearguard(setup.runtime, "audit", "checkpoint")
+
+    assert result.returncode == 3, result.stderr
+    assert "not past the last checkpoint 2" in result.stderr
+
+
+def test_a_drill_sandbox_signs_no_checkpoints_into_the_applications_sinks(setup: Setup) -> None:
+    from rearguard.models.drills.sandbox import sandbox_settings
+
+    sandbox = sandbox_settings(setup.settings, setup.settings.home / "drills" / "run-1")
+
+    assert sandbox.audit.signing_key is None and sandbox.audit.checkpoint_sinks == []
+    assert setup.settings.audit.signing_key == setup.key
