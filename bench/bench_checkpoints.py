@@ -229,9 +229,14 @@ def bench_verify(settings: Any, db: Any, sink: Path, public: Any, args: argparse
             assert check_against_checkpoints(session, found).ok
 
     plains, checked = [], []
-    for _ in range(args.verify_rounds):
-        plains.append(timed(plain))
-        checked.append(timed(with_checkpoints))
+    for round_number in range(args.verify_rounds):
+        # Alternate which goes first, so the page cache and the load favour neither.
+        if round_number % 2:
+            checked.append(timed(with_checkpoints))
+            plains.append(timed(plain))
+        else:
+            plains.append(timed(plain))
+            checked.append(timed(with_checkpoints))
     checkpoints = len(sink.read_text().splitlines())
     emit("plain_verify", events=have, best_s=round(min(plains), 3))
     ratio = min(checked) / min(plains)

@@ -404,7 +404,13 @@ def read_snapshot(session: Session) -> None:
     events appended during a long verification appear half-way, as a false alarm.
     """
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
+    if connection.dialect.name != "postgresql":
+        return
+    from psycopg.pq import TransactionStatus
+
+    # Only a transaction that has run nothing yet can change its isolation; a caller that
+    # already read in it keeps READ COMMITTED.
+    if connection.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE:
         connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
