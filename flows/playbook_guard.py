@@ -12,7 +12,7 @@ from rearguard.flows.prefect_infra.hook_deployments import install_hook_deployme
 from rearguard.flows.steps import conclude, notify
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import OperationFailed, RearguardError
-from rearguard.models.runtime import current_runtime
+from rearguard.models.runtime import Runtime, current_runtime
 
 
 @dataclass
@@ -71,10 +71,10 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
                 await notify(incident_id, event=str(ended), if_status=ended)
         finally:
             await _deliver_queued(incident_id)
-            await _checkpoint(incident_id)
+            await _checkpoint(current_runtime(), incident_id)
 
 
-async def _checkpoint(incident_id: int) -> None:
+async def _checkpoint(runtime: Runtime, incident_id: int) -> None:
     """Sign a checkpoint of the chain as the run ends, when ``[audit] signing_key`` is set.
 
     File sinks are appended to here (milliseconds); network sinks are published in the
@@ -83,7 +83,6 @@ async def _checkpoint(incident_id: int) -> None:
     """
     from rearguard.models.audit.checkpoints import checkpoint_without_waiting
 
-    runtime = current_runtime()
     if runtime.settings.audit.signing_key is None:
         return
     await asyncio.to_thread(

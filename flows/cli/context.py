@@ -63,16 +63,10 @@ def runtime() -> Runtime:
 def checkpoint_if_due() -> None:
     """After a command: sign a checkpoint when ``[audit] checkpoint_every`` events have been
     appended since the last one (file sinks at once; network sinks without waiting)."""
-    if _runtime is None or not _runtime.settings.audit.checkpoint_every:
-        return
-    from rearguard.models.audit.checkpoints import checkpoint_due, checkpoint_without_waiting
+    if _runtime is not None:
+        from rearguard.models.audit.checkpoints import checkpoint_if_due as sign_if_due
 
-    settings = _runtime.settings
-    if checkpoint_due(db=_runtime.db, settings=settings.audit):
-        every = settings.audit.checkpoint_every
-        checkpoint_without_waiting(
-            db=_runtime.db, settings=settings, reason=f"every {every} events"
-        )
+        sign_if_due(db=_runtime.db, settings=_runtime.settings)
 
 
 def reset_runtime() -> None:

@@ -480,17 +480,20 @@ def _incident_digest(connection: Connection, incident_id: int, *, upto: int) -> 
     return incident_digest((seq, digest) for seq, digest in rows)
 
 
-def checkpoint_due(*, db: Database, settings: AuditSettings) -> bool:
-    """True when ``checkpoint_every`` events were appended since the last checkpoint."""
-    every = settings.checkpoint_every
-    if not every or settings.signing_key is None:
-        return False
+def checkpoint_if_due(*, db: Database, settings: Settings) -> Checkpointed | None:
+    """Sign a checkpoint (as :func:`checkpoint_without_waiting`) when ``checkpoint_every``
+    events were appended since the last one; None when none is due. For the end of a command."""
+    every = settings.audit.checkpoint_every
+    if not every or settings.audit.signing_key is None:
+        return None
     with db.read_session() as session:
         head = session.get(ChainHead, 1)
         last = session.exec(
             select(AuditCheckpoint.seq).order_by(col(AuditCheckpoint.number).desc()).limit(1)
         ).first()
-    return head is not None and head.seq - (last or 0) >= every
+    if head is None or head.seq - (last or 0) < every:
+        return None
+    return checkpoint_without_waiting(db=db, settings=settings, reason=f"every {every} events")
 
 
 def latest_checkpoint_of_incident(session: Session, *, incident_id: int) -> Checkpoint | None:

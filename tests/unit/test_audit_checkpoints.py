@@ -705,3 +705,20 @@ def test_a_drill_sandbox_signs_no_checkpoints_into_the_applications_sinks(setup:
 
     assert sandbox.audit.signing_key is None and sandbox.audit.checkpoint_sinks == []
     assert setup.settings.audit.signing_key == setup.key
+
+
+def test_checkpoint_every_signs_one_after_a_command_once_enough_events_passed(
+    setup: Setup,
+) -> None:
+    toml = setup.runtime.settings.home / "rearguard.toml"
+    toml.write_text(toml.read_text() + "checkpoint_every = 5\n")
+    append(setup.runtime, 4)
+    assert rearguard(setup.runtime, "audit", "verify").returncode == 0
+    assert not setup.sink.exists()  # 4 events: not due yet
+
+    append(setup.runtime, 2)
+    assert rearguard(setup.runtime, "audit", "verify").returncode == 0
+
+    (line,) = setup.sink.read_text().splitlines()
+    assert json.loads(line)["reason"] == "every 5 events"
+    assert json.loads(line)["seq"] == 6
