@@ -173,7 +173,6 @@ class FileCheckpoint:
     number: int
     seq: int
     time: str
-    verified: bool
     covered: int
     uncovered: int
 
@@ -480,7 +479,6 @@ def _check_checkpoint(report: FileReport, lines: _Lines, public: Ed25519PublicKe
         number=checkpoint.number,
         seq=checkpoint.seq,
         time=checkpoint.time,
-        verified=True,
         covered=len(covered),
         uncovered=len(lines.pairs) - len(covered),
     )

@@ -724,15 +724,13 @@ class CheckpointProblem:
 class CheckpointReport:
     """The result of checking the chain against published checkpoints."""
 
-    checkpoints: int
-    latest: Checkpoint | None
-    chain: ChainReport | None
+    chain: ChainReport
     problem: CheckpointProblem | None
 
     @property
     def ok(self) -> bool:
-        """True when the checkpoints are sound and the chain agrees with every one."""
-        return self.problem is None and (self.chain is None or self.chain.ok)
+        """True when the chain verifies and agrees with every checkpoint."""
+        return self.problem is None and self.chain.ok
 
 
 def read_checkpoint_lines(source: str, *, timeout_s: float = 30.0) -> str:
@@ -849,9 +847,8 @@ def check_against_checkpoints(
             agreed = (checkpoint.seq, checkpoint.hash)
             continue
         problem = _disagreement(session, checkpoint, line, found=found, top=top, agreed=agreed)
-        return CheckpointReport(len(checkpoints), checkpoint, chain, problem)
-    latest = checkpoints[-1][1] if checkpoints else None
-    return CheckpointReport(len(checkpoints), latest, chain, None)
+        return CheckpointReport(chain, problem)
+    return CheckpointReport(chain, None)
 
 
 def _disagreement(

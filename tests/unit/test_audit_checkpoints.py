@@ -722,3 +722,13 @@ def test_checkpoint_every_signs_one_after_a_command_once_enough_events_passed(
     (line,) = setup.sink.read_text().splitlines()
     assert json.loads(line)["reason"] == "every 5 events"
     assert json.loads(line)["seq"] == 6
+
+
+def test_a_checkpoint_without_a_signing_key_is_a_configuration_error(setup: Setup) -> None:
+    (setup.runtime.settings.home / "rearguard.toml").unlink()
+    append(setup.runtime, 1)
+
+    result = rearguard(setup.runtime, "audit", "checkpoint")
+
+    assert result.returncode == 2, result.stderr
+    assert "no signing key" in result.stderr and "hint: " in result.stderr
