@@ -732,3 +732,33 @@ def test_a_checkpoint_without_a_signing_key_is_a_configuration_error(setup: Setu
 
     assert result.returncode == 2, result.stderr
     assert "no signing key" in result.stderr and "hint: " in result.stderr
+
+
+def test_checkpoints_are_read_from_a_url_serving_the_sink(setup: Setup) -> None:
+    two_checkpoints(setup)
+    served = setup.sink.read_bytes()
+
+    class Sink(BaseHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            found = self.path == "/checkpoints.jsonl"
+            body = served if found else b""
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        good = verify_with(setup, f"{base}/checkpoints.jsonl")
+        missing = verify_with(setup, f"{base}/nothing.jsonl")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert good.returncode == 0, good.stderr
+    assert missing.returncode == 2 and "HTTP 404" in missing.stderr
