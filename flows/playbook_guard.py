@@ -85,9 +85,29 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
                         await notify(incident_id, event=str(ended), if_status=ended)
                 finally:
                     await _deliver_queued(runtime, incident_id)
+                    await _checkpoint(runtime, incident_id)
     finally:
         if owned is not None:
             owned.db.dispose()
+
+
+async def _checkpoint(runtime: Runtime, incident_id: int) -> None:
+    """Sign a checkpoint of the chain as the run ends, when ``[audit] signing_key`` is set.
+
+    File sinks are appended to here (milliseconds); network sinks are published in the
+    background, and whatever cannot be published is kept and retried: the run never waits for
+    a sink, and a checkpoint never fails it.
+    """
+    from rearguard.models.audit.checkpoints import checkpoint_without_waiting
+
+    if runtime.settings.audit.signing_key is None:
+        return
+    await asyncio.to_thread(
+        checkpoint_without_waiting,
+        db=runtime.db,
+        settings=runtime.settings,
+        reason=f"incident {incident_id} run ended",
+    )
 
 
 async def _deliver_queued(runtime: Runtime, incident_id: int) -> None:

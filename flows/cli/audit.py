@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
-from rearguard.models.errors import EXIT_INTEGRITY
+from rearguard.models.errors import EXIT_INTEGRITY, UsageError
+
+if TYPE_CHECKING:
+    from rearguard.models.audit.chain import ChainReport
+    from rearguard.models.db.engine import Database
 
 app = typer.Typer(help="The audit chain: every action, hash-chained.")
 
@@ -26,35 +30,81 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    against_database: Annotated[
+        bool,
+        typer.Option(
+            "--against-database",
+            help="With --file: also check every record against this database (a gap must "
+            "withhold exactly the other incidents' events it names, a redacted record must be "
+            "its stored event with only secrets replaced).",
+        ),
+    ] = False,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints",
+            help="Also check the chain against every checkpoint published to this sink (a "
+            "file, file://PATH or an http(s) URL serving its JSON lines); needs --public-key.",
+            show_default=False,
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The Ed25519 public key (PEM) that signs checkpoints: with --checkpoints, or "
+            "with --file to check the checkpoint an export carries.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Recompute every event's hash; exit 3 naming the first altered, deleted, reordered or
     inserted event."""
     from rearguard.models.audit.chain import verify_stored_chain
 
     if file is not None:
-        _verify_file(file, json_output)
-        return
-
-    rt = runtime(ctx)
-    with rt.db.read_session() as session:
-        report = verify_stored_chain(session)
-    if json_output:
-        emit_json(
-            {
-                "ok": report.ok,
-                "events": report.events,
-                "last_seq": report.last_seq,
-                "last_hash": report.last_hash,
-                "first_bad": (
-                    {
-                        "seq": report.problem.seq,
-                        "reason": report.problem.reason,
-                    }
-                    if report.problem
-                    else None
-                ),
-            }
+        if checkpoints is not None:
+            raise UsageError("--checkpoints checks the database's chain: give it without --file")
+        _verify_file(
+            file,
+            json_output,
+            db=runtime(ctx).db if against_database else None,
+            public_key=public_key,
         )
+        return
+    if against_database:
+        raise UsageError("--against-database checks a file: give it with --file")
+    if checkpoints is not None:
+        if public_key is None:
+            raise UsageError(
+                "--checkpoints needs --public-key PEM",
+                hint="export it from the signing key: openssl pkey -in KEY.pem -pubout",
+            )
+        _verify_checkpoints(ctx, checkpoints, public_key, json_output)
+        return
+    if public_key is not None:
+        raise UsageError("--public-key goes with --checkpoints or --file")
+
+    with runtime(ctx).db.read_session() as session:
+        report = verify_stored_chain(session)
+    _show_chain(report, json_output)
+
+
+def _chain_json(report: ChainReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "last_seq": report.last_seq,
+        "last_hash": report.last_hash,
+        "first_bad": (
+            {"seq": report.problem.seq, "reason": report.problem.reason} if report.problem else None
+        ),
+    }
+
+
+def _show_chain(report: ChainReport, json_output: bool) -> None:
+    if json_output:
+        emit_json(_chain_json(report))
     elif report.ok:
         out.print(f"audit chain intact: {report.events} events, head {report.last_hash[:16]}…")
     else:
@@ -67,10 +117,121 @@ def verify(
         raise typer.Exit(EXIT_INTEGRITY)
 
 
-def _verify_file(path: Path, json_output: bool) -> None:
-    from rearguard.flows.exports.timeline_jsonl import verify_file
+def _verify_checkpoints(
+    ctx: typer.Context, source: str, public_key: Path, json_output: bool
+) -> None:
+    from rearguard.models.audit.checkpoints import (
+        check_against_checkpoints,
+        load_public_key,
+        parse_checkpoint_lines,
+        read_checkpoint_lines,
+    )
 
-    report = verify_file(path)
+    public = load_public_key(public_key)
+    found, problem = parse_checkpoint_lines(read_checkpoint_lines(source), public)
+    if problem is None:
+        with runtime(ctx).db.read_session() as session:
+            report = check_against_checkpoints(session, found)
+        problem = report.problem
+        chain: ChainReport | None = report.chain
+    else:
+        chain = None
+    if json_output:
+        latest = found[-1][1] if found else None
+        emit_json(
+            {
+                **(_chain_json(chain) if chain else {}),
+                "ok": problem is None and chain is not None and chain.ok,
+                "checkpoints": len(found),
+                "latest_checkpoint": (
+                    {"number": latest.number, "seq": latest.seq, "time": latest.time}
+                    if latest
+                    else None
+                ),
+                "checkpoint_problem": (
+                    {
+                        "checkpoint": problem.number,
+                        "line": problem.line,
+                        "first_seq": problem.first_seq,
+                        "reason": problem.reason,
+                    }
+                    if problem
+                    else None
+                ),
+            }
+        )
+        if problem is not None or chain is None or not chain.ok:
+            raise typer.Exit(EXIT_INTEGRITY)
+        return
+    if problem is not None:
+        first = f"; first event that disagrees: {problem.first_seq}" if problem.first_seq else ""
+        err.print(f"audit checkpoints: {problem.reason}{first}", markup=False)
+        raise typer.Exit(EXIT_INTEGRITY)
+    assert chain is not None
+    if chain.ok:
+        latest = found[-1][1]
+        out.print(
+            f"audit chain agrees with {len(found)} signed checkpoint(s); the latest, "
+            f"{latest.describe()}, vouches for events 1..{latest.seq}"
+            + (
+                f"; events {latest.seq + 1}..{chain.last_seq} came after it"
+                if chain.last_seq > latest.seq
+                else ""
+            ),
+            markup=False,
+        )
+    _show_chain(chain, json_output=False)
+
+
+@app.command("checkpoint")
+def checkpoint(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Sign a checkpoint of the chain's head now and publish it (and any still pending) to
+    every [audit] checkpoint_sinks; exit 1 when a sink could not be reached (it is kept and
+    retried)."""
+    from rearguard.models.audit.checkpoints import make_checkpoint, publish_pending
+
+    rt = runtime(ctx)
+    made = make_checkpoint(
+        db=rt.db, settings=rt.settings.audit, reason="rearguard audit checkpoint"
+    )
+    report = publish_pending(db=rt.db, settings=rt.settings)
+    if json_output:
+        emit_json(
+            {
+                "checkpoint": (
+                    {"number": made.number, "seq": made.seq, "hash": made.hash, "time": made.time}
+                    if made
+                    else None
+                ),
+                "published": report.published,
+                "failing": report.failing,
+            }
+        )
+    elif made is None:
+        out.print("the audit chain is empty: nothing to vouch for")
+    else:
+        out.print(
+            f"{made.describe()} signed: head {made.hash[:16]}…; {report.published} "
+            "publication(s) made",
+            markup=False,
+        )
+    for sink, error in report.failing.items():
+        err.print(f"warning: sink {sink}: {error} (kept; retried next time)", markup=False)
+    if report.failing:
+        raise typer.Exit(1)
+
+
+def _verify_file(
+    path: Path, json_output: bool, *, db: Database | None, public_key: Path | None
+) -> None:
+    from rearguard.flows.exports.timeline_jsonl import verify_file
+    from rearguard.models.audit.checkpoints import load_public_key
+
+    report = verify_file(
+        path,
+        db=db,
+        public_key=load_public_key(public_key) if public_key else None,
+    )
     problem = report.problem
     if json_output:
         emit_json(
@@ -84,6 +245,18 @@ def _verify_file(path: Path, json_output: bool) -> None:
                 "gaps": report.gaps,
                 "last_seq": report.last_seq,
                 "last_hash": report.last_hash,
+                "checked_against_database": db is not None,
+                "checkpoint": (
+                    {
+                        "number": report.checkpoint.number,
+                        "seq": report.checkpoint.seq,
+                        "time": report.checkpoint.time,
+                        "covered_events": report.checkpoint.covered,
+                        "uncovered_events": report.checkpoint.uncovered,
+                    }
+                    if report.checkpoint
+                    else None
+                ),
                 "first_bad": (
                     {"seq": problem.seq, "line": problem.line, "reason": problem.reason}
                     if problem
@@ -106,11 +279,27 @@ def _verify_file(path: Path, json_output: bool) -> None:
                 "database",
                 markup=False,
             )
-        out.print(
-            "to anchor the file, check that this hash is the live database's: "
-            f"rearguard incident show {report.incident_id} --json",
-            markup=False,
-        )
+        if report.checkpoint is not None:
+            cp = report.checkpoint
+            out.print(
+                f"signed checkpoint {cp.number} (event {cp.seq}, {cp.time}) vouches for "
+                f"{cp.covered} of its events: none withheld, none inserted, each hash as signed"
+                + (f"; {cp.uncovered} later event(s) are not covered" if cp.uncovered else ""),
+                markup=False,
+            )
+        if db is not None:
+            out.print(
+                "every event, gap and redacted record agrees with this database "
+                "(run `rearguard audit verify` to check the database's own chain)",
+                markup=False,
+            )
+        else:
+            out.print(
+                "gaps and redacted records are the exporter's word: check them with "
+                "--against-database, or anchor the file: this hash must be the live "
+                f"database's (rearguard incident show {report.incident_id} --json)",
+                markup=False,
+            )
     else:
         line = f"line {problem.line}" if problem.line else "end of file"
         seq = f"event {problem.seq}" if problem.seq >= 0 else "a record"

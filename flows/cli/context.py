@@ -71,6 +71,14 @@ class Invocation:
         self.close()
         self.home, self.database_url = home, database_url
 
+    def checkpoint_if_due(self) -> None:
+        """After a command: sign a checkpoint when ``[audit] checkpoint_every`` events have been
+        appended since the last one (file sinks at once; network sinks without waiting)."""
+        if self.built is not None:
+            from rearguard.models.audit.checkpoints import checkpoint_if_due
+
+            checkpoint_if_due(db=self.built.db, settings=self.built.settings)
+
     def close(self) -> None:
         """Release the runtime's database, if one was built."""
         if self.built is not None:

@@ -133,6 +133,7 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
     run = Invocation(hashed_ahead=hashed_ahead)
     try:
         result = build_app(sys.argv[1:])(standalone_mode=False, obj=run)
+        run.checkpoint_if_due()
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -425,6 +425,17 @@ def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) ->
             yield from partition
 
 
+def incidents_between(db: Database, *, from_seq: int, to_seq: int) -> list[int | None]:
+    """The incidents that events ``from_seq..to_seq`` belong to, sorted; None for events of no
+    incident (registrations, approvals of versions). What a ``gap`` of an export withholds."""
+    statement = (
+        select(_EVENTS.c.incident_id).where(_EVENTS.c.seq.between(from_seq, to_seq)).distinct()
+    )
+    with db.read_session() as session:
+        found = set(session.connection().execute(statement).scalars())
+    return sorted(found, key=lambda value: -1 if value is None else value)
+
+
 def event_view(row: Row[Any]) -> EventView:
     """Redact and describe one stored event."""
     seq, ts, _, kind, action, actor, asset, version, data_text, prev_hash, digest = row

@@ -7,9 +7,11 @@ One JSON object per line, keys sorted, compact separators, UTF-8:
   is computed;
 - ``{"record": "event", ...}``: one timeline event with every hashed field (``seq, ts,
   incident_id, kind, action, actor, asset, version, data, prev_hash``) and its ``hash``;
-- ``{"record": "gap", "from_seq", "to_seq", "prev_hash", "hash"}``: events of the one database
-  chain that belong to no part of this incident (other incidents, registrations), withheld; the
-  gap carries the hash before it and the hash of its last event, so the chain still links;
+- ``{"record": "gap", "from_seq", "to_seq", "incidents", "prev_hash", "hash"}``: events of the
+  one database chain that belong to no part of this incident, withheld; ``incidents`` names the
+  incidents they belong to (``null`` for events of none: registrations, approvals); the gap
+  carries the hash before it and the hash of its last event, so the chain still links. A file
+  alone cannot prove a gap honest: ``--against-database`` checks it;
 - ``{"record": "redacted", ...}``: an event whose content held a secret, exported with the
   secret replaced: its ``hash`` is the stored one, which its redacted content no longer matches,
   so verification checks its place in the chain but cannot check its content;
@@ -18,7 +20,8 @@ One JSON object per line, keys sorted, compact separators, UTF-8:
 
 An edited event no longer matches its hash; a deleted or reordered line breaks the sequence or
 the ``prev_hash`` links. The last hash can be compared with the live database's chain
-(``rearguard incident show ID --json``) to anchor the file: see the README.
+(``rearguard incident show ID --json``) to anchor the file, and gap and redacted records
+checked against the database (``audit verify --file F --against-database``): see the README.
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row
 
-from rearguard.flows.exports.facts import Timeline
+from rearguard.flows.exports.facts import Timeline, incidents_between, iter_rows
 from rearguard.models.audit.chain import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_value
+from rearguard.models.db.engine import Database
 
 FORMAT = "rearguard-timeline"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HASH_RULE = (
     "hash = sha256 of the UTF-8 canonical JSON (keys sorted, separators ',' and ':', "
     "non-ASCII unescaped) of the object with the fields "
@@ -77,6 +82,9 @@ def write(timeline: Timeline, out: TextIO) -> None:
                         "record": "gap",
                         "from_seq": previous[0] + 1,
                         "to_seq": seq - 1,
+                        "incidents": incidents_between(
+                            timeline.db, from_seq=previous[0] + 1, to_seq=seq - 1
+                        ),
                         "prev_hash": previous[1],
                         "hash": prev_hash,
                     }
@@ -88,6 +96,9 @@ def write(timeline: Timeline, out: TextIO) -> None:
         events += 1
         redacted += was_redacted
         previous = (seq, digest)
+    checkpoint = _checkpoint_of(timeline.db, timeline.incident_id)
+    if checkpoint is not None:
+        out.write(canonical_json({"record": "checkpoint", "checkpoint": checkpoint}) + "\n")
     out.write(
         canonical_json(
             {
@@ -101,6 +112,15 @@ def write(timeline: Timeline, out: TextIO) -> None:
         )
         + "\n"
     )
+
+
+def _checkpoint_of(db: Database, incident_id: int) -> dict[str, Any] | None:
+    """The latest signed checkpoint holding the incident's digest, as its published object."""
+    from rearguard.models.audit.checkpoints import latest_checkpoint_of_incident
+
+    with db.read_session() as session:
+        checkpoint = latest_checkpoint_of_incident(session, incident_id=incident_id)
+    return None if checkpoint is None else json.loads(checkpoint.line())
 
 
 def _event_line(row: Row[Any]) -> tuple[str, bool]:
@@ -138,6 +158,7 @@ class FileReport:
     last_seq: int | None
     last_hash: str | None
     problem: ChainProblem | None
+    checkpoint: FileCheckpoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,14 +166,31 @@ class FileReport:
         return self.problem is None
 
 
+@dataclass(frozen=True)
+class FileCheckpoint:
+    """The signed checkpoint a file carries, and what it vouches for in the file."""
+
+    number: int
+    seq: int
+    time: str
+    covered: int
+    uncovered: int
+
+
 class _Lines:
     """The file's records in order; event records are handed out as a stream for verify_events."""
 
-    def __init__(self, handle: TextIO) -> None:
+    def __init__(self, handle: TextIO, db: Database | None = None) -> None:
         self._lines = enumerate(handle, start=1)
         self.pending: tuple[int, dict[str, Any]] | None = None
         self.problem: ChainProblem | None = None
         self.incident_id: int | None = None
+        self.text = ""
+        self.db = db
+        self.witness: _DatabaseWitness | None = None
+        # (seq, hash, line) of every event and redacted record, for the checkpoint check.
+        self.pairs: list[tuple[int, str, int]] = []
+        self.checkpoint: tuple[int, Any] | None = None
 
     def next_record(self) -> tuple[int, dict[str, Any]] | None:
         if self.pending is not None:
@@ -161,6 +199,7 @@ class _Lines:
         for number, text in self._lines:
             if not text.strip():
                 continue
+            self.text = text
             try:
                 value = json.loads(text)
             except ValueError:
@@ -184,6 +223,15 @@ class _Lines:
                     _seq(record), number, f"belongs to incident {record.get('incident_id')}"
                 )
                 return
+            # The writer writes each event in canonical form: another layout (a duplicate key,
+            # which readers resolve differently) is not what was hashed.
+            if canonical_json(record) != self.text.rstrip("\n"):
+                self.problem = ChainProblem(_seq(record), number, _NOT_CANONICAL)
+                return
+            if self.witness is not None and (reason := self.witness.event(record)):
+                self.problem = ChainProblem(_seq(record), number, reason)
+                return
+            self.pairs.append((_seq(record), str(record.get("hash")), number))
             yield {**record, "line": number}
 
 
@@ -192,13 +240,101 @@ def _seq(record: dict[str, Any]) -> int:
     return value if isinstance(value, int) else -1
 
 
-def verify_file(path: Path) -> FileReport:
+_NOT_CANONICAL = "the line is not in canonical form (a duplicate key or re-written: altered)"
+
+
+class _DatabaseWitness:
+    """The database's own rows, to check a file's records against (``--against-database``).
+
+    An event record must be the stored event (same hash); a redacted record the stored event
+    with only secrets replaced; a gap must withhold exactly stored events of other incidents,
+    the ones it names, and link to the stored hashes at both ends.
+    """
+
+    def __init__(self, db: Database, incident_id: int) -> None:
+        self._db = db
+        self._rows = iter_rows(db, incident_id)
+        self._row: Any = None
+
+    def _stored(self, seq: Any) -> Any:
+        """The incident's stored event at ``seq``, or None (the rows are read in order)."""
+        while self._row is None or (isinstance(seq, int) and self._row[0] < seq):
+            self._row = next(self._rows, None)
+            if self._row is None:
+                return None
+        return self._row if self._row[0] == seq else None
+
+    def event(self, record: dict[str, Any]) -> str | None:
+        """Why an event record disagrees with the database, or None."""
+        row = self._stored(record.get("seq"))
+        if row is None:
+            return "the database holds no such event of this incident"
+        if row[10] != record.get("hash"):
+            return "the database's event at this sequence has another hash"
+        return None
+
+    def redacted(self, record: dict[str, Any]) -> str | None:
+        """Why a redacted record is not its stored event with secrets replaced, or None."""
+        reason = self.event(record)
+        if reason is not None:
+            return reason
+        fields = dict(zip(HASHED_FIELDS, self._row[:10], strict=True))
+        fields["data"] = json.loads(fields["data"])
+        expected = {**redact_value(fields), "hash": self._row[10], "record": "redacted"}
+        if record != expected:
+            return "its content is not the stored event's with secrets replaced (rewritten)"
+        return None
+
+    def gap(self, record: dict[str, Any], incident_id: int | None) -> str | None:
+        """Why a gap record does not withhold exactly what it says, or None."""
+        from sqlalchemy import func, select
+
+        from rearguard.models.db.tables import TimelineEvent
+
+        events = TimelineEvent.__table__  # type: ignore[attr-defined]
+        first, last = record["from_seq"], record["to_seq"]
+        with self._db.read_session() as session:
+            connection = session.connection()
+            count = connection.execute(
+                select(func.count()).where(events.c.seq.between(first, last))
+            ).scalar_one()
+            first_prev = connection.execute(
+                select(events.c.prev_hash).where(events.c.seq == first)
+            ).scalar_one_or_none()
+            last_hash = connection.execute(
+                select(events.c.hash).where(events.c.seq == last)
+            ).scalar_one_or_none()
+        if count != last - first + 1 or last_hash is None:
+            return f"the database holds {count} of the {last - first + 1} events it withholds"
+        named = incidents_between(self._db, from_seq=first, to_seq=last)
+        if incident_id in named:
+            return f"it withholds events of incident {incident_id} itself"
+        if record.get("incidents") != named:
+            return f"it names incidents {record.get('incidents')}, the database {named}"
+        if first_prev != record.get("prev_hash") or last_hash != record.get("hash"):
+            return "its hashes are not the database's"
+        return None
+
+
+def verify_file(
+    path: Path, *, db: Database | None = None, public_key: Ed25519PublicKey | None = None
+) -> FileReport:
     """Verify an exported timeline file and name its first bad line.
 
     Event records are checked by :func:`rearguard.models.audit.chain.verify_events` (each hash
     recomputed, each ``prev_hash`` linked to the event before, sequence numbers contiguous);
     gap and redacted records must link into the chain where they stand; the end record must
-    match what was read.
+    match what was read. With ``db``, every record is also checked against the database's rows
+    (see :class:`_DatabaseWitness`): what a file alone cannot prove.
+
+    With ``public_key``, the file must carry a checkpoint signed by it that holds the
+    incident: its events up to the checkpoint's head must be exactly those it vouches for
+    (none withheld by a gap, none inserted, each with the hash it lists).
+
+    Args:
+        path: the file.
+        db: the database the file was exported from, to check gaps and redacted records.
+        public_key: the key that signs checkpoints, to check the checkpoint the file carries.
 
     Raises:
         UsageError: the file cannot be read.
@@ -210,7 +346,11 @@ def verify_file(path: Path) -> FileReport:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     with handle:
-        return _verify(_Lines(handle))
+        lines = _Lines(handle, db)
+        report = _verify(lines)
+    if public_key is None or not report.ok:
+        return report
+    return _check_checkpoint(report, lines, public_key)
 
 
 def _verify(lines: _Lines) -> FileReport:
@@ -237,6 +377,8 @@ def _verify(lines: _Lines) -> FileReport:
     if header.get("record") != "header" or header.get("format") != FORMAT:
         return report(ChainProblem(-1, number, f"not a {FORMAT} file (no header record)"))
     lines.incident_id = header.get("incident_id")
+    if lines.db is not None and isinstance(lines.incident_id, int):
+        lines.witness = _DatabaseWitness(lines.db, lines.incident_id)
     if not isinstance(header.get("first_seq"), int) or not isinstance(header.get("prev_hash"), str):
         if header.get("first_seq") is None:  # an incident without events: only the end follows
             return _verify_end(lines, report, last, counts)
@@ -255,6 +397,12 @@ def _verify(lines: _Lines) -> FileReport:
             return report(lines.problem or ChainProblem(last[0] + 1, None, _TRUNCATED))
         number, record = item
         kind = record.get("record")
+        if kind == "checkpoint":
+            lines.checkpoint = (number, record.get("checkpoint"))
+            item = lines.next_record()
+            if item is None or item[1].get("record") != "end":
+                return report(lines.problem or ChainProblem(-1, number, _CHECKPOINT_LAST))
+            kind = "end"
         if kind == "end":
             lines.pending = item
             return _verify_end(lines, report, last, counts)
@@ -273,14 +421,78 @@ def _verify(lines: _Lines) -> FileReport:
         if kind == "redacted" and record.get("incident_id") != lines.incident_id:
             reason = f"belongs to incident {record.get('incident_id')}"
             return report(ChainProblem(last_seq, number, reason))
+        if kind == "gap" and not _names_incidents(record.get("incidents"), lines.incident_id):
+            reason = "malformed gap record: its incidents must be other incidents' ids or null"
+            return report(ChainProblem(first_seq, number, reason))
+        if lines.witness is not None:
+            witness = lines.witness
+            reason = (
+                witness.gap(record, lines.incident_id)
+                if kind == "gap"
+                else witness.redacted(record)
+            )
+            if reason is not None:
+                return report(ChainProblem(first_seq, number, f"{kind} record: {reason}"))
         counts["gaps" if kind == "gap" else "redacted"] += 1
         if kind == "redacted":
             counts["events"] += 1
             redacted_seqs.append(last_seq)
+            lines.pairs.append((last_seq, str(record["hash"]), number))
         start = last = (last_seq, str(record["hash"]))
 
 
 _TRUNCATED = "the file ends without its end record (truncated)"
+_CHECKPOINT_LAST = "the checkpoint record must come last, just before the end record"
+
+
+def _check_checkpoint(report: FileReport, lines: _Lines, public: Ed25519PublicKey) -> FileReport:
+    """Check the file's checkpoint: signed by ``public``, vouching for the file's events."""
+    from dataclasses import replace
+
+    from rearguard.models.audit.checkpoints import incident_digest, key_id, parse_checkpoint
+
+    def failed(reason: str, seq: int = -1, line: int | None = None) -> FileReport:
+        return replace(report, problem=ChainProblem(seq, line, reason))
+
+    if lines.checkpoint is None:
+        return failed("the file carries no signed checkpoint: nothing vouches for it")
+    line, raw = lines.checkpoint
+    try:
+        checkpoint = parse_checkpoint(raw)
+    except ValueError as exc:
+        return failed(f"its checkpoint record is malformed: {exc}", line=line)
+    if not checkpoint.verifies(public):
+        other = checkpoint.key != key_id(public)
+        why = f"signed by another key ({checkpoint.key})" if other else "altered"
+        return failed(f"{checkpoint.describe()} is not signed by this key: {why}", line=line)
+    signed = checkpoint.incidents.get(report.incident_id or -1)
+    if signed is None:
+        return failed(f"{checkpoint.describe()} holds no digest of this incident", line=line)
+    covered = [(seq, digest) for seq, digest, _ in lines.pairs if seq <= checkpoint.seq]
+    difference = signed.first_difference(incident_digest(covered))
+    if difference is not None:
+        seq, how = difference
+        where = next((number for s, _, number in lines.pairs if s == seq), None)
+        reason = f"event {seq} disagrees with {checkpoint.describe()}: {how}"
+        return failed(reason, seq=seq, line=where)
+    found = FileCheckpoint(
+        number=checkpoint.number,
+        seq=checkpoint.seq,
+        time=checkpoint.time,
+        covered=len(covered),
+        uncovered=len(lines.pairs) - len(covered),
+    )
+    return replace(report, checkpoint=found)
+
+
+def _names_incidents(value: Any, incident_id: int | None) -> bool:
+    """A gap's ``incidents``: a list of other incidents' ids (or null); files of format 1 had
+    none."""
+    if value is None:
+        return True
+    return isinstance(value, list) and all(
+        item is None or (type(item) is int and item != incident_id) for item in value
+    )
 
 
 def _verify_end(

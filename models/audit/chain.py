@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -261,6 +261,12 @@ def _verify_rows(
             )
             return ChainReport(count, seq - 1, prev, problem)
         stored = row[10]
+        data = row[8]
+        # Stored data must be its canonical text byte for byte: a non-canonical text (a
+        # duplicate key, another number spelling) parses differently in other readers
+        # (SQLite's json_extract keeps the first duplicate, json.loads the last).
+        if type(data) is str and data != "{}" and (reason := _non_canonical(data)):
+            return ChainReport(count, seq - 1, prev, ChainProblem(seq, _line(row), reason))
         if _stored_event_hash(row) != stored:
             problem = _recheck(row)
             if problem is not None:
@@ -281,6 +287,17 @@ def _verify_rows(
             reason = "the chain head does not match the last event (altered)"
         return ChainReport(count, last_seq, prev, ChainProblem(first_bad, None, reason))
     return ChainReport(count, last_seq, prev, None)
+
+
+def _non_canonical(data: str) -> str | None:
+    """Why a stored ``data`` text is not the canonical form of what it parses to, or None."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return "data is not valid JSON (altered)"
+    if _dumps(parsed) != data:
+        return "data is not stored in its canonical form (a duplicate key or re-written: altered)"
+    return None
 
 
 def _stored_event_hash(row: Sequence[Any]) -> str | None:
@@ -354,9 +371,11 @@ _SELECT_BATCH = (
 )
 
 
-def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[Any]]:
-    """Every stored event in sequence order, as value rows in ``_COLUMNS`` order."""
-    connection = session.connection()
+def _stored_rows(
+    target: Session | Connection, *, after: int = 0, batch: int = 5000
+) -> Iterator[Sequence[Any]]:
+    """The stored events past seq ``after`` in sequence order, as rows in ``_COLUMNS`` order."""
+    connection = target.connection() if isinstance(target, Session) else target
     sql = (
         _SELECT_BATCH
         if connection.dialect.name != "postgresql"
@@ -366,7 +385,7 @@ def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[An
     # and no SQLAlchemy row processing, which costs more than hashing the row.
     cursor = connection.connection.driver_connection.cursor()
     try:
-        last = 0
+        last = after
         while True:
             cursor.execute(sql, (last, batch))
             rows = cursor.fetchall()
@@ -378,11 +397,78 @@ def _stored_rows(session: Session, *, batch: int = 5000) -> Iterator[Sequence[An
         cursor.close()
 
 
+def read_snapshot(session: Session) -> None:
+    """Make the rest of a read session's transaction one snapshot (call before any read).
+
+    SQLite's read transaction is one already; PostgreSQL's default (READ COMMITTED) would let
+    events appended during a long verification appear half-way, as a false alarm.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    from psycopg.pq import TransactionStatus
+
+    # Only a transaction that has run nothing yet can change its isolation; a caller that
+    # already read in it keeps READ COMMITTED.
+    if connection.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE:
+        connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+_SELECT_BOUNDS = "SELECT count(*), min(seq) FROM timeline_event"
+
+
 def verify_stored_chain(session: Session) -> ChainReport:
-    """Verify the database's whole chain against its recorded head."""
-    head = session.connection().execute(_SELECT_HEAD).first()
+    """Verify the database's whole chain against its recorded head.
+
+    Besides each event's hash and link, the chain must start at sequence 1 and hold exactly
+    the events the walk verified: an event stored at ``seq <= 0`` (which the walk from 1 never
+    reaches, but the timeline views would show) is a problem named by its sequence number.
+    """
+    read_snapshot(session)
+    connection = session.connection()
+    count, lowest = connection.exec_driver_sql(_SELECT_BOUNDS).one()
+    head = connection.execute(_SELECT_HEAD).first()
     recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
-    return _verify_rows(_stored_rows(session), head=recorded, start=(0, GENESIS_HASH))
+    if lowest is not None and lowest < 1:
+        reason = (
+            f"an event is stored at sequence {lowest}, before the chain's first (1): "
+            "inserted outside the chain"
+        )
+        return ChainReport(0, 0, GENESIS_HASH, ChainProblem(lowest, None, reason))
+    report = _verify_rows(_stored_rows(session), head=recorded, start=(0, GENESIS_HASH))
+    if report.ok and report.events != count:
+        reason = f"the table holds {count} events, the chain {report.events}"
+        return ChainReport(
+            report.events,
+            report.last_seq,
+            report.last_hash,
+            ChainProblem(report.last_seq, None, reason),
+        )
+    return report
+
+
+def verify_stored_stretch(
+    target: Session | Connection,
+    *,
+    start: tuple[int, str],
+    watch: Callable[[Iterator[Sequence[Any]]], Iterator[Sequence[Any]]] | None = None,
+) -> ChainReport:
+    """Verify the stored events after ``start`` (a seq and its hash) up to the recorded head.
+
+    Used before signing a checkpoint: the stretch since the previous checkpoint must link to
+    it, so a checkpoint never vouches for a rewritten history.
+
+    Args:
+        target: a session or connection (the checkpoint's transaction, holding the chain lock).
+        start: the sequence number and hash the stretch follows.
+        watch: a pass-through over the rows (in ``HASHED_FIELDS`` order, then ``hash``), for a
+            caller that gathers something from them on the same pass.
+    """
+    connection = target.connection() if isinstance(target, Session) else target
+    head = connection.execute(_SELECT_HEAD).first()
+    recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    rows = _stored_rows(connection, after=start[0])
+    return _verify_rows(watch(rows) if watch else rows, head=recorded, start=start)
 
 
 def events_for_incident(session: Session, *, incident_id: int) -> list[TimelineEvent]:

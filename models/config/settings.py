@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from rearguard.models.config.approvals import ApprovalSettings
+from rearguard.models.config.audit import AuditSettings
 from rearguard.models.config.base import (
     find_config_file,
     load_concern,
@@ -56,6 +57,7 @@ class Settings:
 
     intake: IntakeSettings = field(default_factory=lambda: IntakeSettings())
     exports: ExportSettings = field(default_factory=lambda: ExportSettings())
+    audit: AuditSettings = field(default_factory=lambda: AuditSettings())
 
     @property
     def home(self) -> Path:
@@ -112,6 +114,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         approvals=load_concern(ApprovalSettings, document),
         intake=load_concern(IntakeSettings, document),
         exports=load_concern(ExportSettings, document),
+        audit=load_concern(AuditSettings, document),
     )
     settings.home.mkdir(parents=True, exist_ok=True)
     return settings

@@ -200,6 +200,38 @@ class ChainHead(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed checkpoint of the chain: its signed JSON line, as published to every sink."""
+
+    __tablename__ = "audit_checkpoint"
+
+    number: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = Field(description="the chain head's sequence number it vouches for")
+    hash: str = Field(max_length=64, description="sha256 of the signed payload")
+    record: str = Field(sa_column=Column(Text, nullable=False), description="the signed line")
+
+
+class CheckpointDelivery(SQLModel, table=True):
+    """One checkpoint to one sink: pending until published, retried in checkpoint order."""
+
+    __tablename__ = "checkpoint_delivery"
+
+    number: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sink: str = Field(primary_key=True, max_length=512)
+    published_at: datetime | None = _tz_column(nullable=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class CheckpointIncident(SQLModel, table=True):
+    """A checkpoint that holds an incident's digest: what an export of it carries."""
+
+    __tablename__ = "checkpoint_incident"
+
+    incident_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    number: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+
+
 class NotificationOutbox(SQLModel, table=True):
     """One notification to one destination of one channel, waiting for (or past) delivery.
 

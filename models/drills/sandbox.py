@@ -66,7 +66,7 @@ def sandbox_settings(settings: Settings, home: Path) -> Settings:
     """The application's settings, moved to a sandbox home with its own SQLite database.
 
     Notifications keep the application's file (a drill's messages say DRILL), so that
-    people find them where they look.
+    people find them where they look. Audit checkpoints are off: the sandbox's chain is its own.
     """
     return replace(
         settings,
@@ -78,6 +78,9 @@ def sandbox_settings(settings: Settings, home: Path) -> Settings:
         notifications=settings.notifications.model_copy(
             update={"file": settings.notification_file}
         ),
+        # The sandbox's chain is not the application's: signing its checkpoints into the
+        # application's sinks would break the published sequence of checkpoints.
+        audit=settings.audit.model_copy(update={"signing_key": None, "checkpoint_sinks": []}),
     )
 
 

@@ -259,16 +259,67 @@ def test_tricky_strings_hash_the_documented_way(runtime: Runtime) -> None:
         assert row["hash"] == documented_hash(row)
 
 
-def test_reformatted_but_equal_data_still_verifies(runtime: Runtime) -> None:
-    """The hash covers the content of ``data``, not how its JSON text is laid out."""
+@pytest.mark.parametrize(
+    "relaid",
+    [
+        # Equal content, another layout: the stored text must be the hashed bytes.
+        lambda data: json.dumps(json.loads(data), indent=2, ensure_ascii=True),
+        # A duplicate key: json.loads keeps the last value, SQLite's json_extract the first.
+        lambda data: '{"i":666,' + data[1:],
+    ],
+    ids=["re-laid out", "duplicate key"],
+)
+def test_data_not_stored_canonically_is_named(runtime: Runtime, relaid: Any) -> None:
     append_many(runtime.db, 3)
     second = raw_rows(runtime.db)[1]
-    relaid = json.dumps(json.loads(second["data"]), indent=2, ensure_ascii=True)
-    assert relaid != second["data"]
+    forged = relaid(second["data"])
+    assert forged != second["data"]
 
-    execute(runtime.db, ("UPDATE timeline_event SET data = :d WHERE seq = 2", {"d": relaid}))
+    execute(runtime.db, ("UPDATE timeline_event SET data = :d WHERE seq = 2", {"d": forged}))
+    report = verify(runtime.db)
 
-    assert verify(runtime.db).ok
+    assert report.problem is not None
+    assert report.problem.seq == 2
+    assert "canonical" in report.problem.reason
+    assert report.events == 1
+
+
+def test_duplicate_key_rehashed_the_way_the_shortcut_would_is_still_named(
+    runtime: Runtime,
+) -> None:
+    """A forger who hashes the stored text as spliced (not as the documented rule parses it)."""
+    append_many(runtime.db, 2)
+    last = raw_rows(runtime.db)[-1]
+    forged = '{"i":666,' + last["data"][1:]
+    spliced = canonical({**{n: last[n] for n in HASHED}, "prev_hash": last["prev_hash"], "data": 0})
+    digest = hashlib.sha256(spliced.replace('"data":0', f'"data":{forged}').encode()).hexdigest()
+    execute(
+        runtime.db,
+        (
+            "UPDATE timeline_event SET data = :d, hash = :h WHERE seq = 2",
+            {"d": forged, "h": digest},
+        ),
+        ("UPDATE chain_head SET hash = :h", {"h": digest}),
+    )
+
+    report = verify(runtime.db)
+
+    assert report.problem is not None
+    assert (report.problem.seq, report.events) == (2, 1)
+    assert "canonical" in report.problem.reason
+
+
+@pytest.mark.parametrize("seq", [0, -5])
+def test_an_event_forged_before_the_first_is_named(runtime: Runtime, seq: int) -> None:
+    """An event at seq <= 0 is shown by the timeline views; verify must not overlook it."""
+    append_many(runtime.db, 3)
+    execute(runtime.db, _forged_event_sql(seq=seq, prev_hash=GENESIS))
+
+    report = verify(runtime.db)
+
+    assert report.problem is not None
+    assert report.problem.seq == seq
+    assert "before the chain's first" in report.problem.reason
 
 
 def test_events_from_a_file_name_the_line_of_the_first_bad_one(runtime: Runtime) -> None:

@@ -1,0 +1,59 @@
+"""Settings of the audit chain's signed checkpoints.
+
+```toml
+[audit]
+signing_key = "/etc/rearguard/checkpoint.pem"   # Ed25519 private key, PEM, mode 600
+checkpoint_every = 1000                          # also one every N events (0: only at ends)
+checkpoint_sinks = ["file:///mnt/worm/rearguard-checkpoints.jsonl", "https://audit.example/cp"]
+```
+
+A sink is ``file://PATH`` (JSON lines appended), an ``http(s)://`` URL (a webhook, signed as the
+webhook channel signs, with ``webhook_secret``), or ``webhook`` (the URL and secret of
+``[notifications.webhook]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from rearguard.models.config.base import CommaList, ConcernSettings
+
+SINK_SCHEMES = ("file://", "http://", "https://")
+
+
+class AuditSettings(ConcernSettings):
+    """The ``[audit]`` settings (``REARGUARD_AUDIT_*``)."""
+
+    toml_table: ClassVar[str] = "audit"
+    model_config = SettingsConfigDict(env_prefix="REARGUARD_AUDIT_", extra="ignore")
+
+    signing_key: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM) that signs checkpoints"
+    )
+    checkpoint_every: int = Field(
+        default=0, ge=0, description="also sign a checkpoint every this many events (0: off)"
+    )
+    checkpoint_sinks: CommaList = Field(
+        default_factory=list, description="where checkpoints are published: file://, http(s)://"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret of the http(s):// checkpoint sinks"
+    )
+    publish_timeout_s: float = Field(default=5.0, gt=0, description="per network sink attempt")
+
+    @field_validator("checkpoint_sinks")
+    @classmethod
+    def _known_sinks(cls, value: list[str]) -> list[str]:
+        for sink in value:
+            if sink != "webhook" and not sink.startswith(SINK_SCHEMES):
+                raise ValueError(
+                    f"unknown checkpoint sink {sink!r}: give file://PATH, an http(s):// URL "
+                    "or webhook"
+                )
+            if sink.startswith("file://") and len(sink) == len("file://"):
+                raise ValueError("a file:// checkpoint sink needs a path")
+        return value
