@@ -1,4 +1,5 @@
-"""One human line per step result, for progress output and timelines (no Prefect import)."""
+"""One human line per step result or timeline event, for progress output and timelines (no
+Prefect import)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,33 @@ def describe(name: str, result: dict[str, Any]) -> str:
             return f"{result['event']} queued for {', '.join(result['receipts']) or 'no channel'}"
         case _:
             return ", ".join(f"{k}={v}" for k, v in result.items())
+
+
+def event_summary(action: str, data: dict[str, Any]) -> str:
+    """One line saying what a timeline event recorded (``incident show``, drill runs)."""
+    if "error" in data:
+        return f"failed: {data['error']}"
+    if "result" in data:
+        return describe(data.get("step", action), data["result"])
+    if action.startswith("incident.") and "to" in data:
+        return f"{data['from']} -> {data['to']}" + (f": {data['reason']}" if data["reason"] else "")
+    if action.startswith("version.") or action == "alias.moved":
+        return f"{data.get('from')} -> {data.get('to')}" + (
+            f" ({data['reason']})" if data.get("reason") else ""
+        )
+    if action == "incident.opened":
+        return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
+    if action.startswith("notify."):
+        return ", ".join(data.get("receipts", {}))
+    if action.startswith("approval."):
+        waits = f"waits for {', '.join(data.get('approvers', []))}"
+        detail = (
+            data.get("message")
+            or data.get("comment")
+            or (waits if action == "approval.requested" else "")
+        )
+        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
+    if action == "sweep.found":
+        labels = ", ".join(v["version"] for v in data.get("versions", []))
+        return f"{data.get('incident_type')}: failing {labels}"
+    return ""

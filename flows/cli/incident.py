@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -85,47 +85,6 @@ def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str 
     return (current.label, str(current.status)) if current else (None, None)
 
 
-def production_label(rt: Runtime, asset: str | None) -> str | None:
-    """Where the production alias of an asset points now, per the database."""
-    return production_version(rt, asset)[0]
-
-
-def incident_dict(incident: Incident) -> dict[str, Any]:
-    """A JSON-friendly form of an incident."""
-    return {
-        "id": incident.id,
-        "type": incident.type,
-        "severity": str(incident.severity),
-        "status": str(incident.status),
-        "asset": incident.asset_name,
-        "since": incident.since.isoformat() if incident.since else None,
-        "summary": incident.summary,
-        "source": str(incident.source),
-        "atlas_ids": incident.atlas_ids,
-        "opened_by": incident.opened_by,
-        "opened_at": incident.opened_at.isoformat(),
-        "updated_at": incident.updated_at.isoformat(),
-        "reason": incident.reason,
-        "state": incident.state,
-    }
-
-
-def event_dict(event: TimelineEvent) -> dict[str, Any]:
-    """A JSON-friendly form of a timeline event."""
-    return {
-        "seq": event.seq,
-        "ts": event.ts,
-        "kind": event.kind,
-        "action": event.action,
-        "actor": event.actor,
-        "asset": event.asset,
-        "version": event.version,
-        "data": json.loads(event.data),
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
-
-
 def print_outcome(rt: Runtime, incident: Incident) -> None:
     """Print how an incident ended and where production points (and whether it is trusted)."""
     label, status = production_version(rt, incident.asset_name)
@@ -144,6 +103,8 @@ def print_timeline(events: list[TimelineEvent]) -> None:
     """Print a timeline as a table: one row per event, the step's result in words."""
     from rich import box
     from rich.table import Table
+
+    from rearguard.flows.timeline_text import event_summary
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("#", "time (UTC)", "kind", "action"):
@@ -164,38 +125,6 @@ def print_timeline(events: list[TimelineEvent]) -> None:
             escape(" ".join(p for p in parts if p)),
         )
     out.print(table)
-
-
-def event_summary(action: str, data: dict[str, Any]) -> str:
-    """One line saying what a timeline event recorded."""
-    if "error" in data:
-        return f"failed: {data['error']}"
-    if "result" in data:
-        from rearguard.flows.timeline_text import describe
-
-        return describe(data.get("step", action), data["result"])
-    if action.startswith("incident.") and "to" in data:
-        return f"{data['from']} -> {data['to']}" + (f": {data['reason']}" if data["reason"] else "")
-    if action.startswith("version.") or action == "alias.moved":
-        return f"{data.get('from')} -> {data.get('to')}" + (
-            f" ({data['reason']})" if data.get("reason") else ""
-        )
-    if action == "incident.opened":
-        return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
-    if action.startswith("notify."):
-        return ", ".join(data.get("receipts", {}))
-    if action.startswith("approval."):
-        waits = f"waits for {', '.join(data.get('approvers', []))}"
-        detail = (
-            data.get("message")
-            or data.get("comment")
-            or (waits if action == "approval.requested" else "")
-        )
-        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
-    if action == "sweep.found":
-        labels = ", ".join(v["version"] for v in data.get("versions", []))
-        return f"{data.get('incident_type')}: failing {labels}"
-    return ""
 
 
 def print_diffs(events: list[TimelineEvent]) -> None:
@@ -264,9 +193,13 @@ def open_(
 
 def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
     if json_output:
-        emit_json(
-            {**incident_dict(incident), "production": production_label(rt, incident.asset_name)}
-        )
+        from rearguard.models.incidents.service import incident_now
+
+        with rt.db.read_session() as session:
+            shown = incident_now(
+                session=session, incident=incident, alias=rt.settings.registry.alias
+            )
+        emit_json(shown.json_value())
     else:
         print_outcome(rt, incident)
     # model_theft ends contained: nothing is restored, the credentials are rotated.
@@ -288,7 +221,9 @@ def list_(
     with rt.db.read_session() as session:
         incidents = list_incidents(session=session, include_drills=drills)
     if json_output:
-        emit_json([incident_dict(i) for i in incidents])
+        from rearguard.models.schemas import IncidentRead
+
+        emit_json([IncidentRead.of(i).json_value() for i in incidents])
         return
     if not incidents:
         err.print("no incidents")
@@ -316,21 +251,19 @@ def show(
 ) -> None:
     """Show an incident and its timeline."""
     from rearguard.models.audit.chain import events_for_incident
-    from rearguard.models.incidents.service import get_incident
+    from rearguard.models.incidents.service import get_incident, incident_detail
 
     rt = runtime()
+    if json_output:
+        with rt.db.read_session() as session:
+            detail = incident_detail(
+                session=session, incident_id=incident_id, alias=rt.settings.registry.alias
+            )
+        emit_json(detail.json_value())
+        return
     with rt.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         events = events_for_incident(session=session, incident_id=incident_id)
-    if json_output:
-        emit_json(
-            {
-                **incident_dict(incident),
-                "production": production_label(rt, incident.asset_name),
-                "timeline": [event_dict(e) for e in events],
-            }
-        )
-        return
     out.print(
         f"[bold]incident {incident.id}[/] {incident.type} {incident.severity} "
         f"[{status_style(str(incident.status))}]{incident.status}[/] on "

@@ -17,13 +17,14 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List playbooks with their ATLAS techniques, Code of Practice provisions and steps."""
+    from rearguard.models.schemas import PlaybookRead
     from rearguard.playbooks.catalog import all_playbooks
 
     playbooks, problems = all_playbooks()
     for problem in problems:
         err.print(f"[yellow]warning:[/] {escape(problem.line())}")
     if json_output:
-        emit_json([spec.as_dict() for spec in playbooks.values()])
+        emit_json([PlaybookRead.of(spec).json_value() for spec in playbooks.values()])
         return
     from rich.table import Table
 
