@@ -188,10 +188,11 @@ def open_(
     if not json_output:
         err.print(f"incident {incident_id} opened ({type}, {severity}); running its playbook")
     incident = run_with_progress(rt, incident_id, quiet=json_output)
-    _finish(rt, incident, json_output)
+    show_end(rt, incident, json_output)
 
 
-def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
+def show_end(rt: Runtime, incident: Incident, json_output: bool) -> None:
+    """Print how a playbook run ended (or its incident as JSON); exit 1 unless it succeeded."""
     if json_output:
         from rearguard.models.incidents.service import incident_now
 

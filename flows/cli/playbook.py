@@ -46,7 +46,7 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
-    from rearguard.flows.cli.incident import _finish, run_with_progress
+    from rearguard.flows.cli.incident import run_with_progress, show_end
     from rearguard.models.incidents.service import get_incident
 
     rt = runtime()
@@ -58,4 +58,4 @@ def run(
         raise UsageError(f"incident {incident} is resolved; open a new incident instead")
     if not json_output:
         err.print(f"running the {found.type} playbook for incident {incident}")
-    _finish(rt, run_with_progress(rt, incident, quiet=json_output), json_output)
+    show_end(rt, run_with_progress(rt, incident, quiet=json_output), json_output)
