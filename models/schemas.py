@@ -25,6 +25,7 @@ from rearguard.models.db.tables import (
     Drill,
     DrillRun,
     Incident,
+    NotificationOutbox,
     TimelineEvent,
 )
 from rearguard.models.enums import AssetKind, IncidentSource, IncidentStatus, Severity
@@ -468,4 +469,41 @@ class PlaybookRead(ReadSchema):
             asset_kinds=list(spec.asset_kinds),
             inputs=[str(i) for i in spec.inputs],
             drill_aims_for=spec.drill.aims_for if spec.drill else None,
+        )
+
+
+class NotificationRead(ReadSchema):
+    """One message of the notification outbox (its render context left out)."""
+
+    id: int
+    incident_id: int | None
+    event: str
+    channel: str
+    destination: str
+    status: str = Field(description="pending, sending, delivered or failed")
+    attempts: int
+    in_doubt: bool = Field(description="a send may have reached the channel")
+    next_attempt_at: IsoTime | None
+    last_error: str | None
+    receipt: Any = Field(description="what the channel answered, when it was delivered")
+    created_at: IsoTime
+    delivered_at: IsoTime | None
+
+    @classmethod
+    def of(cls, row: NotificationOutbox) -> NotificationRead:
+        """The read form of an outbox row."""
+        return cls(
+            id=int(row.id or 0),
+            incident_id=row.incident_id,
+            event=row.event,
+            channel=row.channel,
+            destination=row.destination,
+            status=row.status,
+            attempts=row.attempts,
+            in_doubt=row.in_doubt,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+            receipt=json.loads(row.receipt) if row.receipt else None,
+            created_at=row.created_at,
+            delivered_at=row.delivered_at,
         )
