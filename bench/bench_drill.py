@@ -112,14 +112,16 @@ def time_drill(workspace: Workspace) -> float:
 
 def time_sandbox_parts(workspace: Workspace) -> tuple[float, float]:
     """Building a sandbox and injecting the compromise, timed apart on a fresh home."""
-    from rearguard.models.drills.injectors import get_drill_kind
     from rearguard.models.drills.sandbox import create_sandbox
+    from rearguard.models.incidents.types import INCIDENT_TYPES
 
     rt = open_runtime(workspace.fresh_home())
     started = time.perf_counter()
     sandbox = create_sandbox(runtime=rt, asset=ASSET, name="bench")
     built = time.perf_counter()
-    get_drill_kind("model_compromise").inject(runtime=sandbox.runtime, asset=ASSET)
+    INCIDENT_TYPES["model_compromise"].drill_rule().inject(
+        playbook="model_compromise", runtime=sandbox.runtime, asset=ASSET
+    )
     injected = time.perf_counter()
     sandbox.close(remove=True)
     rt.db.dispose()

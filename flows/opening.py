@@ -55,19 +55,19 @@ def open_and_record(
     from rearguard.models.assets.versions import get_asset
     from rearguard.models.errors import UsageError
     from rearguard.models.incidents.service import open_asset_incident, open_incident, parse_since
-    from rearguard.playbooks.catalog import get_playbook
+    from rearguard.playbooks.catalog import Input, get_playbook
 
     spec = get_playbook(type)
     moment = parse_since(since)
     state: dict[str, Any] = {}
-    if "digest|file" in spec.inputs:
+    if spec.needs(Input.DIGEST):
         from rearguard.models.assets.denylist import digest_of_file, parse_digest
 
         if (digest is None) == (file is None):
             raise UsageError(f"{type} needs one of --digest SHA256 or --file PATH")
         state["digest"] = parse_digest(digest) if digest is not None else digest_of_file(file)  # type: ignore[arg-type]
-    elif "dataset" in spec.inputs:
-        if not dataset or moment is None:
+    elif spec.needs(Input.DATASET):
+        if not dataset or (spec.needs(Input.SINCE) and moment is None):
             raise UsageError(f"{type} needs --dataset NAME and --since ISO8601")
     elif not asset:
         raise UsageError(f"{type} needs --asset NAME")

@@ -14,7 +14,7 @@ from rearguard.models.db.tables import Incident
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime, bound_runtime
-from rearguard.playbooks.catalog import PlaybookSpec, get_playbook
+from rearguard.playbooks.catalog import PlaybookSpec, get_playbook, load_flow
 
 # Defaults for the embedded mode; a user's own PREFECT_* settings always win.
 _PREFECT_DEFAULTS = {
@@ -76,7 +76,7 @@ def warm_up() -> None:
     from rearguard.playbooks.catalog import CATALOG
 
     for spec in CATALOG.values():
-        spec.load()
+        load_flow(spec)
     if uses_temporary_server():
         return  # a temporary server would be started, and stopped, for nothing
 
@@ -136,7 +136,7 @@ def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     configure_prefect()
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
-    playbook = get_playbook(incident.type).load()
+    playbook = load_flow(get_playbook(incident.type))
     # A drill's incident ids are its sandbox's; its flow runs say so in Prefect's UI.
     prefix = f"drill-{runtime.settings.home.name}-" if runtime.drill else ""
     named = playbook.with_options(flow_run_name=f"{prefix}incident-{incident_id}")
@@ -156,7 +156,7 @@ def deployment_name(spec: PlaybookSpec) -> str:
     Raises:
         ConfigurationError: the playbook's flow cannot be imported.
     """
-    return f"{spec.load().name}/{spec.type}"
+    return f"{load_flow(spec).name}/{spec.type}"
 
 
 def queue_playbook_run(*, runtime: Runtime, incident_id: int) -> str:

@@ -178,3 +178,20 @@ def production_in_db(runtime: Runtime, asset: str) -> str | None:
 def production_on_disk(runtime: Runtime, asset: str) -> str | None:
     """Where the production alias points according to the registry's symlink."""
     return runtime.registry.read_alias(asset=asset, alias=ALIAS)
+
+
+def catalog_steps(runtime: Runtime, incident_id: int) -> list[str]:
+    """The steps an incident's timeline recorded, named as the catalog lists them, in order of
+    their first run (a playbook's loop over several assets repeats its steps)."""
+    from rearguard.models.audit.chain import events_for_incident
+    from rearguard.models.incidents.types import step_name
+
+    with runtime.db.read_session() as session:
+        events = events_for_incident(session=session, incident_id=incident_id)
+    steps: list[str] = []
+    for event in events:
+        if event.kind == "intent":
+            name = step_name(event.action, json.loads(event.data).get("arguments") or {})
+            if name not in steps:
+                steps.append(name)
+    return steps

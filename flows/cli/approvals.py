@@ -32,13 +32,13 @@ def approve(
 ) -> None:
     """Approve (or deny) the step an incident's playbook is waiting on."""
     from rearguard.flows.approvals.decide import answer
-    from rearguard.models.incidents.approvals import request_dict
+    from rearguard.models.schemas import ApprovalRequestRead
 
     decided = answer(
         runtime=runtime(ctx), incident_id=incident, approver=as_, approve=not deny, comment=comment
     )
     if json_output:
-        emit_json(request_dict(decided))
+        emit_json(ApprovalRequestRead.of(decided).json_value())
         return
     style = status_style("recovered" if decided.status == "approved" else "failed")
     out.print(
@@ -56,12 +56,13 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List approval requests, newest first; a pending one past its deadline says overdue."""
-    from rearguard.models.incidents.approvals import PENDING, list_requests, request_dict
+    from rearguard.models.incidents.approvals import PENDING, list_requests
+    from rearguard.models.schemas import ApprovalRequestRead
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
         rows = [
-            request_dict(r)
+            ApprovalRequestRead.of(r)
             for r in list_requests(
                 session=session,
                 status=PENDING if pending else None,
@@ -70,7 +71,7 @@ def list_(
             )
         ]
     if json_output:
-        emit_json(rows)
+        emit_json([r.json_value() for r in rows])
         return
     if not rows:
         err.print("no approval requests")
@@ -79,21 +80,21 @@ def list_(
 
     table = Table("id", "incident", "step", "round", "status", "approvers", "deadline", "detail")
     for row in rows:
-        status = "overdue" if row["overdue"] else row["status"]
+        status = "overdue" if row.overdue else row.status
         style = {"approved": "green", "pending": "yellow"}.get(status, "red")
         detail = ""
-        if row["decided_by"]:
-            detail = f"by {row['decided_by']}" + (f": {row['comment']}" if row["comment"] else "")
+        if row.decided_by:
+            detail = f"by {row.decided_by}" + (f": {row.comment}" if row.comment else "")
         elif status in ("pending", "overdue"):
-            detail = f"then {row['on_timeout']}"
+            detail = f"then {row.on_timeout}"
         table.add_row(
-            str(row["id"]),
-            str(row["incident_id"]),
-            escape(row["step"]),
-            str(row["round"]),
+            str(row.id),
+            str(row.incident_id),
+            escape(row.step),
+            str(row.round),
             f"[{style}]{status}[/]",
-            escape(", ".join(row["approvers"])),
-            row["deadline"],
+            escape(", ".join(row.approvers)),
+            row.json_value()["deadline"],
             escape(detail),
         )
     out.print(table)

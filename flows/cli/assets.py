@@ -197,25 +197,26 @@ def import_(
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List assets with their production version and version counts."""
     from rearguard.models.assets.versions import alias_version, list_assets, list_versions
+    from rearguard.models.schemas import AssetSummary
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
-    rows: list[dict[str, Any]] = []
+    rows: list[AssetSummary] = []
     with rt.db.read_session() as session:
         for asset in list_assets(session=session):
             versions = list_versions(session=session, asset=asset)
             current = alias_version(session=session, asset=asset, alias=alias)
             rows.append(
-                {
-                    "name": asset.name,
-                    "kind": str(asset.kind),
-                    alias: current.label if current else None,
-                    "versions": len(versions),
-                    "known_good": sum(v.status == "known_good" for v in versions),
-                }
+                AssetSummary(
+                    name=asset.name,
+                    kind=asset.kind,
+                    production=current.label if current else None,
+                    versions=len(versions),
+                    known_good=sum(v.status == "known_good" for v in versions),
+                )
             )
     if json_output:
-        emit_json(rows)
+        emit_json([r.json_value() for r in rows])
         return
     if not rows:
         err.print("no assets registered yet; start with `rearguard assets register`")
@@ -225,11 +226,11 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     table = Table("asset", "kind", alias, "versions", "known-good")
     for row in rows:
         table.add_row(
-            escape(row["name"]),
-            row["kind"],
-            escape(row[alias] or "-"),
-            str(row["versions"]),
-            str(row["known_good"]),
+            escape(row.name),
+            str(row.kind),
+            escape(row.production or "-"),
+            str(row.versions),
+            str(row.known_good),
         )
     out.print(table)
 
@@ -247,32 +248,34 @@ def show(
     alias = rt.settings.registry.alias
     with rt.db.read_session() as session:
         described = describe_asset(
-            session=session, asset=get_asset(session=session, name=name), alias=alias
+            session=session,
+            asset=get_asset(session=session, name=name),
+            alias=alias,
+            alias_location=str(rt.registry.alias_location(asset=name, alias=alias)),
         )
-    described["alias_location"] = str(rt.registry.alias_location(asset=name, alias=alias))
     if json_output:
-        emit_json(described)
+        emit_json(described.json_value())
         return
     from rich.table import Table
 
-    current = described[alias]
+    current = described.production
     out.print(
-        f"[bold]{escape(name)}[/] ({described['kind']}); {alias}: "
+        f"[bold]{escape(name)}[/] ({described.kind}); {alias}: "
         f"[bold]{escape(current or '(none)')}[/]"
     )
-    if described["validate_command"]:
-        out.print(f"validation: {escape(described['validate_command'])}")
+    if described.validate_command:
+        out.print(f"validation: {escape(described.validate_command)}")
     table = Table("version", "status", "digest", "files", "bytes", "registered", "approved by")
-    for v in described["versions"]:
-        marker = f" ← {alias}" if v["label"] == current else ""
+    for v in described.versions:
+        marker = f" ← {alias}" if v.label == current else ""
         table.add_row(
-            escape(v["label"]) + marker,
-            f"[{status_style(v['status'])}]{v['status']}[/]",
-            v["digest"][:16] + "…",
-            str(v["files"]),
-            str(v["bytes"]),
-            (v["registered_at"] or "")[:19],
-            escape(v["approved_by"] or "-"),
+            escape(v.label) + marker,
+            f"[{status_style(v.status)}]{v.status}[/]",
+            v.digest[:16] + "…",
+            str(v.files),
+            str(v.bytes),
+            v.registered_at.isoformat()[:19] if v.registered_at else "",
+            escape(v.approved_by or "-"),
         )
     out.print(table)
 

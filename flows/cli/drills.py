@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,29 +11,9 @@ from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
-    from rearguard.models.db.tables import Drill, DrillRun
+    from rearguard.models.db.tables import DrillRun
 
 app = typer.Typer(help="Recovery drills: the real playbooks, on a sandbox, on a schedule.")
-
-
-def drill_dict(drill: Drill) -> dict[str, Any]:
-    """A JSON-friendly form of a drill, with its next fire time."""
-    from datetime import UTC, datetime
-
-    from rearguard.models.drills.service import parse_cron
-
-    upcoming = parse_cron(drill.cron, drill.timezone).get_next_fire_time(None, datetime.now(UTC))
-    return {
-        "name": drill.name,
-        "playbook": drill.playbook,
-        "asset": drill.asset_name,
-        "cron": drill.cron,
-        "timezone": drill.timezone,
-        "rto_s": drill.rto_s,
-        "next_run": upcoming.isoformat() if upcoming else None,
-        "created_by": drill.created_by,
-        "created_at": drill.created_at.isoformat(),
-    }
 
 
 @app.command("add")
@@ -52,7 +32,7 @@ def add(
     json_output: JsonOption = False,
 ) -> None:
     """Schedule a drill of a playbook on an asset."""
-    from rearguard.models.drills.service import add_drill, parse_duration
+    from rearguard.models.drills.service import add_drill, describe_drill, parse_duration
 
     rt = runtime(ctx)
     rto_s = parse_duration(rto) if rto is not None else None
@@ -67,26 +47,27 @@ def add(
             rto_s=rto_s,
             actor=rt.settings.core.actor,
         )
-        shown = drill_dict(drill)
+        shown = describe_drill(drill)
     if json_output:
-        emit_json(shown)
+        emit_json(shown.json_value())
         return
+    next_run = shown.next_run.isoformat() if shown.next_run else None
     out.print(
         f"drill {escape(name)}: {playbook} on {escape(asset)}, {escape(cron)} "
-        f"({shown['timezone']}); next run {shown['next_run']}"
+        f"({shown.timezone}); next run {next_run}"
     )
 
 
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List drills and when each runs next."""
-    from rearguard.models.drills.service import list_drills
+    from rearguard.models.drills.service import describe_drill, list_drills
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
-        drills = [drill_dict(d) for d in list_drills(session=session)]
+        drills = [describe_drill(d) for d in list_drills(session=session)]
     if json_output:
-        emit_json(drills)
+        emit_json([d.json_value() for d in drills])
         return
     if not drills:
         err.print("no drills; add one with `rearguard drills add`")
@@ -96,13 +77,13 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     table = Table("name", "playbook", "asset", "cron", "timezone", "RTO", "next run (UTC)")
     for d in drills:
         table.add_row(
-            escape(d["name"]),
-            d["playbook"],
-            escape(d["asset"]),
-            escape(d["cron"]),
-            d["timezone"],
-            f"{d['rto_s']:g}s" if d["rto_s"] else "-",
-            (d["next_run"] or "-")[:19],
+            escape(d.name),
+            d.playbook,
+            escape(d.asset),
+            escape(d.cron),
+            d.timezone,
+            f"{d.rto_s:g}s" if d.rto_s else "-",
+            d.next_run.isoformat()[:19] if d.next_run else "-",
         )
     out.print(table)
 
@@ -128,7 +109,7 @@ def run(
     from rearguard.flows.cli.incident import run_with_progress
     from rearguard.flows.drills.run import run_drill
     from rearguard.flows.run_playbook import configure_prefect
-    from rearguard.models.drills.service import run_dict
+    from rearguard.models.schemas import DrillRunRead
 
     rt = runtime(ctx)
     # The sandbox has a home of its own: a serve's Prefect server is found from this one.
@@ -141,7 +122,7 @@ def run(
         run=lambda sandbox, incident_id: run_with_progress(sandbox, incident_id, quiet=json_output),
     )
     if json_output:
-        emit_json(run_dict(record))
+        emit_json(DrillRunRead.of(record).json_value())
     else:
         print_run(record)
     if record.status != "pass":
@@ -175,14 +156,16 @@ def history(
     json_output: JsonOption = False,
 ) -> None:
     """Drill runs, newest first, with the success rate and recovery times per playbook."""
-    from rearguard.models.drills.service import list_runs, run_dict, summarise
+    from rearguard.models.drills.service import list_runs, summarise
+    from rearguard.models.schemas import DrillHistory, DrillRunRead
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
         runs = list_runs(session=session, name=name)
     summary = summarise(runs)
     if json_output:
-        emit_json({"summary": summary, "runs": [run_dict(r) for r in runs]})
+        shown = DrillHistory(summary=summary, runs=[DrillRunRead.of(r) for r in runs])
+        emit_json(shown.json_value())
         return
     if not runs:
         err.print("no drill runs yet")
@@ -203,13 +186,13 @@ def history(
         )
     out.print(table)
     for s in summary:
-        times = s["recovery_s"]
+        times = s.recovery_s
         spread = (
-            f"recovery min/median/max {times['min']}/{times['median']}/{times['max']} s"
+            f"recovery min/median/max {times.min}/{times.median}/{times.max} s"
             if times
             else "no recovery yet"
         )
         out.print(
-            f"{s['playbook']} on {escape(s['asset'])}: {s['passed']}/{s['runs']} passed "
-            f"({s['success_rate']:.0%}; {s['missed']} missed); {spread}"
+            f"{s.playbook} on {escape(s.asset)}: {s.passed}/{s.runs} passed "
+            f"({s.success_rate:.0%}; {s.missed} missed); {spread}"
         )

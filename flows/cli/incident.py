@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -83,47 +83,6 @@ def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str 
             alias=rt.settings.registry.alias,
         )
     return (current.label, str(current.status)) if current else (None, None)
-
-
-def production_label(rt: Runtime, asset: str | None) -> str | None:
-    """Where the production alias of an asset points now, per the database."""
-    return production_version(rt, asset)[0]
-
-
-def incident_dict(incident: Incident) -> dict[str, Any]:
-    """A JSON-friendly form of an incident."""
-    return {
-        "id": incident.id,
-        "type": incident.type,
-        "severity": str(incident.severity),
-        "status": str(incident.status),
-        "asset": incident.asset_name,
-        "since": incident.since.isoformat() if incident.since else None,
-        "summary": incident.summary,
-        "source": str(incident.source),
-        "atlas_ids": incident.atlas_ids,
-        "opened_by": incident.opened_by,
-        "opened_at": incident.opened_at.isoformat(),
-        "updated_at": incident.updated_at.isoformat(),
-        "reason": incident.reason,
-        "state": incident.state,
-    }
-
-
-def event_dict(event: TimelineEvent) -> dict[str, Any]:
-    """A JSON-friendly form of a timeline event."""
-    return {
-        "seq": event.seq,
-        "ts": event.ts,
-        "kind": event.kind,
-        "action": event.action,
-        "actor": event.actor,
-        "asset": event.asset,
-        "version": event.version,
-        "data": json.loads(event.data),
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
 
 
 def print_outcome(rt: Runtime, incident: Incident) -> None:
@@ -232,14 +191,19 @@ def open_(
     if not json_output:
         err.print(f"incident {incident_id} opened ({type}, {severity}); running its playbook")
     incident = run_with_progress(rt, incident_id, quiet=json_output)
-    _finish(rt, incident, json_output)
+    show_end(rt, incident, json_output)
 
 
-def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
+def show_end(rt: Runtime, incident: Incident, json_output: bool) -> None:
+    """Print how a playbook run ended (or its incident as JSON); exit 1 unless it succeeded."""
     if json_output:
-        emit_json(
-            {**incident_dict(incident), "production": production_label(rt, incident.asset_name)}
-        )
+        from rearguard.models.incidents.service import incident_now
+
+        with rt.db.read_session() as session:
+            shown = incident_now(
+                session=session, incident=incident, alias=rt.settings.registry.alias
+            )
+        emit_json(shown.json_value())
     else:
         print_outcome(rt, incident)
     # model_theft ends contained: nothing is restored, the credentials are rotated.
@@ -262,7 +226,9 @@ def list_(
     with rt.db.read_session() as session:
         incidents = list_incidents(session=session, include_drills=drills)
     if json_output:
-        emit_json([incident_dict(i) for i in incidents])
+        from rearguard.models.schemas import IncidentRead
+
+        emit_json([IncidentRead.of(i).json_value() for i in incidents])
         return
     if not incidents:
         err.print("no incidents")
@@ -291,21 +257,19 @@ def show(
 ) -> None:
     """Show an incident and its timeline."""
     from rearguard.models.audit.chain import events_for_incident
-    from rearguard.models.incidents.service import get_incident
+    from rearguard.models.incidents.service import get_incident, incident_detail
 
     rt = runtime(ctx)
+    if json_output:
+        with rt.db.read_session() as session:
+            detail = incident_detail(
+                session=session, incident_id=incident_id, alias=rt.settings.registry.alias
+            )
+        emit_json(detail.json_value())
+        return
     with rt.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         events = events_for_incident(session=session, incident_id=incident_id)
-    if json_output:
-        emit_json(
-            {
-                **incident_dict(incident),
-                "production": production_label(rt, incident.asset_name),
-                "timeline": [event_dict(e) for e in events],
-            }
-        )
-        return
     out.print(
         f"[bold]incident {incident.id}[/] {incident.type} {incident.severity} "
         f"[{status_style(str(incident.status))}]{incident.status}[/] on "

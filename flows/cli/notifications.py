@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,31 +17,7 @@ from rearguard.flows.cli.context import (
     runtime,
 )
 
-if TYPE_CHECKING:
-    from rearguard.models.db.tables import NotificationOutbox
-
 app = typer.Typer(help="The notification outbox: what was delivered, what waits, what failed.")
-
-
-def outbox_dict(row: NotificationOutbox) -> dict[str, Any]:
-    """A JSON-friendly form of an outbox row (its render context left out)."""
-    import json
-
-    return {
-        "id": row.id,
-        "incident_id": row.incident_id,
-        "event": row.event,
-        "channel": row.channel,
-        "destination": row.destination,
-        "status": row.status,
-        "attempts": row.attempts,
-        "in_doubt": row.in_doubt,
-        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
-        "last_error": row.last_error,
-        "receipt": json.loads(row.receipt) if row.receipt else None,
-        "created_at": row.created_at.isoformat(),
-        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
-    }
 
 
 @app.command("list")
@@ -70,7 +46,9 @@ def list_(
                 key=lambda r: -(r.id or 0),
             )
     if json_output:
-        emit_json([outbox_dict(r) for r in rows])
+        from rearguard.models.schemas import NotificationRead
+
+        emit_json([NotificationRead.of(r).json_value() for r in rows])
         return
     if not rows:
         err.print("no notifications")

@@ -17,13 +17,14 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List playbooks with their ATLAS techniques, Code of Practice provisions and steps."""
+    from rearguard.models.schemas import PlaybookRead
     from rearguard.playbooks.catalog import all_playbooks
 
     playbooks, problems = all_playbooks()
     for problem in problems:
         err.print(f"[yellow]warning:[/] {escape(problem.line())}")
     if json_output:
-        emit_json([spec.as_dict() for spec in playbooks.values()])
+        emit_json([PlaybookRead.of(spec).json_value() for spec in playbooks.values()])
         return
     from rich.table import Table
 
@@ -46,7 +47,7 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
-    from rearguard.flows.cli.incident import _finish, run_with_progress
+    from rearguard.flows.cli.incident import run_with_progress, show_end
     from rearguard.models.incidents.service import get_incident
 
     rt = runtime(ctx)
@@ -58,4 +59,4 @@ def run(
         raise UsageError(f"incident {incident} is resolved; open a new incident instead")
     if not json_output:
         err.print(f"running the {found.type} playbook for incident {incident}")
-    _finish(rt, run_with_progress(rt, incident, quiet=json_output), json_output)
+    show_end(rt, run_with_progress(rt, incident, quiet=json_output), json_output)

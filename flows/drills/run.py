@@ -22,6 +22,7 @@ from rearguard.models.db.tables import DrillRun, Incident, TimelineEvent
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.runtime import Runtime
+from rearguard.playbooks.catalog import get_playbook
 
 PlaybookRunner = Callable[[Runtime, int], Incident]
 """Runs an incident's playbook to its end on a runtime (the CLI's prints its progress)."""
@@ -77,7 +78,6 @@ def run_drill(
 def _open_drill_incident(session: Session, playbook: str, asset: str, name: str) -> Incident:
     """The application's record of the drill: an incident of source ``drill``."""
     from rearguard.models.incidents.service import open_incident
-    from rearguard.playbooks.catalog import get_playbook
 
     return open_incident(
         session=session,
@@ -97,16 +97,15 @@ def _exercise(
 ) -> dict[str, Any]:
     """Build the sandbox, inject, run the playbook; return the fields of the run's result."""
     from rearguard.flows.opening import open_and_record
-    from rearguard.models.drills.injectors import get_drill_kind
     from rearguard.models.drills.sandbox import create_sandbox
 
     result: dict[str, Any] = {"status": "fail"}
     sandbox = None
     try:
-        kind = get_drill_kind(playbook)
+        rule = get_playbook(playbook).drill_rule()
         sandbox = create_sandbox(runtime=runtime, asset=asset, name=f"run-{record.id}")
         result["sandbox"] = str(sandbox.home)
-        injected = kind.inject(runtime=sandbox.runtime, asset=asset)
+        injected = rule.inject(playbook=playbook, runtime=sandbox.runtime, asset=asset)
         result["injected"] = injected
         inputs = {"asset": asset, "since": None, **injected.get("incident", {})}
         incident_id = open_and_record(
@@ -121,12 +120,12 @@ def _exercise(
         )
         result["sandbox_incident_id"] = incident_id
         ended = run(sandbox.runtime, incident_id)
-        result.update(_read_sandbox(sandbox.runtime, incident_id, kind.aims_for))
-        if ended.status == kind.aims_for:
+        result.update(_read_sandbox(sandbox.runtime, incident_id, rule.aims_for))
+        if ended.status == rule.aims_for:
             result["status"] = "pass"
         else:
             result["reason"] = (
-                ended.reason or f"the playbook ended {ended.status}, not {kind.aims_for}"
+                ended.reason or f"the playbook ended {ended.status}, not {rule.aims_for}"
             )
     except RearguardError as exc:
         result["reason"] = f"the drill could not run: {exc.message}"
@@ -195,7 +194,6 @@ def _moment(event: TimelineEvent) -> datetime:
 
 def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any]) -> DrillRun:
     """Judge the result against the RTO, record it, and tell people."""
-    from rearguard.models.drills.injectors import get_drill_kind
     from rearguard.models.drills.service import finish_run
     from rearguard.models.incidents.service import get_incident, set_incident_status
     from rearguard.notifications.notify import deliver_after_run
@@ -212,6 +210,8 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
             f"recovered in {result['recovery_s']} s, over the RTO of {record.rto_s:g} s"
         )
     passed = result["status"] == "pass"
+    # A pass means the playbook reached its aim, so the drill incident ends there too.
+    ends = get_playbook(record.playbook).drill_rule().aims_for if passed else IncidentStatus.FAILED
     with runtime.db.session() as session:
         record = session.merge(record)
         finish_run(session=session, run=record, **result)
@@ -219,8 +219,7 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
         set_incident_status(
             session=session,
             incident=incident,
-            # A pass means the playbook reached its aim, so the drill incident ends there too.
-            status=get_drill_kind(record.playbook).aims_for if passed else IncidentStatus.FAILED,
+            status=ends,
             actor=f"drill:{name}",
             reason=result.get("reason"),
         )

@@ -26,7 +26,9 @@ from sqlmodel import select
 from rearguard.flows.timeline_text import describe_event
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_text, redact_value
 from rearguard.models.db.engine import Database
-from rearguard.models.db.tables import Alias, Asset, AssetVersion, Incident, TimelineEvent
+from rearguard.models.db.tables import Alias, Asset, AssetVersion, TimelineEvent
+from rearguard.models.errors import NotFoundError
+from rearguard.models.incidents.types import ExportProfile, IncidentType, get_incident_type
 from rearguard.models.recovery.results import (
     IntegrityReport,
     Quarantined,
@@ -34,7 +36,7 @@ from rearguard.models.recovery.results import (
     StepResult,
     outcome_result,
 )
-from rearguard.playbooks.catalog import CATALOG
+from rearguard.models.schemas import IncidentRead
 
 _EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
 ROW_COLUMNS = (
@@ -69,28 +71,6 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class IncidentView:
-    """The incident row, redacted, as the exports show it."""
-
-    id: int
-    type: str
-    severity: str
-    status: str
-    source: str
-    asset: str | None
-    since: datetime | None
-    summary: str
-    reason: str | None
-    opened_by: str
-    opened_at: datetime
-    updated_at: datetime
-    atlas_ids: tuple[str, ...]
-    dedup_key: str | None
-    compromised: str | None
-    selected: str | None
 
 
 class EventView(NamedTuple):
@@ -238,11 +218,12 @@ class IncidentFacts:
     """Everything the exports say about one incident, except the events themselves."""
 
     db: Database
-    incident: IncidentView
+    incident: IncidentRead
     alias: str
     asset_kind: str | None
     playbook_title: str | None
     provisions: tuple[str, ...]
+    profile: ExportProfile
     versions: list[VersionFacts]
     milestones: Milestones
     exposure: Exposure | None
@@ -425,17 +406,6 @@ def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) ->
             yield from partition
 
 
-def incidents_between(db: Database, *, from_seq: int, to_seq: int) -> list[int | None]:
-    """The incidents that events ``from_seq..to_seq`` belong to, sorted; None for events of no
-    incident (registrations, approvals of versions). What a ``gap`` of an export withholds."""
-    statement = (
-        select(_EVENTS.c.incident_id).where(_EVENTS.c.seq.between(from_seq, to_seq)).distinct()
-    )
-    with db.read_session() as session:
-        found = set(session.connection().execute(statement).scalars())
-    return sorted(found, key=lambda value: -1 if value is None else value)
-
-
 def event_view(row: Row[Any]) -> EventView:
     """Redact and describe one stored event."""
     seq, ts, _, kind, action, actor, asset, version, data_text, prev_hash, digest = row
@@ -483,7 +453,7 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
 
     with db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
-        view = _incident_view(incident)
+        view = IncidentRead.of(incident).redacted()
     gather = _Gatherer(view, alias)
     for row in iter_rows(db, incident_id):
         gather.add(row)
@@ -497,7 +467,7 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
         versions = _versions(session, asset, gather) if asset else []
         production_now = _alias_label(session, asset, alias) if asset else None
         exposure = _exposure(session, view, gather, alias) if asset and view.compromised else None
-    spec = CATALOG.get(view.type)
+    spec = _type_entry(view.type)
     return IncidentFacts(
         db=db,
         incident=view,
@@ -505,6 +475,7 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
         asset_kind=str(asset.kind) if asset else None,
         playbook_title=spec.title if spec else None,
         provisions=spec.provisions if spec else (),
+        profile=spec.profile if spec else ExportProfile(),
         versions=versions,
         milestones=gather.milestones,
         exposure=exposure,
@@ -527,31 +498,12 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
     )
 
 
-def _incident_view(incident: Incident) -> IncidentView:
-    state = incident.state or {}
-
-    def label(key: str) -> str | None:
-        value = state.get(key)
-        return redact_text(str(value)) if value else None
-
-    return IncidentView(
-        id=int(incident.id or 0),
-        type=incident.type,
-        severity=str(incident.severity),
-        status=str(incident.status),
-        source=str(incident.source),
-        asset=incident.asset_name,
-        since=incident.since,
-        summary=redact_text(incident.summary or ""),
-        reason=redact_text(incident.reason) if incident.reason else None,
-        opened_by=redact_text(incident.opened_by),
-        opened_at=incident.opened_at,
-        updated_at=incident.updated_at,
-        atlas_ids=tuple(incident.atlas_ids or ()),
-        dedup_key=redact_text(incident.dedup_key) if incident.dedup_key else None,
-        compromised=label("compromised"),
-        selected=label("selected"),
-    )
+def _type_entry(incident_type: str) -> IncidentType | None:
+    # An incident of a plug-in type since uninstalled is still exported, generically.
+    try:
+        return get_incident_type(incident_type)
+    except NotFoundError:
+        return None
 
 
 # Actions whose data the first pass reads; the rest are counted and timed only.
@@ -561,7 +513,7 @@ _STATE_PREFIXES = ("incident.", "version.", "alias.", "notify.")
 class _Gatherer:
     """The first pass over a timeline: everything but the events themselves."""
 
-    def __init__(self, incident: IncidentView, alias: str) -> None:
+    def __init__(self, incident: IncidentRead, alias: str) -> None:
         self.incident = incident
         self.alias = alias
         self.count = 0
@@ -757,7 +709,7 @@ def _alias_label(session: Any, asset: Asset, alias: str) -> str | None:
     return version.label if version else None
 
 
-def _exposure(session: Any, incident: IncidentView, gather: _Gatherer, alias: str) -> Exposure:
+def _exposure(session: Any, incident: IncidentRead, gather: _Gatherer, alias: str) -> Exposure:
     """From the alias move that put the compromised version in production to the rollback."""
     label = incident.compromised
     assert label is not None
@@ -786,3 +738,14 @@ def _exposure(session: Any, incident: IncidentView, gather: _Gatherer, alias: st
         end_seq=gather.rollback_seq,
         moved_in_by=redact_text(start[2]) if start else None,
     )
+
+
+def incidents_between(db: Database, *, from_seq: int, to_seq: int) -> list[int | None]:
+    """The incidents that events ``from_seq..to_seq`` belong to, sorted; None for events of no
+    incident (registrations, approvals of versions). What a ``gap`` of an export withholds."""
+    statement = (
+        select(_EVENTS.c.incident_id).where(_EVENTS.c.seq.between(from_seq, to_seq)).distinct()
+    )
+    with db.read_session() as session:
+        found = set(session.connection().execute(statement).scalars())
+    return sorted(found, key=lambda value: -1 if value is None else value)

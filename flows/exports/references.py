@@ -1,13 +1,12 @@
 """What the exports say about the frameworks an incident is reported against.
 
 MITRE ATLAS technique names, the UK AI Cyber Security Code of Practice provisions the playbooks
-give evidence for (titles are short summaries, not quotations: read the Code for the text), and
-per incident type the vocabulary values that STIX and the OECD report need. Plain data.
+give evidence for (titles are short summaries, not quotations: read the Code for the text).
+Plain data. What STIX and the OECD report say per incident type is part of the type's entry
+(:class:`rearguard.models.incidents.types.ExportProfile`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 ATLAS_URL = "https://atlas.mitre.org/techniques/{id}"
 
@@ -65,38 +64,6 @@ PROVISIONS: dict[str, tuple[str, str]] = {
         "the hash-chained timeline of every intent, outcome and decision",
     ),
 }
-
-
-@dataclass(frozen=True)
-class TypeProfile:
-    """How an incident type is described to STIX consumers and in the OECD report."""
-
-    stix_incident_types: tuple[str, ...]
-    oecd_harm_types: tuple[str, ...]
-    harm_description: str
-
-
-_DEFAULT_PROFILE = TypeProfile(
-    stix_incident_types=("compromised-system",),
-    oecd_harm_types=("economic/property",),
-    harm_description="potential harm from an AI asset that could not be trusted",
-)
-
-TYPE_PROFILES: dict[str, TypeProfile] = {
-    "model_compromise": TypeProfile(
-        stix_incident_types=("compromised-system",),
-        oecd_harm_types=("economic/property", "reputational"),
-        harm_description=(
-            "a tampered model, prompt or configuration artifact was served in production: its "
-            "outputs could not be trusted for the time it was exposed"
-        ),
-    ),
-}
-
-
-def type_profile(incident_type: str) -> TypeProfile:
-    """The profile of an incident type (a generic one for types without their own)."""
-    return TYPE_PROFILES.get(incident_type, _DEFAULT_PROFILE)
 
 
 def atlas_name(technique: str) -> str:

@@ -23,7 +23,6 @@ from rearguard.flows.exports.references import (
     CODE_OF_PRACTICE,
     atlas_name,
     provision,
-    type_profile,
 )
 from rearguard.flows.exports.render import duration, outcome_sentence
 
@@ -56,7 +55,7 @@ def _seconds(value: float | None) -> float | None:
 def report(facts: IncidentFacts) -> dict[str, Any]:
     """The report of an incident, as a JSON-ready dict."""
     incident, m, exposure = facts.incident, facts.milestones, facts.exposure
-    profile = type_profile(incident.type)
+    profile = facts.profile
     versions = {v.label: v for v in facts.versions}
     submitter = (
         {"name": facts.resolution.actor, "role": "resolved the incident"}

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from rearguard.flows.exports.facts import IncidentFacts
-from rearguard.flows.exports.references import ATLAS_URL, atlas_name, type_profile
+from rearguard.flows.exports.references import ATLAS_URL, atlas_name
 from rearguard.flows.exports.render import duration, outcome_sentence
 
 INCIDENT_CORE_EXTENSION = "extension-definition--ef765651-680c-498d-9894-99799f2fa126"
@@ -163,7 +163,7 @@ def _incident(
         "determination": "successful-attempt" if facts.alteration_found else "suspected",
         "investigation_status": _investigation_status(facts),
         "criticality": _CRITICALITY.get(incident.severity, 70),
-        "incident_types": list(type_profile(incident.type).stix_incident_types),
+        "incident_types": list(facts.profile.stix_incident_types),
         "detection_methods": [_DETECTION.get(incident.source, "automated-tool")],
         "impacted_entity_counts": {"system": 1} if incident.asset else {},
     }

@@ -14,33 +14,26 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import JSONResponse
 
-from rearguard.flows.intake.guard import SLACK_INTERACTIONS_PATH, IntakeGuard, IntakeStats
-from rearguard.flows.intake.mapping import from_alertmanager, from_native
+from rearguard.flows.intake.guard import IntakeGuard, IntakeStats
 from rearguard.flows.intake.playbook_process import PlaybookProcess
-from rearguard.flows.intake.schemas import (
-    Accepted,
-    AlertmanagerWebhook,
-    AlertResult,
-    NativeEvent,
+from rearguard.flows.intake.routes import (
+    alerts_router,
+    health_router,
+    incidents_router,
+    slack_router,
 )
 from rearguard.flows.intake.writer import AlertWriter
 from rearguard.models.config.intake import IntakeSettings
-from rearguard.models.enums import IncidentStatus
-from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert
-from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 _READY_TIMEOUT_S = 60
-_UNAVAILABLE = JSONResponse({"detail": "the database is unavailable; retry"}, status_code=503)
 
 
 def create_app(
@@ -138,111 +131,9 @@ def create_app(
             stats.alert(outcome.action)
         return outcomes
 
-    @app.post("/v1/incidents", status_code=202, response_model=Accepted)
-    async def post_incident(event: NativeEvent) -> Any:
-        """Record a native event: open an incident and run its playbook, or attach to the
-        incident already open for its dedup key (else its type and asset)."""
-        outcomes = await record([from_native(event)])
-        if outcomes is None:
-            return _UNAVAILABLE
-        outcome = outcomes[0]
-        if outcome.action == "rejected":
-            return JSONResponse({"detail": outcome.error}, status_code=422)
-        return Accepted(incident_id=outcome.incident_id, action=outcome.action)
-
-    @app.post("/v1/alerts/alertmanager", status_code=202, response_model=Accepted)
-    async def post_alertmanager(payload: AlertmanagerWebhook) -> Any:
-        """Record an Alertmanager webhook (version 4): each alert opens, attaches to, or (when
-        resolved) is recorded on its incident. Unmappable alerts are recorded as rejected."""
-        outcomes = await record(from_alertmanager(payload, settings.alertmanager))
-        if outcomes is None:
-            return _UNAVAILABLE
-        return Accepted(
-            results=[
-                AlertResult(
-                    action=o.action,  # type: ignore[arg-type]
-                    incident_id=o.incident_id,
-                    fingerprint=a.fingerprint or None,
-                    error=o.error,
-                )
-                for a, o in zip(payload.alerts, outcomes, strict=True)
-            ]
-        )
-
-    @app.get("/v1/incidents")
-    async def list_incidents(
-        status: IncidentStatus | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:
-        """Incidents, newest first."""
-        from rearguard.flows.cli.incident import incident_dict
-        from rearguard.models.incidents.service import list_incidents as listed
-
-        def read() -> list[dict[str, Any]]:
-            with runtime.db.read_session() as session:
-                return [
-                    incident_dict(i) for i in listed(session=session, status=status, limit=limit)
-                ]
-
-        return await asyncio.to_thread(read)
-
-    @app.get("/v1/incidents/{incident_id}")
-    async def show_incident(
-        incident_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)],
-    ) -> Any:
-        """One incident and its timeline."""
-        from rearguard.flows.cli.incident import event_dict, incident_dict
-        from rearguard.models.audit.chain import events_for_incident
-        from rearguard.models.incidents.service import get_incident
-
-        def read() -> dict[str, Any] | None:
-            with runtime.db.read_session() as session:
-                try:
-                    incident = get_incident(session=session, incident_id=incident_id)
-                except NotFoundError:
-                    return None
-                events = events_for_incident(session=session, incident_id=incident_id)
-                return {**incident_dict(incident), "timeline": [event_dict(e) for e in events]}
-
-        found = await asyncio.to_thread(read)
-        if found is None:
-            return JSONResponse({"detail": f"unknown incident {incident_id}"}, status_code=404)
-        return found
-
-    @app.post(SLACK_INTERACTIONS_PATH, response_class=PlainTextResponse)
-    async def slack_interactions(request: Request) -> PlainTextResponse:
-        """Slack's Approve and Deny buttons. Not behind the bearer token: Slack signs the
-        request with the app's signing secret, checked over the raw body; the answer's text is
-        what Slack shows the person who pressed the button."""
-        from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended
-
-        body = await request.body()
-        answer = await asyncio.to_thread(
-            handle_slack_interaction, runtime=runtime, headers=dict(request.headers), body=body
-        )
-        # The message's update waits for the answer: Slack wants one within 3 seconds.
-        after = (
-            BackgroundTask(
-                show_ended,
-                settings=runtime.settings,
-                ended=answer.ended,
-                secret_blocks=runtime.secret_blocks,
-            )
-            if answer.ended
-            else None
-        )
-        return PlainTextResponse(answer.message, status_code=answer.status, background=after)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        """Liveness, and the counts of accepted and refused requests and of alerts."""
-        dispatcher = app.state.dispatcher
-        return {
-            "status": "ok",
-            **stats.snapshot(),
-            "playbooks": dict(dispatcher.counts) if dispatcher else None,
-            "scheduler": scheduler.state() if (scheduler := app.state.scheduler) else None,
-        }
-
+    app.include_router(alerts_router(settings, record))
+    app.include_router(incidents_router(runtime, settings))
+    app.include_router(slack_router(runtime))
+    app.include_router(health_router(stats))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)
     return app

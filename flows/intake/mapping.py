@@ -10,7 +10,7 @@ from rearguard.models.config.intake import AlertRule
 from rearguard.models.enums import Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents.alerts import IncomingAlert
-from rearguard.playbooks.catalog import get_playbook
+from rearguard.playbooks.catalog import Input, get_playbook
 
 # Alertmanager severities as Prometheus rules usually spell them.
 _SEVERITY_WORDS = {
@@ -102,7 +102,7 @@ def _with_playbook(alert: IncomingAlert) -> IncomingAlert:
         spec = get_playbook(alert.type or "")
     except RearguardError as exc:
         return replace(alert, problem=f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
-    if spec.inputs != ("asset",):
+    if spec.inputs != (Input.ASSET,):
         # A digest or a dataset and its since are not in an alert: open those from the CLI.
         needs = " and ".join(spec.inputs)
         return replace(alert, problem=f"{spec.type} needs {needs}; open it with the CLI")

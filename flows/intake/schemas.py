@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -75,3 +75,46 @@ class Accepted(BaseModel):
     incident_id: int | None = None
     action: str | None = None
     results: list[AlertResult] = Field(default_factory=list)
+
+
+class Problem(BaseModel):
+    """A refused request: one line saying why (never echoing the input)."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    """One invalid part of a request: where it is, and what is wrong with it."""
+
+    loc: list[str]
+    msg: str
+
+
+class ValidationProblem(BaseModel):
+    """422: the first problem in one line, and the problems found (at most 20)."""
+
+    detail: str
+    errors: list[FieldProblem] = Field(
+        default_factory=list,
+        description="empty when the body is valid but cannot be acted on (e.g. unknown asset)",
+    )
+
+
+class RequestCounts(BaseModel):
+    """Answered requests: accepted, and refused (any 4xx or 5xx)."""
+
+    accepted: int
+    refused: int
+
+
+class Health(BaseModel):
+    """Liveness, and the counts of accepted and refused requests and of alerts."""
+
+    status: Literal["ok"]
+    requests: RequestCounts
+    refused_by_status: dict[str, int] = Field(description="HTTP status -> refused requests")
+    alerts: dict[str, int] = Field(description="what became of alerts -> how many")
+    playbooks: dict[str, int] | None = Field(
+        description="the playbook process's counts, when it runs playbooks"
+    )
+    scheduler: dict[str, Any] | None = Field(description="the drill scheduler's state, if run")

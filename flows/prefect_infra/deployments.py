@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from rearguard.playbooks.catalog import all_playbooks
+from rearguard.playbooks.catalog import all_playbooks, load_flow
 
 
 def ensure_work_pool(pool: str) -> bool:
@@ -49,7 +49,7 @@ def deploy_playbooks(*, pool: str) -> list[str]:
     playbooks, _problems = all_playbooks()
     names = []
     for spec in playbooks.values():
-        deployment = spec.load().to_deployment(
+        deployment = load_flow(spec).to_deployment(
             name=spec.type,
             description=spec.title,
             tags=["rearguard"],

@@ -21,6 +21,7 @@ from rearguard.models.failpoints import failpoint
 from rearguard.models.integrity.verification import VersionCheck, check_version
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
+from rearguard.models.schemas import AssetRead, ManifestEntryRead, VersionRead
 
 
 def get_asset(*, session: Session, name: str) -> Asset:
@@ -463,38 +464,37 @@ def promote_version(
         )
 
 
-def describe_asset(*, session: Session, asset: Asset, alias: str) -> dict[str, object]:
-    """Everything ``assets show`` prints: the asset, its versions and where the alias points."""
+def describe_asset(
+    *, session: Session, asset: Asset, alias: str, alias_location: str | None = None
+) -> AssetRead:
+    """Everything ``assets show`` prints: the asset, its versions and where the alias points.
+
+    Args:
+        session: an open session.
+        asset: the asset.
+        alias: the production alias's name.
+        alias_location: where serving systems read the alias, when the caller knows it.
+    """
     current = alias_version(session=session, asset=asset, alias=alias)
-    lineage_labels = _labels_by_id(
-        session, [v.trained_on_id for v in list_versions(session=session, asset=asset)]
-    )
-    return {
-        "name": asset.name,
-        "kind": str(asset.kind),
-        "validate_command": asset.validate_command,
-        alias: current.label if current else None,
-        "versions": [
-            {
-                "label": v.label,
-                "status": str(v.status),
-                "digest": v.digest,
-                "files": v.file_count,
-                "bytes": v.total_size,
-                "registered_by": v.registered_by,
-                "registered_at": _iso(v.registered_at),
-                "approved_by": v.approved_by,
-                "approved_at": _iso(v.approved_at),
-                "trained_on": lineage_labels.get(v.trained_on_id),
-                "status_reason": v.status_reason,
-                "manifest": [
-                    {"path": e.path, "sha256": e.sha256, "size": e.size}
+    versions = list_versions(session=session, asset=asset)
+    lineage_labels = _labels_by_id(session, [v.trained_on_id for v in versions])
+    return AssetRead.of(
+        asset,
+        alias=alias,
+        production=current.label if current else None,
+        alias_location=alias_location,
+        versions=[
+            VersionRead.of(
+                v,
+                manifest=[
+                    ManifestEntryRead(path=e.path, sha256=e.sha256, size=e.size)
                     for e in manifest_of(session=session, version=v)
                 ],
-            }
-            for v in list_versions(session=session, asset=asset)
+                trained_on=lineage_labels.get(v.trained_on_id),
+            )
+            for v in versions
         ],
-    }
+    )
 
 
 def _labels_by_id(session: Session, ids: list[int | None]) -> dict[int | None, str]:
@@ -507,10 +507,6 @@ def _labels_by_id(session: Session, ids: list[int | None]) -> dict[int | None, s
         .where(col(AssetVersion.id).in_(wanted))
     )
     return {vid: f"{name}@{label}" for vid, name, label in rows}
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
 
 
 def list_assets(*, session: Session) -> list[Asset]:

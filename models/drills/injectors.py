@@ -4,10 +4,10 @@ An injector is ``fn(*, runtime, asset) -> dict``: ``runtime`` is the sandbox's (
 ``asset`` the drilled asset; it alters the sandbox so that the playbook has something real to
 recover from, and returns what it did (recorded with the drill run). Under ``"incident"`` that
 dict carries what the sandbox incident is opened with, as ``incident open`` takes it (``asset``,
-``digest``, ``dataset``, ``since``). A new playbook type plugs in with ``@injector("its_type")``,
-saying there which incident status the playbook aims for: a drill passes when its sandbox
-incident ends there. Injectors work on the sandbox only, and replace files with
-:func:`rearguard.models.drills.sandbox.replace_file`, never write into them.
+``digest``, ``dataset``, ``since``). A type's entry (:mod:`rearguard.models.incidents.types`)
+names its injector in a :class:`DrillRule`, with the incident status its playbook aims for: a
+drill passes when its sandbox incident ends there. Injectors work on the sandbox only, and
+replace files with :func:`rearguard.models.drills.sandbox.replace_file`, never write into them.
 """
 
 from __future__ import annotations
@@ -49,15 +49,17 @@ _ACTOR = "drill"
 
 
 @dataclass(frozen=True)
-class DrillKind:
-    """How one playbook type is drilled: its injector and the status that makes a pass."""
+class DrillRule:
+    """How one incident type is drilled: its injector, and the status that makes a pass.
 
-    type: str
+    Each type's rule is part of its entry in :mod:`rearguard.models.incidents.types`.
+    """
+
     function: InjectFn
     aims_for: IncidentStatus = IncidentStatus.RECOVERED
     needs_validation: bool = False
 
-    def check(self, asset: Asset) -> None:
+    def check(self, *, playbook: str, asset: Asset) -> None:
         """Refuse an asset this type cannot be drilled on.
 
         Raises:
@@ -65,56 +67,15 @@ class DrillKind:
         """
         if self.needs_validation and not asset.validate_command:
             raise UsageError(
-                f"{self.type} drills need the asset's validation command; {asset.name} has none",
+                f"{playbook} drills need the asset's validation command; {asset.name} has none",
                 hint="register a version with --validate COMMAND",
             )
 
-    def inject(self, *, runtime: Runtime, asset: str) -> dict[str, Any]:
+    def inject(self, *, playbook: str, runtime: Runtime, asset: str) -> dict[str, Any]:
         """Check the sandbox's copy of ``asset``, then plant the compromise there."""
         with runtime.db.read_session() as session:
-            self.check(get_asset(session=session, name=asset))
+            self.check(playbook=playbook, asset=get_asset(session=session, name=asset))
         return self.function(runtime=runtime, asset=asset)
-
-
-DRILL_KINDS: dict[str, DrillKind] = {}
-
-
-def injector(
-    playbook_type: str,
-    *,
-    aims_for: IncidentStatus = IncidentStatus.RECOVERED,
-    needs_validation: bool = False,
-) -> Callable[[InjectFn], InjectFn]:
-    """Register the decorated function as the injector of a playbook type.
-
-    Args:
-        playbook_type: the incident type.
-        aims_for: the status the playbook ends in when it did its job.
-        needs_validation: the drilled asset must have a validation command.
-    """
-
-    def register(function: InjectFn) -> InjectFn:
-        DRILL_KINDS[playbook_type] = DrillKind(
-            playbook_type, function, aims_for=aims_for, needs_validation=needs_validation
-        )
-        return function
-
-    return register
-
-
-def get_drill_kind(playbook_type: str) -> DrillKind:
-    """Return how a playbook type is drilled.
-
-    Raises:
-        UsageError: no injector exists, so that playbook cannot be drilled yet.
-    """
-    found = DRILL_KINDS.get(playbook_type)
-    if found is None:
-        known = ", ".join(sorted(DRILL_KINDS))
-        raise UsageError(
-            f"playbook {playbook_type!r} cannot be drilled", hint=f"drillable: {known}"
-        )
-    return found
 
 
 def production_label(runtime: Runtime, asset: str) -> str:
@@ -152,8 +113,6 @@ def _replace_production_files(
     return {"version": label, "files": sorted(files)}
 
 
-@injector("degradation", needs_validation=True)
-@injector("model_compromise")
 def tamper_production_bytes(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     """AML.T0018: overwrite the start of every file production serves (in the sandbox).
 
@@ -165,8 +124,6 @@ def tamper_production_bytes(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     }
 
 
-@injector("config_tampering")
-@injector("prompt_tampering")
 def tamper_production_text(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     """AML.T0051/T0081: append an injected instruction to every file production serves."""
     return {
@@ -175,7 +132,6 @@ def tamper_production_text(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     }
 
 
-@injector("supply_chain")
 def plant_malicious_file(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     """AML.T0010: production's version holds a third-party file with a known-bad digest.
 
@@ -206,7 +162,6 @@ def plant_malicious_file(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     }
 
 
-@injector("data_poisoning")
 def poison_dataset(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     """AML.T0020: a poisoned dataset version, and a model trained on it put in production.
 
@@ -301,7 +256,6 @@ def _register(
     )
 
 
-@injector("model_theft", aims_for=IncidentStatus.CONTAINED)
 def exercise_theft_response(*, runtime: Runtime, asset: str) -> dict[str, Any]:
     """AML.T0024/T0025: nothing to plant; a stolen copy leaves production as it was.
 

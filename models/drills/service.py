@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -20,6 +20,7 @@ from rearguard.models.db.tables import Drill, DrillRun, utcnow
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError, UsageError
 from rearguard.models.names import check_name
+from rearguard.models.schemas import DrillRead, DrillSummary, RecoveryTimes
 
 PASS, FAIL, MISSED, RUNNING = "pass", "fail", "missed", "running"
 # Beyond this many missed fire times, a missed row counts them instead of listing them.
@@ -153,18 +154,17 @@ def add_drill(
         ConflictError: a drill of that name exists.
     """
     from rearguard.models.assets.versions import get_asset
-    from rearguard.models.drills.injectors import get_drill_kind
-    from rearguard.playbooks.catalog import get_playbook
+    from rearguard.models.incidents.types import get_incident_type
 
     check_name(name, what="drill name")
     parse_cron(cron, timezone)
-    spec = get_playbook(playbook)
-    kind = get_drill_kind(playbook)
+    spec = get_incident_type(playbook)
+    rule = spec.drill_rule()
     target = get_asset(session=session, name=asset)
     if target.kind not in spec.asset_kinds:
         kinds = ", ".join(str(k) for k in spec.asset_kinds)
         raise UsageError(f"{playbook} handles {kinds} assets; {asset!r} is a {target.kind}")
-    kind.check(target)
+    rule.check(playbook=playbook, asset=target)
     if session.exec(select(Drill.id).where(Drill.name == name)).first():
         raise ConflictError(f"a drill named {name!r} exists", hint="remove it first")
     drill = Drill(
@@ -182,6 +182,12 @@ def add_drill(
         session, "drill.added", drill, {"cron": cron, "timezone": timezone, "rto_s": rto_s}, None
     )
     return drill
+
+
+def describe_drill(drill: Drill, *, now: datetime | None = None) -> DrillRead:
+    """The read form of a drill, with its next fire time after ``now`` (default: now)."""
+    trigger = parse_cron(drill.cron, drill.timezone)
+    return DrillRead.of(drill, next_run=trigger.get_next_fire_time(None, now or datetime.now(UTC)))
 
 
 def get_drill(*, session: Session, name: str) -> Drill:
@@ -344,7 +350,7 @@ def mark_interrupted(*, session: Session, trigger: str) -> int:
     return len(runs)
 
 
-def summarise(runs: Iterable[DrillRun]) -> list[dict[str, Any]]:
+def summarise(runs: Iterable[DrillRun]) -> list[DrillSummary]:
     """Success rate and recovery times per playbook and asset.
 
     Missed runs count against the success rate: a drill that did not run did not pass.
@@ -358,53 +364,21 @@ def summarise(runs: Iterable[DrillRun]) -> list[dict[str, Any]]:
         passed = sum(r.status == PASS for r in members)
         times = [r.recovery_s for r in members if r.recovery_s is not None]
         summary.append(
-            {
-                "playbook": playbook,
-                "asset": asset,
-                "runs": len(members),
-                "passed": passed,
-                "failed": sum(r.status == FAIL for r in members),
-                "missed": sum(r.status == MISSED for r in members),
-                "success_rate": round(passed / len(members), 3),
-                "recovery_s": {
-                    "min": round(min(times), 3),
-                    "median": round(statistics.median(times), 3),
-                    "max": round(max(times), 3),
-                }
+            DrillSummary(
+                playbook=playbook,
+                asset=asset,
+                runs=len(members),
+                passed=passed,
+                failed=sum(r.status == FAIL for r in members),
+                missed=sum(r.status == MISSED for r in members),
+                success_rate=round(passed / len(members), 3),
+                recovery_s=RecoveryTimes(
+                    min=round(min(times), 3),
+                    median=round(statistics.median(times), 3),
+                    max=round(max(times), 3),
+                )
                 if times
                 else None,
-            }
+            )
         )
     return summary
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def run_dict(run: DrillRun) -> dict[str, Any]:
-    """A JSON-friendly form of a drill run."""
-    return {
-        "id": run.id,
-        "drill": run.drill_name,
-        "playbook": run.playbook,
-        "asset": run.asset_name,
-        "trigger": run.trigger,
-        "status": run.status,
-        "scheduled_for": _iso(run.scheduled_for),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "recovery_s": run.recovery_s,
-        "rto_s": run.rto_s,
-        "within_rto": None
-        if run.recovery_s is None or run.rto_s is None
-        else run.recovery_s <= run.rto_s,
-        "reason": run.reason,
-        "incident_id": run.incident_id,
-        "sandbox_incident_id": run.sandbox_incident_id,
-        "sandbox": run.sandbox,
-        "injected": run.injected,
-        "steps": run.steps,
-        "timeline": run.timeline,
-        "timeline_digest": run.timeline_digest,
-    }

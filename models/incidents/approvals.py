@@ -359,26 +359,3 @@ def list_requests(
     if incident_id is not None:
         statement = statement.where(ApprovalRequest.incident_id == incident_id)
     return list(session.exec(statement))
-
-
-def request_dict(request: ApprovalRequest) -> dict[str, Any]:
-    """A JSON-friendly form of a request; a pending one past its deadline shows as overdue."""
-    return {
-        "id": request.id,
-        "incident_id": request.incident_id,
-        "step": request.step,
-        "round": request.round,
-        "status": request.status,
-        "overdue": is_overdue(request),
-        "approvers": list(request.approvers),
-        "requested_at": _aware(request.requested_at).isoformat(timespec="seconds"),
-        "deadline": _aware(request.deadline).isoformat(timespec="seconds"),
-        "on_timeout": request.policy.get("on_timeout"),
-        "escalate_to": request.policy.get("escalate_to", []),
-        "decided_by": request.decided_by,
-        "decided_at": _aware(request.decided_at).isoformat(timespec="seconds")
-        if request.decided_at
-        else None,
-        "comment": request.comment,
-        "flow_run_id": request.flow_run_id,
-    }

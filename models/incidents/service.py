@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from rearguard.models.audit.chain import append_event, lock_chain
+from rearguard.models.assets.versions import alias_version, get_asset
+from rearguard.models.audit.chain import append_event, events_for_incident, lock_chain
 from rearguard.models.audit.redaction import redact_text
 from rearguard.models.db.tables import Incident, utcnow
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
 from rearguard.models.incidents.dedup import KeyHolder, bind_key, claim_key, type_asset_key
+from rearguard.models.schemas import IncidentDetail, IncidentNow
 
 _MAX_SUMMARY = 10_000
 
@@ -161,8 +163,6 @@ def open_asset_incident(
         NotFoundError: unknown asset.
         UsageError: the asset's kind is not one the playbook handles; bad since or summary.
     """
-    from rearguard.models.assets.versions import alias_version, get_asset
-
     target = get_asset(session=session, name=asset)
     if target.kind not in asset_kinds:
         kinds = ", ".join(str(k) for k in asset_kinds)
@@ -257,3 +257,36 @@ def update_state(*, session: Session, incident: Incident, **changes: Any) -> Non
     incident.state = {**incident.state, **changes}
     incident.updated_at = utcnow()
     session.add(incident)
+
+
+def production_of(*, session: Session, incident: Incident, alias: str) -> str | None:
+    """The label the production alias of an incident's asset points at now, if any."""
+    if not incident.asset_name:
+        return None
+    try:
+        asset = get_asset(session=session, name=incident.asset_name)
+    except NotFoundError:  # an alert may name an asset nobody registered
+        return None
+    current = alias_version(session=session, asset=asset, alias=alias)
+    return current.label if current else None
+
+
+def incident_now(*, session: Session, incident: Incident, alias: str) -> IncidentNow:
+    """The read form of an incident with where its asset's production points now."""
+    return IncidentNow.of_now(
+        incident, production=production_of(session=session, incident=incident, alias=alias)
+    )
+
+
+def incident_detail(*, session: Session, incident_id: int, alias: str) -> IncidentDetail:
+    """The read form of an incident with where production points and its timeline.
+
+    Raises:
+        NotFoundError: there is no such incident.
+    """
+    incident = get_incident(session=session, incident_id=incident_id)
+    return IncidentDetail.of_timeline(
+        incident,
+        events_for_incident(session=session, incident_id=incident_id),
+        production=production_of(session=session, incident=incident, alias=alias),
+    )

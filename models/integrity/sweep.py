@@ -42,18 +42,12 @@ from rearguard.models.enums import (
     Severity,
     VersionStatus,
 )
-from rearguard.models.errors import NotFoundError
+from rearguard.models.incidents.types import INCIDENT_TYPES, sweep_type
 from rearguard.models.integrity.verification import VersionCheck, check_versions
 from rearguard.models.registry.base import ManifestEntry, Progress
 from rearguard.models.runtime import Runtime
 
 DEDUP_PREFIX = "sweep:"
-SUPPLY_CHAIN = "supply_chain"
-TAMPER_TYPES = {
-    AssetKind.MODEL: "model_compromise",
-    AssetKind.PROMPT: "prompt_tampering",
-    AssetKind.CONFIG: "config_tampering",
-}
 _SERVABLE = (VersionStatus.CANDIDATE, VersionStatus.KNOWN_GOOD)
 _ACTIVE = (IncidentStatus.OPEN, IncidentStatus.CONTAINED, IncidentStatus.FAILED)
 _MAX_SUMMARY = 2000
@@ -116,6 +110,7 @@ class SweepFinding:
     versions: list[dict[str, Any]]
     incident_type: str | None
     production_affected: bool
+    tampered: bool = False
     action: str = "reported"
     incident_id: int | None = None
     note: str | None = None
@@ -126,11 +121,12 @@ class SweepFinding:
         """Whether running the incident's playbook now is the right response.
 
         A tamper playbook rolls production back, which is right only when production is among
-        the failing versions; the supply-chain playbook handles every version it finds.
+        the failing versions; the playbook of a dangerous file handles every version it finds
+        (see :class:`rearguard.models.incidents.types.SweepRule`).
         """
         if self.incident_id is None or self.action != "opened":
             return False
-        return self.incident_type == SUPPLY_CHAIN or self.production_affected
+        return not self.tampered or self.production_affected
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly form."""
@@ -248,8 +244,10 @@ def _finding(
     )
     # Altered bytes say the store was tampered with, whatever they now hold; a dangerous
     # pickle whose bytes match the manifest was registered that way: a supply-chain artifact.
-    if any(c.tampered for c in checks):
-        finding.incident_type = TAMPER_TYPES.get(kind)
+    finding.tampered = any(c.tampered for c in checks)
+    opens = sweep_type(kind=kind, tampered=finding.tampered)
+    finding.incident_type = opens.type if opens else None
+    if finding.tampered:
         finding.state = {"compromised": production if affected else None}
         if finding.incident_type is None:
             finding.note = (
@@ -261,13 +259,12 @@ def _finding(
         ordered = sorted(versions, key=lambda v: v["version"] != production)
         files = [f for v in ordered for f in v["dangerous_files"]]
         offending = files[0] if files else {"path": None, "sha256": None}
-        finding.incident_type = SUPPLY_CHAIN
         finding.state = {
             "digest": offending["sha256"],
             "file": offending["path"],
             "compromised": production if affected else None,
         }
-    if finding.incident_type in TAMPER_TYPES.values() and not affected:
+    if finding.tampered and finding.incident_type is not None and not affected:
         finding.note = (
             f"production ({production or 'none'}) verifies; the failing versions are not "
             "served: no rollback is needed, review them"
@@ -290,18 +287,7 @@ def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> N
     if finding.incident_type is None:
         finding.action = "not_opened"
         return
-    # The catalog is plain data (no Prefect): which types exist and their ATLAS ids.
-    from rearguard.playbooks.catalog import get_playbook
-
-    try:
-        spec = get_playbook(finding.incident_type)
-    except NotFoundError:
-        finding.action = "not_opened"
-        finding.note = (
-            f"this catalog has no {finding.incident_type} playbook; "
-            f"open an incident by hand with the evidence above"
-        )
-        return
+    spec = INCIDENT_TYPES[finding.incident_type]
     key = f"{DEDUP_PREFIX}{finding.asset}"
     with runtime.db.session() as session:
         _lock(session, key)

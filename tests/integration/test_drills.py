@@ -204,7 +204,7 @@ def test_a_drill_fails_and_says_why_when_the_only_known_good_version_is_tampered
     assert production_snapshot(runtime) == before
     with runtime.db.read_session() as session:
         (summary,) = summarise(list_runs(session=session))
-    assert summary["runs"] == 1 and summary["success_rate"] == 0.0
+    assert summary.runs == 1 and summary.success_rate == 0.0
     # The drill channel hears of it, and so does the asset owner, since it failed.
     (result,) = app_events(runtime, "notify.drill_result")
     told_of = json.loads(result.data)

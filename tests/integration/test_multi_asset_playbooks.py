@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenarios import ALIAS, add_version, approve, configure, production_on_disk, promote
+from scenarios import (
+    ALIAS,
+    add_version,
+    approve,
+    catalog_steps,
+    configure,
+    production_on_disk,
+    promote,
+)
 
 from rearguard.flows.opening import open_and_record
 from rearguard.flows.run_playbook import run_playbook
@@ -30,6 +38,7 @@ from rearguard.models.db.tables import DeniedDigest, Incident, TimelineEvent
 from rearguard.models.enums import Severity
 from rearguard.models.errors import IntegrityViolation
 from rearguard.models.runtime import Runtime
+from rearguard.playbooks.catalog import CATALOG
 
 # A backdoored third-party library (not a pickle: the opcode scan would refuse that anyway).
 EVIL = b"\x7fELF backdoored vendor library" * 16
@@ -169,6 +178,7 @@ def test_poisoned_dataset_shared_by_two_models(
     assert len(hook_events) == 3
     # The hook printed a token: the tail in the timeline is redacted.
     assert all("abcd1234secret" not in e.data for e in hook_events)
+    assert catalog_steps(runtime, incident.id) == list(CATALOG["data_poisoning"].steps)
 
     # A rerun after completion converges: no second rollback, no hook run twice.
     again = run_playbook(runtime=runtime, incident_id=incident.id)
@@ -240,6 +250,7 @@ def test_malicious_file_in_several_versions_of_several_assets(
     assert snapshot(runtime, "model-c") == model_c
     assert alias_moves(runtime, incident.id) == [("model-a", "v1")]
     assert incident.state["production_tainted"] == {"model-a": "v3"}
+    assert catalog_steps(runtime, incident.id) == list(CATALOG["supply_chain"].steps)
     for asset, label in (("model-a", "v2"), ("model-a", "v3"), ("prompt-b", "v1")):
         kept = runtime.settings.home / "evidence" / f"incident-{incident.id}" / asset / label
         assert (kept / "evidence.json").is_file()
@@ -323,6 +334,7 @@ def test_model_theft_rotates_credentials_and_states_the_72_hour_deadline(
     bodies = " ".join(m["body"] for m in sent if m["incident_id"] == incident.id)
     assert "within 72 hours" in bodies and "UK GDPR Art. 33" in bodies
     assert legal["result"]["regulator_deadline"] in bodies
+    assert catalog_steps(runtime, incident.id) == list(CATALOG["model_theft"].steps)
 
 
 @pytest.mark.usefixtures("prefect_api_url")

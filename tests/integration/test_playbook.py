@@ -25,6 +25,7 @@ from scenarios import (
     add_version,
     approve,
     build_scenario,
+    catalog_steps,
     default_files,
     production_in_db,
     promote,
@@ -46,6 +47,7 @@ from rearguard.models.audit.chain import events_for_incident, verify_stored_chai
 from rearguard.models.db.tables import Incident, TimelineEvent
 from rearguard.models.enums import Severity
 from rearguard.models.runtime import Runtime
+from rearguard.playbooks.catalog import CATALOG
 
 # -- scenario helpers -------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ def test_tampered_production_is_quarantined_and_rolled_back(
     assert [e.version for e in quarantined] == ["v3"]
     assert "incident.recovered" in actions
     assert outcome(events, "quarantine")["result"]["altered_files"] == [relative]
+    assert catalog_steps(runtime, incident.id) == list(CATALOG["model_compromise"].steps)
     assert_chain_verifies(runtime)
 
 

@@ -21,7 +21,7 @@ from rearguard.flows.run_playbook import run_playbook
 from rearguard.models.enums import Severity
 from rearguard.models.errors import ConfigurationError, NotFoundError
 from rearguard.models.runtime import Runtime
-from rearguard.playbooks.catalog import all_playbooks, get_playbook
+from rearguard.playbooks.catalog import all_playbooks, get_playbook, load_flow
 
 SPEC_MODULE = """
 from rearguard.models.enums import AssetKind
@@ -132,7 +132,7 @@ def test_an_unknown_type_names_the_broken_plugin_and_a_bad_flow_is_one_error(
     (plugin_path / "rg_guardrails" / "half.py").write_text("raise RuntimeError('half-written')\n")
     half_written = dataclasses.replace(spec, entrypoint="rg_guardrails.half:guardrail_bypass")
     with pytest.raises(ConfigurationError, match="RuntimeError: half-written"):
-        half_written.load()
+        load_flow(half_written)
 
 
 def test_cli_lists_plugins_and_warns_in_one_line_per_broken_one(  # type: ignore[no-untyped-def]

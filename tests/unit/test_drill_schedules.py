@@ -91,7 +91,7 @@ def test_history_counts_missed_runs_against_the_success_rate() -> None:
     runs = [run("pass", 2.0), run("pass", 4.0), run("fail"), run("missed"), run("running")]
     runs.append(run("pass", 1.0, asset="model-b"))
     first, second = summarise(runs)
-    assert (first["asset"], first["runs"], first["passed"], first["missed"]) == ("model-a", 4, 2, 1)
-    assert first["success_rate"] == 0.5
-    assert first["recovery_s"] == {"min": 2.0, "median": 3.0, "max": 4.0}
-    assert second["success_rate"] == 1.0
+    assert (first.asset, first.runs, first.passed, first.missed) == ("model-a", 4, 2, 1)
+    assert first.success_rate == 0.5
+    assert first.json_value()["recovery_s"] == {"min": 2.0, "median": 3.0, "max": 4.0}
+    assert second.success_rate == 1.0
