@@ -6,7 +6,6 @@ CLI uses and, where there is one, a hint that tells the user what to do next.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTEGRITY = 3

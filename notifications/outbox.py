@@ -301,8 +301,3 @@ def retry(connection: Connection, *, outbox_ids: list[int], actor: str) -> list[
 
 def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def receipt_of(row: NotificationOutbox) -> dict[str, Any] | None:
-    """A row's receipt as a dict."""
-    return json.loads(row.receipt) if row.receipt else None

@@ -33,7 +33,7 @@ from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import NotFoundError
 from rearguard.models.registry.base import RegistryBackend
-from rearguard.models.registry.local import _remove_tree
+from rearguard.models.registry.local import remove_tree
 from rearguard.models.runtime import Runtime
 
 _READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
@@ -59,7 +59,7 @@ class Sandbox:
             try:
                 self.runtime.registry.delete_sandbox()
             finally:
-                _remove_tree(self.home)
+                remove_tree(self.home)
 
 
 def sandbox_settings(settings: Settings, home: Path) -> Settings:
@@ -98,7 +98,7 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
     home = runtime.settings.home / "drills" / name
     registry = runtime.registry.for_sandbox(home=home, name=name)
     registry.delete_sandbox()  # what a crashed run of the same name left
-    _remove_tree(home)
+    remove_tree(home)
     (home / "store").mkdir(parents=True)
     settings = sandbox_settings(runtime.settings, home)
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)

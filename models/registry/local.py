@@ -82,13 +82,13 @@ class LocalStore:
         """
         final = self._version_dir(asset, label)
         if final.exists():
-            _remove_tree(final)
+            remove_tree(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         (staged.work / "version").rename(final)
 
     def discard_staged(self, staged: StagedVersion) -> None:
         """Remove what is left of a staged version (all of it, if it was never published)."""
-        _remove_tree(staged.work)
+        remove_tree(staged.work)
 
     def _ingest(self, path: Path, work: Path, progress: Progress | None) -> tuple[str, int]:
         """Copy one file into the objects directory while hashing it; return (sha256, size)."""
@@ -105,7 +105,7 @@ class LocalStore:
 
     def discard_version(self, *, asset: str, label: str) -> None:
         """Remove a version directory whose registration did not commit."""
-        _remove_tree(self._version_dir(asset, label))
+        remove_tree(self._version_dir(asset, label))
 
     def copy_version(self, *, asset: str, label: str, kind: str, files: dict[str, Path]) -> int:
         """Store a copy of another store's version (a drill sandbox's) under the same label.
@@ -266,7 +266,7 @@ def stage_files(
             digest, size = place(path, target)
             manifest.append(ManifestEntry(relative, digest, size))
     except BaseException:
-        _remove_tree(work)
+        remove_tree(work)
         raise
     return StagedVersion(sorted(manifest, key=lambda entry: entry.path), work)
 
@@ -311,7 +311,8 @@ def collect_source_files(source: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Delete a directory of stored (read-only) content, if it exists."""
     if not path.exists():
         return
 

@@ -35,9 +35,9 @@ from rearguard.models.errors import (
 )
 from rearguard.models.registry.base import Progress, StagedVersion
 from rearguard.models.registry.local import (
-    _remove_tree,
     collect_source_files,
     copy_with_hash,
+    remove_tree,
     stage_files,
     walk_version_dir,
 )
@@ -309,7 +309,7 @@ class MlflowRegistry:
 
     def discard_staged(self, staged: StagedVersion) -> None:
         """Remove the staging copy."""
-        _remove_tree(staged.work)
+        remove_tree(staged.work)
 
     def discard_version(self, *, asset: str, label: str) -> None:
         """Delete the model version carrying the label, if there is one."""
@@ -365,10 +365,10 @@ class MlflowRegistry:
                 fetched = download_artifacts(
                     artifact_uri=uri, dst_path=str(work), tracking_uri=self.tracking_uri
                 )
-            _remove_tree(target)
+            remove_tree(target)
             Path(fetched).rename(target)
         finally:
-            _remove_tree(work)
+            remove_tree(work)
         return target
 
     def version_files(self, *, asset: str, label: str) -> dict[str, Path]:
