@@ -125,10 +125,13 @@ def serve(
 
         from rearguard.flows.intake.app import create_app
         from rearguard.flows.intake.server import IntakeServer
+        from rearguard.models.audit.terminal import safe_log_config
 
         config = uvicorn.Config(
             create_app(rt, intake=intake, schedule_drills=not no_scheduler),
             log_level="warning",
+            # Every line it logs (ours and uvicorn's) redacted and free of terminal escapes.
+            log_config=safe_log_config(),
             access_log=False,
             # Bodies over the limit are refused by the app; this bounds what uvicorn buffers.
             h11_max_incomplete_event_size=64 * 1024,

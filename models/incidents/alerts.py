@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session
 
 from rearguard.models.audit.chain import append_event, lock_chain
-from rearguard.models.audit.redaction import redact_text
+from rearguard.models.audit.redaction import redact_optional, redact_text, redact_value
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents.dedup import KeyHolder, key_holder, key_holders, type_asset_key
@@ -45,6 +45,14 @@ class IncomingAlert:
     asset_kinds: tuple[AssetKind, ...] = ()
     atlas_ids: tuple[str, ...] = ()
     problem: str | None = None
+
+    def __post_init__(self) -> None:
+        # Everything here came from outside: a secret in a label, the source or the dedup key
+        # must reach neither the chain nor the incident row nor the dedup key table.
+        object.__setattr__(self, "source", redact_text(self.source))
+        object.__setattr__(self, "summary", redact_text(self.summary))
+        object.__setattr__(self, "dedup_key", redact_optional(self.dedup_key))
+        object.__setattr__(self, "labels", redact_value(self.labels))
 
     def dedup_keys(self) -> list[str]:
         """Its dedup keys, most specific first."""
@@ -189,9 +197,8 @@ def _record(session: Session, alert: IncomingAlert, outcome: AlertOutcome, *, ac
         "type": alert.type,
         "severity": str(alert.severity),
         "dedup_key": alert.dedup_key,
-        # Labels and summaries come from outside: a pasted secret must not reach the chain.
-        "labels": {redact_text(k): redact_text(v) for k, v in alert.labels.items()},
-        "summary": redact_text(alert.summary),
+        "labels": alert.labels,
+        "summary": alert.summary,
     }
     if outcome.error:
         data["error"] = outcome.error

@@ -10,7 +10,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from rearguard.models.audit.chain import append_event, lock_chain
-from rearguard.models.audit.redaction import redact_text
+from rearguard.models.audit.redaction import redact_optional, redact_text
 from rearguard.models.db.tables import Incident, utcnow
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
@@ -74,6 +74,8 @@ def open_incident(
         raise UsageError(f"the summary is {len(summary)} characters; at most {_MAX_SUMMARY}")
     # A pasted token or password must not reach the timeline or anything built from it.
     summary = redact_text(summary)
+    dedup_key = redact_optional(dedup_key)
+    actor = redact_text(actor)
     incident = Incident(
         type=type,
         severity=severity,
@@ -163,6 +165,8 @@ def open_asset_incident(
     """
     from rearguard.models.assets.versions import alias_version, get_asset
 
+    # Redacted before it is claimed: the key table holds no more of a secret than the chain.
+    dedup_key = redact_optional(dedup_key)
     target = get_asset(session=session, name=asset)
     if target.kind not in asset_kinds:
         kinds = ", ".join(str(k) for k in asset_kinds)
@@ -233,6 +237,7 @@ def set_incident_status(
     reason: str | None = None,
 ) -> bool:
     """Move an incident to a status and record it; return False when nothing changed."""
+    reason = redact_optional(reason)
     if incident.status == status and incident.reason == reason:
         return False
     previous = incident.status
