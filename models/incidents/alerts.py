@@ -23,6 +23,7 @@ from rearguard.models.enums import AssetKind, EventKind, IncidentSource, Severit
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents.dedup import KeyHolder, key_holder, key_holders, type_asset_key
 from rearguard.models.incidents.service import open_asset_incident
+from rearguard.models.names import storable, unstorable
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,27 @@ class IncomingAlert:
     problem: str | None = None
 
     def __post_init__(self) -> None:
-        # Everything here came from outside: a secret in a label, the source or the dedup key
-        # must reach neither the chain nor the incident row nor the dedup key table.
+        # Everything here came from outside. A text the database cannot hold (a NUL) would
+        # fail the whole write batch, so the alert is refused here, before the batch, and
+        # recorded with the character replaced. A secret in a label, the source or the dedup
+        # key must reach neither the chain nor the incident row nor the dedup key table.
+        texts = {
+            "source": self.source,
+            "type": self.type,
+            "asset": self.asset,
+            "summary": self.summary,
+            "dedup key": self.dedup_key,
+            **{f"label {key!r}": f"{key}{value}" for key, value in self.labels.items()},
+        }
+        reasons = ((what, unstorable(text or "")) for what, text in texts.items())
+        problem = next((f"the {what} {why}" for what, why in reasons if why), None)
+        if problem:
+            object.__setattr__(self, "problem", problem)
+            for name in ("source", "type", "asset", "summary", "dedup_key"):
+                value = getattr(self, name)
+                object.__setattr__(self, name, storable(value) if value else value)
+            labels = {storable(k): storable(v) for k, v in self.labels.items()}
+            object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "source", redact_text(self.source))
         object.__setattr__(self, "summary", redact_text(self.summary))
         object.__setattr__(self, "dedup_key", redact_optional(self.dedup_key))
