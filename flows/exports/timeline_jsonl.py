@@ -24,15 +24,18 @@ the ``prev_hash`` links. The last hash can be compared with the live database's 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from sqlalchemy import Row
 
 from rearguard.flows.exports.facts import Timeline
+from rearguard.models import bounded_json
 from rearguard.models.audit.chain import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_value
 
@@ -145,24 +148,54 @@ class FileReport:
         return self.problem is None
 
 
-class _Lines:
-    """The file's records in order; event records are handed out as a stream for verify_events."""
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest line the verifier reads: far above any event rearguard writes (a diff is cut at
+16,000 characters), far below what would exhaust memory (``/dev/zero`` has no line end)."""
 
-    def __init__(self, handle: TextIO) -> None:
-        self._lines = enumerate(handle, start=1)
+
+class _Lines:
+    """The file's records in order; event records are handed out as a stream for verify_events.
+
+    Lines are read as bytes, each at most :data:`MAX_LINE_BYTES`, and decoded one by one: an
+    overlong line, bytes that are not UTF-8 or JSON nested too deep are a broken file, named
+    by line, like any other alteration.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._number = 0
         self.pending: tuple[int, dict[str, Any]] | None = None
         self.problem: ChainProblem | None = None
         self.incident_id: int | None = None
+
+    def _next_line(self) -> tuple[int, str] | None:
+        raw = self._handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return None
+        self._number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            reason = f"a line longer than {MAX_LINE_BYTES} bytes (altered)"
+            self.problem = ChainProblem(-1, self._number, reason)
+            return None
+        try:
+            return self._number, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.problem = ChainProblem(-1, self._number, "not UTF-8 (altered or not a timeline)")
+            return None
 
     def next_record(self) -> tuple[int, dict[str, Any]] | None:
         if self.pending is not None:
             record, self.pending = self.pending, None
             return record
-        for number, text in self._lines:
+        while (line := self._next_line()) is not None:
+            number, text = line
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
+                value = bounded_json.loads(text)
+            except bounded_json.JsonTooDeep:
+                self.problem = ChainProblem(-1, number, "JSON nested too deep (altered)")
+                return None
             except ValueError:
                 self.problem = ChainProblem(-1, number, "not valid JSON (altered or truncated)")
                 return None
@@ -201,16 +234,32 @@ def verify_file(path: Path) -> FileReport:
     match what was read.
 
     Raises:
-        UsageError: the file cannot be read.
+        UsageError: the file cannot be read, or is not a regular file (a FIFO, a device, a
+            directory: it would block, never end, or hold no lines).
     """
     from rearguard.models.errors import UsageError
 
     try:
-        handle = path.open(encoding="utf-8")
+        # Non-blocking, so that opening a FIFO with no writer does not wait for one.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UsageError(
+                f"{path} is not a regular file",
+                hint="export the timeline to a file first: rearguard export ID --format jsonl -o F",
+            )
+        os.set_blocking(descriptor, True)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
     with handle:
-        return _verify(_Lines(handle))
+        try:
+            return _verify(_Lines(handle))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _verify(lines: _Lines) -> FileReport:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import threading
 import uuid
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -783,3 +785,59 @@ def test_export_settings_come_from_the_environment_over_the_config_file(
     from_env = load_settings(home=home).exports
     assert from_env.auto_review is True
     assert from_env.review_directory(home) == home / "elsewhere"
+
+
+# -- verifying hostile files ------------------------------------------------------------------
+
+
+def verified_in_time(path: Path) -> Any:
+    """verify_file's report or its error, from a thread that must end (a FIFO once blocked it
+    forever; the join's bound only keeps a broken test from hanging the run)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(verify_file(path))
+        except UsageError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), f"verify_file({path}) did not return"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "/dev/zero", "/dev/null", "missing"])
+def test_verifying_what_is_not_a_regular_file_is_a_usage_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "t.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind != "missing":
+        path = Path(kind)
+    error = verified_in_time(path)
+    assert isinstance(error, UsageError) and error.exit_code == 2, error
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (bytes(range(128, 256)) * 64, "not UTF-8"),
+        (b'{"record": "header", "note": "caf\xe9"}\n', "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deep"),
+        (b"{" + b'"a":{' * 5000 + b"}" * 5001 + b"\n", "nested too deep"),
+        (b"x" * (16 * 1024 * 1024 + 10), "longer than"),
+        (b"\x00" * 1000, "not valid JSON"),
+    ],
+    ids=["random-bytes", "latin-1", "deep-array", "deep-object", "no-line-end", "nuls"],
+)
+def test_a_hostile_file_is_a_broken_timeline_named_by_line(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(content)
+    report = verified_in_time(path)
+    assert not report.ok and report.problem.line == 1, report
+    assert reason in report.problem.reason, report.problem.reason
