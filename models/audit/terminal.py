@@ -3,14 +3,19 @@
 A summary, a label or a note comes from outside; printed raw, an ESC sequence in it clears the
 screen, retitles the window or forges a line of output, and a carriage return hides what came
 before it. Everything rearguard prints to a terminal or writes to a log passes through
-:func:`printable`, and every log handler rearguard installs formats with
-:class:`SafeFormatter`, which also redacts.
+:func:`printable`: the CLI's consoles are :class:`SafeConsole`, the console channel calls it,
+and every log handler rearguard installs formats with :class:`SafeFormatter`, which also
+redacts.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
 
 from rearguard.models.audit.redaction import redact_text
 
@@ -74,3 +79,16 @@ def safe_log_config(level: str = "WARNING") -> dict[str, object]:
         },
         "loggers": {"uvicorn": logger, "rearguard": logger},
     }
+
+
+class SafeConsole(Console):
+    """A rich console that passes every string it renders through :func:`printable`.
+
+    Rich strips only a few control codes (BEL, BS, VT, FF, CR) and lets ESC through, so a
+    summary's ``ESC [2J`` would clear the screen. Its own styling escapes are produced after
+    this point, so they are unaffected.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """Render as rich does, the text first made printable."""
+        return super().render_str(printable(text), **kwargs)

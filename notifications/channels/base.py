@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from rearguard.models.audit.terminal import printable
+
 
 @dataclass(frozen=True)
 class Message:
@@ -130,8 +132,8 @@ class ConsoleChannel:
         """Print the notification."""
         stream = self.stream or sys.stderr
         severity = (message.context.get("incident") or {}).get("severity") or "-"
-        stream.write(f"[notify {severity}] {message.title}\n")
-        body = message.body.strip()
+        stream.write(printable(f"[notify {severity}] {message.title}", newlines=False) + "\n")
+        body = printable(message.body.strip())
         if body:
             stream.write("".join(f"  {line}\n" for line in body.splitlines()))
         stream.flush()
