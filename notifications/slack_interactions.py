@@ -45,7 +45,7 @@ from rearguard.models.errors import (
 from rearguard.models.incidents.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.channels.base import DeliveryError
-from rearguard.notifications.templates import mrkdwn_escape
+from rearguard.notifications.channels.slack_limits import mrkdwn_escape
 
 logger = logging.getLogger(__name__)
 MAX_AGE_S = 300

@@ -26,12 +26,13 @@ from rearguard.models.audit.terminal import printable
 class Message:
     """One rendered notification: a title and bodies for each kind of channel.
 
-    ``text`` is the title and body as one plain text (an email's, Slack's fallback); ``body``
-    is the body alone.
+    ``text`` is the title and body as one plain text (an email's); ``slack_text`` the same,
+    mrkdwn-escaped, as Slack's fallback text; ``body`` is the body alone.
     """
 
     title: str
     text: str
+    slack_text: str
     body: str = ""
     html: str = ""
     blocks: list[dict[str, Any]] = field(default_factory=list)

@@ -63,7 +63,7 @@ def test_every_printer_uses_the_one_function() -> None:
 
     printed = io.StringIO()
     message = Message(
-        title=f"opened: {HOSTILE}", text="", body=f"line one\n{HOSTILE}\n", context={}
+        title=f"opened: {HOSTILE}", text="", slack_text="", body=f"line one\n{HOSTILE}\n"
     )
     delivery = Delivery(1, "key", 1, "opened", "console", datetime.now(UTC))
     ConsoleChannel(printed).send(message, delivery)
