@@ -125,8 +125,10 @@ def output_directory(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_text_file(path: Path) -> Iterator[TextIO]:
+def atomic_text_file(path: Path, *, mode: int = 0o666) -> Iterator[TextIO]:
     """Open a UTF-8 text stream that replaces ``path`` only when the block completes.
+
+    ``mode`` is the new file's, less the umask (0o600 for what rearguard keeps in its home).
 
     Raises:
         UsageError: the file cannot be created there (permissions, read-only, not a directory).
@@ -135,8 +137,9 @@ def atomic_text_file(path: Path) -> Iterator[TextIO]:
     _refuse_unless_replaceable(path)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        # 0o666 and the umask, as any new file; O_EXCL so an existing name is never followed.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        # The mode less the umask, as any new file; O_EXCL so an existing name is never
+        # followed.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
         raise UsageError(
             f"cannot write {path}: {exc.strerror}", hint="choose another -o path"

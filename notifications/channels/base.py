@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from rearguard.models.audit.terminal import printable
+from rearguard.models.config.settings import PRIVATE_FILE_MODE
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,10 @@ class FileChannel:
         line = json.dumps(record, sort_keys=True) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _FILE_LOCK, self.path.open("a", encoding="utf-8") as handle:
+            # Owner-only when it is created: it holds every incident's notifications.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            descriptor = os.open(self.path, flags, PRIVATE_FILE_MODE)
+            with _FILE_LOCK, open(descriptor, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())
