@@ -88,15 +88,21 @@ class IntakeGuard:
 
         started = False
 
-        async def counted_send(message: dict[str, Any]) -> None:
+        async def tracked_send(message: dict[str, Any]) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                self.stats.request(int(message["status"]))
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
+        async def counted_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.stats.request(int(message["status"]))
+            await tracked_send(message)
+
         try:
-            await self._guard(scope, receive, counted_send)
+            if scope["path"].startswith(_PROTECTED):
+                await self._guard(scope, receive, counted_send)
+            else:  # /healthz and /docs are not counted, unless they fail
+                await self.app(scope, receive, tracked_send)
         except Exception:
             # Starlette's outermost middleware answers 500 for an unhandled error, past this
             # one: count it here, or /healthz would never show a 5xx.
@@ -105,9 +111,6 @@ class IntakeGuard:
             raise
 
     async def _guard(self, scope: Scope, receive: Any, counted_send: Any) -> None:
-        if not scope["path"].startswith(_PROTECTED):
-            await self.app(scope, receive, counted_send)
-            return
         headers = dict(scope["headers"])
         slack = scope["path"] == SLACK_INTERACTIONS_PATH
         needed = READ if scope["method"] in ("GET", "HEAD") else WRITE
