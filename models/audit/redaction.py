@@ -31,7 +31,7 @@ from typing import Any
 REDACTED = "[REDACTED:{kind}]"
 
 # A value already replaced is left alone, so that redacting twice changes nothing.
-_NOT_DONE = r"(?!\s*\[REDACTED)"
+_NOT_DONE = r"""(?!\s*(?:\\?["'])?\[REDACTED:[a-z-]+(?:#[0-9]+)?\](?:\\?["']|[\s,;&@]|$))"""
 # The value of an assignment: double- or single-quoted (spaces and all, so that
 # ``PASSWORD="hunter 2"`` goes whole), quoted inside a JSON string, or bare up to a separator.
 _VALUE = (
@@ -149,7 +149,19 @@ _SECRET_KEY_LAST_WORDS = frozenset({"pass", "pw", "pwd", "token", "auth", "pat"}
 _KEY_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # The keys of a JSON text (for the quick test of a stored event's data).
 _JSON_KEY_RE = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:')
-_AWS_ID_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA")
+_AWS_ID_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AROA",
+    "AIPA",
+    "ANPA",
+    "ANVA",
+    "APKA",
+)
 
 
 def _may_hold_secret(text: str) -> bool:
@@ -169,7 +181,7 @@ def _may_hold_secret(text: str) -> bool:
         or ("_" in t and ("hf_" in t or "npm_" in t or "gh" in t or "github_pat_" in t))
         or ("x" in t and ("xox" in t or "xapp-" in t))
         or ("gl" in t and "-" in t)
-        or ("A" in t and ("AIza" in t or "ANVA" in t or "APKA" in t or _has_aws_id(t)))
+        or ("A" in t and ("AIza" in t or _has_aws_id(t)))
     ):
         return True
     t = text.lower()

@@ -237,3 +237,12 @@ def test_no_planted_secret_survives_any_output_path(
         context = [text[max(0, text.index(n) - 120) : text.index(n) + 40] for n in leaked[:2]]
         assert not leaked, f"{where} holds {leaked[:3]}: {context}"
     assert json.loads(listed.text)
+
+
+def test_a_marker_is_kept_but_a_lookalike_does_not_shield_a_secret() -> None:
+    # A numbered marker (a diff's) passes through the chain's redaction unchanged...
+    diff = '+ "password": "[REDACTED:password#1]",\n+ token=[REDACTED:slack-token#2]'
+    assert redact_text(diff) == diff
+    # ...but text that merely starts like one is no marker.
+    for text in ('password="[REDACTED]Zq8mXk2Pw"', "pw=[REDACTED:x]Zq8mXk2Pw"):
+        assert "Zq8mXk2Pw" not in redact_text(text)
