@@ -26,12 +26,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED:{kind}]"
 
 # A value already replaced is left alone, so that redacting twice changes nothing.
-_NOT_DONE = r"""(?!\s*(?:\\?["'])?\[REDACTED:[a-z-]+(?:#[0-9]+)?\](?:\\?["']|[\s,;&@]|$))"""
+_NOT_DONE = r"""(?!\s*(?:\\?["'])?\[REDACTED:[a-z-]+(?:#p?[0-9]+)?\](?:\\?["']|[\s,;&@]|$))"""
 # The value of an assignment: double- or single-quoted (spaces and all, so that
 # ``PASSWORD="hunter 2"`` goes whole), quoted inside a JSON string, or bare up to a separator.
 _VALUE = (
@@ -58,50 +60,96 @@ _WEAK_WORDS = (
 )
 _ASSIGN = r"""\\?["']?\s*[=:]\s*"""
 
-# (kind, pattern). Where a pattern has groups named "s", only the one that matched is replaced.
-_PATTERNS: tuple[tuple[str, str], ...] = (
+_AWS_ID_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AROA",
+    "AIPA",
+    "ANPA",
+    "ANVA",
+    "APKA",
+)
+
+# (kind, triggers, pattern): a pattern is tried only on a text whose lower-case form holds one
+# of its triggers (the literals it cannot match without), so an ordinary text costs a few
+# ``in`` tests, not a regex pass per pattern. Where a pattern has groups named "s", only the
+# one that matched is replaced. Applied in this order: specific tokens first, then headers,
+# URLs and assignments, which leave an earlier marker alone.
+_PATTERNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "private-key",
+        ("private key",),
         r"(?s:-{4,5} ?BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}.*?"
         r"(?:-{4,5} ?END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}|\Z))",
     ),
-    ("slack-token", r"\bxox[abeoprs]-[A-Za-z0-9-]{8,}"),
-    ("slack-token", r"\bxapp-[0-9]-[A-Za-z0-9-]{8,}"),
-    ("slack-webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"),
+    ("slack-token", ("xox",), r"\bxox[abeoprs]-[A-Za-z0-9-]{8,}"),
+    ("slack-token", ("xapp-",), r"\bxapp-[0-9]-[A-Za-z0-9-]{8,}"),
+    (
+        "slack-webhook",
+        ("hooks.slack.com",),
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
+    ),
     (
         "aws-access-key",
+        tuple(prefix.lower() for prefix in _AWS_ID_PREFIXES),
         r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[0-9A-Z]{16}\b",
     ),
-    ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
-    ("gitlab-token", r"\bgl(?:pat|dt|rt|ptt|cbt)-[A-Za-z0-9_-]{16,}"),
-    ("huggingface-token", r"\bhf_[A-Za-z0-9]{24,}"),
-    ("npm-token", r"\bnpm_[A-Za-z0-9]{30,}"),
-    ("sendgrid-key", r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
-    ("api-key", r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}"),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}"),
-    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    (
+        "github-token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",
+    ),
+    (
+        "gitlab-token",
+        ("glpat-", "gldt-", "glrt-", "glptt-", "glcbt-"),
+        r"\bgl(?:pat|dt|rt|ptt|cbt)-[A-Za-z0-9_-]{16,}",
+    ),
+    ("huggingface-token", ("hf_",), r"\bhf_[A-Za-z0-9]{24,}"),
+    ("npm-token", ("npm_",), r"\bnpm_[A-Za-z0-9]{30,}"),
+    ("sendgrid-key", ("sg.",), r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
+    ("api-key", ("sk-",), r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}"),
+    ("google-api-key", ("aiza",), r"\bAIza[0-9A-Za-z_-]{35}"),
+    ("jwt", ("eyj",), r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
     # An Authorization header of any scheme but Bearer (the next pattern): its credential.
     (
         "authorization",
+        ("authorization",),
         r"(?i:\b(?:proxy-)?authorization)" + _ASSIGN + r"(?!(?i:bearer)\s)"
         r"""(?:[A-Za-z][A-Za-z0-9-]*\s+(?=[^\s"']))?""" + _NOT_DONE + r"""(?P<s>[^\s"']++)"""
         r"(?!\s+\[REDACTED)",
     ),
-    ("bearer-token", r"(?i:\bbearer)\s+" + _NOT_DONE + r"(?P<s>[A-Za-z0-9._~+/-]{8,}=*)"),
+    (
+        "bearer-token",
+        ("bearer",),
+        r"(?i:\bbearer)\s+" + _NOT_DONE + r"(?P<s>[A-Za-z0-9._~+/-]{8,}=*)",
+    ),
     # A cookie header: all of it, to the end of the line.
-    ("cookie", r"(?i:\b(?:set-)?cookie)" + _ASSIGN + _NOT_DONE + r"""(?P<s>[^\r\n"']+)"""),
+    (
+        "cookie",
+        ("cookie",),
+        r"(?i:\b(?:set-)?cookie)" + _ASSIGN + _NOT_DONE + r"""(?P<s>[^\r\n"']+)""",
+    ),
     # user:password@ in a URL, the user possibly empty (redis://:pw@host); the password runs
     # to the last @ before the host, so an @ in it does not cut it short.
-    ("url-password", r"""://[^/\s:@"']*:""" + _NOT_DONE + r"""(?P<s>[^/\s"']+)@"""),
+    ("url-password", ("://",), r"""://[^/\s:@"']*:""" + _NOT_DONE + r"""(?P<s>[^/\s"']+)@"""),
     # A passphrase has spaces: the rest of the line, unless quoted.
     (
         "password",
+        ("passphrase",),
         r"(?i:\bpassphrase)(?:" + _ASSIGN + r"|\s+(?:(?:is|was)\s+)?)" + _NOT_DONE + "(?:"
         r"""(?=["'\\])""" + _VALUE + r"""|(?P<s>[^\r\n"',;]+))""",
     ),
-    ("password", r"(?:(?i:" + _STRONG_WORDS + r")|" + _WEAK_WORDS + r")" + _ASSIGN + _VALUE),
+    (
+        "password",
+        ("pass", "pw", "token", "secret", "credential", "private", "api", "access", "auth"),
+        r"(?:(?i:" + _STRONG_WORDS + r")|" + _WEAK_WORDS + r")" + _ASSIGN + _VALUE,
+    ),
     # "password hunter2", "passphrase is ...": the word after the word itself.
-    ("password", r"(?i:\b(?:password|passwd|passphrase)\s+(?:(?:is|was)\s+)?)" + _VALUE),
+    ("password", ("pass",), r"(?i:\b(?:password|passwd|passphrase)\s+(?:(?:is|was)\s+)?)" + _VALUE),
 )
 # A bare AWS secret access key (40 characters of base64, both cases) is only recognisable
 # next to its access key id: it is redacted when the same text holds one.
@@ -110,22 +158,30 @@ _AWS_SECRET_RE = re.compile(
     r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
 )
 _AWS_ID_MARK = "[REDACTED:aws-access-key"
+_PROVISIONAL_RE = re.compile(r"\[REDACTED:([a-z-]+)#p([0-9]+)\]")
 
 
-def _number_groups(index: int, pattern: str) -> str:
-    """Named groups must be unique in one regex: each ``s`` becomes ``s<index>_<n>``."""
+def _number_groups(pattern: str) -> str:
+    """Named groups must be unique in one regex: each ``s`` becomes ``s<n>``."""
     count = iter(range(100))
-    return re.sub(r"\(\?P<s>", lambda _m: f"(?P<s{index}_{next(count)}>", pattern)
+    return re.sub(r"\(\?P<s>", lambda _m: f"(?P<s{next(count)}>", pattern)
 
 
-_SECRET_RE = re.compile(
-    "|".join(f"(?P<alt{i}>{_number_groups(i, p)})" for i, (_, p) in enumerate(_PATTERNS))
-)
-_KIND_OF_GROUP = {f"alt{i}": kind for i, (kind, _) in enumerate(_PATTERNS)}
-_SECRET_GROUPS_OF = {
-    f"alt{i}": tuple(name for name in _SECRET_RE.groupindex if name.startswith(f"s{i}_"))
-    for i in range(len(_PATTERNS))
-}
+@dataclass(frozen=True)
+class _Rule:
+    kind: str
+    triggers: tuple[str, ...]
+    regex: re.Pattern[str]
+    secret_groups: tuple[str, ...]
+
+
+def _rule(kind: str, triggers: tuple[str, ...], pattern: str) -> _Rule:
+    regex = re.compile(_number_groups(pattern))
+    return _Rule(kind, triggers, regex, tuple(name for name in regex.groupindex))
+
+
+_RULES = tuple(_rule(*pattern) for pattern in _PATTERNS)
+
 
 # A mapping key names a secret when, its words joined whatever the case style (``db_password``,
 # ``dbPassword``, ``DB-PASSWORD``, ``dbpassword``), it holds one of these...
@@ -146,102 +202,57 @@ _SECRET_KEY_PARTS = (
 # ...or ends with one of these words (``DB_PASS``, ``slack_token``, ``X-Auth``; not
 # ``max_tokens``, ``token_count`` or ``tokenizer``, which are not secrets).
 _SECRET_KEY_LAST_WORDS = frozenset({"pass", "pw", "pwd", "token", "auth", "pat"})
+# What a key named like a secret holds, lower-cased, whatever its case style.
+_KEY_TRIGGERS = (*_SECRET_KEY_PARTS[:7], "key", *_SECRET_KEY_LAST_WORDS)
 _KEY_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # The keys of a JSON text (for the quick test of a stored event's data).
 _JSON_KEY_RE = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:')
-_AWS_ID_PREFIXES = (
-    "AKIA",
-    "ASIA",
-    "ABIA",
-    "ACCA",
-    "AGPA",
-    "AIDA",
-    "AROA",
-    "AIPA",
-    "ANPA",
-    "ANVA",
-    "APKA",
-)
 
 
-def _may_hold_secret(text: str) -> bool:
-    """False when no pattern can match: the text lacks every literal the patterns need.
-
-    Straight-line ``in`` tests, cheapest first, each group behind a one-character test: a few
-    microseconds per event, where running the alternation over every position of a text that
-    holds none of them costs a hundred (bench/bench_export.py).
-    """
-    t = text
-    if (
-        "----" in t
-        or "eyJ" in t
-        or "sk-" in t
-        or "hooks." in t
-        or "SG." in t
-        or ("_" in t and ("hf_" in t or "npm_" in t or "gh" in t or "github_pat_" in t))
-        or ("x" in t and ("xox" in t or "xapp-" in t))
-        or ("gl" in t and "-" in t)
-        or ("A" in t and ("AIza" in t or _has_aws_id(t)))
-    ):
-        return True
-    t = text.lower()
-    return (
-        "pass" in t
-        or "secret" in t
-        or "token" in t
-        or "key" in t
-        or "auth" in t
-        or "bearer" in t
-        or "pw" in t
-        or "://" in t
-        or "credential" in t
-        or "cookie" in t
-    )
+def _rules_for(text: str) -> list[_Rule]:
+    """The rules whose triggers the text holds: those that may match it."""
+    lower = text.lower()
+    return [rule for rule in _RULES if any(trigger in lower for trigger in rule.triggers)]
 
 
-def _has_aws_id(text: str) -> bool:
-    return any(prefix in text for prefix in _AWS_ID_PREFIXES)
-
-
-def _replace(match: re.Match[str], marker_for: Callable[[str, str], str] | None = None) -> str:
-    group = match.lastgroup
-    assert group is not None
-    kind = _KIND_OF_GROUP[group]
+def _replace(
+    rule: _Rule, match: re.Match[str], marker_for: Callable[[str, str], str] | None
+) -> str:
     text = match.group(0)
-    for name in _SECRET_GROUPS_OF[group]:
+    for name in rule.secret_groups:
         if match.group(name) is not None:
             start, end = match.span(name)
             offset = match.start()
             secret = text[start - offset : end - offset]
-            marker = marker_for(kind, secret) if marker_for else REDACTED.format(kind=kind)
+            marker = _marker(rule.kind, secret, marker_for)
             return text[: start - offset] + marker + text[end - offset :]
-    return marker_for(kind, text) if marker_for else REDACTED.format(kind=kind)
+    return _marker(rule.kind, text, marker_for)
 
 
-def _redact(text: str, marker_for: Callable[[str, str], str] | None = None) -> str:
-    redacted = _SECRET_RE.sub(lambda m: _replace(m, marker_for), text)
-    if _AWS_ID_MARK in redacted and _AWS_ID_MARK not in text:
-        redacted = _AWS_SECRET_RE.sub(
-            lambda m: (
-                marker_for("aws-secret-key", m.group(0))
-                if marker_for
-                else REDACTED.format(kind="aws-secret-key")
-            ),
-            redacted,
-        )
-    return redacted
+def _marker(kind: str, secret: str, marker_for: Callable[[str, str], str] | None) -> str:
+    return marker_for(kind, secret) if marker_for else REDACTED.format(kind=kind)
+
+
+def _redact(
+    text: str, rules: list[_Rule], marker_for: Callable[[str, str], str] | None = None
+) -> str:
+    original = text
+    for rule in rules:
+        text = rule.regex.sub(lambda m, rule=rule: _replace(rule, m, marker_for), text)
+    if _AWS_ID_MARK in text and _AWS_ID_MARK not in original:
+        text = _AWS_SECRET_RE.sub(lambda m: _marker("aws-secret-key", m.group(0), marker_for), text)
+    return text
 
 
 def contains_secret(text: str) -> bool:
     """True when a text holds something that looks like a secret."""
-    return _may_hold_secret(text) and _SECRET_RE.search(text) is not None
+    return any(rule.regex.search(text) for rule in _rules_for(text))
 
 
 def redact_text(text: str) -> str:
     """Return a text with every secret-looking part replaced by ``[REDACTED:<kind>]``."""
-    if not text or not _may_hold_secret(text) or _SECRET_RE.search(text) is None:
-        return text
-    return _redact(text)
+    rules = _rules_for(text) if text else []
+    return _redact(text, rules) if rules else text
 
 
 def redact_optional(text: str | None) -> str | None:
@@ -262,17 +273,24 @@ def redact_texts_consistently(texts: Sequence[str]) -> list[str]:
     Returns:
         The redacted texts, in order.
     """
-    numbers: dict[str, int] = {}
+    provisional: dict[str, int] = {}
 
     def marker_for(kind: str, secret: str) -> str:
-        number = numbers.setdefault(secret, len(numbers) + 1)
-        return f"[REDACTED:{kind}#{number}]"
+        number = provisional.setdefault(secret, len(provisional) + 1)
+        return f"[REDACTED:{kind}#p{number}]"
 
-    return [
-        _redact(text, marker_for) if text and _may_hold_secret(text) else text for text in texts
-    ]
+    redacted = [_redact(text, _rules_for(text), marker_for) if text else text for text in texts]
+    # The rules run one after the other: number by where each secret first appears instead.
+    final: dict[str, int] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        number = final.setdefault(match.group(2), len(final) + 1)
+        return f"[REDACTED:{match.group(1)}#{number}]"
+
+    return [_PROVISIONAL_RE.sub(renumber, text) for text in redacted]
 
 
+@lru_cache(maxsize=4096)  # the same few keys come back in every event
 def is_secret_key(name: str) -> bool:
     """True when a mapping key's name says its value is a secret, whatever its case style
     (``password``, ``api_key``, ``dbPassword``, ``DB_PASS``, ``X-Auth-Token``...)."""
@@ -319,10 +337,11 @@ def json_text_may_hold_secret(text: str) -> bool:
     literals are plain ASCII, and a quote or backslash in a value still leaves a match); a key
     is tested by name. True may be a false alarm; parse and redact to know.
     """
-    if not _may_hold_secret(text):
-        return False
-    if _SECRET_RE.search(text) is not None:
+    if any(rule.regex.search(text) for rule in _rules_for(text)):
         return True
+    lower = text.lower()
+    if not any(word in lower for word in _KEY_TRIGGERS):
+        return False
     return any(is_secret_key(key) for key in _JSON_KEY_RE.findall(text))
 
 
