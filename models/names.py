@@ -8,6 +8,7 @@ from pathlib import Path
 from rearguard.models.errors import UnsafePathError, UsageError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 MAX_ROW_ID = 2**31 - 1
 """The largest id a row can have: ids are ``INTEGER`` columns, 32-bit on PostgreSQL (SQLite's
@@ -46,3 +47,34 @@ def contained_path(root: Path, relative: str) -> Path:
     if candidate != base and base not in candidate.parents:
         raise UnsafePathError(f"path {relative!r} escapes {root}")
     return candidate
+
+
+def unstorable(text: str) -> str | None:
+    """Why a text cannot be stored as it is, or None.
+
+    PostgreSQL's text holds no NUL character, and no database holds a lone surrogate (a
+    ``\\ud800`` escape in JSON parses into one, and is not UTF-8).
+    """
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group(0) == "\x00":
+        return "holds a NUL character"
+    return "is not valid Unicode (a lone surrogate)"
+
+
+def check_storable(text: str | None, *, what: str) -> str | None:
+    """Return ``text`` if a database can hold it as it is.
+
+    Raises:
+        UsageError: it holds a NUL character or a lone surrogate.
+    """
+    problem = unstorable(text) if text else None
+    if problem:
+        raise UsageError(f"the {what} {problem}", hint="remove the control character")
+    return text
+
+
+def storable(text: str) -> str:
+    """``text`` with each NUL and lone surrogate replaced by U+FFFD, for recording a refusal."""
+    return _UNSTORABLE.sub("\ufffd", text)

@@ -8,12 +8,15 @@ runtime (``Runtime.secret_blocks``), which is passed down to here.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from rearguard.models.config.settings import Settings
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
+
+logger = logging.getLogger(__name__)
 
 
 def slack_token(settings: Settings, *, secret_blocks: SecretBlockLoader | None = None) -> str:
@@ -71,6 +74,18 @@ def build_channel(
         if not email.host:
             raise ConfigurationError(
                 "no SMTP server", hint="set [notifications.email] host or REARGUARD_SMTP_HOST"
+            )
+        if email.security == "none" and email.username:
+            if not email.allow_plaintext_auth:
+                raise ConfigurationError(
+                    'SMTP login with security = "none" would send the password in clear',
+                    hint='use security = "starttls" or "tls"; or, on a trusted network, set '
+                    "[notifications.email] allow_plaintext_auth = true",
+                )
+            logger.warning(
+                "SMTP login to %s without TLS: the password travels in clear "
+                "(allow_plaintext_auth = true)",
+                email.host,
             )
         return EmailChannel(
             host=email.host,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from rearguard.models import bounded_json
 from rearguard.models.config.settings import Settings
 from rearguard.models.db.tables import ApprovalRequest, SeenCallback
 from rearguard.models.errors import (
@@ -45,7 +45,7 @@ from rearguard.models.errors import (
 from rearguard.models.incidents.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
 from rearguard.models.runtime import Runtime, SecretBlockLoader
 from rearguard.notifications.channels.base import DeliveryError
-from rearguard.notifications.templates import mrkdwn_escape
+from rearguard.notifications.channels.slack_limits import mrkdwn_escape
 
 logger = logging.getLogger(__name__)
 MAX_AGE_S = 300
@@ -152,7 +152,7 @@ def _parse(body: bytes) -> ButtonPress:
     """The button press a callback body carries."""
     try:
         fields = parse_qs(body.decode("utf-8"), strict_parsing=True)
-        payload: Any = json.loads(fields["payload"][0])
+        payload: Any = bounded_json.loads(fields["payload"][0])
         user = payload["user"]["id"]
         (action,) = [a for a in payload["actions"] if a.get("action_id") in _ACTIONS]
         callback_id = action["value"]

@@ -22,7 +22,12 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from rearguard.notifications.channels.base import Message
-from rearguard.notifications.channels.slack_limits import fit_blocks, fit_text
+from rearguard.notifications.channels.slack_limits import (
+    fit_blocks,
+    fit_escaped_text,
+    fit_text,
+    mrkdwn_escape,
+)
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
 EVENTS = ("opened", "contained", "recovered", "failed", "approval_needed", "drill_result")
@@ -31,11 +36,6 @@ DRILL_PREFIX = "[DRILL] "
 
 class TemplateError(Exception):
     """A template is missing, malformed, or uses an undefined variable."""
-
-
-def mrkdwn_escape(value: Any) -> str:
-    """Escape the three characters Slack's mrkdwn treats as markup: &, < and >."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def slack_user(contact: str) -> str:
@@ -133,9 +133,11 @@ class Renderer:
                 raise TemplateError("the Slack template must render a list of blocks")
             blocks = fit_blocks(parsed, note=_note(context))
         html = self._render(self._layout(event, "html"), values) if "html" in formats else ""
+        full_text = f"{title}\n\n{body}".strip()
         return Message(
             title=title,
-            text=fit_text(f"{title}\n\n{body}".strip(), note=_note(context)),
+            text=fit_text(full_text, note=_note(context)),
+            slack_text=fit_escaped_text(full_text, note=_note(context)),
             body=body,
             html=html,
             blocks=blocks,

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
+from rearguard.models.audit.terminal import SafeConsole
 from rearguard.models.names import MAX_ROW_ID
 
 if TYPE_CHECKING:
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from rearguard.models.integrity.prehash import HashedAhead
     from rearguard.models.runtime import Runtime
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Safe: whatever they print (a summary, a label) reaches the terminal without its escapes.
+out = SafeConsole(highlight=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 LimitOption = Annotated[

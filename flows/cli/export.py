@@ -31,13 +31,14 @@ def export(
         ),
     ] = ExportFormat.MD,
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output",
             "-o",
             help=(
-                "File to write (a directory: incident-ID.EXT inside it); standard output when "
-                "omitted. With --all, the directory to write into (created if missing, its "
+                "Regular file to write, replaced atomically (an existing directory: "
+                "incident-ID.EXT inside it); standard output when omitted, - or /dev/stdout. "
+                "With --all, the directory to write into (created if missing, its "
                 "parent must exist)."
             ),
             show_default=False,
@@ -70,15 +71,15 @@ def export(
 
 
 def _export_one(
-    ctx: typer.Context, incident_id: int, export_format: ExportFormat, output: Path | None
+    ctx: typer.Context, incident_id: int, export_format: ExportFormat, output: str | None
 ) -> None:
     from rearguard.flows.exports.export import export_to_file, write_export
     from rearguard.flows.exports.formats import file_name
-    from rearguard.flows.exports.output import standard_output, target_file
+    from rearguard.flows.exports.output import is_standard_output, standard_output, target_file
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
-    if output is None or str(output) == "-":
+    if output is None or is_standard_output(output):
         with standard_output() as stream:
             write_export(
                 db=rt.db,
@@ -96,7 +97,7 @@ def _export_one(
 
 
 def _export_all(
-    ctx: typer.Context, export_format: ExportFormat, output: Path, since: str | None
+    ctx: typer.Context, export_format: ExportFormat, output: str, since: str | None
 ) -> None:
     from rearguard.flows.exports.export import export_to_file, incident_ids
     from rearguard.flows.exports.formats import file_name
@@ -109,7 +110,7 @@ def _export_all(
     if not ids:
         err.print("no incidents" + (f" opened since {since}" if since else ""), markup=False)
         return
-    directory = output_directory(output)
+    directory = output_directory(Path(output))
     for incident_id in ids:
         path = export_to_file(
             db=rt.db,

@@ -125,14 +125,23 @@ def serve(
         import uvicorn
 
         from rearguard.flows.intake.app import create_app
-        from rearguard.flows.intake.server import IntakeServer
+        from rearguard.flows.intake.server import IntakeServer, bounded_http_protocol
+        from rearguard.models.audit.terminal import safe_log_config
 
         config = uvicorn.Config(
             create_app(rt, intake=intake, schedule_drills=not no_scheduler),
             log_level="warning",
+            # Every line it logs (ours and uvicorn's) redacted and free of terminal escapes.
+            log_config=safe_log_config(),
             access_log=False,
-            # Bodies over the limit are refused by the app; this bounds what uvicorn buffers.
-            h11_max_incomplete_event_size=64 * 1024,
+            # Headers bounded in size and time whichever parser uvicorn picks; h11's own
+            # buffer limit stays above ours, so the answer is ours (431) either way. Bodies
+            # over the limit are refused by the app.
+            http=bounded_http_protocol(
+                max_header_bytes=intake.max_header_bytes,
+                header_timeout_s=intake.header_timeout_s,
+            ),
+            h11_max_incomplete_event_size=4 * intake.max_header_bytes,
         )
         bare = intake.host.strip("[]")
         shown_host = f"[{bare}]" if ":" in bare else bare

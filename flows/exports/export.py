@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from rearguard.flows.exports.facts import IncidentFacts, Timeline, load_facts, load_timeline
 from rearguard.flows.exports.formats import ExportFormat, file_name
 from rearguard.flows.exports.output import atomic_text_file
+from rearguard.models.config.settings import PRIVATE_FILE_MODE, private_directory
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Incident
 
@@ -73,13 +74,14 @@ def export_to_file(
 def write_reviews(
     *, db: Database, incident_id: int, directory: Path, alias: str = "production"
 ) -> list[Path]:
-    """Write the Markdown and HTML review of an incident into a directory (created if missing)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the Markdown and HTML review of an incident into a directory (created owner-only
+    if missing), each file owner-only: a review holds the incident's details."""
+    private_directory(directory)
     facts = load_facts(db, incident_id, alias=alias)
     written = []
     for export_format in REVIEW_FORMATS:
         path = directory / file_name(incident_id, export_format)
-        with atomic_text_file(path) as out:
+        with atomic_text_file(path, mode=PRIVATE_FILE_MODE) as out:
             importlib.import_module(_WRITERS[export_format]).write(facts, out)
         written.append(path)
     return written

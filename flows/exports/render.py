@@ -26,12 +26,18 @@ from rearguard.flows.exports.references import (
 )
 
 _ATLAS_ID = re.compile(r"^AML\.T[0-9]{4}(\.[0-9]{3})?$")
-# What could make Markdown text into markup: raw HTML and autolinks (<), links and images ([ ]),
-# table cells (|), code, emphasis and strike-through. Intraword underscores (model_compromise)
-# are literal in CommonMark and stay as they are.
+# What could make Markdown text into markup: raw HTML and autolinks (< >), entities (&),
+# attributes' quotes, links and images ([ ]), table cells (|), code, emphasis and
+# strike-through. Each becomes an HTML character reference, which every renderer decodes to the
+# character as text: CommonMark honours backslash escapes for all of them, but Python-Markdown
+# (MkDocs, many wikis) does not for < and >, and passes ``\<script>`` on as a tag.
+# Intraword underscores (model_compromise) are literal in CommonMark and stay as they are.
 # Nothing to do unless one of these is present (most timeline cells hold none).
-_MD_QUICK = re.compile(r"[\\`*\[\]<|~_&\r\n\t\f\v]")
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<|~])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_MD_QUICK = re.compile(r"""[\\`*\[\]<>|~_&"'\r\n\t\f\v]""")
+_MD_SPECIAL = re.compile(r"""[\\`*\[\]<>|~&"']|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])""")
+_MD_REFERENCE = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+# A line that starts like a block (a heading, a list, a rule, a setext underline) would be one.
+_MD_BLOCK_START = re.compile(r"^(?:[#=+-]|\d+[.)])")
 
 
 def duration(seconds: float | None) -> str:
@@ -68,10 +74,19 @@ def md(text: Any) -> str:
     if text is None:
         return ""
     value = str(text)
-    if _MD_QUICK.search(value) is None:
+    if _MD_QUICK.search(value) is None and _MD_BLOCK_START.match(value) is None:
         return value
-    value = " ".join(value.split()).replace("&", "&amp;")
-    return _MD_SPECIAL.sub(lambda match: "\\" + match.group(0), value)
+    value = _MD_SPECIAL.sub(_reference, " ".join(value.split()))
+    start = _MD_BLOCK_START.match(value)
+    if start:
+        mark = start.group(0)
+        value = mark[:-1] + f"&#{ord(mark[-1])};" + value[len(mark) :]
+    return value
+
+
+def _reference(match: re.Match[str]) -> str:
+    char = match.group(0)
+    return _MD_REFERENCE.get(char) or f"&#{ord(char)};"
 
 
 def code(text: Any) -> str:
@@ -80,6 +95,8 @@ def code(text: Any) -> str:
     value = " ".join(str(text or "").split())
     longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
     fence = "`" * (longest + 1)
+    # In a table a pipe ends the cell even inside a code span; ``\|`` is the one escape
+    # there that both GFM and Python-Markdown's tables read as a pipe.
     return f"{fence} {value.replace('|', chr(92) + '|')} {fence}"
 
 

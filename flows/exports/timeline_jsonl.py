@@ -27,16 +27,19 @@ checked against the database (``audit verify --file F --against-database``): see
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Row
 
 from rearguard.flows.exports.facts import Timeline, incidents_between, iter_rows
+from rearguard.models import bounded_json
 from rearguard.models.audit.chain import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_value
 from rearguard.models.db.engine import Database
@@ -177,11 +180,22 @@ class FileCheckpoint:
     uncovered: int
 
 
-class _Lines:
-    """The file's records in order; event records are handed out as a stream for verify_events."""
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest line the verifier reads: far above any event rearguard writes (a diff is cut at
+16,000 characters), far below what would exhaust memory (``/dev/zero`` has no line end)."""
 
-    def __init__(self, handle: TextIO, db: Database | None = None) -> None:
-        self._lines = enumerate(handle, start=1)
+
+class _Lines:
+    """The file's records in order; event records are handed out as a stream for verify_events.
+
+    Lines are read as bytes, each at most :data:`MAX_LINE_BYTES`, and decoded one by one: an
+    overlong line, bytes that are not UTF-8 or JSON nested too deep are a broken file, named
+    by line, like any other alteration.
+    """
+
+    def __init__(self, handle: BinaryIO, db: Database | None = None) -> None:
+        self._handle = handle
+        self._number = 0
         self.pending: tuple[int, dict[str, Any]] | None = None
         self.problem: ChainProblem | None = None
         self.incident_id: int | None = None
@@ -192,16 +206,35 @@ class _Lines:
         self.pairs: list[tuple[int, str, int]] = []
         self.checkpoint: tuple[int, Any] | None = None
 
+    def _next_line(self) -> tuple[int, str] | None:
+        raw = self._handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return None
+        self._number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            reason = f"a line longer than {MAX_LINE_BYTES} bytes (altered)"
+            self.problem = ChainProblem(-1, self._number, reason)
+            return None
+        try:
+            return self._number, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.problem = ChainProblem(-1, self._number, "not UTF-8 (altered or not a timeline)")
+            return None
+
     def next_record(self) -> tuple[int, dict[str, Any]] | None:
         if self.pending is not None:
             record, self.pending = self.pending, None
             return record
-        for number, text in self._lines:
+        while (line := self._next_line()) is not None:
+            number, text = line
             if not text.strip():
                 continue
             self.text = text
             try:
-                value = json.loads(text)
+                value = bounded_json.loads(text)
+            except bounded_json.JsonTooDeep:
+                self.problem = ChainProblem(-1, number, "JSON nested too deep (altered)")
+                return None
             except ValueError:
                 self.problem = ChainProblem(-1, number, "not valid JSON (altered or truncated)")
                 return None
@@ -337,17 +370,33 @@ def verify_file(
         public_key: the key that signs checkpoints, to check the checkpoint the file carries.
 
     Raises:
-        UsageError: the file cannot be read.
+        UsageError: the file cannot be read, or is not a regular file (a FIFO, a device, a
+            directory: it would block, never end, or hold no lines).
     """
     from rearguard.models.errors import UsageError
 
     try:
-        handle = path.open(encoding="utf-8")
+        # Non-blocking, so that opening a FIFO with no writer does not wait for one.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UsageError(
+                f"{path} is not a regular file",
+                hint="export the timeline to a file first: rearguard export ID --format jsonl -o F",
+            )
+        os.set_blocking(descriptor, True)
+        handle = os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
     with handle:
         lines = _Lines(handle, db)
-        report = _verify(lines)
+        try:
+            report = _verify(lines)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if public_key is None or not report.ok:
         return report
     return _check_checkpoint(report, lines, public_key)

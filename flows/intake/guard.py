@@ -1,5 +1,7 @@
-"""What every ``/v1/`` request passes before a route sees it: the bearer token, the body size
-limit and the optional HMAC signature; and the counts of accepted and refused requests.
+"""What every ``/v1/`` request passes before a route sees it: the bearer token and its scope
+(``read`` for GET, ``write`` for the rest), the body size limit and the optional HMAC signature
+over a timestamp and the body (the signing of rearguard's own webhooks); and the counts of
+accepted and refused requests, 5xx included.
 
 Slack's interactivity callback is the one exception to the token and the HMAC signature:
 Slack can send neither, and signs the request its own way, which its route verifies. It still
@@ -11,7 +13,6 @@ holds while the body streams in (a client may lie in ``Content-Length``, or send
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import threading
@@ -19,11 +20,13 @@ from collections import Counter
 from typing import Any
 
 from rearguard.flows.asgi_replay import replay, request_message
-from rearguard.models.config.intake import IntakeSettings
+from rearguard.models.config.intake import READ, WRITE, IntakeSettings
+from rearguard.notifications.channels.webhook import TIMESTAMP_HEADER, verify_signature
 
 Scope = dict[str, Any]
 _PROTECTED = "/v1/"
 SIGNATURE_HEADER = "x-rearguard-signature"
+MAX_SIGNATURE_AGE_S = 300
 SLACK_INTERACTIONS_PATH = "/v1/slack/interactions"
 
 
@@ -60,11 +63,6 @@ class IntakeStats:
             }
 
 
-def body_signature(secret: bytes, body: bytes) -> str:
-    """The ``X-Rearguard-Signature`` value of a body: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
 class IntakeGuard:
     """ASGI middleware enforcing auth, the body limit and the signature on ``/v1/`` routes.
 
@@ -79,26 +77,44 @@ class IntakeGuard:
         self.stats = stats
         self.limit = settings.max_body_bytes
         self.auth = settings.auth == "required"
-        self.tokens = [t.get_secret_value().encode() for t in settings.tokens]
+        self.tokens = settings.scoped_tokens()
         secret = settings.hmac_secret
-        self.hmac_secret = secret.get_secret_value().encode() if secret else None
+        self.hmac_secret = secret.get_secret_value() if secret else None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         async def counted_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 self.stats.request(int(message["status"]))
-            await send(message)
+            await tracked_send(message)
 
-        if not scope["path"].startswith(_PROTECTED):
-            await self.app(scope, receive, send)
-            return
+        try:
+            if scope["path"].startswith(_PROTECTED):
+                await self._guard(scope, receive, counted_send)
+            else:  # /healthz and /docs are not counted, unless they fail
+                await self.app(scope, receive, tracked_send)
+        except Exception:
+            # Starlette's outermost middleware answers 500 for an unhandled error, past this
+            # one: count it here, or /healthz would never show a 5xx.
+            if not started:
+                self.stats.request(500)
+            raise
+
+    async def _guard(self, scope: Scope, receive: Any, counted_send: Any) -> None:
         headers = dict(scope["headers"])
         slack = scope["path"] == SLACK_INTERACTIONS_PATH
-        refusal = None if slack else self._check_token(headers.get(b"authorization"))
+        needed = READ if scope["method"] in ("GET", "HEAD") else WRITE
+        refusal = None if slack else self._check_token(headers.get(b"authorization"), needed)
         if refusal:
             await _refuse(counted_send, *refusal)
             return
@@ -123,16 +139,24 @@ class IntakeGuard:
                 return
         if self.hmac_secret is not None and scope["method"] == "POST" and not slack:
             signature = headers.get(SIGNATURE_HEADER.encode())
-            if signature is None:
-                await _refuse(counted_send, 401, "missing signature")
+            timestamp = headers.get(TIMESTAMP_HEADER.lower().encode())
+            if signature is None or timestamp is None:
+                await _refuse(counted_send, 401, "missing signature or timestamp")
                 return
-            expected = body_signature(self.hmac_secret, bytes(body)).encode()
-            if not hmac.compare_digest(signature.strip(), expected):
-                await _refuse(counted_send, 403, "forbidden")
+            # The timestamp is signed with the body, and an old one refused: a captured
+            # request cannot be replayed after MAX_SIGNATURE_AGE_S.
+            if not verify_signature(
+                self.hmac_secret,
+                timestamp=timestamp.decode("latin-1").strip(),
+                body=bytes(body),
+                signature=signature.decode("latin-1").strip(),
+                tolerance_s=MAX_SIGNATURE_AGE_S,
+            ):
+                await _refuse(counted_send, 403, "forbidden: bad signature or stale timestamp")
                 return
         await self.app(scope, replay([request_message(bytes(body))], receive), counted_send)
 
-    def _check_token(self, header: bytes | None) -> tuple[int, str] | None:
+    def _check_token(self, header: bytes | None, needed: str) -> tuple[int, str] | None:
         if not self.auth:
             return None
         scheme, _, token = (header or b"").partition(b" ")
@@ -140,8 +164,12 @@ class IntakeGuard:
             return 401, "unauthorized"
         token = token.strip()
         # Compare with every token, so the time taken does not say which one nearly matched.
-        matches = [hmac.compare_digest(token, known) for known in self.tokens]
-        return None if any(matches) else (403, "forbidden")
+        matches = [known for known in self.tokens if hmac.compare_digest(token, known.token)]
+        if not matches:
+            return 403, "forbidden"
+        if not any(needed in known.scopes for known in matches):
+            return 403, f"forbidden: this token has no {needed} scope"
+        return None
 
 
 async def _refuse(send: Any, status: int, detail: str) -> None:

@@ -3,8 +3,6 @@ native event."""
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from rearguard.flows.intake.schemas import AlertmanagerAlert, AlertmanagerWebhook, NativeEvent
 from rearguard.models.config.intake import AlertRule
 from rearguard.models.enums import Severity
@@ -38,9 +36,6 @@ def parse_severity(value: str | None) -> Severity:
 
 def from_native(event: NativeEvent) -> IncomingAlert:
     """A native event as an alert; an unknown type is a problem the caller reports as 422."""
-    since = event.since
-    if since is not None:
-        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
     return _with_playbook(
         IncomingAlert(
             source=f"native:{event.source}",
@@ -49,7 +44,7 @@ def from_native(event: NativeEvent) -> IncomingAlert:
             severity=event.severity,
             summary=event.summary,
             dedup_key=f"native:{event.dedup_key}" if event.dedup_key else None,
-            since=since,
+            since=event.since,  # in UTC already (the schema's Moment)
             labels=dict(event.labels),
         )
     )

@@ -189,13 +189,10 @@ def run_child(
         run_records_off_the_terminal,
         warm_up,
     )
+    from rearguard.models.audit.terminal import safe_log_handler
     from rearguard.models.runtime import Runtime
 
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-    )
+    logging.basicConfig(level=logging.WARNING, handlers=[safe_log_handler()])
     # How each playbook ended, one line each, on serve's console.
     logging.getLogger("rearguard.flows.intake.dispatcher").setLevel(logging.INFO)
     os.nice(PLAYBOOK_NICENESS)

@@ -5,14 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from rearguard.models.enums import Severity
+from rearguard.models.errors import UsageError
+from rearguard.models.incidents.service import as_utc
 
 Label = Annotated[str, StringConstraints(max_length=1024)]
 Labels = Annotated[
     dict[Annotated[str, StringConstraints(max_length=256)], Label], Field(max_length=64)
 ]
+
+
+def _text_only(value: object) -> object:
+    # pydantic reads a number as seconds since 1970: ``endsAt: 0`` is not a date.
+    if isinstance(value, int | float):
+        raise ValueError("a date and time is an ISO 8601 string, not a number")
+    return value
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return as_utc(moment, what="the time")
+    except UsageError as exc:  # pydantic answers a ValueError with 422
+        raise ValueError(exc.message) from None
+
+
+Moment = Annotated[datetime, BeforeValidator(_text_only), AfterValidator(_in_utc)]
+"""An ISO 8601 date and time, in UTC (a naive one taken as UTC), within years 1-9999 there."""
 
 
 class NativeEvent(BaseModel):
@@ -24,7 +51,7 @@ class NativeEvent(BaseModel):
     )
     asset: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     severity: Severity = Severity.SEV2
-    since: datetime | None = Field(default=None, description="suspected start, ISO 8601")
+    since: Moment | None = Field(default=None, description="suspected start, ISO 8601")
     summary: Annotated[str, StringConstraints(max_length=10_000)] = ""
     dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "webhook"
@@ -38,8 +65,8 @@ class AlertmanagerAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: Labels
     annotations: Labels = Field(default_factory=dict)
-    startsAt: datetime | None = None  # Alertmanager spells its fields so
-    endsAt: datetime | None = None
+    startsAt: Moment | None = None  # Alertmanager spells its fields so
+    endsAt: Moment | None = None
     generatorURL: Annotated[str, StringConstraints(max_length=2048)] = ""
     fingerprint: Annotated[str, StringConstraints(max_length=64)] = ""
 

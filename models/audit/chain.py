@@ -19,6 +19,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlmodel import Session, select
 
+from rearguard.models.audit.redaction import (
+    json_text_may_hold_secret,
+    redact_optional,
+    redact_value,
+)
 from rearguard.models.db.tables import ChainHead, TimelineEvent
 from rearguard.models.enums import EventKind
 
@@ -99,11 +104,20 @@ def append_event(
         incident_id: the incident the event belongs to, if any.
         asset: the asset concerned, if any.
         version: the version label concerned, if any.
-        data: further facts; must be JSON-serialisable and must not hold secrets.
+        data: further facts; must be JSON-serialisable.
+
+    Everything but the sequence and the kind passes through the one redaction
+    (:mod:`rearguard.models.audit.redaction`) first: whatever a caller forgot, no secret that
+    redaction recognises enters the chain.
 
     Returns:
         The event's sequence number, timestamp and hash.
     """
+    clean = dict(data or {})
+    data_text = canonical_json(clean)
+    if json_text_may_hold_secret(data_text):
+        clean = redact_value(clean)
+        data_text = canonical_json(clean)
     connection = target.connection() if isinstance(target, Session) else target
     dialect = connection.dialect.name
     # The driver's own cursor, in the session's transaction: this runs for every event, and
@@ -123,11 +137,11 @@ def append_event(
             "ts": format_ts(datetime.now(UTC)),
             "incident_id": incident_id,
             "kind": str(kind),
-            "action": action,
-            "actor": actor,
-            "asset": asset,
-            "version": version,
-            "data": dict(data or {}),
+            "action": redact_optional(action),
+            "actor": redact_optional(actor),
+            "asset": redact_optional(asset),
+            "version": redact_optional(version),
+            "data": clean,
             "prev_hash": prev_hash,
         }
         digest = event_hash(fields)
@@ -135,7 +149,7 @@ def append_event(
             sql.insert_event,
             (
                 *(fields[name] for name in HASHED_FIELDS if name != "data"),
-                canonical_json(fields["data"]),
+                data_text,
                 digest,
             ),
         )

@@ -1,17 +1,24 @@
-"""Redaction of secrets from anything rearguard writes out: exports, notifications, notes.
+"""Redaction of secrets: the one function every writer passes outside text through.
 
 Secrets should never reach the timeline in the first place (they come from the environment or
-a Prefect Secret block), but free text such as an incident summary, a validation command's
-output or a resolution note is typed or pasted by people. Everything rearguard exports passes
-through here, so a token pasted into a summary does not leave the machine in a review document.
+a Prefect Secret block), but free text and labels (an incident summary, an alert's labels and
+dedup key, a validation command's output, a resolution note) are typed, pasted or sent by
+people and systems. The audit chain redacts every event it appends, the incident row is
+redacted when it is written, and the outbox, the channels, the logs and the exports pass what
+they write through here too, so a token pasted anywhere does not leave the machine.
 
-Recognised by pattern: Slack tokens and webhook URLs, AWS access key ids (AKIA, ASIA...),
-GitHub, OpenAI- and Anthropic-style API keys, Google API keys, JSON web tokens, ``Bearer``
-credentials, PEM private keys, passwords in URLs, and ``password=...``-style assignments; and,
-in structured data, the string value of any key whose name says it holds a secret
-(``password``, ``token``, ``api_key``...). A match is replaced by ``[REDACTED:<kind>]``,
-keeping the surrounding text (and the name in an assignment) so that the reader still sees what
-was there.
+Recognised by value: Slack, GitHub, GitLab, Hugging Face, npm, SendGrid, OpenAI- and
+Anthropic-style tokens, Google API keys, AWS access key ids (and a bare AWS secret key in the
+same text), JSON web tokens, ``Authorization`` headers of any scheme, ``Cookie`` headers, PEM,
+OpenSSH and PGP private key blocks, passwords in URLs (``redis://:pw@host`` too), assignments
+to a name that says it holds a secret (``password=``, ``DB_PASS=``, ``pw=``, ``private_key=``,
+``credential:``..., a quoted value whole: ``PASSWORD="hunter 2"``) and the word after
+``password`` or ``passphrase`` (``password hunter2``). And, in structured data, by key: the
+string value of any key whose name says it holds a secret, whatever its case style
+(``api_key``, ``dbPassword``, ``DB_PASS``, ``client-secret``, ``X-Auth-Token``).
+
+A match is replaced by ``[REDACTED:<kind>]``, keeping the surrounding text (and the name in an
+assignment) so that the reader still sees what was there. Redacting twice changes nothing.
 """
 
 from __future__ import annotations
@@ -19,127 +26,238 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED:{kind}]"
 
-# (kind, pattern). For kinds with a named group "secret", only that group is replaced.
-_PATTERNS: tuple[tuple[str, str], ...] = (
+# A value already replaced is left alone, so that redacting twice changes nothing.
+_NOT_DONE = r"""(?!\s*(?:\\?["'])?\[REDACTED:[a-z-]+(?:#p?[0-9]+)?\](?:\\?["']|[\s,;&@]|$))"""
+# The value of an assignment: double- or single-quoted (spaces and all, so that
+# ``PASSWORD="hunter 2"`` goes whole), quoted inside a JSON string, or bare up to a separator.
+_VALUE = (
+    _NOT_DONE
+    + "(?:"
+    + r'"(?P<s>[^"\r\n]+)"'
+    + "|"
+    + r"'(?P<s>[^'\r\n]+)'"
+    + "|"
+    + r'\\"(?P<s>[^"\\\r\n]+)\\"'
+    + "|"
+    + r"""(?P<s>[^\s"',;&]+))"""
+)
+# Words that name a secret wherever they stand (``db_password``, ``dbPassword``, ``MYSECRET``).
+_STRONG_WORDS = (
+    r"password|passwd|passphrase|secret|credentials?|private[_-]?key|api[_-]?key"
+    r"|access[_-]?key|auth[_-]?token"
+)
+# Short words that count only as a whole word of the name (``DB_PASS``, ``pw``, ``authToken``),
+# not inside a longer one (``bypass``, ``tokenizer``).
+_WEAK_WORDS = (
+    r"(?:(?<![A-Za-z])(?i:pass|pwd|pw|token)|(?<=[a-z])(?:Pass|PASS|Pwd|PWD|Pw|PW|Token|TOKEN))"
+    r"(?![a-z])"
+)
+_ASSIGN = r"""\\?["']?\s*[=:]\s*"""
+
+_AWS_ID_PREFIXES = (
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AGPA",
+    "AIDA",
+    "AROA",
+    "AIPA",
+    "ANPA",
+    "ANVA",
+    "APKA",
+)
+
+# (kind, triggers, pattern): a pattern is tried only on a text whose lower-case form holds one
+# of its triggers (the literals it cannot match without), so an ordinary text costs a few
+# ``in`` tests, not a regex pass per pattern. Where a pattern has groups named "s", only the
+# one that matched is replaced. Applied in this order: specific tokens first, then headers,
+# URLs and assignments, which leave an earlier marker alone.
+_PATTERNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "private-key",
-        r"(?s:-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?"
-        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z))",
+        ("private key",),
+        r"(?s:-{4,5} ?BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}.*?"
+        r"(?:-{4,5} ?END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}|\Z))",
     ),
-    ("slack-token", r"\bxox[abeoprs]-[A-Za-z0-9-]{8,}"),
-    ("slack-token", r"\bxapp-[0-9]-[A-Za-z0-9-]{8,}"),
-    ("slack-webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+"),
-    ("aws-access-key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
-    ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})"),
-    ("api-key", r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}"),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}"),
-    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
-    ("bearer-token", r"(?i:\bbearer)\s+(?P<secret>[A-Za-z0-9._~+/-]{8,}=*)"),
-    ("url-password", r"://[^/\s:@]+:(?P<secret>[^/\s@]+)@"),
+    ("slack-token", ("xox",), r"\bxox[abeoprs]-[A-Za-z0-9-]{8,}"),
+    ("slack-token", ("xapp-",), r"\bxapp-[0-9]-[A-Za-z0-9-]{8,}"),
+    (
+        "slack-webhook",
+        ("hooks.slack.com",),
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
+    ),
+    (
+        "aws-access-key",
+        tuple(prefix.lower() for prefix in _AWS_ID_PREFIXES),
+        r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[0-9A-Z]{16}\b",
+    ),
+    (
+        "github-token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",
+    ),
+    (
+        "gitlab-token",
+        ("glpat-", "gldt-", "glrt-", "glptt-", "glcbt-"),
+        r"\bgl(?:pat|dt|rt|ptt|cbt)-[A-Za-z0-9_-]{16,}",
+    ),
+    ("huggingface-token", ("hf_",), r"\bhf_[A-Za-z0-9]{24,}"),
+    ("npm-token", ("npm_",), r"\bnpm_[A-Za-z0-9]{30,}"),
+    ("sendgrid-key", ("sg.",), r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
+    ("api-key", ("sk-",), r"\bsk-(?:proj-|ant-|live-|test-)?[A-Za-z0-9_-]{20,}"),
+    ("google-api-key", ("aiza",), r"\bAIza[0-9A-Za-z_-]{35}"),
+    ("jwt", ("eyj",), r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    # An Authorization header of any scheme but Bearer (the next pattern): its credential.
+    (
+        "authorization",
+        ("authorization",),
+        r"(?i:\b(?:proxy-)?authorization)" + _ASSIGN + r"(?!(?i:bearer)\s)"
+        r"""(?:[A-Za-z][A-Za-z0-9-]*\s+(?=[^\s"']))?""" + _NOT_DONE + r"""(?P<s>[^\s"']++)"""
+        r"(?!\s+\[REDACTED)",
+    ),
+    (
+        "bearer-token",
+        ("bearer",),
+        r"(?i:\bbearer)\s+" + _NOT_DONE + r"(?P<s>[A-Za-z0-9._~+/-]{8,}=*)",
+    ),
+    # A cookie header: all of it, to the end of the line.
+    (
+        "cookie",
+        ("cookie",),
+        r"(?i:\b(?:set-)?cookie)" + _ASSIGN + _NOT_DONE + r"""(?P<s>[^\r\n"']+)""",
+    ),
+    # user:password@ in a URL, the user possibly empty (redis://:pw@host); the password runs
+    # to the last @ before the host, so an @ in it does not cut it short.
+    ("url-password", ("://",), r"""://[^/\s:@"']*:""" + _NOT_DONE + r"""(?P<s>[^/\s"']+)@"""),
+    # A passphrase has spaces: the rest of the line, unless quoted.
     (
         "password",
-        r"(?i:(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key"
-        r"|secret[_-]?key|client[_-]?secret|auth[_-]?token))"
-        r"[\"']?\s*[=:]\s*(?P<quote>[\"']?)(?P<secret>[^\s\"',;&]{2,})",
+        ("passphrase",),
+        r"(?i:\bpassphrase)(?:" + _ASSIGN + r"|\s+(?:(?:is|was)\s+)?)" + _NOT_DONE + "(?:"
+        r"""(?=["'\\])""" + _VALUE + r"""|(?P<s>[^\r\n"',;]+))""",
     ),
+    (
+        "password",
+        ("pass", "pw", "token", "secret", "credential", "private", "api", "access", "auth"),
+        r"(?:(?i:" + _STRONG_WORDS + r")|" + _WEAK_WORDS + r")" + _ASSIGN + _VALUE,
+    ),
+    # "password hunter2", "passphrase is ...": the word after the word itself.
+    ("password", ("pass",), r"(?i:\b(?:password|passwd|passphrase)\s+(?:(?:is|was)\s+)?)" + _VALUE),
 )
-
-# Named groups must be unique in one pattern: number them per alternative.
-_ALTERNATIVES = [
-    (kind, pattern.replace("(?P<secret>", f"(?P<secret{i}>").replace("(?P<quote>", f"(?P<q{i}>"))
-    for i, (kind, pattern) in enumerate(_PATTERNS)
-]
-_SECRET_RE = re.compile(
-    "|".join(f"(?P<alt{i}>{pattern})" for i, (_, pattern) in enumerate(_ALTERNATIVES))
+# A bare AWS secret access key (40 characters of base64, both cases) is only recognisable
+# next to its access key id: it is redacted when the same text holds one.
+_AWS_SECRET_RE = re.compile(
+    r"(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+    r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
 )
-_KIND_OF_GROUP = {f"alt{i}": kind for i, (kind, _) in enumerate(_ALTERNATIVES)}
+_AWS_ID_MARK = "[REDACTED:aws-access-key"
+_PROVISIONAL_RE = re.compile(r"\[REDACTED:([a-z-]+)#p([0-9]+)\]")
 
-# A key names a secret when one of these words is the whole key or one of its parts
-# (slack_token, client-secret, db.password), not a part of a longer word (max_tokens, tokenizer).
-_SENSITIVE_KEY_WORDS = (
-    r"password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credentials?|authorization|cookie"
+
+def _number_groups(pattern: str) -> str:
+    """Named groups must be unique in one regex: each ``s`` becomes ``s<n>``."""
+    count = iter(range(100))
+    return re.sub(r"\(\?P<s>", lambda _m: f"(?P<s{next(count)}>", pattern)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str
+    triggers: tuple[str, ...]
+    regex: re.Pattern[str]
+    secret_groups: tuple[str, ...]
+
+
+def _rule(kind: str, triggers: tuple[str, ...], pattern: str) -> _Rule:
+    regex = re.compile(_number_groups(pattern))
+    return _Rule(kind, triggers, regex, tuple(name for name in regex.groupindex))
+
+
+_RULES = tuple(_rule(*pattern) for pattern in _PATTERNS)
+
+
+# A mapping key names a secret when, its words joined whatever the case style (``db_password``,
+# ``dbPassword``, ``DB-PASSWORD``, ``dbpassword``), it holds one of these...
+_SECRET_KEY_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "credential",
+    "cookie",
+    "authorization",
+    "apikey",
+    "privatekey",
+    "accesskey",
+    "sessionkey",
+    "signingkey",
 )
-_SECRET_KEY_RE = re.compile(rf"(?i)(?:^|[_.-])(?:{_SENSITIVE_KEY_WORDS})(?:$|[_.-])")
-# A JSON text that names such a key with a string value: the quick test of redact_json_text.
-_SECRET_KEY_IN_JSON_RE = re.compile(
-    rf'(?i)"(?:[^"\\]*[_.-])?(?:{_SENSITIVE_KEY_WORDS})(?:[_.-][^"\\]*)?"\s*:\s*"'
-)
+# ...or ends with one of these words (``DB_PASS``, ``slack_token``, ``X-Auth``; not
+# ``max_tokens``, ``token_count`` or ``tokenizer``, which are not secrets).
+_SECRET_KEY_LAST_WORDS = frozenset({"pass", "pw", "pwd", "token", "auth", "pat"})
+# What a key named like a secret holds, lower-cased, whatever its case style.
+_KEY_TRIGGERS = (*_SECRET_KEY_PARTS[:7], "key", *_SECRET_KEY_LAST_WORDS)
+_KEY_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# The keys of a JSON text (for the quick test of a stored event's data).
+_JSON_KEY_RE = re.compile(r'"((?:[^"\\]|\\.){1,200})"\s*:')
 
 
-def _may_hold_secret(text: str) -> bool:
-    """False when no pattern can match: the text lacks every literal the patterns need.
-
-    Straight-line ``in`` tests, cheapest first, each group behind a one-character test: a few
-    microseconds per event, where running the alternation over every position of a text that
-    holds none of them costs a hundred (bench/bench_export.py).
-    """
-    t = text
-    if (
-        "-----" in t
-        or "eyJ" in t
-        or "sk-" in t
-        or "hooks." in t
-        or ("x" in t and ("xox" in t or "xapp-" in t))
-        or ("A" in t and ("AKIA" in t or "ASIA" in t or "ABIA" in t or "ACCA" in t or "AIza" in t))
-        or (
-            "gh" in t
-            and (
-                "ghp_" in t
-                or "gho_" in t
-                or "ghu_" in t
-                or "ghs_" in t
-                or "ghr_" in t
-                or "github_pat_" in t
-            )
-        )
-    ):
-        return True
-    t = text.lower()
-    return (
-        "pass" in t
-        or "secret" in t
-        or "token" in t
-        or "key" in t
-        or "auth" in t
-        or "bearer" in t
-        or "pwd" in t
-        or "://" in t
-        or "credential" in t
-        or "cookie" in t
-    )
+def _rules_for(text: str) -> list[_Rule]:
+    """The rules whose triggers the text holds: those that may match it."""
+    lower = text.lower()
+    return [rule for rule in _RULES if any(trigger in lower for trigger in rule.triggers)]
 
 
-def _replace(match: re.Match[str], marker_for: Callable[[str, str], str] | None = None) -> str:
-    group = match.lastgroup
-    assert group is not None
-    kind = _KIND_OF_GROUP[group]
-    index = group[3:]
-    secret_group = f"secret{index}"
-    if secret_group in (match.re.groupindex or {}) and match.group(secret_group) is not None:
-        start, end = match.span(secret_group)
-        text = match.group(0)
-        offset = match.start()
-        secret = text[start - offset : end - offset]
-        marker = marker_for(kind, secret) if marker_for else REDACTED.format(kind=kind)
-        return text[: start - offset] + marker + text[end - offset :]
-    return marker_for(kind, match.group(0)) if marker_for else REDACTED.format(kind=kind)
+def _replace(
+    rule: _Rule, match: re.Match[str], marker_for: Callable[[str, str], str] | None
+) -> str:
+    text = match.group(0)
+    for name in rule.secret_groups:
+        if match.group(name) is not None:
+            start, end = match.span(name)
+            offset = match.start()
+            secret = text[start - offset : end - offset]
+            marker = _marker(rule.kind, secret, marker_for)
+            return text[: start - offset] + marker + text[end - offset :]
+    return _marker(rule.kind, text, marker_for)
+
+
+def _marker(kind: str, secret: str, marker_for: Callable[[str, str], str] | None) -> str:
+    return marker_for(kind, secret) if marker_for else REDACTED.format(kind=kind)
+
+
+def _redact(
+    text: str, rules: list[_Rule], marker_for: Callable[[str, str], str] | None = None
+) -> str:
+    original = text
+    for rule in rules:
+        text = rule.regex.sub(lambda m, rule=rule: _replace(rule, m, marker_for), text)
+    if _AWS_ID_MARK in text and _AWS_ID_MARK not in original:
+        text = _AWS_SECRET_RE.sub(lambda m: _marker("aws-secret-key", m.group(0), marker_for), text)
+    return text
 
 
 def contains_secret(text: str) -> bool:
     """True when a text holds something that looks like a secret."""
-    return _may_hold_secret(text) and _SECRET_RE.search(text) is not None
+    return any(rule.regex.search(text) for rule in _rules_for(text))
 
 
 def redact_text(text: str) -> str:
     """Return a text with every secret-looking part replaced by ``[REDACTED:<kind>]``."""
-    if not text or not _may_hold_secret(text) or _SECRET_RE.search(text) is None:
-        return text
-    return _SECRET_RE.sub(_replace, text)
+    rules = _rules_for(text) if text else []
+    return _redact(text, rules) if rules else text
+
+
+def redact_optional(text: str | None) -> str | None:
+    """:func:`redact_text` for a value that may be absent."""
+    return redact_text(text) if text else text
 
 
 def redact_texts_consistently(texts: Sequence[str]) -> list[str]:
@@ -155,38 +273,54 @@ def redact_texts_consistently(texts: Sequence[str]) -> list[str]:
     Returns:
         The redacted texts, in order.
     """
-    numbers: dict[str, int] = {}
+    provisional: dict[str, int] = {}
 
     def marker_for(kind: str, secret: str) -> str:
-        number = numbers.setdefault(secret, len(numbers) + 1)
-        return f"[REDACTED:{kind}#{number}]"
+        number = provisional.setdefault(secret, len(provisional) + 1)
+        return f"[REDACTED:{kind}#p{number}]"
 
-    return [
-        _SECRET_RE.sub(lambda m: _replace(m, marker_for), text)
-        if text and _may_hold_secret(text)
-        else text
-        for text in texts
-    ]
+    redacted = [_redact(text, _rules_for(text), marker_for) if text else text for text in texts]
+    # The rules run one after the other: number by where each secret first appears instead.
+    final: dict[str, int] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        number = final.setdefault(match.group(2), len(final) + 1)
+        return f"[REDACTED:{match.group(1)}#{number}]"
+
+    return [_PROVISIONAL_RE.sub(renumber, text) for text in redacted]
 
 
+@lru_cache(maxsize=4096)  # the same few keys come back in every event
 def is_secret_key(name: str) -> bool:
-    """True when a mapping key's name says its value is a secret (``password``, ``api_key``...)."""
-    return _SECRET_KEY_RE.search(name) is not None
+    """True when a mapping key's name says its value is a secret, whatever its case style
+    (``password``, ``api_key``, ``dbPassword``, ``DB_PASS``, ``X-Auth-Token``...)."""
+    words = [word.lower() for word in _KEY_WORD_RE.findall(name)]
+    if not words:
+        return False
+    joined = "".join(words)
+    if any(part in joined for part in _SECRET_KEY_PARTS):
+        return True
+    last = words[-1] if not words[-1].isdigit() or len(words) == 1 else words[-2]
+    return last in _SECRET_KEY_LAST_WORDS
 
 
 def redact_value(value: Any) -> Any:
     """Return a copy of a JSON-like value with its secrets redacted.
 
-    Strings are redacted by pattern; in mappings, the string value of a key named like a secret
-    is replaced whole. Keys themselves, numbers, booleans and None are kept.
+    Strings (keys included) are redacted by pattern; in mappings, the string value of a key
+    named like a secret is replaced whole. Numbers, booleans and None are kept.
     """
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
         return {
-            key: (
+            (redact_text(key) if isinstance(key, str) else key): (
                 REDACTED.format(kind="secret")
-                if isinstance(item, str) and item and isinstance(key, str) and is_secret_key(key)
+                if isinstance(item, str)
+                and item
+                and isinstance(key, str)
+                and is_secret_key(key)
+                and not item.startswith("[REDACTED")
                 else redact_value(item)
             )
             for key, item in value.items()
@@ -199,13 +333,16 @@ def redact_value(value: Any) -> Any:
 def json_text_may_hold_secret(text: str) -> bool:
     """A quick test on a JSON text: False means :func:`redact_value` would change nothing.
 
-    Every secret pattern is plain ASCII without quotes or backslashes around its secret part,
-    so it shows in the JSON text as it would in the parsed value; a key named like a secret
-    shows as ``"password":"``. True may be a false alarm; parse and redact to know.
+    Every value pattern matches in the JSON text wherever it matches in the parsed value (their
+    literals are plain ASCII, and a quote or backslash in a value still leaves a match); a key
+    is tested by name. True may be a false alarm; parse and redact to know.
     """
-    if not _may_hold_secret(text):
+    if any(rule.regex.search(text) for rule in _rules_for(text)):
+        return True
+    lower = text.lower()
+    if not any(word in lower for word in _KEY_TRIGGERS):
         return False
-    return _SECRET_RE.search(text) is not None or _SECRET_KEY_IN_JSON_RE.search(text) is not None
+    return any(is_secret_key(key) for key in _JSON_KEY_RE.findall(text))
 
 
 def redact_json_text(text: str) -> tuple[Any, bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -18,6 +19,29 @@ from rearguard.models.config.base import ConcernSettings, comma_list
 
 def _secret_list(value: Any) -> Any:
     return comma_list(value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+
+READ = "read"
+WRITE = "write"
+SCOPES = frozenset({READ, WRITE})
+
+
+@dataclass(frozen=True)
+class ScopedToken:
+    """An intake token and what it may do: ``write`` opens incidents and posts alerts,
+    ``read`` lists and shows them."""
+
+    token: bytes
+    scopes: frozenset[str]
+
+
+def scoped_token(entry: str) -> ScopedToken:
+    """One ``REARGUARD_INTAKE_TOKENS`` entry: ``read:TOKEN``, ``write:TOKEN`` or a bare
+    ``TOKEN`` (both scopes)."""
+    scope, colon, token = entry.partition(":")
+    if colon and scope in SCOPES and token:
+        return ScopedToken(token.encode(), frozenset({scope}))
+    return ScopedToken(entry.encode(), SCOPES)
 
 
 class AlertRule(BaseModel):
@@ -46,15 +70,25 @@ class IntakeSettings(ConcernSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8088, ge=0, le=65535)
     tokens: Annotated[list[SecretStr], NoDecode, BeforeValidator(_secret_list)] = Field(
-        default_factory=list, description="bearer tokens accepted, comma-separated"
+        default_factory=list,
+        description="bearer tokens accepted, comma-separated; each `read:TOKEN` (list and show "
+        "incidents), `write:TOKEN` (open incidents, post alerts) or a bare TOKEN (both)",
     )
     auth: Literal["required", "off"] = Field(
         default="required", description="off is allowed only on a loopback address"
     )
     hmac_secret: SecretStr | None = Field(
-        default=None, description="when set, X-Rearguard-Signature: sha256=<hex of the body>"
+        default=None,
+        description="when set, POSTs carry X-Rearguard-Timestamp (Unix seconds, within 5 "
+        "minutes) and X-Rearguard-Signature: sha256=<hex HMAC of '<timestamp>.<body>'>",
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="a request's line and headers, at most (431)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request's line and headers arrive within this (408)"
+    )
     dedup_window_s: float = Field(
         default=0.0,
         ge=0,
@@ -72,3 +106,7 @@ class IntakeSettings(ConcernSettings):
         default=8, ge=1, le=64, description="playbooks the intake runs at once (inline)"
     )
     alertmanager: list[AlertRule] = Field(default_factory=list)
+
+    def scoped_tokens(self) -> list[ScopedToken]:
+        """The tokens, each with its scopes."""
+        return [scoped_token(t.get_secret_value()) for t in self.tokens]

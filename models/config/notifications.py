@@ -180,6 +180,11 @@ class EmailSettings(ConcernSettings):
     recipients: CommaList = Field(default_factory=list, description="who gets every message")
     ca_file: Path | None = Field(default=None, description="CA bundle to verify the server")
     timeout_s: float = 10.0
+    allow_plaintext_auth: bool = Field(
+        default=False,
+        description='log in with security = "none" (the password travels in clear); '
+        "refused unless set, and a warning each time the channel is built",
+    )
 
 
 class WebhookSettings(ConcernSettings):

@@ -8,6 +8,8 @@ audit chain takes an advisory lock there.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -21,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from rearguard.models.config.settings import PRIVATE_FILE_MODE
 from rearguard.models.errors import ConfigurationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -171,6 +174,10 @@ class Database:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Created empty (a valid empty database) and owner-only before SQLite opens
+                # it; SQLite gives its journal and WAL files the database file's mode.
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
             self.engine = create_engine(self.url, connect_args={"timeout": busy_timeout_s})
             _configure_sqlite(
                 self.engine, busy_timeout_s=busy_timeout_s, priority=self._write_priority

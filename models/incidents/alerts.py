@@ -18,11 +18,12 @@ from typing import Any
 from sqlmodel import Session
 
 from rearguard.models.audit.chain import append_event, lock_chain
-from rearguard.models.audit.redaction import redact_text
+from rearguard.models.audit.redaction import redact_optional, redact_text, redact_value
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents.dedup import KeyHolder, key_holder, key_holders, type_asset_key
 from rearguard.models.incidents.service import open_asset_incident
+from rearguard.models.names import storable, unstorable
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,33 @@ class IncomingAlert:
     asset_kinds: tuple[AssetKind, ...] = ()
     atlas_ids: tuple[str, ...] = ()
     problem: str | None = None
+
+    def __post_init__(self) -> None:
+        # Everything here came from outside. A text the database cannot hold (a NUL) would
+        # fail the whole write batch, so the alert is refused here, before the batch, and
+        # recorded with the character replaced. A secret in a label, the source or the dedup
+        # key must reach neither the chain nor the incident row nor the dedup key table.
+        texts = {
+            "source": self.source,
+            "type": self.type,
+            "asset": self.asset,
+            "summary": self.summary,
+            "dedup key": self.dedup_key,
+            **{f"label {key!r}": f"{key}{value}" for key, value in self.labels.items()},
+        }
+        reasons = ((what, unstorable(text or "")) for what, text in texts.items())
+        problem = next((f"the {what} {why}" for what, why in reasons if why), None)
+        if problem:
+            object.__setattr__(self, "problem", problem)
+            for name in ("source", "type", "asset", "summary", "dedup_key"):
+                value = getattr(self, name)
+                object.__setattr__(self, name, storable(value) if value else value)
+            labels = {storable(k): storable(v) for k, v in self.labels.items()}
+            object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "source", redact_text(self.source))
+        object.__setattr__(self, "summary", redact_text(self.summary))
+        object.__setattr__(self, "dedup_key", redact_optional(self.dedup_key))
+        object.__setattr__(self, "labels", redact_value(self.labels))
 
     def dedup_keys(self) -> list[str]:
         """Its dedup keys, most specific first."""
@@ -189,9 +217,8 @@ def _record(session: Session, alert: IncomingAlert, outcome: AlertOutcome, *, ac
         "type": alert.type,
         "severity": str(alert.severity),
         "dedup_key": alert.dedup_key,
-        # Labels and summaries come from outside: a pasted secret must not reach the chain.
-        "labels": {redact_text(k): redact_text(v) for k, v in alert.labels.items()},
-        "summary": redact_text(alert.summary),
+        "labels": alert.labels,
+        "summary": alert.summary,
     }
     if outcome.error:
         data["error"] = outcome.error

@@ -11,11 +11,12 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.assets.versions import alias_version, get_asset
 from rearguard.models.audit.chain import append_event, events_for_incident, lock_chain
-from rearguard.models.audit.redaction import redact_text
+from rearguard.models.audit.redaction import redact_optional, redact_text
 from rearguard.models.db.tables import Incident, utcnow
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
 from rearguard.models.incidents.dedup import KeyHolder, bind_key, claim_key, type_asset_key
+from rearguard.models.names import check_storable
 from rearguard.models.schemas import IncidentDetail, IncidentNow
 
 _MAX_SUMMARY = 10_000
@@ -25,7 +26,7 @@ def parse_since(value: str | None) -> datetime | None:
     """Parse an ISO 8601 timestamp; a naive one is taken as UTC.
 
     Raises:
-        UsageError: the value is not ISO 8601.
+        UsageError: the value is not ISO 8601, or is out of range once in UTC.
     """
     if value is None:
         return None
@@ -35,7 +36,25 @@ def parse_since(value: str | None) -> datetime | None:
         raise UsageError(
             f"invalid --since {value!r}", hint="use ISO 8601, e.g. 2026-11-25T03:00:00Z"
         ) from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(moment, what="--since")
+
+
+def as_utc(moment: datetime, *, what: str) -> datetime:
+    """A moment in UTC; a naive one is taken as UTC.
+
+    Raises:
+        UsageError: the moment is outside what a datetime holds once in UTC
+            (``0001-01-01T00:00:00+23:59`` is before year 1).
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(
+            f"{what} {moment.isoformat()} is out of range in UTC",
+            hint="use a time between years 1 and 9999, e.g. 2026-11-25T03:00:00Z",
+        ) from None
 
 
 def open_incident(
@@ -75,7 +94,9 @@ def open_incident(
     if len(summary) > _MAX_SUMMARY:
         raise UsageError(f"the summary is {len(summary)} characters; at most {_MAX_SUMMARY}")
     # A pasted token or password must not reach the timeline or anything built from it.
-    summary = redact_text(summary)
+    summary = redact_text(check_storable(summary, what="summary") or "")
+    dedup_key = redact_optional(check_storable(dedup_key, what="dedup key"))
+    actor = redact_text(check_storable(actor, what="actor") or "")
     incident = Incident(
         type=type,
         severity=severity,
@@ -163,6 +184,8 @@ def open_asset_incident(
         NotFoundError: unknown asset.
         UsageError: the asset's kind is not one the playbook handles; bad since or summary.
     """
+    # Redacted before it is claimed: the key table holds no more of a secret than the chain.
+    dedup_key = redact_optional(dedup_key)
     target = get_asset(session=session, name=asset)
     if target.kind not in asset_kinds:
         kinds = ", ".join(str(k) for k in asset_kinds)
@@ -233,6 +256,7 @@ def set_incident_status(
     reason: str | None = None,
 ) -> bool:
     """Move an incident to a status and record it; return False when nothing changed."""
+    reason = redact_optional(check_storable(reason, what="reason"))
     if incident.status == status and incident.reason == reason:
         return False
     previous = incident.status

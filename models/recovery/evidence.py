@@ -15,7 +15,8 @@ from rearguard.models.registry.base import ManifestEntry, RegistryBackend
 from rearguard.models.registry.local import copy_with_hash
 
 EVIDENCE_FILE = "evidence.json"
-_READ_ONLY_DIR = stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP
+# Owner-only and read-only: evidence of a compromise is nobody else's to read or change.
+_READ_ONLY_DIR = stat.S_IRUSR | stat.S_IXUSR
 
 
 class EvidenceFile(Recorded):
@@ -73,7 +74,7 @@ def preserve_evidence(
         target = work / "files" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         digest, size = copy_with_hash(source, target)
-        target.chmod(stat.S_IRUSR | stat.S_IRGRP)
+        target.chmod(stat.S_IRUSR)
         entry = recorded.get(relative)
         files.append(
             EvidenceFile(
@@ -89,6 +90,7 @@ def preserve_evidence(
         files.append(EvidenceFile(path=missing, sha256_recorded=entry.sha256, missing=True))
     record = EvidenceRecord(asset=asset, version=label, incident=incident_id, files=tuple(files))
     (work / EVIDENCE_FILE).write_text(json.dumps(record.recorded(), indent=2, sort_keys=True))
+    (work / EVIDENCE_FILE).chmod(stat.S_IRUSR)
     destination.parent.mkdir(parents=True, exist_ok=True)
     if destination.exists():
         shutil.rmtree(destination)  # an incomplete copy without its record

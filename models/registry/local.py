@@ -263,7 +263,13 @@ def stage_files(
         for relative, path in files:
             target = work / "version" / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            digest, size = place(path, target)
+            try:
+                digest, size = place(path, target)
+            except PermissionError as exc:
+                raise UsageError(
+                    f"cannot read {_shown(path)}: {exc.strerror}",
+                    hint="a version must hold every entry of its source; fix the permissions",
+                ) from None
             manifest.append(ManifestEntry(relative, digest, size))
     except BaseException:
         remove_tree(work)
@@ -272,43 +278,113 @@ def stage_files(
 
 
 def collect_source_files(source: Path) -> list[tuple[str, Path]]:
-    """List the files to register from a file or directory, refusing escaping symlinks.
+    """List the files to register from a file or directory, refusing what cannot be stored
+    faithfully: a version that silently missed an entry could still become known-good.
 
     Returns:
         (relative POSIX path, absolute path) pairs, sorted.
 
     Raises:
         NotFoundError: the source does not exist.
-        UnsafePathError: a symlink resolves outside the source directory.
-        UsageError: the source is empty or is neither a file nor a directory.
+        UnsafePathError: a symlink resolves outside the source directory, or to a directory.
+        UsageError: the source is empty or is neither a file nor a directory; an entry is a
+            FIFO, a socket or a device, cannot be read, or has a name that is not UTF-8.
     """
     if not source.exists():
         raise NotFoundError(f"path {source} does not exist")
+    _check_name(source.name, source)
     if source.is_file():
+        _check_readable(source, os.R_OK, source)
         return [(source.name, source.resolve())]
     if not source.is_dir():
         raise UsageError(f"path {source} is neither a file nor a directory")
     root = source.resolve()
+    _check_readable(root, os.R_OK | os.X_OK, source)
+
+    def unreadable(exc: OSError) -> None:
+        raise UsageError(
+            f"cannot read {_shown(exc.filename or source)}: {exc.strerror or exc}",
+            hint="a version must hold every entry of its source; fix the permissions",
+        )
+
     files: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         for name in [*dirnames, *filenames]:
             path = Path(dirpath, name)
-            if path.is_symlink():
+            shown = source / path.relative_to(root)
+            _check_name(name, shown)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
                 target = path.resolve()
                 if target != root and root not in target.parents:
                     raise UnsafePathError(
-                        f"{path} is a symlink to {target}, outside {source}",
+                        f"{_shown(path)} is a symlink to {_shown(target)}, outside {source}",
                         hint="register the target itself, or copy it into the directory",
                     )
-                if target.is_file():
-                    files.append((path.relative_to(root).as_posix(), target))
-                elif name in dirnames:
-                    raise UnsafePathError(f"{path} is a symlink to a directory; not followed")
-            elif name in filenames and path.is_file():
+                try:
+                    target_mode = target.stat().st_mode
+                except OSError as exc:
+                    raise UsageError(
+                        f"{_shown(shown)} is a symlink to {_shown(target)}: {exc.strerror}",
+                        hint=_STORE_ONLY,
+                    ) from None
+                if stat.S_ISDIR(target_mode):
+                    raise UnsafePathError(
+                        f"{_shown(path)} is a symlink to a directory; not followed"
+                    )
+                _check_entry(target_mode, shown)
+                _check_readable(target, os.R_OK, shown)
+                files.append((path.relative_to(root).as_posix(), target))
+            elif stat.S_ISDIR(mode):
+                _check_readable(path, os.R_OK | os.X_OK, shown)
+            else:
+                _check_entry(mode, shown)
+                _check_readable(path, os.R_OK, shown)
                 files.append((path.relative_to(root).as_posix(), path))
     if not files:
         raise UsageError(f"{source} holds no files to register")
     return sorted(files)
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+_STORE_ONLY = "a version stores regular files only; move it out of the source"
+
+
+def _shown(path: Path | str) -> str:
+    """A path as the user may see it, a name that is not UTF-8 shown with escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _check_name(name: str, shown: Path) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{_shown(shown)}: the name is not valid UTF-8",
+            hint="rename it: a manifest records every path as UTF-8",
+        ) from None
+
+
+def _check_entry(mode: int, shown: Path) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((what for test, what in _SPECIAL_KINDS if test(mode)), "not a regular file")
+    raise UsageError(f"{_shown(shown)} is {kind}", hint=_STORE_ONLY)
+
+
+def _check_readable(path: Path, mode: int, shown: Path) -> None:
+    # Checked up front, and again when the bytes are read (a race, or root's access rules).
+    if not os.access(path, mode):
+        what = "directory" if mode & os.X_OK else "file"
+        raise UsageError(
+            f"cannot read the {what} {_shown(shown)}: permission denied",
+            hint="a version must hold every entry of its source; fix the permissions",
+        )
 
 
 def remove_tree(path: Path) -> None:

@@ -19,17 +19,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from rearguard.models.audit.terminal import printable
+from rearguard.models.config.settings import PRIVATE_FILE_MODE
+
 
 @dataclass(frozen=True)
 class Message:
     """One rendered notification: a title and bodies for each kind of channel.
 
-    ``text`` is the title and body as one plain text (an email's, Slack's fallback); ``body``
-    is the body alone.
+    ``text`` is the title and body as one plain text (an email's); ``slack_text`` the same,
+    mrkdwn-escaped, as Slack's fallback text; ``body`` is the body alone.
     """
 
     title: str
     text: str
+    slack_text: str
     body: str = ""
     html: str = ""
     blocks: list[dict[str, Any]] = field(default_factory=list)
@@ -130,8 +134,8 @@ class ConsoleChannel:
         """Print the notification."""
         stream = self.stream or sys.stderr
         severity = (message.context.get("incident") or {}).get("severity") or "-"
-        stream.write(f"[notify {severity}] {message.title}\n")
-        body = message.body.strip()
+        stream.write(printable(f"[notify {severity}] {message.title}", newlines=False) + "\n")
+        body = printable(message.body.strip())
         if body:
             stream.write("".join(f"  {line}\n" for line in body.splitlines()))
         stream.flush()
@@ -176,7 +180,10 @@ class FileChannel:
         line = json.dumps(record, sort_keys=True) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _FILE_LOCK, self.path.open("a", encoding="utf-8") as handle:
+            # Owner-only when it is created: it holds every incident's notifications.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            descriptor = os.open(self.path, flags, PRIVATE_FILE_MODE)
+            with _FILE_LOCK, open(descriptor, "a", encoding="utf-8") as handle:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -126,7 +126,9 @@ class SlackChannel:
         channel = thread.channel_id if thread else delivery.destination
         arguments: dict[str, Any] = {
             "channel": channel,
-            "text": message.text,
+            # The fallback text is mrkdwn too (push notifications, screen readers): escaped
+            # like the blocks, so a summary's <!channel> or <http://x|disguised> stays text.
+            "text": message.slack_text,
             "blocks": message.blocks or None,
             "unfurl_links": False,
             "unfurl_media": False,

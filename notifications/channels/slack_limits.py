@@ -42,6 +42,17 @@ def fit_text(text: str, *, note: str, limit: int = FALLBACK_TEXT_MAX) -> str:
     return cut(text, min(limit, MESSAGE_TEXT_MAX), "\n" + note)
 
 
+def mrkdwn_escape(value: Any) -> str:
+    """Escape the three characters Slack's mrkdwn treats as markup: &, < and >."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fit_escaped_text(text: str, *, note: str) -> str:
+    """A plain text as Slack's mrkdwn fallback ``text``: escaped, then cut to the limit (the
+    cut never leaves half an escape)."""
+    return fit_text(mrkdwn_escape(text), note=mrkdwn_escape(note))
+
+
 def fit_blocks(blocks: list[dict[str, Any]], *, note: str) -> list[dict[str, Any]]:
     """Return a copy of ``blocks`` cut to Slack's limits, with ``note`` where text was cut."""
     fitted = [_fit_block(copy.deepcopy(block), note) for block in blocks]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,46 @@ def test_resolve_refuses_an_unconcluded_incident_and_respects_auto_review(
     assert "review:" not in result.stdout
     assert not (home / "reviews").exists()
     assert re.search(rf"incident {opened['id']}: resolved", result.stdout)
+
+
+def test_export_replaces_only_regular_files_and_names_standard_output(
+    cli: Any, runtime: Runtime, tmp_path: Path
+) -> None:
+    seed(runtime, tmp_path)
+    ok(cli("incident", "open", "--type", "model_compromise", "--asset", ASSET, "--no-run"))
+    # A regular file is replaced whole, by a rename (a new inode), never written through.
+    target = tmp_path / "review.md"
+    target.write_text("old review\n")
+    inode = target.stat().st_ino
+    ok(cli("export", "1", "-o", str(target)))
+    assert target.read_text().startswith("# Post-incident review: incident 1")
+    assert target.stat().st_ino != inode
+    # "-" and /dev/stdout are standard output.
+    for name in ("-", "/dev/stdout"):
+        assert ok(cli("export", "1", "-o", name)).stdout.startswith("# Post-incident review")
+    # Anything else that exists and is not a regular file is refused, and left as it was.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    directory = tmp_path / "reviews"
+    (directory / "incident-1.md").mkdir(parents=True)
+    to_null = tmp_path / "to-null.md"
+    to_null.symlink_to("/dev/null")
+    to_stdout = tmp_path / "to-stdout.md"
+    to_stdout.symlink_to("/proc/self/fd/1")
+    for path, kind in (
+        (fifo, "a FIFO"),
+        (Path("/dev/null"), "a character device"),
+        (to_null, "a character device"),
+        (directory, "a directory"),
+    ):
+        one_line_error(cli("export", "1", "-o", str(path)), kind)
+    one_line_error(cli("export", "1", "-o", str(to_stdout)), "replaces only a regular file")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and to_null.is_symlink() and to_stdout.is_symlink()
+    assert (directory / "incident-1.md").is_dir()
+    # A trailing slash names a directory, which must exist; no file named like it appears.
+    one_line_error(cli("export", "1", "-o", f"{tmp_path / 'newdir'}/"), "does not exist")
+    assert not (tmp_path / "newdir").exists()
+    # A name too long for the file system is a usage error, not an internal one.
+    one_line_error(cli("export", "1", "-o", str(tmp_path / ("x" * 300))), "cannot write")
+    one_line_error(cli("export", "1", "-o", str(tmp_path / ("y" * 250))), "cannot write")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from intake_helpers import AUTH, TOKEN, am_alert, am_webhook, intake_settings, native
+from intake_helpers import (
+    AUTH,
+    TOKEN,
+    alert_events,
+    am_alert,
+    am_webhook,
+    intake_settings,
+    live_intake,
+    native,
+    storm_client,
+)
 from pydantic import SecretStr
 from scenarios import build_scenario
 
 from rearguard.flows.cli.serve import check_exposure
 from rearguard.flows.intake.app import create_app
-from rearguard.flows.intake.guard import body_signature
 from rearguard.models.config.intake import IntakeSettings
-from rearguard.models.errors import ConfigurationError
+from rearguard.models.errors import ConfigurationError, UsageError
+from rearguard.models.incidents.service import open_incident, parse_since
 from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.channels.webhook import sign
 
 SECRET = "hmac-secret-for-tests"
 
@@ -54,19 +67,78 @@ def test_requests_without_a_valid_token_are_refused_without_detail(client: TestC
     assert TOKEN not in json.dumps(health)
 
 
-def test_hmac_signature_is_required_and_checked(runtime: Runtime, tmp_path: Path) -> None:
+def test_hmac_signature_covers_a_timestamp_and_stale_requests_are_refused(
+    runtime: Runtime, tmp_path: Path
+) -> None:
     build_scenario(runtime, tmp_path)
     intake = intake_settings(hmac_secret=SecretStr(SECRET))
     with TestClient(create_app(runtime, intake=intake, run_playbooks=False)) as client:
         body = json.dumps(native("model-a")).encode()
         headers = {**AUTH, "Content-Type": "application/json"}
+
+        def signed(secret: str, moment: float, signed_body: bytes = body) -> dict[str, str]:
+            stamp = str(int(moment))
+            return {
+                **headers,
+                "X-Rearguard-Timestamp": stamp,
+                "X-Rearguard-Signature": sign(secret, stamp, signed_body),
+            }
+
+        now = time.time()
         assert client.post("/v1/incidents", content=body, headers=headers).status_code == 401
-        bad = {**headers, "X-Rearguard-Signature": body_signature(b"other", body)}
+        # A signature over the body alone (the old scheme) no longer passes.
+        body_only = {**headers, "X-Rearguard-Signature": sign(SECRET, "", body)[:-1]}
+        assert client.post("/v1/incidents", content=body, headers=body_only).status_code == 401
+        bad = signed("other", now)
         assert client.post("/v1/incidents", content=body, headers=bad).status_code == 403
-        good = {**headers, "X-Rearguard-Signature": body_signature(SECRET.encode(), body)}
-        accepted = client.post("/v1/incidents", content=body, headers=good)
+        # A request captured more than 5 minutes ago, replayed as it was: refused.
+        stale = signed(SECRET, now - 301)
+        assert client.post("/v1/incidents", content=body, headers=stale).status_code == 403
+        # The timestamp is inside the signature: a fresh one on the old signature fails too.
+        moved = {**stale, "X-Rearguard-Timestamp": str(int(now))}
+        assert client.post("/v1/incidents", content=body, headers=moved).status_code == 403
+        accepted = client.post("/v1/incidents", content=body, headers=signed(SECRET, now))
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["action"] == "opened"
+
+
+def test_token_scopes_read_lists_write_posts_and_a_bare_token_does_both(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    build_scenario(runtime, tmp_path)
+    tokens = ["read:reader-token-0123456789", "write:writer-token-0123456789", TOKEN]
+    intake = IntakeSettings(tokens=tokens)
+    reader = {"Authorization": "Bearer reader-token-0123456789"}
+    writer = {"Authorization": "Bearer writer-token-0123456789"}
+    with TestClient(create_app(runtime, intake=intake, run_playbooks=False)) as client:
+        refused = client.post("/v1/incidents", json=native("model-a"), headers=reader)
+        assert refused.status_code == 403 and "write" in refused.json()["detail"]
+        opened = client.post("/v1/incidents", json=native("model-a"), headers=writer)
+        assert opened.status_code == 202
+        assert client.get("/v1/incidents", headers=writer).status_code == 403
+        assert client.get("/v1/incidents/1", headers=writer).status_code == 403
+        assert len(client.get("/v1/incidents", headers=reader).json()) == 1
+        assert client.get("/v1/incidents/1", headers=reader).status_code == 200
+        # The bare token keeps both, and the scope prefix is no token by itself.
+        assert client.get("/v1/incidents", headers=AUTH).status_code == 200
+        alert = am_webhook(am_alert("model-a"))
+        assert client.post("/v1/alerts/alertmanager", json=alert, headers=AUTH).status_code == 202
+        prefix = {"Authorization": "Bearer read:reader-token-0123456789"}
+        assert client.get("/v1/incidents", headers=prefix).status_code == 403
+
+
+def test_an_unhandled_error_is_counted_as_a_5xx_on_healthz(runtime: Runtime) -> None:
+    app = create_app(runtime, intake=intake_settings(), run_playbooks=False)
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/v1/broken", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/broken", headers=AUTH).status_code == 500
+        health = client.get("/healthz").json()
+    assert health["refused_by_status"] == {"500": 1}
+    assert health["requests"]["refused"] == 1
 
 
 def test_the_slack_route_needs_no_token_but_keeps_the_body_limit(client: TestClient) -> None:
@@ -260,3 +332,71 @@ def test_resolved_alerts_are_recorded_and_never_open(client: TestClient) -> None
     assert unmapped["action"] == "rejected"
     assert "no mapping rule gives an incident type" in unmapped["error"]
     assert client.get("/v1/incidents/999", headers=AUTH).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "since", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59", 0, 1764111000]
+)
+def test_a_time_out_of_range_or_a_number_is_a_422(client: TestClient, since: object) -> None:
+    answer = client.post("/v1/incidents", json=native("model-a", since=since), headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith("body.since: ")
+    alert = {**am_alert("model-a"), "endsAt": since, "startsAt": "2026-11-25T03:00:00Z"}
+    answer = client.post("/v1/alerts/alertmanager", json=am_webhook(alert), headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert client.get("/healthz").json()["refused_by_status"] == {"422": 2}
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"])
+def test_the_cli_since_out_of_range_is_a_usage_error(value: str) -> None:
+    with pytest.raises(UsageError, match="out of range") as raised:
+        parse_since(value)
+    assert raised.value.exit_code == 2
+
+
+def test_an_alert_the_database_cannot_hold_is_refused_and_fails_no_other(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """A NUL or a lone surrogate among concurrent legitimate alerts: it alone is refused
+    (PostgreSQL's text holds no NUL; it used to fail its whole write batch, 503 for the
+    others, which Alertmanager then retries)."""
+    build_scenario(runtime, tmp_path)
+    bad_native = native("model-a", summary="drift\x00", dedup_key="k\x00")
+    bad_alert = am_alert("model-a", fingerprint="f\x00", note="a\x00b")
+    surrogate = native("model-a", summary="lone \ud800 surrogate")
+
+    with live_intake(runtime, run_playbooks=False) as url, storm_client() as http:
+
+        def post(n: int) -> int:
+            if n == 7:
+                return http.post(f"{url}/v1/incidents", json=bad_native).status_code
+            if n == 13:
+                # json.dumps escapes it (\\ud800), as a sender would have to.
+                body = json.dumps(surrogate).encode()
+                headers = {"Content-Type": "application/json"}
+                return http.post(f"{url}/v1/incidents", content=body, headers=headers).status_code
+            if n == 21:
+                webhook = am_webhook(bad_alert, am_alert("model-a", fingerprint="ok21"))
+                answer = http.post(f"{url}/v1/alerts/alertmanager", json=webhook)
+                actions = [r["action"] for r in answer.json()["results"]]
+                assert actions[0] == "rejected" and actions[1] in ("opened", "attached")
+                return 2021 if answer.status_code == 202 else answer.status_code
+            webhook = am_webhook(am_alert("model-a", fingerprint=f"ok{n}"))
+            return http.post(f"{url}/v1/alerts/alertmanager", json=webhook).status_code
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(post, range(40)))
+
+    assert statuses[7] == 422 and statuses[13] == 422 and statuses[21] == 2021
+    assert [s for n, s in enumerate(statuses) if n not in (7, 13, 21)] == [202] * 37
+    # The NUL alerts are recorded as refused (the character replaced); the schema refuses
+    # the lone surrogate before it is an alert.
+    rejected = [e for e in alert_events(runtime) if e["action"] == "alert.rejected"]
+    assert len(rejected) == 2 and all("NUL" in e["data"]["error"] for e in rejected)
+    assert len([e for e in alert_events(runtime) if e["action"] != "alert.rejected"]) == 38
+
+
+def test_the_cli_refuses_a_text_the_database_cannot_hold(runtime: Runtime) -> None:
+    with runtime.db.session() as session, pytest.raises(UsageError, match="NUL") as raised:
+        open_incident(session=session, type="model_compromise", actor="oncall", summary="a\x00b")
+    assert raised.value.exit_code == 2

@@ -311,3 +311,21 @@ def test_slack_down_for_the_whole_playbook_then_delivered_in_order_in_the_thread
     assert len(slack.in_channel("incidents")) == 5
     with runtime.db.read_session() as session:
         assert verify_stored_chain(session).ok
+
+
+def test_the_fallback_text_is_escaped_like_the_blocks(
+    home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, slack: SlackServer
+) -> None:
+    runtime = slack_runtime(home, database_url, monkeypatch, slack)
+    summary = "<!channel> <!here> <@U0BOSS> see <http://evil.example|the runbook> & more"
+    incident = new_incident(runtime, asset=None, summary=summary)
+    notify(runtime=runtime, incident_id=incident, event="failed")
+
+    drain(runtime)
+
+    (message,) = slack.in_channel("incidents")
+    for text in (message.text, json.dumps(message.blocks)):
+        assert "<!channel>" not in text and "<!here>" not in text and "<@U0BOSS>" not in text
+        assert "<http://evil" not in text
+    assert "&lt;!channel&gt; &lt;!here&gt; &lt;@U0BOSS&gt;" in message.text
+    assert "&lt;http://evil.example|the runbook&gt; &amp; more" in message.text

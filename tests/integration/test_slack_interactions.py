@@ -364,3 +364,12 @@ def test_a_signed_body_that_is_not_a_button_press_is_a_400(
 ) -> None:
     body = urlencode({"payload": json.dumps(payload)}).encode()
     assert answer(runtime, body, signed(body)) == (400, "not a Slack button callback")
+
+
+@pytest.mark.parametrize("depth", [100_000, 65])
+def test_a_signed_payload_nested_too_deep_is_a_400_not_a_crash(
+    runtime: Runtime, depth: int
+) -> None:
+    nested = "[" * depth + "]" * depth
+    body = urlencode({"payload": nested}).encode()
+    assert answer(runtime, body, signed(body)) == (400, "not a Slack button callback")

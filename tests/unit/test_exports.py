@@ -12,18 +12,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import threading
 import uuid
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import markdown
 import pytest
 import scenarios
 import stix2
 from markdown_it import MarkdownIt
 from scenarios import build_scenario, tamper
+from sqlmodel import select
 
 from rearguard.flows.exports.chart import PLOT_W, timeline_svg
 from rearguard.flows.exports.export import write_export
@@ -32,9 +36,17 @@ from rearguard.flows.exports.formats import ExportFormat
 from rearguard.flows.exports.stix import INCIDENT_CORE_EXTENSION
 from rearguard.flows.exports.timeline_jsonl import verify_file
 from rearguard.flows.steps import run_step
-from rearguard.models.audit.chain import append_event, events_for_incident
+from rearguard.models.audit.chain import (
+    HASHED_FIELDS,
+    append_event,
+    canonical_json,
+    event_hash,
+    events_for_incident,
+    verify_stored_chain,
+)
 from rearguard.models.audit.redaction import redact_text, redact_value
 from rearguard.models.config.settings import load_settings
+from rearguard.models.db.tables import ChainHead, TimelineEvent
 from rearguard.models.enums import EventKind, IncidentStatus, Severity
 from rearguard.models.errors import ConflictError, NotFoundError, OperationFailed, UsageError
 from rearguard.models.incidents.resolution import resolve_incident
@@ -336,23 +348,44 @@ def test_jsonl_of_interleaved_incidents_has_verifiable_gaps_and_no_foreign_conte
     assert report.problem is not None and "missing" in report.problem.reason
 
 
+def chain_secret_as_an_older_rearguard_did(
+    runtime: Runtime, incident_id: int, *, action: str, data: dict[str, Any]
+) -> None:
+    """Append an event holding ``data`` as is, validly chained: what an older rearguard (which
+    did not redact every event) left in the database."""
+    with runtime.db.session() as session:
+        appended = append_event(
+            session,
+            kind=EventKind.DECISION,
+            action=action,
+            actor="oncall",
+            incident_id=incident_id,
+            data={},
+        )
+        row = session.exec(select(TimelineEvent).where(TimelineEvent.seq == appended.seq)).one()
+        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
+        digest = event_hash({**fields, "data": data})
+        row.data, row.hash = canonical_json(data), digest
+        session.add(row)
+        head = session.get(ChainHead, 1)
+        assert head is not None
+        head.hash = digest
+        session.add(head)
+    with runtime.db.read_session() as session:
+        assert verify_stored_chain(session).ok
+
+
 def test_a_secret_in_the_timeline_is_redacted_everywhere_and_the_jsonl_still_verifies(
     runtime: Runtime, tmp_path: Path
 ) -> None:
     incident_id = recovered_incident(
         runtime, tmp_path, summary=f"pushed with token {SLACK_TOKEN} and key {AWS_KEY}"
     )
-    # The summary is redacted before it is chained; an event written by another path (an older
-    # rearguard, a script) may still hold a secret, and the exports must not leak it.
-    with runtime.db.session() as session:
-        append_event(
-            session,
-            kind=EventKind.DECISION,
-            action="triage.note",
-            actor="oncall",
-            incident_id=incident_id,
-            data={"note": f"rotated {SLACK_TOKEN}"},
-        )
+    # Every event is redacted before it is chained; one an older rearguard chained may still
+    # hold a secret, and the exports must not leak it.
+    chain_secret_as_an_older_rearguard_did(
+        runtime, incident_id, action="triage.note", data={"note": f"rotated {SLACK_TOKEN}"}
+    )
     for export_format in ExportFormat:
         text = export(runtime, incident_id, export_format)
         assert SLACK_TOKEN not in text and AWS_KEY not in text, export_format
@@ -469,10 +502,9 @@ def test_markdown_review_has_every_section_and_escapes_markup(
         "Timeline",
     ):
         assert heading in headings
-    # Markup characters are backslash-escaped: no link, no raw HTML, no table break.
-    assert not re.search(r"(?<!\\)\]\(javascript", text)
-    assert not re.search(r"(?<!\\)<b>", text)
-    assert r"\[here\](javascript:alert(1)) \| \<b>bold\</b>" in text
+    # Markup characters are HTML character references: no link, no raw HTML, no table break.
+    assert "]" not in text.split("Reported summary:")[1].split("\n")[2]
+    assert "&#91;here&#93;(javascript:alert(1)) &#124; &lt;b&gt;bold&lt;/b&gt;" in text
     # Rendered by a CommonMark renderer that lets raw HTML through, it is still only text.
     rendered = MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
     assert "<b>" not in rendered and 'href="javascript' not in rendered
@@ -486,6 +518,68 @@ def test_markdown_review_has_every_section_and_escapes_markup(
     assert "**v3** served production for **" in text
     atlas = "- [AML.T0031](https://atlas.mitre.org/techniques/AML.T0031) Erode AI Model Integrity"
     assert atlas in text
+
+
+class _Elements(HTMLParser):
+    """Every element and attribute of a rendered document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: set[tuple[str, tuple[str, ...]]] = set()
+        self.values: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.add((tag, tuple(sorted(name for name, _ in attrs))))
+        self.values.extend(value or "" for _, value in attrs)
+
+
+HOSTILE_MARKDOWN = (
+    "# Heading <script>alert(1)</script> <img src=x onerror=alert(2)> "
+    "[click](javascript:alert(3)) ![i](http://evil.example/x.png) <http://evil.example/a> "
+    "**b** _i_ ~~s~~ `c` | x | \" ' &amp; &lt;svg onload=alert(4)&gt; "
+    "<a href=\"javascript:alert(5)\" title='t'>a</a> <!-- c --> <?php x ?> <![CDATA[x]]> \\<b>"
+)
+
+
+def rendered_elements(text: str) -> list[_Elements]:
+    """The export rendered by CommonMark (markdown-it, raw HTML allowed, tables) and by
+    Python-Markdown (tables), each parsed for its elements."""
+    pages = [
+        MarkdownIt("commonmark", {"html": True}).enable("table").render(text),
+        markdown.markdown(text, extensions=["tables"]),
+    ]
+    parsed = []
+    for page in pages:
+        parser = _Elements()
+        parser.feed(page)
+        parsed.append(parser)
+    return parsed
+
+
+def test_markdown_review_renders_no_element_or_attribute_from_the_input_anywhere(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    incident_id = recovered_incident(runtime, tmp_path, summary=HOSTILE_MARKDOWN)
+    with runtime.db.session() as session:
+        incident = get_incident(session=session, incident_id=incident_id)
+        incident.reason = "1. " + HOSTILE_MARKDOWN
+        session.add(incident)
+    plain = open_on(runtime, summary="x" * len(HOSTILE_MARKDOWN))
+    with runtime.db.session() as session:
+        incident = get_incident(session=session, incident_id=plain)
+        incident.reason = "plain"
+        session.add(incident)
+    hostile_text = export(runtime, incident_id, ExportFormat.MD)
+    plain_text = export(runtime, plain, ExportFormat.MD)
+
+    for hostile, ordinary in zip(
+        rendered_elements(hostile_text), rendered_elements(plain_text), strict=True
+    ):
+        # The same document structure as an incident with an inert summary...
+        extra = hostile.elements - ordinary.elements
+        assert not extra, extra
+        # ...and no attribute value that came from the input.
+        assert not [v for v in hostile.values if "javascript" in v or "evil" in v]
 
 
 def test_chart_of_a_large_incident_draws_aggregate_marks(runtime: Runtime, tmp_path: Path) -> None:
@@ -691,3 +785,59 @@ def test_export_settings_come_from_the_environment_over_the_config_file(
     from_env = load_settings(home=home).exports
     assert from_env.auto_review is True
     assert from_env.review_directory(home) == home / "elsewhere"
+
+
+# -- verifying hostile files ------------------------------------------------------------------
+
+
+def verified_in_time(path: Path) -> Any:
+    """verify_file's report or its error, from a thread that must end (a FIFO once blocked it
+    forever; the join's bound only keeps a broken test from hanging the run)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(verify_file(path))
+        except UsageError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), f"verify_file({path}) did not return"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "/dev/zero", "/dev/null", "missing"])
+def test_verifying_what_is_not_a_regular_file_is_a_usage_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "t.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind != "missing":
+        path = Path(kind)
+    error = verified_in_time(path)
+    assert isinstance(error, UsageError) and error.exit_code == 2, error
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (bytes(range(128, 256)) * 64, "not UTF-8"),
+        (b'{"record": "header", "note": "caf\xe9"}\n', "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deep"),
+        (b"{" + b'"a":{' * 5000 + b"}" * 5001 + b"\n", "nested too deep"),
+        (b"x" * (16 * 1024 * 1024 + 10), "longer than"),
+        (b"\x00" * 1000, "not valid JSON"),
+    ],
+    ids=["random-bytes", "latin-1", "deep-array", "deep-object", "no-line-end", "nuls"],
+)
+def test_a_hostile_file_is_a_broken_timeline_named_by_line(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(content)
+    report = verified_in_time(path)
+    assert not report.ok and report.problem.line == 1, report
+    assert reason in report.problem.reason, report.problem.reason

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import socket
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -379,6 +380,88 @@ def test_empty_directory_is_refused(runtime: Runtime, tmp_path: Path) -> None:
 
     assert not isinstance(raised.value, NotFoundError)
     assert_nothing_recorded(runtime, "model", events_before=events_before)
+
+
+def _fifo(directory: Path) -> str:
+    os.mkfifo(directory / "queue")
+    return "queue is a FIFO"
+
+
+def _socket(directory: Path) -> str:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(directory / "agent.sock"))
+    listener.close()  # the socket file stays
+    return "agent.sock is a socket"
+
+
+def _fifo_in_subdirectory(directory: Path) -> str:
+    (directory / "sub").mkdir()
+    os.mkfifo(directory / "sub" / "queue")
+    return "sub/queue is a FIFO"
+
+
+def _symlink_to_a_fifo(directory: Path) -> str:
+    os.mkfifo(directory / "queue")
+    os.symlink("queue", directory / "link")
+    return "is a FIFO"
+
+
+def _dangling_symlink(directory: Path) -> str:
+    os.symlink("missing.bin", directory / "link")
+    return "link is a symlink to"
+
+
+def _name_not_utf8(directory: Path) -> str:
+    descriptor = os.open(os.fsencode(directory) + b"/weights-\xff.bin", os.O_CREAT | os.O_WRONLY)
+    os.close(descriptor)
+    return "weights-\\xff.bin: the name is not valid UTF-8"
+
+
+def _directory_not_utf8(directory: Path) -> str:
+    os.mkdir(os.fsencode(directory) + b"/shard-\xfe")
+    (Path(os.fsdecode(os.fsencode(directory) + b"/shard-\xfe")) / "a.bin").write_bytes(b"a")
+    return "shard-\\xfe: the name is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        _fifo,
+        _socket,
+        _fifo_in_subdirectory,
+        _symlink_to_a_fifo,
+        _dangling_symlink,
+        _name_not_utf8,
+        _directory_not_utf8,
+    ],
+)
+def test_an_entry_that_cannot_be_stored_faithfully_is_refused_naming_it(
+    runtime: Runtime, make_version, plant
+) -> None:
+    source = make_version("v1", {"weights.bin": b"weights"})
+    needle = plant(source)
+    events_before = event_count(runtime)
+
+    with pytest.raises(UsageError) as raised:
+        register(runtime, "model", source, "v1")
+
+    assert raised.value.exit_code == 2 and needle in raised.value.message, raised.value.message
+    assert_nothing_recorded(runtime, "model", events_before=events_before)
+    assert not runtime.registry.staging.exists() or not any(runtime.registry.staging.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads whatever the permissions say")
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_an_unreadable_entry_is_refused_naming_it(runtime: Runtime, make_version, what) -> None:
+    source = make_version("v1", {"weights.bin": b"weights", "sub/a.bin": b"a"})
+    entry = source / ("weights.bin" if what == "file" else "sub")
+    entry.chmod(0)
+    try:
+        with pytest.raises(UsageError, match=f"cannot read the {what} .*{entry.name}"):
+            register(runtime, "model", source, "v1")
+    finally:
+        entry.chmod(0o755)
+    assert not runtime.registry.staging.exists() or not any(runtime.registry.staging.iterdir())
 
 
 # -- approval and promotion --------------------------------------------------------------------
