@@ -17,6 +17,7 @@ from rearguard.flows.cli.context import (
     runtime,
     status_style,
 )
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import EXIT_INTEGRITY
 
@@ -49,7 +50,7 @@ def register(
         str | None,
         typer.Option(help='Validation command for this asset, e.g. "python check.py" (no shell).'),
     ] = None,
-    by: Annotated[str | None, typer.Option(help="Who registers it (default: you).")] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Copy a file or directory into the store as a new candidate version."""
@@ -64,7 +65,7 @@ def register(
             source=path,
             label=version,
             kind=kind,
-            actor=by or rt.settings.core.actor,
+            actor=person(by),
             trained_on=trained_on,
             validate_command=validate,
             progress=progress,
@@ -92,13 +93,13 @@ def register(
 def approve(
     name: Annotated[str, typer.Argument(help="Asset name.")],
     label: Annotated[str, typer.Argument(help="Version label.")],
-    by: Annotated[str | None, typer.Option(help="Who approves it (default: you).")] = None,
+    by: ByOption = None,
 ) -> None:
     """Mark a version known-good, after re-verifying its files."""
     from rearguard.models.assets.versions import approve_version
 
     rt = runtime()
-    approver = by or rt.settings.core.actor
+    approver = person(by)
     approve_version(
         db=rt.db,
         registry=rt.registry,
@@ -114,7 +115,7 @@ def approve(
 def promote(
     name: Annotated[str, typer.Argument(help="Asset name.")],
     label: Annotated[str, typer.Argument(help="Version label.")],
-    by: Annotated[str | None, typer.Option(help="Who promotes it (default: you).")] = None,
+    by: ByOption = None,
 ) -> None:
     """Point the production alias at a version, after re-verifying its files."""
     from rearguard.models.assets.versions import promote_version
@@ -127,7 +128,7 @@ def promote(
         name=name,
         label=label,
         alias=alias,
-        actor=by or rt.settings.core.actor,
+        actor=person(by),
         workers=rt.settings.playbooks.hash_workers,
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
@@ -163,13 +164,14 @@ def import_(
     rt = runtime()
     if status == VersionStatus.KNOWN_GOOD and not by:
         raise UsageError("importing versions as known_good needs the approver's name (--by)")
+    actor = person(by)
     alias = rt.settings.registry.alias
     adoption = import_versions(
         db=rt.db,
         registry=rt.registry,
         name=name,
         kind=kind,
-        actor=by or rt.settings.core.actor,
+        actor=actor,
         alias=alias,
         status=status,
         workers=rt.settings.playbooks.hash_workers,
@@ -329,6 +331,7 @@ def sweep(
         bool,
         typer.Option("--run", help="Also run the playbook of each incident opened (implies it)."),
     ] = False,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Verify every version of every asset; for each failing asset, say what incident it calls for.
@@ -340,13 +343,15 @@ def sweep(
     from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 
     rt = runtime()
+    # Only opening incidents records anyone; a read-only sweep needs no name.
+    actor = person(by) if open_incidents or run else "sweep"
     plan = plan_sweep(runtime=rt)
     with byte_progress("sweeping", plan.total_bytes) as progress:
         report = run_sweep(
             runtime=rt,
             plan=plan,
             open_incidents=open_incidents or run,
-            actor=rt.settings.core.actor,
+            actor=actor,
             progress=progress,
         )
     runs: list[dict[str, Any]] = []

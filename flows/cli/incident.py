@@ -19,6 +19,7 @@ from rearguard.flows.cli.context import (
     runtime,
     status_style,
 )
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.flows.cli.resolve import resolve
 from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
@@ -229,6 +230,13 @@ def open_(
         Path | None, typer.Option(help="supply_chain: the malicious file (hashed here).")
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="data_poisoning: the dataset.")] = None,
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new", help="Open a new incident even if one of this type is open on the asset."
+        ),
+    ] = False,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
@@ -242,7 +250,7 @@ def open_(
         severity=severity,
         since=since,
         summary=summary,
-        actor=rt.settings.core.actor,
+        actor=person(by),
         digest=digest,
         file=file,
         dataset=dataset,

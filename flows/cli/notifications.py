@@ -16,6 +16,7 @@ from rearguard.flows.cli.context import (
     out,
     runtime,
 )
+from rearguard.flows.cli.people import ByOption, person
 
 if TYPE_CHECKING:
     from rearguard.models.db.tables import NotificationOutbox
@@ -126,6 +127,7 @@ def retry(
     wait: Annotated[
         float | None, typer.Option(help="Seconds to wait for delivery (default: settings).")
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send failed or waiting notifications again now; exit 1 unless all are delivered."""
@@ -134,7 +136,7 @@ def retry(
 
     rt = runtime()
     with rt.db.transaction() as connection:
-        retry_rows(connection, outbox_ids=ids, actor=rt.settings.core.actor)
+        retry_rows(connection, outbox_ids=ids, actor=person(by))
     wait_s = rt.settings.notifications.dispatch_wait_s if wait is None else wait
     report = _dispatch(wait_s=wait_s, outbox_ids=ids)
     _report(report, json_output)

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.errors import EXIT_FAILED
 
 app = typer.Typer(help="Notifications: send a test message through a channel.")
@@ -26,6 +27,7 @@ def test(
             "--to", help="Destination: a Slack channel or an email address (default: configured)."
         ),
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send a test message now (not through the outbox) and report the receipt or the error.
@@ -42,7 +44,7 @@ def test(
 
     rt = runtime()
     install_secret_block_loader()
-    result = send_test(rt, channel=channel, destination=to, actor=rt.settings.core.actor)
+    result = send_test(rt, channel=channel, destination=to, actor=person(by))
     if json_output:
         emit_json(result)
     else:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
+from rearguard.flows.cli.people import ByOption, person
 
 
 def resolve(
@@ -15,6 +16,7 @@ def resolve(
         str | None,
         typer.Option(help="How it was closed (required when its playbook failed)."),
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Resolve a recovered (or, with --note, a failed) incident; exit 2 if it is still open or
@@ -28,7 +30,7 @@ def resolve(
     settings = rt.settings.exports
     with rt.db.session() as session:
         incident = resolve_incident(
-            session=session, incident_id=incident_id, actor=rt.settings.core.actor, note=note
+            session=session, incident_id=incident_id, actor=person(by), note=note
         )
     written: list[str] = []
     review_error: str | None = None
