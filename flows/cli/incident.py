@@ -181,6 +181,8 @@ def event_summary(action: str, data: dict[str, Any]) -> str:
         return f"{data.get('from')} -> {data.get('to')}" + (
             f" ({data['reason']})" if data.get("reason") else ""
         )
+    if action == "incident.attached":
+        return f"reported again ({data['source']}, {data['severity']}): {data['summary']}".strip()
     if action == "incident.opened":
         return f"{data['type']} {data['severity']}: {data.get('summary') or ''}".strip()
     if action.startswith("notify."):
@@ -239,11 +241,15 @@ def open_(
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
-    from rearguard.flows.opening import open_and_record
+    """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed.
+
+    When an incident of the type is already unresolved on the asset, attach to it instead
+    (say which, and exit 0) unless --new: its playbook is not run twice.
+    """
+    from rearguard.flows.opening import open_or_attach
 
     rt = runtime()
-    incident_id = open_and_record(
+    opened = open_or_attach(
         runtime=rt,
         type=type,
         asset=asset,
@@ -254,10 +260,27 @@ def open_(
         digest=digest,
         file=file,
         dataset=dataset,
+        new=new,
     )
+    incident_id = opened.incident_id
+    if opened.attached:
+        if json_output:
+            emit_json({"id": incident_id, "status": opened.status, "attached": True})
+        else:
+            out.print(
+                f"incident {incident_id} ({type} on {escape(asset or dataset or '-')}) is "
+                f"already [{status_style(opened.status)}]{opened.status}[/]: attached to it, "
+                f"its playbook is not run again; see `rearguard incident show {incident_id}` "
+                "(--new opens another)"
+            )
+            if opened.status == "failed":
+                out.print(
+                    f"to run its playbook again: rearguard playbook run --incident {incident_id}"
+                )
+        return
     if no_run:
         if json_output:
-            emit_json({"id": incident_id, "status": "open"})
+            emit_json({"id": incident_id, "status": "open", "attached": False})
         else:
             out.print(
                 f"incident {incident_id} opened; run it with `rearguard playbook run "
