@@ -53,10 +53,17 @@ def register(
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Copy a file or directory into the store as a new candidate version."""
+    """Copy a file or directory into the store as a new candidate version.
+
+    Relative paths in --validate are made absolute here (the check later runs from wherever
+    the playbook runs); one that does not exist is refused.
+    """
+    from rearguard.models.assets.checks import resolve_command
     from rearguard.models.assets.versions import register_version
 
     rt = runtime()
+    if validate is not None:
+        validate = resolve_command(validate, cwd=Path.cwd())
     with byte_progress(f"registering {name}@{version}", _source_size(path)) as progress:
         result = register_version(
             db=rt.db,
