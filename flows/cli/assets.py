@@ -1,4 +1,5 @@
-"""``rearguard assets``: register, approve, promote, list, show and verify versions."""
+"""``rearguard assets``: register, approve, promote, release, retire, list, show and verify
+versions, and set an asset's check."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import EXIT_INTEGRITY
 
 if TYPE_CHECKING:
+    from rearguard.models.assets.lifecycle import StatusChange
     from rearguard.models.integrity.sweep import SweepReport
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
@@ -140,6 +142,127 @@ def promote(
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why; kept in the timeline.")]
+
+
+def _print_change(change: StatusChange, json_output: bool, by: str) -> None:
+    if json_output:
+        emit_json(vars(change))
+        return
+    if not change.changed:
+        out.print(f"{escape(change.asset)}@{escape(change.label)} was already {change.after}")
+        return
+    out.print(
+        f"{escape(change.asset)}@{escape(change.label)}: [{status_style(change.before)}]"
+        f"{change.before}[/] -> [{status_style(change.after)}]{change.after}[/] "
+        f"(by {escape(by)})"
+    )
+
+
+@app.command("release")
+def release(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    reason: ReasonOption,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Return a quarantined or suspect version (a false alarm) to candidate, after re-verifying
+    its files against its manifest; exit 3 if they no longer match. Approving it again is a
+    separate step (`assets approve`)."""
+    from rearguard.models.assets.lifecycle import release_version
+
+    rt = runtime()
+    who = person(by)
+    change = release_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        by=who,
+        reason=reason,
+        workers=rt.settings.playbooks.hash_workers,
+    )
+    _print_change(change, json_output, who)
+    if not json_output:
+        err.print(
+            f"approve it to trust it again: rearguard assets approve {escape(name)} "
+            f"{escape(label)} --by NAME"
+        )
+
+
+@app.command("retire")
+def retire(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    reason: ReasonOption,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Retire a version: it is never restored or promoted again (not the production version)."""
+    from rearguard.models.assets.lifecycle import retire_version
+
+    rt = runtime()
+    who = person(by)
+    change = retire_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        by=who,
+        reason=reason,
+        alias=rt.settings.registry.alias,
+    )
+    _print_change(change, json_output, who)
+
+
+@app.command("check")
+def check_command(
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    set_: Annotated[
+        str | None,
+        typer.Option(
+            "--set", help='The validation command, e.g. "python /srv/checks/smoke.py" (no shell).'
+        ),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the asset's check.")] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why; kept in the timeline.")
+    ] = None,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Set or clear an asset's validation command without registering a version.
+
+    Relative paths are made absolute from the current directory (one that does not exist is
+    refused). With neither option, show the command.
+    """
+    from rearguard.models.assets.checks import resolve_command
+    from rearguard.models.assets.lifecycle import set_check
+    from rearguard.models.assets.versions import get_asset
+    from rearguard.models.errors import UsageError
+
+    rt = runtime()
+    if set_ is not None and clear:
+        raise UsageError("give --set COMMAND or --clear, not both")
+    if set_ is None and not clear:
+        with rt.db.read_session() as session:
+            current = get_asset(session=session, name=name).validate_command
+        if json_output:
+            emit_json({"asset": name, "validate_command": current})
+        else:
+            out.print(f"{escape(name)}: {escape(current) if current else '(no check)'}")
+        return
+    command = resolve_command(set_, cwd=Path.cwd()) if set_ is not None else None
+    before = set_check(db=rt.db, name=name, command=command, by=person(by), reason=reason)
+    if json_output:
+        emit_json({"asset": name, "validate_command": command, "before": before})
+        return
+    out.print(
+        f"{escape(name)} check: {escape(before or '(none)')} -> {escape(command or '(none)')}"
+    )
 
 
 @app.command("import")
