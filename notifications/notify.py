@@ -8,12 +8,12 @@ transaction. Delivery happens after the playbook (:func:`deliver_after_run`) or 
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rearguard.models.assets.versions import alias_version, get_asset
 from rearguard.models.errors import NotFoundError
-from rearguard.models.incidents.service import get_incident
+from rearguard.models.incidents.service import get_incident, update_state
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import enqueue
 
@@ -84,11 +84,17 @@ def notify_legal(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
     message states the 72-hour deadline of UK GDPR Art. 33 for notifying the regulator,
     counted from when the incident was opened, and the deadline is recorded on the incident.
 
+    Sent once per incident: the incident's state records it (``legal_notified``), so a rerun
+    of the playbook, whatever the incident's status by then, does not send it again.
+
     Returns:
         The notify result, plus ``personal_data`` and ``regulator_deadline`` (or None).
     """
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
+    sent = incident.state.get("legal_notified")
+    if sent:
+        return {"event": "contained", "skipped": f"legal and privacy were told at {sent}"}
     personal = runtime.settings.hooks.personal_data(incident.asset_name)
     deadline = None
     if personal:
@@ -111,6 +117,12 @@ def notify_legal(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
         roles=["legal", "privacy"],
         extra={"detail": detail, "regulator_deadline": deadline},
     )
+    with runtime.db.session() as session:
+        update_state(
+            session=session,
+            incident=get_incident(session=session, incident_id=incident_id),
+            legal_notified=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
     return {**result, "personal_data": personal, "regulator_deadline": deadline}
 
 

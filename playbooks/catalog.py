@@ -184,9 +184,9 @@ CATALOG: dict[str, PlaybookSpec] = {
             provisions=("5.3", "6.5", "12.1"),
             steps=(
                 "verify_production",
+                "notify_legal",
                 "await_approval",
                 "run_hook:rotate_credentials",
-                "notify_legal",
                 "notify",
             ),
             asset_kinds=(AssetKind.MODEL,),

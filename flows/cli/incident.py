@@ -301,6 +301,11 @@ def _finish(rt: Runtime, incident: Incident, json_output: bool) -> None:
     else:
         print_outcome(rt, incident)
     # model_theft ends contained: nothing is restored, the credentials are rotated.
+    if str(incident.status) == "contained" and incident.state.get("concluded") == "contained":
+        err.print(
+            f"when the response is over: rearguard incident resolve {incident.id} "
+            '--note "how it was closed"'
+        )
     if str(incident.status) not in ("recovered", "resolved", "contained"):
         raise typer.Exit(EXIT_FAILED)
 

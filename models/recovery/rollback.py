@@ -13,7 +13,7 @@ from rearguard.models.assets.versions import (
 )
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
-from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.incidents.service import get_incident, set_incident_status, update_state
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
 
@@ -97,4 +97,7 @@ def conclude(
             actor=playbook_actor(incident),
             reason=reason,
         )
+        # A playbook that ends contained (model_theft) has concluded: a person may resolve it.
+        if incident.state.get("concluded") != str(status):
+            update_state(session=session, incident=incident, concluded=str(status))
     return {"status": str(status), "reason": reason, "changed": changed}
