@@ -25,6 +25,7 @@ from rearguard.models.errors import EXIT_INTEGRITY
 if TYPE_CHECKING:
     from rearguard.models.assets.lifecycle import StatusChange
     from rearguard.models.integrity.sweep import SweepReport
+    from rearguard.models.runtime import Runtime
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
 
@@ -484,25 +485,62 @@ def sweep(
             actor=actor,
             progress=progress,
         )
-    runs: list[dict[str, Any]] = []
-    if run:
-        from rearguard.flows.cli.incident import print_outcome, run_with_progress
-
-        for finding in report.findings:
-            if not finding.runnable or finding.incident_id is None:
-                continue
-            if not json_output:
-                err.print(f"running the {finding.incident_type} playbook for {finding.asset}")
-            incident = run_with_progress(rt, finding.incident_id, quiet=json_output)
-            runs.append({"incident": incident.id, "status": str(incident.status)})
-            if not json_output:
-                print_outcome(rt, incident)
+    runs = _run_findings(rt, report, json_output) if run else []
     if json_output:
         emit_json({**report.as_dict(), "runs": runs})
     else:
         _print_sweep(report)
     if not report.ok:
         raise typer.Exit(EXIT_INTEGRITY)
+
+
+def _run_findings(rt: Runtime, report: SweepReport, json_output: bool) -> list[dict[str, Any]]:
+    """Run the playbook of each finding's incident that calls for one, or say why not.
+
+    An incident the sweep opened runs; so does one it attached to that is ``open`` (not run
+    yet), ``failed`` (did not finish) or ``recovered`` (production fails again). A
+    ``contained`` one (running now, or a playbook that ends there) is left to a person.
+    """
+    from rearguard.flows.cli.incident import print_outcome, run_with_progress
+    from rearguard.models.incidents.service import get_incident
+
+    runs: list[dict[str, Any]] = []
+    for finding in report.findings:
+        if finding.incident_id is None:
+            continue
+        with rt.db.read_session() as session:
+            status = str(get_incident(session=session, incident_id=finding.incident_id).status)
+        why_not = None
+        if not finding.calls_for_playbook:
+            why_not = (
+                f"production ({finding.production or 'none'}) verifies; no failing version "
+                "is served"
+            )
+        elif status == "contained":
+            why_not = (
+                f"incident {finding.incident_id} is contained: its playbook is running or ended "
+                f"there; see `rearguard incident show {finding.incident_id}`, and rerun it with "
+                f"`rearguard playbook run --incident {finding.incident_id}`"
+            )
+        if why_not is not None:
+            runs.append(
+                {"incident": finding.incident_id, "status": status, "ran": False, "why": why_not}
+            )
+            if not json_output:
+                err.print(
+                    f"not running incident {finding.incident_id} ({finding.asset}): {why_not}"
+                )
+            continue
+        if not json_output:
+            err.print(
+                f"running the {finding.incident_type} playbook of incident "
+                f"{finding.incident_id} for {finding.asset}"
+            )
+        incident = run_with_progress(rt, finding.incident_id, quiet=json_output)
+        runs.append({"incident": incident.id, "status": str(incident.status), "ran": True})
+        if not json_output:
+            print_outcome(rt, incident)
+    return runs
 
 
 def _print_sweep(report: SweepReport) -> None:
