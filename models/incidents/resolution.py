@@ -62,7 +62,7 @@ def resolve_incident(
     note = (note or "").strip() or None
     if status == IncidentStatus.RESOLVED:
         raise ConflictError(f"incident {incident_id} is already resolved")
-    concluded = incident.state.get("concluded") == str(status)
+    concluded = incident.state.get("concluded") == str(IncidentStatus.CONTAINED)
     if status == IncidentStatus.OPEN or (status == IncidentStatus.CONTAINED and not concluded):
         raise ConflictError(
             f"incident {incident_id} is {status}: its playbook has not concluded",

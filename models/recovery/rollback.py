@@ -97,7 +97,8 @@ def conclude(
             actor=playbook_actor(incident),
             reason=reason,
         )
-        # A playbook that ends contained (model_theft) has concluded: a person may resolve it.
-        if incident.state.get("concluded") != str(status):
+        # A playbook that ends contained (model_theft) has concluded there, unlike one that
+        # stopped mid-run after containing: a person may resolve it (see resolution.py).
+        if status == IncidentStatus.CONTAINED and "concluded" not in incident.state:
             update_state(session=session, incident=incident, concluded=str(status))
     return {"status": str(status), "reason": reason, "changed": changed}
