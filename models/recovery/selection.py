@@ -7,6 +7,7 @@ unverified version."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -141,7 +142,13 @@ def select_known_good(
     checks = checks or {}
     for version, manifest, distrust in known_good:
         if since is not None and version.registered_at >= since:
-            rejected.append({"version": version.label, "reason": "registered at or after --since"})
+            rejected.append(
+                {
+                    "version": version.label,
+                    "reason": f"registered {_moment(version.registered_at)}, at or after "
+                    f"--since {_moment(since)}",
+                }
+            )
             continue
         if distrust:
             rejected.append({"version": version.label, "reason": distrust})
@@ -189,6 +196,11 @@ def select_known_good(
         "the asset has no known-good version"
     )
     raise OperationFailed(f"no known-good version of {target.name} qualifies: {reasons}")
+
+
+def _moment(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _distrust(session: Session, version: AssetVersion, need_lineage: bool) -> str | None:
