@@ -20,12 +20,39 @@ class Opened:
     status: str
 
 
-def open_and_record(**request: Any) -> int:
-    """Record a new incident (never attaching) and return its id; see :func:`open_or_attach`.
+def open_and_record(
+    *,
+    runtime: Runtime,
+    type: str,
+    asset: str | None,
+    severity: Severity,
+    since: str | None,
+    summary: str,
+    actor: str,
+    source: IncidentSource = IncidentSource.CLI,
+    digest: str | None = None,
+    file: Path | None = None,
+    dataset: str | None = None,
+) -> int:
+    """Record a new incident, never attaching to one, and return its id.
 
-    For callers that set up one incident each (drills, the demo, tests).
+    For callers that set up one incident each (drills, the demo, tests); the arguments are
+    :func:`open_or_attach`'s.
     """
-    return open_or_attach(**request, new=True).incident_id
+    return open_or_attach(
+        runtime=runtime,
+        type=type,
+        asset=asset,
+        severity=severity,
+        since=since,
+        summary=summary,
+        actor=actor,
+        source=source,
+        digest=digest,
+        file=file,
+        dataset=dataset,
+        new=True,
+    ).incident_id
 
 
 def open_or_attach(
