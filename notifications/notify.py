@@ -11,7 +11,7 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rearguard.models.assets.versions import alias_version, get_asset
+from rearguard.models.assets.versions import alias_version, get_asset, get_version
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.service import get_incident, update_state
 from rearguard.models.runtime import Runtime
@@ -52,12 +52,19 @@ def notify(
         if if_status is not None and incident.status != if_status:
             return {"event": event, "skipped": f"the incident is {incident.status}"}
         production = None
+        facts = dict(extra or {})
         if incident.asset_name:
             # An asset the registry does not know must not stop the notification.
             with contextlib.suppress(NotFoundError):
                 asset = get_asset(session=session, name=incident.asset_name)
                 current = alias_version(session=session, asset=asset, alias=alias)
                 production = current.label if current else None
+                compromised = incident.state.get("compromised")
+                if compromised:
+                    # What became of the version production served at opening, as it is now:
+                    # the messages must not say "quarantined" of one that was left alone.
+                    found = get_version(session=session, asset=asset, label=compromised)
+                    facts["compromised_status"] = str(found.status)
     with runtime.db.transaction() as connection:
         queued = enqueue(
             connection,
@@ -66,7 +73,7 @@ def notify(
             event=event,
             actor=f"playbook:{incident.type}",
             production=production,
-            extra=extra,
+            extra=facts,
             # A drill's playbook tells only the drill destinations, never legal or owners.
             roles=() if str(incident.source) == "drill" else (roles or ()),
         )

@@ -14,10 +14,13 @@ from rearguard.models.runtime import Runtime
 OPEN = ("incident", "open", "--type", "model_theft", "--asset", "m")
 
 
-def legal_notices(runtime: Runtime, incident_id: int) -> list[dict]:
+def sent(runtime: Runtime, incident_id: int) -> list[dict]:
     lines = runtime.settings.notification_file.read_text().splitlines()
-    sent = [json.loads(line) for line in lines]
-    return [m for m in sent if m["incident_id"] == incident_id and "UK GDPR" in m["body"]]
+    return [m for m in map(json.loads, lines) if m["incident_id"] == incident_id]
+
+
+def legal_notices(runtime: Runtime, incident_id: int) -> list[dict]:
+    return [m for m in sent(runtime, incident_id) if "UK GDPR" in m["body"]]
 
 
 def setup_theft(runtime: Runtime, home: Path, tmp_path: Path, *, hook: bool) -> None:
@@ -41,6 +44,15 @@ def test_a_contained_model_theft_is_resolved_with_a_note_and_legal_is_told_once(
     assert "incident 1: contained" in done.stdout
     assert 'rearguard incident resolve 1 --note "how it was closed"' in done.stderr
     assert len(legal_notices(runtime, 1)) == 1
+    (contained,) = [
+        m for m in sent(runtime, 1) if "contained" in m["title"] and "UK GDPR" not in m["body"]
+    ]
+    # Nothing was quarantined: the message must not say so.
+    assert "quarantined" not in contained["title"]
+    assert (
+        "Nothing was quarantined: production of m serves v1 (v1 is known_good)."
+        in contained["body"]
+    )
 
     rerun = cli("playbook", "run", "--incident", "1")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
