@@ -52,6 +52,9 @@ def _describe(kind: str, action: str, data: Mapping[str, Any]) -> str:
     if action == "incident.opened":
         head = f"{data.get('type', '')} {data.get('severity', '')}".strip()
         return f"{head}: {data['summary']}" if data.get("summary") else head
+    if action == "incident.attached":
+        again = f"reported again ({data.get('source', '')}, {data.get('severity', '')})"
+        return f"{again}: {data['summary']}" if data.get("summary") else again
     if action == "incident.resolve":
         return f"resolved: {data['note']}" if data.get("note") else "resolved"
     if action.startswith("approval."):

@@ -23,6 +23,7 @@ class CommandRun:
     duration_s: float
     output_tail: str
     reason: str
+    started: bool = True
 
 
 def base_env(allowed: Sequence[str] = ()) -> dict[str, str]:
@@ -56,7 +57,8 @@ def run_argv(argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float) -
             start_new_session=True,
         )
     except OSError as exc:
-        return CommandRun(False, None, 0.0, "", f"cannot start {argv[0]!r}: {exc}")
+        why = exc.strerror or str(exc)
+        return CommandRun(False, None, 0.0, "", f"cannot start {argv[0]!r}: {why}", started=False)
     try:
         output, _ = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -8,15 +8,15 @@ transaction. Delivery happens after the playbook (:func:`deliver_after_run`) or 
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session
 
-from rearguard.models.assets.versions import alias_version, get_asset
+from rearguard.models.assets.versions import alias_version, get_asset, get_version
 from rearguard.models.db.tables import Incident
 from rearguard.models.errors import NotFoundError
-from rearguard.models.incidents.service import get_incident
+from rearguard.models.incidents.service import get_incident, update_state
 from rearguard.models.recovery.results import LegalNotice, Notified, Skipped
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.outbox import enqueue
@@ -54,20 +54,36 @@ def notify(
         incident = get_incident(session=session, incident_id=incident_id)
         if if_status is not None and incident.status != if_status:
             return Skipped(skipped=f"the incident is {incident.status}", event=event)
-        production = _production_label(runtime, session, incident)
-    return _queue(runtime, incident, production=production, event=event, roles=roles, extra=extra)
+        production, facts = _asset_facts(runtime, session, incident)
+    return _queue(
+        runtime,
+        incident,
+        production=production,
+        event=event,
+        roles=roles,
+        extra={**facts, **(extra or {})},
+    )
 
 
-def _production_label(runtime: Runtime, session: Session, incident: Incident) -> str | None:
-    """What the incident's asset serves in production now, for the message (None if unknown)."""
+def _asset_facts(
+    runtime: Runtime, session: Session, incident: Incident
+) -> tuple[str | None, dict[str, Any]]:
+    """What the incident's asset serves in production now (None if unknown), and what became
+    of the version production served when the incident opened (``compromised_status``), as it
+    is now: a message must not say "quarantined" of a version that was left alone."""
     if not incident.asset_name:
-        return None
+        return None, {}
+    facts: dict[str, Any] = {}
     # An asset the registry does not know must not stop the notification.
     with contextlib.suppress(NotFoundError):
         asset = get_asset(session=session, name=incident.asset_name)
         current = alias_version(session=session, asset=asset, alias=runtime.settings.registry.alias)
-        return current.label if current else None
-    return None
+        compromised = incident.state.get("compromised")
+        if compromised:
+            found = get_version(session=session, asset=asset, label=compromised)
+            facts["compromised_status"] = str(found.status)
+        return (current.label if current else None), facts
+    return None, facts
 
 
 def _queue(
@@ -99,19 +115,26 @@ def _queue(
 REGULATOR_DEADLINE_HOURS = 72
 
 
-def notify_legal(*, runtime: Runtime, incident_id: int) -> LegalNotice:
+def notify_legal(*, runtime: Runtime, incident_id: int) -> LegalNotice | Skipped:
     """Tell legal and privacy of a possible exfiltration, with the regulator deadline if it applies.
 
     When the incident's asset is marked ``personal_data = true`` (``[assets.NAME]``), the
     message states the 72-hour deadline of UK GDPR Art. 33 for notifying the regulator,
     counted from when the incident was opened, and the deadline is recorded on the incident.
 
+    Sent once per incident: the incident's state records it (``legal_notified``), so a rerun
+    of the playbook, whatever the incident's status by then, does not send it again.
+
     Returns:
-        What was queued, whether the asset touches personal data, the deadline (or None).
+        What was queued, whether the asset touches personal data, the deadline (or None);
+        skipped when legal and privacy were already told.
     """
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
-        production = _production_label(runtime, session, incident)
+        production, facts = _asset_facts(runtime, session, incident)
+    sent = incident.state.get("legal_notified")
+    if sent:
+        return Skipped(skipped=f"legal and privacy were told at {sent}", event="contained")
     personal = runtime.settings.hooks.personal_data(incident.asset_name)
     deadline = None
     if personal:
@@ -133,8 +156,14 @@ def notify_legal(*, runtime: Runtime, incident_id: int) -> LegalNotice:
         production=production,
         event="contained",
         roles=["legal", "privacy"],
-        extra={"detail": detail, "regulator_deadline": deadline},
+        extra={**facts, "detail": detail, "regulator_deadline": deadline},
     )
+    with runtime.db.session() as session:
+        update_state(
+            session=session,
+            incident=get_incident(session=session, incident_id=incident_id),
+            legal_notified=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
     return LegalNotice(
         event=queued.event,
         receipts=queued.receipts,

@@ -122,6 +122,8 @@ def cli_env(home: Path, database_url: str, prefect_api_url: str) -> dict[str, st
         REARGUARD_DATABASE_URL=database_url,
         PREFECT_API_URL=prefect_api_url,
         COLUMNS="200",
+        # The person commands record (a test asking for none removes it).
+        REARGUARD_USER="operator",
     )
     return env
 

@@ -18,6 +18,7 @@ from rearguard.flows.cli.context import (
     runtime,
     status_style,
 )
+from rearguard.flows.cli.people import ByOption, person
 
 app = typer.Typer(help="Approval requests: which playbook steps wait for whom, and decisions.")
 
@@ -25,17 +26,33 @@ app = typer.Typer(help="Approval requests: which playbook steps wait for whom, a
 def approve(
     ctx: typer.Context,
     incident: Annotated[int, typer.Argument(help="The incident whose playbook waits.", **ID_RANGE)],
-    as_: Annotated[str, typer.Option("--as", help="Your name, as the approval policy lists it.")],
+    by: ByOption = None,
+    as_: Annotated[str | None, typer.Option("--as", hidden=True, help="Same as --by.")] = None,
     deny: Annotated[bool, typer.Option("--deny", help="Deny the step instead.")] = False,
-    comment: Annotated[str, typer.Option("--comment", help="Why; kept in the timeline.")] = "",
+    comment: Annotated[
+        str, typer.Option("--comment", help="Why; kept in the timeline (required to deny).")
+    ] = "",
     json_output: JsonOption = False,
 ) -> None:
-    """Approve (or deny) the step an incident's playbook is waiting on."""
+    """Approve (or deny, with a --comment saying why) the step an incident's playbook waits on.
+
+    Your name must be one the approval policy lists.
+    """
     from rearguard.flows.approvals.decide import answer
+    from rearguard.models.errors import UsageError
     from rearguard.models.schemas import ApprovalRequestRead
 
+    if by is not None and as_ is not None and by != as_:
+        raise UsageError("--by and --as name two people; give one of them")
+    approver = person(ctx, by if by is not None else as_)
+    if deny and not comment.strip():
+        raise UsageError('a denial needs a reason: add --comment "why"')
     decided = answer(
-        runtime=runtime(ctx), incident_id=incident, approver=as_, approve=not deny, comment=comment
+        runtime=runtime(ctx),
+        incident_id=incident,
+        approver=approver,
+        approve=not deny,
+        comment=comment,
     )
     if json_output:
         emit_json(ApprovalRequestRead.of(decided).json_value())

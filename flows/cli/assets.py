@@ -1,4 +1,5 @@
-"""``rearguard assets``: register, approve, promote, list, show and verify versions."""
+"""``rearguard assets``: register, approve, promote, release, retire, list, show and verify
+versions, and set an asset's check."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from rearguard.flows.cli.context import (
     runtime,
     status_style,
 )
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.enums import AssetKind, VersionStatus
 from rearguard.models.errors import EXIT_INTEGRITY
 
 if TYPE_CHECKING:
+    from rearguard.models.assets.lifecycle import StatusChange
     from rearguard.models.integrity.sweep import SweepReport
+    from rearguard.models.runtime import Runtime
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
 
@@ -51,13 +55,20 @@ def register(
         str | None,
         typer.Option(help='Validation command for this asset, e.g. "python check.py" (no shell).'),
     ] = None,
-    by: Annotated[str | None, typer.Option(help="Who registers it (default: you).")] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Copy a file or directory into the store as a new candidate version."""
+    """Copy a file or directory into the store as a new candidate version.
+
+    Relative paths in --validate are made absolute here (the check later runs from wherever
+    the playbook runs); one that does not exist is refused.
+    """
+    from rearguard.models.assets.checks import resolve_command
     from rearguard.models.assets.versions import register_version
 
     rt = runtime(ctx)
+    if validate is not None:
+        validate = resolve_command(validate, cwd=Path.cwd())
     with byte_progress(f"registering {name}@{version}", _source_size(path)) as progress:
         result = register_version(
             db=rt.db,
@@ -66,7 +77,7 @@ def register(
             source=path,
             label=version,
             kind=kind,
-            actor=by or rt.settings.core.actor,
+            actor=person(ctx, by),
             trained_on=trained_on,
             validate_command=validate,
             progress=progress,
@@ -95,13 +106,13 @@ def approve(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Asset name.")],
     label: Annotated[str, typer.Argument(help="Version label.")],
-    by: Annotated[str | None, typer.Option(help="Who approves it (default: you).")] = None,
+    by: ByOption = None,
 ) -> None:
     """Mark a version known-good, after re-verifying its files."""
     from rearguard.models.assets.versions import approve_version
 
     rt = runtime(ctx)
-    approver = by or rt.settings.core.actor
+    approver = person(ctx, by)
     approve_version(
         db=rt.db,
         registry=rt.registry,
@@ -118,7 +129,7 @@ def promote(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Asset name.")],
     label: Annotated[str, typer.Argument(help="Version label.")],
-    by: Annotated[str | None, typer.Option(help="Who promotes it (default: you).")] = None,
+    by: ByOption = None,
 ) -> None:
     """Point the production alias at a version, after re-verifying its files."""
     from rearguard.models.assets.versions import promote_version
@@ -131,11 +142,135 @@ def promote(
         name=name,
         label=label,
         alias=alias,
-        actor=by or rt.settings.core.actor,
+        actor=person(ctx, by),
         workers=rt.settings.playbooks.hash_workers,
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why; kept in the timeline.")]
+
+
+def _print_change(change: StatusChange, json_output: bool, by: str) -> None:
+    if json_output:
+        emit_json(vars(change))
+        return
+    if not change.changed:
+        out.print(f"{escape(change.asset)}@{escape(change.label)} was already {change.after}")
+        return
+    out.print(
+        f"{escape(change.asset)}@{escape(change.label)}: [{status_style(change.before)}]"
+        f"{change.before}[/] -> [{status_style(change.after)}]{change.after}[/] "
+        f"(by {escape(by)})"
+    )
+
+
+@app.command("release")
+def release(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    reason: ReasonOption,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Return a quarantined or suspect version (a false alarm) to candidate, after re-verifying
+    its files against its manifest; exit 3 if they no longer match. Approving it again is a
+    separate step (`assets approve`)."""
+    from rearguard.models.assets.lifecycle import release_version
+
+    rt = runtime(ctx)
+    who = person(ctx, by)
+    change = release_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        by=who,
+        reason=reason,
+        workers=rt.settings.playbooks.hash_workers,
+    )
+    _print_change(change, json_output, who)
+    if not json_output:
+        err.print(
+            f"approve it to trust it again: rearguard assets approve {escape(name)} "
+            f"{escape(label)} --by NAME"
+        )
+
+
+@app.command("retire")
+def retire(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    reason: ReasonOption,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Retire a version: it is never restored or promoted again (not the production version)."""
+    from rearguard.models.assets.lifecycle import retire_version
+
+    rt = runtime(ctx)
+    who = person(ctx, by)
+    change = retire_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        by=who,
+        reason=reason,
+        alias=rt.settings.registry.alias,
+    )
+    _print_change(change, json_output, who)
+
+
+@app.command("check")
+def check_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    set_: Annotated[
+        str | None,
+        typer.Option(
+            "--set", help='The validation command, e.g. "python /srv/checks/smoke.py" (no shell).'
+        ),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the asset's check.")] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why; kept in the timeline.")
+    ] = None,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Set or clear an asset's validation command without registering a version.
+
+    Relative paths are made absolute from the current directory (one that does not exist is
+    refused). With neither option, show the command.
+    """
+    from rearguard.models.assets.checks import resolve_command
+    from rearguard.models.assets.lifecycle import set_check
+    from rearguard.models.assets.versions import get_asset
+    from rearguard.models.errors import UsageError
+
+    rt = runtime(ctx)
+    if set_ is not None and clear:
+        raise UsageError("give --set COMMAND or --clear, not both")
+    if set_ is None and not clear:
+        with rt.db.read_session() as session:
+            current = get_asset(session=session, name=name).validate_command
+        if json_output:
+            emit_json({"asset": name, "validate_command": current})
+        else:
+            out.print(f"{escape(name)}: {escape(current) if current else '(no check)'}")
+        return
+    command = resolve_command(set_, cwd=Path.cwd()) if set_ is not None else None
+    before = set_check(db=rt.db, name=name, command=command, by=person(ctx, by), reason=reason)
+    if json_output:
+        emit_json({"asset": name, "validate_command": command, "before": before})
+        return
+    out.print(
+        f"{escape(name)} check: {escape(before or '(none)')} -> {escape(command or '(none)')}"
+    )
 
 
 @app.command("import")
@@ -168,13 +303,14 @@ def import_(
     rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
         raise UsageError("importing versions as known_good needs the approver's name (--by)")
+    actor = person(ctx, by)
     alias = rt.settings.registry.alias
     adoption = import_versions(
         db=rt.db,
         registry=rt.registry,
         name=name,
         kind=kind,
-        actor=by or rt.settings.core.actor,
+        actor=actor,
         alias=alias,
         status=status,
         workers=rt.settings.playbooks.hash_workers,
@@ -341,6 +477,7 @@ def sweep(
         bool,
         typer.Option("--run", help="Also run the playbook of each incident opened (implies it)."),
     ] = False,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Verify every version of every asset; for each failing asset, say what incident it calls for.
@@ -352,34 +489,73 @@ def sweep(
     from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 
     rt = runtime(ctx)
+    # Only opening incidents records anyone; a read-only sweep needs no name.
+    actor = person(ctx, by) if open_incidents or run else "sweep"
     plan = plan_sweep(runtime=rt)
     with byte_progress("sweeping", plan.total_bytes) as progress:
         report = run_sweep(
             runtime=rt,
             plan=plan,
             open_incidents=open_incidents or run,
-            actor=rt.settings.core.actor,
+            actor=actor,
             progress=progress,
         )
-    runs: list[dict[str, Any]] = []
-    if run:
-        from rearguard.flows.cli.incident import print_outcome, run_with_progress
-
-        for finding in report.findings:
-            if not finding.runnable or finding.incident_id is None:
-                continue
-            if not json_output:
-                err.print(f"running the {finding.incident_type} playbook for {finding.asset}")
-            incident = run_with_progress(rt, finding.incident_id, quiet=json_output)
-            runs.append({"incident": incident.id, "status": str(incident.status)})
-            if not json_output:
-                print_outcome(rt, incident)
+    runs = _run_findings(rt, report, json_output) if run else []
     if json_output:
         emit_json({**report.as_dict(), "runs": runs})
     else:
         _print_sweep(report)
     if not report.ok:
         raise typer.Exit(EXIT_INTEGRITY)
+
+
+def _run_findings(rt: Runtime, report: SweepReport, json_output: bool) -> list[dict[str, Any]]:
+    """Run the playbook of each finding's incident that calls for one, or say why not.
+
+    An incident the sweep opened runs; so does one it attached to that is ``open`` (not run
+    yet), ``failed`` (did not finish) or ``recovered`` (production fails again). A
+    ``contained`` one (running now, or a playbook that ends there) is left to a person.
+    """
+    from rearguard.flows.cli.incident import print_outcome, run_with_progress
+    from rearguard.models.incidents.service import get_incident
+
+    runs: list[dict[str, Any]] = []
+    for finding in report.findings:
+        if finding.incident_id is None:
+            continue
+        with rt.db.read_session() as session:
+            status = str(get_incident(session=session, incident_id=finding.incident_id).status)
+        why_not = None
+        if not finding.calls_for_playbook:
+            why_not = (
+                f"production ({finding.production or 'none'}) verifies; no failing version "
+                "is served"
+            )
+        elif status == "contained":
+            why_not = (
+                f"incident {finding.incident_id} is contained: its playbook is running or ended "
+                f"there; see `rearguard incident show {finding.incident_id}`, and rerun it with "
+                f"`rearguard playbook run --incident {finding.incident_id}`"
+            )
+        if why_not is not None:
+            runs.append(
+                {"incident": finding.incident_id, "status": status, "ran": False, "why": why_not}
+            )
+            if not json_output:
+                err.print(
+                    f"not running incident {finding.incident_id} ({finding.asset}): {why_not}"
+                )
+            continue
+        if not json_output:
+            err.print(
+                f"running the {finding.incident_type} playbook of incident "
+                f"{finding.incident_id} for {finding.asset}"
+            )
+        incident = run_with_progress(rt, finding.incident_id, quiet=json_output)
+        runs.append({"incident": incident.id, "status": str(incident.status), "ran": True})
+        if not json_output:
+            print_outcome(rt, incident)
+    return runs
 
 
 def _print_sweep(report: SweepReport) -> None:

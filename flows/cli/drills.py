@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def add(
     timezone: Annotated[
         str | None, typer.Option(help="Timezone of the cron (default: [drills] timezone).")
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Schedule a drill of a playbook on an asset."""
@@ -45,7 +47,7 @@ def add(
             cron=cron,
             timezone=timezone or rt.settings.drills.timezone,
             rto_s=rto_s,
-            actor=rt.settings.core.actor,
+            actor=person(ctx, by),
         )
         shown = describe_drill(drill)
     if json_output:
@@ -89,13 +91,17 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
 
 @app.command("remove")
-def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The drill.")]) -> None:
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The drill.")],
+    by: ByOption = None,
+) -> None:
     """Remove a drill (its history stays)."""
     from rearguard.models.drills.service import remove_drill
 
     rt = runtime(ctx)
     with rt.db.session() as session:
-        remove_drill(session=session, name=name, actor=rt.settings.core.actor)
+        remove_drill(session=session, name=name, actor=person(ctx, by))
     out.print(f"drill {escape(name)} removed")
 
 

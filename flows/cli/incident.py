@@ -19,6 +19,7 @@ from rearguard.flows.cli.context import (
     runtime,
     status_style,
 )
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.flows.cli.resolve import resolve
 from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
@@ -161,27 +162,55 @@ def open_(
         Path | None, typer.Option(help="supply_chain: the malicious file (hashed here).")
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="data_poisoning: the dataset.")] = None,
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new", help="Open a new incident even if one of this type is open on the asset."
+        ),
+    ] = False,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed."""
-    from rearguard.flows.opening import open_and_record
+    """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed.
+
+    When an incident of the type is already unresolved on the asset, attach to it instead
+    (say which, and exit 0) unless --new: its playbook is not run twice.
+    """
+    from rearguard.flows.opening import open_or_attach
 
     rt = runtime(ctx)
-    incident_id = open_and_record(
+    opened = open_or_attach(
         runtime=rt,
         type=type,
         asset=asset,
         severity=severity,
         since=since,
         summary=summary,
-        actor=rt.settings.core.actor,
+        actor=person(ctx, by),
         digest=digest,
         file=file,
         dataset=dataset,
+        new=new,
     )
+    incident_id = opened.incident_id
+    if opened.attached:
+        if json_output:
+            emit_json({"id": incident_id, "status": opened.status, "attached": True})
+        else:
+            out.print(
+                f"incident {incident_id} ({type} on {escape(asset or dataset or '-')}) is "
+                f"already [{status_style(opened.status)}]{opened.status}[/]: attached to it, "
+                f"its playbook is not run again; see `rearguard incident show {incident_id}` "
+                "(--new opens another)"
+            )
+            if opened.status == "failed":
+                out.print(
+                    f"to run its playbook again: rearguard playbook run --incident {incident_id}"
+                )
+        return
     if no_run:
         if json_output:
-            emit_json({"id": incident_id, "status": "open"})
+            emit_json({"id": incident_id, "status": "open", "attached": False})
         else:
             out.print(
                 f"incident {incident_id} opened; run it with `rearguard playbook run "
@@ -207,6 +236,11 @@ def show_end(rt: Runtime, incident: Incident, json_output: bool) -> None:
     else:
         print_outcome(rt, incident)
     # model_theft ends contained: nothing is restored, the credentials are rotated.
+    if str(incident.status) == "contained" and incident.state.get("concluded") == "contained":
+        err.print(
+            f"when the response is over: rearguard incident resolve {incident.id} "
+            '--note "how it was closed"'
+        )
     if str(incident.status) not in ("recovered", "resolved", "contained"):
         raise typer.Exit(EXIT_FAILED)
 

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "notify": ("notify", "app", True),
     "notifications": ("notifications", "app", True),
     "approvals": ("approvals", "app", True),
+    "denylist": ("denylist", "app", True),
     "approve": ("approvals", "approve", False),
     "drills": ("drills", "app", True),
     "scheduler": ("scheduler", "scheduler", False),

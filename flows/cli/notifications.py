@@ -16,6 +16,7 @@ from rearguard.flows.cli.context import (
     out,
     runtime,
 )
+from rearguard.flows.cli.people import ByOption, person
 
 app = typer.Typer(help="The notification outbox: what was delivered, what waits, what failed.")
 
@@ -104,6 +105,7 @@ def retry(
     wait: Annotated[
         float | None, typer.Option(help="Seconds to wait for delivery (default: settings).")
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send failed or waiting notifications again now; exit 1 unless all are delivered."""
@@ -112,7 +114,7 @@ def retry(
 
     rt = runtime(ctx)
     with rt.db.transaction() as connection:
-        retry_rows(connection, outbox_ids=ids, actor=rt.settings.core.actor)
+        retry_rows(connection, outbox_ids=ids, actor=person(ctx, by))
     wait_s = rt.settings.notifications.dispatch_wait_s if wait is None else wait
     report = _dispatch(ctx, wait_s=wait_s, outbox_ids=ids)
     _report(report, json_output)

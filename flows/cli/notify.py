@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
+from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.errors import EXIT_FAILED
 
 app = typer.Typer(help="Notifications: send a test message through a channel.")
@@ -27,6 +28,7 @@ def test(
             "--to", help="Destination: a Slack channel or an email address (default: configured)."
         ),
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send a test message now (not through the outbox) and report the receipt or the error.
@@ -41,7 +43,7 @@ def test(
     from rearguard.notifications.probe import send_test
 
     rt = runtime(ctx)
-    result = send_test(rt, channel=channel, destination=to, actor=rt.settings.core.actor)
+    result = send_test(rt, channel=channel, destination=to, actor=person(ctx, by))
     if json_output:
         emit_json(result)
     else:

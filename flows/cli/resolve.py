@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
+from rearguard.flows.cli.people import ByOption, person
 
 
 def resolve(
@@ -14,13 +15,15 @@ def resolve(
     incident_id: Annotated[int, typer.Argument(help="Incident id.", **ID_RANGE)],
     note: Annotated[
         str | None,
-        typer.Option(help="How it was closed (required when its playbook failed)."),
+        typer.Option(help="How it was closed (required when it failed or ended contained)."),
     ] = None,
+    by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Resolve a recovered (or, with --note, a failed) incident; exit 2 if it is still open or
-    already resolved. With [exports] auto_review (the default) its Markdown and HTML review
-    are written to [exports] review_dir (default <home>/reviews)."""
+    """Resolve a recovered incident (or, with --note, a failed one, or one its playbook ended
+    contained, as model_theft does); exit 2 if it is still open or already resolved. With
+    [exports] auto_review (the default) its Markdown and HTML review are written to [exports]
+    review_dir (default <home>/reviews)."""
     from rearguard.models.audit.redaction import redact_text
     from rearguard.models.errors import EXIT_FAILED, RearguardError
     from rearguard.models.incidents.resolution import resolve_incident
@@ -29,7 +32,7 @@ def resolve(
     settings = rt.settings.exports
     with rt.db.session() as session:
         incident = resolve_incident(
-            session=session, incident_id=incident_id, actor=rt.settings.core.actor, note=note
+            session=session, incident_id=incident_id, actor=person(ctx, by), note=note
         )
     written: list[str] = []
     review_error: str | None = None

@@ -1,13 +1,31 @@
-"""Running an asset's validation command: argv without a shell, with a timeout."""
+"""Running an asset's validation command: argv without a shell, with a timeout.
+
+A check that cannot run (its program missing or not executable, exit 126 or 127, an
+interpreter that cannot open its script) judges nothing: it raises :class:`CheckCannotRun`,
+so the step fails with that cause and no version is marked for it. Relative paths in a
+command are made absolute when it is set (:func:`resolve_command`), since the check later runs
+from whatever directory the playbook's process has.
+"""
 
 from __future__ import annotations
 
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rearguard.models.commands import base_env, run_argv
-from rearguard.models.errors import UsageError
+from rearguard.models.commands import CommandRun, base_env, run_argv
+from rearguard.models.errors import OperationFailed, UsageError
+
+# Exit codes a shell, env or exec wrapper gives when the program itself could not be run.
+_NOT_RUN_EXIT_CODES = {126: "not executable", 127: "not found"}
+# What an interpreter says when its script argument does not exist (python exits 2).
+_CANNOT_OPEN = "can't open file"
+_SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".rb", ".pl", ".js", ".ts", ".R", ".jl")
+
+
+class CheckCannotRun(OperationFailed):
+    """An asset's validation command could not run at all, so it judged no version."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +104,69 @@ def run_validation(
     if drill:
         env["REARGUARD_DRILL"] = "1"
     run = run_argv(argv, env=env, timeout_s=timeout_s)
+    cause = _cannot_run(run, argv[0])
+    if cause is not None:
+        raise CheckCannotRun(
+            f"the validation check of {asset} cannot run ({cause}), so it judged no version; "
+            f"fix it with `rearguard assets check {asset} --set COMMAND` (absolute paths)"
+        )
     return ValidationResult(run.ok, run.exit_code, run.duration_s, run.output_tail, run.reason)
+
+
+def _cannot_run(run: CommandRun, program: str) -> str | None:
+    """Why a run never got to check anything, or None when the check itself ran."""
+    if not run.started:
+        return run.reason
+    if run.exit_code in _NOT_RUN_EXIT_CODES:
+        said = _last_line(run.output_tail)
+        return f"{program} exited {run.exit_code}, {_NOT_RUN_EXIT_CODES[run.exit_code]}" + (
+            f": {said}" if said else ""
+        )
+    if run.exit_code == 2 and _CANNOT_OPEN in run.output_tail:
+        lines = [line for line in run.output_tail.splitlines() if _CANNOT_OPEN in line]
+        return f"{lines[-1].strip()} (exit 2)"
+    return None
+
+
+def _last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
+def resolve_command(command: str, *, cwd: Path) -> str:
+    """Make the relative paths of a validation command absolute, as seen from ``cwd``.
+
+    The program, when written as a path (``checks/run.sh``), and every argument that names a
+    file or directory existing under ``cwd`` (``checks/smoke.py``) become absolute; a program
+    or script path that does not exist is refused now rather than failing at 3 a.m. Options,
+    bare words and arguments holding ``$`` (our variables) are left as they are. The command
+    is returned unchanged when nothing needed resolving.
+
+    Raises:
+        UsageError: the command is empty or unparsable, or names a relative program or script
+            that does not exist under ``cwd``.
+    """
+    argv = parse_command(command)
+    resolved: list[str] = []
+    for index, argument in enumerate(argv):
+        if argument.startswith("-") or "$" in argument or Path(argument).is_absolute():
+            resolved.append(argument)
+            continue
+        candidate = cwd / argument
+        if candidate.exists():
+            named_as_path = "/" in argument or index > 0
+            resolved.append(str(candidate.resolve()) if named_as_path else argument)
+            continue
+        program_path = index == 0 and "/" in argument
+        if program_path or argument.endswith(_SCRIPT_SUFFIXES):
+            raise UsageError(
+                f"the validation command names {argument!r}, which does not exist in {cwd}",
+                hint="give its absolute path, or run this from the directory that holds it",
+            )
+        if index == 0 and shutil.which(argument) is None:
+            raise UsageError(f"the validation command's program {argument!r} is not on PATH")
+        resolved.append(argument)
+    return command if resolved == argv else shlex.join(resolved)
 
 
 def _expand(argument: str, variables: dict[str, str]) -> str:

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.tables import Asset, AssetVersion, DeniedDigest, VersionFile
 from rearguard.models.enums import EventKind
-from rearguard.models.errors import IntegrityViolation, UsageError
+from rearguard.models.errors import IntegrityViolation, NotFoundError, UsageError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -68,6 +68,42 @@ def deny_digest(
         actor=actor,
         incident_id=incident_id,
         data={"sha256": digest, "reason": reason},
+    )
+    return entry
+
+
+def list_denied(*, session: Session) -> list[DeniedDigest]:
+    """Every denylist entry, newest first."""
+    return list(
+        session.exec(
+            select(DeniedDigest).order_by(
+                col(DeniedDigest.added_at).desc(), col(DeniedDigest.sha256)
+            )
+        )
+    )
+
+
+def lift_digest(*, session: Session, digest: str, actor: str, reason: str) -> DeniedDigest:
+    """Remove a digest from the denylist on a person's word, recorded as ``denylist.removed``.
+
+    Versions quarantined because of it stay quarantined (``assets release`` is per version).
+
+    Raises:
+        NotFoundError: the digest is not on the denylist.
+    """
+    entry = session.get(DeniedDigest, digest)
+    if entry is None:
+        raise NotFoundError(
+            f"{digest} is not on the denylist", hint="see `rearguard denylist list`"
+        )
+    session.delete(entry)
+    append_event(
+        session,
+        kind=EventKind.DECISION,
+        action="denylist.removed",
+        actor=actor,
+        incident_id=entry.incident_id,
+        data={"sha256": digest, "reason": reason, "was": entry.reason, "added_by": entry.added_by},
     )
     return entry
 

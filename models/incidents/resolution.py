@@ -5,8 +5,10 @@ Which incidents can be resolved:
 - ``recovered``: the playbook restored a known-good state; a note is optional.
 - ``failed``: the playbook could not finish; people dealt with it by hand, so a note saying how
   is required.
-- ``open`` and ``contained``: refused. The playbook has not concluded (it may be running, or was
-  interrupted); resolving now would race with it. Run it to its end first
+- ``contained`` by a playbook that ends there (``model_theft``: a stolen model cannot be
+  restored): resolved with a note saying how it was closed.
+- ``open``, and ``contained`` mid-run: refused. The playbook has not concluded (it may be
+  running, or was interrupted); resolving now would race with it. Run it to its end first
   (``rearguard playbook run --incident ID``); an incident it cannot recover becomes ``failed``,
   which can then be resolved with a note.
 - ``resolved``: refused; an incident is resolved once.
@@ -60,14 +62,16 @@ def resolve_incident(
     note = (note or "").strip() or None
     if status == IncidentStatus.RESOLVED:
         raise ConflictError(f"incident {incident_id} is already resolved")
-    if status in (IncidentStatus.OPEN, IncidentStatus.CONTAINED):
+    concluded = incident.state.get("concluded") == str(IncidentStatus.CONTAINED)
+    if status == IncidentStatus.OPEN or (status == IncidentStatus.CONTAINED and not concluded):
         raise ConflictError(
             f"incident {incident_id} is {status}: its playbook has not concluded",
             hint=f"run it to its end first: rearguard playbook run --incident {incident_id}",
         )
-    if status == IncidentStatus.FAILED and note is None:
+    if status in (IncidentStatus.FAILED, IncidentStatus.CONTAINED) and note is None:
+        ended = "failed" if status == IncidentStatus.FAILED else "ended contained"
         raise UsageError(
-            f"incident {incident_id} failed; resolving it needs a note saying how it was closed",
+            f"incident {incident_id} {ended}; resolving it needs a note saying how it was closed",
             hint='add --note "..."',
         )
     if note is not None and len(note) > _MAX_NOTE:

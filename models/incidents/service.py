@@ -190,16 +190,14 @@ def open_asset_incident(
     if target.kind not in asset_kinds:
         kinds = ", ".join(str(k) for k in asset_kinds)
         raise UsageError(f"{type} handles {kinds} assets; {asset!r} is a {target.kind}")
-    connection = session.connection()
-    # Chain lock before the key rows: one lock order for every writer (see lock_chain).
-    lock_chain(connection)
-    claimed: list[str] = []
-    for key in dict.fromkeys(k for k in (type_asset_key(type, asset), dedup_key) if k):
-        holder = claim_key(connection, key, window_s=window_s)
-        if holder is None:
-            claimed.append(key)
-        elif defer_to_holder:
-            return Opening(holder=holder)
+    claimed, holder = claim_incident_keys(
+        session=session,
+        keys=[type_asset_key(type, asset), dedup_key],
+        window_s=window_s,
+        defer_to_holder=defer_to_holder,
+    )
+    if holder is not None:
+        return Opening(holder=holder)
     current = alias_version(session=session, asset=target, alias=alias)
     incident = open_incident(
         session=session,
@@ -214,9 +212,79 @@ def open_asset_incident(
         atlas_ids=list(atlas_ids),
         state={"compromised": current.label if current else None},
     )
-    for key in claimed:
-        bind_key(connection, key, int(incident.id or 0))
+    bind_keys(session=session, keys=claimed, incident_id=int(incident.id or 0))
     return Opening(incident=incident)
+
+
+def claim_incident_keys(
+    *,
+    session: Session,
+    keys: Sequence[str | None],
+    window_s: float,
+    defer_to_holder: bool,
+) -> tuple[list[str], KeyHolder | None]:
+    """Claim an incident's dedup keys before it is opened, under the chain lock.
+
+    Every path that opens an incident on an asset (the CLI, the intake) claims its keys here,
+    so two of them at once, in one process or several, agree on one incident.
+
+    Args:
+        session: an open write session (the claims are part of its transaction).
+        keys: the keys; None entries and repeats are skipped.
+        window_s: how long after resolution an incident still holds its keys.
+        defer_to_holder: stop at the first key an active incident holds and return it.
+
+    Returns:
+        The keys claimed (bind them with :func:`bind_keys` once the incident has an id), and
+        the active incident holding a key when deferring to it, else None.
+    """
+    connection = session.connection()
+    # Chain lock before the key rows: one lock order for every writer (see lock_chain).
+    lock_chain(connection)
+    claimed: list[str] = []
+    for key in dict.fromkeys(k for k in keys if k):
+        holder = claim_key(connection, key, window_s=window_s)
+        if holder is None:
+            claimed.append(key)
+        elif defer_to_holder:
+            return claimed, holder
+    return claimed, None
+
+
+def bind_keys(*, session: Session, keys: Sequence[str], incident_id: int) -> None:
+    """Point the keys :func:`claim_incident_keys` claimed at the incident just opened."""
+    connection = session.connection()
+    for key in keys:
+        bind_key(connection, key, incident_id)
+
+
+def attach_report(
+    *,
+    session: Session,
+    incident: Incident,
+    actor: str,
+    severity: Severity,
+    summary: str,
+    source: IncidentSource,
+) -> None:
+    """Record on an unresolved incident that someone reported it again (``incident.attached``).
+
+    Nothing else changes: its playbook is not run a second time.
+    """
+    append_event(
+        session,
+        kind=EventKind.ALERT,
+        action="incident.attached",
+        actor=actor,
+        incident_id=incident.id,
+        asset=incident.asset_name,
+        data={
+            "severity": str(severity),
+            "summary": redact_text(summary[:_MAX_SUMMARY]),
+            "source": str(source),
+            "status": str(incident.status),
+        },
+    )
 
 
 def get_incident(*, session: Session, incident_id: int) -> Incident:

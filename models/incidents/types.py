@@ -257,13 +257,14 @@ INCIDENT_TYPES: dict[str, IncidentType] = {
             atlas_ids=("AML.T0024", "AML.T0025"),
             provisions=("5.3", "6.5", "12.1"),
             # When production fails its verification, the model-compromise restore runs
-            # between verify_production and the approval.
+            # between verify_production and the legal notice, which goes before any approval
+            # or hook so that neither can hold it up.
             steps=(
                 _OPENED,
                 "verify_production",
+                "notify_legal",
                 "await_approval",
                 "run_hook:rotate_credentials",
-                "notify_legal",
                 _CONTAINED,
             ),
             asset_kinds=(AssetKind.MODEL,),

@@ -126,7 +126,13 @@ class SweepFinding:
         """
         if self.incident_id is None or self.action != "opened":
             return False
-        return not self.tampered or self.production_affected
+        return self.calls_for_playbook
+
+    @property
+    def calls_for_playbook(self) -> bool:
+        """Whether the finding is one a playbook responds to: production fails (tampered
+        bytes), or any version holds a dangerous file (whose playbook handles every version)."""
+        return self.incident_type is not None and (not self.tampered or self.production_affected)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly form."""
@@ -282,7 +288,13 @@ def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> N
     # Imported here: `assets verify` plans and checks through this module and opens nothing.
     from rearguard.models.audit.chain import append_event
     from rearguard.models.audit.redaction import redact_value
-    from rearguard.models.incidents.service import open_incident
+    from rearguard.models.incidents.dedup import type_asset_key
+    from rearguard.models.incidents.service import (
+        bind_keys,
+        claim_incident_keys,
+        get_incident,
+        open_incident,
+    )
 
     if finding.incident_type is None:
         finding.action = "not_opened"
@@ -296,7 +308,19 @@ def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> N
             .where(Incident.dedup_key == key, col(Incident.status).in_(_ACTIVE))
             .order_by(col(Incident.id).desc())
         ).first()
+        holder_id: int | None = None
+        claimed: list[str] = []
         if existing is None:
+            # The same type + asset claim as `incident open` and the intake: an unresolved
+            # incident of this type on the asset, opened by any of them, takes the finding.
+            claimed, holder = claim_incident_keys(
+                session=session,
+                keys=[type_asset_key(finding.incident_type, finding.asset)],
+                window_s=0.0,
+                defer_to_holder=True,
+            )
+            holder_id = holder.incident_id if holder else None
+        if existing is None and holder_id is None:
             incident = open_incident(
                 session=session,
                 type=finding.incident_type,
@@ -309,9 +333,10 @@ def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> N
                 atlas_ids=list(spec.atlas_ids),
                 state=finding.state,
             )
+            bind_keys(session=session, keys=claimed, incident_id=int(incident.id or 0))
             finding.action = "opened"
         else:
-            incident = existing
+            incident = existing or get_incident(session=session, incident_id=int(holder_id or 0))
             finding.action = "attached"
         finding.incident_id = incident.id
         append_event(

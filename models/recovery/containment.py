@@ -15,6 +15,7 @@ from rearguard.models.integrity.verification import check_versions
 from rearguard.models.recovery.evidence import preserve_evidence
 from rearguard.models.recovery.results import ProductionCheck, Quarantined, Skipped
 from rearguard.models.recovery.selection import mark_failed_suspect
+from rearguard.models.recovery.settling import recent_restoration
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
 
@@ -48,6 +49,22 @@ def quarantine(
             return Skipped(skipped="no version was in production when the incident opened")
         version = get_version(session=session, asset=target, label=label)
         manifest = manifest_of(session=session, version=version)
+        restored = recent_restoration(
+            session=session,
+            asset=target,
+            version=version,
+            alias=runtime.settings.registry.alias,
+            settle_s=runtime.settings.playbooks.settle_s,
+        )
+    if restored is not None:
+        (check,) = check_versions(
+            registry=runtime.registry,
+            items=[(target.name, label, manifest)],
+            workers=runtime.settings.playbooks.hash_workers,
+        )
+        if check.ok:
+            kept = {"skipped": f"{restored.describe()}; its files still match: not quarantined"}
+            return kept if asset is None else {"asset": target.name, **kept}
     destination = (
         runtime.settings.home / "evidence" / f"incident-{incident_id}" / target.name / label
     )

@@ -13,7 +13,7 @@ from rearguard.models.assets.versions import (
 )
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
-from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.incidents.service import get_incident, set_incident_status, update_state
 from rearguard.models.recovery.results import Rollback, Skipped, Validated
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
@@ -114,4 +114,8 @@ def conclude(
             actor=playbook_actor(incident),
             reason=reason,
         )
+        # A playbook that ends contained (model_theft) has concluded there, unlike one that
+        # stopped mid-run after containing: a person may resolve it (see resolution.py).
+        if status == IncidentStatus.CONTAINED and "concluded" not in incident.state:
+            update_state(session=session, incident=incident, concluded=str(status))
     return Concluded(status=status, reason=reason, changed=changed)

@@ -7,6 +7,8 @@ unverified version."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import run_validation
@@ -146,7 +148,11 @@ def select_known_good(
     for version, manifest, distrust in known_good:
         if since is not None and version.registered_at >= since:
             rejected.append(
-                Rejection(version=version.label, reason="registered at or after --since")
+                Rejection(
+                    version=version.label,
+                    reason=f"registered {_moment(version.registered_at)}, at or after "
+                    f"--since {_moment(since)}",
+                )
             )
             continue
         if distrust:
@@ -201,6 +207,11 @@ def select_known_good(
         "the asset has no known-good version"
     )
     raise OperationFailed(f"no known-good version of {target.name} qualifies: {reasons}")
+
+
+def _moment(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _distrust(session: Session, version: AssetVersion, need_lineage: bool) -> str | None:

@@ -162,7 +162,17 @@ def test_bad_export_requests_fail_with_one_line(cli: Any, runtime: Runtime, tmp_
 @pytest.fixture
 def opened_twice(cli: Any, runtime: Runtime, tmp_path: Path) -> tuple[int, int, str]:
     seed(runtime, tmp_path)
-    opened = ("incident", "open", "--type", "model_compromise", "--asset", ASSET, "--no-run")
+    # --new: a second open of the same type on the asset would attach to the first.
+    opened = (
+        "incident",
+        "open",
+        "--type",
+        "model_compromise",
+        "--asset",
+        ASSET,
+        "--no-run",
+        "--new",
+    )
     first, second = (json.loads(ok(cli(*opened, "--json")).stdout)["id"] for _ in range(2))
     shown = json.loads(ok(cli("incident", "show", str(second), "--json")).stdout)
     return first, second, shown["opened_at"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scenarios import add_version, build_scenario, production_in_db
+from scenarios import add_version, build_scenario, production_in_db, tamper_version
 from sqlmodel import col, select
 
 from rearguard.flows.run_playbook import run_playbook
@@ -156,7 +156,7 @@ def test_cli_sweep_exit_codes_json_and_run(  # type: ignore[no-untyped-def]
     assert report["ok"] is False and report["versions_failed"] == 1
     (finding,) = report["findings"]
     assert finding["incident_type"] == "config_tampering" and finding["action"] == "opened"
-    assert report["runs"] == [{"incident": finding["incident"], "status": "recovered"}]
+    assert report["runs"] == [{"incident": finding["incident"], "status": "recovered", "ran": True}]
     assert production_in_db(runtime, "guard-config") == "v2"
 
     # The tampered version is now quarantined: known, not a new failure.
@@ -176,3 +176,48 @@ def test_cli_sweep_exit_codes_json_and_run(  # type: ignore[no-untyped-def]
         '+{"asset": "guard-config", "release": "v3", "moderation": false}'
         in (diff[0]["data"]["result"]["diff"])
     )
+
+
+def test_sweep_run_after_open_incidents_runs_the_open_incident(  # type: ignore[no-untyped-def]
+    cli, runtime: Runtime, tmp_path: Path
+) -> None:
+    """The README's order: `sweep --open-incidents`, then `sweep --run`."""
+    build_scenario(runtime, tmp_path, tampered=True)
+
+    opened = cli("assets", "sweep", "--open-incidents", "--json")
+    assert opened.returncode == 3
+    (finding,) = json.loads(opened.stdout)["findings"]
+    assert finding["action"] == "opened"
+    assert production_in_db(runtime, "model-a") == "v3"
+
+    ran = cli("assets", "sweep", "--run")
+
+    assert ran.returncode == 3, ran.stderr
+    assert f"running the model_compromise playbook of incident {finding['incident']}" in ran.stderr
+    assert f"incident {finding['incident']}: recovered" in ran.stdout
+    assert production_in_db(runtime, "model-a") == "v2"
+    # The same incident, now recovered: a third sweep finds v3 quarantined, nothing to run.
+    again = cli("assets", "sweep", "--run", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["runs"] == []
+    listed = json.loads(cli("incident", "list", "--json").stdout)
+    assert [i["id"] for i in listed] == [finding["incident"]]
+
+
+def test_sweep_run_reruns_a_recovered_incident_whose_production_fails_again(  # type: ignore[no-untyped-def]
+    cli, runtime: Runtime, tmp_path: Path
+) -> None:
+    build_scenario(runtime, tmp_path, tampered=True)
+    first = cli("incident", "open", "--type", "model_compromise", "--asset", "model-a")
+    assert first.returncode == 0, first.stderr
+    # v2, restored, is tampered with too: the sweep attaches to the recovered incident.
+    tamper_version(runtime, "model-a", "v2")
+
+    ran = cli("assets", "sweep", "--run", "--json")
+
+    assert ran.returncode == 3
+    report = json.loads(ran.stdout)
+    (finding,) = report["findings"]
+    assert (finding["action"], finding["incident"]) == ("attached", 1)
+    assert report["runs"] == [{"incident": 1, "status": "recovered", "ran": True}]
+    assert production_in_db(runtime, "model-a") == "v1"
+    assert [i["id"] for i in json.loads(cli("incident", "list", "--json").stdout)] == [1]

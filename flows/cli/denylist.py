@@ -1,0 +1,69 @@
+"""``rearguard denylist``: the digests refused as malicious, and lifting one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
+from rearguard.flows.cli.people import ByOption, person
+
+app = typer.Typer(help="The digest denylist: list entries, lift one on a person's word.")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List denylisted digests, newest first, with why and by whom."""
+    from rearguard.models.assets.denylist import list_denied
+
+    rt = runtime(ctx)
+    with rt.db.read_session() as session:
+        rows = [
+            {
+                "sha256": e.sha256,
+                "reason": e.reason,
+                "incident_id": e.incident_id,
+                "added_by": e.added_by,
+                "added_at": e.added_at.isoformat(),
+            }
+            for e in list_denied(session=session)
+        ]
+    if json_output:
+        emit_json(rows)
+        return
+    if not rows:
+        err.print("the denylist is empty")
+        return
+    for row in rows:
+        source = f", incident {row['incident_id']}" if row["incident_id"] else ""
+        out.print(
+            f"{row['sha256']}  {row['added_at'][:19]} by {escape(row['added_by'])}{source}: "
+            f"{escape(row['reason'])}"
+        )
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    digest: Annotated[str, typer.Argument(help="The SHA-256 to lift (64 hex characters).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; kept in the timeline.")],
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Lift a digest from the denylist. Versions quarantined for it stay quarantined until
+    `assets release`."""
+    from rearguard.models.assets.denylist import lift_digest, parse_digest
+    from rearguard.models.assets.lifecycle import check_reason
+
+    rt = runtime(ctx)
+    sha256 = parse_digest(digest)
+    who = person(ctx, by)
+    why = check_reason(reason)
+    with rt.db.session() as session:
+        lift_digest(session=session, digest=sha256, actor=who, reason=why)
+    if json_output:
+        emit_json({"sha256": sha256, "removed": True, "by": who})
+        return
+    out.print(f"{sha256} removed from the denylist (by {escape(who)})")
