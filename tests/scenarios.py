@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
 
 from rearguard.models.assets.versions import (
     alias_version,
@@ -16,8 +19,16 @@ from rearguard.models.assets.versions import (
     promote_version,
     register_version,
 )
+from rearguard.models.audit.chain import (
+    HASHED_FIELDS,
+    append_event,
+    canonical_json,
+    event_hash,
+    verify_stored_chain,
+)
 from rearguard.models.config.settings import load_settings
-from rearguard.models.enums import AssetKind
+from rearguard.models.db.tables import ChainHead, TimelineEvent
+from rearguard.models.enums import AssetKind, EventKind
 from rearguard.models.runtime import Runtime
 
 ALIAS = "production"
@@ -195,3 +206,30 @@ def catalog_steps(runtime: Runtime, incident_id: int) -> list[str]:
             if name not in steps:
                 steps.append(name)
     return steps
+
+
+def chain_secret_as_an_older_rearguard_did(
+    runtime: Runtime, incident_id: int, *, action: str, data: dict[str, Any]
+) -> None:
+    """Append an event holding ``data`` as is, validly chained: what an older rearguard (which
+    did not redact every event) left in the database."""
+    with runtime.db.session() as session:
+        appended = append_event(
+            session,
+            kind=EventKind.DECISION,
+            action=action,
+            actor="oncall",
+            incident_id=incident_id,
+            data={},
+        )
+        row = session.exec(select(TimelineEvent).where(TimelineEvent.seq == appended.seq)).one()
+        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
+        digest = event_hash({**fields, "data": data})
+        row.data, row.hash = canonical_json(data), digest
+        session.add(row)
+        head = session.get(ChainHead, 1)
+        assert head is not None
+        head.hash = digest
+        session.add(head)
+    with runtime.db.read_session() as session:
+        assert verify_stored_chain(session).ok

@@ -136,7 +136,7 @@ SLACK_TOKEN = "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx"
 
 def two_incidents(runtime: Runtime, root: Path) -> tuple[int, int]:
     """Two interleaved incidents; the first holds a pasted secret (a redacted record)."""
-    from scenarios import build_scenario
+    from scenarios import build_scenario, chain_secret_as_an_older_rearguard_did
 
     from rearguard.models.enums import Severity
     from rearguard.models.incidents.service import open_incident
@@ -163,6 +163,12 @@ def two_incidents(runtime: Runtime, root: Path) -> tuple[int, int]:
         (second, "other again"),
         (first, "rolled back"),
     ]:
+        if SLACK_TOKEN in note:
+            # Today's chain redacts what it appends; an older rearguard's did not.
+            chain_secret_as_an_older_rearguard_did(
+                runtime, incident_id, action="triage.note", data={"note": note}
+            )
+            continue
         with runtime.db.session() as session:
             append_event(
                 session,

@@ -26,8 +26,7 @@ import pytest
 import scenarios
 import stix2
 from markdown_it import MarkdownIt
-from scenarios import build_scenario, tamper
-from sqlmodel import select
+from scenarios import build_scenario, chain_secret_as_an_older_rearguard_did, tamper
 
 from rearguard.flows.exports.chart import PLOT_W, timeline_svg
 from rearguard.flows.exports.export import write_export
@@ -37,16 +36,11 @@ from rearguard.flows.exports.stix import INCIDENT_CORE_EXTENSION
 from rearguard.flows.exports.timeline_jsonl import verify_file
 from rearguard.flows.steps import run_step
 from rearguard.models.audit.chain import (
-    HASHED_FIELDS,
     append_event,
-    canonical_json,
-    event_hash,
     events_for_incident,
-    verify_stored_chain,
 )
 from rearguard.models.audit.redaction import redact_text, redact_value
 from rearguard.models.config.settings import load_settings
-from rearguard.models.db.tables import ChainHead, TimelineEvent
 from rearguard.models.enums import EventKind, IncidentStatus, Severity
 from rearguard.models.errors import ConflictError, NotFoundError, OperationFailed, UsageError
 from rearguard.models.incidents.resolution import resolve_incident
@@ -346,33 +340,6 @@ def test_jsonl_of_interleaved_incidents_has_verifiable_gaps_and_no_foreign_conte
     )
     report = verify_file(write(tmp_path, "nogap.jsonl", without_gap))
     assert report.problem is not None and "missing" in report.problem.reason
-
-
-def chain_secret_as_an_older_rearguard_did(
-    runtime: Runtime, incident_id: int, *, action: str, data: dict[str, Any]
-) -> None:
-    """Append an event holding ``data`` as is, validly chained: what an older rearguard (which
-    did not redact every event) left in the database."""
-    with runtime.db.session() as session:
-        appended = append_event(
-            session,
-            kind=EventKind.DECISION,
-            action=action,
-            actor="oncall",
-            incident_id=incident_id,
-            data={},
-        )
-        row = session.exec(select(TimelineEvent).where(TimelineEvent.seq == appended.seq)).one()
-        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
-        digest = event_hash({**fields, "data": data})
-        row.data, row.hash = canonical_json(data), digest
-        session.add(row)
-        head = session.get(ChainHead, 1)
-        assert head is not None
-        head.hash = digest
-        session.add(head)
-    with runtime.db.read_session() as session:
-        assert verify_stored_chain(session).ok
 
 
 def test_a_secret_in_the_timeline_is_redacted_everywhere_and_the_jsonl_still_verifies(
