@@ -52,8 +52,14 @@ def register(
     by: Annotated[str | None, typer.Option(help="Who registers it (default: you).")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Copy a file or directory into the store as a new candidate version."""
+    """Copy a file or directory into the store as a new candidate version.
+
+    Every file is scanned by content first. A version with a finding that blocks trust is still
+    registered, as suspect (for forensics), and can never be approved: the findings are listed
+    and the exit status is 3.
+    """
     from rearguard.models.assets.versions import register_version
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime()
     with byte_progress(f"registering {name}@{version}", _source_size(path)) as progress:
@@ -68,7 +74,9 @@ def register(
             trained_on=trained_on,
             validate_command=validate,
             progress=progress,
+            policy=policy_for(rt.settings, name),
         )
+    findings = result.scan.findings if result.scan else []
     if json_output:
         emit_json(
             {
@@ -76,16 +84,26 @@ def register(
                 "version": result.label,
                 "kind": result.kind,
                 "digest": result.digest,
+                "status": str(result.status),
                 "files": [vars(e) for e in result.files],
+                "scan": result.scan.as_dict() if result.scan else None,
             }
         )
-        return
-    size = sum(e.size for e in result.files)
-    out.print(
-        f"registered {escape(result.asset)}@{escape(result.label)} ({result.kind}): "
-        f"{len(result.files)} file(s), {size} bytes, digest {result.digest[:16]}…, "
-        "status candidate"
-    )
+    else:
+        size = sum(e.size for e in result.files)
+        out.print(
+            f"registered {escape(result.asset)}@{escape(result.label)} ({result.kind}): "
+            f"{len(result.files)} file(s), {size} bytes, digest {result.digest[:16]}…, "
+            f"status {result.status}"
+        )
+        for finding in findings:
+            err.print(escape(finding.describe()), soft_wrap=True)
+    if findings:
+        err.print(
+            f"[red]{len(findings)} scan finding(s) block trust[/]: registered as suspect, "
+            "it cannot be approved or promoted"
+        )
+        raise typer.Exit(EXIT_INTEGRITY)
 
 
 @app.command("approve")
@@ -94,8 +112,9 @@ def approve(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: Annotated[str | None, typer.Option(help="Who approves it (default: you).")] = None,
 ) -> None:
-    """Mark a version known-good, after re-verifying its files."""
+    """Mark a version known-good, after re-verifying its files and scanning their content."""
     from rearguard.models.assets.versions import approve_version
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime()
     approver = by or rt.settings.core.actor
@@ -106,6 +125,7 @@ def approve(
         label=label,
         by=approver,
         workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
     )
     out.print(f"{escape(name)}@{escape(label)} is known_good (approved by {escape(approver)})")
 
@@ -116,8 +136,9 @@ def promote(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: Annotated[str | None, typer.Option(help="Who promotes it (default: you).")] = None,
 ) -> None:
-    """Point the production alias at a version, after re-verifying its files."""
+    """Point the production alias at a version, after re-verifying its files and content."""
     from rearguard.models.assets.versions import promote_version
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime()
     alias = rt.settings.registry.alias
@@ -129,6 +150,7 @@ def promote(
         alias=alias,
         actor=by or rt.settings.core.actor,
         workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
@@ -280,6 +302,9 @@ def verify(
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
+    from functools import partial
+
+    from rearguard.models.integrity.scan.policy import policy_for
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
 
@@ -292,6 +317,7 @@ def verify(
             items=plan.items,
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
+            policies=partial(policy_for, rt.settings),
         )
     failed = [c for c in checks if not c.ok]
     if json_output:

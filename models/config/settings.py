@@ -33,6 +33,7 @@ from rearguard.models.config.notifications import (
 )
 from rearguard.models.config.playbooks import PlaybookSettings
 from rearguard.models.config.registry import RegistrySettings
+from rearguard.models.config.scanning import ScanningSettings
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Settings:
 
     intake: IntakeSettings = field(default_factory=lambda: IntakeSettings())
     exports: ExportSettings = field(default_factory=lambda: ExportSettings())
+    scanning: ScanningSettings = field(default_factory=lambda: ScanningSettings())
 
     @property
     def home(self) -> Path:
@@ -112,6 +114,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         approvals=load_concern(ApprovalSettings, document),
         intake=load_concern(IntakeSettings, document),
         exports=load_concern(ExportSettings, document),
+        scanning=load_concern(ScanningSettings, document),
     )
     settings.home.mkdir(parents=True, exist_ok=True)
     return settings

@@ -3,6 +3,7 @@ production against its manifest."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from rearguard.models.assets.versions import (
@@ -13,6 +14,7 @@ from rearguard.models.assets.versions import (
 )
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.integrity.scan.policy import policy_for
 from rearguard.models.integrity.verification import check_versions
 from rearguard.models.recovery.evidence import preserve_evidence
 from rearguard.models.recovery.selection import mark_failed_suspect
@@ -106,6 +108,7 @@ def verify_production(*, runtime: Runtime, incident_id: int) -> dict[str, Any]:
         registry=runtime.registry,
         items=[(target.name, current.label, manifest)],
         workers=runtime.settings.playbooks.hash_workers,
+        policies=partial(policy_for, runtime.settings),
     )
     mark_failed_suspect(runtime, incident_id, [check], target.name)
     return {"version": current.label, "ok": check.ok, "problems": check.as_dict()["problems"]}
