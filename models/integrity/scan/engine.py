@@ -17,6 +17,7 @@ temporary directory that is removed afterwards; nothing is ever loaded.
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import io
 import itertools
@@ -181,7 +182,7 @@ def iter_files(root: Path) -> Iterator[Path]:
         yield root
         return
     if not root.is_dir():
-        raise FileNotFoundError(f"no such file or directory: {root}")
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", str(root))
     for directory, subdirectories, files in os.walk(root):
         subdirectories.sort()
         for name in sorted(files):
@@ -318,6 +319,9 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
             return [_malformed(blob.location, "zip", f"unreadable zip archive: {exc}")]
         with archive:
             findings = _zip_structure(blob.location, archive, raw)
+            declared = sum(info.file_size for info in archive.infolist())
+            if declared > budget.limits.max_expanded_bytes - budget.expanded:
+                raise _LimitExceeded(f"members declare {declared} bytes (a zip bomb?)")
             for info in archive.infolist():
                 if info.is_dir():
                     continue
@@ -335,7 +339,7 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                     ),
                     budget,
                 )
-                findings += _zip_crc(archive, info, member)
+                findings += _zip_crc(archive, info, member, budget)
     return findings
 
 
@@ -343,17 +347,25 @@ def _zip_opener(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget
 ) -> Callable[[], BinaryIO]:
     def open_member() -> BinaryIO:
-        return _Counted(archive.open(info), budget)
+        stream = archive.open(info)
+        # The scan reads as a loader that ignores CRCs would (torch's reader does not check
+        # them), so a bad CRC cannot hide a payload; _zip_crc checks it separately.
+        stream._expected_crc = None  # type: ignore[attr-defined]
+        return _Counted(stream, budget)
 
     return open_member
 
 
-def _zip_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Location) -> list[Finding]:
+def _zip_crc(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Location, budget: _Budget
+) -> list[Finding]:
     """Read the member to its end, which is when zipfile checks its CRC and size."""
     try:
-        with archive.open(info) as stream:
+        with _Counted(archive.open(info), budget) as stream:
             while stream.read(_CHUNK):
                 pass
+    except _LimitExceeded:
+        raise
     except _ZIP_ERRORS as exc:
         return [_malformed(member, "zip member", f"unreadable: {exc}")]
     return []
@@ -579,16 +591,27 @@ def _scan_compressed(blob: _Blob, compression: _Compression, budget: _Budget) ->
         errors: tuple[type[BaseException], ...] = (*_DECOMPRESS_ERRORS, zstandard.ZstdError)
     except ImportError:
         errors = _DECOMPRESS_ERRORS
-    return _scan_child(
-        _Blob(
-            location=blob.location,
-            open=open_decompressed,
-            size=None,
-            depth=blob.depth + 1,
-            errors=errors,
-        ),
-        budget,
+    child = _Blob(
+        location=blob.location,
+        open=open_decompressed,
+        size=None,
+        depth=blob.depth + 1,
+        errors=errors,
     )
+    findings = _scan_child(child, budget)
+    if any(f.severity == Severity.MALFORMED for f in findings):
+        return findings
+    # Decompress to the end, as a loader would: a bomb or a corrupt tail is a finding even
+    # when the start is nothing the scanners recognise.
+    try:
+        with open_decompressed() as stream:
+            while stream.read(_CHUNK):
+                pass
+    except _LimitExceeded as exc:
+        findings.append(_malformed(blob.location, compression.name, str(exc)))
+    except errors as exc:
+        findings.append(_malformed(blob.location, compression.name, f"unreadable: {exc}"))
+    return findings
 
 
 def _scan_child(blob: _Blob, budget: _Budget) -> list[Finding]:
@@ -619,6 +642,9 @@ class _Counted(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END and self.seekable():
+            self._position = self._inner.seek(offset, os.SEEK_END)
+            return self._position
         target = {os.SEEK_SET: offset, os.SEEK_CUR: self._position + offset}.get(whence)
         if target is None or not self.seekable():
             # Forward only, by reading: decompressors cannot do better anyway.
