@@ -63,7 +63,8 @@ _MAX_KEPT_STRING = 1024
 _MAX_LINE = 64 * 1024 * 1024
 # Symbolic containers stop growing here; only small ones (wrapper states, args) matter.
 _MAX_CONTAINER = 64
-# Longer strings are kept in the memo as a one-byte tag (see _Memo).
+# Longer strings, and strings that are no dotted name, are kept in the memo as a one-byte tag
+# (see _Memo).
 _MAX_MEMO_STRING = 256
 _SKIP_CHUNK = 1024 * 1024
 _READ_CHUNK = 256 * 1024
@@ -434,6 +435,16 @@ class _Memo:
         twin._sparse = dict(self._sparse)
         return twin
 
+    def append(self, value: object) -> None:
+        """Store ``value`` under the next key (MEMOIZE)."""
+        if self._sparse:
+            self.put(len(self), value)
+            return
+        tag = _memo_tag(value)
+        if not tag:
+            self._values[len(self._tags)] = value
+        self._tags.append(tag)
+
     def put(self, key: int, value: object) -> None:
         """Store ``value`` (or its tag) under ``key``."""
         tag = _memo_tag(value)
@@ -607,6 +618,19 @@ class _Machine:
     def _unknown(self, _: object) -> None:
         self._push(_UNKNOWN)
 
+    def _extension(self, code: int) -> None:
+        # copyreg's extension registry maps the code to a global at load time: whatever a
+        # library in the loading process registered. No writer of models uses it.
+        self._pending.append(
+            (
+                self.position,
+                f"extension code {code}",
+                Severity.UNKNOWN,
+                "global taken from copyreg's extension registry at load time",
+            )
+        )
+        self._push(_UNKNOWN)
+
     def _not_string(self, _: object) -> None:
         self._push(_NOT_STRING)
 
@@ -713,8 +737,7 @@ class _Machine:
         self._own_memo().put(index, self._top())
 
     def _memoize(self, _: object) -> None:
-        memo = self._own_memo()
-        memo.put(len(memo), self._top())
+        self._own_memo().append(self._top())
 
     def _own_memo(self) -> _Memo:
         if self._memo_shared:
@@ -827,7 +850,15 @@ class _Machine:
             )
         size = self._source.size
         if size is not None and here + length > size:
-            raise _Malformed(f"FRAME of {length} bytes, {size - here} remain")
+            # CPython's unpickler fails here; the scan goes on to name what follows.
+            self._add(
+                self.position,
+                "FRAME",
+                Severity.MALFORMED,
+                f"FRAME of {length} bytes where {size - here} remain",
+            )
+            self._frame_end = None
+            return
         self._frame_end = here + length if length else None
 
     def _stop(self, _: object) -> object:
@@ -841,6 +872,8 @@ _TAG_VALUES: tuple[object, ...] = (None, None, True, False, _NOT_STRING, _UNKNOW
 
 
 def _memo_tag(value: object) -> int:
+    if isinstance(value, (tuple, list, dict)):
+        return 4
     if value is None:
         return 1
     if value is True:
@@ -852,12 +885,17 @@ def _memo_tag(value: object) -> int:
     if value is _UNKNOWN:
         return 5
     if isinstance(value, str):
-        return 0 if len(value) <= _MAX_MEMO_STRING else 5
+        # Only a name can feed STACK_GLOBAL usefully; other text stands as "could be anything".
+        return 0 if len(value) <= _MAX_MEMO_STRING and _is_dotted_name(value) else 5
     if isinstance(value, _Instance):
         if isinstance(value.factory, _Global) and value.factory.name == "dtype":
             return 0
         return 4 if _never_string(value) else 5
     return 0  # ints and globals
+
+
+def _is_dotted_name(value: str) -> bool:
+    return all(part.isidentifier() for part in value.split("."))
 
 
 def _set_items(target: dict[object, object], items: list[object]) -> None:
@@ -875,7 +913,8 @@ _HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
     **dict.fromkeys(
         [*_PAYLOADS, "FLOAT", "BINFLOAT", "NEXT_BUFFER", "EMPTY_SET"], _Machine._not_string
     ),
-    **dict.fromkeys(["PERSID", "EXT1", "EXT2", "EXT4"], _Machine._unknown),
+    "PERSID": _Machine._unknown,
+    **dict.fromkeys(["EXT1", "EXT2", "EXT4"], _Machine._extension),
     "NONE": _Machine._none,
     "NEWTRUE": _Machine._true,
     "NEWFALSE": _Machine._false,

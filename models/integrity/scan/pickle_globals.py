@@ -94,11 +94,13 @@ ALLOWED_GLOBALS: frozenset[str] = frozenset(
         *_names(
             "builtins",
             "set frozenset bytearray bytes complex slice range dict list tuple int float str bool "
-            "object Ellipsis NotImplemented",
+            "object Ellipsis NotImplemented len abs min max sum round divmod pow sorted reversed "
+            "enumerate zip repr chr ord hex oct bin all any",
         ),
         *_names("collections", "OrderedDict defaultdict Counter deque"),
         "copyreg._reconstructor",
         "_codecs.encode",
+        "__future__.annotations",
         *_names("datetime", "datetime date time timedelta timezone"),
         "decimal.Decimal",
         "fractions.Fraction",
