@@ -585,10 +585,10 @@ class _Machine:
         if not isinstance(module, str) or not isinstance(name, str):
             if _never_string(module) or _never_string(name):
                 raise _Malformed("STACK_GLOBAL operands are not strings")
-            if self._shadow and (isinstance(module, _Global) or isinstance(name, _Global)):
+            if self._shadow:
                 # A genuine joblib object array is a nested pickle whose memo lookups land on
-                # the outer pickle's classes here; string-valued globals are caught by name.
-                raise _Malformed("STACK_GLOBAL operand is a global")
+                # the outer pickle's values here; string-valued globals are caught by name.
+                raise _Malformed("STACK_GLOBAL operand is not a string")
             shown = f"{_shown(module)}.{_shown(name)}"
             self._pending.append(
                 (

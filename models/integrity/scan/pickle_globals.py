@@ -70,8 +70,21 @@ ALLOWED_GLOBALS: frozenset[str] = frozenset(
         *_names("numpy.core.numeric", "_frombuffer"),
         *_names("numpy._core.numeric", "_frombuffer"),
         *_names("numpy", "ndarray dtype"),
+        # Scalar types, referenced as estimators' dtype parameters.
+        *_names(
+            "numpy",
+            "float16 float32 float64 longdouble int8 int16 int32 int64 uint8 uint16 uint32 "
+            "uint64 intc uintc intp uintp bool_ complex64 complex128 object_ str_ bytes_ "
+            "datetime64 timedelta64",
+        ),
         *_names("numpy.ma.core", "_mareconstruct MaskedArray"),
         *_names("numpy.random._pickle", "__randomstate_ctor __bit_generator_ctor __generator_ctor"),
+        "numpy.random._mt19937.MT19937",
+        *_names("numpy.random._pcg64", "PCG64 PCG64DXSM"),
+        "numpy.random._philox.Philox",
+        "numpy.random._sfc64.SFC64",
+        "numpy.random.mtrand.RandomState",
+        "numpy.random._generator.Generator",
         *_names(
             "numpy.dtypes",
             "Float64DType Float32DType Float16DType Int64DType Int32DType Int16DType Int8DType "
