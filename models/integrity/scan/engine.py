@@ -6,9 +6,13 @@ way, whatever it is called, within :class:`Limits` on depth, member count and ex
 bomb is a ``malformed`` finding, never an out-of-memory). A container that a loader would read
 but that does not parse cleanly (bad CRC, encryption or unknown flag bits, a local header whose
 name differs from the central directory's, overlapping or duplicate members) is ``malformed``:
-fail closed. What is not a container is offered to each format scanner whose ``sniff`` accepts
-its first 64 KiB (:data:`FORMAT_SCANNERS`), and to the pickle scanner when it starts with a
-pickle opcode. Bytes that no scanner recognises (safetensors weights, raw tensors) give nothing.
+fail closed. Members are scanned as a loader that ignores CRCs reads them (PyTorch's does), so
+a bad CRC cannot hide a payload; the CRC itself is checked for every member that is anything
+(a pickle, a container, a known format) and every member up to 1 MiB, not for larger raw bytes
+(tensor storages), whose every byte would have to be read. What is not a container is offered
+to each format scanner whose ``sniff`` accepts its first 64 KiB (:data:`FORMAT_SCANNERS`), and
+to the pickle scanner when it starts with a pickle opcode. Bytes that no scanner recognises
+(safetensors weights, raw tensors) give nothing.
 
 Nothing is extracted to disk except 7z members (py7zr reads whole folders at a time), into a
 temporary directory that is removed afterwards; nothing is ever loaded.
@@ -141,6 +145,11 @@ _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
 
 # Reading a zip member: what zipfile raises for a bad CRC, a bad size, an unknown method.
 _ZIP_ERRORS = _DECOMPRESS_ERRORS
+# Members up to this size, and members that are something (a pickle, a container, a format a
+# scanner knows), have their CRC checked (read to the end). The CRC of raw bytes (a tensor's
+# storage) would only tell of corruption, at the cost of reading every byte of a checkpoint:
+# they are scanned as a loader that ignores CRCs reads them, so a bad CRC hides nothing.
+_CRC_ALWAYS_CHECKED = 1024 * 1024
 
 
 def scan_file(
@@ -225,6 +234,22 @@ def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
     if not head.startswith(b"\x93NUMPY") and pickle_scan.sniff(head):
         findings += _scan_pickle(blob)
     return findings
+
+
+def _recognised(blob: _Blob) -> bool:
+    """Whether a blob's first bytes are anything a scanner reads (not raw data)."""
+    try:
+        with blob.open() as stream:
+            head = stream.read(HEAD_SIZE)
+    except blob.errors:
+        return True
+    return (
+        head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x93NUMPY"))
+        or _is_tar(head)
+        or _compression(head) is not None
+        or any(scanner.sniff(head) for scanner in FORMAT_SCANNERS)
+        or pickle_scan.looks_like_pickle(head)
+    )
 
 
 def _malformed(location: Location, construct: str, reason: str) -> Finding:
@@ -329,17 +354,16 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                 member = blob.location.inside(info.filename)
                 if info.flag_bits & 0x1:
                     continue  # reported by _zip_structure; its bytes cannot be read
-                findings += _scan_child(
-                    _Blob(
-                        location=member,
-                        open=_zip_opener(archive, info, budget),
-                        size=info.file_size,
-                        depth=blob.depth + 1,
-                        errors=_ZIP_ERRORS,
-                    ),
-                    budget,
+                blob_of_member = _Blob(
+                    location=member,
+                    open=_zip_opener(archive, info, budget),
+                    size=info.file_size,
+                    depth=blob.depth + 1,
+                    errors=_ZIP_ERRORS,
                 )
-                findings += _zip_crc(archive, info, member, budget)
+                findings += _scan_child(blob_of_member, budget)
+                if info.file_size <= _CRC_ALWAYS_CHECKED or _recognised(blob_of_member):
+                    findings += _zip_crc(archive, info, member, budget)
     return findings
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import ast
+import io
 import math
 import os
 import pickletools
@@ -51,7 +52,7 @@ from typing import Any, BinaryIO
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 from rearguard.models.integrity.scan.pickle_globals import classify_global
 
-__all__ = ["Reopen", "npy_pickle_offset", "says_pickle", "scan", "sniff"]
+__all__ = ["Reopen", "looks_like_pickle", "npy_pickle_offset", "says_pickle", "scan", "sniff"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 # numpy itself refuses headers above 10 000 bytes unless told otherwise.
@@ -93,6 +94,29 @@ def sniff(head: bytes) -> bool:
 def says_pickle(head: bytes) -> bool:
     """Tell whether bytes announce a pickle: PROTO with a protocol the pickler writes it for."""
     return len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and sniff(head[2:3])
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """Tell whether bytes read as pickle opcodes up to a STOP or to their end, without a fault.
+
+    Args:
+        head: the first bytes of a file or member.
+
+    Returns:
+        False when the bytes stop being a valid pickle before their end (raw data).
+    """
+    if not sniff(head):
+        return False
+
+    def ignore(offset: int, construct: str, severity: Severity, reason: str) -> None:
+        pass
+
+    source = _ByteSource(io.BytesIO(head), start=0, size=None, reopen=None)
+    try:
+        _Machine(source, ignore).run()
+    except _Malformed:
+        return source.position >= len(head)
+    return True
 
 
 def scan(
