@@ -23,7 +23,8 @@ Engines: ``floor`` (reading the bytes), ``rearguard``
 extra), ``picklescan`` (``scan_file_path``) and ``fickling`` (``is_likely_safe``).
 
 Run: ``.venv/bin/python bench/bench_scan.py [--zip-mib 1024] [--raw-mib 1024] [--dense-mib 50]
-[--runs 2] [--engines floor,rearguard,picklescan,fickling]``
+[--runs 2] [--timeout 600] [--engines floor,rearguard,picklescan,fickling]``; an engine that
+takes longer than ``--timeout`` on a file is reported with ``"error": "timeout after N s"``.
 """
 
 from __future__ import annotations
@@ -146,14 +147,17 @@ def engine_version(engine: str) -> str | None:
         return None
 
 
-def run_child(engine: str, path: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, engine, str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-    )
+def run_child(engine: str, path: Path, timeout: float) -> dict[str, Any]:
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, engine, str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["?"])[-1]
         return {"error": last}
@@ -166,6 +170,7 @@ def main() -> None:
     parser.add_argument("--raw-mib", type=int, default=1024)
     parser.add_argument("--dense-mib", type=int, default=50)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=600, help="per engine and file, in s")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--dir", type=Path, default=None, help="where to write the files")
     args = parser.parse_args()
@@ -190,7 +195,7 @@ def main() -> None:
             samples: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
             for _ in range(max(1, args.runs)):
                 for engine in engines:
-                    samples[engine].append(run_child(engine, path))
+                    samples[engine].append(run_child(engine, path, args.timeout))
             for engine in engines:
                 good = [s for s in samples[engine] if "error" in s or "seconds" in s]
                 errors = [s["error"] for s in good if "error" in s]

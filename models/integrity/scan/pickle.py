@@ -42,6 +42,7 @@ import ast
 import io
 import math
 import os
+import pickle
 import pickletools
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -393,6 +394,12 @@ def _read_names(source: _ByteSource) -> tuple[str, str]:
 
 
 def _read_int(width: int, signed: bool, source: _ByteSource) -> int:
+    at = source._at
+    end = at + width
+    buffer = source._buffer
+    if end <= len(buffer):  # hot: most arguments are in the buffer already
+        source._at = end
+        return int.from_bytes(buffer[at:end], "little", signed=signed)
     data = source.read(width)
     if len(data) != width:
         raise _Malformed("stream ends inside an argument")
@@ -428,6 +435,7 @@ def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], 
 
 
 _STOP = object()
+_MEMOIZE = ord(pickle.MEMOIZE)
 
 
 class _Memo:
@@ -545,6 +553,13 @@ class _Machine:
                 self.position = source._base + at
                 code = source._buffer[at]
                 source._at = at + 1
+                if code == _MEMOIZE and self._stack and not self._memo_shared:
+                    # The commonest opcode of protocol 4 and 5: handled inline.
+                    self._memo.append(self._stack[-1])
+                    self.opcodes += 1
+                    if self._frame_end is not None and source._base + at + 1 >= self._frame_end:
+                        self._leave_frame()
+                    continue
             else:
                 self.position = source.position
                 data = source.read(1)
@@ -865,7 +880,7 @@ class _Machine:
 
     def _frame(self, length: int) -> None:
         here = self._source.position
-        if self._frame_end is not None:
+        if self._frame_end is not None and self.position < self._frame_end:
             self._add(
                 self.position,
                 "FRAME",
