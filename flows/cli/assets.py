@@ -181,6 +181,7 @@ def import_(
     """
     from rearguard.models.assets.mlflow_import import import_versions
     from rearguard.models.errors import UsageError
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime()
     if status == VersionStatus.KNOWN_GOOD and not by:
@@ -195,6 +196,7 @@ def import_(
         alias=alias,
         status=status,
         workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
     )
     if json_output:
         emit_json(vars(adoption))
@@ -298,7 +300,7 @@ def verify(
     name: Annotated[str | None, typer.Argument(help="Asset name (default: every asset).")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Re-hash versions against their manifests and scan pickle files by opcode.
+    """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
