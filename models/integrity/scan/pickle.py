@@ -24,7 +24,8 @@ attribute by attribute, a dotted name is checked from each of its parts, so ``po
 results, persistent ids) cannot be checked and is reported as ``dangerous``.
 
 A stream that breaks off before its first STOP gives findings only for what the unpickler would
-have acted on: a global is reported once something calls it (or a STOP completes the pickle), so
+have acted on: a global is reported once something calls it, a STOP completes the pickle, or,
+when the break comes first, if the deny-list names it (importing a module runs its code), so
 text that merely starts like a protocol 0 opcode is not reported. It is reported ``malformed``
 only when it says it is a pickle (a PROTO opcode of protocols 2-5 first).
 
@@ -165,8 +166,7 @@ def scan(
             if not machine.run():
                 break
         except _Malformed as exc:
-            if announced:
-                machine.flush()
+            machine.flush(dangerous_only=not announced)
             if announced and complete == 0 and machine.opcodes > 0:
                 add(machine.position, "pickle", Severity.MALFORMED, f"malformed pickle: {exc}")
             break
@@ -472,7 +472,8 @@ class _Memo:
         if self._sparse:
             self.put(len(self), value)
             return
-        tag = _memo_tag(value)
+        # Containers first: the commonest memoized values of opcode-dense pickles.
+        tag = 4 if type(value) in _CONTAINERS else _memo_tag(value)
         if not tag:
             self._values[len(self._tags)] = value
         self._tags.append(tag)
@@ -530,10 +531,16 @@ class _Machine:
         self._pending: list[tuple[int, str, Severity, str]] = []
         self._frame_end: int | None = None
 
-    def flush(self) -> None:
-        """Report the globals named so far: the unpickler would have imported them."""
+    def flush(self, *, dangerous_only: bool = False) -> None:
+        """Report the globals named so far: the unpickler would have imported them.
+
+        Args:
+            dangerous_only: report only deny-listed ones (importing a module can run code of
+                its own), and drop the others (bytes that only started like opcodes).
+        """
         for finding in self._pending:
-            self._add(*finding)
+            if not dangerous_only or finding[2] == Severity.DANGEROUS:
+                self._add(*finding)
         self._pending.clear()
 
     def run(self) -> bool:
@@ -906,6 +913,7 @@ class _Machine:
         return _STOP
 
 
+_CONTAINERS = frozenset({tuple, list, dict})
 # What a memo tag stands for; tag 0 means the value is kept.
 _TAG_VALUES: tuple[object, ...] = (None, None, True, False, _NOT_STRING, _UNKNOWN)
 

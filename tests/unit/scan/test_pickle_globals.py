@@ -190,6 +190,14 @@ def test_uncalled_global_in_a_broken_text_stream_is_not_reported(tmp_path: Path)
     assert scan_bytes(tmp_path, text) == []
 
 
+def test_dangerous_global_in_a_broken_text_stream_is_reported(tmp_path: Path) -> None:
+    # The string's length is garbage, so the unpickler fails, but only after importing the
+    # module, which runs its code: a module whose import does harm is reported.
+    data = b"cantigravity\nx\n(X>\nopen('f', 'a')"
+
+    assert verdicts(scan_bytes(tmp_path, data)) == {("antigravity.x", Severity.DANGEROUS)}
+
+
 def test_called_global_in_a_broken_protocol_0_stream_is_reported(tmp_path: Path) -> None:
     # No STOP: the unpickler has already run os.system when it fails.
     data = b"cos\nsystem\n(S'id'\ntR"
