@@ -645,6 +645,9 @@ class _Machine:
                 )
             )
             return _UNKNOWN
+        if not _is_dotted_name(module):
+            # No module has that name: the unpickler's import fails and nothing runs.
+            raise _Malformed(f"no module can be named {module[:40]!r}")
         verdict = classify_global(module, name)
         mapped = _python2_mapping(module, name) if self._proto < 3 else None
         if mapped is not None:
@@ -808,8 +811,9 @@ class _Machine:
 
     def _inst(self, names: tuple[str, str]) -> None:
         factory = self._global(*names)
+        args = tuple(self._pop_mark())  # no MARK: the unpickler fails before the call
         self.flush()
-        self._push(_Instance(factory, tuple(self._pop_mark())))
+        self._push(_Instance(factory, args))
 
     def _obj(self, _: object) -> None:
         items = self._pop_mark()

@@ -267,3 +267,15 @@ def test_memory_is_bounded_by_structure_not_by_memoized_values(tmp_path: Path) -
 
     assert findings == []
     assert peak < size / 4, f"peak {peak} bytes for a {size}-byte pickle"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"instructions:\nbe brief\nand polite (always)\n",
+        b"(note\ninstructions: be brief\nthen stop\n",
+        b"config = {\nname: x\n}\nRun it.\n",
+    ],
+)
+def test_prose_that_starts_like_opcodes_is_not_a_finding(tmp_path: Path, text: bytes) -> None:
+    assert scan_bytes(tmp_path, text) == []
