@@ -23,7 +23,8 @@ Engines: ``floor`` (reading the bytes), ``rearguard``
 extra), ``picklescan`` (``scan_file_path``) and ``fickling`` (``is_likely_safe``).
 
 Run: ``.venv/bin/python bench/bench_scan.py [--zip-mib 1024] [--raw-mib 1024] [--dense-mib 50]
-[--runs 2] [--timeout 600] [--engines floor,rearguard,picklescan,fickling]``; an engine that
+[--runs 2] [--timeout 600] [--engines floor,rearguard,picklescan,fickling]
+[--files pytorch_zip,raw_pickle,dense_pickle]``; an engine that
 takes longer than ``--timeout`` on a file is reported with ``"error": "timeout after N s"``.
 """
 
@@ -119,10 +120,12 @@ def write_raw_pickle(path: Path, size: int) -> None:
 
 def write_dense_pickle(path: Path, size: int) -> None:
     """Many small memoized containers and strings: about ``size`` bytes of opcodes."""
-    row = [["token 0000000", (0, 0.5), {"id": 0}]]
-    per_row = len(pickle.dumps(row * 1000, protocol=4)) / 1000
-    rows = int(size / per_row)
-    value = [[f"token {i:07d}", (i, i + 0.5), {"id": i}] for i in range(rows)]
+
+    def rows(count: int) -> list[object]:
+        return [[f"token {i:07d}", (i, i + 0.5), {"id": i}] for i in range(count)]
+
+    per_row = len(pickle.dumps(rows(1000), protocol=4)) / 1000
+    value = rows(int(size / per_row))
     path.write_bytes(pickle.dumps(value, protocol=4))
 
 
@@ -172,6 +175,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600, help="per engine and file, in s")
     parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--files", default="pytorch_zip,raw_pickle,dense_pickle")
     parser.add_argument("--dir", type=Path, default=None, help="where to write the files")
     args = parser.parse_args()
     wanted = [e for e in args.engines.split(",") if e]
@@ -188,7 +192,10 @@ def main() -> None:
             "raw_pickle": (Path(folder, "tensors.pkl"), write_raw_pickle, args.raw_mib),
             "dense_pickle": (Path(folder, "dense.pkl"), write_dense_pickle, args.dense_mib),
         }
+        chosen = args.files.split(",")
         for name, (path, writer, mib) in files.items():
+            if name not in chosen:
+                continue
             print(f"writing {name} ({mib} MiB)", file=sys.stderr)
             writer(path, mib * MIB)
             size = path.stat().st_size

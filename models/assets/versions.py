@@ -266,6 +266,7 @@ def scan_record(check: VersionCheck) -> dict[str, object]:
         "blocked": check.scan_blocked,
         "findings": check.as_dict()["findings"],
         "allowed": check.allowed_record(),
+        "opinions": [opinion.as_dict() for opinion in check.opinions],
     }
 
 

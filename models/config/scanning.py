@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -45,6 +45,12 @@ class ScanningSettings(ConcernSettings):
     block: Annotated[list[Severity], NoDecode, BeforeValidator(comma_list)] = Field(
         default_factory=lambda: list(Severity),
         description="severities that block approval, promotion and known-good selection",
+    )
+    engines: Annotated[
+        list[Literal["picklescan", "fickling"]], NoDecode, BeforeValidator(comma_list)
+    ] = Field(
+        default_factory=list,
+        description="other scanners whose verdicts are recorded beside rearguard's (extra)",
     )
     max_depth: int = Field(default=8, ge=1, le=64, description="containers inside containers")
     max_members: int = Field(default=100_000, ge=1, description="members of one file's containers")

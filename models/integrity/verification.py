@@ -16,6 +16,7 @@ from rearguard.models.errors import NotFoundError
 from rearguard.models.integrity.hashing import hash_files
 from rearguard.models.integrity.scan.engine import scan_file
 from rearguard.models.integrity.scan.findings import Finding
+from rearguard.models.integrity.scan.opinions import Opinion, second_opinions
 from rearguard.models.integrity.scan.policy import Allowance, ScanPolicy
 from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
 
@@ -35,6 +36,7 @@ class VersionCheck:
     findings: list[Finding] = field(default_factory=list)
     allowed: list[Finding] = field(default_factory=list)
     allowance: Allowance | None = None
+    opinions: list[Opinion] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +70,7 @@ class VersionCheck:
             "problems": list(self.problems),
             "findings": [finding_dict(f) for f in self.findings],
             "allowed": self.allowed_record(),
+            "opinions": [opinion.as_dict() for opinion in self.opinions],
         }
 
 
@@ -160,6 +163,8 @@ def judge_findings(check: VersionCheck, shown: str, location: Path, policy: Scan
     except OSError as exc:
         check.problems.append(f"{shown}: unreadable: {exc}")
         return
+    if policy.engines:
+        check.opinions += second_opinions(location, shown=shown, engines=policy.engines)
     for finding in findings:
         if policy.accepts(finding):
             check.allowed.append(finding)

@@ -32,6 +32,7 @@ class ScanPolicy:
     block: frozenset[Severity] = frozenset(Severity)
     allowance: Allowance | None = None
     limits: Limits = field(default_factory=Limits)
+    engines: tuple[str, ...] = ()
 
     def accepts(self, finding: Finding) -> bool:
         """True when the asset's allowance covers this finding."""
@@ -70,4 +71,5 @@ def _policy(scanning: ScanningSettings, asset: AssetScanning | None) -> ScanPoli
             max_members=scanning.max_members,
             max_expanded_bytes=scanning.max_expanded_bytes,
         ),
+        engines=tuple(scanning.engines),
     )

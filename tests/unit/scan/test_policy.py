@@ -165,3 +165,28 @@ def test_scanning_settings_choose_what_blocks(home: Path) -> None:
     unknown = Location("f").finding(construct="m.C", severity=Severity.UNKNOWN, reason="r")
 
     assert not policy_for(settings, "model").blocks(unknown)
+
+
+def test_second_opinions_are_recorded_with_engine_name_and_version(
+    runtime: Runtime, make_version, home: Path
+) -> None:
+    pytest.importorskip("picklescan")
+    from importlib.metadata import version
+
+    policy = policy_for(settings_with(home, '[scanning]\nengines = ["picklescan"]\n'), "model")
+
+    result = register(runtime, make_version("v1", {"weights.dat": SYSTEM}), "v1", policy)
+
+    assert result.scan is not None
+    ((_, registered),) = events(runtime, "asset.registered")
+    assert registered["scan"]["opinions"] == [
+        {
+            "engine": "picklescan",
+            "version": version("picklescan"),
+            "file": "weights.dat",
+            "verdict": "flagged",
+            "detail": "posix.system",
+        }
+    ]
+    # A second opinion is recorded, never decisive: rearguard's own finding made it suspect.
+    assert registered["status"] == "suspect"
