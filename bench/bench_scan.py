@@ -15,7 +15,7 @@ Three files are written to a temporary directory (sizes configurable):
 
 Every engine runs on every file in a fresh subprocess, ``--runs`` times (figures interleaved,
 best and median kept); the subprocess reports its wall time for the scan alone (imports
-excluded) and its peak resident memory (``ru_maxrss``). One JSON line per engine and file:
+excluded) and its peak resident memory (``VmHWM``). One JSON line per engine and file:
 ``{"bench": "scan", "file": ..., "engine": ..., "version": ..., "mib": ..., "best_s": ...,
 "median_s": ..., "mib_per_s": ..., "peak_rss_mib": ..., "verdict": ..., "load_1m": ...}``.
 Engines: ``floor`` (reading the bytes), ``rearguard``
@@ -51,7 +51,7 @@ ENGINES = ("floor", "rearguard", "picklescan", "fickling")
 
 # Runs in the child: the engine on one file; prints {"seconds", "peak_rss_mib", "verdict"}.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 engine, path = sys.argv[1], sys.argv[2]
 if engine == "floor":
     def run():
@@ -77,7 +77,9 @@ elif engine == "fickling":
 start = time.perf_counter()
 verdict = run()
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: a forked child's ru_maxrss starts at its parent's (the writer's) size.
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 print(json.dumps({"seconds": seconds, "peak_rss_mib": round(peak, 1), "verdict": verdict}))
 """
 
