@@ -29,6 +29,7 @@ from rearguard.models.audit.chain import (
 from rearguard.models.config.settings import load_settings
 from rearguard.models.db.tables import ChainHead, TimelineEvent
 from rearguard.models.enums import AssetKind, EventKind
+from rearguard.models.integrity.scan.policy import ScanPolicy
 from rearguard.models.runtime import Runtime
 
 ALIAS = "production"
@@ -92,8 +93,12 @@ def add_version(
     validate: str | None = None,
     actor: str = "test",
     trained_on: str | None = None,
+    policy: ScanPolicy | None = None,
 ) -> None:
-    """Register one version through the registry service (``trained_on``: DATASET@LABEL)."""
+    """Register one version through the registry service (``trained_on``: DATASET@LABEL).
+
+    ``policy``: how registration judges the scan (default: every finding makes it suspect).
+    """
     register_version(
         db=runtime.db,
         registry=runtime.registry,
@@ -104,6 +109,7 @@ def add_version(
         actor=actor,
         validate_command=validate,
         trained_on=trained_on,
+        policy=policy,
     )
 
 

@@ -62,9 +62,14 @@ def register(
 
     Relative paths in --validate are made absolute here (the check later runs from wherever
     the playbook runs); one that does not exist is refused.
+
+    Every file is scanned by content first. A version with a finding that blocks trust is still
+    registered, as suspect (for forensics), and can never be approved: the findings are listed
+    and the exit status is 3.
     """
     from rearguard.models.assets.checks import resolve_command
     from rearguard.models.assets.versions import register_version
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime(ctx)
     if validate is not None:
@@ -81,7 +86,9 @@ def register(
             trained_on=trained_on,
             validate_command=validate,
             progress=progress,
+            policy=policy_for(rt.settings, name),
         )
+    findings = result.scan.findings if result.scan else []
     if json_output:
         emit_json(
             {
@@ -89,16 +96,26 @@ def register(
                 "version": result.label,
                 "kind": result.kind,
                 "digest": result.digest,
+                "status": str(result.status),
                 "files": [vars(e) for e in result.files],
+                "scan": result.scan.as_dict() if result.scan else None,
             }
         )
-        return
-    size = sum(e.size for e in result.files)
-    out.print(
-        f"registered {escape(result.asset)}@{escape(result.label)} ({result.kind}): "
-        f"{len(result.files)} file(s), {size} bytes, digest {result.digest[:16]}…, "
-        "status candidate"
-    )
+    else:
+        size = sum(e.size for e in result.files)
+        out.print(
+            f"registered {escape(result.asset)}@{escape(result.label)} ({result.kind}): "
+            f"{len(result.files)} file(s), {size} bytes, digest {result.digest[:16]}…, "
+            f"status {result.status}"
+        )
+        for finding in findings:
+            err.print(escape(finding.describe()), soft_wrap=True)
+    if findings:
+        err.print(
+            f"[red]{len(findings)} scan finding(s) block trust[/]: registered as suspect, "
+            "it cannot be approved or promoted"
+        )
+        raise typer.Exit(EXIT_INTEGRITY)
 
 
 @app.command("approve")
@@ -108,8 +125,9 @@ def approve(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: ByOption = None,
 ) -> None:
-    """Mark a version known-good, after re-verifying its files."""
+    """Mark a version known-good, after re-verifying its files and scanning their content."""
     from rearguard.models.assets.versions import approve_version
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime(ctx)
     approver = person(ctx, by)
@@ -120,6 +138,7 @@ def approve(
         label=label,
         by=approver,
         workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
     )
     out.print(f"{escape(name)}@{escape(label)} is known_good (approved by {escape(approver)})")
 
@@ -131,8 +150,9 @@ def promote(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: ByOption = None,
 ) -> None:
-    """Point the production alias at a version, after re-verifying its files."""
+    """Point the production alias at a version, after re-verifying its files and content."""
     from rearguard.models.assets.versions import promote_version
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -144,6 +164,7 @@ def promote(
         alias=alias,
         actor=person(ctx, by),
         workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
@@ -299,6 +320,7 @@ def import_(
     """
     from rearguard.models.assets.mlflow_import import import_versions
     from rearguard.models.errors import UsageError
+    from rearguard.models.integrity.scan.policy import policy_for
 
     rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
@@ -314,6 +336,7 @@ def import_(
         alias=alias,
         status=status,
         workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
     )
     if json_output:
         emit_json(vars(adoption))
@@ -422,10 +445,13 @@ def verify(
     name: Annotated[str | None, typer.Argument(help="Asset name (default: every asset).")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Re-hash versions against their manifests and scan pickle files by opcode.
+    """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
+    from functools import partial
+
+    from rearguard.models.integrity.scan.policy import policy_for
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
 
@@ -439,6 +465,7 @@ def verify(
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
             ahead=invocation(ctx).hashed_ahead,
+            policies=partial(policy_for, rt.settings),
         )
     failed = [c for c in checks if not c.ok]
     if json_output:

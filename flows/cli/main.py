@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "demo": ("demo", "demo", False),
     "init": ("db", "init", False),
     "export": ("export", "export", False),
+    "scan": ("scan", "scan", False),
     "serve": ("serve", "serve", False),
     "status": ("status", "status", False),
     "deploy": ("workers", "deploy", False),

@@ -14,13 +14,22 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from rearguard.models.assets.versions import add_version_rows, get_version, move_alias, set_status
+from rearguard.models.assets.versions import (
+    add_version_rows,
+    get_version,
+    move_alias,
+    record_allowance,
+    scan_record,
+    set_status,
+)
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Asset, AssetVersion, utcnow
 from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, UsageError
 from rearguard.models.integrity.hashing import hash_files
+from rearguard.models.integrity.scan.policy import ScanPolicy
+from rearguard.models.integrity.verification import VersionCheck, judge_findings
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, RegistryBackend
 from rearguard.models.registry.mlflow_backend import LABEL_TAG, MlflowRegistry, MlflowVersion
@@ -47,6 +56,7 @@ def import_versions(
     alias: str,
     status: VersionStatus = VersionStatus.CANDIDATE,
     workers: int = 1,
+    policy: ScanPolicy | None = None,
 ) -> Adoption:
     """Record the versions of MLflow registered model ``name`` that rearguard does not know.
 
@@ -59,6 +69,8 @@ def import_versions(
         alias: the production alias, recorded where MLflow points it.
         status: candidate, or known_good on ``actor``'s word.
         workers: hashing threads.
+        policy: which scan findings block trust; a version with one is imported as suspect,
+            never known_good (default: every finding blocks).
 
     Returns:
         The imported versions (label, MLflow version, digest, files) and those already known.
@@ -88,6 +100,10 @@ def import_versions(
         )
     new = [v for v in versions if v.label not in known]
     manifests = [_hash(registry, name, version, workers) for version in new]
+    scans = [
+        _scan(registry, name, version.label, entries, policy or ScanPolicy())
+        for version, entries in zip(new, manifests, strict=True)
+    ]
     tagged = [AssetKind(v.kind) for v in versions if v.kind in {k.value for k in AssetKind}]
     resolved = kind or (tagged[0] if tagged else AssetKind.MODEL)
     adoption = Adoption(
@@ -100,6 +116,7 @@ def import_versions(
             adoption,
             new,
             manifests,
+            scans,
             kind=kind,
             actor=actor,
             alias=alias,
@@ -120,6 +137,7 @@ def _record(
     adoption: Adoption,
     new: list[MlflowVersion],
     manifests: list[list[ManifestEntry]],
+    scans: list[VersionCheck],
     *,
     kind: AssetKind | None,
     actor: str,
@@ -137,7 +155,7 @@ def _record(
         elif kind is not None and asset.kind != kind:
             raise UsageError(f"asset {name!r} is a {asset.kind}, not a {kind}")
         adoption.kind = str(asset.kind)
-        for version, entries in zip(new, manifests, strict=True):
+        for version, entries, scan in zip(new, manifests, scans, strict=True):
             row = add_version_rows(
                 session=session,
                 asset=asset,
@@ -146,6 +164,10 @@ def _record(
                 actor=actor,
                 registered_at=version.created,
             )
+            if scan.scan_blocked:
+                row.status = VersionStatus.SUSPECT
+                row.status_reason = f"scan: {scan.problems[0]}"
+                session.add(row)
             append_event(
                 session,
                 kind=EventKind.STATE,
@@ -160,10 +182,12 @@ def _record(
                     "digest": row.digest,
                     "files": row.file_count,
                     "bytes": row.total_size,
+                    "scan": scan_record(scan),
                 },
             )
             registry.mirror_status(asset=name, label=version.label, status=str(row.status))
-            if status == VersionStatus.KNOWN_GOOD:
+            if status == VersionStatus.KNOWN_GOOD and not scan.scan_blocked:
+                record_allowance(session, check=scan, actor=actor)
                 row.approved_by, row.approved_at = actor, utcnow()
                 set_status(
                     session=session,
@@ -194,6 +218,21 @@ def _record(
                 actor=actor,
             )
         adoption.alias = served
+
+
+def _scan(
+    registry: MlflowRegistry,
+    name: str,
+    label: str,
+    manifest: list[ManifestEntry],
+    policy: ScanPolicy,
+) -> VersionCheck:
+    """Scan a version's artifacts as they are now."""
+    files = registry.version_files(asset=name, label=label)
+    check = VersionCheck(asset=name, label=label, allowance=policy.allowance)
+    for entry in manifest:
+        judge_findings(check, entry.path, files[entry.path], policy)
+    return check
 
 
 def _hash(

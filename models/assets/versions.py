@@ -18,7 +18,8 @@ from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile, 
 from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundError, UsageError
 from rearguard.models.failpoints import failpoint
-from rearguard.models.integrity.verification import VersionCheck, check_version
+from rearguard.models.integrity.scan.policy import ScanPolicy
+from rearguard.models.integrity.verification import VersionCheck, check_version, judge_findings
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
 from rearguard.models.schemas import AssetRead, ManifestEntryRead, VersionRead
@@ -110,6 +111,8 @@ class Registration:
     kind: str
     digest: str
     files: list[ManifestEntry]
+    status: VersionStatus = VersionStatus.CANDIDATE
+    scan: VersionCheck | None = None
 
 
 def register_version(
@@ -124,12 +127,18 @@ def register_version(
     trained_on: str | None = None,
     validate_command: str | None = None,
     progress: Progress | None = None,
+    policy: ScanPolicy | None = None,
 ) -> Registration:
     """Copy content into the store and record it as a new candidate version.
 
     Nothing is recorded unless everything is: the content is staged first, the database rows
     and the audit event commit together with the version's directory appearing in the store,
     and a failed commit removes that directory.
+
+    The staged files are scanned by content. A version with a finding that blocks trust is
+    still registered (its bytes are evidence, and a person may want them for forensics), but
+    as ``suspect``, with the findings in the registration event: it can never be approved or
+    promoted while the findings stand.
 
     Args:
         db: the database.
@@ -142,6 +151,7 @@ def register_version(
         trained_on: ``DATASET@LABEL`` the version was trained on, if any.
         validate_command: a command that validates a version of this asset.
         progress: called with bytes copied.
+        policy: which scan findings block trust (default: every finding).
 
     Returns:
         What was registered.
@@ -174,6 +184,7 @@ def register_version(
     digest = manifest_digest(entries)
     published = False
     try:
+        scan = _scan_staged(staged.work / "version", name, label, entries, policy or ScanPolicy())
         with db.session() as session:
             asset = session.exec(select(Asset).where(Asset.name == name)).first()
             if asset is None:
@@ -192,6 +203,10 @@ def register_version(
                 actor=actor,
                 trained_on_id=lineage.id if lineage else None,
             )
+            if scan.scan_blocked:
+                version.status = VersionStatus.SUSPECT
+                version.status_reason = _scan_reason(scan)
+                session.add(version)
             append_event(
                 session,
                 kind=EventKind.STATE,
@@ -206,6 +221,8 @@ def register_version(
                     "bytes": version.total_size,
                     "trained_on": trained_on,
                     "validate_command": validate_command,
+                    "status": str(version.status),
+                    "scan": scan_record(scan),
                 },
             )
             resolved_kind = str(asset.kind)
@@ -214,6 +231,8 @@ def register_version(
             # transaction ends), may the store's directory for the label be replaced.
             registry.publish_version(staged, asset=name, label=label, kind=resolved_kind)
             published = True
+            if scan.scan_blocked:
+                registry.mirror_status(asset=name, label=label, status=str(version.status))
     except BaseException as exc:
         if published:
             registry.discard_version(asset=name, label=label)
@@ -224,7 +243,51 @@ def register_version(
         raise
     finally:
         registry.discard_staged(staged)
-    return Registration(name, label, resolved_kind, digest, entries)
+    status = VersionStatus.SUSPECT if scan.scan_blocked else VersionStatus.CANDIDATE
+    return Registration(name, label, resolved_kind, digest, entries, status, scan)
+
+
+def _scan_staged(
+    root: Path, name: str, label: str, entries: list[ManifestEntry], policy: ScanPolicy
+) -> VersionCheck:
+    check = VersionCheck(asset=name, label=label, allowance=policy.allowance)
+    for entry in entries:
+        judge_findings(check, entry.path, root / entry.path, policy)
+    return check
+
+
+def _scan_reason(check: VersionCheck) -> str:
+    more = len(check.problems) - 1
+    return f"scan: {check.problems[0]}" + (f" (and {more} more)" if more > 0 else "")
+
+
+def scan_record(check: VersionCheck) -> dict[str, object]:
+    """What the timeline keeps of a version's scan: blocking findings and accepted ones."""
+    return {
+        "blocked": check.scan_blocked,
+        "findings": check.as_dict()["findings"],
+        "allowed": check.allowed_record(),
+        "opinions": [opinion.as_dict() for opinion in check.opinions],
+    }
+
+
+def record_allowance(
+    session: Session, *, check: VersionCheck, actor: str, incident_id: int | None = None
+) -> None:
+    """Record in the timeline that an asset's allowance accepted findings, with who and why."""
+    allowed = check.allowed_record()
+    if allowed is None:
+        return
+    append_event(
+        session,
+        kind=EventKind.DECISION,
+        action="scan.allowed",
+        actor=actor,
+        incident_id=incident_id,
+        asset=check.asset,
+        version=check.label,
+        data=allowed,
+    )
 
 
 def add_version_rows(
@@ -289,8 +352,9 @@ def verify_one(
     version: AssetVersion,
     workers: int = 1,
     progress: Progress | None = None,
+    policy: ScanPolicy | None = None,
 ) -> VersionCheck:
-    """Re-hash one version against its manifest and scan its pickles."""
+    """Re-hash one version against its manifest and scan its files' content."""
     return check_version(
         registry=registry,
         asset=asset.name,
@@ -298,6 +362,7 @@ def verify_one(
         manifest=manifest_of(session=session, version=version),
         workers=workers,
         progress=progress,
+        policy=policy,
     )
 
 
@@ -346,8 +411,12 @@ def approve_version(
     label: str,
     by: str,
     workers: int = 1,
+    policy: ScanPolicy | None = None,
 ) -> AssetVersion:
     """Mark a version known-good on a named person's word, after re-verifying it.
+
+    Re-verifying scans its files: a finding that blocks trust refuses the approval; findings
+    the asset's allowance accepts are recorded in the timeline with who allowed them and why.
 
     Raises:
         NotFoundError: unknown asset or version.
@@ -364,10 +433,16 @@ def approve_version(
         if version.status == VersionStatus.KNOWN_GOOD:
             return version
         check = verify_one(
-            session=session, registry=registry, asset=asset, version=version, workers=workers
+            session=session,
+            registry=registry,
+            asset=asset,
+            version=version,
+            workers=workers,
+            policy=policy,
         )
         if not check.ok:
             raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
+        record_allowance(session, check=check, actor=by)
         version.approved_by = by
         version.approved_at = utcnow()
         set_status(
@@ -435,8 +510,9 @@ def promote_version(
     alias: str,
     actor: str,
     workers: int = 1,
+    policy: ScanPolicy | None = None,
 ) -> str | None:
-    """Move an alias to a version after re-verifying it.
+    """Move an alias to a version after re-verifying it (hashes and a scan of its content).
 
     Raises:
         NotFoundError: unknown asset or version.
@@ -450,10 +526,16 @@ def promote_version(
             raise UsageError(f"{name}@{label} is {version.status} and cannot be promoted")
         refuse_denied(denied_in_version(session=session, version=version), what=f"{name}@{label}")
         check = verify_one(
-            session=session, registry=registry, asset=asset, version=version, workers=workers
+            session=session,
+            registry=registry,
+            asset=asset,
+            version=version,
+            workers=workers,
+            policy=policy,
         )
         if not check.ok:
             raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
+        record_allowance(session, check=check, actor=actor)
         return move_alias(
             session=session,
             registry=registry,

@@ -14,6 +14,7 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 
 from rearguard.models.config.base import ConcernSettings
+from rearguard.models.config.scanning import AssetScanning
 
 
 class HookCommand(BaseModel):
@@ -68,6 +69,9 @@ class AssetOptions(BaseModel):
     )
     hooks: dict[str, HookList] = Field(
         default_factory=dict, description="hooks that replace the global ones of the same name"
+    )
+    scanning: AssetScanning = Field(
+        default_factory=AssetScanning, description="constructs a person allowed, and why"
     )
 
 

@@ -34,6 +34,7 @@ from rearguard.models.config.notifications import (
 )
 from rearguard.models.config.playbooks import PlaybookSettings
 from rearguard.models.config.registry import RegistrySettings
+from rearguard.models.config.scanning import ScanningSettings
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Settings:
     intake: IntakeSettings = field(default_factory=lambda: IntakeSettings())
     exports: ExportSettings = field(default_factory=lambda: ExportSettings())
     audit: AuditSettings = field(default_factory=lambda: AuditSettings())
+    scanning: ScanningSettings = field(default_factory=lambda: ScanningSettings())
 
     @property
     def home(self) -> Path:
@@ -115,6 +117,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         intake=load_concern(IntakeSettings, document),
         exports=load_concern(ExportSettings, document),
         audit=load_concern(AuditSettings, document),
+        scanning=load_concern(ScanningSettings, document),
     )
     private_directory(settings.home)
     return settings

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import text
@@ -43,6 +44,7 @@ from rearguard.models.enums import (
     VersionStatus,
 )
 from rearguard.models.incidents.types import INCIDENT_TYPES, sweep_type
+from rearguard.models.integrity.scan.policy import policy_for
 from rearguard.models.integrity.verification import VersionCheck, check_versions
 from rearguard.models.registry.base import ManifestEntry, Progress
 from rearguard.models.runtime import Runtime
@@ -198,6 +200,7 @@ def run_sweep(
         items=plan.items,
         workers=runtime.settings.playbooks.hash_workers,
         progress=progress,
+        policies=partial(policy_for, runtime.settings),
     )
     manifests = {(a, lb): {e.path: e.sha256 for e in m} for a, lb, m in plan.items}
     failing: dict[str, list[VersionCheck]] = {}
@@ -233,9 +236,9 @@ def _finding(
             **c.as_dict(),
             "status": str(plan.statuses[(asset, c.label)]),
             "tampered": c.tampered,
-            "dangerous_pickle": c.dangerous_pickle,
+            "dangerous_pickle": c.scan_blocked,
             "dangerous_files": [
-                {"path": p, "sha256": manifests[(asset, c.label)].get(p)} for p in c.dangerous_files
+                {"path": p, "sha256": manifests[(asset, c.label)].get(p)} for p in c.flagged_files
             ],
         }
         for c in checks

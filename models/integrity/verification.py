@@ -1,12 +1,13 @@
-"""Integrity checks of stored versions: re-hash against the manifest, scan pickles by opcode.
+"""Integrity checks of stored versions: re-hash against the manifest, scan every file's content.
 
-Nothing here loads an artifact: bytes stream through hashlib, and pickle-based files are read
-as an opcode stream only.
+Nothing here loads an artifact: bytes stream through hashlib, and every file is identified by
+its bytes and scanned by the artifact scanner (:mod:`rearguard.models.integrity.scan.engine`),
+whatever its name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,10 @@ from pathlib import Path
 from rearguard.models.errors import NotFoundError
 from rearguard.models.integrity.hashing import hash_files
 from rearguard.models.integrity.prehash import HashedAhead
-from rearguard.models.integrity.scan.pickle import is_pickle_candidate, scan_pickle_file
+from rearguard.models.integrity.scan.engine import scan_file
+from rearguard.models.integrity.scan.findings import Finding
+from rearguard.models.integrity.scan.opinions import Opinion, second_opinions
+from rearguard.models.integrity.scan.policy import Allowance, ScanPolicy
 from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
 
 
@@ -28,13 +32,27 @@ class VersionCheck:
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
     tampered: bool = False
-    dangerous_pickle: bool = False
-    dangerous_files: list[str] = field(default_factory=list)
+    scan_blocked: bool = False
+    flagged_files: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    allowed: list[Finding] = field(default_factory=list)
+    allowance: Allowance | None = None
+    opinions: list[Opinion] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when every file matches its manifest entry and no pickle is dangerous."""
+        """True when every file matches its manifest entry and no scan finding blocks trust."""
         return not self.problems
+
+    def allowed_record(self) -> dict[str, object] | None:
+        """What the asset's allowance accepted, with who and why (for the timeline), if any."""
+        if not self.allowed or self.allowance is None:
+            return None
+        return {
+            "allowed_by": self.allowance.allowed_by,
+            "reason": self.allowance.reason,
+            "findings": [finding_dict(f) for f in self.allowed],
+        }
 
     def summary(self) -> str:
         """One line for the user."""
@@ -51,7 +69,22 @@ class VersionCheck:
             "files": self.files,
             "bytes": self.bytes,
             "problems": list(self.problems),
+            "findings": [finding_dict(f) for f in self.findings],
+            "allowed": self.allowed_record(),
+            "opinions": [opinion.as_dict() for opinion in self.opinions],
         }
+
+
+def finding_dict(finding: Finding) -> dict[str, object]:
+    """A finding in JSON form (the shape ``rearguard scan --json`` prints)."""
+    return {
+        "file": finding.file,
+        "member": finding.member,
+        "offset": finding.offset,
+        "construct": finding.construct,
+        "severity": str(finding.severity),
+        "reason": finding.reason,
+    }
 
 
 def check_version(
@@ -63,8 +96,9 @@ def check_version(
     workers: int = 1,
     progress: Progress | None = None,
     ahead: HashedAhead | None = None,
+    policy: ScanPolicy | None = None,
 ) -> VersionCheck:
-    """Re-hash a version's files now and compare them with its manifest; scan its pickles.
+    """Re-hash a version's files now and compare them with its manifest; scan their content.
 
     Args:
         registry: where the version is stored.
@@ -74,11 +108,13 @@ def check_version(
         workers: threads hashing files in parallel.
         progress: called with bytes hashed (possibly from worker threads).
         ahead: the child hashing files ahead of the command (``assets verify``), if any.
+        policy: which findings block trust (default: every finding).
 
     Returns:
         The check, listing every problem found.
     """
-    check = VersionCheck(asset=asset, label=label)
+    policy = policy or ScanPolicy()
+    check = VersionCheck(asset=asset, label=label, allowance=policy.allowance)
     try:
         present = registry.version_files(asset=asset, label=label)
     except NotFoundError as exc:
@@ -114,20 +150,35 @@ def check_version(
                 f"found {digest[:12]}…, {size} bytes)"
             )
             check.tampered = True
-        if is_pickle_candidate(location):
-            for finding in scan_pickle_file(location, display_path=entry.path):
-                where = f"{finding.path}" + (f"!{finding.member}" if finding.member else "")
-                if finding.callable:
-                    check.problems.append(
-                        f"{where}: pickle references {finding.callable} at offset "
-                        f"{finding.offset} ({finding.reason})"
-                    )
-                else:
-                    check.problems.append(f"{where}: {finding.reason} at offset {finding.offset}")
-                check.dangerous_pickle = True
-                if entry.path not in check.dangerous_files:
-                    check.dangerous_files.append(entry.path)
+        judge_findings(check, entry.path, location, policy)
     return check
+
+
+def judge_findings(check: VersionCheck, shown: str, location: Path, policy: ScanPolicy) -> None:
+    """Scan one file of a version and add what the policy makes of its findings to ``check``.
+
+    Args:
+        check: the version's check, updated in place.
+        shown: the file's path in the version.
+        location: where its bytes are now.
+        policy: which findings block trust.
+    """
+    try:
+        findings = scan_file(location, display=shown, limits=policy.limits)
+    except OSError as exc:
+        check.problems.append(f"{shown}: unreadable: {exc}")
+        return
+    if policy.engines:
+        check.opinions += second_opinions(location, shown=shown, engines=policy.engines)
+    for finding in findings:
+        if policy.accepts(finding):
+            check.allowed.append(finding)
+        elif policy.blocks(finding):
+            check.findings.append(finding)
+            check.problems.append(finding.describe())
+            check.scan_blocked = True
+            if shown not in check.flagged_files:
+                check.flagged_files.append(shown)
 
 
 def check_versions(
@@ -137,6 +188,7 @@ def check_versions(
     workers: int = 1,
     progress: Progress | None = None,
     ahead: HashedAhead | None = None,
+    policies: Callable[[str], ScanPolicy] | None = None,
 ) -> list[VersionCheck]:
     """Check several versions, sharing the hashing threads between them.
 
@@ -146,10 +198,15 @@ def check_versions(
         workers: total hashing threads.
         progress: called with bytes hashed.
         ahead: the child hashing files ahead of the command, if any.
+        policies: the scan policy of an asset, by name (default: every finding blocks).
 
     Returns:
         One check per item, in order.
     """
+
+    def policy(asset: str) -> ScanPolicy | None:
+        return policies(asset) if policies is not None else None
+
     if workers <= 1 or len(items) <= 1:
         # One version (or one thread): its files share the hashing threads.
         return [
@@ -161,6 +218,7 @@ def check_versions(
                 workers=workers,
                 progress=progress,
                 ahead=ahead,
+                policy=policy(a),
             )
             for a, lb, m in items
         ]
@@ -175,6 +233,7 @@ def check_versions(
                 workers=1,
                 progress=progress,
                 ahead=ahead,
+                policy=policy(a),
             )
             for a, lb, m in items
         ]

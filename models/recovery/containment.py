@@ -3,6 +3,8 @@ production against its manifest."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from rearguard.models.assets.versions import (
     alias_version,
     get_version,
@@ -11,6 +13,7 @@ from rearguard.models.assets.versions import (
 )
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.incidents.service import get_incident, set_incident_status
+from rearguard.models.integrity.scan.policy import policy_for
 from rearguard.models.integrity.verification import check_versions
 from rearguard.models.recovery.evidence import preserve_evidence
 from rearguard.models.recovery.results import ProductionCheck, Quarantined, Skipped
@@ -127,6 +130,7 @@ def verify_production(*, runtime: Runtime, incident_id: int) -> ProductionCheck 
         registry=runtime.registry,
         items=[(target.name, current.label, manifest)],
         workers=runtime.settings.playbooks.hash_workers,
+        policies=partial(policy_for, runtime.settings),
     )
     mark_failed_suspect(runtime, incident_id, [check], target.name)
     return ProductionCheck(version=current.label, ok=check.ok, problems=tuple(check.problems))

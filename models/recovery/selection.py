@@ -8,6 +8,7 @@ unverified version."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlmodel import Session, col, select
 
@@ -23,6 +24,7 @@ from rearguard.models.db.tables import Asset, AssetVersion
 from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.integrity.scan.policy import policy_for
 from rearguard.models.integrity.verification import VersionCheck, check_versions
 from rearguard.models.recovery.results import (
     IntegrityReport,
@@ -50,7 +52,10 @@ def verify_integrity(
         versions = _versions(session, target, exclude=UNTRUSTED)
         items = [(target.name, v.label, manifest_of(session=session, version=v)) for v in versions]
     checks = check_versions(
-        registry=runtime.registry, items=items, workers=runtime.settings.playbooks.hash_workers
+        registry=runtime.registry,
+        items=items,
+        workers=runtime.settings.playbooks.hash_workers,
+        policies=partial(policy_for, runtime.settings),
     )
     mark_failed_suspect(runtime, incident_id, checks, target.name)
     return IntegrityReport(
@@ -164,6 +169,7 @@ def select_known_good(
                 registry=runtime.registry,
                 items=[(target.name, version.label, manifest)],
                 workers=runtime.settings.playbooks.hash_workers,
+                policies=partial(policy_for, runtime.settings),
             )
             if not check.ok:
                 mark_failed_suspect(runtime, incident_id, [check], target.name)

@@ -251,17 +251,23 @@ def test_verify_and_approve_name_a_dangerous_pickle(  # type: ignore[no-untyped-
     sentinel = tmp_path / "PWNED"
     files = {"weights.bin": b"w", "tokenizer.pkl": malicious_pickle(sentinel)}
     evil = write_source(tmp_path, "model-a", "v1", files)
-    ok(cli("assets", "register", "model-a", str(evil), "--version", "v1", "--kind", "model"))
+    registered = cli(
+        "assets", "register", "model-a", str(evil), "--version", "v1", "--kind", "model"
+    )
+    # Registered for the record, as suspect: the scan found what would run on load.
+    assert registered.returncode == 3, registered.stderr
+    assert "status suspect" in registered.stdout and "registered as suspect" in registered.stderr
 
     refused = cli("assets", "approve", "model-a", "v1", "--by", "alice")
     line = assert_error(refused, "model-a@v1 fails verification", code=3)
-    assert "tokenizer.pkl: pickle references posix.system" in line
+    assert "tokenizer.pkl @" in line and "dangerous posix.system" in line
 
     verified = cli("assets", "verify", "--json")
     assert verified.returncode == 3
     (report,) = json.loads(verified.stdout)["versions"]
-    assert report["ok"] is False and report["status"] == "candidate"
-    assert any("tokenizer.pkl: pickle references posix.system" in p for p in report["problems"])
+    assert report["ok"] is False and report["status"] == "suspect"
+    assert any(p.startswith("tokenizer.pkl @") and "posix.system" in p for p in report["problems"])
+    assert report["findings"][0]["construct"] == "posix.system"
     human = cli("assets", "verify", "model-a")
     assert human.returncode == 3
     assert "tokenizer.pkl" in human.stdout and "posix.system" in human.stdout

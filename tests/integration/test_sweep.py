@@ -22,6 +22,7 @@ from rearguard.flows.run_playbook import run_playbook
 from rearguard.models.assets.versions import get_asset, get_version
 from rearguard.models.audit.chain import events_for_incident
 from rearguard.models.db.tables import Incident
+from rearguard.models.integrity.scan.policy import ScanPolicy
 from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 from rearguard.models.runtime import Runtime
 
@@ -59,7 +60,9 @@ def test_sweep_opens_one_incident_of_the_right_type_per_asset_and_attaches_later
     sentinel = tmp_path / "PWNED"
     evil = malicious_pickle(sentinel)
     build_scenario(runtime, tmp_path, asset="tokenizer", approved=("v1",), production="v1")
-    add_version(runtime, tmp_path, "tokenizer", "v4", files={"tok.pkl": evil})
+    # Registered before the scanner knew this construct: nothing blocked it then.
+    unaware = ScanPolicy(block=frozenset())
+    add_version(runtime, tmp_path, "tokenizer", "v4", files={"tok.pkl": evil}, policy=unaware)
 
     first = sweep(runtime)
 

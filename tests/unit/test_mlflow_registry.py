@@ -23,6 +23,7 @@ from scenarios import (
 from rearguard.models.assets.mlflow_import import import_versions
 from rearguard.models.assets.versions import get_asset, get_version, verify_one
 from rearguard.models.config.settings import load_settings
+from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import ConfigurationError, ConflictError, NotFoundError
 from rearguard.models.registry.mlflow_backend import MlflowRegistry
 from rearguard.models.runtime import Runtime, open_registry
@@ -211,3 +212,33 @@ def test_remote_artifacts_are_downloaded_afresh_for_each_check(
     assert again == first == mlflow_runtime.settings.home / "mlflow" / "downloads" / "model-a" / "1"
     assert (again / "weights.bin").read_bytes() == (stored / "weights.bin").read_bytes()
     assert sorted(p.name for p in again.parent.iterdir()) == ["1"]
+
+
+def test_an_imported_version_that_the_scan_flags_is_suspect_never_known_good(
+    mlflow_runtime: Runtime, tmp_path: Path
+) -> None:
+    build_scenario(mlflow_runtime, tmp_path, production=None)
+    source = tmp_path / "evil"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.")
+    staged = mlflow_runtime.registry.stage_version(source=source)
+    mlflow_runtime.registry.publish_version(staged, asset="model-a", label="v9", kind="model")
+    mlflow_runtime.registry.discard_staged(staged)
+
+    adopted = import_versions(
+        db=mlflow_runtime.db,
+        registry=mlflow_runtime.registry,
+        name="model-a",
+        kind=None,
+        actor="carol",
+        alias=ALIAS,
+        status=VersionStatus.KNOWN_GOOD,
+    )
+
+    assert [(v["version"], v["status"]) for v in adopted.imported] == [("v9", "suspect")]
+    with mlflow_runtime.db.read_session() as session:
+        version = get_version(
+            session=session, asset=get_asset(session=session, name="model-a"), label="v9"
+        )
+        assert version.approved_by is None
+        assert "posix.system" in (version.status_reason or "")

@@ -623,7 +623,7 @@ def test_untouched_version_verifies(runtime: Runtime, make_version) -> None:
 
     result = check(runtime, "model", "v1")
 
-    assert result.ok and not result.tampered and not result.dangerous_pickle
+    assert result.ok and not result.tampered and not result.scan_blocked
     assert (result.files, result.bytes) == (2, 2)
 
 
@@ -685,7 +685,7 @@ def test_verification_flags_a_malicious_pickle_without_loading_it(
 
     result = check(runtime, "model", "v1")
 
-    assert result.dangerous_pickle
+    assert result.scan_blocked
     assert not result.tampered  # the bytes are what was registered; the content is the danger
     assert not result.ok
     assert any(

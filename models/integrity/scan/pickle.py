@@ -1,209 +1,62 @@
-"""Find dangerous callables in pickle-based files without loading them.
+"""Find what a pickle would import and call, without loading it.
 
 Unpickling runs code: any ``module.name`` a pickle references is imported and can be called. This
 module reads the opcode stream instead (the opcode table and argument readers of ``pickletools``)
 and follows each opcode's effect on a symbolic stack and memo, so the operands of STACK_GLOBAL are
 resolved even when they come from the memo. Nothing in a scanned file is ever imported, called or
-unpickled.
+unpickled. Containers (zip, tar, compressed streams) are opened by the engine
+(:mod:`rearguard.models.integrity.scan.engine`); this module reads one stream of bytes:
 
-What is scanned:
-
-- plain pickle files, protocols 0-5, including several pickles written one after another (the
-  scan goes on after each STOP until the end of the file; bytes after the last complete pickle
-  that are not a pickle, such as the raw storages of a legacy PyTorch file, end the scan);
-- PyTorch zip archives (``.pt``, ``.pth``, ``.ckpt``, zipped ``.bin``): every member whose name
-  ends in ``.pkl`` is streamed out of the archive, nothing is extracted to disk;
+- pickles of protocols 0-5, several written one after another (the scan goes on after each STOP
+  until the end of the stream; bytes after the last complete pickle that are not a pickle, such
+  as the raw storages of a legacy PyTorch file, end the scan);
 - joblib files, whose numpy arrays are written as raw bytes in the middle of the pickle stream:
   the array size is worked out from the ``NumpyArrayWrapper`` state and skipped, and an
   object-array's nested pickle is scanned. Because ``pickle.load`` would read the same bytes as
   opcodes, they are also scanned that way, so a fake wrapper cannot hide a payload behind it;
-- gzip, bz2, xz, lzma and zlib compressed streams (joblib's ``compress=``), decompressed on the
-  fly;
-- ``.npy`` files whose header declares an object dtype (their data is a pickle), and ``.npy``
-  files without the numpy magic (``numpy.load(allow_pickle=True)`` unpickles those).
+- ``.npy`` data (:func:`npy_pickle_offset` says where an object array's pickle starts).
 
-Dangerous callables (see `DANGEROUS_MODULES` and `DANGEROUS_NAMES`) are matched by module prefix
-(``subprocess`` covers ``subprocess.Popen``; ``os`` covers ``os.system`` and ``os.path``), after
-Python 2 names are mapped the way the unpickler maps them (``commands`` -> ``subprocess``,
-``__builtin__`` -> ``builtins``). Because protocol 4 resolves a dotted name attribute by attribute,
-a dotted name is also checked from each of its parts, so ``posixpath`` + ``os.system`` is caught;
-a dotted name that steps through a lowercase attribute (likely a module alias, such as
-``tempfile`` + ``_os.system``) or through an escape hatch (``__globals__``, ``__builtins__``,
-``__name__``...) is reported too. A STACK_GLOBAL whose operands may be strings computed at load
-time (call results, persistent ids) cannot be checked and is reported as well. A deny-list is
-best effort: it names the known ways to run code, not every possible gadget.
+Every global is checked against an exact allow-list (:mod:`.pickle_globals`): one that is not on
+it is ``unknown``, one the deny-list names is ``dangerous``. Python 2 names are mapped the way
+the unpickler maps them (``commands`` -> ``subprocess``). Because protocol 4 resolves a dotted name
+attribute by attribute, a dotted name is checked from each of its parts, so ``posixpath`` +
+``os.system`` is caught. A STACK_GLOBAL whose operands may be strings computed at load time (call
+results, persistent ids) cannot be checked and is reported as ``dangerous``.
 
-A stream that breaks off (truncated, corrupt) is reported with ``callable == ""`` and a reason
-that starts with ``"malformed"``, but only when nothing before it was a complete pickle, at
-least one opcode was read (so a file that is simply not a pickle is not reported), and the file
-type says pickle: ``.bin`` and ``.dat`` files and ``.npy`` files without the numpy magic are
-sniffed, not trusted, and never reported as malformed. Findings made before the break are kept:
-the unpickler would have acted on them before failing.
+A stream that breaks off before its first STOP gives findings only for what the unpickler would
+have acted on: a global is reported once something calls it, a STOP completes the pickle, or,
+when the break comes first, if the deny-list names it (importing a module runs its code), so
+text that merely starts like a protocol 0 opcode is not reported. It is reported ``malformed``
+only when it says it is a pickle (a PROTO opcode of protocols 2-5 first).
+
+A FRAME (protocol 4) whose last opcode runs past the frame's end is ``malformed``: CPython's C
+unpickler reads on regardless, so what follows still runs, and the scan goes on too.
+
+Memory is bounded by the pickle's structure, not by its size: payloads are skipped unread, and
+the memo keeps one byte per entry for values that cannot name a global (see :class:`_Memo`).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import ast
-import bz2
-import gzip
 import io
-import lzma
 import math
 import os
+import pickle
 import pickletools
-import zipfile
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from types import MappingProxyType
 from typing import Any, BinaryIO
 
-__all__ = [
-    "DANGEROUS_MODULES",
-    "DANGEROUS_NAMES",
-    "PICKLE_SUFFIXES",
-    "PickleFinding",
-    "is_pickle_candidate",
-    "scan_pickle_file",
-]
+from rearguard.models.integrity.scan.findings import Finding, Location, Severity
+from rearguard.models.integrity.scan.pickle_globals import classify_global
 
-PICKLE_SUFFIXES: frozenset[str] = frozenset(
-    {".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt", ".npy", ".dat"}
-)
-"""File suffixes (lowercase) of pickle-based formats. ``.bin`` and ``.dat`` are also used for
-raw bytes, so those are scanned only when they start like a pickle (``\\x80``) or are zip archives;
-``.npy`` only when its data is pickled (object dtype, or no numpy header at all)."""
+__all__ = ["Reopen", "looks_like_pickle", "npy_pickle_offset", "says_pickle", "scan", "sniff"]
 
-_OS = "operating-system access: runs commands, changes files and the environment"
-_EXEC = "executes arbitrary Python code"
-_NET = "network access"
-
-DANGEROUS_MODULES: Mapping[str, str] = MappingProxyType(
-    {
-        "os": _OS,
-        "posix": _OS,
-        "nt": _OS,
-        "subprocess": "runs programs",
-        "_posixsubprocess": "runs programs",
-        "_winapi": "runs programs",
-        "commands": "runs shell commands (Python 2)",
-        "popen2": "runs programs (Python 2)",
-        "pty": "spawns programs on a pseudo-terminal",
-        "multiprocessing": "starts processes",
-        "asyncio": "starts processes and network connections",
-        "runpy": _EXEC,
-        "code": _EXEC,
-        "codeop": "compiles Python code",
-        "timeit": _EXEC,
-        "profile": _EXEC,
-        "cProfile": _EXEC,
-        "trace": _EXEC,
-        "doctest": _EXEC,
-        "pdb": _EXEC,
-        "bdb": _EXEC,
-        "pydoc": "pipes text through a shell command",
-        "importlib": "imports arbitrary modules",
-        "imp": "imports arbitrary modules",
-        "zipimport": "imports arbitrary modules",
-        "marshal": "loads code objects",
-        "pickle": "deserialises a nested pickle",
-        "_pickle": "deserialises a nested pickle",
-        "cPickle": "deserialises a nested pickle",
-        "ctypes": "calls native code",
-        "_ctypes": "calls native code",
-        "sys": "reaches interpreter internals (sys.modules, hooks)",
-        "shutil": "copies, moves and deletes files",
-        "socket": _NET,
-        "_socket": _NET,
-        "urllib.request": _NET,
-        "http.client": _NET,
-        "ftplib": _NET,
-        "smtplib": _NET,
-        "telnetlib": _NET,
-        "requests": _NET,
-        "webbrowser": "opens URLs",
-        "pip": "installs packages",
-        "ensurepip": "installs packages",
-        "venv": "creates environments and installs packages",
-    }
-)
-"""Modules denied whole, by prefix: the module itself, any submodule, any name in them."""
-
-_BUILTINS = frozenset(
-    {
-        "eval",
-        "exec",
-        "execfile",
-        "compile",
-        "__import__",
-        "open",
-        "file",
-        "getattr",
-        "setattr",
-        "delattr",
-        "globals",
-        "locals",
-        "vars",
-        "breakpoint",
-        "input",
-        "apply",
-        "reload",
-        "exit",
-        "quit",
-    }
-)
-_OPENERS = frozenset({"open", "open_code", "FileIO"})
-
-DANGEROUS_NAMES: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        "builtins": _BUILTINS,
-        "__builtin__": _BUILTINS,
-        "io": _OPENERS,
-        "_io": _OPENERS,
-        "codecs": frozenset({"open"}),
-        "operator": frozenset({"attrgetter", "methodcaller"}),
-        "numpy.testing._private.utils": frozenset({"runstring"}),
-    }
-)
-"""Single names denied in otherwise harmless modules: code evaluation, dynamic import, attribute
-access that reaches arbitrary objects, and file opening."""
-
-# Attributes that lead from an object to arbitrary code, globals, or to a module's name (which
-# could then feed STACK_GLOBAL); no legitimate pickle references them.
-_ATTRIBUTE_ESCAPES = frozenset(
-    {
-        "__name__",
-        "__qualname__",
-        "__module__",
-        "__file__",
-        "__package__",
-        "__doc__",
-        "__builtins__",
-        "__globals__",
-        "__subclasses__",
-        "__getattribute__",
-        "__dict__",
-        "__code__",
-        "__closure__",
-        "__func__",
-        "__self__",
-        "__class__",
-        "__base__",
-        "__bases__",
-        "__mro__",
-        "__loader__",
-        "__spec__",
-    }
-)
-
-_ZIP_MAGIC = b"PK\x03\x04"
 _NPY_MAGIC = b"\x93NUMPY"
-_LZ4_MAGIC = b"\x04\x22\x4d\x18"
-_SNIFFED_SUFFIXES = frozenset({".bin", ".dat"})
 # numpy itself refuses headers above 10 000 bytes unless told otherwise.
 _MAX_NPY_HEADER = 64 * 1024
 # Longer strings are skipped unread, as no module or attribute name is this long (one used as a
@@ -212,153 +65,113 @@ _MAX_KEPT_STRING = 1024
 # Bounds a newline-terminated argument (protocol 0) so a missing newline cannot read a whole file.
 _MAX_LINE = 64 * 1024 * 1024
 # Symbolic containers stop growing here; only small ones (wrapper states, args) matter.
-_MAX_CONTAINER = 1024
+_MAX_CONTAINER = 64
+# Longer strings, and strings that are no dotted name, are kept in the memo as a one-byte tag
+# (see _Memo).
+_MAX_MEMO_STRING = 256
 _SKIP_CHUNK = 1024 * 1024
 _READ_CHUNK = 256 * 1024
 # Read-ahead after a joblib array wrapper for the plain-pickle scan of the same bytes (see
 # _Machine._scan_as_plain_pickle); that scan opens a second reader if it gets further.
 _SHADOW_WINDOW = 64 * 1024
-_DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError,
-    OSError,
-    zlib.error,
-    lzma.LZMAError,
-)
-_ZIP_MEMBER_ERRORS: tuple[type[BaseException], ...] = (
-    EOFError,
-    zipfile.BadZipFile,
-    zlib.error,
-    lzma.LZMAError,
-    NotImplementedError,
-)
+
+# Opens a second, independent reader of the same stream at an offset; what it opens is closed
+# with the ExitStack.
+Reopen = Callable[[int, ExitStack], BinaryIO]
+_Report = Callable[[int, str, Severity, str], None]
 
 
-@dataclass(frozen=True)
-class PickleFinding:
-    """One dangerous reference (or an unreadable stream) found in a pickle-based file.
-
-    Attributes:
-        path: The file, as given by ``display_path`` or the path scanned.
-        member: The archive member holding the pickle, for zip archives; otherwise None.
-        offset: Byte offset of the opcode in the (decompressed) stream of the file or member.
-        callable: ``"module.name"`` as the pickle names it (``"?"`` for an operand that is not a
-            plain string); ``""`` for a malformed stream.
-        reason: Why it is dangerous, or ``"malformed ..."``.
-    """
-
-    path: str
-    member: str | None
-    offset: int
-    callable: str
-    reason: str
-
-
-def is_pickle_candidate(path: Path) -> bool:
-    """Tell whether a file is pickle-based and should be scanned.
-
-    Decided by suffix (`PICKLE_SUFFIXES`); ``.bin`` and ``.dat`` files are sniffed (pickle PROTO
-    byte or zip archive) and ``.npy`` files are read up to the end of their header.
+def sniff(head: bytes) -> bool:
+    """Tell whether bytes could be read by ``pickle.load``: they start with an opcode.
 
     Args:
-        path: File to classify.
+        head: the first bytes of a file or member.
 
     Returns:
-        True when `scan_pickle_file` would scan it.
-
-    Raises:
-        OSError: The file needs sniffing and cannot be read.
+        True when the first byte is a pickle opcode (the scan then decides).
     """
-    suffix = path.suffix.lower()
-    if suffix not in PICKLE_SUFFIXES:
+    return bool(head) and _DISPATCH[head[0]] is not None
+
+
+def says_pickle(head: bytes) -> bool:
+    """Tell whether bytes announce a pickle: PROTO with a protocol the pickler writes it for."""
+    return len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and sniff(head[2:3])
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """Tell whether bytes read as pickle opcodes up to a STOP or to their end, without a fault.
+
+    Args:
+        head: the first bytes of a file or member.
+
+    Returns:
+        False when the bytes stop being a valid pickle before their end (raw data).
+    """
+    if not sniff(head):
         return False
-    if suffix == ".npy":
-        with open(path, "rb") as stream:
-            return _npy_pickle_offset(stream) is not None
-    if suffix in _SNIFFED_SUFFIXES:
-        with open(path, "rb") as stream:
-            head = stream.read(len(_ZIP_MAGIC))
-            return head[:1] == b"\x80" or head == _ZIP_MAGIC or zipfile.is_zipfile(stream)
+
+    def ignore(offset: int, construct: str, severity: Severity, reason: str) -> None:
+        pass
+
+    source = _ByteSource(io.BytesIO(head), start=0, size=None, reopen=None)
+    try:
+        _Machine(source, ignore).run()
+    except _Malformed:
+        return source.position >= len(head)
     return True
 
 
-def scan_pickle_file(path: Path, *, display_path: str | None = None) -> list[PickleFinding]:
-    """Scan a pickle-based file for dangerous callables without unpickling it.
-
-    Files that are not pickle candidates (`is_pickle_candidate`) are not scanned and give no
-    findings. The file is streamed: memory does not grow with its size.
+def scan(
+    stream: BinaryIO,
+    *,
+    location: Location,
+    size: int | None = None,
+    start: int = 0,
+    reopen: Reopen | None = None,
+    errors: tuple[type[BaseException], ...] = (),
+) -> list[Finding]:
+    """Scan every pickle in a stream, one after another, until its end or the first bad byte.
 
     Args:
-        path: File to scan.
-        display_path: Path to report in findings instead of ``str(path)``.
+        stream: the bytes, read from ``start`` on; seeked forward only when ``size`` is known.
+        location: where the stream comes from, for the findings.
+        size: the stream's length when known.
+        start: the stream offset of the stream's current position (offsets in findings).
+        reopen: opens a second reader of the same stream (joblib's arrays, see
+            :meth:`_Machine._scan_as_plain_pickle`); without it, that scan stops at 64 KiB.
+        errors: exceptions of reading the stream that mean corrupt data (a malformed finding).
 
     Returns:
-        The findings in stream order; empty when nothing dangerous was found.
-
-    Raises:
-        OSError: The file cannot be opened or read.
+        The findings in stream order; empty when the stream is clean or not a pickle.
     """
-    if not is_pickle_candidate(path):
-        return []
-    findings: list[PickleFinding] = []
-    seen: set[tuple[str | None, int, str]] = set()
-    shown = str(path) if display_path is None else display_path
-    suffix = path.suffix.lower()
+    findings: list[Finding] = []
+    seen: set[tuple[int, str]] = set()
 
-    def report(member: str | None) -> _Report:
-        def add(offset: int, name: str, reason: str) -> None:
-            # The joblib shadow scan can meet the same opcode as the main scan.
-            if (member, offset, name) not in seen:
-                seen.add((member, offset, name))
-                findings.append(PickleFinding(shown, member, offset, name, reason))
-
-        return add
-
-    def reopen(offset: int, closing: ExitStack) -> BinaryIO:
-        handle = closing.enter_context(path.open("rb"))
-        handle.seek(offset)
-        return handle
-
-    with open(path, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        if suffix == ".npy":
-            start = _npy_pickle_offset(stream)
-            assert start is not None  # is_pickle_candidate said so
-            stream.seek(start)
-            _scan_stream(
-                stream, report(None), start=start, size=size, reopen=reopen, malformed=start > 0
-            )
-            return findings
-        says_pickle = suffix not in _SNIFFED_SUFFIXES
-        head = stream.read(8)
-        is_zip = head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(stream)
-        stream.seek(0)
-        if is_zip:
-            _scan_zip(stream, report, malformed=says_pickle)
-            if head.startswith(_ZIP_MAGIC):
-                return findings
-            # Not starting like a zip: pickle.load would read it as a pickle.
-            stream.seek(0)
-        opener = _decompressor(head)
-        if opener is not None:
-            _scan_compressed(path, opener, report(None), malformed=says_pickle)
-            if _DISPATCH[head[0]] is not None:
-                # The magic is also an opcode: scan the raw bytes too, as pickle.load would.
-                _scan_stream(
-                    stream, report(None), start=0, size=size, reopen=reopen, malformed=False
+    def add(offset: int, construct: str, severity: Severity, reason: str) -> None:
+        # The joblib shadow scan can meet the same opcode as the main scan.
+        if (offset, construct) not in seen:
+            seen.add((offset, construct))
+            findings.append(
+                location.finding(
+                    construct=construct, severity=severity, reason=reason, offset=offset
                 )
-        elif head.startswith(_LZ4_MAGIC) and says_pickle:
-            report(None)(0, "", "malformed or unscannable: lz4-compressed stream")
-        else:
-            _scan_stream(
-                stream, report(None), start=0, size=size, reopen=reopen, malformed=says_pickle
             )
-    return findings
 
-
-_Report = Callable[[int, str, str], None]
-# Opens a second, independent reader of the same stream at an offset; what it opens is closed
-# with the ExitStack.
-_Reopen = Callable[[int, ExitStack], BinaryIO]
+    source = _ByteSource(stream, start=start, size=size, reopen=reopen, errors=errors)
+    announced = says_pickle(source.peek(3))
+    complete = 0
+    while True:
+        machine = _Machine(source, add)
+        try:
+            if not machine.run():
+                break
+        except _Malformed as exc:
+            machine.flush(dangerous_only=not announced)
+            if announced and complete == 0 and machine.opcodes > 0:
+                add(machine.position, "pickle", Severity.MALFORMED, f"malformed pickle: {exc}")
+            break
+        complete += 1
+    return sorted(findings, key=lambda f: f.offset or 0)
 
 
 class _Malformed(Exception):
@@ -408,96 +221,6 @@ class _ArrayLayout:
     nested_pickle: bool
 
 
-def _scan_zip(
-    stream: BinaryIO, report: Callable[[str | None], _Report], *, malformed: bool
-) -> None:
-    try:
-        archive = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        if malformed:
-            report(None)(0, "", f"malformed zip archive: {exc}")
-        return
-    with archive:
-        for info in archive.infolist():
-            if info.is_dir() or not info.filename.lower().endswith(".pkl"):
-                continue
-            add = report(info.filename)
-            try:
-                member = archive.open(info)
-            except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
-                add(0, "", f"malformed or unreadable archive member: {exc}")
-                continue
-
-            def reopen(offset: int, closing: ExitStack, info: zipfile.ZipInfo = info) -> BinaryIO:
-                again = closing.enter_context(archive.open(info))
-                again.seek(offset)
-                return again
-
-            with member:
-                _scan_stream(
-                    member,
-                    add,
-                    start=0,
-                    size=info.file_size,
-                    reopen=reopen,
-                    malformed=True,
-                    errors=_ZIP_MEMBER_ERRORS,
-                )
-
-
-def _scan_compressed(
-    path: Path, opener: Callable[[BinaryIO], BinaryIO], add: _Report, *, malformed: bool
-) -> None:
-    def decompressed_at(offset: int, closing: ExitStack) -> BinaryIO:
-        stream = closing.enter_context(opener(closing.enter_context(path.open("rb"))))
-        while offset:
-            chunk = stream.read(min(offset, _SKIP_CHUNK))
-            if not chunk:
-                break
-            offset -= len(chunk)
-        return stream
-
-    with ExitStack() as closing:
-        _scan_stream(
-            decompressed_at(0, closing),
-            add,
-            start=0,
-            size=None,
-            reopen=decompressed_at,
-            malformed=malformed,
-            errors=_DECOMPRESS_ERRORS,
-        )
-
-
-def _scan_stream(
-    stream: BinaryIO,
-    add: _Report,
-    *,
-    start: int,
-    size: int | None,
-    reopen: _Reopen,
-    malformed: bool,
-    errors: tuple[type[BaseException], ...] = (),
-) -> None:
-    """Scan every pickle in a stream, one after another, until its end or the first bad byte.
-
-    ``size`` is the stream's length when known; a stream of unknown length is read, never
-    seeked. ``errors`` are the exceptions of reading the stream that mean corrupt data.
-    """
-    source = _ByteSource(stream, start=start, size=size, reopen=reopen, errors=errors)
-    complete = 0
-    while True:
-        machine = _Machine(source, add)
-        try:
-            if not machine.run():
-                return
-        except _Malformed as exc:
-            if malformed and complete == 0 and machine.opcodes > 0:
-                add(machine.position, "", f"malformed pickle: {exc}")
-            return
-        complete += 1
-
-
 class _ByteSource:
     """The bytes of one stream for the opcode reader: buffered, with offsets, peek and skip.
 
@@ -511,7 +234,7 @@ class _ByteSource:
         *,
         start: int,
         size: int | None,
-        reopen: _Reopen | None,
+        reopen: Reopen | None,
         errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.size = size
@@ -671,6 +394,12 @@ def _read_names(source: _ByteSource) -> tuple[str, str]:
 
 
 def _read_int(width: int, signed: bool, source: _ByteSource) -> int:
+    at = source._at
+    end = at + width
+    buffer = source._buffer
+    if end <= len(buffer):  # hot: most arguments are in the buffer already
+        source._at = end
+        return int.from_bytes(buffer[at:end], "little", signed=signed)
     data = source.read(width)
     if len(data) != width:
         raise _Malformed("stream ends inside an argument")
@@ -706,6 +435,74 @@ def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], 
 
 
 _STOP = object()
+_MEMOIZE = ord(pickle.MEMOIZE)
+
+
+class _Memo:
+    """The unpickler's memo, keeping only what can matter again.
+
+    Picklers store keys 0, 1, 2... in order: each takes one byte in ``_tags``, which says which
+    of a few shared values it holds (None, booleans, "not a string", "could be anything"), or 0
+    when the value itself is kept in ``_values``. Only values that can name a global or describe
+    an array are kept: short strings, ints, globals and ``numpy.dtype`` instances. Containers are
+    kept as "not a string" (no opcode reads an item back out of one without a call), other call
+    results as "could be anything". Keys out of order go to ``_sparse`` with their values.
+    """
+
+    __slots__ = ("_sparse", "_tags", "_values")
+
+    def __init__(self) -> None:
+        self._tags = bytearray()
+        self._values: dict[int, object] = {}
+        self._sparse: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self._tags) + len(self._sparse)
+
+    def copy(self) -> _Memo:
+        """An independent copy."""
+        twin = _Memo()
+        twin._tags = bytearray(self._tags)
+        twin._values = dict(self._values)
+        twin._sparse = dict(self._sparse)
+        return twin
+
+    def append(self, value: object) -> None:
+        """Store ``value`` under the next key (MEMOIZE)."""
+        if self._sparse:
+            self.put(len(self), value)
+            return
+        # Containers first: the commonest memoized values of opcode-dense pickles.
+        tag = 4 if type(value) in _CONTAINERS else _memo_tag(value)
+        if not tag:
+            self._values[len(self._tags)] = value
+        self._tags.append(tag)
+
+    def put(self, key: int, value: object) -> None:
+        """Store ``value`` (or its tag) under ``key``."""
+        tag = _memo_tag(value)
+        if key < len(self._tags) or (key == len(self._tags) and key not in self._sparse):
+            if key == len(self._tags):
+                self._tags.append(tag)
+            else:
+                self._tags[key] = tag
+            if tag:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = value
+        else:
+            self._sparse[key] = _TAG_VALUES[tag] if tag else value
+
+    def get(self, key: int) -> object:
+        """The value under ``key`` (or what stands for it).
+
+        Raises:
+            KeyError: nothing was stored under ``key``.
+        """
+        if 0 <= key < len(self._tags):
+            tag = self._tags[key]
+            return _TAG_VALUES[tag] if tag else self._values[key]
+        return self._sparse[key]
 
 
 class _Machine:
@@ -726,9 +523,25 @@ class _Machine:
         self._shadow = shadow
         self._stack: list[object] = []
         self._metastack: list[list[object]] = []
-        self._memo: dict[object, object] = {}
+        self._memo = _Memo()
         self._memo_shared = False
         self._proto = 0
+        # Globals named but not yet called: reported once something calls or a STOP completes
+        # the pickle, so bytes that only start like opcodes (text) give no findings.
+        self._pending: list[tuple[int, str, Severity, str]] = []
+        self._frame_end: int | None = None
+
+    def flush(self, *, dangerous_only: bool = False) -> None:
+        """Report the globals named so far: the unpickler would have imported them.
+
+        Args:
+            dangerous_only: report only deny-listed ones (importing a module can run code of
+                its own), and drop the others (bytes that only started like opcodes).
+        """
+        for finding in self._pending:
+            if not dangerous_only or finding[2] == Severity.DANGEROUS:
+                self._add(*finding)
+        self._pending.clear()
 
     def run(self) -> bool:
         """Read opcodes up to and including STOP.
@@ -747,6 +560,13 @@ class _Machine:
                 self.position = source._base + at
                 code = source._buffer[at]
                 source._at = at + 1
+                if code == _MEMOIZE and self._stack and not self._memo_shared:
+                    # The commonest opcode of protocol 4 and 5: handled inline.
+                    self._memo.append(self._stack[-1])
+                    self.opcodes += 1
+                    if self._frame_end is not None and source._base + at + 1 >= self._frame_end:
+                        self._leave_frame()
+                    continue
             else:
                 self.position = source.position
                 data = source.read(1)
@@ -767,8 +587,23 @@ class _Machine:
                     raise _Malformed(f"bad {name} argument: {exc}") from exc
             stopped = handler(self, argument) is _STOP
             self.opcodes += 1
+            if self._frame_end is not None and source._base + source._at >= self._frame_end:
+                self._leave_frame()
             if stopped:
                 return True
+
+    def _leave_frame(self) -> None:
+        assert self._frame_end is not None
+        end = self._source.position
+        if end > self._frame_end:
+            self._add(
+                self.position,
+                "FRAME",
+                Severity.MALFORMED,
+                f"opcode runs {end - self._frame_end} bytes past the end of its frame; "
+                "CPython's unpickler reads on and runs what follows",
+            )
+        self._frame_end = None
 
     def _push(self, value: object) -> None:
         self._stack.append(value)
@@ -796,20 +631,32 @@ class _Machine:
         if not isinstance(module, str) or not isinstance(name, str):
             if _never_string(module) or _never_string(name):
                 raise _Malformed("STACK_GLOBAL operands are not strings")
-            if self._shadow and (isinstance(module, _Global) or isinstance(name, _Global)):
+            if self._shadow:
                 # A genuine joblib object array is a nested pickle whose memo lookups land on
-                # the outer pickle's classes here; string-valued globals are caught by name.
-                raise _Malformed("STACK_GLOBAL operand is a global")
+                # the outer pickle's values here; string-valued globals are caught by name.
+                raise _Malformed("STACK_GLOBAL operand is not a string")
             shown = f"{_shown(module)}.{_shown(name)}"
-            self._add(self.position, shown, "global whose name is computed, cannot be checked")
+            self._pending.append(
+                (
+                    self.position,
+                    shown,
+                    Severity.DANGEROUS,
+                    "global whose name is computed at load time, cannot be checked",
+                )
+            )
             return _UNKNOWN
-        reason = _deny_reason(module, name)
-        if reason is None and self._proto < 3:
-            mapped = _python2_mapping(module, name)
-            if mapped is not None:
-                reason = _deny_reason(*mapped)
-        if reason is not None:
-            self._add(self.position, f"{module}.{name}", reason)
+        if not _is_dotted_name(module):
+            # No module has that name: the unpickler's import fails and nothing runs.
+            raise _Malformed(f"no module can be named {module[:40]!r}")
+        verdict = classify_global(module, name)
+        mapped = _python2_mapping(module, name) if self._proto < 3 else None
+        if mapped is not None:
+            # The unpickler imports the mapped name; the raw one may name the danger better.
+            mapped_verdict = classify_global(*mapped)
+            if verdict is None or verdict[0] != Severity.DANGEROUS:
+                verdict = mapped_verdict
+        if verdict is not None:
+            self._pending.append((self.position, f"{module}.{name}", *verdict))
         return _Global(module, name)
 
     # Opcode handlers, one per opcode name (see _HANDLERS).
@@ -818,6 +665,19 @@ class _Machine:
         self._stack.append(value)
 
     def _unknown(self, _: object) -> None:
+        self._push(_UNKNOWN)
+
+    def _extension(self, code: int) -> None:
+        # copyreg's extension registry maps the code to a global at load time: whatever a
+        # library in the loading process registered. No writer of models uses it.
+        self._pending.append(
+            (
+                self.position,
+                f"extension code {code}",
+                Severity.UNKNOWN,
+                "global taken from copyreg's extension registry at load time",
+            )
+        )
         self._push(_UNKNOWN)
 
     def _not_string(self, _: object) -> None:
@@ -920,25 +780,24 @@ class _Machine:
         self._metastack.append(self._stack)
         self._stack = []
 
-    def _put(self, index: object) -> None:
-        if isinstance(index, int) and index < 0:
+    def _put(self, index: int) -> None:
+        if index < 0:
             raise _Malformed("negative memo index")
-        self._own_memo()[index] = self._top()
+        self._own_memo().put(index, self._top())
 
     def _memoize(self, _: object) -> None:
-        memo = self._memo if not self._memo_shared else self._own_memo()
-        memo[len(memo)] = self._top()
+        self._own_memo().append(self._top())
 
-    def _own_memo(self) -> dict[object, object]:
+    def _own_memo(self) -> _Memo:
         if self._memo_shared:
             # Copied on the first write only: most shadow scans stop before storing anything.
-            self._memo = dict(self._memo)
+            self._memo = self._memo.copy()
             self._memo_shared = False
         return self._memo
 
-    def _get(self, index: object) -> None:
+    def _get(self, index: int) -> None:
         try:
-            self._push(self._memo[index])
+            self._push(self._memo.get(index))
         except KeyError:
             raise _Malformed(f"memo index {index!r} never stored") from None
 
@@ -952,17 +811,21 @@ class _Machine:
 
     def _inst(self, names: tuple[str, str]) -> None:
         factory = self._global(*names)
-        self._push(_Instance(factory, tuple(self._pop_mark())))
+        args = tuple(self._pop_mark())  # no MARK: the unpickler fails before the call
+        self.flush()
+        self._push(_Instance(factory, args))
 
     def _obj(self, _: object) -> None:
         items = self._pop_mark()
         if not items:
             raise _Malformed("OBJ without a class")
+        self.flush()
         self._push(_Instance(items[0], tuple(items[1:])))
 
     def _reduce(self, _: object) -> None:
         args = self._pop()
         factory = self._pop()
+        self.flush()
         self._push(_Instance(factory, args))
 
     def _newobj_ex(self, _: object) -> None:
@@ -972,12 +835,16 @@ class _Machine:
     def _build(self, _: object) -> None:
         state = self._pop()
         instance = self._top()
+        self.flush()
         if self._shadow or not isinstance(instance, _Instance):
             return
         instance.state = state
         layout = _joblib_array_layout(instance)
         if layout is None:
             return
+        if self._frame_end is not None and self._source.position >= self._frame_end:
+            # joblib ends the frame before an array's bytes, which are no opcodes of it.
+            self._leave_frame()
         self._scan_as_plain_pickle()
         self._stack[-1] = _NOT_STRING
         if layout.nested_pickle:
@@ -1022,12 +889,64 @@ class _Machine:
     def _proto_op(self, version: int) -> None:
         self._proto = version
 
-    def _frame(self, _: object) -> None:
-        pass
+    def _frame(self, length: int) -> None:
+        here = self._source.position
+        if self._frame_end is not None and self.position < self._frame_end:
+            self._add(
+                self.position,
+                "FRAME",
+                Severity.MALFORMED,
+                "a FRAME starts inside the previous frame",
+            )
+        size = self._source.size
+        if size is not None and here + length > size:
+            # CPython's unpickler fails here; the scan goes on to name what follows.
+            self._add(
+                self.position,
+                "FRAME",
+                Severity.MALFORMED,
+                f"FRAME of {length} bytes where {size - here} remain",
+            )
+            self._frame_end = None
+            return
+        self._frame_end = here + length if length else None
 
     def _stop(self, _: object) -> object:
         self._pop()
+        self.flush()
         return _STOP
+
+
+_CONTAINERS = frozenset({tuple, list, dict})
+# What a memo tag stands for; tag 0 means the value is kept.
+_TAG_VALUES: tuple[object, ...] = (None, None, True, False, _NOT_STRING, _UNKNOWN)
+
+
+def _memo_tag(value: object) -> int:
+    if isinstance(value, (tuple, list, dict)):
+        return 4
+    if value is None:
+        return 1
+    if value is True:
+        return 2
+    if value is False:
+        return 3
+    if value is _NOT_STRING or isinstance(value, (tuple, list, dict)):
+        return 4
+    if value is _UNKNOWN:
+        return 5
+    if isinstance(value, str):
+        # Only a name can feed STACK_GLOBAL usefully; other text stands as "could be anything".
+        return 0 if len(value) <= _MAX_MEMO_STRING and _is_dotted_name(value) else 5
+    if isinstance(value, _Instance):
+        if isinstance(value.factory, _Global) and value.factory.name == "dtype":
+            return 0
+        return 4 if _never_string(value) else 5
+    return 0  # ints and globals
+
+
+def _is_dotted_name(value: str) -> bool:
+    return all(part.isidentifier() for part in value.split("."))
 
 
 def _set_items(target: dict[object, object], items: list[object]) -> None:
@@ -1045,7 +964,8 @@ _HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
     **dict.fromkeys(
         [*_PAYLOADS, "FLOAT", "BINFLOAT", "NEXT_BUFFER", "EMPTY_SET"], _Machine._not_string
     ),
-    **dict.fromkeys(["PERSID", "EXT1", "EXT2", "EXT4"], _Machine._unknown),
+    "PERSID": _Machine._unknown,
+    **dict.fromkeys(["EXT1", "EXT2", "EXT4"], _Machine._extension),
     "NONE": _Machine._none,
     "NEWTRUE": _Machine._true,
     "NEWFALSE": _Machine._false,
@@ -1123,44 +1043,6 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else "?"
 
 
-def _module_reason(module: str) -> str | None:
-    parts = module.split(".")
-    for end in range(1, len(parts) + 1):
-        prefix = ".".join(parts[:end])
-        if prefix in DANGEROUS_MODULES:
-            return f"denied module {prefix}: {DANGEROUS_MODULES[prefix]}"
-    return None
-
-
-def _name_reason(module: str, name: str) -> str | None:
-    if name in DANGEROUS_NAMES.get(module, ()):
-        return f"denied callable {module}.{name}"
-    return None
-
-
-def _deny_reason(module: str, name: str) -> str | None:
-    """Say why ``module.name`` is dangerous, or None when it is not on the deny-list."""
-    parts = name.split(".")
-    reason = _module_reason(module) or _name_reason(module, parts[0])
-    if reason is not None:
-        return reason
-    # Protocol 4 resolves "a.b.c" attribute by attribute: "posixpath" + "os.system" is os.system.
-    for start in range(len(parts) - 1):
-        for stop in range(start + 1, len(parts)):
-            owner = ".".join(parts[start:stop])
-            reason = _module_reason(owner) or _name_reason(owner, parts[stop])
-            if reason is not None:
-                return f"{reason} (reached through attribute path {name})"
-    escapes = _ATTRIBUTE_ESCAPES.intersection(parts)
-    if escapes:
-        return f"attribute path through {', '.join(sorted(escapes))}"
-    for part in parts[:-1]:
-        # Nested classes are CapWords; a lowercase step is likely a module alias (tempfile._os).
-        if part.lstrip("_")[:1].islower():
-            return f"attribute path through {part}, possibly a module, cannot be checked"
-    return None
-
-
 def _python2_mapping(module: str, name: str) -> tuple[str, str] | None:
     """The name the unpickler imports for a Python 2 name in protocols 0-2 (fix_imports)."""
     if (module, name) in _compat_pickle.NAME_MAPPING:
@@ -1229,7 +1111,7 @@ def _dtype_layout(dtype: object) -> tuple[int, bool]:
     return int(digits), False
 
 
-def _npy_pickle_offset(stream: BinaryIO) -> int | None:
+def npy_pickle_offset(stream: BinaryIO) -> int | None:
     """Where the pickle in a ``.npy`` file starts, or None when its data is not pickled.
 
     A file without the numpy magic is unpickled whole by ``numpy.load(allow_pickle=True)``, so
@@ -1268,26 +1150,10 @@ def _descr_has_objects(descr: object) -> bool:
     return True  # not a descr numpy writes: do not assume it is safe
 
 
-def _decompressor(head: bytes) -> Callable[[BinaryIO], BinaryIO] | None:
-    """The streaming decompressor for a gzip, bz2, xz, lzma (alone) or zlib magic number."""
-    if head.startswith(b"\x1f\x8b"):
-        return lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")
-    if head.startswith(b"BZh"):
-        return lambda raw: bz2.BZ2File(raw, mode="rb")
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lambda raw: lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_XZ)
-    if head.startswith(b"]\x00\x00"):
-        return lambda raw: lzma.LZMAFile(raw, mode="rb", format=lzma.FORMAT_ALONE)
-    # Only the 32 KiB window zlib (and joblib) write: other valid headers start with opcodes.
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
-        return lambda raw: io.BufferedReader(_ZlibReader(raw), buffer_size=_SKIP_CHUNK)
-    return None
-
-
 class _ShadowStream:
     """Bytes from an offset of a stream: first a window already read, then a second reader."""
 
-    def __init__(self, window: bytes, *, start: int, reopen: _Reopen | None) -> None:
+    def __init__(self, window: bytes, *, start: int, reopen: Reopen | None) -> None:
         self._window = window
         self._start = start
         self._offset = 0
@@ -1319,27 +1185,3 @@ class _ShadowStream:
         if self._tail is None and self._reopen is not None:
             self._tail = self._reopen(self._start + self._offset, self._closing)
         return self._tail
-
-
-class _ZlibReader(io.RawIOBase):
-    """A raw zlib stream (joblib's ``compress=True``) decompressed as it is read."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        super().__init__()
-        self._raw = raw
-        self._inflater = zlib.decompressobj()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._inflater.eof:
-            data = self._inflater.unconsumed_tail or self._raw.read(_SKIP_CHUNK)
-            if not data:
-                raise EOFError("compressed stream ends early")
-            out = self._inflater.decompress(data, len(view))
-            if out:
-                view[: len(out)] = out
-                return len(out)
-        return 0

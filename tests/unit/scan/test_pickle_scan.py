@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rearguard.models.integrity.scan.pickle import (
-    DANGEROUS_MODULES,
-    PickleFinding,
-    is_pickle_candidate,
-    scan_pickle_file,
-)
+from rearguard.models.integrity.scan.engine import scan_file
+from rearguard.models.integrity.scan.findings import Finding, Severity
+from rearguard.models.integrity.scan.pickle_globals import DANGEROUS_MODULES
 
 SYSTEM = {"os.system", "posix.system", "nt.system"}
 
@@ -46,8 +43,12 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def callables(findings: list[PickleFinding]) -> set[str]:
-    return {finding.callable for finding in findings}
+def callables(findings: list[Finding]) -> set[str]:
+    return {f.construct for f in findings if f.severity != Severity.MALFORMED}
+
+
+def scan_pickle_file(path: Path, *, display_path: str | None = None) -> list[Finding]:
+    return scan_file(path, display=display_path)
 
 
 @pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
@@ -60,11 +61,12 @@ def test_reduce_to_os_system_is_found_and_not_run(tmp_path: Path, protocol: int)
 
     assert len(findings) == 1
     finding = findings[0]
-    assert finding.callable in SYSTEM
-    assert finding.path == str(path)
+    assert finding.construct in SYSTEM
+    assert finding.file == str(path)
     assert finding.member is None
     assert data[finding.offset] in (ord("c"), 0x93)  # GLOBAL or STACK_GLOBAL
     assert "denied module" in finding.reason
+    assert finding.severity == Severity.DANGEROUS
     assert not marker.exists()
 
 
@@ -88,7 +90,7 @@ def test_display_path_is_reported(tmp_path: Path) -> None:
 
     findings = scan_pickle_file(path, display_path="models/m.pkl")
 
-    assert [finding.path for finding in findings] == ["models/m.pkl"]
+    assert [finding.file for finding in findings] == ["models/m.pkl"]
 
 
 def test_zip_archive_member_is_scanned_without_extracting(tmp_path: Path) -> None:
@@ -103,8 +105,8 @@ def test_zip_archive_member_is_scanned_without_extracting(tmp_path: Path) -> Non
 
     assert len(findings) == 1
     assert findings[0].member == "archive/data.pkl"
-    assert findings[0].path == "v1/model.pt"
-    assert findings[0].callable in SYSTEM
+    assert findings[0].file == "v1/model.pt"
+    assert findings[0].construct in SYSTEM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
@@ -129,7 +131,6 @@ def test_zip_with_persistent_ids_and_bin_suffix_is_clean(tmp_path: Path) -> None
         archive.writestr("archive/data.pkl", buffer.getvalue())
         archive.writestr("archive/data/0", b"\x00" * 16)
 
-    assert is_pickle_candidate(path)
     assert scan_pickle_file(path) == []
 
 
@@ -218,7 +219,11 @@ def test_computed_global_name_is_reported(tmp_path: Path) -> None:
 def test_nothing_named_in_a_pickle_is_imported(tmp_path: Path) -> None:
     data = b"\x80\x02crearguard_canary_module\nboom\n)R."
 
-    assert scan_pickle_file(write(tmp_path / "canary.pkl", data)) == []
+    findings = scan_pickle_file(write(tmp_path / "canary.pkl", data))
+
+    assert [(f.construct, f.severity) for f in findings] == [
+        ("rearguard_canary_module.boom", Severity.UNKNOWN)
+    ]
     assert "rearguard_canary_module" not in sys.modules
 
 
@@ -263,12 +268,13 @@ def test_allowed_globals_are_not_reported(tmp_path: Path) -> None:
     assert scan_pickle_file(write(tmp_path / "ok.pkl", data)) == []
 
 
-def test_safetensors_and_other_suffixes_are_not_scanned(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "config.json", "notes.txt", "model", "m.sav", "m.pickle5"]
+)
+def test_content_decides_not_the_name(tmp_path: Path, name: str) -> None:
     evil = pickle.dumps(Payload(tmp_path / "m"))
-    for name in ("model.safetensors", "config.json", "notes.txt"):
-        path = write(tmp_path / name, evil)
-        assert not is_pickle_candidate(path)
-        assert scan_pickle_file(path) == []
+
+    assert callables(scan_pickle_file(write(tmp_path / name, evil))) & SYSTEM
 
 
 def test_second_of_concatenated_pickles_is_scanned(tmp_path: Path) -> None:
@@ -292,7 +298,9 @@ def test_truncated_pickle_is_reported_malformed_without_crashing(tmp_path: Path)
 
     findings = scan_pickle_file(write(tmp_path / "cut.pkl", data[: len(data) // 2]))
 
-    assert [(f.callable, f.reason.startswith("malformed")) for f in findings] == [("", True)]
+    # The FRAME announces more bytes than remain, and the pickle breaks off.
+    assert {f.severity for f in findings} == {Severity.MALFORMED}
+    assert [f.construct for f in findings] == ["FRAME", "pickle"]
 
 
 def test_truncated_malicious_pickle_keeps_its_finding(tmp_path: Path) -> None:
@@ -301,7 +309,7 @@ def test_truncated_malicious_pickle_keeps_its_finding(tmp_path: Path) -> None:
     findings = scan_pickle_file(write(tmp_path / "cut.pkl", data[:-3]))
 
     assert callables(findings) & SYSTEM
-    assert any(f.reason.startswith("malformed") for f in findings)
+    assert any(f.severity == Severity.MALFORMED for f in findings)
 
 
 def test_file_that_is_not_a_pickle_at_all_is_not_malformed(tmp_path: Path) -> None:
@@ -314,10 +322,10 @@ def test_bin_files_are_sniffed(tmp_path: Path) -> None:
     pickled = write(tmp_path / "pickled.bin", pickle.dumps(Payload(tmp_path / "m"), protocol=2))
     broken = write(tmp_path / "broken.bin", b"\x80\x02]q\x00(K\x01")
 
-    assert not is_pickle_candidate(raw)
     assert scan_pickle_file(raw) == []
     assert callables(scan_pickle_file(pickled)) & SYSTEM
-    assert scan_pickle_file(broken) == []  # .bin does not say pickle: not reported as malformed
+    # It says it is a pickle (PROTO 2), whatever its name: a loader would read it.
+    assert [f.severity for f in scan_pickle_file(broken)] == [Severity.MALFORMED]
 
 
 def _npy(descr: str, body: bytes) -> bytes:
@@ -335,7 +343,6 @@ def test_npy_object_array_is_scanned_and_numeric_npy_is_not(tmp_path: Path) -> N
 
     assert callables(findings) & SYSTEM
     assert findings[0].offset > len(_npy("|O", b""))
-    assert not is_pickle_candidate(numbers)
     assert scan_pickle_file(numbers) == []
 
 
@@ -443,7 +450,7 @@ def test_forged_joblib_wrapper_cannot_hide_a_payload(
 
     findings = scan_pickle_file(path)
 
-    assert [(f.callable, f.offset) for f in findings] == [("posix.system", data.index(b"cposix"))]
+    assert [(f.construct, f.offset) for f in findings] == [("posix.system", data.index(b"cposix"))]
 
 
 def test_big_payloads_are_skipped_not_read(tmp_path: Path) -> None:

@@ -1,0 +1,298 @@
+"""Containers are identified by their bytes and opened member by member, within limits, and a
+container that does not parse cleanly fails closed."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import pickle
+import struct
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rearguard.models.integrity.scan.engine import Limits, scan_file
+from rearguard.models.integrity.scan.findings import Finding, Severity
+
+SYSTEM = {"os.system", "posix.system", "nt.system"}
+# Protocol 0: plain text, no PROTO opcode; os.system("true") when loaded.
+EVIL_P0 = b"cos\nsystem\n(S'true'\ntR."
+EVIL_P2 = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85q\x01Rq\x02."
+
+
+def kinds(findings: list[Finding]) -> set[tuple[str | None, str, Severity]]:
+    return {(f.member, f.construct, f.severity) for f in findings}
+
+
+def severities(findings: list[Finding]) -> set[Severity]:
+    return {f.severity for f in findings}
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def zip_bytes(members: dict[str, bytes], *, compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["archive/data.pkl", "archive/extra", "x/y/z.bin", "README"])
+def test_every_zip_member_is_scanned_whatever_its_name(tmp_path: Path, name: str) -> None:
+    data = zip_bytes({name: EVIL_P0, "archive/version": b"3\n"}, compression=zipfile.ZIP_DEFLATED)
+
+    findings = scan_file(write(tmp_path / "model.pt", data))
+
+    assert kinds(findings) == {(name, "os.system", Severity.DANGEROUS)}
+
+
+def test_zip_inside_zip_inside_tar_gz(tmp_path: Path) -> None:
+    inner = zip_bytes({"data.pkl": EVIL_P2})
+    outer = zip_bytes({"nested.npz": inner})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("bundle/outer.zip")
+        info.size = len(outer)
+        archive.addfile(info, io.BytesIO(outer))
+
+    findings = scan_file(write(tmp_path / "bundle.tgz", buffer.getvalue()))
+
+    assert kinds(findings) == {
+        ("bundle/outer.zip!nested.npz!data.pkl", "posix.system", Severity.DANGEROUS)
+    }
+
+
+def test_bad_crc_fails_closed_and_the_payload_is_still_found(tmp_path: Path) -> None:
+    data = bytearray(zip_bytes({"archive/data.pkl": EVIL_P2}))
+    # The CRC-32 of the member, in its local header (offset 14) and central directory entry.
+    crc = struct.pack("<I", zipfile.crc32(EVIL_P2))
+    central = data.index(b"PK\x01\x02")
+    data[14:18] = data[central + 16 : central + 20] = bytes(b ^ 0xFF for b in crc)
+
+    findings = scan_file(write(tmp_path / "model.pt", bytes(data)))
+
+    assert ("archive/data.pkl", "posix.system", Severity.DANGEROUS) in kinds(findings)
+    assert any(f.severity == Severity.MALFORMED and "CRC" in f.reason for f in findings)
+
+
+def test_bad_crc_of_a_clean_member_is_malformed(tmp_path: Path) -> None:
+    data = bytearray(zip_bytes({"archive/data/0": b"\x00" * 64}))
+    central = data.index(b"PK\x01\x02")
+    data[14] ^= 0xFF
+    data[central + 16] ^= 0xFF
+
+    assert severities(scan_file(write(tmp_path / "m.pt", bytes(data)))) == {Severity.MALFORMED}
+
+
+def test_encrypted_flag_bit_fails_closed(tmp_path: Path) -> None:
+    data = bytearray(zip_bytes({"archive/data.pkl": pickle.dumps([1, 2], protocol=2)}))
+    central = data.index(b"PK\x01\x02")
+    data[6] |= 0x01
+    data[central + 8] |= 0x01
+
+    findings = scan_file(write(tmp_path / "m.pt", bytes(data)))
+
+    assert any(f.severity == Severity.MALFORMED and "encrypted" in f.reason for f in findings)
+
+
+def test_unknown_flag_bits_fail_closed(tmp_path: Path) -> None:
+    data = bytearray(zip_bytes({"a.pkl": pickle.dumps([1], protocol=2)}))
+    central = data.index(b"PK\x01\x02")
+    data[central + 9] |= 0x20  # bit 13: masked local header
+
+    assert Severity.MALFORMED in severities(scan_file(write(tmp_path / "m.zip", bytes(data))))
+
+
+def test_local_and_central_names_that_differ_fail_closed(tmp_path: Path) -> None:
+    # The central directory says version; the local header (what a streaming reader sees)
+    # says data.pkl. Same length, so every offset stays valid.
+    data = bytearray(zip_bytes({"archive/data.pkl": EVIL_P2}))
+    central = data.index(b"PK\x01\x02")
+    name_at = central + 46
+    data[name_at : name_at + 16] = b"archive/versionX"
+
+    findings = scan_file(write(tmp_path / "m.pt", bytes(data)))
+
+    assert any(f.severity == Severity.MALFORMED and "local header" in f.reason for f in findings)
+
+
+def test_overlapping_members_fail_closed(tmp_path: Path) -> None:
+    data = bytearray(zip_bytes({"a.pkl": EVIL_P2, "b.pkl": pickle.dumps([1], protocol=2)}))
+    # Point the second central entry at the first member's local header.
+    second = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 4)
+    data[second + 42 : second + 46] = struct.pack("<I", 0)
+    data[second + 46 : second + 51] = b"a.pkl"
+
+    findings = scan_file(write(tmp_path / "m.zip", bytes(data)))
+
+    assert Severity.MALFORMED in severities(findings)
+    assert any("overlaps" in f.reason or "duplicate" in f.reason for f in findings)
+
+
+def test_pickle_with_a_zip_appended_is_scanned_both_ways(tmp_path: Path) -> None:
+    data = EVIL_P0 + zip_bytes({"archive/data.pkl": pickle.dumps({"a": 1}, protocol=2)})
+
+    findings = scan_file(write(tmp_path / "polyglot.bin", data))
+
+    assert (None, "os.system", Severity.DANGEROUS) in kinds(findings)
+
+
+def test_legacy_pytorch_tar_is_opened(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in (
+            ("sys_info", pickle.dumps({"protocol_version": 1001}, protocol=2)),
+            ("pickle", EVIL_P2),
+            ("storages", pickle.dumps(1, protocol=2) + b"\x00" * 64),
+            ("tensors", pickle.dumps(0, protocol=2)),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+    findings = scan_file(write(tmp_path / "legacy.pt", buffer.getvalue()))
+
+    assert kinds(findings) == {("pickle", "posix.system", Severity.DANGEROUS)}
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [
+        gzip.compress,
+        bz2.compress,
+        lzma.compress,
+        lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+    ],
+    ids=["gzip", "bz2", "xz", "lzma"],
+)
+@pytest.mark.parametrize("payload", [EVIL_P0, EVIL_P2], ids=["protocol0", "protocol2"])
+def test_compressed_streams_are_opened(tmp_path: Path, compress, payload: bytes) -> None:
+    findings = scan_file(write(tmp_path / "model.p", compress(payload)))
+
+    assert {f.construct for f in findings} & SYSTEM
+
+
+def test_zstd_and_lz4_streams_are_opened(tmp_path: Path) -> None:
+    import lz4.frame
+    import zstandard
+
+    zst = write(tmp_path / "a", zstandard.ZstdCompressor().compress(EVIL_P2))
+    lz4_file = write(tmp_path / "b", lz4.frame.compress(EVIL_P2))
+
+    assert {f.construct for f in scan_file(zst)} == {"posix.system"}
+    assert {f.construct for f in scan_file(lz4_file)} == {"posix.system"}
+
+
+def test_7z_members_are_opened(tmp_path: Path) -> None:
+    import py7zr
+
+    path = tmp_path / "bundle.7z"
+    with py7zr.SevenZipFile(path, "w") as archive:
+        archive.writestr(EVIL_P2, "model/weights.dat")
+        archive.writestr(b"just text\n", "README")
+
+    assert kinds(scan_file(path)) == {("model/weights.dat", "posix.system", Severity.DANGEROUS)}
+
+
+@pytest.mark.parametrize("module", ["py7zr", "zstandard"])
+def test_formats_needing_a_missing_library_are_not_scanned_never_clean(
+    tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if module == "py7zr":
+        import py7zr
+
+        path = tmp_path / "a.7z"
+        with py7zr.SevenZipFile(path, "w") as archive:
+            archive.writestr(EVIL_P2, "m.pkl")
+    else:
+        import zstandard
+
+        path = write(tmp_path / "a.zst", zstandard.ZstdCompressor().compress(EVIL_P2))
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+
+    findings = scan_file(path)
+
+    assert [(f.severity, f.reason) for f in findings] == [
+        (Severity.NOT_SCANNED, "not scanned: install rearguard[archives]")
+    ]
+
+
+def test_numpy_npz_object_member_is_scanned(tmp_path: Path) -> None:
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + EVIL_P2
+    data = zip_bytes({"weights.npy": npy, "bias.npy": npy[:10]})
+
+    findings = scan_file(write(tmp_path / "arrays.npz", data))
+
+    assert ("weights.npy", "posix.system", Severity.DANGEROUS) in kinds(findings)
+
+
+def test_decompression_bomb_is_malformed_not_out_of_memory(tmp_path: Path) -> None:
+    bomb = gzip.compress(b"\x00" * (8 * 1024 * 1024))
+
+    findings = scan_file(
+        write(tmp_path / "bomb.gz", bomb), limits=Limits(max_expanded_bytes=1024 * 1024)
+    )
+
+    assert [f.severity for f in findings] == [Severity.MALFORMED]
+    assert "expands past" in findings[0].reason
+
+
+def test_zip_bomb_by_declared_sizes_is_malformed(tmp_path: Path) -> None:
+    data = zip_bytes(
+        {f"m{i}": b"\x00" * (1024 * 1024) for i in range(4)}, compression=zipfile.ZIP_DEFLATED
+    )
+
+    findings = scan_file(
+        write(tmp_path / "b.zip", data), limits=Limits(max_expanded_bytes=2 * 1024 * 1024)
+    )
+
+    assert Severity.MALFORMED in severities(findings)
+
+
+def test_too_many_members_is_malformed(tmp_path: Path) -> None:
+    data = zip_bytes({f"m{i}": b"x" for i in range(20)})
+
+    findings = scan_file(write(tmp_path / "many.zip", data), limits=Limits(max_members=10))
+
+    assert [f.severity for f in findings] == [Severity.MALFORMED]
+
+
+def test_nesting_past_the_depth_limit_is_malformed(tmp_path: Path) -> None:
+    data = EVIL_P2
+    for _ in range(6):
+        data = gzip.compress(data)
+
+    findings = scan_file(write(tmp_path / "deep.gz", data), limits=Limits(max_depth=4))
+
+    assert [f.severity for f in findings] == [Severity.MALFORMED]
+    assert "nested deeper" in findings[0].reason
+
+
+def test_truncated_gzip_is_malformed(tmp_path: Path) -> None:
+    data = gzip.compress(pickle.dumps(list(range(1000)), protocol=2))
+
+    findings = scan_file(write(tmp_path / "cut.gz", data[: len(data) // 2]))
+
+    assert Severity.MALFORMED in severities(findings)
+
+
+def test_raw_bytes_and_text_are_not_findings(tmp_path: Path) -> None:
+    # safetensors: an 8-byte header length, a JSON header, raw tensor bytes.
+    header = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+    safetensors = struct.pack("<Q", len(header)) + header + os.urandom(16)
+    text = b"copyright\nfoo\nThese lines start like a protocol 0 GLOBAL opcode.\n"
+
+    for name, data in (("m.safetensors", safetensors), ("LICENSE", text), ("r.bin", b"\0" * 99)):
+        assert scan_file(write(tmp_path / name, data)) == [], name
