@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from rearguard.models.errors import UnsafePathError, UsageError
+from rearguard.models.errors import UsageError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -31,22 +30,6 @@ def check_name(value: str, *, what: str) -> str:
             hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     return value
-
-
-def contained_path(root: Path, relative: str) -> Path:
-    """Join ``relative`` onto ``root`` and refuse any result outside ``root``.
-
-    Raises:
-        UnsafePathError: the path is absolute, climbs out with ``..``, or resolves outside
-            ``root`` through a symlink.
-    """
-    if not relative or Path(relative).is_absolute():
-        raise UnsafePathError(f"path {relative!r} must be relative to {root}")
-    candidate = (root / relative).resolve()
-    base = root.resolve()
-    if candidate != base and base not in candidate.parents:
-        raise UnsafePathError(f"path {relative!r} escapes {root}")
-    return candidate
 
 
 def unstorable(text: str) -> str | None:

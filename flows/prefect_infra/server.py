@@ -137,10 +137,11 @@ def loopback_ca_file(path: Path) -> Path:
     """Write (once) a CA file that vouches for no server, for clients of a plain-HTTP API.
 
     Prefect's client builds an SSL context each time it is created, loading the whole CA
-    bundle (about 17 ms of CPU here), and a playbook creates several: during an alert storm
-    that was a third of the playbook process's CPU. A plain-HTTP API on loopback never uses
-    the context. Pointed at this file instead (one self-signed certificate whose key is
-    thrown away), building it costs 0.3 ms, and were TLS ever used, it would trust nothing.
+    bundle, and a playbook creates several: during an alert storm that was a third of the
+    playbook process's CPU (bench/README.md has the profile). A plain-HTTP API on loopback
+    never uses the context. Pointed at this file instead (one self-signed certificate whose
+    key is thrown away), building it costs next to nothing, and were TLS ever used, it would
+    trust nothing.
     """
     if path.is_file():
         return path

@@ -143,11 +143,10 @@ def write_transactions_immediate() -> bool:
     """On a SQLite database, make every write transaction of this process's Prefect server
     begin ``IMMEDIATE`` (call it before the app is built).
 
-    Twenty playbooks starting at once (bench_intake's storm, measured with a probe): with
-    Prefect's deferred transactions, 104-115 of its API requests failed "database is locked"
-    and were retried, some 8 times, then by the client after 2 s, and the 20th playbook's first
-    step came 4.8-7.1 s after its alert; with ``IMMEDIATE`` none failed and it came after
-    2.2-2.5 s (the median 1.8-2.6 s before, 1.0-1.3 s after).
+    With Prefect's deferred transactions, twenty playbooks starting at once (bench_intake's
+    storm) had a hundred of its API requests fail "database is locked" and be retried, the
+    last ones after the client's own 2 s wait; with ``IMMEDIATE`` none failed (the figures:
+    bench/README.md, "The local Prefect server begins every SQLite write transaction").
 
     Returns:
         True when the database is SQLite and the change was made.

@@ -244,11 +244,6 @@ def _redact(
     return text
 
 
-def contains_secret(text: str) -> bool:
-    """True when a text holds something that looks like a secret."""
-    return any(rule.regex.search(text) for rule in _rules_for(text))
-
-
 def redact_text(text: str) -> str:
     """Return a text with every secret-looking part replaced by ``[REDACTED:<kind>]``."""
     rules = _rules_for(text) if text else []

@@ -53,9 +53,10 @@ class _WritePriority:
 
     SQLite's lock is not fair: when it is released, whichever writer asks next takes it, so a
     writer alone in one process can wait behind a long run of another process's transactions
-    (the intake's writer behind an alert storm's playbooks: 20-70 ms). A *favoured* writer
-    sets ``flag`` while it waits; the other process's writers do not begin while it is set,
-    for at most ``_MAX_YIELD_S`` each, so the favoured one waits for one transaction at most.
+    (the intake's writer behind an alert storm's playbooks; see bench/README.md). A
+    *favoured* writer sets ``flag`` while it waits; the other process's writers do not begin
+    while it is set, for at most ``_MAX_YIELD_S`` each, so the favoured one waits for one
+    transaction at most.
     The flag is one bit, not a count: of two favoured writers waiting at once (the intake's
     writer and, rarely, the drill scheduler in the same process), the first to begin lowers it.
     """
