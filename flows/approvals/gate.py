@@ -110,11 +110,14 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
         actor=actor,
         flow_run_id=_flow_run_id(),
     )
-    request_id = request.id
-    assert request_id is not None  # open_request returns a stored row
-    if request.status == PENDING:
-        _announce(runtime, incident, request)
+    announced: set[int] = set()
     while request.status == PENDING:
+        # An escalation (expire below) continues as a new request: a new id, announced anew.
+        request_id = request.id
+        assert request_id is not None  # a stored request
+        if request_id not in announced:
+            announced.add(request_id)
+            _announce(runtime, incident, request)
         answer = _wait(runtime, request)
         request = _reload(runtime, request_id)
         if answer is not None and request.status == PENDING:
