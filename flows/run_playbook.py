@@ -178,6 +178,7 @@ def queue_playbook_run(*, runtime: Runtime, incident_id: int) -> str:
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
     name = deployment_name(get_playbook(incident.type))
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
@@ -195,6 +196,9 @@ def queue_playbook_run(*, runtime: Runtime, incident_id: int) -> str:
             f"no Prefect deployment {name!r} for incident {incident_id}",
             hint="run `rearguard deploy` against this Prefect server",
         ) from exc
+    # Called from synchronous code, run_deployment runs synchronously: a flow run, no coroutine.
+    if not isinstance(flow_run, FlowRun):
+        raise TypeError(f"run_deployment answered {type(flow_run).__name__}, not a flow run")
     return str(flow_run.id)
 
 

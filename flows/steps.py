@@ -48,7 +48,7 @@ R = TypeVar("R", bound=StepResult)
 
 
 def _record(
-    runtime: Runtime, *, incident: Incident, kind: EventKind, action: str, data: dict
+    runtime: Runtime, *, incident: Incident, kind: EventKind, action: str, data: dict[str, Any]
 ) -> None:
     with runtime.db.transaction() as connection:
         append_event(

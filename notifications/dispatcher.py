@@ -394,8 +394,8 @@ class Dispatcher:
         except DeliveryError as exc:
             return self._failed_attempt(row, exc)
         except Exception as exc:  # a channel's own bug must not stop the other channels
-            error = DeliveryError(f"{row.channel}: {type(exc).__name__}: {exc}", in_doubt=True)
-            return self._failed_attempt(row, error)
+            failure = DeliveryError(f"{row.channel}: {type(exc).__name__}: {exc}", in_doubt=True)
+            return self._failed_attempt(row, failure)
         return self._delivered(row, receipt, thread)
 
     def _delivered(self, row: _Row, receipt: Receipt, thread: SlackThread | None) -> _Outcome:

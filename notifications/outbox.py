@@ -28,14 +28,15 @@ from rearguard.models.db.tables import (
     NotificationOutbox,
     NotificationThread,
     TimelineEvent,
+    table_of,
 )
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
 from rearguard.notifications.routing import route_for
 
-OUTBOX = NotificationOutbox.__table__  # type: ignore[attr-defined]
-THREADS = NotificationThread.__table__  # type: ignore[attr-defined]
-_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+OUTBOX = table_of(NotificationOutbox)
+THREADS = table_of(NotificationThread)
+_EVENTS = table_of(TimelineEvent)
 
 PENDING = "pending"
 SENDING = "sending"
@@ -66,9 +67,7 @@ def incident_context(incident: Incident) -> dict[str, Any]:
         "reason": incident.reason,
         "source": str(incident.source),
         "opened_by": incident.opened_by,
-        "opened_at": incident.opened_at.isoformat(timespec="seconds")
-        if incident.opened_at
-        else None,
+        "opened_at": incident.opened_at.isoformat(timespec="seconds"),
         "since": incident.since.isoformat(timespec="seconds") if incident.since else None,
         "atlas_ids": list(incident.atlas_ids or []),
         "state": dict(incident.state or {}),
@@ -103,7 +102,8 @@ def build_context(
         "command": f"rearguard incident show {incident.id}",
         "extra": dict(extra or {}),
     }
-    return redact_value(context)
+    redacted: dict[str, Any] = redact_value(context)
+    return redacted
 
 
 def _state_seq(connection: Connection, incident_id: int) -> int | None:

@@ -50,7 +50,7 @@ def send_test(
     """
     target = destination or _default_destination(runtime, channel)
     sender = build_channel(channel, runtime.settings, secret_blocks=runtime.secret_blocks)
-    context = {
+    context: dict[str, Any] = {
         "event": "test",
         "sent_by": actor,
         "channel": channel,

@@ -112,17 +112,19 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
     )
     announced: set[int] = set()
     while request.status == PENDING:
-        assert request.id is not None
-        if request.id not in announced:
-            announced.add(request.id)
+        # An escalation (expire below) continues as a new request: a new id, announced anew.
+        request_id = request.id
+        assert request_id is not None  # a stored request
+        if request_id not in announced:
+            announced.add(request_id)
             _announce(runtime, incident, request)
         answer = _wait(runtime, request)
-        request = _reload(runtime, request.id)
+        request = _reload(runtime, request_id)
         if answer is not None and request.status == PENDING:
             _apply(runtime, request, answer)
-            request = _reload(runtime, request.id)
+            request = _reload(runtime, request_id)
         if is_overdue(request):
-            request = expire(db=runtime.db, request_id=request.id, actor=actor)
+            request = expire(db=runtime.db, request_id=request_id, actor=actor)
     return _conclusion(request)
 
 
@@ -262,7 +264,7 @@ async def _pause_or_watch(
             apause_flow_run(
                 wait_for_input=ApprovalAnswer,
                 timeout=math.ceil(remaining) + _PAUSE_GRACE_S,
-                poll_interval=poll_s,  # type: ignore[arg-type]  (sleeps take floats)
+                poll_interval=poll_s,  # type: ignore[call-overload]  # typed int, but only slept on
             )
         )
     paused = pause is not None

@@ -54,7 +54,7 @@ RUNTIME_ARGUMENT = "runtime"
 logger = logging.getLogger("rearguard.scheduler")
 
 
-class JsonJobStore(SQLAlchemyJobStore):
+class JsonJobStore(SQLAlchemyJobStore):  # type: ignore[misc]  # APScheduler 3 is untyped
     """APScheduler's SQLAlchemy job store, with each job's state as JSON instead of a pickle.
 
     Only what rearguard schedules can be stored: a function by reference, JSON arguments and

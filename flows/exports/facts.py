@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row
-from sqlmodel import select
+from sqlmodel import col, select
 
 from rearguard.flows.timeline_text import describe_event
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_text, redact_value
 from rearguard.models.db.engine import Database
-from rearguard.models.db.tables import Alias, Asset, AssetVersion, TimelineEvent
+from rearguard.models.db.tables import Alias, Asset, AssetVersion, TimelineEvent, table_of
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.types import ExportProfile, IncidentType, get_incident_type
 from rearguard.models.recovery.results import (
@@ -38,7 +38,7 @@ from rearguard.models.recovery.results import (
 )
 from rearguard.models.schemas import IncidentRead
 
-_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
+_EVENTS = table_of(TimelineEvent)
 ROW_COLUMNS = (
     "seq",
     "ts",
@@ -52,6 +52,8 @@ ROW_COLUMNS = (
     "prev_hash",
     "hash",
 )
+EventRow = Row[int, str, int | None, str, str, str, str | None, str | None, str, str, str]
+"""A stored event as :func:`iter_rows` gives it: its :data:`ROW_COLUMNS`, in that order."""
 KINDS = ("intent", "outcome", "decision", "notification", "state")
 _MAX_ACTIONS = 500
 _MAX_STEPS = 500
@@ -307,7 +309,7 @@ class IncidentFacts:
         """The incident's id."""
         return self.incident.id
 
-    def rows(self) -> Iterator[Row[Any]]:
+    def rows(self) -> Iterator[EventRow]:
         """Stream the incident's events as stored (hashed fields, data as canonical text)."""
         if self.last_seq is None:
             return iter(())
@@ -350,7 +352,7 @@ class Timeline:
     first_prev_hash: str | None
     last_seq: int | None
 
-    def rows(self) -> Iterator[Row[Any]]:
+    def rows(self) -> Iterator[EventRow]:
         """Stream the incident's events as stored, up to ``last_seq``."""
         if self.last_seq is None:
             return iter(())
@@ -387,7 +389,7 @@ def _from_epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) -> Iterator[Row[Any]]:
+def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) -> Iterator[EventRow]:
     """Stream an incident's stored events in sequence order, one query, rows fetched in batches.
 
     The rows carry the hashed fields as stored (``data`` as canonical JSON text) and ``hash``,
@@ -406,7 +408,7 @@ def iter_rows(db: Database, incident_id: int, *, upto_seq: int | None = None) ->
             yield from partition
 
 
-def event_view(row: Row[Any]) -> EventView:
+def event_view(row: EventRow) -> EventView:
     """Redact and describe one stored event."""
     seq, ts, _, kind, action, actor, asset, version, data_text, prev_hash, digest = row
     data = json.loads(data_text)
@@ -417,7 +419,9 @@ def event_view(row: Row[Any]) -> EventView:
         redacted = clean != data
         data = clean
         names = (action, actor, asset, version)
-        action, actor, asset, version = (redact_text(n) if n else n for n in names)
+        action, actor = redact_text(action), redact_text(actor)
+        asset = redact_text(asset) if asset else asset
+        version = redact_text(version) if version else version
         redacted = redacted or (action, actor, asset, version) != names
     return EventView(
         seq=seq,
@@ -538,7 +542,7 @@ class _Gatherer:
         self.rollback_ts: datetime | None = None
         self._open_steps: dict[str, tuple[int, datetime, str]] = {}
 
-    def add(self, row: Row[Any]) -> None:
+    def add(self, row: EventRow) -> None:
         seq, ts, _, kind, action, _, _, version, _, prev_hash, digest = row
         if self.first_seq is None:
             self.first_seq, self.first_prev_hash, self.first_hash = seq, prev_hash, digest
@@ -680,7 +684,7 @@ def _versions(session: Any, asset: Asset, gather: _Gatherer) -> list[VersionFact
         return []
     rows = session.exec(
         select(AssetVersion).where(
-            AssetVersion.asset_id == asset.id, AssetVersion.label.in_(sorted(labels))
+            AssetVersion.asset_id == asset.id, col(AssetVersion.label).in_(sorted(labels))
         )
     ).all()
     rows = sorted(rows, key=lambda v: (v.registered_at, v.label))

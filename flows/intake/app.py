@@ -124,7 +124,8 @@ def create_app(
 
     async def record(alerts: list[IncomingAlert]) -> list[AlertOutcome] | None:
         try:
-            outcomes = await asyncio.wrap_future(app.state.writer.submit(alerts))
+            writer: AlertWriter = app.state.writer  # set by the lifespan
+            outcomes = await asyncio.wrap_future(writer.submit(alerts))
         except Exception:
             return None
         for outcome in outcomes:

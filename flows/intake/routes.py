@@ -120,7 +120,7 @@ def alerts_router(settings: IntakeSettings, record: Recorder) -> APIRouter:
         return Accepted(
             results=[
                 AlertResult(
-                    action=o.action,  # type: ignore[arg-type]  # AlertOutcome.action is a str
+                    action=o.action,
                     incident_id=o.incident_id,
                     fingerprint=a.fingerprint or None,
                     error=o.error,

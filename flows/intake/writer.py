@@ -20,7 +20,9 @@ from rearguard.models.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 _MAX_BATCH_ALERTS = 2000
-_STOP = object()
+
+_Request = tuple[list[IncomingAlert], Future[list[AlertOutcome]]]
+"""One request's alerts and the future that gives their outcomes."""
 
 OnOpened = Callable[[int], None]
 """Called with the id of each incident a committed batch opened."""
@@ -43,7 +45,8 @@ class AlertWriter:
         self._window_s = window_s
         self._on_opened = on_opened
         self._actor = actor
-        self._queue: queue.Queue[object] = queue.Queue()
+        # None asks the thread to stop once what was queued before it is recorded.
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="rearguard-intake-writer")
         self._thread.daemon = True
         self._thread.start()
@@ -56,22 +59,21 @@ class AlertWriter:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Record what is queued, then stop the thread."""
-        self._queue.put(_STOP)
+        self._queue.put(None)
         self._thread.join(timeout)
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[tuple[list[IncomingAlert], Future[list[AlertOutcome]]]] = []
+            batch: list[_Request] = []
             item = self._queue.get()
             count = 0
             while True:
-                if item is _STOP:
+                if item is None:
                     stopping = True
                     break
-                alerts, future = item  # type: ignore[misc]
-                batch.append((alerts, future))
-                count += len(alerts)
+                batch.append(item)
+                count += len(item[0])
                 if count >= _MAX_BATCH_ALERTS:
                     break
                 try:
@@ -81,7 +83,7 @@ class AlertWriter:
             if batch:
                 self._write(batch)
 
-    def _write(self, batch: list[tuple[list[IncomingAlert], Future[list[AlertOutcome]]]]) -> None:
+    def _write(self, batch: list[_Request]) -> None:
         flat = [alert for alerts, _ in batch for alert in alerts]
         try:
             with self._runtime.db.session() as session:

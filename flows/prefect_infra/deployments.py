@@ -41,7 +41,7 @@ def deploy_playbooks(*, pool: str) -> list[str]:
     Raises:
         ConfigurationError: a playbook's flow cannot be imported.
     """
-    from prefect.deployments.runner import EntrypointType
+    from prefect.types.entrypoint import EntrypointType
 
     from rearguard.flows.run_playbook import deployment_name
 

@@ -26,6 +26,7 @@ def run_hook_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) 
         name and message.
     """
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Cancelling
@@ -38,19 +39,24 @@ def run_hook_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) 
             timeout=timeout_s,
             as_subflow=False,
             tags=["rearguard-hook"],
-            _sync=True,  # a step's thread inherits the flow's context, which reads as async
+            # A step's thread inherits the flow's context, which reads as async: force the
+            # synchronous call. Prefect's dispatcher takes _sync, but its signature omits it.
+            _sync=True,  # type: ignore[call-arg]  # accepted by Prefect's async_dispatch
         )
     except ObjectNotFound:
         return CommandRun(False, None, 0.0, "", f"found no Prefect deployment {name!r}")
+    if not isinstance(flow_run, FlowRun):
+        raise TypeError(f"run_deployment answered {type(flow_run).__name__}, not a flow run")
     duration = time.monotonic() - started
-    state = flow_run.state  # type: ignore[union-attr]
+    state = flow_run.state
     if state is None or not state.is_final():
         with get_client(sync_client=True) as client:
-            client.set_flow_run_state(flow_run.id, Cancelling(), force=True)  # type: ignore[union-attr]
+            client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
         return CommandRun(
             False, None, duration, "", f"timed out after {timeout_s:g}s (flow run {flow_run.id})"
         )
-    tail = f"{state.name}: {state.message}" if state.message else state.name
+    state_name = state.name or state.type.value
+    tail = f"{state_name}: {state.message}" if state.message else state_name
     if state.is_completed():
         return CommandRun(True, 0, duration, tail, f"flow run {flow_run.id} completed")
-    return CommandRun(False, 1, duration, tail, f"flow run {flow_run.id} ended {state.name}")
+    return CommandRun(False, 1, duration, tail, f"flow run {flow_run.id} ended {state_name}")

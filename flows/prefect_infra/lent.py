@@ -17,7 +17,10 @@ def read_secret_block(name: str) -> str:
     """The value of the Prefect Secret block ``name``."""
     from prefect.blocks.system import Secret
 
-    return str(Secret.load(name).get())
+    secret = Secret.load(name)  # synchronous here: called from synchronous code
+    if not isinstance(secret, Secret):
+        raise TypeError(f"Secret.load answered {type(secret).__name__}, not a block")
+    return str(secret.get())
 
 
 def with_prefect(runtime: Runtime) -> Runtime:

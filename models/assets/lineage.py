@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select as core_select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -71,7 +72,14 @@ def tainted_versions(
     trained = aliased(AssetVersion)
     source = aliased(AssetVersion)
     statement = (
-        select(Asset.name, trained.label, trained.status, source.label, Alias.version_id)
+        # SQLAlchemy's select: SQLModel's types a select of at most four columns.
+        core_select(
+            col(Asset.name),
+            col(trained.label),
+            col(trained.status),
+            col(source.label),
+            col(Alias.version_id),
+        )
         .join(source, col(source.id) == col(trained.trained_on_id))
         .join(Asset, col(Asset.id) == col(trained.asset_id))
         .outerjoin(
@@ -80,10 +88,11 @@ def tainted_versions(
             & (col(Alias.version_id) == col(trained.id))
             & (col(Alias.name) == alias),
         )
-        .where(source.asset_id == dataset.id, col(source.registered_at) >= since)
+        .where(col(source.asset_id) == dataset.id, col(source.registered_at) >= since)
         .order_by(col(Asset.name), col(trained.id))
     )
+    rows = session.connection().execute(statement)
     return [
         Tainted(name, label, str(status), dataset_label, aliased_to is not None)
-        for name, label, status, dataset_label, aliased_to in session.exec(statement)
+        for name, label, status, dataset_label, aliased_to in rows
     ]

@@ -71,14 +71,15 @@ from rearguard.models.db.tables import (
     CheckpointDelivery,
     CheckpointIncident,
     TimelineEvent,
+    table_of,
 )
 from rearguard.models.errors import ConfigurationError, IntegrityViolation, UsageError
 
 FORMAT = "rearguard-checkpoint"
 MAX_LISTED = 10_000
 HASH_PREFIX = 8
-_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
-_DELIVERIES = CheckpointDelivery.__table__  # type: ignore[attr-defined]
+_EVENTS = table_of(TimelineEvent)
+_DELIVERIES = table_of(CheckpointDelivery)
 _log = logging.getLogger(__name__)
 
 
@@ -347,7 +348,7 @@ def sign_checkpoint(
 # -- making one -------------------------------------------------------------------------------
 
 
-_CHECKPOINTS = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS = table_of(AuditCheckpoint)
 
 
 def _stored_checkpoint(connection: Connection, number: int | None = None) -> Checkpoint | None:
@@ -440,7 +441,7 @@ def make_checkpoint(*, db: Database, settings: AuditSettings, reason: str) -> Ch
             )
         if incidents:
             connection.execute(
-                insert(CheckpointIncident.__table__),  # type: ignore[attr-defined]
+                insert(table_of(CheckpointIncident)),
                 [{"incident_id": i, "number": number} for i in incidents],
             )
     return checkpoint
@@ -585,6 +586,7 @@ def _record_attempt(db: Database, *, number: int, sink: str, error: str | None) 
     with db.engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         driver = connection.connection.driver_connection
+        assert driver is not None  # a connection that is open has its driver's connection
         if sqlite:  # SQLite refuses to change it inside a transaction: before BEGIN
             driver.execute("PRAGMA synchronous = NORMAL")
         try:

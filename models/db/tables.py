@@ -16,10 +16,12 @@ from sqlalchemy import (
     DateTime,
     Index,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, SQLModel
 
 from rearguard.models.enums import (
@@ -29,6 +31,18 @@ from rearguard.models.enums import (
     Severity,
     VersionStatus,
 )
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """Return the Core table of a table model, for statements that skip the ORM.
+
+    SQLAlchemy sets ``__table__`` on the class at runtime, but SQLModel does not declare it;
+    the mapper gives the same table with its type.
+    """
+    table = sa_inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
 
 
 def utcnow() -> datetime:

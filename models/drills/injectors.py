@@ -147,6 +147,7 @@ def plant_malicious_file(*, runtime: Runtime, asset: str) -> dict[str, Any]:
         version = get_version(
             session=session, asset=get_asset(session=session, name=asset), label=label
         )
+        assert version.id is not None  # a stored version
         planted = ManifestEntry(FAKE_MALICIOUS_PATH, FAKE_MALICIOUS_SHA256, len(FAKE_MALICIOUS))
         entries = [*manifest_of(session=session, version=version), planted]
         session.add(VersionFile(version_id=version.id, **vars(planted)))

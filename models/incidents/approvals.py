@@ -54,7 +54,13 @@ def is_overdue(request: ApprovalRequest, *, now: datetime | None = None) -> bool
 
 
 def _record(
-    session: Session, *, incident: Incident, action: str, actor: str, kind: EventKind, data: dict
+    session: Session,
+    *,
+    incident: Incident,
+    action: str,
+    actor: str,
+    kind: EventKind,
+    data: dict[str, Any],
 ) -> None:
     append_event(
         session,

@@ -17,12 +17,12 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from rearguard.models.db.tables import Incident, IncidentDedupKey
+from rearguard.models.db.tables import Incident, IncidentDedupKey, table_of
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import ConflictError
 
-_KEYS = IncidentDedupKey.__table__  # type: ignore[attr-defined]
-_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+_KEYS = table_of(IncidentDedupKey)
+_INCIDENTS = table_of(Incident)
 _MAX_CLAIM_ATTEMPTS = 5
 _LOOKUP_CHUNK = 500
 

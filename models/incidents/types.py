@@ -371,10 +371,13 @@ def check_entry(value: Any) -> IncidentType:
         value = IncidentType(**{k: value[k] for k in known & set(value)})
     if not isinstance(value, IncidentType):
         raise TypeError(f"expected a PlaybookSpec or a mapping, got {type(value).__name__}")
-    if not isinstance(value.type, str) or not _TYPE_RE.match(value.type):
-        raise ValueError(f"invalid type {value.type!r}: lower-case letters, digits and _")
-    if not isinstance(value.entrypoint, str) or not _ENTRYPOINT_RE.match(value.entrypoint):
-        raise ValueError(f"invalid entrypoint {value.entrypoint!r}: write it as module:flow")
+    # A plugin's values are not checked by its type hints: read them as any object.
+    type_name: object = value.type
+    entrypoint: object = value.entrypoint
+    if not isinstance(type_name, str) or not _TYPE_RE.match(type_name):
+        raise ValueError(f"invalid type {type_name!r}: lower-case letters, digits and _")
+    if not isinstance(entrypoint, str) or not _ENTRYPOINT_RE.match(entrypoint):
+        raise ValueError(f"invalid entrypoint {entrypoint!r}: write it as module:flow")
     if value.sweep is not None:
         raise ValueError("sweep rules are for built-in types: the sweep opens only those")
     for name, kind in (("drill", DrillRule), ("profile", ExportProfile)):

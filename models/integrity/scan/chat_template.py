@@ -28,7 +28,7 @@ here), and names built from data at render time without any underscore in the te
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -170,7 +170,7 @@ def _fold_repeat(node: nodes.Mul, known: _Folding) -> str | None:
     return text * count.value
 
 
-def _fold_percent(text: str | None, args: list[nodes.Node], known: _Folding) -> str | None:
+def _fold_percent(text: str | None, args: Sequence[nodes.Node], known: _Folding) -> str | None:
     if text is None:
         return None
     values: list[object] = []
