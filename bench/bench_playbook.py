@@ -297,7 +297,8 @@ class RetryCounter(logging.Handler):
 def time_cli(workspace: Workspace, env: dict[str, str], timeout: float) -> float:
     """Time ``rearguard incident open`` as a subprocess on a fresh home."""
     home = workspace.fresh_home()
-    run_env = {**env, "REARGUARD_HOME": str(home)}
+    # The person the incident records as opening it (the CLI refuses to record nobody).
+    run_env = {**env, "REARGUARD_HOME": str(home), "REARGUARD_USER": "bench"}
     started = time.perf_counter()
     process = subprocess.Popen(
         [str(REARGUARD), "incident", "open", "--type", "model_compromise", "--asset", ASSET],

@@ -121,9 +121,12 @@ def open_or_attach(
     if spec.needs(Input.DIGEST):
         from rearguard.models.assets.denylist import digest_of_file, parse_digest
 
-        if (digest is None) == (file is None):
+        if digest is not None and file is None:
+            state["digest"] = parse_digest(digest)
+        elif file is not None and digest is None:
+            state["digest"] = digest_of_file(file)
+        else:
             raise UsageError(f"{type} needs one of --digest SHA256 or --file PATH")
-        state["digest"] = parse_digest(digest) if digest is not None else digest_of_file(file)  # type: ignore[arg-type]
     elif spec.needs(Input.DATASET):
         if not dataset or (spec.needs(Input.SINCE) and moment is None):
             raise UsageError(f"{type} needs --dataset NAME and --since ISO8601")

@@ -34,7 +34,7 @@ from sqlmodel import select
 
 from rearguard.models import bounded_json
 from rearguard.models.config.settings import Settings
-from rearguard.models.db.tables import ApprovalRequest, SeenCallback
+from rearguard.models.db.tables import ApprovalRequest, SeenCallback, table_of
 from rearguard.models.errors import (
     ConfigurationError,
     ConflictError,
@@ -49,7 +49,7 @@ from rearguard.notifications.channels.slack_limits import mrkdwn_escape
 
 logger = logging.getLogger(__name__)
 MAX_AGE_S = 300
-_SEEN = SeenCallback.__table__  # type: ignore[attr-defined]
+_SEEN = table_of(SeenCallback)
 _ACTIONS = {"approve": True, "deny": False}
 _BUTTONS_BLOCK = "rearguard_approval"
 _ENDED = {
@@ -168,14 +168,16 @@ def _parse(body: bytes) -> ButtonPress:
     message = message if isinstance(message, dict) else {}
     channel_id, ts = container.get("channel_id"), container.get("message_ts")
     blocks = message.get("blocks")
-    usable = isinstance(blocks, list) and all(isinstance(b, dict) for b in blocks)
+    usable: tuple[dict[str, Any], ...] = ()
+    if isinstance(blocks, list) and all(isinstance(b, dict) for b in blocks):
+        usable = tuple(blocks)
     return ButtonPress(
         user=user,
         callback_id=callback_id,
         approve=_ACTIONS[action["action_id"]],
         channel_id=channel_id if isinstance(channel_id, str) else None,
         message_ts=ts if isinstance(ts, str) else None,
-        blocks=tuple(blocks) if usable else (),
+        blocks=usable,
     )
 
 

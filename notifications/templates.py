@@ -81,7 +81,9 @@ class Renderer:
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"no template {exc.name}") from exc
         except jinja2.TemplateError as exc:
-            where = f"{name}:{exc.lineno}" if getattr(exc, "lineno", None) else name
+            # Only a syntax error knows its line; one raised while rendering does not.
+            line = exc.lineno if isinstance(exc, jinja2.TemplateSyntaxError) else None
+            where = f"{name}:{line}" if line else name
             raise TemplateError(f"template {where}: {exc.message or exc}") from exc
 
     def _layout(self, event: str, kind: str) -> str:

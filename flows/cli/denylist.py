@@ -20,27 +20,18 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
-        rows = [
-            {
-                "sha256": e.sha256,
-                "reason": e.reason,
-                "incident_id": e.incident_id,
-                "added_by": e.added_by,
-                "added_at": e.added_at.isoformat(),
-            }
-            for e in list_denied(session=session)
-        ]
+        entries = list_denied(session=session)
     if json_output:
-        emit_json(rows)
+        emit_json([e.json_value() for e in entries])
         return
-    if not rows:
+    if not entries:
         err.print("the denylist is empty")
         return
-    for row in rows:
-        source = f", incident {row['incident_id']}" if row["incident_id"] else ""
+    for e in entries:
+        source = f", incident {e.incident_id}" if e.incident_id else ""
         out.print(
-            f"{row['sha256']}  {row['added_at'][:19]} by {escape(row['added_by'])}{source}: "
-            f"{escape(row['reason'])}"
+            f"{e.sha256}  {e.added_at.isoformat()[:19]} by {escape(e.added_by)}{source}: "
+            f"{escape(e.reason)}"
         )
 
 

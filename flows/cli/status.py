@@ -79,6 +79,7 @@ def _intake(settings: Any) -> dict[str, Any]:
 def _counts(db: Any) -> dict[str, Any]:
     """Drills and their next fire times, outbox rows by status, incidents not resolved."""
     from sqlalchemy import func, select
+    from sqlmodel import col
 
     from rearguard.models.db.tables import Incident, NotificationOutbox
     from rearguard.models.drills.service import list_drills, parse_cron
@@ -96,15 +97,17 @@ def _counts(db: Any) -> dict[str, Any]:
         connection = session.connection()
         outbox = dict(
             connection.execute(
-                select(NotificationOutbox.status, func.count()).group_by(NotificationOutbox.status)
+                select(col(NotificationOutbox.status), func.count()).group_by(
+                    col(NotificationOutbox.status)
+                )
             ).all()
         )
         incidents = dict(
             connection.execute(
-                select(Incident.status, func.count())
-                .where(Incident.source != IncidentSource.DRILL)
-                .where(Incident.status != IncidentStatus.RESOLVED)
-                .group_by(Incident.status)
+                select(col(Incident.status), func.count())
+                .where(col(Incident.source) != IncidentSource.DRILL)
+                .where(col(Incident.status) != IncidentStatus.RESOLVED)
+                .group_by(col(Incident.status))
             ).all()
         )
     return {

@@ -29,16 +29,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Row
 
-from rearguard.flows.exports.facts import Timeline, incidents_between, iter_rows
+from rearguard.flows.exports.facts import EventRow, Timeline, incidents_between, iter_rows
 from rearguard.models import bounded_json
 from rearguard.models.audit.chain import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_value
@@ -126,7 +125,7 @@ def _checkpoint_of(db: Database, incident_id: int) -> dict[str, Any] | None:
     return None if checkpoint is None else json.loads(checkpoint.line())
 
 
-def _event_line(row: Row[Any]) -> tuple[str, bool]:
+def _event_line(row: EventRow) -> tuple[str, bool]:
     """One event as a line, its stored ``data`` text spliced in; or a redacted record."""
     # Unpacked once: attribute access on a result row costs more than the line itself.
     seq, ts, incident_id, kind, action, actor, asset, version, data, prev_hash, digest = row
@@ -220,6 +219,10 @@ class _Lines:
         except UnicodeDecodeError:
             self.problem = ChainProblem(-1, self._number, "not UTF-8 (altered or not a timeline)")
             return None
+
+    def failure(self, otherwise: ChainProblem) -> ChainProblem:
+        """The problem met while reading, if any (it ends the file early), else ``otherwise``."""
+        return self.problem or otherwise
 
     def next_record(self) -> tuple[int, dict[str, Any]] | None:
         if self.pending is not None:
@@ -322,9 +325,9 @@ class _DatabaseWitness:
         """Why a gap record does not withhold exactly what it says, or None."""
         from sqlalchemy import func, select
 
-        from rearguard.models.db.tables import TimelineEvent
+        from rearguard.models.db.tables import TimelineEvent, table_of
 
-        events = TimelineEvent.__table__  # type: ignore[attr-defined]
+        events = table_of(TimelineEvent)
         first, last = record["from_seq"], record["to_seq"]
         with self._db.read_session() as session:
             connection = session.connection()
@@ -421,7 +424,7 @@ def _verify(lines: _Lines) -> FileReport:
 
     first = lines.next_record()
     if first is None:
-        return report(lines.problem or ChainProblem(-1, None, "the file is empty"))
+        return report(lines.failure(ChainProblem(-1, None, "the file is empty")))
     number, header = first
     if header.get("record") != "header" or header.get("format") != FORMAT:
         return report(ChainProblem(-1, number, f"not a {FORMAT} file (no header record)"))
@@ -443,14 +446,14 @@ def _verify(lines: _Lines) -> FileReport:
         last = (chain.last_seq, chain.last_hash)
         item = lines.next_record()
         if item is None:
-            return report(lines.problem or ChainProblem(last[0] + 1, None, _TRUNCATED))
+            return report(lines.failure(ChainProblem(last[0] + 1, None, _TRUNCATED)))
         number, record = item
         kind = record.get("record")
         if kind == "checkpoint":
             lines.checkpoint = (number, record.get("checkpoint"))
             item = lines.next_record()
             if item is None or item[1].get("record") != "end":
-                return report(lines.problem or ChainProblem(-1, number, _CHECKPOINT_LAST))
+                return report(lines.failure(ChainProblem(-1, number, _CHECKPOINT_LAST)))
             kind = "end"
         if kind == "end":
             lines.pending = item
@@ -475,13 +478,13 @@ def _verify(lines: _Lines) -> FileReport:
             return report(ChainProblem(first_seq, number, reason))
         if lines.witness is not None:
             witness = lines.witness
-            reason = (
+            objection = (
                 witness.gap(record, lines.incident_id)
                 if kind == "gap"
                 else witness.redacted(record)
             )
-            if reason is not None:
-                return report(ChainProblem(first_seq, number, f"{kind} record: {reason}"))
+            if objection is not None:
+                return report(ChainProblem(first_seq, number, f"{kind} record: {objection}"))
         counts["gaps" if kind == "gap" else "redacted"] += 1
         if kind == "redacted":
             counts["events"] += 1
@@ -545,11 +548,14 @@ def _names_incidents(value: Any, incident_id: int | None) -> bool:
 
 
 def _verify_end(
-    lines: _Lines, report: Any, last: tuple[int, str] | None, counts: dict[str, int]
+    lines: _Lines,
+    report: Callable[[ChainProblem | None], FileReport],
+    last: tuple[int, str] | None,
+    counts: dict[str, int],
 ) -> FileReport:
     item = lines.next_record()
     if item is None:
-        return report(lines.problem or ChainProblem(-1, None, _TRUNCATED))
+        return report(lines.failure(ChainProblem(-1, None, _TRUNCATED)))
     number, end = item
     if end.get("record") != "end":
         return report(ChainProblem(_seq(end), number, "expected the end record"))

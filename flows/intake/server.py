@@ -65,7 +65,7 @@ class _HeaderBounds:
     loop: asyncio.AbstractEventLoop
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)  # type: ignore[misc]  # a mixin: uvicorn's class after it in the MRO has it
         self._header_bytes = 0
         self._tail = b""
         self._header_timer: asyncio.TimerHandle | None = None
@@ -83,8 +83,9 @@ class _HeaderBounds:
             if not ends and self._header_bytes + len(data) > self.max_header_bytes:
                 self._refuse(_TOO_LARGE)
                 return
-        super().data_received(data)  # type: ignore[misc]
-        if self._refused or self.transport.is_closing():
+        super().data_received(data)  # type: ignore[misc]  # a mixin: uvicorn's class after it in the MRO has it
+        # The parser's callbacks may have refused or closed: look again.
+        if self._finished():
             return
         if not self._awaiting_headers():
             self._stop_header_timer()
@@ -99,10 +100,14 @@ class _HeaderBounds:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)  # type: ignore[misc]  # a mixin: uvicorn's class after it in the MRO has it
 
     def _awaiting_headers(self) -> bool:
         raise NotImplementedError
+
+    def _finished(self) -> bool:
+        """Whether this connection was refused or is closing."""
+        return self._refused or self.transport.is_closing()
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
@@ -149,7 +154,7 @@ def bounded_http_protocol(
     base: type[Any] = import_from_string(HTTP_PROTOCOLS[implementation])
     if base.__name__ == "HttpToolsProtocol":
 
-        class BoundedHttpTools(_HeaderBounds, base):  # type: ignore[misc, valid-type]
+        class BoundedHttpTools(_HeaderBounds, base):  # type: ignore[misc]  # base is chosen at run time
             def connection_made(self, transport: asyncio.Transport) -> None:
                 self._in_headers = True
                 super().connection_made(transport)
@@ -169,7 +174,7 @@ def bounded_http_protocol(
     else:
         import h11
 
-        class BoundedH11(_HeaderBounds, base):  # type: ignore[misc, valid-type]
+        class BoundedH11(_HeaderBounds, base):  # type: ignore[misc]  # base is chosen at run time
             def _awaiting_headers(self) -> bool:
                 # Between requests, what arrives next is a request's line and headers.
                 return self.conn.their_state is h11.IDLE

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from rearguard.models.audit.chain import append_event
@@ -72,15 +74,33 @@ def deny_digest(
     return entry
 
 
-def list_denied(*, session: Session) -> list[DeniedDigest]:
-    """Every denylist entry, newest first."""
-    return list(
-        session.exec(
-            select(DeniedDigest).order_by(
-                col(DeniedDigest.added_at).desc(), col(DeniedDigest.sha256)
-            )
-        )
+@dataclass(frozen=True)
+class DenylistEntry:
+    """One denylisted digest: why, from which incident, by whom and when."""
+
+    sha256: str
+    reason: str
+    incident_id: int | None
+    added_by: str
+    added_at: datetime
+
+    def json_value(self) -> dict[str, str | int | None]:
+        """The JSON form (``denylist list --json``), the time in ISO 8601."""
+        return {
+            "sha256": self.sha256,
+            "reason": self.reason,
+            "incident_id": self.incident_id,
+            "added_by": self.added_by,
+            "added_at": self.added_at.isoformat(),
+        }
+
+
+def list_denied(*, session: Session) -> list[DenylistEntry]:
+    """Every denylist entry, newest first (plain records, usable after the session closes)."""
+    rows = session.exec(
+        select(DeniedDigest).order_by(col(DeniedDigest.added_at).desc(), col(DeniedDigest.sha256))
     )
+    return [DenylistEntry(e.sha256, e.reason, e.incident_id, e.added_by, e.added_at) for e in rows]
 
 
 def lift_digest(*, session: Session, digest: str, actor: str, reason: str) -> DeniedDigest:
@@ -156,13 +176,20 @@ class DigestHit:
 def versions_with_digest(*, session: Session, digest: str) -> list[DigestHit]:
     """Every stored file with ``digest``, by asset and version (one query on the sha256 index)."""
     statement = (
-        select(Asset.name, Asset.kind, AssetVersion.label, AssetVersion.status, VersionFile.path)
+        # SQLAlchemy's select: SQLModel's types a select of at most four columns.
+        core_select(
+            col(Asset.name),
+            col(Asset.kind),
+            col(AssetVersion.label),
+            col(AssetVersion.status),
+            col(VersionFile.path),
+        )
         .join(AssetVersion, col(AssetVersion.id) == col(VersionFile.version_id))
         .join(Asset, col(Asset.id) == col(AssetVersion.asset_id))
-        .where(VersionFile.sha256 == digest)
+        .where(col(VersionFile.sha256) == digest)
         .order_by(col(Asset.name), col(AssetVersion.id), col(VersionFile.path))
     )
     return [
         DigestHit(name, str(kind), label, str(status), path)
-        for name, kind, label, status, path in session.exec(statement)
+        for name, kind, label, status, path in session.connection().execute(statement)
     ]

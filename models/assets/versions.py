@@ -318,6 +318,7 @@ def add_version_rows(
         denied_among(session=session, digests=(e.sha256 for e in entries)),
         what=f"{asset.name}@{label}",
     )
+    assert asset.id is not None  # flushed by the caller, as documented
     version = AssetVersion(
         asset_id=asset.id,
         label=label,
@@ -326,10 +327,11 @@ def add_version_rows(
         file_count=len(entries),
         trained_on_id=trained_on_id,
         registered_by=actor,
-        **({"registered_at": registered_at} if registered_at else {}),
+        registered_at=registered_at or utcnow(),
     )
     session.add(version)
     session.flush()
+    assert version.id is not None  # the flush above assigned it
     session.add_all(
         VersionFile(version_id=version.id, path=e.path, sha256=e.sha256, size=e.size)
         for e in entries
@@ -476,8 +478,9 @@ def move_alias(
     Returns:
         The label the alias pointed at before, or None.
     """
+    assert asset.id is not None and version.id is not None  # both are stored rows
     row = session.get(Alias, (asset.id, alias))
-    before = session.get(AssetVersion, row.version_id).label if row else None
+    before = session.get_one(AssetVersion, row.version_id).label if row else None
     on_disk = registry.read_alias(asset=asset.name, alias=alias)
     if on_disk != version.label:
         registry.move_alias(asset=asset.name, alias=alias, label=version.label)
@@ -585,7 +588,7 @@ def _labels_by_id(session: Session, ids: list[int | None]) -> dict[int | None, s
         return {}
     rows = session.exec(
         select(AssetVersion.id, Asset.name, AssetVersion.label)
-        .join(Asset, Asset.id == AssetVersion.asset_id)
+        .join(Asset, col(Asset.id) == AssetVersion.asset_id)
         .where(col(AssetVersion.id).in_(wanted))
     )
     return {vid: f"{name}@{label}" for vid, name, label in rows}

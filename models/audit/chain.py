@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from rearguard.models.audit.redaction import (
     json_text_may_hold_secret,
     redact_optional,
     redact_value,
 )
-from rearguard.models.db.tables import ChainHead, TimelineEvent
+from rearguard.models.db.tables import ChainHead, TimelineEvent, table_of
 from rearguard.models.enums import EventKind
 
 GENESIS_HASH = "0" * 64
@@ -49,8 +49,7 @@ _ROW = (*_COLUMNS, "line")
 # What that encoder does to a str (ensure_ascii=False), used by _stored_event_hash.
 _encode_str = json.encoder.encode_basestring
 
-_EVENTS = TimelineEvent.__table__  # type: ignore[attr-defined]
-_HEAD = ChainHead.__table__  # type: ignore[attr-defined]
+_HEAD = table_of(ChainHead)
 _SELECT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
 
 
@@ -123,7 +122,7 @@ def append_event(
     # The driver's own cursor, in the session's transaction: this runs for every event, and
     # SQLAlchemy's statement machinery costs as much as the statements themselves
     # (bench/bench_audit_chain.py). Same connection and transaction, so the same guarantees.
-    cursor = connection.connection.driver_connection.cursor()
+    cursor = _driver_connection(connection).cursor()
     sql = _SQL_BY_DIALECT["postgresql" if dialect == "postgresql" else "sqlite"]
     try:
         if dialect == "postgresql":
@@ -279,12 +278,12 @@ def _verify_rows(
         # Stored data must be its canonical text byte for byte: a non-canonical text (a
         # duplicate key, another number spelling) parses differently in other readers
         # (SQLite's json_extract keeps the first duplicate, json.loads the last).
-        if type(data) is str and data != "{}" and (reason := _non_canonical(data)):
-            return ChainReport(count, seq - 1, prev, ChainProblem(seq, _line(row), reason))
+        if type(data) is str and data != "{}" and (defect := _non_canonical(data)):
+            return ChainReport(count, seq - 1, prev, ChainProblem(seq, _line(row), defect))
         if _stored_event_hash(row) != stored:
-            problem = _recheck(row)
-            if problem is not None:
-                return ChainReport(count, seq - 1, prev, problem)
+            mismatch = _recheck(row)
+            if mismatch is not None:
+                return ChainReport(count, seq - 1, prev, mismatch)
         prev = stored
         expected_seq += 1
         count += 1
@@ -397,7 +396,7 @@ def _stored_rows(
     )
     # The driver's cursor, in keyset-paginated batches: bounded memory on any chain length,
     # and no SQLAlchemy row processing, which costs more than hashing the row.
-    cursor = connection.connection.driver_connection.cursor()
+    cursor = _driver_connection(connection).cursor()
     try:
         last = after
         while True:
@@ -409,6 +408,13 @@ def _stored_rows(
             last = rows[-1][0]
     finally:
         cursor.close()
+
+
+def _driver_connection(connection: Connection) -> Any:
+    """The DBAPI driver's own connection under a SQLAlchemy connection in use."""
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a connection that is open has its driver's connection
+    return driver
 
 
 def read_snapshot(session: Session) -> None:
@@ -424,7 +430,7 @@ def read_snapshot(session: Session) -> None:
 
     # Only a transaction that has run nothing yet can change its isolation; a caller that
     # already read in it keeps READ COMMITTED.
-    if connection.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE:
+    if _driver_connection(connection).info.transaction_status == TransactionStatus.IDLE:
         connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
@@ -490,6 +496,6 @@ def events_for_incident(session: Session, *, incident_id: int) -> list[TimelineE
     statement = (
         select(TimelineEvent)
         .where(TimelineEvent.incident_id == incident_id)
-        .order_by(TimelineEvent.seq)
+        .order_by(col(TimelineEvent.seq))
     )
     return list(session.exec(statement))

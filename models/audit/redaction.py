@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 REDACTED = "[REDACTED:{kind}]"
@@ -238,7 +238,7 @@ def _redact(
 ) -> str:
     original = text
     for rule in rules:
-        text = rule.regex.sub(lambda m, rule=rule: _replace(rule, m, marker_for), text)
+        text = rule.regex.sub(partial(_replace, rule, marker_for=marker_for), text)
     if _AWS_ID_MARK in text and _AWS_ID_MARK not in original:
         text = _AWS_SECRET_RE.sub(lambda m: _marker("aws-secret-key", m.group(0), marker_for), text)
     return text

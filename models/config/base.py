@@ -115,8 +115,10 @@ def load_concern(cls: type[Concern], document: Mapping[str, Any], **values: Any)
     """
     from pydantic import ValidationError
 
+    # The file travels as one more keyword that no field takes (see ConcernSettings).
+    arguments: dict[str, Any] = {**values, TOML_DOCUMENT: document}
     try:
-        return cls(**values, **{TOML_DOCUMENT: document})
+        return cls(**arguments)
     except ValidationError as exc:
         first = exc.errors()[0]
         # Name the table too: "security" alone does not say it is [notifications.email]'s.

@@ -106,7 +106,7 @@ def _begin_immediate(
             time.sleep(0.0005)
     deadline = time.monotonic() + busy_timeout_s
     pause = 0.0002
-    raised = False
+    raised: WaitingFlag | None = None  # the flag this writer set, to clear on the way out
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout = 0")
@@ -117,14 +117,14 @@ def _begin_immediate(
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-            if flag is not None and priority.favoured and not raised:
+            if flag is not None and priority.favoured and raised is None:
                 flag.set()
-                raised = True
+                raised = flag
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
     finally:
-        if raised:
-            flag.clear()  # type: ignore[union-attr]
+        if raised is not None:
+            raised.clear()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cursor.close()
 

@@ -265,12 +265,12 @@ def _finding(
             )
     else:
         # Production's own file first: it is the one being served.
-        ordered = sorted(versions, key=lambda v: v["version"] != production)
-        files = [f for v in ordered for f in v["dangerous_files"]]
-        offending = files[0] if files else {"path": None, "sha256": None}
+        ordered = sorted(checks, key=lambda c: c.label != production)
+        files = [(p, manifests[(asset, c.label)].get(p)) for c in ordered for p in c.flagged_files]
+        path, digest = files[0] if files else (None, None)
         finding.state = {
-            "digest": offending["sha256"],
-            "file": offending["path"],
+            "digest": digest,
+            "file": path,
             "compromised": production if affected else None,
         }
     if finding.tampered and finding.incident_type is not None and not affected:

@@ -66,8 +66,11 @@ def quarantine(
             workers=runtime.settings.playbooks.hash_workers,
         )
         if check.ok:
-            kept = {"skipped": f"{restored.describe()}; its files still match: not quarantined"}
-            return kept if asset is None else {"asset": target.name, **kept}
+            return Skipped(
+                skipped=f"{restored.describe()}; its files still match: not quarantined",
+                # Named only when the playbook named it, as for Quarantined below.
+                asset=target.name if asset is not None else None,
+            )
     destination = (
         runtime.settings.home / "evidence" / f"incident-{incident_id}" / target.name / label
     )

@@ -180,7 +180,7 @@ def scan_file(
     size = path.stat().st_size
     blob = _Blob(
         location=Location(display if display is not None else str(path)),
-        open=lambda: path.open("rb"),
+        open=_file_opener(path),
         size=size,
         depth=0,
         random_access=True,
@@ -188,6 +188,10 @@ def scan_file(
     with path.open("rb"):
         pass  # unreadable files raise here, before anything is reported
     return _scan_blob(blob, _Budget(limits or Limits()))
+
+
+def _file_opener(path: Path) -> Callable[[], BinaryIO]:
+    return lambda: path.open("rb")
 
 
 def iter_files(root: Path) -> Iterator[Path]:
@@ -341,7 +345,7 @@ def _spool(raw: BinaryIO, closing: ExitStack) -> BinaryIO:
     while chunk := raw.read(_CHUNK):
         spool.write(chunk)
     spool.seek(0)
-    return spool  # type: ignore[return-value]
+    return spool  # type: ignore[return-value]  # a binary file; the stub says IO[bytes]
 
 
 def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
@@ -383,7 +387,7 @@ def _zip_opener(
         stream = archive.open(info)
         # The scan reads as a loader that ignores CRCs would (torch's reader does not check
         # them), so a bad CRC cannot hide a payload; _zip_crc checks it separately.
-        stream._expected_crc = None  # type: ignore[attr-defined]
+        stream._expected_crc = None  # type: ignore[attr-defined]  # ZipExtFile private, no stub
         return _Counted(stream, budget)
 
     return open_member
@@ -516,6 +520,11 @@ def _scan_7z(blob: _Blob, budget: _Budget) -> list[Finding]:
                 construct="7z", severity=Severity.NOT_SCANNED, reason=_ARCHIVES_EXTRA
             )
         ]
+    errors: tuple[type[BaseException], ...] = (
+        py7zr.exceptions.ArchiveError,
+        py7zr.exceptions.PasswordRequired,
+        *_DECOMPRESS_ERRORS,
+    )
     findings: list[Finding] = []
     with ExitStack() as closing:
         raw = _random_access(blob, closing)
@@ -530,11 +539,7 @@ def _scan_7z(blob: _Blob, budget: _Budget) -> list[Finding]:
             target = Path(closing.enter_context(tempfile.TemporaryDirectory()))
             # py7zr refuses absolute paths and paths out of the target (AbsolutePathError).
             archive.extractall(path=target)  # noqa: S202
-        except (
-            py7zr.exceptions.ArchiveError,
-            py7zr.exceptions.PasswordRequired,
-            *_DECOMPRESS_ERRORS,
-        ) as exc:
+        except errors as exc:
             if isinstance(exc, _LimitExceeded):
                 raise
             return [_malformed(blob.location, "7z", f"unreadable 7z archive: {exc}")]
@@ -542,7 +547,7 @@ def _scan_7z(blob: _Blob, budget: _Budget) -> list[Finding]:
             findings += _scan_child(
                 _Blob(
                     location=blob.location.inside(path.relative_to(target).as_posix()),
-                    open=lambda path=path: path.open("rb"),
+                    open=_file_opener(path),
                     size=path.stat().st_size,
                     depth=blob.depth + 1,
                     random_access=True,
@@ -558,7 +563,7 @@ def _scan_7z(blob: _Blob, budget: _Budget) -> list[Finding]:
 @dataclass(frozen=True)
 class _Compression:
     name: str
-    open: Callable[[BinaryIO], BinaryIO] | None  # None: the library is not installed
+    open: Callable[[BinaryIO], _Readable] | None  # None: the library is not installed
 
 
 def _compression(head: bytes) -> _Compression | None:
@@ -582,7 +587,7 @@ def _compression(head: bytes) -> _Compression | None:
     return None
 
 
-def _zstd_opener() -> Callable[[BinaryIO], BinaryIO] | None:
+def _zstd_opener() -> Callable[[BinaryIO], _Readable] | None:
     try:
         import zstandard
     except ImportError:
@@ -591,7 +596,7 @@ def _zstd_opener() -> Callable[[BinaryIO], BinaryIO] | None:
     return lambda raw: decompressor.stream_reader(raw, read_across_frames=True)
 
 
-def _lz4_opener() -> Callable[[BinaryIO], BinaryIO] | None:
+def _lz4_opener() -> Callable[[BinaryIO], _Readable] | None:
     try:
         import lz4.frame
     except ImportError:
@@ -655,10 +660,27 @@ def _scan_child(blob: _Blob, budget: _Budget) -> list[Finding]:
     return _scan_blob(blob, budget)
 
 
-class _Counted(io.RawIOBase):
-    """A stream read out of a container, charged to the file's expanded-size budget."""
+class _Readable(Protocol):
+    """What :class:`_Counted` reads: a member of a container, or a decompressor over one."""
 
-    def __init__(self, inner: Any, budget: _Budget, *, closes: BinaryIO | None = None) -> None:
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def seekable(self) -> bool: ...
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+    def close(self) -> object: ...
+
+
+class _Counted(io.RawIOBase, BinaryIO):
+    """A stream read out of a container, charged to the file's expanded-size budget.
+
+    A ``BinaryIO`` too: what the scanners, ``zipfile``, ``tarfile`` and ``py7zr`` read from.
+    """
+
+    def __init__(
+        self, inner: _Readable, budget: _Budget, *, closes: BinaryIO | None = None
+    ) -> None:
         super().__init__()
         self._inner = inner
         self._budget = budget
@@ -698,7 +720,7 @@ class _Counted(io.RawIOBase):
         self._budget.bytes(count)
         return count
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         data = self._inner.read(size if size is not None and size >= 0 else _CHUNK * 64)
         self._position += len(data)
         self._budget.bytes(len(data))

@@ -320,7 +320,7 @@ class _ByteSource:
 
     def _read_stream(self, n: int, minimum: int) -> bytes:
         """Up to ``n`` bytes, reading again while fewer than ``minimum`` came and not at EOF."""
-        chunks = []
+        chunks: list[bytes] = []
         got = 0
         while got < minimum or not chunks:
             chunk = self._call(self._stream.read, n - got)
@@ -431,7 +431,11 @@ def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], 
         return partial(_read_string, *_STRINGS[opcode.name])
     if opcode.name in ("GLOBAL", "INST"):
         return _read_names
-    return None if opcode.arg is None else opcode.arg.reader
+    if opcode.arg is None:
+        return None
+    # The rest are protocol 0's newline-terminated arguments, whose readers only call
+    # readline(), which _ByteSource has; typeshed types every reader as taking IO[bytes].
+    return opcode.arg.reader  # type: ignore[return-value]  # stub: IO[bytes]; only readline()
 
 
 _STOP = object()
