@@ -236,10 +236,11 @@ def _marker(kind: str, secret: str, marker_for: Callable[[str, str], str] | None
 def _redact(
     text: str, rules: list[_Rule], marker_for: Callable[[str, str], str] | None = None
 ) -> str:
-    original = text
     for rule in rules:
         text = rule.regex.sub(partial(_replace, rule, marker_for=marker_for), text)
-    if _AWS_ID_MARK in text and _AWS_ID_MARK not in original:
+    # The key id may have been redacted by an earlier pass (a field redacted before it was
+    # joined into this text): its marker still says the secret beside it is one.
+    if _AWS_ID_MARK in text:
         text = _AWS_SECRET_RE.sub(lambda m: _marker("aws-secret-key", m.group(0), marker_for), text)
     return text
 
