@@ -11,16 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import socket
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REARGUARD_BIN
+from cli_helpers import rearguard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from notification_helpers import WEBHOOK_SECRET, WebhookReceiver
@@ -98,24 +96,6 @@ def setup(runtime: Runtime, tmp_path: Path) -> Setup:
     )
     settings = dataclasses.replace(runtime.settings, audit=audit)
     return Setup(runtime, settings, key, key.with_suffix(".pub.pem"), sink)
-
-
-def rearguard(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REARGUARD_")}
-    env.update(
-        REARGUARD_HOME=str(runtime.settings.home),
-        REARGUARD_DATABASE_URL=runtime.db.url,
-        COLUMNS="200",
-    )
-    return subprocess.run(
-        [str(REARGUARD_BIN), *args],
-        env=env,
-        cwd=runtime.settings.home,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def append(runtime: Runtime, count: int, *, incident_id: int | None = None) -> None:

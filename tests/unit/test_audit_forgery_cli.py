@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REARGUARD_BIN
+from cli_helpers import rearguard
 from sqlalchemy import text
 
 from rearguard.models.audit.chain import append_event
@@ -24,25 +23,6 @@ from rearguard.models.runtime import Runtime
 
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def rearguard(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed command on the test's home and database (no Prefect needed)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REARGUARD_")}
-    env.update(
-        REARGUARD_HOME=str(runtime.settings.home),
-        REARGUARD_DATABASE_URL=runtime.db.url,
-        COLUMNS="200",
-    )
-    return subprocess.run(
-        [str(REARGUARD_BIN), *args],
-        env=env,
-        cwd=runtime.settings.home,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def append(runtime: Runtime, count: int, *, incident_id: int | None = None) -> None:
