@@ -665,6 +665,14 @@ def _scan_compressed(blob: _Blob, compression: _Compression, budget: _Budget) ->
         errors: tuple[type[BaseException], ...] = (*_DECOMPRESS_ERRORS, zstandard.ZstdError)
     except ImportError:
         errors = _DECOMPRESS_ERRORS
+    try:
+        with open_decompressed() as stream:
+            if not stream.read(1):
+                return []  # decompresses to nothing
+    except errors:
+        # Not one byte comes out: raw data that starts like a magic number (one tensor
+        # storage in 16,384 starts like zlib), nothing a loader could run.
+        return []
     child = _Blob(
         location=blob.location,
         open=open_decompressed,

@@ -169,6 +169,21 @@ def test_an_encryption_mark_over_plain_pickle_bytes_is_scanned(tmp_path: Path) -
     assert SYSTEM & {f.construct.split(" ")[0] for f in findings}
 
 
+def test_raw_bytes_that_start_like_zlib_are_not_a_finding(tmp_path: Path) -> None:
+    # One tensor storage in 16,384 starts with a zlib header; not a byte of it decompresses.
+    storage = b"\x78\x9c" + b"\xff" * 4096
+
+    assert scan_file(write(tmp_path / "0", storage)) == []
+
+
+def test_a_compressed_stream_that_breaks_after_its_start_is_malformed(tmp_path: Path) -> None:
+    whole = zlib.compress(b"some data " * 10_000)
+
+    findings = scan_file(write(tmp_path / "cut.z", whole[: len(whole) // 2] + b"\xff" * 64))
+
+    assert Severity.MALFORMED in severities(findings)
+
+
 def test_unknown_flag_bits_fail_closed(tmp_path: Path) -> None:
     data = bytearray(zip_bytes({"a.pkl": pickle.dumps([1], protocol=2)}))
     central = data.index(b"PK\x01\x02")
