@@ -126,7 +126,7 @@ class _Budget:
             )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Blob:
     """Bytes to identify and scan: a file, a member, a decompressed stream."""
 
@@ -138,6 +138,8 @@ class _Blob:
     # directory at the end of bytes that do not start like one.
     random_access: bool = False
     errors: tuple[type[BaseException], ...] = field(default=())
+    # The first HEAD_SIZE bytes, once read: identifying a blob twice reads them once.
+    head: bytes | None = None
 
 
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
@@ -218,6 +220,7 @@ def _scan_blob(blob: _Blob, budget: _Budget) -> list[Finding]:
     try:
         with blob.open() as stream:
             head = stream.read(HEAD_SIZE)
+        blob.head = head
         budget.bytes(0)
         return _dispatch(blob, head, budget)
     except _LimitExceeded as exc:
@@ -252,6 +255,8 @@ def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
 
 def _recognised(blob: _Blob) -> bool:
     """Whether a blob's first bytes are anything a scanner reads (not raw data)."""
+    if blob.head is not None:
+        return _recognised_head(blob.head)
     try:
         with blob.open() as stream:
             head = stream.read(HEAD_SIZE)
