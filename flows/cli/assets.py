@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rearguard.models.assets.lifecycle import StatusChange
     from rearguard.models.integrity.sweep import SweepReport
     from rearguard.models.runtime import Runtime
+    from rearguard.models.schemas import RescanRead, ScanRecordRead
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
 
@@ -424,7 +425,9 @@ def show(
     )
     if described.validate_command:
         out.print(f"validation: {escape(described.validate_command)}")
-    table = Table("version", "status", "digest", "files", "bytes", "registered", "approved by")
+    table = Table(
+        "version", "status", "digest", "files", "bytes", "registered", "approved by", "scan"
+    )
     for v in described.versions:
         marker = f" ← {alias}" if v.label == current else ""
         table.add_row(
@@ -435,8 +438,36 @@ def show(
             str(v.bytes),
             v.registered_at.isoformat()[:19] if v.registered_at else "",
             escape(v.approved_by or "-"),
+            _scan_cell(v.scan),
         )
     out.print(table)
+    recorded = [(v.label, v.scan) for v in described.versions if v.scan is not None]
+    if recorded:
+        out.print("scan records:")
+    for label, scan in recorded:
+        out.print(f"  {_scan_line(label, scan)}")
+
+
+def _scan_cell(scan: ScanRecordRead | None) -> str:
+    """A version's scan verdict in a table cell, and what blocks."""
+    if scan is None:
+        return "[dim]no record[/]"
+    colour = "green" if scan.verdict == "clean" else "red"
+    counts = ", ".join(f"{n} {severity}" for severity, n in sorted(scan.counts.items()))
+    return f"[{colour}]{scan.verdict}[/]" + (f" ({counts})" if counts else "")
+
+
+def _scan_line(label: str, scan: ScanRecordRead) -> str:
+    """A version's scan record in one line: what judged it, when, and the engines' verdicts."""
+    parts = [
+        f"scanner {scan.scanner_version}",
+        f"allow-list {scan.allow_fingerprint[:12]}",
+        f"{scan.scanned_during} {scan.scanned_at.isoformat()[:19]}",
+    ]
+    if scan.allowed:
+        parts.append(f"{scan.allowed} finding(s) allowed")
+    parts += [f"{e.engine} {e.version or '-'}: {e.verdict}" for e in scan.engines]
+    return escape(f"{label}: {scan.verdict}; " + "; ".join(parts))
 
 
 @app.command("verify")
@@ -447,10 +478,13 @@ def verify(
 ) -> None:
     """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
-    Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
+    Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled. Each
+    version whose bytes match its manifest gets its scan record (see `assets show`); no status
+    changes (`assets rescan` acts on what the scan finds).
     """
     from functools import partial
 
+    from rearguard.models.assets.scan_records import save_checks
     from rearguard.models.integrity.scan.policy import policy_for
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
@@ -458,6 +492,7 @@ def verify(
     rt = runtime(ctx)
     plan = plan_sweep(runtime=rt, asset_name=name)
     statuses = {key: str(status) for key, status in plan.statuses.items()}
+    policies = partial(policy_for, rt.settings)
     with byte_progress("verifying", plan.total_bytes) as progress:
         checks = check_versions(
             registry=rt.registry,
@@ -465,8 +500,9 @@ def verify(
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
             ahead=invocation(ctx).hashed_ahead,
-            policies=partial(policy_for, rt.settings),
+            policies=policies,
         )
+    save_checks(db=rt.db, checks=checks, policies=policies, during="verify", actor="verify")
     failed = [c for c in checks if not c.ok]
     if json_output:
         emit_json(
@@ -615,3 +651,70 @@ def _print_sweep(report: SweepReport) -> None:
         err.print(f"[red]{failed} of {len(report.checks)} version(s) failed verification[/]")
     else:
         out.print(f"[green]ok[/] {len(report.checks)} version(s) verified")
+
+
+@app.command("rescan")
+def rescan(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Asset name (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every asset.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also versions whose scan record is current.")
+    ] = False,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Scan again the known-good and candidate versions whose scan record is out of date.
+
+    Out of date: no record, an older scanner, another allow-list, other second-opinion engines
+    or versions, or a recorded verdict that blocks. Versions with a current record are not
+    read at all. A known-good version that now fails becomes suspect and an incident opens as
+    a sweep's would; a candidate that fails becomes suspect (approval refuses it). Exits 3 when
+    a version now blocks trust, 0 otherwise.
+    """
+    from rearguard.models.errors import UsageError
+    from rearguard.models.integrity.rescan import plan_rescan, run_rescan
+
+    if (name is None) == (not all_):
+        raise UsageError(
+            "name an asset or give --all, not both" if all_ else "name an asset or give --all",
+            hint="rearguard assets rescan NAME, or rearguard assets rescan --all",
+        )
+    rt = runtime(ctx)
+    actor = person(ctx, by)
+    plan = plan_rescan(runtime=rt, asset_name=name, force=force)
+    with byte_progress("rescanning", plan.total_bytes) as progress:
+        result = run_rescan(runtime=rt, plan=plan, actor=actor, progress=progress)
+    if json_output:
+        emit_json(result.json_value())
+    else:
+        _print_rescan(result)
+    if not result.ok:
+        raise typer.Exit(EXIT_INTEGRITY)
+
+
+def _print_rescan(result: RescanRead) -> None:
+    for version in result.rescanned:
+        colour = "red" if version.blocks else "green"
+        line = (
+            f"{escape(version.asset)}@{escape(version.version)}: {version.verdict_before} -> "
+            f"[{colour}]{version.verdict_after}[/]"
+        )
+        if version.status_after != version.status_before:
+            line += (
+                f", [{status_style(version.status_before)}]{version.status_before}[/] -> "
+                f"[{status_style(version.status_after)}]{version.status_after}[/]"
+            )
+        if version.incident is not None:
+            line += f", incident {version.incident}"
+        out.print(f"{line} [dim]({escape(version.why)})[/]")
+        for problem in version.problems:
+            out.print(f"     {escape(problem)}")
+    blocking = sum(v.blocks for v in result.rescanned)
+    summary = (
+        f"{len(result.rescanned)} version(s) rescanned, {blocking} now block trust, "
+        f"{result.current} current (not rescanned); scanner {result.scanner_version}"
+    )
+    if result.incidents:
+        summary += "; incidents " + ", ".join(str(i) for i in result.incidents)
+    (err if blocking else out).print(f"[red]{summary}[/]" if blocking else summary)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from rearguard.models.assets.scan_records import save_scan
 from rearguard.models.assets.versions import (
     add_version_rows,
     get_version,
     move_alias,
     record_allowance,
-    scan_record,
+    scan_event_data,
+    scan_reason,
     set_status,
 )
 from rearguard.models.audit.chain import append_event
@@ -29,7 +31,7 @@ from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, UsageError
 from rearguard.models.integrity.hashing import hash_files
 from rearguard.models.integrity.scan.policy import ScanPolicy
-from rearguard.models.integrity.verification import VersionCheck, judge_findings
+from rearguard.models.integrity.verification import VersionCheck, scan_version
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, RegistryBackend
 from rearguard.models.registry.mlflow_backend import LABEL_TAG, MlflowRegistry, MlflowVersion
@@ -100,8 +102,9 @@ def import_versions(
         )
     new = [v for v in versions if v.label not in known]
     manifests = [_hash(registry, name, version, workers) for version in new]
+    policy = policy or ScanPolicy()
     scans = [
-        _scan(registry, name, version.label, entries, policy or ScanPolicy())
+        _scan(registry, name, version.label, entries, policy)
         for version, entries in zip(new, manifests, strict=True)
     ]
     tagged = [AssetKind(v.kind) for v in versions if v.kind in {k.value for k in AssetKind}]
@@ -117,6 +120,7 @@ def import_versions(
             new,
             manifests,
             scans,
+            policy=policy,
             kind=kind,
             actor=actor,
             alias=alias,
@@ -139,6 +143,7 @@ def _record(
     manifests: list[list[ManifestEntry]],
     scans: list[VersionCheck],
     *,
+    policy: ScanPolicy,
     kind: AssetKind | None,
     actor: str,
     alias: str,
@@ -166,8 +171,19 @@ def _record(
             )
             if scan.scan_blocked:
                 row.status = VersionStatus.SUSPECT
-                row.status_reason = f"scan: {scan.problems[0]}"
+                row.status_reason = scan_reason(scan)
                 session.add(row)
+            record = scan.scan_record(policy)
+            if record is not None:
+                save_scan(
+                    session,
+                    asset=name,
+                    version=row,
+                    record=record,
+                    during="import",
+                    actor=actor,
+                    announce=False,  # the import event carries it
+                )
             append_event(
                 session,
                 kind=EventKind.STATE,
@@ -182,7 +198,7 @@ def _record(
                     "digest": row.digest,
                     "files": row.file_count,
                     "bytes": row.total_size,
-                    "scan": scan_record(scan),
+                    "scan": scan_event_data(scan, record),
                 },
             )
             registry.mirror_status(asset=name, label=version.label, status=str(row.status))
@@ -229,10 +245,12 @@ def _scan(
 ) -> VersionCheck:
     """Scan a version's artifacts as they are now."""
     files = registry.version_files(asset=name, label=label)
-    check = VersionCheck(asset=name, label=label, allowance=policy.allowance)
-    for entry in manifest:
-        judge_findings(check, entry.path, files[entry.path], policy)
-    return check
+    return scan_version(
+        asset=name,
+        label=label,
+        files=[(entry.path, files[entry.path]) for entry in manifest],
+        policy=policy,
+    )
 
 
 def _hash(

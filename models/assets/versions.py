@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import parse_command
 from rearguard.models.assets.denylist import denied_among, denied_in_version, refuse_denied
+from rearguard.models.assets.scan_records import latest_scans, save_scan
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile, utcnow
@@ -19,10 +20,11 @@ from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundError, UsageError
 from rearguard.models.failpoints import failpoint
 from rearguard.models.integrity.scan.policy import ScanPolicy
-from rearguard.models.integrity.verification import VersionCheck, check_version, judge_findings
+from rearguard.models.integrity.scan.record import ScanRecord
+from rearguard.models.integrity.verification import VersionCheck, check_version, scan_version
 from rearguard.models.names import check_name
 from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
-from rearguard.models.schemas import AssetRead, ManifestEntryRead, VersionRead
+from rearguard.models.schemas import AssetRead, ManifestEntryRead, ScanRecordRead, VersionRead
 
 
 def get_asset(*, session: Session, name: str) -> Asset:
@@ -183,8 +185,16 @@ def register_version(
     entries = staged.manifest
     digest = manifest_digest(entries)
     published = False
+    policy = policy or ScanPolicy()
     try:
-        scan = _scan_staged(staged.work / "version", name, label, entries, policy or ScanPolicy())
+        root = staged.work / "version"
+        scan = scan_version(
+            asset=name,
+            label=label,
+            files=[(entry.path, root / entry.path) for entry in entries],
+            policy=policy,
+        )
+        record = scan.scan_record(policy)
         with db.session() as session:
             asset = session.exec(select(Asset).where(Asset.name == name)).first()
             if asset is None:
@@ -205,8 +215,18 @@ def register_version(
             )
             if scan.scan_blocked:
                 version.status = VersionStatus.SUSPECT
-                version.status_reason = _scan_reason(scan)
+                version.status_reason = scan_reason(scan)
                 session.add(version)
+            if record is not None:
+                save_scan(
+                    session,
+                    asset=name,
+                    version=version,
+                    record=record,
+                    during="registration",
+                    actor=actor,
+                    announce=False,  # the registration event carries it
+                )
             append_event(
                 session,
                 kind=EventKind.STATE,
@@ -222,7 +242,7 @@ def register_version(
                     "trained_on": trained_on,
                     "validate_command": validate_command,
                     "status": str(version.status),
-                    "scan": scan_record(scan),
+                    "scan": scan_event_data(scan, record),
                 },
             )
             resolved_kind = str(asset.kind)
@@ -247,27 +267,22 @@ def register_version(
     return Registration(name, label, resolved_kind, digest, entries, status, scan)
 
 
-def _scan_staged(
-    root: Path, name: str, label: str, entries: list[ManifestEntry], policy: ScanPolicy
-) -> VersionCheck:
-    check = VersionCheck(asset=name, label=label, allowance=policy.allowance)
-    for entry in entries:
-        judge_findings(check, entry.path, root / entry.path, policy)
-    return check
-
-
-def _scan_reason(check: VersionCheck) -> str:
+def scan_reason(check: VersionCheck, *, prefix: str = "scan") -> str:
+    """A failed check's reason for a version's status: its first problem, and how many more."""
     more = len(check.problems) - 1
-    return f"scan: {check.problems[0]}" + (f" (and {more} more)" if more > 0 else "")
+    return f"{prefix}: {check.problems[0]}" + (f" (and {more} more)" if more > 0 else "")
 
 
-def scan_record(check: VersionCheck) -> dict[str, object]:
-    """What the timeline keeps of a version's scan: blocking findings and accepted ones."""
+def scan_event_data(check: VersionCheck, record: ScanRecord | None) -> dict[str, object]:
+    """What the timeline keeps of a version's scan: blocking findings and accepted ones, each
+    engine's verdict on each file, and the scan record (scanner version, allow-list
+    fingerprint, verdict, counts by severity, engines), when the scan makes one."""
     return {
         "blocked": check.scan_blocked,
         "findings": check.as_dict()["findings"],
         "allowed": check.allowed_record(),
         "opinions": [opinion.as_dict() for opinion in check.opinions],
+        "record": record.as_dict() if record is not None else None,
     }
 
 
@@ -288,6 +303,23 @@ def record_allowance(
         version=check.label,
         data=allowed,
     )
+
+
+def _save_check(
+    session: Session,
+    *,
+    asset: Asset,
+    version: AssetVersion,
+    check: VersionCheck,
+    policy: ScanPolicy | None,
+    actor: str,
+    during: str,
+) -> None:
+    record = check.scan_record(policy or ScanPolicy())
+    if record is not None:
+        save_scan(
+            session, asset=asset.name, version=version, record=record, during=during, actor=actor
+        )
 
 
 def add_version_rows(
@@ -378,12 +410,16 @@ def set_status(
     actor: str,
     reason: str,
     incident_id: int | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> bool:
     """Change a version's status and record it; return False when it already had it.
 
     The registry shows the new status too (MLflow: the ``rearguard.status`` tag) before the
     caller's transaction commits: if that fails, nothing changes; if the commit fails after
     it, the status is set again, and mirrored again, by the rerun.
+
+    ``details`` (e.g. the scan findings behind the change) go into the event beside the
+    change and its reason.
     """
     if version.status == status:
         return False
@@ -399,7 +435,7 @@ def set_status(
         incident_id=incident_id,
         asset=asset.name,
         version=version.label,
-        data={"from": str(previous), "to": str(status), "reason": reason},
+        data={**(details or {}), "from": str(previous), "to": str(status), "reason": reason},
     )
     registry.mirror_status(asset=asset.name, label=version.label, status=str(status))
     return True
@@ -445,6 +481,15 @@ def approve_version(
         if not check.ok:
             raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
         record_allowance(session, check=check, actor=by)
+        _save_check(
+            session,
+            asset=asset,
+            version=version,
+            check=check,
+            policy=policy,
+            actor=by,
+            during="approval",
+        )
         version.approved_by = by
         version.approved_at = utcnow()
         set_status(
@@ -539,6 +584,15 @@ def promote_version(
         if not check.ok:
             raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
         record_allowance(session, check=check, actor=actor)
+        _save_check(
+            session,
+            asset=asset,
+            version=version,
+            check=check,
+            policy=policy,
+            actor=actor,
+            during="promotion",
+        )
         return move_alias(
             session=session,
             registry=registry,
@@ -563,6 +617,7 @@ def describe_asset(
     current = alias_version(session=session, asset=asset, alias=alias)
     versions = list_versions(session=session, asset=asset)
     lineage_labels = _labels_by_id(session, [v.trained_on_id for v in versions])
+    scans = latest_scans(session=session, version_ids=(v.id for v in versions if v.id))
     return AssetRead.of(
         asset,
         alias=alias,
@@ -576,6 +631,7 @@ def describe_asset(
                     for e in manifest_of(session=session, version=v)
                 ],
                 trained_on=lineage_labels.get(v.trained_on_id),
+                scan=ScanRecordRead.of(scans[v.id]) if v.id in scans else None,
             )
             for v in versions
         ],
