@@ -56,6 +56,13 @@ def register(
         str | None,
         typer.Option(help='Validation command for this asset, e.g. "python check.py" (no shell).'),
     ] = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option(
+            help="An OpenSSF model signature (OMS bundle) of the files, if the directory has "
+            "no model.sig of its own."
+        ),
+    ] = None,
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -67,10 +74,15 @@ def register(
     Every file is scanned by content first. A version with a finding that blocks trust is still
     registered, as suspect (for forensics), and can never be approved: the findings are listed
     and the exit status is 3.
+
+    A directory's model.sig (or --signature) is kept with the version, outside its manifest,
+    and checked against [signing]: a signature for other files, or one that does not verify,
+    also registers the version as suspect (exit 3); a malformed one registers nothing (exit 2).
     """
     from rearguard.models.assets.checks import resolve_command
     from rearguard.models.assets.versions import register_version
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     if validate is not None:
@@ -88,8 +100,11 @@ def register(
             validate_command=validate,
             progress=progress,
             policy=policy_for(rt.settings, name),
+            signature=signature,
+            signing=signing_policy(rt.settings, name),
         )
     findings = result.scan.findings if result.scan else []
+    verdict = result.signature
     if json_output:
         emit_json(
             {
@@ -100,6 +115,7 @@ def register(
                 "status": str(result.status),
                 "files": [vars(e) for e in result.files],
                 "scan": result.scan.as_dict() if result.scan else None,
+                "signature": verdict.record() if verdict else None,
             }
         )
     else:
@@ -111,11 +127,16 @@ def register(
         )
         for finding in findings:
             err.print(escape(finding.describe()), soft_wrap=True)
+        if verdict is not None:
+            (err if verdict.blocks else out).print(escape(verdict.describe()), soft_wrap=True)
     if findings:
         err.print(
             f"[red]{len(findings)} scan finding(s) block trust[/]: registered as suspect, "
             "it cannot be approved or promoted"
         )
+    if verdict is not None and verdict.suspicious:
+        err.print("[red]the signature does not hold[/]: registered as suspect")
+    if findings or (verdict is not None and verdict.suspicious):
         raise typer.Exit(EXIT_INTEGRITY)
 
 
@@ -126,9 +147,13 @@ def approve(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: ByOption = None,
 ) -> None:
-    """Mark a version known-good, after re-verifying its files and scanning their content."""
+    """Mark a version known-good, after re-verifying its files and scanning their content.
+
+    Where the asset requires a signature ([signing]), an unsigned or untrusted version is
+    refused (exit 3, naming whose signature is expected)."""
     from rearguard.models.assets.versions import approve_version
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     approver = person(ctx, by)
@@ -140,6 +165,7 @@ def approve(
         by=approver,
         workers=rt.settings.playbooks.hash_workers,
         policy=policy_for(rt.settings, name),
+        signing=signing_policy(rt.settings, name),
     )
     out.print(f"{escape(name)}@{escape(label)} is known_good (approved by {escape(approver)})")
 
@@ -151,9 +177,11 @@ def promote(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: ByOption = None,
 ) -> None:
-    """Point the production alias at a version, after re-verifying its files and content."""
+    """Point the production alias at a version, after re-verifying its files, content and
+    signature."""
     from rearguard.models.assets.versions import promote_version
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -166,9 +194,61 @@ def promote(
         actor=person(ctx, by),
         workers=rt.settings.playbooks.hash_workers,
         policy=policy_for(rt.settings, name),
+        signing=signing_policy(rt.settings, name),
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
+
+
+@app.command("sign")
+def sign(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key", help="ECDSA private key (PEM, P-256/P-384/P-521), readable by you alone."
+        ),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Sign a version that carries a signature already.")
+    ] = False,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Sign a registered version (OpenSSF model signing) and keep the bundle as its model.sig.
+
+    The version is re-verified first, so only the bytes rearguard recorded are signed. Whether
+    [signing] trusts the key is reported: a signature it does not trust is kept but does not
+    meet a requirement. Local store only (an MLflow model version cannot change).
+    """
+    from rearguard.models.assets.signing import sign_version
+    from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
+
+    rt = runtime(ctx)
+    verdict = sign_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        key=key,
+        by=person(ctx, by),
+        signing=signing_policy(rt.settings, name),
+        replace=replace,
+        workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
+    )
+    if json_output:
+        emit_json({"asset": name, "version": label, **verdict.record()})
+        return
+    out.print(f"signed {escape(name)}@{escape(label)}: {escape(verdict.describe())}")
+    if verdict.result != "verified":
+        err.print(
+            "[yellow][signing] does not trust this key[/]: add its public key to "
+            "trusted_public_keys for the signature to count"
+        )
 
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why; kept in the timeline.")]
@@ -322,6 +402,7 @@ def import_(
     from rearguard.models.assets.mlflow_import import import_versions
     from rearguard.models.errors import UsageError
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
@@ -338,6 +419,7 @@ def import_(
         status=status,
         workers=rt.settings.playbooks.hash_workers,
         policy=policy_for(rt.settings, name),
+        signing=signing_policy(rt.settings, name),
     )
     if json_output:
         emit_json(vars(adoption))
@@ -478,14 +560,16 @@ def verify(
 ) -> None:
     """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
-    Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled. Each
-    version whose bytes match its manifest gets its scan record (see `assets show`); no status
-    changes (`assets rescan` acts on what the scan finds).
+    A version's signature (model.sig) is checked too, and one is required where [signing] says
+    so. Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
+    Each version whose bytes match its manifest gets its scan record (see `assets show`); no
+    status changes (`assets rescan` acts on what the scan finds).
     """
     from functools import partial
 
     from rearguard.models.assets.scan_records import save_checks
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signature_verdicts
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
 
@@ -503,24 +587,35 @@ def verify(
             policies=policies,
         )
     save_checks(db=rt.db, checks=checks, policies=policies, during="verify", actor="verify")
-    failed = [c for c in checks if not c.ok]
+    signatures = signature_verdicts(
+        settings=rt.settings, checks=checks, manifests=[m for _, _, m in plan.items]
+    )
+    passed = [
+        c.ok and not (s is not None and s.blocks) for c, s in zip(checks, signatures, strict=True)
+    ]
+    failed = [c for c, ok in zip(checks, passed, strict=True) if not ok]
     if json_output:
         emit_json(
             {
                 "ok": not failed,
                 "versions": [
-                    {**c.as_dict(), "status": statuses[(c.asset, c.label)]} for c in checks
+                    {
+                        **c.as_dict(),
+                        "ok": ok,
+                        "status": statuses[(c.asset, c.label)],
+                        "signature": s.record() if s is not None else None,
+                    }
+                    for c, s, ok in zip(checks, signatures, passed, strict=True)
                 ],
             }
         )
     else:
         if not checks:
             err.print("nothing to verify: no versions registered")
-        for check in checks:
-            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-            out.print(
-                f"{mark} {escape(check.asset)}@{escape(check.label)}: {escape(check.summary())}"
-            )
+        for check, signature, ok in zip(checks, signatures, passed, strict=True):
+            mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
+            said = check.summary() + (f"; {signature.describe()}" if signature else "")
+            out.print(f"{mark} {escape(check.asset)}@{escape(check.label)}: {escape(said)}")
         if failed:
             err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
     if failed:

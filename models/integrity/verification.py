@@ -20,7 +20,12 @@ from rearguard.models.integrity.scan.findings import Finding
 from rearguard.models.integrity.scan.opinions import Opinion, second_opinions
 from rearguard.models.integrity.scan.policy import Allowance, ScanPolicy
 from rearguard.models.integrity.scan.record import ScanRecord, record_of
-from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
+from rearguard.models.registry.base import (
+    SIGNATURE_FILE,
+    ManifestEntry,
+    Progress,
+    RegistryBackend,
+)
 
 
 @dataclass
@@ -40,6 +45,7 @@ class VersionCheck:
     allowance: Allowance | None = None
     opinions: list[Opinion] = field(default_factory=list)
     scan_incomplete: bool = False
+    signature_file: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,6 +152,10 @@ def check_version(
         check.tampered = True
         return check
     expected = {entry.path: entry for entry in manifest}
+    # A version's model.sig is its signature, beside its files; only a version registered
+    # before signatures were kept apart lists it in its manifest, as one of its files.
+    if SIGNATURE_FILE not in expected:
+        check.signature_file = present.pop(SIGNATURE_FILE, None)
     for extra in sorted(set(present) - set(expected)):
         check.problems.append(f"{extra}: unexpected file (not in the manifest)")
         check.tampered = True
