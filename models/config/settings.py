@@ -35,6 +35,7 @@ from rearguard.models.config.notifications import (
 from rearguard.models.config.playbooks import PlaybookSettings
 from rearguard.models.config.registry import RegistrySettings
 from rearguard.models.config.scanning import ScanningSettings
+from rearguard.models.config.slack_commands import SlackCommandSettings
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Settings:
     exports: ExportSettings = field(default_factory=lambda: ExportSettings())
     audit: AuditSettings = field(default_factory=lambda: AuditSettings())
     scanning: ScanningSettings = field(default_factory=lambda: ScanningSettings())
+    slack_commands: SlackCommandSettings = field(default_factory=lambda: SlackCommandSettings())
 
     @property
     def home(self) -> Path:
@@ -118,6 +120,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         exports=load_concern(ExportSettings, document),
         audit=load_concern(AuditSettings, document),
         scanning=load_concern(ScanningSettings, document),
+        slack_commands=load_concern(SlackCommandSettings, document),
     )
     private_directory(settings.home)
     return settings
