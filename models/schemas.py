@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from rearguard.models.audit.redaction import redact_text, redact_value
+from rearguard.models.config.slack_commands import shown_destination
 from rearguard.models.db.tables import (
     ApprovalRequest,
     Asset,
@@ -567,7 +568,7 @@ class NotificationRead(ReadSchema):
             incident_id=row.incident_id,
             event=row.event,
             channel=row.channel,
-            destination=row.destination,
+            destination=shown_destination(row.channel, row.destination),
             status=row.status,
             attempts=row.attempts,
             in_doubt=row.in_doubt,

@@ -27,6 +27,7 @@ from rearguard.models.db.tables import ApprovalRequest, Incident
 from rearguard.models.enums import Severity
 from rearguard.models.incidents.approvals import list_requests
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.slack_interactions import sign
 
 SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 SLACK_TOKEN = "xoxb-test-token"
@@ -134,6 +135,18 @@ class PlaybookRun:
             raise self._error
         assert self._incident is not None
         return self._incident
+
+
+def signed(
+    body: bytes, *, timestamp: float | None = None, secret: str = SLACK_SIGNING_SECRET
+) -> dict[str, str]:
+    """Slack's headers for a body: its v0 signature and the request timestamp."""
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": sign(secret=secret, timestamp=stamp, body=body),
+    }
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:

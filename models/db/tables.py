@@ -390,7 +390,7 @@ class DrillRun(SQLModel, table=True):
     drill_name: str = Field(max_length=128, index=True)
     playbook: str = Field(max_length=64)
     asset_name: str = Field(max_length=128)
-    trigger: str = Field(max_length=16, description="schedule, manual or missed")
+    trigger: str = Field(max_length=16, description="schedule, manual, slack or missed")
     status: str = Field(max_length=16, description="running, pass, fail or missed")
     scheduled_for: datetime | None = _tz_column(nullable=True)
     started_at: datetime = _tz_column()
