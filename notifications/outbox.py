@@ -32,7 +32,7 @@ from rearguard.models.db.tables import (
 )
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
-from rearguard.notifications.routing import route_for
+from rearguard.notifications.routing import Route, Target, route_for
 
 OUTBOX = table_of(NotificationOutbox)
 THREADS = table_of(NotificationThread)
@@ -132,6 +132,7 @@ def enqueue(
     production: str | None = None,
     extra: Mapping[str, Any] | None = None,
     roles: Sequence[str] = (),
+    targets: Sequence[Target] | None = None,
 ) -> Enqueued:
     """Record a notification and its outbox rows in the caller's transaction.
 
@@ -143,25 +144,32 @@ def enqueue(
         target: an open write session, or a connection in a write transaction.
         settings: the resolved settings (routing, channels).
         incident: the incident the notification is about.
-        event: opened, contained, recovered, failed, approval_needed or drill_result.
+        event: opened, contained, recovered, failed, approval_needed, approval_code or
+            drill_result.
         actor: who records it (``playbook:<type>``, a person).
         production: the label production serves now, for the templates.
         extra: further facts for the event's template (e.g. who can approve); no secrets.
         roles: stakeholder roles to reach besides the routed ones.
+        targets: these targets alone instead of the routed ones (a one-time approval code
+            goes to its approver only).
 
     Returns:
         How many rows were written, per target what was done, the event's sequence number.
     """
     connection = target.connection() if isinstance(target, Session) else target
     assert incident.id is not None
-    route = route_for(
-        settings,
-        incident_id=incident.id,
-        incident_type=incident.type,
-        severity=str(incident.severity),
-        asset=incident.asset_name,
-        drill=str(incident.source) == "drill",
-        roles=roles,
+    route = (
+        Route(targets=list(targets))
+        if targets is not None
+        else route_for(
+            settings,
+            incident_id=incident.id,
+            incident_type=incident.type,
+            severity=str(incident.severity),
+            asset=incident.asset_name,
+            drill=str(incident.source) == "drill",
+            roles=roles,
+        )
     )
     state_seq = _state_seq(connection, incident.id)
     extra_key = canonical_json({**dict(extra or {}), **({"roles": list(roles)} if roles else {})})

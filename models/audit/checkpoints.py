@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,6 +61,7 @@ from rearguard.models.audit.chain import (
     verify_stored_chain,
     verify_stored_stretch,
 )
+from rearguard.models.audit.keys import load_private_key
 from rearguard.models.config.audit import AuditSettings
 from rearguard.models.config.settings import Settings
 from rearguard.models.db.engine import Database
@@ -91,31 +91,13 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
     Raises:
         ConfigurationError: the file is missing, readable by its group or others, or not an
-            unencrypted Ed25519 private key in PEM.
+            unencrypted Ed25519 private key.
     """
-    try:
-        info = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the signing key {path}: {exc.strerror}",
-            hint="set [audit] signing_key to an Ed25519 key: openssl genpkey -algorithm ed25519",
-        ) from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigurationError(
-            f"the signing key {path} is readable by others (mode {stat.S_IMODE(info.st_mode):o})",
-            hint=f"chmod 600 {path}",
-        )
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigurationError(
-            f"the signing key {path} is not an unencrypted PEM private key",
-            hint="openssl genpkey -algorithm ed25519 -out KEY.pem",
-        ) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(f"the signing key {path} is not an Ed25519 key")
-    return key
+    return load_private_key(
+        path,
+        what="the signing key",
+        hint="set [audit] signing_key to an Ed25519 key: openssl genpkey -algorithm ed25519",
+    )
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

@@ -119,6 +119,10 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         audit=load_concern(AuditSettings, document),
         scanning=load_concern(ScanningSettings, document),
     )
+    settings.approvals.check_transports(
+        email=settings.email.host is not None,
+        slack=settings.slack.token is not None or settings.slack.token_block is not None,
+    )
     private_directory(settings.home)
     return settings
 
