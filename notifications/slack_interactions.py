@@ -43,7 +43,15 @@ from rearguard.models.errors import (
     NotFoundError,
     UsageError,
 )
-from rearguard.models.incidents.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
+from rearguard.models.incidents.approval_proofs import Proof
+from rearguard.models.incidents.approvals import (
+    APPROVED,
+    DENIED,
+    ESCALATED,
+    PENDING,
+    TIMED_OUT,
+    decide,
+)
 from rearguard.models.runtime import Runtime, SecretBlockLoader
 from rearguard.notifications.channels.base import DeliveryError
 from rearguard.notifications.channels.slack_limits import mrkdwn_escape
@@ -284,10 +292,13 @@ def handle_slack_interaction(
     try:
         request = decide(
             db=runtime.db,
+            approvals=runtime.settings.approvals,
             approver=approver,
             approve=press.approve,
             comment="via Slack",
             via="slack",
+            # Slack's signature, checked above, proves who pressed the button.
+            proof=Proof(slack=True),
             callback_id=press.callback_id,
         )
     except NotEntitled as exc:
@@ -299,4 +310,9 @@ def handle_slack_interaction(
     except UsageError as exc:
         return SlackAnswer(400, exc.message)
     line = f"{request.step} of incident {request.incident_id} {request.status} by {approver}"
+    if request.status == PENDING:
+        line = (
+            f"{approver}'s approval of the {request.step} of incident {request.incident_id} "
+            f"is recorded; it needs {request.policy.get('approvers_required')} distinct approvers"
+        )
     return SlackAnswer(200, line, _ended_message(runtime, press))

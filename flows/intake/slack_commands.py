@@ -48,6 +48,7 @@ from rearguard.models.db.tables import Incident
 from rearguard.models.drills.service import get_drill, list_drills
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, RearguardError, UsageError
+from rearguard.models.incidents.approval_proofs import Proof
 from rearguard.models.incidents.approvals import PENDING, decide, list_requests
 from rearguard.models.incidents.service import get_incident, list_incidents, production_of
 from rearguard.models.names import MAX_ROW_ID
@@ -324,10 +325,12 @@ def _decide(context: _Context, *, approve: bool) -> str:
         return context.refuse(name, _NOT_MAPPED.format(user=context.command.user))
     request = decide(
         db=context.runtime.db,
+        approvals=context.runtime.settings.approvals,
         approver=context.person,
         approve=approve,
         comment=comment or "via Slack",
         via="slack",
+        proof=Proof(slack=True),  # Slack signed the command, as it signs its buttons
         incident_id=incident_id,
     )
     return mrkdwn_escape(

@@ -61,6 +61,7 @@ from rearguard.models.audit.chain import (
     verify_stored_chain,
     verify_stored_stretch,
 )
+from rearguard.models.audit.keys import load_private_key
 from rearguard.models.audit.slack_sink import SLACK_SINK, post_checkpoint, read_messages
 from rearguard.models.config.audit import AuditSettings
 from rearguard.models.config.notifications import SlackSettings
@@ -75,7 +76,6 @@ from rearguard.models.db.tables import (
     table_of,
 )
 from rearguard.models.errors import ConfigurationError, IntegrityViolation, UsageError
-from rearguard.models.private_keys import load_private_key
 
 FORMAT = "rearguard-checkpoint"
 MAX_LISTED = 10_000
@@ -93,16 +93,13 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
     Raises:
         ConfigurationError: the file is missing, readable by its group or others, or not an
-            unencrypted Ed25519 private key in PEM.
+            unencrypted Ed25519 private key.
     """
-    key = load_private_key(
+    return load_private_key(
         path,
         what="the signing key",
         hint="set [audit] signing_key to an Ed25519 key: openssl genpkey -algorithm ed25519",
     )
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(f"the signing key {path} is not an Ed25519 key")
-    return key
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:

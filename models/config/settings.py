@@ -125,6 +125,10 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         signing=load_concern(SigningSettings, document),
         slack_commands=load_concern(SlackCommandSettings, document),
     )
+    settings.approvals.check_transports(
+        email=settings.email.host is not None,
+        slack=settings.slack.token is not None or settings.slack.token_block is not None,
+    )
     private_directory(settings.home)
     return settings
 

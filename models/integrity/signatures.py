@@ -45,6 +45,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from rearguard.models.audit.keys import read_private_key
 from rearguard.models.config.settings import Settings
 from rearguard.models.errors import (
     ConfigurationError,
@@ -53,7 +54,6 @@ from rearguard.models.errors import (
     UsageError,
 )
 from rearguard.models.integrity.verification import VersionCheck
-from rearguard.models.private_keys import load_private_key
 from rearguard.models.registry.base import SIGNATURE_FILE, ManifestEntry, RegistryBackend
 
 if TYPE_CHECKING:
@@ -612,7 +612,7 @@ def load_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
         ConfigurationError: the file is missing, readable by its group or others, or not an
             unencrypted ECDSA P-256, P-384 or P-521 private key in PEM.
     """
-    private = load_private_key(
+    private = read_private_key(
         path,
         what="the private key",
         hint="openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out KEY.pem",

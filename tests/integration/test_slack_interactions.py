@@ -35,6 +35,7 @@ from slack_sdk import WebClient
 from slack_server import Posted, SlackServer
 
 from rearguard.models.enums import Severity
+from rearguard.models.incidents.approval_proofs import Proof
 from rearguard.models.incidents.approvals import decide, open_request
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended
@@ -288,7 +289,13 @@ def test_a_stale_button_is_refused_and_its_message_shows_the_decision_made_elsew
 ) -> None:
     with asking_in_slack(home, database_url, monkeypatch, tmp_path) as on:
         decide(
-            db=on.runtime.db, approver="bob", approve=False, via="cli", incident_id=on.incident_id
+            db=on.runtime.db,
+            approvals=on.runtime.settings.approvals,
+            approver="bob",
+            approve=False,
+            via="cli",
+            proof=Proof(),
+            incident_id=on.incident_id,
         )
 
         got = handle_slack_interaction(runtime=on.runtime, headers=signed(on.body), body=on.body)
