@@ -174,13 +174,16 @@ def _stop_when_idle(watch: IdleWatch, home: Path, idle_stop_s: float) -> None:
     or hash a large model, without a word to the server)."""
     while True:
         time.sleep(min(1.0, idle_stop_s / 4))
-        if in_use(home):
-            watch.used_now()
-            continue
-        if watch.idle_for() < idle_stop_s:
-            continue
-        if withdraw_if_unused(home=home, still_idle=lambda: watch.idle_for() >= idle_stop_s):
-            break
+        try:
+            if in_use(home):
+                watch.used_now()
+                continue
+            if watch.idle_for() < idle_stop_s:
+                continue
+            if withdraw_if_unused(home=home, still_idle=lambda: watch.idle_for() >= idle_stop_s):
+                break
+        except OSError:
+            break  # the home is gone (a throwaway one, deleted): nobody can find this server
     os.kill(os.getpid(), signal.SIGTERM)
 
 
