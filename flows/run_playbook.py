@@ -7,9 +7,16 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rearguard.flows.prefect_infra.server import (
+    configured_api_url,
+    published_client_env,
+    shared_prefect_server,
+    use_client_env,
+)
+from rearguard.models.config.prefect import PrefectSettings
 from rearguard.models.db.tables import Incident
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
@@ -27,27 +34,42 @@ _PREFECT_DEFAULTS = {
 }
 
 
-def configure_prefect(*, home: Path | None = None) -> None:
+def configure_prefect(
+    *,
+    home: Path | None = None,
+    background: PrefectSettings | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> None:
     """Apply rearguard's defaults for Prefect settings the user has not set.
 
     Call it before Prefect is imported: Prefect reads its settings once, on import.
 
     Args:
-        home: a rearguard home: when no Prefect API is configured and a ``rearguard serve`` on
-            this home runs a local Prefect server, use that server (rather than starting a
-            temporary one).
+        home: a rearguard home: when no Prefect API is configured and a local Prefect server
+            published in this home answers (``rearguard serve``'s, or one started in the
+            background), use that server (rather than starting a temporary one).
+        background: the ``[prefect]`` settings of a command that runs a playbook: when no
+            server answers, start one in the background for this and later commands (unless
+            its ``idle_stop_s`` is 0).
+        announce: told one line before a background server is started.
+
+    Raises:
+        ConfigurationError: a background server could not be started.
     """
     for name, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    if home is not None:
-        from rearguard.flows.prefect_infra.server import (
-            configured_api_url,
-            published_client_env,
-            use_client_env,
+    if home is None:
+        return
+    if configured_api_url():
+        return
+    if background is None:
+        local = published_client_env(home)
+    else:
+        local = shared_prefect_server(
+            home=home, idle_stop_s=background.idle_stop_s, announce=announce
         )
-
-        if not configured_api_url() and (local := published_client_env(home)):
-            use_client_env(local)
+    if local:
+        use_client_env(local)
 
 
 def uses_temporary_server() -> bool:

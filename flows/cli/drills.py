@@ -119,7 +119,11 @@ def run(
 
     rt = runtime(ctx)
     # The sandbox has a home of its own: a serve's Prefect server is found from this one.
-    configure_prefect(home=rt.settings.home)
+    configure_prefect(
+        home=rt.settings.home,
+        background=rt.settings.prefect,
+        announce=None if json_output else lambda line: err.print(f"[dim]{escape(line)}[/]"),
+    )
     if not json_output:
         err.print(f"drill {escape(name)}: building the sandbox and running the playbook on it")
     record = run_drill(

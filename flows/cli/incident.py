@@ -40,7 +40,11 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
         uses_temporary_server,
     )
 
-    configure_prefect(home=rt.settings.home)
+    configure_prefect(
+        home=rt.settings.home,
+        background=rt.settings.prefect,
+        announce=None if quiet else lambda line: err.print(f"[dim]{escape(line)}[/]"),
+    )
     started: dict[str, float] = {}
 
     def report(step: str, phase: str, message: str) -> None:

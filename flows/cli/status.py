@@ -34,8 +34,8 @@ def _probe(url: str) -> dict[str, Any]:
     return {"url": url, "answers": response.status_code == 200, "health": body}
 
 
-def _prefect(home: Path) -> dict[str, Any]:
-    from rearguard.flows.prefect_infra.server import configured_api_url, published_client_env
+def _prefect(home: Path, idle_stop_s: float) -> dict[str, Any]:
+    from rearguard.flows.prefect_infra.server import configured_api_url, published_server
 
     url = configured_api_url()
     if not url:
@@ -43,12 +43,23 @@ def _prefect(home: Path) -> dict[str, Any]:
 
         url = get_current_settings().api.url
     if not url:
-        if local := published_client_env(home):
-            return {"api_url": local["PREFECT_API_URL"], "answers": True, "local": True}
+        if local := published_server(home):
+            return {
+                "api_url": local.api_url,
+                "answers": True,
+                "local": True,
+                "pid": local.server_pid or local.pid,
+                "idle_stop_s": local.idle_stop_s,  # None: serve's, stops with serve
+            }
         return {
             "api_url": None,
             "answers": False,
-            "note": "a temporary server starts for each playbook (`rearguard serve` runs one)",
+            "note": (
+                "the next playbook starts a local server in the background "
+                "(or `rearguard serve` runs one)"
+                if idle_stop_s > 0
+                else "a temporary server starts for each playbook (`rearguard serve` runs one)"
+            ),
         }
     probed = _probe(url.rstrip("/") + "/health")
     return {"api_url": url, "answers": probed["answers"]}
@@ -148,7 +159,7 @@ def status(
     report: dict[str, Any] = {
         "home": str(settings.home),
         "database": database,
-        "prefect": _prefect(settings.home),
+        "prefect": _prefect(settings.home, settings.prefect.idle_stop_s),
         "intake": _intake(settings),
         **(counts or {"drills": None, "outbox": None, "incidents": None}),
     }
@@ -178,6 +189,9 @@ def _print(report: dict[str, Any]) -> None:
     prefect = report["prefect"]
     if prefect["api_url"]:
         local = " (the local server of `rearguard serve`)" if prefect.get("local") else ""
+        if prefect.get("idle_stop_s"):
+            stop = f"stops {prefect['idle_stop_s']:g} s unused"
+            local = f" (in the background, pid {prefect['pid']}, {stop})"
         out.print(f"prefect    {escape(prefect['api_url'])}: {_yes(prefect['answers'])}{local}")
     else:
         out.print(f"prefect    no API URL set: {prefect['note']}")

@@ -7,10 +7,20 @@ conflicts), points its own process (and the playbooks it runs) at it, and publis
 in the home (``prefect-server.json``) while it runs, so that rearguard commands run on the same
 home without a Prefect API of their own (``incident open``, ``approve``, ``drills run``...) use
 it too.
+
+Without serve, the first command that runs a playbook starts the same server in the background
+(:func:`shared_prefect_server`): detached from the command, so that later commands reuse it, and
+stopping itself once unused for ``[prefect] idle_stop_s``. Two files in the home keep that
+orderly: ``prefect-server.lock``, held while a command looks for the server and, finding none,
+starts and publishes one (so two commands at once end with one server), and while the server
+decides to stop; and ``prefect-server.users``, on which every command using the server holds a
+shared lock until it exits (however it exits), so that a playbook that sends the server nothing
+for a while (a long hash, an approval polled less often than the idle time) keeps it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -21,8 +31,9 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +43,8 @@ from rearguard.models.errors import ConfigurationError
 _STARTUP_TIMEOUT_S = 180.0
 PUBLISHED_FILE = "prefect-server.json"
 LOOPBACK_CA_FILE = "prefect-loopback-ca.pem"
+LOCK_FILE = "prefect-server.lock"
+USERS_FILE = "prefect-server.users"
 _PROBE_TIMEOUT_S = 1.0
 
 
@@ -105,21 +118,203 @@ def _read_toml(path: Path, *, strict: bool = False) -> dict[str, Any]:
         return {}
 
 
-def published_client_env(home: Path) -> dict[str, str] | None:
-    """The Prefect client's settings (as environment variables) for the local Prefect server
-    a ``rearguard serve`` on ``home`` runs, if one does and answers now; None otherwise (no
-    serve, a stale file, a server not answering)."""
+@dataclass(frozen=True)
+class PublishedServer:
+    """The local Prefect server a home's record names.
+
+    Attributes:
+        api_url: its API URL (loopback, plain HTTP).
+        ca_file: the CA file its clients load (:func:`loopback_ca_file`).
+        pid: the process whose life the record follows: serve's, or the background server's own.
+        server_pid: the server's process.
+        idle_stop_s: a background server stops after this long unused; None for serve's.
+    """
+
+    api_url: str
+    ca_file: Path
+    pid: int
+    server_pid: int | None
+    idle_stop_s: float | None
+
+    def client_env(self) -> dict[str, str]:
+        """The Prefect client's settings, as environment variables, for this server."""
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_API_SSL_CERT_FILE": str(self.ca_file)}
+
+
+def published_server(home: Path) -> PublishedServer | None:
+    """The local Prefect server published in ``home`` (by ``rearguard serve`` or a background
+    start), if it runs and answers now; None otherwise (none, a stale file, not answering)."""
     try:
         published = json.loads((home / PUBLISHED_FILE).read_text(encoding="utf-8"))
-        api_url, pid = str(published["api_url"]), int(published["pid"])
-        ca_file = Path(str(published["ca_file"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        server = PublishedServer(
+            api_url=str(published["api_url"]),
+            ca_file=Path(str(published["ca_file"])),
+            pid=int(published["pid"]),
+            server_pid=int(published["server_pid"]) if published.get("server_pid") else None,
+            idle_stop_s=(float(published["idle_stop_s"]) if published.get("idle_stop_s") else None),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not api_url.startswith("http://127.0.0.1:") or not _alive(pid):
+    if not server.api_url.startswith("http://127.0.0.1:") or not _alive(server.pid):
         return None
-    if not _answers(api_url + "/health"):
+    if not _answers(server.api_url + "/health"):
         return None
-    return {"PREFECT_API_URL": api_url, "PREFECT_API_SSL_CERT_FILE": str(ca_file)}
+    return server
+
+
+def published_client_env(home: Path) -> dict[str, str] | None:
+    """The Prefect client's settings (as environment variables) for the local Prefect server
+    published in ``home``, if one runs and answers now; None otherwise."""
+    server = published_server(home)
+    return server.client_env() if server else None
+
+
+def shared_prefect_server(
+    *, home: Path, idle_stop_s: float, announce: Callable[[str], None] | None = None
+) -> dict[str, str] | None:
+    """The Prefect client's settings for the home's local server, started in the background
+    when none answers; this process then counts as its user until it exits.
+
+    The server is detached from this process (a session of its own, its output in
+    ``home/prefect.log``): it outlives the command, for the next ones, until nothing has used
+    it for ``idle_stop_s``.
+
+    Args:
+        home: the rearguard home whose server it is.
+        idle_stop_s: a new server stops after this long unused; 0 starts none.
+        announce: told one line before a new server is started (which takes seconds).
+
+    Returns:
+        The client's settings, or None when none answers and ``idle_stop_s`` is 0.
+
+    Raises:
+        ConfigurationError: the new server exited or did not become healthy in time.
+    """
+    with _home_lock(home):
+        server = published_server(home)
+        if server is None:
+            if idle_stop_s <= 0:
+                return None
+            if announce is not None:
+                announce(
+                    "starting a local Prefect server in the background (later commands reuse "
+                    f"it; it stops after {idle_stop_s:g} s unused, [prefect] idle_stop_s)"
+                )
+            server = _start_background(home=home, idle_stop_s=idle_stop_s)
+        _hold_lease(home)
+    return server.client_env()
+
+
+def withdraw_if_unused(*, home: Path, still_idle: Callable[[], bool]) -> bool:
+    """For a background server about to stop: under the home's lock, when no command uses it
+    and ``still_idle()``, remove its record so that no command picks it up while it stops.
+
+    Returns:
+        True when it may stop now.
+    """
+    with _home_lock(home):
+        if in_use(home) or not still_idle():
+            return False
+        withdraw(home)
+        return True
+
+
+def withdraw(home: Path) -> None:
+    """Remove the home's record if this process published it (another may have replaced it)."""
+    _unpublish(home / PUBLISHED_FILE)
+
+
+def in_use(home: Path) -> bool:
+    """True while some command holds its lease on the home's local server."""
+    fd = os.open(home / USERS_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
+
+
+@contextmanager
+def _home_lock(home: Path) -> Iterator[None]:
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _hold_lease(home: Path) -> None:
+    """A shared lock on the users file, held until this process exits."""
+    fd = os.open(home / USERS_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    # Never closed on purpose: the kernel releases the lock when the process ends, however it
+    # ends, and a command uses the server until then. Not inherited by its children (PEP 446).
+
+
+def _start_background(*, home: Path, idle_stop_s: float) -> PublishedServer:
+    process, api_url, ca_file = _start_server(
+        home=home,
+        options=["--home", str(home), "--idle-stop-s", f"{idle_stop_s:g}"],
+        detached=True,
+    )
+    server = PublishedServer(
+        api_url=api_url,
+        ca_file=ca_file,
+        pid=process.pid,
+        server_pid=process.pid,
+        idle_stop_s=idle_stop_s,
+    )
+    record = {
+        "api_url": api_url,
+        "ca_file": str(ca_file),
+        "pid": process.pid,
+        "server_pid": process.pid,
+        "idle_stop_s": idle_stop_s,
+    }
+    _write_whole(home / PUBLISHED_FILE, json.dumps(record))
+    return server
+
+
+def _start_server(
+    *, home: Path, options: list[str], detached: bool
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start server_app on a free loopback port and wait until it is healthy.
+
+    Returns:
+        The process, its API URL and the CA file for its clients.
+    """
+    port = free_loopback_port()
+    log_path = home / "prefect.log"
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "rearguard.flows.prefect_infra.server_app"]
+    command += ["--port", str(port), *options]
+    with log_path.open("ab") as log:
+        # serve's server: a process group of its own (stopped as one), but serve's session:
+        # where the kernel groups CPU time by session (autogroup), a new session would get a
+        # share equal to serve's whatever its niceness, and the intake would lose half the
+        # machine to it. A background server: a session of its own, to outlive the command
+        # (and its terminal).
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=None if detached else 0,
+            start_new_session=detached,
+        )
+    try:
+        _wait_healthy(process, f"http://127.0.0.1:{port}/api/health", log_path)
+        ca_file = loopback_ca_file(home / LOOPBACK_CA_FILE)
+    except BaseException:
+        _stop(process)
+        raise
+    return process, f"http://127.0.0.1:{port}/api", ca_file
 
 
 def use_client_env(env: dict[str, str]) -> list[str]:
@@ -203,32 +398,14 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
     Raises:
         ConfigurationError: the server exited or did not become healthy in time.
     """
-    port = free_loopback_port()
-    log_path = home / "prefect.log"
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "rearguard.flows.prefect_infra.server_app",
-        "--port",
-        str(port),
-    ]
-    command += ["--parent", str(os.getpid()), "--niceness", str(niceness)]
-    with log_path.open("ab") as log:
-        # A process group of its own (stopped as one), but this session: where the kernel
-        # groups CPU time by session (autogroup), a new session would get a share equal to
-        # serve's whatever its niceness, and the intake would lose half the machine to it.
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
-        )
+    process, api_url, ca_file = _start_server(
+        home=home,
+        options=["--parent", str(os.getpid()), "--niceness", str(niceness)],
+        detached=False,
+    )
     published = home / PUBLISHED_FILE
     names: list[str] = []
     try:
-        _wait_healthy(process, f"http://127.0.0.1:{port}/api/health", log_path)
-        api_url = f"http://127.0.0.1:{port}/api"
-        ca_file = loopback_ca_file(home / LOOPBACK_CA_FILE)
         names = use_client_env(
             {"PREFECT_API_URL": api_url, "PREFECT_API_SSL_CERT_FILE": str(ca_file)}
         )

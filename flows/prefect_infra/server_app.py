@@ -1,7 +1,9 @@
 """The process of the local Prefect server that ``rearguard serve`` starts: Prefect's own API
 app (as ``prefect server start`` builds it), behind :class:`RetryWhileLocked`.
 
-Run as ``python -m rearguard.flows.prefect_infra.server_app --host 127.0.0.1 --port N``.
+Run as ``python -m rearguard.flows.prefect_infra.server_app --host 127.0.0.1 --port N``; with
+``--home H --idle-stop-s S`` (a server started in the background by a command), it stops itself
+once unused for S seconds (:class:`IdleWatch`).
 
 Why not ``prefect server start`` itself: on its SQLite database, the server's background
 services (event persister, task-run recorder) write while the API creates a flow run. The
@@ -27,6 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from rearguard.flows.asgi_replay import (
@@ -38,6 +41,7 @@ from rearguard.flows.asgi_replay import (
     replay,
     request_message,
 )
+from rearguard.flows.prefect_infra.server import in_use, withdraw, withdraw_if_unused
 
 _RETRYABLE = 503
 # A request body larger than this is passed through untouched (not buffered, not retried).
@@ -131,6 +135,58 @@ class _HeldAnswer:
             await self._send(message)
 
 
+class IdleWatch:
+    """ASGI middleware that knows how long the server has been unused: no HTTP request and no
+    websocket open (a flow run's process keeps one open to send its events) for ``idle_for``.
+
+    Args:
+        app: the ASGI app to watch.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._open = 0
+        self._last = time.monotonic()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        self._open += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._open -= 1
+            self._last = time.monotonic()
+
+    def used_now(self) -> None:
+        """Count this moment as use (a command holds its lease)."""
+        self._last = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the last request or websocket ended; 0 while one is open."""
+        return 0.0 if self._open else time.monotonic() - self._last
+
+
+def _stop_when_idle(watch: IdleWatch, home: Path, idle_stop_s: float) -> None:
+    """SIGTERM this server (a graceful stop) once nothing has used it for ``idle_stop_s``:
+    no request, no websocket, and no command holding its lease (one may wait on an approval,
+    or hash a large model, without a word to the server)."""
+    while True:
+        time.sleep(min(1.0, idle_stop_s / 4))
+        try:
+            if in_use(home):
+                watch.used_now()
+                continue
+            if watch.idle_for() < idle_stop_s:
+                continue
+            if withdraw_if_unused(home=home, still_idle=lambda: watch.idle_for() >= idle_stop_s):
+                break
+        except OSError:
+            break  # the home is gone (a throwaway one, deleted): nobody can find this server
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _stop_with(parent: int) -> None:
     """SIGTERM this server (a graceful stop) once ``parent`` is no longer its parent: a
     ``rearguard serve`` killed outright must not leave its Prefect server behind."""
@@ -178,6 +234,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--parent", type=int, help="stop when this process is gone")
     parser.add_argument("--niceness", type=int, default=0, help="lower the CPU priority")
+    parser.add_argument("--home", type=Path, help="the rearguard home that publishes it")
+    parser.add_argument(
+        "--idle-stop-s", type=float, default=0.0, help="stop once unused this long (needs --home)"
+    )
     args = parser.parse_args()
     os.nice(args.niceness)
     if args.parent:
@@ -187,14 +247,25 @@ def main() -> None:
     from prefect.server.api.server import create_app
 
     write_transactions_immediate()
-    uvicorn.run(
-        RetryWhileLocked(create_app(final=True)),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        # Prefect's CLI keeps connections 5 s; its clients reuse them between requests.
-        timeout_keep_alive=5,
-    )
+    app: ASGIApp = RetryWhileLocked(create_app(final=True))
+    if args.home is not None and args.idle_stop_s > 0:
+        watch = IdleWatch(app)
+        app = watch
+        threading.Thread(
+            target=_stop_when_idle, args=(watch, args.home, args.idle_stop_s), daemon=True
+        ).start()
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            # Prefect's CLI keeps connections 5 s; its clients reuse them between requests.
+            timeout_keep_alive=5,
+        )
+    finally:
+        if args.home is not None:
+            withdraw(args.home)  # stopped by a signal: no command may pick up a server gone
 
 
 if __name__ == "__main__":

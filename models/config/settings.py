@@ -33,6 +33,7 @@ from rearguard.models.config.notifications import (
     WebhookSettings,
 )
 from rearguard.models.config.playbooks import PlaybookSettings
+from rearguard.models.config.prefect import PrefectSettings
 from rearguard.models.config.registry import RegistrySettings
 from rearguard.models.config.scanning import ScanningSettings
 from rearguard.models.config.signing import SigningSettings
@@ -64,6 +65,7 @@ class Settings:
     scanning: ScanningSettings = field(default_factory=lambda: ScanningSettings())
     signing: SigningSettings = field(default_factory=lambda: SigningSettings())
     slack_commands: SlackCommandSettings = field(default_factory=lambda: SlackCommandSettings())
+    prefect: PrefectSettings = field(default_factory=lambda: PrefectSettings())
 
     @property
     def home(self) -> Path:
@@ -124,6 +126,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         scanning=load_concern(ScanningSettings, document),
         signing=load_concern(SigningSettings, document),
         slack_commands=load_concern(SlackCommandSettings, document),
+        prefect=load_concern(PrefectSettings, document),
     )
     settings.approvals.check_transports(
         email=settings.email.host is not None,

@@ -222,7 +222,13 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
         ]
 
         status = json.loads(cli("status", "--json", env=env).stdout)
-        assert status["prefect"] == {"api_url": api_url, "answers": True, "local": True}
+        assert status["prefect"] == {
+            "api_url": api_url,
+            "answers": True,
+            "local": True,
+            "pid": record["server_pid"],
+            "idle_stop_s": None,  # serve's: it stops with serve
+        }
         assert "the local server of `rearguard serve`" in cli("status", env=env).stdout
         stderr = serving.stop()
     assert serving.process.returncode == 0, stderr
