@@ -40,7 +40,6 @@ from rearguard.models.incidents.approvals import (
     expire,
     format_wait,
     get_request,
-    is_overdue,
     open_request,
 )
 from rearguard.models.incidents.service import get_incident
@@ -123,7 +122,7 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
         if answer is not None and request.status == PENDING:
             _apply(runtime, request, answer)
             request = _reload(runtime, request_id)
-        if is_overdue(request):
+        if request.is_overdue():
             request = expire(db=runtime.db, request_id=request_id, actor=actor)
     return _conclusion(request)
 
