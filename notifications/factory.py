@@ -15,6 +15,9 @@ from rearguard.models.config.settings import Settings
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
+from rearguard.notifications.channels.email import EmailChannel
+from rearguard.notifications.channels.slack import SlackChannel
+from rearguard.notifications.channels.webhook import WebhookChannel
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ def build_channel(
     if name == "file":
         return FileChannel(settings.notification_file)
     if name == "slack":
-        from rearguard.notifications.channels.slack import SlackChannel
-
         return SlackChannel(
             token=slack_token(settings, secret_blocks=secret_blocks),
             base_url=settings.slack.base_url,
@@ -68,8 +69,6 @@ def build_channel(
             channel_prefix=settings.slack.incident_channel_prefix,
         )
     if name == "email":
-        from rearguard.notifications.channels.email import EmailChannel
-
         email = settings.email
         if not email.host:
             raise ConfigurationError(
@@ -98,8 +97,6 @@ def build_channel(
             timeout_s=email.timeout_s,
         )
     if name == "webhook":
-        from rearguard.notifications.channels.webhook import WebhookChannel
-
         webhook = settings.webhook
         if not webhook.url:
             raise ConfigurationError(

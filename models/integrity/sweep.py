@@ -34,6 +34,8 @@ from rearguard.models.assets.versions import (
     list_versions,
     manifest_of,
 )
+from rearguard.models.audit.chain import append_event
+from rearguard.models.audit.redaction import redact_value
 from rearguard.models.db.tables import Incident
 from rearguard.models.enums import (
     AssetKind,
@@ -288,11 +290,11 @@ def _summary(finding: SweepFinding) -> str:
 
 
 def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> None:
-    # Imported here: `assets verify` plans and checks through this module and opens nothing.
-    from rearguard.models.audit.chain import append_event
-    from rearguard.models.audit.redaction import redact_value
-    from rearguard.models.incidents.dedup import type_asset_key
-    from rearguard.models.incidents.service import (
+    # `assets verify` plans and checks through this module and opens nothing.
+    from rearguard.models.incidents.dedup import (  # lazy: CLI start-up (assets verify)
+        type_asset_key,
+    )
+    from rearguard.models.incidents.service import (  # lazy: CLI start-up (assets verify)
         bind_keys,
         claim_incident_keys,
         get_incident,

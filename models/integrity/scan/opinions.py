@@ -70,7 +70,7 @@ def _ask(engine: str, path: Path, shown: str) -> Opinion:
 
 
 def _picklescan(path: Path) -> tuple[bool, str]:
-    from picklescan.scanner import scan_file_path
+    from picklescan.scanner import scan_file_path  # lazy: optional extra rearguard[engines]
 
     result = scan_file_path(str(path))
     names = sorted(
@@ -80,7 +80,7 @@ def _picklescan(path: Path) -> tuple[bool, str]:
 
 
 def _fickling(path: Path) -> tuple[bool, str]:
-    import fickling
+    import fickling  # lazy: optional extra rearguard[engines]
 
     return not fickling.is_likely_safe(str(path)), ""
 
