@@ -3,6 +3,7 @@ versions, and set an asset's check."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +22,7 @@ from rearguard.flows.cli.context import (
 )
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.enums import AssetKind, VersionStatus
-from rearguard.models.errors import EXIT_INTEGRITY
+from rearguard.models.errors import EXIT_INTEGRITY, UsageError
 
 if TYPE_CHECKING:
     from rearguard.models.assets.lifecycle import StatusChange
@@ -67,9 +68,9 @@ def register(
     registered, as suspect (for forensics), and can never be approved: the findings are listed
     and the exit status is 3.
     """
-    from rearguard.models.assets.checks import resolve_command
-    from rearguard.models.assets.versions import register_version
-    from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.assets.checks import resolve_command  # lazy: CLI start-up
+    from rearguard.models.assets.versions import register_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
 
     rt = runtime(ctx)
     if validate is not None:
@@ -126,8 +127,8 @@ def approve(
     by: ByOption = None,
 ) -> None:
     """Mark a version known-good, after re-verifying its files and scanning their content."""
-    from rearguard.models.assets.versions import approve_version
-    from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.assets.versions import approve_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
 
     rt = runtime(ctx)
     approver = person(ctx, by)
@@ -151,8 +152,8 @@ def promote(
     by: ByOption = None,
 ) -> None:
     """Point the production alias at a version, after re-verifying its files and content."""
-    from rearguard.models.assets.versions import promote_version
-    from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.assets.versions import promote_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -199,7 +200,7 @@ def release(
     """Return a quarantined or suspect version (a false alarm) to candidate, after re-verifying
     its files against its manifest; exit 3 if they no longer match. Approving it again is a
     separate step (`assets approve`)."""
-    from rearguard.models.assets.lifecycle import release_version
+    from rearguard.models.assets.lifecycle import release_version  # lazy: CLI start-up
 
     rt = runtime(ctx)
     who = person(ctx, by)
@@ -230,7 +231,7 @@ def retire(
     json_output: JsonOption = False,
 ) -> None:
     """Retire a version: it is never restored or promoted again (not the production version)."""
-    from rearguard.models.assets.lifecycle import retire_version
+    from rearguard.models.assets.lifecycle import retire_version  # lazy: CLI start-up
 
     rt = runtime(ctx)
     who = person(ctx, by)
@@ -268,10 +269,9 @@ def check_command(
     Relative paths are made absolute from the current directory (one that does not exist is
     refused). With neither option, show the command.
     """
-    from rearguard.models.assets.checks import resolve_command
-    from rearguard.models.assets.lifecycle import set_check
-    from rearguard.models.assets.versions import get_asset
-    from rearguard.models.errors import UsageError
+    from rearguard.models.assets.checks import resolve_command  # lazy: CLI start-up
+    from rearguard.models.assets.lifecycle import set_check  # lazy: CLI start-up
+    from rearguard.models.assets.versions import get_asset  # lazy: CLI start-up
 
     rt = runtime(ctx)
     if set_ is not None and clear:
@@ -318,9 +318,8 @@ def import_(
     production alias becomes the asset's. Versions without a rearguard.label tag are
     labelled by their version number.
     """
-    from rearguard.models.assets.mlflow_import import import_versions
-    from rearguard.models.errors import UsageError
-    from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.assets.mlflow_import import import_versions  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
 
     rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
@@ -355,8 +354,12 @@ def import_(
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List assets with their production version and version counts."""
-    from rearguard.models.assets.versions import alias_version, list_assets, list_versions
-    from rearguard.models.schemas import AssetSummary
+    from rearguard.models.assets.versions import (  # lazy: CLI start-up
+        alias_version,
+        list_assets,
+        list_versions,
+    )
+    from rearguard.models.schemas import AssetSummary  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -380,7 +383,7 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not rows:
         err.print("no assets registered yet; start with `rearguard assets register`")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("asset", "kind", alias, "versions", "known-good")
     for row in rows:
@@ -401,7 +404,7 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Show an asset's versions, statuses, digests, and which one is in production."""
-    from rearguard.models.assets.versions import describe_asset, get_asset
+    from rearguard.models.assets.versions import describe_asset, get_asset  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -415,7 +418,7 @@ def show(
     if json_output:
         emit_json(described.json_value())
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     current = described.production
     out.print(
@@ -449,11 +452,9 @@ def verify(
 
     Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
     """
-    from functools import partial
-
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.sweep import plan_sweep
-    from rearguard.models.integrity.verification import check_versions
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.sweep import plan_sweep  # lazy: CLI start-up
+    from rearguard.models.integrity.verification import check_versions  # lazy: CLI start-up
 
     rt = runtime(ctx)
     plan = plan_sweep(runtime=rt, asset_name=name)
@@ -513,7 +514,7 @@ def sweep(
     dangerous pickle registered as such for supply_chain. Exits 3 when a version that could be
     served or promoted fails, 0 when all verify.
     """
-    from rearguard.models.integrity.sweep import plan_sweep, run_sweep
+    from rearguard.models.integrity.sweep import plan_sweep, run_sweep  # lazy: CLI start-up
 
     rt = runtime(ctx)
     # Only opening incidents records anyone; a read-only sweep needs no name.
@@ -543,8 +544,8 @@ def _run_findings(rt: Runtime, report: SweepReport, json_output: bool) -> list[d
     yet), ``failed`` (did not finish) or ``recovered`` (production fails again). A
     ``contained`` one (running now, or a playbook that ends there) is left to a person.
     """
-    from rearguard.flows.cli.incident import print_outcome, run_with_progress
-    from rearguard.models.incidents.service import get_incident
+    from rearguard.flows.cli.incident import print_outcome, run_with_progress  # lazy: CLI start-up
+    from rearguard.models.incidents.service import get_incident  # lazy: CLI start-up
 
     runs: list[dict[str, Any]] = []
     for finding in report.findings:
