@@ -7,8 +7,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rearguard.flows.prefect_infra.events import emit_incident_event
+from rearguard.models.assets.denylist import digest_of_file, parse_digest
+from rearguard.models.assets.versions import get_asset
 from rearguard.models.enums import IncidentSource, Severity
+from rearguard.models.errors import UsageError
+from rearguard.models.incidents.dedup import type_asset_key
+from rearguard.models.incidents.service import (
+    attach_report,
+    bind_keys,
+    claim_incident_keys,
+    get_incident,
+    open_asset_incident,
+    open_incident,
+    parse_since,
+)
 from rearguard.models.runtime import Runtime
+from rearguard.playbooks.catalog import Input, get_playbook
 
 
 @dataclass(frozen=True)
@@ -103,27 +118,10 @@ def open_or_attach(
         UsageError: the type's inputs are missing or do not fit.
         NotFoundError: unknown type or asset.
     """
-    from rearguard.flows.prefect_infra.events import emit_incident_event
-    from rearguard.models.assets.versions import get_asset
-    from rearguard.models.errors import UsageError
-    from rearguard.models.incidents.dedup import type_asset_key
-    from rearguard.models.incidents.service import (
-        attach_report,
-        bind_keys,
-        claim_incident_keys,
-        get_incident,
-        open_asset_incident,
-        open_incident,
-        parse_since,
-    )
-    from rearguard.playbooks.catalog import Input, get_playbook
-
     spec = get_playbook(type)
     moment = parse_since(since)
     state: dict[str, Any] = {}
     if spec.needs(Input.DIGEST):
-        from rearguard.models.assets.denylist import digest_of_file, parse_digest
-
         if digest is not None and file is None:
             state["digest"] = parse_digest(digest)
         elif file is not None and digest is None:

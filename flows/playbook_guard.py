@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from rearguard.flows.prefect_infra.asset_slot import deployment_asset_slot
 from rearguard.flows.prefect_infra.lent import with_prefect
 from rearguard.flows.steps import conclude, notify
+from rearguard.models.audit.checkpoints import checkpoint_without_waiting
 from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import OperationFailed, RearguardError
 from rearguard.models.runtime import Runtime, bound, bound_runtime
+from rearguard.notifications.notify import deliver_after_run
 
 
 @dataclass
@@ -98,8 +100,6 @@ async def _checkpoint(runtime: Runtime, incident_id: int) -> None:
     background, and whatever cannot be published is kept and retried: the run never waits for
     a sink, and a checkpoint never fails it.
     """
-    from rearguard.models.audit.checkpoints import checkpoint_without_waiting
-
     if runtime.settings.audit.signing_key is None:
         return
     await asyncio.to_thread(
@@ -113,6 +113,4 @@ async def _checkpoint(runtime: Runtime, incident_id: int) -> None:
 async def _deliver_queued(runtime: Runtime, incident_id: int) -> None:
     """Deliver what the run queued, for a bounded wait, wherever the flow runs (here, or in a
     work pool's worker)."""
-    from rearguard.notifications.notify import deliver_after_run
-
     await asyncio.to_thread(deliver_after_run, runtime, incident_id=incident_id)

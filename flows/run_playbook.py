@@ -21,7 +21,7 @@ from rearguard.models.db.tables import Incident
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime, bound_runtime
-from rearguard.playbooks.catalog import PlaybookSpec, get_playbook, load_flow
+from rearguard.playbooks.catalog import CATALOG, PlaybookSpec, get_playbook, load_flow
 
 # Defaults for the embedded mode; a user's own PREFECT_* settings always win.
 _PREFECT_DEFAULTS = {
@@ -76,7 +76,7 @@ def uses_temporary_server() -> bool:
     """True when no Prefect API is configured, so Prefect will start a temporary server."""
     if os.environ.get("PREFECT_API_URL"):
         return False
-    from prefect.settings import get_current_settings
+    from prefect.settings import get_current_settings  # lazy: Prefect after configure_prefect
 
     return not get_current_settings().api.url
 
@@ -93,9 +93,7 @@ def warm_up() -> None:
     the no-op flow run, which also does both, to 0.14-0.35 s, like the next ones. serve
     answers up to 2-3 s later (bench/README.md "Intake, 2026-12-05").
     """
-    from prefect import flow, task
-
-    from rearguard.playbooks.catalog import CATALOG
+    from prefect import flow, task  # lazy: Prefect after configure_prefect
 
     for spec in CATALOG.values():
         load_flow(spec)
@@ -130,6 +128,7 @@ def run_records_off_the_terminal() -> Iterator[None]:
     repeat it and, for an expected failure such as "no known-good version", add three
     tracebacks.
     """
+    # lazy: Prefect after configure_prefect
     import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
 
     off_terminal = _RunRecordsOffTheTerminal()
@@ -200,9 +199,9 @@ def queue_playbook_run(*, runtime: Runtime, incident_id: int) -> str:
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
     name = deployment_name(get_playbook(incident.type))
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
+    from prefect.client.schemas.objects import FlowRun  # lazy: Prefect after configure_prefect
+    from prefect.deployments import run_deployment  # lazy: Prefect after configure_prefect
+    from prefect.exceptions import ObjectNotFound  # lazy: Prefect after configure_prefect
 
     try:
         flow_run = run_deployment(

@@ -22,6 +22,7 @@ from rearguard.models.db.engine import Database
 from rearguard.models.errors import ConfigurationError, RuntimeNotBound
 from rearguard.models.registry.base import RegistryBackend
 from rearguard.models.registry.local import LocalStore
+from rearguard.models.registry.mlflow_backend import MlflowRegistry
 
 Reporter = Callable[[str, str, str], None]
 """Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail)."""
@@ -76,7 +77,6 @@ def open_registry(settings: Settings) -> RegistryBackend:
     """
     if settings.registry.backend == "local":
         return LocalStore(settings.home / "store")
-    from rearguard.models.registry.mlflow_backend import MlflowRegistry
 
     uri = settings.registry.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:

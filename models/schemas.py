@@ -211,15 +211,13 @@ class ApprovalRequestRead(ReadSchema):
     @classmethod
     def of(cls, request: ApprovalRequest, *, now: datetime | None = None) -> ApprovalRequestRead:
         """The read form of a request row, overdue as of ``now`` (default: now)."""
-        from rearguard.models.incidents.approvals import is_overdue
-
         return cls(
             id=int(request.id or 0),
             incident_id=request.incident_id,
             step=request.step,
             round=request.round,
             status=request.status,
-            overdue=is_overdue(request, now=now),
+            overdue=request.is_overdue(now=now),
             approvers=list(request.approvers),
             requested_at=request.requested_at,
             deadline=request.deadline,

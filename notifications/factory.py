@@ -16,6 +16,10 @@ from rearguard.models.config.slack_commands import RESPONSE_CHANNEL
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
+from rearguard.notifications.channels.email import EmailChannel
+from rearguard.notifications.channels.slack import SlackChannel
+from rearguard.notifications.channels.slack_response import SlackResponseChannel
+from rearguard.notifications.channels.webhook import WebhookChannel
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +64,6 @@ def build_channel(
     if name == "file":
         return FileChannel(settings.notification_file)
     if name == "slack":
-        from rearguard.notifications.channels.slack import SlackChannel
-
         return SlackChannel(
             token=slack_token(settings, secret_blocks=secret_blocks),
             base_url=settings.slack.base_url,
@@ -69,8 +71,6 @@ def build_channel(
             channel_prefix=settings.slack.incident_channel_prefix,
         )
     if name == "email":
-        from rearguard.notifications.channels.email import EmailChannel
-
         email = settings.email
         if not email.host:
             raise ConfigurationError(
@@ -99,8 +99,6 @@ def build_channel(
             timeout_s=email.timeout_s,
         )
     if name == "webhook":
-        from rearguard.notifications.channels.webhook import WebhookChannel
-
         webhook = settings.webhook
         if not webhook.url:
             raise ConfigurationError(
@@ -114,8 +112,6 @@ def build_channel(
             url=webhook.url, secret=webhook.secret.get_secret_value(), timeout_s=webhook.timeout_s
         )
     if name == RESPONSE_CHANNEL:
-        from rearguard.notifications.channels.slack_response import SlackResponseChannel
-
         return SlackResponseChannel(
             commands=settings.slack_commands, timeout_s=settings.slack.timeout_s
         )

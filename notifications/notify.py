@@ -19,6 +19,7 @@ from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.service import get_incident, update_state
 from rearguard.models.recovery.results import LegalNotice, Notified, Skipped
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.dispatcher import Dispatcher
 from rearguard.notifications.outbox import enqueue
 
 
@@ -181,8 +182,6 @@ def deliver_after_run(runtime: Runtime, *, incident_id: int) -> None:
     ``rearguard notifications dispatch``. How it went is reported to the runtime's reporters
     as the step ``notifications``.
     """
-    from rearguard.notifications.dispatcher import Dispatcher
-
     wait_s = runtime.settings.notifications.dispatch_wait_s
     try:
         with Dispatcher(

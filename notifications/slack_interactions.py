@@ -54,7 +54,9 @@ from rearguard.models.incidents.approvals import (
 )
 from rearguard.models.runtime import Runtime, SecretBlockLoader
 from rearguard.notifications.channels.base import DeliveryError
+from rearguard.notifications.channels.slack import SlackChannel
 from rearguard.notifications.channels.slack_limits import mrkdwn_escape
+from rearguard.notifications.factory import build_channel
 
 logger = logging.getLogger(__name__)
 MAX_AGE_S = 300
@@ -247,9 +249,6 @@ def show_ended(
     """Update the approval message in Slack; a failure is logged, never raised (the decision
     is recorded already, and the playbook's next messages say what it did). ``secret_blocks``
     reads the Slack token's Prefect Secret block, when one is named."""
-    from rearguard.notifications.channels.slack import SlackChannel
-    from rearguard.notifications.factory import build_channel
-
     try:
         channel = build_channel("slack", settings, secret_blocks=secret_blocks)
         if isinstance(channel, SlackChannel):

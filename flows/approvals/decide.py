@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from rearguard.flows.run_playbook import configure_prefect, uses_temporary_server
 from rearguard.models.audit.keys import load_private_key
 from rearguard.models.db.tables import ApprovalRequest
 from rearguard.models.errors import UsageError
@@ -94,12 +95,10 @@ def answer(
 
 
 def _resume(home: Path, flow_run_id: str, run_input: dict[str, Any]) -> None:
-    from rearguard.flows.run_playbook import configure_prefect, uses_temporary_server
-
     configure_prefect(home=home)
     if uses_temporary_server():
         return  # a temporary server would not know the run; the run reads the database
-    from prefect.flow_runs import resume_flow_run
+    from prefect.flow_runs import resume_flow_run  # lazy: Prefect after configure_prefect
 
     # Not paused right now, or the server is unreachable: the decision is recorded, and the
     # waiting run reads it from the database within its poll interval.

@@ -29,7 +29,11 @@ from datetime import UTC, datetime
 from typing import Literal
 from uuid import UUID
 
+from prefect import get_client
+from prefect.context import FlowRunContext
+from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
+from prefect.states import Running
 from pydantic import Field
 
 from rearguard.flows.approvals.codes import queue_codes
@@ -45,7 +49,6 @@ from rearguard.models.incidents.approvals import (
     expire,
     format_wait,
     get_request,
-    is_overdue,
     open_request,
 )
 from rearguard.models.incidents.service import get_incident
@@ -141,7 +144,7 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
         if answer is not None and request.status == PENDING:
             _apply(runtime, request, answer)
             request = _reload(runtime, request_id)
-        if is_overdue(request):
+        if request.is_overdue():
             request = expire(db=runtime.db, request_id=request_id, actor=actor)
     return _conclusion(request)
 
@@ -265,8 +268,6 @@ def _timeout_effect(request: ApprovalRequest) -> str:
 
 
 def _flow_run_id() -> str | None:
-    from prefect.context import FlowRunContext
-
     context = FlowRunContext.get()
     return str(context.flow_run.id) if context and context.flow_run else None
 
@@ -287,8 +288,6 @@ def _wait(runtime: Runtime, request: ApprovalRequest) -> ApprovalAnswer | None:
 async def _pause_or_watch(
     runtime: Runtime, request: ApprovalRequest, remaining: float
 ) -> ApprovalAnswer | None:
-    from prefect.flow_runs import apause_flow_run
-
     poll_s = runtime.settings.approvals.poll_s
     loop = asyncio.get_running_loop()
     deadline = loop.time() + remaining
@@ -343,9 +342,6 @@ async def _decided_elsewhere(runtime: Runtime, request: ApprovalRequest, poll_s:
 
 async def _leave_pause(request: ApprovalRequest) -> None:
     """Move a run that is still Paused back to Running: the decision came from elsewhere."""
-    from prefect import get_client
-    from prefect.states import Running
-
     assert request.flow_run_id is not None
     flow_run_id = UUID(request.flow_run_id)
     async with get_client() as client:

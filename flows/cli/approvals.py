@@ -21,6 +21,7 @@ from rearguard.flows.cli.context import (
     status_style,
 )
 from rearguard.flows.cli.people import ByOption, person
+from rearguard.models.errors import UsageError
 
 app = typer.Typer(help="Approval requests: which playbook steps wait for whom, and decisions.")
 
@@ -54,9 +55,8 @@ def approve(
     signed with your registered key (--key, or [approvals] signing_key), or carries the
     one-time code sent to you (--code).
     """
-    from rearguard.flows.approvals.decide import answer
-    from rearguard.models.errors import UsageError
-    from rearguard.models.schemas import ApprovalRequestRead
+    from rearguard.flows.approvals.decide import answer  # lazy: CLI start-up
+    from rearguard.models.schemas import ApprovalRequestRead  # lazy: CLI start-up
 
     if by is not None and as_ is not None and by != as_:
         raise UsageError("--by and --as name two people; give one of them")
@@ -102,8 +102,8 @@ def statement_(
     For the Prefect UI's signature field: openssl pkeyutl -sign -inkey KEY -rawin -in FILE
     | base64 -w0. `rearguard approve --key` does all of this itself.
     """
-    from rearguard.models.incidents.approval_proofs import statement
-    from rearguard.models.incidents.approvals import waiting_request
+    from rearguard.models.incidents.approval_proofs import statement  # lazy: CLI start-up
+    from rearguard.models.incidents.approvals import waiting_request  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
@@ -124,8 +124,8 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List approval requests, newest first; a pending one past its deadline says overdue."""
-    from rearguard.models.incidents.approvals import PENDING, list_requests
-    from rearguard.models.schemas import ApprovalRequestRead
+    from rearguard.models.incidents.approvals import PENDING, list_requests  # lazy: CLI start-up
+    from rearguard.models.schemas import ApprovalRequestRead  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
@@ -144,7 +144,7 @@ def list_(
     if not rows:
         err.print("no approval requests")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("id", "incident", "step", "round", "status", "approvers", "deadline", "detail")
     for row in rows:

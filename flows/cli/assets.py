@@ -3,6 +3,7 @@ versions, and set an asset's check."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +22,7 @@ from rearguard.flows.cli.context import (
 )
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.enums import AssetKind, VersionStatus
-from rearguard.models.errors import EXIT_INTEGRITY
+from rearguard.models.errors import EXIT_INTEGRITY, UsageError
 
 if TYPE_CHECKING:
     from rearguard.models.assets.lifecycle import StatusChange
@@ -79,10 +80,10 @@ def register(
     and checked against [signing]: a signature for other files, or one that does not verify,
     also registers the version as suspect (exit 3); a malformed one registers nothing (exit 2).
     """
-    from rearguard.models.assets.checks import resolve_command
-    from rearguard.models.assets.versions import register_version
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.signatures import signing_policy
+    from rearguard.models.assets.checks import resolve_command  # lazy: CLI start-up
+    from rearguard.models.assets.versions import register_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.signatures import signing_policy  # lazy: CLI start-up
 
     rt = runtime(ctx)
     if validate is not None:
@@ -151,9 +152,9 @@ def approve(
 
     Where the asset requires a signature ([signing]), an unsigned or untrusted version is
     refused (exit 3, naming whose signature is expected)."""
-    from rearguard.models.assets.versions import approve_version
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.signatures import signing_policy
+    from rearguard.models.assets.versions import approve_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.signatures import signing_policy  # lazy: CLI start-up
 
     rt = runtime(ctx)
     approver = person(ctx, by)
@@ -179,9 +180,9 @@ def promote(
 ) -> None:
     """Point the production alias at a version, after re-verifying its files, content and
     signature."""
-    from rearguard.models.assets.versions import promote_version
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.signatures import signing_policy
+    from rearguard.models.assets.versions import promote_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.signatures import signing_policy  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -223,9 +224,9 @@ def sign(
     [signing] trusts the key is reported: a signature it does not trust is kept but does not
     meet a requirement. Local store only (an MLflow model version cannot change).
     """
-    from rearguard.models.assets.signing import sign_version
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.signatures import signing_policy
+    from rearguard.models.assets.signing import sign_version  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.signatures import signing_policy  # lazy: CLI start-up
 
     rt = runtime(ctx)
     verdict = sign_version(
@@ -280,7 +281,7 @@ def release(
     """Return a quarantined or suspect version (a false alarm) to candidate, after re-verifying
     its files against its manifest; exit 3 if they no longer match. Approving it again is a
     separate step (`assets approve`)."""
-    from rearguard.models.assets.lifecycle import release_version
+    from rearguard.models.assets.lifecycle import release_version  # lazy: CLI start-up
 
     rt = runtime(ctx)
     who = person(ctx, by)
@@ -311,7 +312,7 @@ def retire(
     json_output: JsonOption = False,
 ) -> None:
     """Retire a version: it is never restored or promoted again (not the production version)."""
-    from rearguard.models.assets.lifecycle import retire_version
+    from rearguard.models.assets.lifecycle import retire_version  # lazy: CLI start-up
 
     rt = runtime(ctx)
     who = person(ctx, by)
@@ -349,10 +350,9 @@ def check_command(
     Relative paths are made absolute from the current directory (one that does not exist is
     refused). With neither option, show the command.
     """
-    from rearguard.models.assets.checks import resolve_command
-    from rearguard.models.assets.lifecycle import set_check
-    from rearguard.models.assets.versions import get_asset
-    from rearguard.models.errors import UsageError
+    from rearguard.models.assets.checks import resolve_command  # lazy: CLI start-up
+    from rearguard.models.assets.lifecycle import set_check  # lazy: CLI start-up
+    from rearguard.models.assets.versions import get_asset  # lazy: CLI start-up
 
     rt = runtime(ctx)
     if set_ is not None and clear:
@@ -399,10 +399,9 @@ def import_(
     production alias becomes the asset's. Versions without a rearguard.label tag are
     labelled by their version number.
     """
-    from rearguard.models.assets.mlflow_import import import_versions
-    from rearguard.models.errors import UsageError
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.signatures import signing_policy
+    from rearguard.models.assets.mlflow_import import import_versions  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.signatures import signing_policy  # lazy: CLI start-up
 
     rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
@@ -438,8 +437,12 @@ def import_(
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List assets with their production version and version counts."""
-    from rearguard.models.assets.versions import alias_version, list_assets, list_versions
-    from rearguard.models.schemas import AssetSummary
+    from rearguard.models.assets.versions import (  # lazy: CLI start-up
+        alias_version,
+        list_assets,
+        list_versions,
+    )
+    from rearguard.models.schemas import AssetSummary  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -463,7 +466,7 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not rows:
         err.print("no assets registered yet; start with `rearguard assets register`")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("asset", "kind", alias, "versions", "known-good")
     for row in rows:
@@ -484,7 +487,7 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Show an asset's versions, statuses, digests, and which one is in production."""
-    from rearguard.models.assets.versions import describe_asset, get_asset
+    from rearguard.models.assets.versions import describe_asset, get_asset  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -498,7 +501,7 @@ def show(
     if json_output:
         emit_json(described.json_value())
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     current = described.production
     out.print(
@@ -565,13 +568,12 @@ def verify(
     Each version whose bytes match its manifest gets its scan record (see `assets show`); no
     status changes (`assets rescan` acts on what the scan finds).
     """
-    from functools import partial
 
-    from rearguard.models.assets.scan_records import save_checks
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.signatures import signature_verdicts
-    from rearguard.models.integrity.sweep import plan_sweep
-    from rearguard.models.integrity.verification import check_versions
+    from rearguard.models.assets.scan_records import save_checks  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.signatures import signature_verdicts  # lazy: CLI start-up
+    from rearguard.models.integrity.sweep import plan_sweep  # lazy: CLI start-up
+    from rearguard.models.integrity.verification import check_versions  # lazy: CLI start-up
 
     rt = runtime(ctx)
     plan = plan_sweep(runtime=rt, asset_name=name)
@@ -644,7 +646,7 @@ def sweep(
     dangerous pickle registered as such for supply_chain. Exits 3 when a version that could be
     served or promoted fails, 0 when all verify.
     """
-    from rearguard.models.integrity.sweep import plan_sweep, run_sweep
+    from rearguard.models.integrity.sweep import plan_sweep, run_sweep  # lazy: CLI start-up
 
     rt = runtime(ctx)
     # Only opening incidents records anyone; a read-only sweep needs no name.
@@ -674,8 +676,8 @@ def _run_findings(rt: Runtime, report: SweepReport, json_output: bool) -> list[d
     yet), ``failed`` (did not finish) or ``recovered`` (production fails again). A
     ``contained`` one (running now, or a playbook that ends there) is left to a person.
     """
-    from rearguard.flows.cli.incident import print_outcome, run_with_progress
-    from rearguard.models.incidents.service import get_incident
+    from rearguard.flows.cli.incident import print_outcome, run_with_progress  # lazy: CLI start-up
+    from rearguard.models.incidents.service import get_incident  # lazy: CLI start-up
 
     runs: list[dict[str, Any]] = []
     for finding in report.findings:
@@ -767,8 +769,7 @@ def rescan(
     a sweep's would; a candidate that fails becomes suspect (approval refuses it). Exits 3 when
     a version now blocks trust, 0 otherwise.
     """
-    from rearguard.models.errors import UsageError
-    from rearguard.models.integrity.rescan import plan_rescan, run_rescan
+    from rearguard.models.integrity.rescan import plan_rescan, run_rescan  # lazy: CLI start-up
 
     if (name is None) == (not all_):
         raise UsageError(

@@ -61,7 +61,7 @@ def verify(
 ) -> None:
     """Recompute every event's hash; exit 3 naming the first altered, deleted, reordered or
     inserted event."""
-    from rearguard.models.audit.chain import verify_stored_chain
+    from rearguard.models.audit.chain import verify_stored_chain  # lazy: CLI start-up
 
     if file is not None:
         if checkpoints is not None:
@@ -121,7 +121,7 @@ def _show_chain(report: ChainReport, json_output: bool) -> None:
 def _verify_checkpoints(
     ctx: typer.Context, source: str, public_key: Path, json_output: bool
 ) -> None:
-    from rearguard.models.audit.checkpoints import (
+    from rearguard.models.audit.checkpoints import (  # lazy: CLI start-up
         check_against_checkpoints,
         load_public_key,
         parse_checkpoint_lines,
@@ -190,7 +190,10 @@ def checkpoint(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Sign a checkpoint of the chain's head now and publish it (and any still pending) to
     every [audit] checkpoint_sinks; exit 1 when a sink could not be reached (it is kept and
     retried)."""
-    from rearguard.models.audit.checkpoints import make_checkpoint, publish_pending
+    from rearguard.models.audit.checkpoints import (  # lazy: CLI start-up
+        make_checkpoint,
+        publish_pending,
+    )
 
     rt = runtime(ctx)
     made = make_checkpoint(
@@ -226,8 +229,8 @@ def checkpoint(ctx: typer.Context, json_output: JsonOption = False) -> None:
 def _verify_file(
     path: Path, json_output: bool, *, db: Database | None, public_key: Path | None
 ) -> None:
-    from rearguard.flows.exports.timeline_jsonl import verify_file
-    from rearguard.models.audit.checkpoints import load_public_key
+    from rearguard.flows.exports.timeline_jsonl import verify_file  # lazy: CLI start-up
+    from rearguard.models.audit.checkpoints import load_public_key  # lazy: CLI start-up
 
     report = verify_file(
         path,

@@ -53,7 +53,7 @@ class Invocation:
 
     def settings(self) -> Settings:
         """The settings from the root options, the environment and rearguard.toml."""
-        from rearguard.models.config.settings import load_settings
+        from rearguard.models.config.settings import load_settings  # lazy: CLI start-up
 
         return load_settings(home=self.home, database_url=self.database_url)
 
@@ -61,8 +61,8 @@ class Invocation:
         """The command's runtime, built on first use, with what Prefect lends it (Prefect
         itself is imported only when a hook deployment or a Secret block is used)."""
         if self.built is None:
-            from rearguard.flows.prefect_infra.lent import with_prefect
-            from rearguard.models.runtime import Runtime
+            from rearguard.flows.prefect_infra.lent import with_prefect  # lazy: CLI start-up
+            from rearguard.models.runtime import Runtime  # lazy: CLI start-up
 
             self.built = with_prefect(Runtime.from_settings(self.settings()))
         return self.built
@@ -76,7 +76,7 @@ class Invocation:
         """After a command: sign a checkpoint when ``[audit] checkpoint_every`` events have been
         appended since the last one (file sinks at once; network sinks without waiting)."""
         if self.built is not None:
-            from rearguard.models.audit.checkpoints import checkpoint_if_due
+            from rearguard.models.audit.checkpoints import checkpoint_if_due  # lazy: CLI start-up
 
             checkpoint_if_due(db=self.built.db, settings=self.built.settings)
 
@@ -108,7 +108,7 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None
     if total < PROGRESS_THRESHOLD_BYTES or not err.is_terminal:
         yield None
         return
-    from rich.progress import (
+    from rich.progress import (  # lazy: CLI start-up
         BarColumn,
         DownloadColumn,
         Progress,

@@ -57,7 +57,7 @@ misfire_grace_s = 300         # a run later than this is recorded as missed
 
 
 def _open_database(ctx: typer.Context, *, upgrade: bool) -> tuple[str, str | None, str]:
-    from rearguard.models.db.engine import Database
+    from rearguard.models.db.engine import Database  # lazy: CLI start-up
 
     settings = invocation(ctx).settings()
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
@@ -70,7 +70,7 @@ def _open_database(ctx: typer.Context, *, upgrade: bool) -> tuple[str, str | Non
 
 def redact_url(url: str) -> str:
     """A database URL with its password replaced by ***."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # lazy: CLI start-up
 
     return make_url(url).render_as_string(hide_password=True)
 
@@ -95,7 +95,7 @@ def status(ctx: typer.Context) -> None:
 
 def init(ctx: typer.Context) -> None:
     """Create the home directory, a commented rearguard.toml, and the database."""
-    from rearguard.models.config.base import CONFIG_FILENAME
+    from rearguard.models.config.base import CONFIG_FILENAME  # lazy: CLI start-up
 
     settings = invocation(ctx).settings()
     config = settings.home / CONFIG_FILENAME

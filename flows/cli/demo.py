@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.rule import Rule
 
 from rearguard.flows.cli.context import err, invocation, out, runtime
+from rearguard.models.enums import AssetKind, Severity
 from rearguard.models.errors import EXIT_FAILED, UsageError
 
 ASSET = "demo-model"
@@ -67,12 +68,22 @@ def demo(
     ] = None,
 ) -> None:
     """Register a model, tamper with production, and watch rearguard roll it back."""
-    from rearguard.flows.cli.incident import print_outcome, print_timeline, run_with_progress
-    from rearguard.flows.opening import open_and_record
-    from rearguard.models.assets.versions import approve_version, promote_version, register_version
-    from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
-    from rearguard.models.enums import AssetKind, Severity
-    from rearguard.models.incidents.service import get_incident
+    from rearguard.flows.cli.incident import (  # lazy: CLI start-up
+        print_outcome,
+        print_timeline,
+        run_with_progress,
+    )
+    from rearguard.flows.opening import open_and_record  # lazy: CLI start-up
+    from rearguard.models.assets.versions import (  # lazy: CLI start-up
+        approve_version,
+        promote_version,
+        register_version,
+    )
+    from rearguard.models.audit.chain import (  # lazy: CLI start-up
+        events_for_incident,
+        verify_stored_chain,
+    )
+    from rearguard.models.incidents.service import get_incident  # lazy: CLI start-up
 
     chosen = home or invocation(ctx).home
     if chosen is None:

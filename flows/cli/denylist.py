@@ -16,7 +16,7 @@ app = typer.Typer(help="The digest denylist: list entries, lift one on a person'
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List denylisted digests, newest first, with why and by whom."""
-    from rearguard.models.assets.denylist import list_denied
+    from rearguard.models.assets.denylist import list_denied  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
@@ -45,8 +45,8 @@ def remove(
 ) -> None:
     """Lift a digest from the denylist. Versions quarantined for it stay quarantined until
     `assets release`."""
-    from rearguard.models.assets.denylist import lift_digest, parse_digest
-    from rearguard.models.assets.lifecycle import check_reason
+    from rearguard.models.assets.denylist import lift_digest, parse_digest  # lazy: CLI start-up
+    from rearguard.models.assets.lifecycle import check_reason  # lazy: CLI start-up
 
     rt = runtime(ctx)
     sha256 = parse_digest(digest)

@@ -34,7 +34,11 @@ def add(
     json_output: JsonOption = False,
 ) -> None:
     """Schedule a drill of a playbook on an asset."""
-    from rearguard.models.drills.service import add_drill, describe_drill, parse_duration
+    from rearguard.models.drills.service import (  # lazy: CLI start-up
+        add_drill,
+        describe_drill,
+        parse_duration,
+    )
 
     rt = runtime(ctx)
     rto_s = parse_duration(rto) if rto is not None else None
@@ -63,7 +67,7 @@ def add(
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List drills and when each runs next."""
-    from rearguard.models.drills.service import describe_drill, list_drills
+    from rearguard.models.drills.service import describe_drill, list_drills  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
@@ -74,7 +78,7 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not drills:
         err.print("no drills; add one with `rearguard drills add`")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("name", "playbook", "asset", "cron", "timezone", "RTO", "next run (UTC)")
     for d in drills:
@@ -97,7 +101,7 @@ def remove(
     by: ByOption = None,
 ) -> None:
     """Remove a drill (its history stays)."""
-    from rearguard.models.drills.service import remove_drill
+    from rearguard.models.drills.service import remove_drill  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.session() as session:
@@ -112,10 +116,10 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run a drill now; exit 0 when it passed, 1 when it failed."""
-    from rearguard.flows.cli.incident import run_with_progress
-    from rearguard.flows.drills.run import run_drill
-    from rearguard.flows.run_playbook import configure_prefect
-    from rearguard.models.schemas import DrillRunRead
+    from rearguard.flows.cli.incident import run_with_progress  # lazy: CLI start-up
+    from rearguard.flows.drills.run import run_drill  # lazy: CLI start-up
+    from rearguard.flows.run_playbook import configure_prefect  # lazy: CLI start-up
+    from rearguard.models.schemas import DrillRunRead  # lazy: CLI start-up
 
     rt = runtime(ctx)
     # The sandbox has a home of its own: a serve's Prefect server is found from this one.
@@ -166,8 +170,8 @@ def history(
     json_output: JsonOption = False,
 ) -> None:
     """Drill runs, newest first, with the success rate and recovery times per playbook."""
-    from rearguard.models.drills.service import list_runs, summarise
-    from rearguard.models.schemas import DrillHistory, DrillRunRead
+    from rearguard.models.drills.service import list_runs, summarise  # lazy: CLI start-up
+    from rearguard.models.schemas import DrillHistory, DrillRunRead  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
@@ -180,7 +184,7 @@ def history(
     if not runs:
         err.print("no drill runs yet")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("run", "drill", "trigger", "started (UTC)", "status", "recovery", "RTO", "reason")
     for r in runs:

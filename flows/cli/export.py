@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from rearguard.flows.cli.context import ID_RANGE, err, out, runtime
-from rearguard.flows.exports.formats import ExportFormat
+from rearguard.flows.exports.formats import ExportFormat, file_name
+from rearguard.models.errors import UsageError
 
 
 def export(
@@ -54,8 +55,6 @@ def export(
 ) -> None:
     """Export an incident: built from the database alone, secrets redacted, the same bytes for
     the same records."""
-    from rearguard.models.errors import UsageError
-
     if all_incidents:
         if incident_id is not None:
             raise UsageError("give an incident id or --all, not both")
@@ -73,9 +72,12 @@ def export(
 def _export_one(
     ctx: typer.Context, incident_id: int, export_format: ExportFormat, output: str | None
 ) -> None:
-    from rearguard.flows.exports.export import export_to_file, write_export
-    from rearguard.flows.exports.formats import file_name
-    from rearguard.flows.exports.output import is_standard_output, standard_output, target_file
+    from rearguard.flows.exports.export import export_to_file, write_export  # lazy: CLI start-up
+    from rearguard.flows.exports.output import (  # lazy: CLI start-up
+        is_standard_output,
+        standard_output,
+        target_file,
+    )
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -99,10 +101,9 @@ def _export_one(
 def _export_all(
     ctx: typer.Context, export_format: ExportFormat, output: str, since: str | None
 ) -> None:
-    from rearguard.flows.exports.export import export_to_file, incident_ids
-    from rearguard.flows.exports.formats import file_name
-    from rearguard.flows.exports.output import output_directory
-    from rearguard.models.incidents.service import parse_since
+    from rearguard.flows.exports.export import export_to_file, incident_ids  # lazy: CLI start-up
+    from rearguard.flows.exports.output import output_directory  # lazy: CLI start-up
+    from rearguard.models.incidents.service import parse_since  # lazy: CLI start-up
 
     moment = parse_since(since)
     rt = runtime(ctx)

@@ -33,7 +33,7 @@ app = typer.Typer(help="Incidents: open one and run its playbook, list them, sho
 
 def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> Incident:
     """Run an incident's playbook, printing each step as it starts and ends."""
-    from rearguard.flows.run_playbook import (
+    from rearguard.flows.run_playbook import (  # lazy: CLI start-up
         configure_prefect,
         run_playbook,
         run_records_off_the_terminal,
@@ -79,7 +79,7 @@ def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str 
     """The label and status of the version the production alias points at, per the database."""
     if not asset:
         return None, None
-    from rearguard.models.assets.versions import alias_version, get_asset
+    from rearguard.models.assets.versions import alias_version, get_asset  # lazy: CLI start-up
 
     with rt.db.read_session() as session:
         current = alias_version(
@@ -106,10 +106,10 @@ def print_outcome(rt: Runtime, incident: Incident) -> None:
 
 def print_timeline(events: list[TimelineEvent]) -> None:
     """Print a timeline as a table: one row per event, the step's result in words."""
-    from rich import box
-    from rich.table import Table
+    from rich import box  # lazy: CLI start-up
+    from rich.table import Table  # lazy: CLI start-up
 
-    from rearguard.flows.timeline_text import describe_event
+    from rearguard.flows.timeline_text import describe_event  # lazy: CLI start-up
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("#", "time (UTC)", "kind", "action"):
@@ -134,7 +134,7 @@ def print_timeline(events: list[TimelineEvent]) -> None:
 
 def print_diffs(events: list[TimelineEvent]) -> None:
     """Print the diffs the tampering playbooks recorded (already redacted and bounded)."""
-    from rearguard.models.recovery.results import TamperDiff, outcome_result
+    from rearguard.models.recovery.results import TamperDiff, outcome_result  # lazy: CLI start-up
 
     for event in events:
         if event.kind != "outcome":
@@ -180,7 +180,7 @@ def open_(
     When an incident of the type is already unresolved on the asset, attach to it instead
     (say which, and exit 0) unless --new: its playbook is not run twice.
     """
-    from rearguard.flows.opening import open_or_attach
+    from rearguard.flows.opening import open_or_attach  # lazy: CLI start-up
 
     rt = runtime(ctx)
     opened = open_or_attach(
@@ -230,7 +230,7 @@ def open_(
 def show_end(rt: Runtime, incident: Incident, json_output: bool) -> None:
     """Print how a playbook run ended (or its incident as JSON); exit 1 unless it succeeded."""
     if json_output:
-        from rearguard.models.incidents.service import incident_now
+        from rearguard.models.incidents.service import incident_now  # lazy: CLI start-up
 
         with rt.db.read_session() as session:
             shown = incident_now(
@@ -258,20 +258,20 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List incidents, newest first (drills' only with --drills)."""
-    from rearguard.models.incidents.service import list_incidents
+    from rearguard.models.incidents.service import list_incidents  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
         incidents = list_incidents(session=session, include_drills=drills)
     if json_output:
-        from rearguard.models.schemas import IncidentRead
+        from rearguard.models.schemas import IncidentRead  # lazy: CLI start-up
 
         emit_json([IncidentRead.of(i).json_value() for i in incidents])
         return
     if not incidents:
         err.print("no incidents")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("id", "type", "severity", "status", "asset", "opened (UTC)", "reason")
     for i in incidents:
@@ -294,8 +294,11 @@ def show(
     json_output: JsonOption = False,
 ) -> None:
     """Show an incident and its timeline."""
-    from rearguard.models.audit.chain import events_for_incident
-    from rearguard.models.incidents.service import get_incident, incident_detail
+    from rearguard.models.audit.chain import events_for_incident  # lazy: CLI start-up
+    from rearguard.models.incidents.service import (  # lazy: CLI start-up
+        get_incident,
+        incident_detail,
+    )
 
     rt = runtime(ctx)
     if json_output:

@@ -29,8 +29,8 @@ def _hash_ahead(argv: list[str]) -> HashedAhead | None:
         argv = argv[2:]
     if argv[:2] != ["assets", "verify"]:
         return None
-    from rearguard.models.config.home import default_home
-    from rearguard.models.integrity import prehash
+    from rearguard.models.config.home import default_home  # lazy: CLI start-up (assets verify only)
+    from rearguard.models.integrity import prehash  # lazy: CLI start-up (assets verify only)
 
     home = Path(root_options["--home"]) if "--home" in root_options else default_home()
     names = [a for a in argv[2:] if not a.startswith("-")]
@@ -40,6 +40,8 @@ def _hash_ahead(argv: list[str]) -> HashedAhead | None:
 def main() -> None:
     """Run the ``rearguard`` command."""
     ahead = _hash_ahead(sys.argv[1:])
-    from rearguard.flows.cli.main import main as run
+    from rearguard.flows.cli.main import (  # lazy: CLI start-up (fork the hashing child first)
+        main as run,
+    )
 
     run(hashed_ahead=ahead)

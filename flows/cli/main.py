@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
+from rich.markup import escape
 
 from rearguard.flows.cli.context import Invocation, err, invocation
 from rearguard.models.errors import EXIT_FAILED, RearguardError
@@ -50,7 +51,7 @@ _ROOT_OPTIONS_WITH_VALUES = ("--home", "--database-url")
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import version  # lazy: CLI start-up
 
         print(f"rearguard {version('rearguard')}")
         raise typer.Exit()
@@ -179,8 +180,6 @@ def _describe_unexpected(exc: Exception) -> tuple[str, str]:
 
 
 def _fail(message: str, hint: str | None, code: int) -> None:
-    from rich.markup import escape
-
     err.print(f"[bold red]error:[/] {escape(message)}")
     if hint:
         err.print(f"[dim]hint:[/] {escape(hint)}")

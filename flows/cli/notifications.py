@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +18,7 @@ from rearguard.flows.cli.context import (
     runtime,
 )
 from rearguard.flows.cli.people import ByOption, person
+from rearguard.models.errors import EXIT_FAILED, UsageError
 
 app = typer.Typer(help="The notification outbox: what was delivered, what waits, what failed.")
 
@@ -31,8 +33,11 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List notifications, newest first."""
-    from rearguard.models.errors import UsageError
-    from rearguard.notifications.outbox import FAILED, PENDING, list_notifications
+    from rearguard.notifications.outbox import (  # lazy: CLI start-up
+        FAILED,
+        PENDING,
+        list_notifications,
+    )
 
     if pending and failed:
         raise UsageError("--pending and --failed exclude each other")
@@ -47,14 +52,14 @@ def list_(
                 key=lambda r: -(r.id or 0),
             )
     if json_output:
-        from rearguard.models.schemas import NotificationRead
+        from rearguard.models.schemas import NotificationRead  # lazy: CLI start-up
 
         emit_json([NotificationRead.of(r).json_value() for r in rows])
         return
     if not rows:
         err.print("no notifications")
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("id", "incident", "event", "channel", "destination", "status", "tries", "detail")
     for row in rows:
@@ -76,7 +81,7 @@ def list_(
 
 
 def _dispatch(ctx: typer.Context, *, wait_s: float, outbox_ids: list[int] | None = None) -> Any:
-    from rearguard.notifications.dispatcher import Dispatcher
+    from rearguard.notifications.dispatcher import Dispatcher  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with Dispatcher(settings=rt.settings, db=rt.db, secret_blocks=rt.secret_blocks) as dispatcher:
@@ -109,8 +114,7 @@ def retry(
     json_output: JsonOption = False,
 ) -> None:
     """Send failed or waiting notifications again now; exit 1 unless all are delivered."""
-    from rearguard.models.errors import EXIT_FAILED
-    from rearguard.notifications.outbox import retry as retry_rows
+    from rearguard.notifications.outbox import retry as retry_rows  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.transaction() as connection:
@@ -138,8 +142,6 @@ def dispatch(
 
     With ``--follow`` it keeps running as the deployment's dispatcher, until interrupted.
     """
-    from rearguard.models.errors import EXIT_FAILED
-
     rt = runtime(ctx)
     if follow:
         _follow(rt)
@@ -153,9 +155,7 @@ def dispatch(
 
 def _follow(rt: Any) -> None:
     """Deliver as notifications are queued, until interrupted (a long-running dispatcher)."""
-    import time
-
-    from rearguard.notifications.dispatcher import Dispatcher
+    from rearguard.notifications.dispatcher import Dispatcher  # lazy: CLI start-up
 
     err.print("delivering notifications as they are queued; Ctrl-C to stop")
     with Dispatcher(settings=rt.settings, db=rt.db, secret_blocks=rt.secret_blocks) as dispatcher:

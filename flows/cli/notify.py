@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.flows.cli.people import ByOption, person
-from rearguard.models.errors import EXIT_FAILED
+from rearguard.models.errors import EXIT_FAILED, UsageError
 
 app = typer.Typer(help="Notifications: send a test message through a channel.")
 
@@ -36,11 +36,9 @@ def test(
     Exit 0 when delivered, 1 when the channel refused or could not be reached, 2 when it is
     not configured.
     """
-    from rearguard.models.errors import UsageError
-
     if channel not in CHANNELS:
         raise UsageError(f"unknown channel {channel!r}", hint=f"one of: {', '.join(CHANNELS)}")
-    from rearguard.notifications.probe import send_test
+    from rearguard.notifications.probe import send_test  # lazy: CLI start-up
 
     rt = runtime(ctx)
     result = send_test(rt, channel=channel, destination=to, actor=person(ctx, by))

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
+from rearguard.models.errors import UsageError
 
 app = typer.Typer(help="Playbooks: one Prefect flow per incident type.")
 
@@ -17,8 +18,8 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List playbooks with their ATLAS techniques, Code of Practice provisions and steps."""
-    from rearguard.models.schemas import PlaybookRead
-    from rearguard.playbooks.catalog import all_playbooks
+    from rearguard.models.schemas import PlaybookRead  # lazy: CLI start-up
+    from rearguard.playbooks.catalog import all_playbooks  # lazy: CLI start-up
 
     playbooks, problems = all_playbooks()
     for problem in problems:
@@ -26,7 +27,7 @@ def list_(
     if json_output:
         emit_json([PlaybookRead.of(spec).json_value() for spec in playbooks.values()])
         return
-    from rich.table import Table
+    from rich.table import Table  # lazy: CLI start-up
 
     table = Table("type", "ATLAS", "Code of Practice", "steps", "assets")
     for spec in playbooks.values():
@@ -47,15 +48,13 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
-    from rearguard.flows.cli.incident import run_with_progress, show_end
-    from rearguard.models.incidents.service import get_incident
+    from rearguard.flows.cli.incident import run_with_progress, show_end  # lazy: CLI start-up
+    from rearguard.models.incidents.service import get_incident  # lazy: CLI start-up
 
     rt = runtime(ctx)
     with rt.db.read_session() as session:
         found = get_incident(session=session, incident_id=incident)
     if str(found.status) == "resolved":
-        from rearguard.models.errors import UsageError
-
         raise UsageError(f"incident {incident} is resolved; open a new incident instead")
     if not json_output:
         err.print(f"running the {found.type} playbook for incident {incident}")

@@ -8,6 +8,8 @@ import typer
 
 from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
 from rearguard.flows.cli.people import ByOption, person
+from rearguard.models.audit.redaction import redact_text
+from rearguard.models.errors import EXIT_FAILED, RearguardError
 
 
 def resolve(
@@ -24,9 +26,7 @@ def resolve(
     contained, as model_theft does); exit 2 if it is still open or already resolved. With
     [exports] auto_review (the default) its Markdown and HTML review are written to [exports]
     review_dir (default <home>/reviews)."""
-    from rearguard.models.audit.redaction import redact_text
-    from rearguard.models.errors import EXIT_FAILED, RearguardError
-    from rearguard.models.incidents.resolution import resolve_incident
+    from rearguard.models.incidents.resolution import resolve_incident  # lazy: CLI start-up
 
     rt = runtime(ctx)
     settings = rt.settings.exports
@@ -37,7 +37,7 @@ def resolve(
     written: list[str] = []
     review_error: str | None = None
     if settings.auto_review:
-        from rearguard.flows.exports.export import write_reviews
+        from rearguard.flows.exports.export import write_reviews  # lazy: CLI start-up
 
         directory = settings.review_directory(rt.settings.home)
         try:

@@ -27,12 +27,15 @@ def scan(
     missing or unreadable. Engines named in [scanning] engines give a second opinion on each
     file, shown beside (never instead of) rearguard's findings.
     """
-    from rearguard.models.config.settings import load_settings
-    from rearguard.models.integrity.scan.engine import iter_files, scan_file
-    from rearguard.models.integrity.scan.findings import Finding
-    from rearguard.models.integrity.scan.opinions import Opinion, second_opinions
-    from rearguard.models.integrity.scan.policy import policy_for
-    from rearguard.models.integrity.verification import finding_dict
+    from rearguard.models.config.settings import load_settings  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.engine import iter_files, scan_file  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.findings import Finding  # lazy: CLI start-up
+    from rearguard.models.integrity.scan.opinions import (  # lazy: CLI start-up
+        Opinion,
+        second_opinions,
+    )
+    from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
+    from rearguard.models.integrity.verification import finding_dict  # lazy: CLI start-up
 
     files: list[tuple[Path, int]] = []
     for root in paths:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import typer
 from rich.markup import escape
 
@@ -10,11 +13,11 @@ from rearguard.flows.cli.context import err, runtime
 
 def scheduler(ctx: typer.Context) -> None:
     """Run the scheduler in the foreground; SIGINT or SIGTERM stops it after the current drill."""
-    import signal
-    import threading
-
-    from rearguard.flows.drills.scheduler import DrillScheduler
-    from rearguard.flows.run_playbook import configure_prefect, run_records_off_the_terminal
+    from rearguard.flows.drills.scheduler import DrillScheduler  # lazy: CLI start-up
+    from rearguard.flows.run_playbook import (  # lazy: CLI start-up
+        configure_prefect,
+        run_records_off_the_terminal,
+    )
 
     rt = runtime(ctx)
     configure_prefect(home=rt.settings.home)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rearguard.flows.cli.context import err, runtime
+from rearguard.models.audit.terminal import safe_log_config
 from rearguard.models.errors import ConfigurationError, OperationFailed
 
 if TYPE_CHECKING:
@@ -104,8 +105,11 @@ def serve(
     )
     check_exposure(intake)
     listener = bind_listener(host=intake.host, port=intake.port)
-    from rearguard.flows.prefect_infra.server import configured_api_url
-    from rearguard.flows.run_playbook import configure_prefect, run_records_off_the_terminal
+    from rearguard.flows.prefect_infra.server import configured_api_url  # lazy: CLI start-up
+    from rearguard.flows.run_playbook import (  # lazy: CLI start-up
+        configure_prefect,
+        run_records_off_the_terminal,
+    )
 
     configure_prefect()
     with ExitStack() as stack:
@@ -113,8 +117,12 @@ def serve(
         if not no_scheduler:  # drills run in this process; their playbooks log as the CLI's
             stack.enter_context(run_records_off_the_terminal())
         if not configured_api_url():
-            from rearguard.flows.intake.playbook_process import PREFECT_SERVER_NICENESS
-            from rearguard.flows.prefect_infra.server import local_prefect_server
+            from rearguard.flows.intake.playbook_process import (  # lazy: CLI start-up
+                PREFECT_SERVER_NICENESS,
+            )
+            from rearguard.flows.prefect_infra.server import (  # lazy: CLI start-up
+                local_prefect_server,
+            )
 
             err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
             # It works for the playbooks: it runs below them, and below the intake.
@@ -122,11 +130,13 @@ def serve(
                 local_prefect_server(home=rt.settings.home, niceness=PREFECT_SERVER_NICENESS)
             )
             err.print(f"[dim]Prefect server at {api_url}[/]")
-        import uvicorn
+        import uvicorn  # lazy: CLI start-up
 
-        from rearguard.flows.intake.app import create_app
-        from rearguard.flows.intake.server import IntakeServer, bounded_http_protocol
-        from rearguard.models.audit.terminal import safe_log_config
+        from rearguard.flows.intake.app import create_app  # lazy: CLI start-up
+        from rearguard.flows.intake.server import (  # lazy: CLI start-up
+            IntakeServer,
+            bounded_http_protocol,
+        )
 
         config = uvicorn.Config(
             create_app(rt, intake=intake, schedule_drills=not no_scheduler),

@@ -7,6 +7,7 @@ command says what is down and exits 0.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,16 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import JsonOption, emit_json, invocation, out
+from rearguard.flows.cli.db import redact_url
+from rearguard.models.enums import IncidentSource, IncidentStatus
+from rearguard.models.errors import RearguardError
 
 _PROBE_TIMEOUT_S = 1.0
 
 
 def _probe(url: str) -> dict[str, Any]:
     """GET a health URL; whether it answered 200, and its JSON body when it has one."""
-    import httpx
+    import httpx  # lazy: CLI start-up
 
     try:
         response = httpx.get(url, timeout=_PROBE_TIMEOUT_S)
@@ -35,11 +39,14 @@ def _probe(url: str) -> dict[str, Any]:
 
 
 def _prefect(home: Path, idle_stop_s: float) -> dict[str, Any]:
-    from rearguard.flows.prefect_infra.server import configured_api_url, published_server
+    from rearguard.flows.prefect_infra.server import (  # lazy: CLI start-up
+        configured_api_url,
+        published_server,
+    )
 
     url = configured_api_url()
     if not url:
-        from prefect.settings import get_current_settings
+        from prefect.settings import get_current_settings  # lazy: CLI start-up
 
         url = get_current_settings().api.url
     if not url:
@@ -66,8 +73,6 @@ def _prefect(home: Path, idle_stop_s: float) -> dict[str, Any]:
 
 
 def _intake(settings: Any) -> dict[str, Any]:
-    import ipaddress
-
     host = settings.intake.host.strip("[]")
     try:
         address = ipaddress.ip_address(host)
@@ -89,12 +94,11 @@ def _intake(settings: Any) -> dict[str, Any]:
 
 def _counts(db: Any) -> dict[str, Any]:
     """Drills and their next fire times, outbox rows by status, incidents not resolved."""
-    from sqlalchemy import func, select
-    from sqlmodel import col
+    from sqlalchemy import func, select  # lazy: CLI start-up
+    from sqlmodel import col  # lazy: CLI start-up
 
-    from rearguard.models.db.tables import Incident, NotificationOutbox
-    from rearguard.models.drills.service import list_drills, parse_cron
-    from rearguard.models.enums import IncidentSource, IncidentStatus
+    from rearguard.models.db.tables import Incident, NotificationOutbox  # lazy: CLI start-up
+    from rearguard.models.drills.service import list_drills, parse_cron  # lazy: CLI start-up
 
     now = datetime.now(UTC)
     with db.read_session() as session:
@@ -132,9 +136,7 @@ def _counts(db: Any) -> dict[str, Any]:
 
 
 def _database(settings: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    from rearguard.flows.cli.db import redact_url
-    from rearguard.models.db.engine import Database
-    from rearguard.models.errors import RearguardError
+    from rearguard.models.db.engine import Database  # lazy: CLI start-up
 
     found: dict[str, Any] = {"url": redact_url(settings.database_url)}
     db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)

@@ -13,7 +13,10 @@ from rearguard.models.errors import ConfigurationError
 
 
 def _require_prefect_server(ctx: typer.Context) -> None:
-    from rearguard.flows.run_playbook import configure_prefect, uses_temporary_server
+    from rearguard.flows.run_playbook import (  # lazy: CLI start-up
+        configure_prefect,
+        uses_temporary_server,
+    )
 
     configure_prefect(home=runtime(ctx).settings.home)
     if uses_temporary_server():
@@ -36,7 +39,7 @@ def deploy(
 ) -> None:
     """Register one Prefect deployment per playbook on a work pool (a process pool is created
     if missing)."""
-    from rearguard.flows.prefect_infra.deployments import deploy_playbooks
+    from rearguard.flows.prefect_infra.deployments import deploy_playbooks  # lazy: CLI start-up
 
     _require_prefect_server(ctx)
     pool = pool or runtime(ctx).settings.intake.work_pool
@@ -51,7 +54,7 @@ def deploy(
 
 def worker(ctx: typer.Context, pool: PoolOption = None) -> None:
     """Run a Prefect process worker for the playbooks' work pool until SIGINT/SIGTERM."""
-    from rearguard.flows.prefect_infra.deployments import run_worker
+    from rearguard.flows.prefect_infra.deployments import run_worker  # lazy: CLI start-up
 
     # Prefect's default is to ask the pool for work every 10 s: an incident would wait 5 s on
     # average before its flow run starts. Set before Prefect reads its settings; the user's

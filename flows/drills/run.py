@@ -18,10 +18,19 @@ from typing import Any
 
 from sqlmodel import Session
 
+from rearguard.flows.opening import open_and_record
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.flows.timeline_text import describe_event
+from rearguard.models.audit.chain import events_for_incident
 from rearguard.models.db.tables import DrillRun, Incident, TimelineEvent
+from rearguard.models.drills.sandbox import create_sandbox
+from rearguard.models.drills.service import finish_run, get_drill, start_run
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
+from rearguard.models.incidents.service import get_incident, open_incident, set_incident_status
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.notify import deliver_after_run
+from rearguard.notifications.outbox import enqueue
 from rearguard.notifications.routing import Target
 from rearguard.playbooks.catalog import get_playbook
 
@@ -32,8 +41,6 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _run_playbook(runtime: Runtime, incident_id: int) -> Incident:
-    from rearguard.flows.run_playbook import run_playbook
-
     return run_playbook(runtime=runtime, incident_id=incident_id)
 
 
@@ -64,8 +71,6 @@ def run_drill(
     Raises:
         NotFoundError: unknown drill.
     """
-    from rearguard.models.drills.service import get_drill, start_run
-
     with runtime.db.session() as session:
         drill = get_drill(session=session, name=name)
         incident = _open_drill_incident(session, drill.playbook, drill.asset_name, name)
@@ -82,8 +87,6 @@ def run_drill(
 
 def _open_drill_incident(session: Session, playbook: str, asset: str, name: str) -> Incident:
     """The application's record of the drill: an incident of source ``drill``."""
-    from rearguard.models.incidents.service import open_incident
-
     return open_incident(
         session=session,
         type=playbook,
@@ -101,9 +104,6 @@ def _exercise(
     runtime: Runtime, playbook: str, asset: str, record: DrillRun, run: PlaybookRunner
 ) -> dict[str, Any]:
     """Build the sandbox, inject, run the playbook; return the fields of the run's result."""
-    from rearguard.flows.opening import open_and_record
-    from rearguard.models.drills.sandbox import create_sandbox
-
     result: dict[str, Any] = {"status": "fail"}
     sandbox = None
     try:
@@ -149,9 +149,6 @@ def _read_sandbox(runtime: Runtime, incident_id: int, aims_for: IncidentStatus) 
 
     The recovery time runs from the incident's opening to the status its playbook aims for.
     """
-    from rearguard.flows.timeline_text import describe_event
-    from rearguard.models.audit.chain import events_for_incident
-
     with runtime.db.read_session() as session:
         events = events_for_incident(session=session, incident_id=incident_id)
     steps: list[dict[str, Any]] = []
@@ -205,11 +202,6 @@ def _finish(
     notify_also: Sequence[Target],
 ) -> DrillRun:
     """Judge the result against the RTO, record it, and tell people."""
-    from rearguard.models.drills.service import finish_run
-    from rearguard.models.incidents.service import get_incident, set_incident_status
-    from rearguard.notifications.notify import deliver_after_run
-    from rearguard.notifications.outbox import enqueue
-
     over = (
         record.rto_s is not None
         and result.get("recovery_s") is not None

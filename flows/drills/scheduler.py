@@ -45,6 +45,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy.exc import IntegrityError
 
+from rearguard.flows.drills.run import run_drill
+from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.drills.service import (
+    fire_times,
+    get_drill,
+    last_accounted,
+    list_drills,
+    mark_interrupted,
+    parse_cron,
+    record_missed,
+)
+from rearguard.models.integrity.sweep import plan_sweep, run_sweep
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.routing import Target
 
@@ -144,17 +156,12 @@ def run_scheduled_drill(
     """The job of a drill: run it now (called by APScheduler in the scheduler process, on its
     scheduler's runtime); ``trigger`` and ``notify_also`` as :func:`run_drill` takes them, for
     a run a person asked for (:meth:`DrillScheduler.run_now`)."""
-    from rearguard.flows.drills.run import run_drill
-
     run = run_drill(runtime=runtime, name=name, trigger=trigger, notify_also=notify_also)
     logger.warning("drill %s run %s: %s %s", name, run.id, run.status, run.reason or "")
 
 
 def run_scheduled_sweep(*, runtime: Runtime) -> None:
     """The job of the asset sweep: ``rearguard assets sweep --run``, as the scheduler."""
-    from rearguard.flows.run_playbook import run_playbook
-    from rearguard.models.integrity.sweep import plan_sweep, run_sweep
-
     report = run_sweep(
         runtime=runtime, plan=plan_sweep(runtime=runtime), open_incidents=True, actor="scheduler"
     )
@@ -208,8 +215,6 @@ class DrillScheduler:
         Raises:
             UsageError: ``[scheduler] sweep_cron`` is not a valid cron.
         """
-        from rearguard.models.drills.service import mark_interrupted, parse_cron
-
         sweep_cron = self.runtime.settings.scheduler.sweep_cron
         if sweep_cron:
             sweep_trigger = parse_cron(sweep_cron, self.runtime.settings.drills.timezone)
@@ -279,8 +284,6 @@ class DrillScheduler:
         At start every drill is rescheduled from its history (see the module docstring); later
         calls only add, replace or remove the jobs of drills that changed.
         """
-        from rearguard.models.drills.service import list_drills
-
         with self._sync_lock:
             with self.runtime.db.read_session() as session:
                 drills = {d.name: d for d in list_drills(session=session)}
@@ -299,13 +302,6 @@ class DrillScheduler:
             return missed
 
     def _schedule(self, drill: Any, *, startup: bool) -> int:
-        from rearguard.models.drills.service import (
-            fire_times,
-            last_accounted,
-            parse_cron,
-            record_missed,
-        )
-
         trigger = parse_cron(drill.cron, drill.timezone)
         now = datetime.now(UTC)
         next_run = trigger.get_next_fire_time(None, now)
@@ -340,8 +336,6 @@ class DrillScheduler:
         return written
 
     def _on_event(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
-        from rearguard.models.drills.service import get_drill, record_missed
-
         if not event.job_id.startswith(DRILL_JOB_PREFIX):
             return
         name = event.job_id.removeprefix(DRILL_JOB_PREFIX)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from markupsafe import Markup, escape
 
 from rearguard.flows.exports.facts import KINDS, MAX_MARKS, IncidentFacts
+from rearguard.flows.exports.render import duration
 
 WIDTH = 960
 LABEL_W = 190
@@ -271,7 +272,7 @@ def _panel(
         x0 = x(bar.start)
         x1 = x(bar.end if bar.end is not None else hi)
         width = max(x1 - x0, 2.0)
-        span = f"{_duration(bar.end - bar.start)}" if bar.end is not None else "ongoing"
+        span = f"{duration(bar.end - bar.start)}" if bar.end is not None else "ongoing"
         tip = f"{bar.label}: {span}; {bar.note}"
         dash = ' stroke-dasharray="4 2" fill-opacity="0.35"' if bar.dashed else ""
         parts.append(
@@ -364,7 +365,7 @@ def _marks(
             f'width="{BUCKET_PX - 0.5:.1f}" height="{h:.1f}" fill="#475569">'
             f"<title>{escape(tip)}</title></rect>"
         )
-    note = f"events row: {count:,} events, bar height = events per {_duration(width)}"
+    note = f"events row: {count:,} events, bar height = events per {duration(width)}"
     return "".join(parts), note
 
 
@@ -393,7 +394,7 @@ def _axis(
         tick += step
     parts.append(
         f'<text class="note" x="{LABEL_W + PLOT_W:.1f}" y="{y + 30:.1f}" text-anchor="end">'
-        f"time (UTC) from {_clock(lo, 1, full=True)}; one tick every {_duration(step)}</text>"
+        f"time (UTC) from {_clock(lo, 1, full=True)}; one tick every {duration(step)}</text>"
     )
     if note:
         parts.append(f'<text class="note" x="{LABEL_W}" y="{y + 30:.1f}">{escape(note)}</text>')
@@ -424,9 +425,3 @@ def _clock(value: float, step: float, *, full: bool = False) -> str:
     else:
         return moment.strftime("%Y-%m-%d")
     return f"{moment:%Y-%m-%d} {text}" if full else text
-
-
-def _duration(seconds: float) -> str:
-    from rearguard.flows.exports.render import duration
-
-    return duration(seconds)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row
+from sqlalchemy import Row, func
 from sqlmodel import col, select
 
 from rearguard.flows.timeline_text import describe_event
@@ -28,6 +28,7 @@ from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_t
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Alias, Asset, AssetVersion, TimelineEvent, table_of
 from rearguard.models.errors import NotFoundError
+from rearguard.models.incidents.service import get_incident
 from rearguard.models.incidents.types import ExportProfile, IncidentType, get_incident_type
 from rearguard.models.recovery.results import (
     IntegrityReport,
@@ -365,10 +366,6 @@ def load_timeline(db: Database, incident_id: int) -> Timeline:
     Raises:
         NotFoundError: there is no such incident.
     """
-    from sqlalchemy import func
-
-    from rearguard.models.incidents.service import get_incident
-
     with db.read_session() as session:
         get_incident(session=session, incident_id=incident_id)
         connection = session.connection()
@@ -453,8 +450,6 @@ def load_facts(db: Database, incident_id: int, *, alias: str = "production") -> 
     Raises:
         NotFoundError: there is no such incident.
     """
-    from rearguard.models.incidents.service import get_incident
-
     with db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         view = IncidentRead.of(incident).redacted()

@@ -119,13 +119,26 @@ def _environment(*, as_html: bool) -> jinja2.Environment:
     return env
 
 
-def render(template: str, facts: IncidentFacts, out: TextIO, *, as_html: bool) -> None:
-    """Render a review template for an incident, streaming into ``out``."""
+def render(
+    template: str,
+    facts: IncidentFacts,
+    out: TextIO,
+    *,
+    as_html: bool,
+    chart: Markup | None = None,
+) -> None:
+    """Render a review template for an incident, streaming into ``out``.
+
+    Args:
+        template: the template's name.
+        facts: the incident's facts.
+        out: where the text goes.
+        as_html: HTML (escaped, the timeline as table rows) rather than Markdown.
+        chart: the timeline chart an HTML review shows (``chart.timeline_svg``).
+    """
     context = review_context(facts)
     if as_html:
-        from rearguard.flows.exports.chart import timeline_svg
-
-        context["chart"] = timeline_svg(facts)
+        context["chart"] = chart
         context["timeline_rows"] = html_rows(context["events"])
     else:
         context["timeline_rows"] = md_rows(context["events"])

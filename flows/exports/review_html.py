@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from rearguard.flows.exports.chart import timeline_svg
 from rearguard.flows.exports.facts import IncidentFacts
 from rearguard.flows.exports.render import render
 
 
 def write(facts: IncidentFacts, out: TextIO) -> None:
     """Write the review of an incident as HTML."""
-    render("review.html.j2", facts, out, as_html=True)
+    render("review.html.j2", facts, out, as_html=True, chart=timeline_svg(facts))

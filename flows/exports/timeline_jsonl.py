@@ -30,18 +30,27 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func, select
 
 from rearguard.flows.exports.facts import EventRow, Timeline, incidents_between, iter_rows
 from rearguard.models import bounded_json
 from rearguard.models.audit.chain import HASHED_FIELDS, ChainProblem, canonical_json, verify_events
+from rearguard.models.audit.checkpoints import (
+    incident_digest,
+    key_id,
+    latest_checkpoint_of_incident,
+    parse_checkpoint,
+)
 from rearguard.models.audit.redaction import json_text_may_hold_secret, redact_value
 from rearguard.models.db.engine import Database
+from rearguard.models.db.tables import TimelineEvent, table_of
+from rearguard.models.errors import UsageError
 
 FORMAT = "rearguard-timeline"
 FORMAT_VERSION = 2
@@ -118,8 +127,6 @@ def write(timeline: Timeline, out: TextIO) -> None:
 
 def _checkpoint_of(db: Database, incident_id: int) -> dict[str, Any] | None:
     """The latest signed checkpoint holding the incident's digest, as its published object."""
-    from rearguard.models.audit.checkpoints import latest_checkpoint_of_incident
-
     with db.read_session() as session:
         checkpoint = latest_checkpoint_of_incident(session, incident_id=incident_id)
     return None if checkpoint is None else json.loads(checkpoint.line())
@@ -323,10 +330,6 @@ class _DatabaseWitness:
 
     def gap(self, record: dict[str, Any], incident_id: int | None) -> str | None:
         """Why a gap record does not withhold exactly what it says, or None."""
-        from sqlalchemy import func, select
-
-        from rearguard.models.db.tables import TimelineEvent, table_of
-
         events = table_of(TimelineEvent)
         first, last = record["from_seq"], record["to_seq"]
         with self._db.read_session() as session:
@@ -376,8 +379,6 @@ def verify_file(
         UsageError: the file cannot be read, or is not a regular file (a FIFO, a device, a
             directory: it would block, never end, or hold no lines).
     """
-    from rearguard.models.errors import UsageError
-
     try:
         # Non-blocking, so that opening a FIFO with no writer does not wait for one.
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -499,9 +500,6 @@ _CHECKPOINT_LAST = "the checkpoint record must come last, just before the end re
 
 def _check_checkpoint(report: FileReport, lines: _Lines, public: Ed25519PublicKey) -> FileReport:
     """Check the file's checkpoint: signed by ``public``, vouching for the file's events."""
-    from dataclasses import replace
-
-    from rearguard.models.audit.checkpoints import incident_digest, key_id, parse_checkpoint
 
     def failed(reason: str, seq: int = -1, line: int | None = None) -> FileReport:
         return replace(report, problem=ChainProblem(seq, line, reason))

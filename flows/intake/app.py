@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from rearguard.flows.drills.scheduler import DrillScheduler
 from rearguard.flows.intake.guard import IntakeGuard, IntakeStats
 from rearguard.flows.intake.playbook_process import PlaybookProcess
 from rearguard.flows.intake.routes import (
@@ -86,8 +87,6 @@ def create_app(
         scheduler = None
         try:
             if schedule_drills:
-                from rearguard.flows.drills.scheduler import DrillScheduler
-
                 scheduler = DrillScheduler(runtime)
                 await asyncio.to_thread(scheduler.start)
             app.state.scheduler = scheduler

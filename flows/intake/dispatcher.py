@@ -14,6 +14,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from rearguard.flows.prefect_infra.events import emit_incident_event
+from rearguard.flows.run_playbook import dispatch_playbook
+from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -47,10 +50,6 @@ class PlaybookDispatcher:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _run(self, incident_id: int) -> None:
-        from rearguard.flows.prefect_infra.events import emit_incident_event
-        from rearguard.flows.run_playbook import dispatch_playbook
-        from rearguard.models.incidents.service import get_incident
-
         try:
             with self._runtime.db.read_session() as session:
                 opened = get_incident(session=session, incident_id=incident_id)

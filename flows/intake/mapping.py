@@ -3,6 +3,8 @@ native event."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rearguard.flows.intake.schemas import AlertmanagerAlert, AlertmanagerWebhook, NativeEvent
 from rearguard.models.config.intake import AlertRule
 from rearguard.models.enums import Severity
@@ -91,8 +93,6 @@ def _map_alert(
 
 
 def _with_playbook(alert: IncomingAlert) -> IncomingAlert:
-    from dataclasses import replace
-
     try:
         spec = get_playbook(alert.type or "")
     except RearguardError as exc:

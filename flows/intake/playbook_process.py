@@ -25,7 +25,15 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from rearguard.flows.intake.dispatcher import PlaybookDispatcher
+from rearguard.flows.run_playbook import (
+    configure_prefect,
+    run_records_off_the_terminal,
+    warm_up,
+)
+from rearguard.models.audit.terminal import safe_log_handler
 from rearguard.models.config.settings import Settings
+from rearguard.models.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 _STOP = None
@@ -183,14 +191,6 @@ def run_child(
     # every process of the service: the parent alone decides when its playbooks stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from rearguard.flows.intake.dispatcher import PlaybookDispatcher
-    from rearguard.flows.run_playbook import (
-        configure_prefect,
-        run_records_off_the_terminal,
-        warm_up,
-    )
-    from rearguard.models.audit.terminal import safe_log_handler
-    from rearguard.models.runtime import Runtime
 
     logging.basicConfig(level=logging.WARNING, handlers=[safe_log_handler()])
     # How each playbook ended, one line each, on serve's console.

@@ -34,9 +34,12 @@ from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert
+from rearguard.models.incidents.service import incident_detail
+from rearguard.models.incidents.service import list_incidents as listed
 from rearguard.models.names import MAX_ROW_ID
 from rearguard.models.runtime import Runtime
 from rearguard.models.schemas import IncidentDetail, IncidentRead
+from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended
 
 Recorder = Callable[[list[IncomingAlert]], Awaitable[list[AlertOutcome] | None]]
 """Hands alerts to the writer; None when the database is unavailable."""
@@ -150,7 +153,6 @@ def incidents_router(runtime: Runtime, settings: IntakeSettings) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Any:
         """Incidents, newest first."""
-        from rearguard.models.incidents.service import list_incidents as listed
 
         def read() -> list[IncidentRead]:
             with runtime.db.read_session() as session:
@@ -169,7 +171,6 @@ def incidents_router(runtime: Runtime, settings: IntakeSettings) -> APIRouter:
         incident_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)],
     ) -> Any:
         """One incident, where its asset's production alias points now, and its timeline."""
-        from rearguard.models.incidents.service import incident_detail
 
         def read() -> IncidentDetail | None:
             with runtime.db.read_session() as session:
@@ -219,8 +220,6 @@ def slack_router(runtime: Runtime) -> APIRouter:
         """Slack's Approve and Deny buttons. Not behind the bearer token: Slack signs the
         request with the app's signing secret, checked over the raw body; the answer's text is
         what Slack shows the person who pressed the button."""
-        from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended
-
         body = await request.body()
         answer = await asyncio.to_thread(
             handle_slack_interaction, runtime=runtime, headers=dict(request.headers), body=body

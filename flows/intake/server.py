@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, Literal
 
+import h11
 import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
@@ -172,7 +173,6 @@ def bounded_http_protocol(
 
         bounded: type[Any] = BoundedHttpTools
     else:
-        import h11
 
         class BoundedH11(_HeaderBounds, base):  # type: ignore[misc]  # base is chosen at run time
             def _awaiting_headers(self) -> bool:

@@ -11,6 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.runtime import deployment
+
+from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime
 
 
@@ -29,16 +36,10 @@ async def deployment_asset_slot(runtime: Runtime, incident_id: int) -> AsyncIter
         runtime: the run's runtime (where the incident is).
         incident_id: the incident whose asset's slot to hold.
     """
-    from prefect.runtime import deployment
-
     asset = None if deployment.id is None else _asset_of(runtime, incident_id)
     if asset is None:
         yield
         return
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.asyncio import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
 
     name = asset_limit_name(asset)
     async with get_client() as client:
@@ -53,7 +54,5 @@ async def deployment_asset_slot(runtime: Runtime, incident_id: int) -> AsyncIter
 
 
 def _asset_of(runtime: Runtime, incident_id: int) -> str | None:
-    from rearguard.models.incidents.service import get_incident
-
     with runtime.db.read_session() as session:
         return get_incident(session=session, incident_id=incident_id).asset_name

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.types.entrypoint import EntrypointType
+from prefect.workers.process import ProcessWorker
+
+from rearguard.flows.run_playbook import deployment_name
 from rearguard.playbooks.catalog import all_playbooks, load_flow
 
 
@@ -17,10 +24,6 @@ def ensure_work_pool(pool: str) -> bool:
     Returns:
         True when it was created.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
@@ -41,10 +44,6 @@ def deploy_playbooks(*, pool: str) -> list[str]:
     Raises:
         ConfigurationError: a playbook's flow cannot be imported.
     """
-    from prefect.types.entrypoint import EntrypointType
-
-    from rearguard.flows.run_playbook import deployment_name
-
     ensure_work_pool(pool)
     playbooks, _problems = all_playbooks()
     names = []
@@ -66,7 +65,6 @@ def run_worker(*, pool: str) -> None:
     Its flow runs are child processes that inherit this environment (``REARGUARD_*``
     included), so the playbooks find the same database and registry as this process.
     """
-    from prefect.workers.process import ProcessWorker
 
     async def work() -> None:
         async with ProcessWorker(work_pool_name=pool) as worker:

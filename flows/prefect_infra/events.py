@@ -24,7 +24,7 @@ def _prefect_api_configured() -> bool:
         return True
     if "prefect.settings" not in sys.modules:
         return False
-    from prefect.settings import get_current_settings
+    from prefect.settings import get_current_settings  # lazy: Prefect after configure_prefect
 
     return bool(get_current_settings().api.url)
 
@@ -39,7 +39,7 @@ def emit_incident_event(status: str, incident: Incident) -> None:
     if not _prefect_api_configured():
         return
     try:
-        from prefect.events import emit_event
+        from prefect.events import emit_event  # lazy: Prefect after configure_prefect
 
         emit_event(
             event=f"rearguard.incident.{status}",

@@ -25,11 +25,11 @@ def run_hook_deployment(name: str, *, env: Mapping[str, str], timeout_s: float) 
         How it ended: ok when the flow run completed; the output tail is its final state's
         name and message.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
-    from prefect.states import Cancelling
+    from prefect.client.orchestration import get_client  # lazy: CLI start-up (Prefect, ~1 s)
+    from prefect.client.schemas.objects import FlowRun  # lazy: CLI start-up (Prefect, ~1 s)
+    from prefect.deployments import run_deployment  # lazy: CLI start-up (Prefect, ~1 s)
+    from prefect.exceptions import ObjectNotFound  # lazy: CLI start-up (Prefect, ~1 s)
+    from prefect.states import Cancelling  # lazy: CLI start-up (Prefect, ~1 s)
 
     started = time.monotonic()
     try:

@@ -15,7 +15,7 @@ from rearguard.models.runtime import Runtime
 
 def read_secret_block(name: str) -> str:
     """The value of the Prefect Secret block ``name``."""
-    from prefect.blocks.system import Secret
+    from prefect.blocks.system import Secret  # lazy: CLI start-up (Prefect, ~1 s)
 
     secret = Secret.load(name)  # synchronous here: called from synchronous code
     if not isinstance(secret, Secret):

@@ -38,6 +38,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from dotenv import dotenv_values  # pydantic-settings' reader, so Prefect's too
+
 from rearguard.models.errors import ConfigurationError
 
 _STARTUP_TIMEOUT_S = 180.0
@@ -88,8 +94,6 @@ def _project_setting(name: str, keys: tuple[str, ...]) -> str | None:
     if value := os.environ.get(name):
         return value
     if Path(".env").is_file():
-        from dotenv import dotenv_values  # pydantic-settings' reader, so Prefect's too
-
         try:
             if value := dotenv_values(".env").get(name):
                 return value
@@ -340,10 +344,6 @@ def loopback_ca_file(path: Path) -> Path:
     """
     if path.is_file():
         return path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rearguard loopback, trusts none")])

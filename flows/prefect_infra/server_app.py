@@ -32,6 +32,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
 from rearguard.flows.asgi_replay import (
     ASGIApp,
     Message,
@@ -207,9 +209,15 @@ def write_transactions_immediate() -> bool:
     Returns:
         True when the database is SQLite and the change was made.
     """
-    from prefect.server.database.configurations import AioSqliteConfiguration
-    from prefect.server.database.dependencies import set_database_config
-    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from prefect.server.database.configurations import (  # lazy: after os.nice (3 s of imports)
+        AioSqliteConfiguration,
+    )
+    from prefect.server.database.dependencies import (  # lazy: after os.nice (3 s of imports)
+        set_database_config,
+    )
+    from prefect.settings import (  # lazy: after os.nice (3 s of imports)
+        PREFECT_API_DATABASE_CONNECTION_URL,
+    )
 
     url = PREFECT_API_DATABASE_CONNECTION_URL.value()
     if not url or not url.startswith("sqlite"):
@@ -243,8 +251,7 @@ def main() -> None:
     if args.parent:
         threading.Thread(target=_stop_with, args=(args.parent,), daemon=True).start()
 
-    import uvicorn
-    from prefect.server.api.server import create_app
+    from prefect.server.api.server import create_app  # lazy: after os.nice (3 s of imports)
 
     write_transactions_immediate()
     app: ASGIApp = RetryWhileLocked(create_app(final=True))

@@ -20,6 +20,7 @@ from rearguard.models.audit.chain import append_event
 from rearguard.models.db.tables import Asset, AssetVersion, DeniedDigest, VersionFile
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import IntegrityViolation, NotFoundError, UsageError
+from rearguard.models.integrity.hashing import sha256_file
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -44,8 +45,6 @@ def digest_of_file(path: Path) -> str:
     Raises:
         UsageError: the path is not a readable file.
     """
-    from rearguard.models.integrity.hashing import sha256_file
-
     if not path.is_file():
         raise UsageError(f"--file {str(path)!r} is not a file")
     try:

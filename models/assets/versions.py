@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,8 +98,6 @@ def alias_version(*, session: Session, asset: Asset, alias: str) -> AssetVersion
 
 def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
     """The digest identifying a version's content: sha256 over its sorted manifest lines."""
-    import hashlib
-
     hasher = hashlib.sha256()
     for entry in sorted(entries, key=lambda e: e.path):
         hasher.update(f"{entry.sha256}  {entry.size}  {entry.path}\n".encode())

@@ -426,7 +426,7 @@ def read_snapshot(session: Session) -> None:
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return
-    from psycopg.pq import TransactionStatus
+    from psycopg.pq import TransactionStatus  # lazy: optional extra rearguard[postgres]
 
     # Only a transaction that has run nothing yet can change its isolation; a caller that
     # already read in it keeps READ COMMITTED.

@@ -49,7 +49,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, update
 from sqlmodel import Session, col, select
 
 from rearguard.models.audit.chain import (
@@ -557,8 +557,6 @@ def _record_attempt(db: Database, *, number: int, sink: str, error: str | None) 
     ``synchronous_commit = off``): at an incident's end that is one disk flush fewer, the
     largest part of a checkpoint's cost (bench/bench_checkpoints.py).
     """
-    from sqlalchemy import update
-
     values: dict[str, Any] = {"attempts": _DELIVERIES.c.attempts + 1, "last_error": error}
     if error is None:
         values["published_at"] = datetime.now(UTC)
@@ -624,9 +622,9 @@ def _append_line(path: Path, record: str) -> str | None:
 
 def _post(url: str, secret: str, record: str, *, timeout_s: float) -> str | None:
     """POST a checkpoint line, signed as the webhook channel signs its messages."""
-    import httpx
+    import httpx  # lazy: CLI start-up (httpx)
 
-    from rearguard.notifications.channels.webhook import (
+    from rearguard.notifications.channels.webhook import (  # lazy: CLI start-up (httpx)
         EVENT_HEADER,
         IDEMPOTENCY_HEADER,
         SIGNATURE_HEADER,
@@ -741,7 +739,7 @@ def read_checkpoint_lines(
         )
         return "".join(text + "\n" for text in texts if _is_checkpoint_text(text))
     if source.startswith(("http://", "https://")):
-        import httpx
+        import httpx  # lazy: CLI start-up (httpx)
 
         try:
             response = httpx.get(source, timeout=timeout_s, follow_redirects=False)

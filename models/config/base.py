@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -113,8 +113,6 @@ def load_concern(cls: type[Concern], document: Mapping[str, Any], **values: Any)
     Raises:
         ConfigurationError: a value is invalid; the message names the table and the field.
     """
-    from pydantic import ValidationError
-
     # The file travels as one more keyword that no field takes (see ConcernSettings).
     arguments: dict[str, Any] = {**values, TOML_DOCUMENT: document}
     try:

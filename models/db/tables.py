@@ -351,6 +351,14 @@ class ApprovalRequest(SQLModel, table=True):
     comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     flow_run_id: str | None = Field(default=None, max_length=36)
 
+    def is_overdue(self, *, now: datetime | None = None) -> bool:
+        """True when the request is pending past its deadline (nobody has recorded the timeout
+        yet), as of ``now`` (default: now)."""
+        deadline = (
+            self.deadline.replace(tzinfo=UTC) if self.deadline.tzinfo is None else self.deadline
+        )
+        return self.status == "pending" and deadline <= (now or utcnow())
+
 
 class SeenCallback(SQLModel, table=True):
     """A signed callback already accepted (its signature), so that a replay is refused."""

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from sqlmodel import Session, col, or_, select
 
+from rearguard.models.assets.versions import get_asset
 from rearguard.models.audit.chain import append_event
 from rearguard.models.config.core import CoreSettings
 from rearguard.models.config.database import DatabaseSettings
@@ -138,8 +139,6 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
 
 def _registry_rows(session: Session, asset_name: str) -> list[list[Any]]:
     """Copies of the rows of an asset and of the assets one lineage link away, in FK order."""
-    from rearguard.models.assets.versions import get_asset
-
     asset = get_asset(session=session, name=asset_name)
     own = list(session.exec(select(AssetVersion).where(AssetVersion.asset_id == asset.id)))
     own_ids = [v.id for v in own]

@@ -12,13 +12,17 @@ import statistics
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
 from sqlmodel import Session, col, select
 
+from rearguard.models.assets.versions import get_asset
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.tables import Drill, DrillRun, utcnow
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError, UsageError
+from rearguard.models.incidents.types import get_incident_type
 from rearguard.models.names import check_name
 from rearguard.models.schemas import DrillRead, DrillSummary, RecoveryTimes
 
@@ -57,8 +61,6 @@ def check_timezone(name: str) -> str:
     Raises:
         UsageError: unknown timezone.
     """
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -80,8 +82,6 @@ def parse_cron(expression: str, timezone: str) -> Any:
     Raises:
         UsageError: the expression or the timezone is invalid.
     """
-    from apscheduler.triggers.cron import CronTrigger
-
     check_timezone(timezone)
     fields = expression.split()
     try:
@@ -153,9 +153,6 @@ def add_drill(
         NotFoundError: unknown playbook or asset.
         ConflictError: a drill of that name exists.
     """
-    from rearguard.models.assets.versions import get_asset
-    from rearguard.models.incidents.types import get_incident_type
-
     check_name(name, what="drill name")
     parse_cron(cron, timezone)
     spec = get_incident_type(playbook)

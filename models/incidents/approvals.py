@@ -63,11 +63,6 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def is_overdue(request: ApprovalRequest, *, now: datetime | None = None) -> bool:
-    """True when a pending request is past its deadline (nobody has recorded the timeout yet)."""
-    return request.status == PENDING and _aware(request.deadline) <= (now or datetime.now(UTC))
-
-
 def _record(
     session: Session,
     *,
@@ -428,7 +423,7 @@ def expire(*, db: Database, request_id: int, actor: str) -> ApprovalRequest:
     with db.session() as session:
         statement = select(ApprovalRequest).where(ApprovalRequest.id == request_id)
         request = session.exec(statement.with_for_update()).one()
-        if not is_overdue(request, now=now):
+        if not request.is_overdue(now=now):
             return request
         incident = get_incident(session=session, incident_id=request.incident_id)
         waited = format_wait(request.policy["timeout_s"])

@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
+from importlib.metadata import entry_points
 from typing import Any
 
 from rearguard.models.drills.injectors import (
@@ -308,8 +309,6 @@ def discover_plugins() -> tuple[dict[str, IncidentType], list[PluginProblem]]:
         The plug-in types by name, and one problem per entry point that could not be used
         (its import failed, its object is not a type entry, or its type is taken).
     """
-    from importlib.metadata import entry_points
-
     found: dict[str, IncidentType] = {}
     problems: list[PluginProblem] = []
     for point in entry_points(group=ENTRY_POINT_GROUP):

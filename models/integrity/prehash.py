@@ -20,6 +20,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from rearguard.models.integrity.hashing import stream_sha256
+
 Identity = tuple[int, int, int, int, int]
 
 
@@ -40,7 +42,6 @@ def _hash_in_child(paths: list[Path], fd: int) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for stream in (0, 1, 2):
         os.dup2(devnull, stream)
-    from rearguard.models.integrity.hashing import stream_sha256
 
     try:
         with os.fdopen(fd, "w", buffering=1) as out:

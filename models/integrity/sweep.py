@@ -35,6 +35,8 @@ from rearguard.models.assets.versions import (
     list_versions,
     manifest_of,
 )
+from rearguard.models.audit.chain import append_event
+from rearguard.models.audit.redaction import redact_value
 from rearguard.models.db.tables import Incident
 from rearguard.models.enums import (
     AssetKind,
@@ -323,10 +325,10 @@ def _summary(finding: SweepFinding, found_by: str) -> str:
 
 def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str, found_by: str) -> None:
     # Imported here: `assets verify` plans and checks through this module and opens nothing.
-    from rearguard.models.audit.chain import append_event
-    from rearguard.models.audit.redaction import redact_value
-    from rearguard.models.incidents.dedup import type_asset_key
-    from rearguard.models.incidents.service import (
+    from rearguard.models.incidents.dedup import (
+        type_asset_key,  # lazy: CLI start-up (assets verify)
+    )
+    from rearguard.models.incidents.service import (  # lazy: CLI start-up (assets verify)
         bind_keys,
         claim_incident_keys,
         get_incident,

@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from rearguard.models.errors import (
     ConfigurationError,
     ConflictError,
@@ -73,7 +75,7 @@ def _import_client() -> type[MlflowClient]:
     for name, value in _MLFLOW_DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # lazy: optional extra rearguard[mlflow]
     except ImportError as exc:
         raise ConfigurationError(
             '[registry] backend = "mlflow" needs the mlflow client, which is not installed',
@@ -93,7 +95,7 @@ def _bound_database_retries() -> None:
     each time, and no setting bounds that; two tries, and no multi-line warnings in the
     output, are enough for a command.
     """
-    from mlflow.store.db import utils as db_utils
+    from mlflow.store.db import utils as db_utils  # lazy: optional extra rearguard[mlflow]
 
     if hasattr(db_utils, "MAX_RETRY_COUNT"):
         db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, 2)
@@ -157,8 +159,7 @@ class MlflowRegistry:
             OperationFailed: any other refusal.
         """
         _import_client()  # mlflow imported with our defaults set, or a clear error raised
-        from mlflow.exceptions import MlflowException
-        from sqlalchemy.exc import SQLAlchemyError
+        from mlflow.exceptions import MlflowException  # lazy: optional extra rearguard[mlflow]
 
         try:
             yield
@@ -367,7 +368,7 @@ class MlflowRegistry:
 
     def _download(self, model: str, number: str, uri: str) -> Path:
         """Download a version's artifacts, replacing an earlier download of it."""
-        from mlflow.artifacts import download_artifacts
+        from mlflow.artifacts import download_artifacts  # lazy: optional extra rearguard[mlflow]
 
         target = self.home / "mlflow" / "downloads" / model / number
         work = target.with_name(f".{number}.{uuid.uuid4().hex}")

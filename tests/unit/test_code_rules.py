@@ -1,12 +1,15 @@
-"""Rules of the code that no linter checks here: no private name crosses a module boundary."""
+"""Rules of the code that no linter checks here: no private name crosses a module boundary, and
+an import inside a function says why it is not at the module's top."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "flows", "notifications", "playbooks")
+LAZY = "# lazy:"
 
 
 def _sources() -> list[Path]:
@@ -31,3 +34,56 @@ def test_no_private_name_is_imported_from_another_module() -> None:
                     where = f"{path.relative_to(ROOT)}:{node.lineno}"
                     crossings.append(f"{where}: {node.module}.{alias.name}")
     assert crossings == [], "private names imported across modules:\n" + "\n".join(crossings)
+
+
+def _imports_in_functions(node: ast.AST, *, inside: bool = False) -> Iterator[ast.stmt]:
+    for child in ast.iter_child_nodes(node):
+        if inside and isinstance(child, ast.Import | ast.ImportFrom):
+            yield child
+        in_function = inside or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+        yield from _imports_in_functions(child, inside=in_function)
+
+
+def unexplained_lazy_imports(source: str) -> list[int]:
+    """The lines of the imports inside functions that carry no ``# lazy: <why>`` comment, on
+    one of their own lines or alone on the line above."""
+    lines = source.splitlines()
+    unexplained = []
+    for node in _imports_in_functions(ast.parse(source)):
+        first, last = node.lineno, node.end_lineno or node.lineno
+        own = any(LAZY in line for line in lines[first - 1 : last])
+        above = first > 1 and lines[first - 2].strip().startswith(LAZY)
+        if not (own or above):
+            unexplained.append(first)
+    return unexplained
+
+
+def test_the_lazy_import_check_finds_an_import_without_its_reason() -> None:
+    source = (
+        "import json\n"
+        "def a():\n"
+        "    import csv  # lazy: optional extra\n"
+        "    import zlib\n"  # the line above is another import's reason, not its own
+        "def b():\n"
+        "    # lazy: CLI start-up\n"
+        "    from os import (\n"
+        "        path,\n"
+        "    )\n"
+        "    class C:\n"
+        "        import ssl\n"
+        "    return path, C\n"
+    )
+    assert unexplained_lazy_imports(source) == [4, 11]
+
+
+def test_an_import_inside_a_function_says_why_it_is_not_at_the_top() -> None:
+    # Imports belong at the module's top; one stays in a function only for what must wait (the
+    # CLI's start-up, an optional extra, Prefect until it is configured), and says which.
+    missing = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _sources()
+        for line in unexplained_lazy_imports(path.read_text(encoding="utf-8"))
+    ]
+    assert missing == [], "imports inside functions without a `# lazy: <why>` comment:\n" + (
+        "\n".join(missing)
+    )

@@ -554,7 +554,7 @@ def _tar_opener(
 
 def _scan_7z(blob: _Blob, budget: _Budget) -> list[Finding]:
     try:
-        import py7zr
+        import py7zr  # lazy: optional extra rearguard[archives]
     except ImportError:
         return [
             blob.location.finding(
@@ -630,7 +630,7 @@ def _compression(head: bytes) -> _Compression | None:
 
 def _zstd_opener() -> Callable[[BinaryIO], _Readable] | None:
     try:
-        import zstandard
+        import zstandard  # lazy: optional extra rearguard[archives]
     except ImportError:
         return None
     decompressor = zstandard.ZstdDecompressor()
@@ -639,7 +639,7 @@ def _zstd_opener() -> Callable[[BinaryIO], _Readable] | None:
 
 def _lz4_opener() -> Callable[[BinaryIO], _Readable] | None:
     try:
-        import lz4.frame
+        import lz4.frame  # lazy: optional extra rearguard[archives]
     except ImportError:
         return None
     return lambda raw: lz4.frame.LZ4FrameFile(raw, mode="rb")
@@ -665,7 +665,7 @@ def _scan_compressed(blob: _Blob, compression: _Compression, budget: _Budget) ->
             raise
 
     try:
-        import zstandard
+        import zstandard  # lazy: optional extra rearguard[archives]
 
         errors: tuple[type[BaseException], ...] = (*_DECOMPRESS_ERRORS, zstandard.ZstdError)
     except ImportError:

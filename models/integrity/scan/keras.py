@@ -225,7 +225,7 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
         ``malformed`` when the file or an attribute does not parse.
     """
     try:
-        import h5py
+        import h5py  # lazy: optional extra rearguard[keras]
     except ImportError:
         return [
             location.finding(

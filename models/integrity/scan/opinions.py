@@ -125,7 +125,7 @@ def _in_process(engine: str, installed: str, path: Path, shown: str) -> Opinion:
 
 
 def _picklescan(path: Path) -> tuple[bool, str]:
-    from picklescan.scanner import scan_file_path  # lazy: the engines extra
+    from picklescan.scanner import scan_file_path  # lazy: optional extra rearguard[engines]
 
     result = scan_file_path(str(path))
     names = sorted(
@@ -135,7 +135,7 @@ def _picklescan(path: Path) -> tuple[bool, str]:
 
 
 def _fickling(path: Path) -> tuple[bool, str]:
-    import fickling  # lazy: the engines extra
+    import fickling  # lazy: optional extra rearguard[engines]
 
     return not fickling.is_likely_safe(str(path)), ""
 
