@@ -32,7 +32,7 @@ from rearguard.models.db.tables import (
 )
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
-from rearguard.notifications.routing import route_for
+from rearguard.notifications.routing import PAGE_ONLY_EVENTS, route_for
 
 OUTBOX = table_of(NotificationOutbox)
 THREADS = table_of(NotificationThread)
@@ -118,7 +118,8 @@ def _dedup_key(*parts: Any) -> str:
 
 
 def target_label(channel: str, destination: str) -> str:
-    """How a target is named in receipts: ``console``, ``file``, ``slack:#incidents``..."""
+    """How a target is named in receipts: ``console``, ``file``, ``slack:#incidents``,
+    ``pagerduty:key-...``..."""
     return channel if channel in ("console", "file", "webhook") else f"{channel}:{destination}"
 
 
@@ -143,7 +144,8 @@ def enqueue(
         target: an open write session, or a connection in a write transaction.
         settings: the resolved settings (routing, channels).
         incident: the incident the notification is about.
-        event: opened, contained, recovered, failed, approval_needed or drill_result.
+        event: opened, contained, recovered, failed, approval_needed, drill_result, or the
+            page-only acknowledged and resolved (recorded only when PagerDuty takes them).
         actor: who records it (``playbook:<type>``, a person).
         production: the label production serves now, for the templates.
         extra: further facts for the event's template (e.g. who can approve); no secrets.
@@ -162,7 +164,11 @@ def enqueue(
         asset=incident.asset_name,
         drill=str(incident.source) == "drill",
         roles=roles,
+        event=event,
     )
+    if not route.targets and event in PAGE_ONLY_EVENTS:
+        # Nobody to page (no PagerDuty configured): no notification, so nothing to record.
+        return Enqueued(0, {}, None, False)
     state_seq = _state_seq(connection, incident.id)
     extra_key = canonical_json({**dict(extra or {}), **({"roles": list(roles)} if roles else {})})
     keys = [

@@ -30,7 +30,16 @@ from rearguard.notifications.channels.slack_limits import (
 )
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
-EVENTS = ("opened", "contained", "recovered", "failed", "approval_needed", "drill_result")
+EVENTS = (
+    "opened",
+    "contained",
+    "recovered",
+    "failed",
+    "approval_needed",
+    "drill_result",
+    "acknowledged",
+    "resolved",
+)
 DRILL_PREFIX = "[DRILL] "
 
 
@@ -100,7 +109,7 @@ class Renderer:
         """Render the event's message.
 
         Args:
-            event: opened, contained, recovered, failed, approval_needed, drill_result or test.
+            event: one of :data:`EVENTS`, or test.
             context: the values stored in the outbox row.
             formats: ``slack`` and/or ``html`` to render those bodies too.
 
