@@ -196,6 +196,7 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
     """Judge the result against the RTO, record it, and tell people."""
     from rearguard.models.drills.service import finish_run
     from rearguard.models.incidents.service import get_incident, set_incident_status
+    from rearguard.models.metrics.counters import count_ended
     from rearguard.notifications.notify import deliver_after_run
     from rearguard.notifications.outbox import enqueue
 
@@ -223,6 +224,7 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
             actor=f"drill:{name}",
             reason=result.get("reason"),
         )
+        count_ended(session, incident, IncidentStatus(ends))
         session.flush()
         enqueue(
             session,

@@ -5,7 +5,8 @@ accepted and refused requests, 5xx included.
 
 Slack's interactivity callback is the one exception to the token and the HMAC signature:
 Slack can send neither, and signs the request its own way, which its route verifies. It still
-gets the body limit and is counted.
+gets the body limit and is counted. ``GET /metrics`` is guarded the same way (a ``read``
+token) unless ``[intake] metrics_public`` is set.
 
 A plain ASGI middleware, so the token is checked before the body is read and the size limit
 holds while the body streams in (a client may lie in ``Content-Length``, or send none).
@@ -28,6 +29,7 @@ _PROTECTED = "/v1/"
 SIGNATURE_HEADER = "x-rearguard-signature"
 MAX_SIGNATURE_AGE_S = 300
 SLACK_INTERACTIONS_PATH = "/v1/slack/interactions"
+METRICS_PATH = "/metrics"
 
 
 class IntakeStats:
@@ -76,6 +78,7 @@ class IntakeGuard:
         self.app = app
         self.stats = stats
         self.limit = settings.max_body_bytes
+        self.metrics_guarded = not settings.metrics_public
         self.auth = settings.auth == "required"
         self.tokens = settings.scoped_tokens()
         secret = settings.hmac_secret
@@ -99,7 +102,8 @@ class IntakeGuard:
             await tracked_send(message)
 
         try:
-            if scope["path"].startswith(_PROTECTED):
+            path = scope["path"]
+            if path.startswith(_PROTECTED) or (path == METRICS_PATH and self.metrics_guarded):
                 await self._guard(scope, receive, counted_send)
             else:  # /healthz and /docs are not counted, unless they fail
                 await self.app(scope, receive, tracked_send)
