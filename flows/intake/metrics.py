@@ -2,13 +2,14 @@
 
 A custom collector on a registry of the app's own (no process-global registry: two apps in one
 process, a drill's beside the intake's, never mix their figures). Each scrape reads one
-:class:`~rearguard.models.metrics.snapshot.MetricsSnapshot` in one read transaction: the kept
-counters and a few indexed gauges, never a recount of the incidents (``bench_metrics.py``).
+snapshot in one read transaction: the kept counters (their families rebuilt only when they
+changed) and a few indexed gauges, never a recount of the incidents (``bench_metrics.py``).
 Behind the intake's bearer token (``read`` scope) unless ``[intake] metrics_public = true``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
@@ -22,21 +23,27 @@ from prometheus_client.core import (
 from rearguard.models.db.engine import Database
 from rearguard.models.metrics import counters
 from rearguard.models.metrics.counters import Family
-from rearguard.models.metrics.snapshot import MetricsSnapshot, read_metrics
+from rearguard.models.metrics.snapshot import (
+    Gauges,
+    KeptCounters,
+    counters_version,
+    read_counters,
+    read_gauges,
+)
 
 PREFIX = "rearguard_"
 
 
-def _counter(family: Family, snapshot: MetricsSnapshot) -> CounterMetricFamily:
+def _counter(family: Family, kept: KeptCounters) -> CounterMetricFamily:
     metric = CounterMetricFamily(PREFIX + family.name, family.doc, labels=family.labels)
-    for sample in snapshot.counter(family):
+    for sample in kept.counter(family):
         metric.add_metric(sample.values, sample.value)
     return metric
 
 
-def _histogram(family: Family, snapshot: MetricsSnapshot) -> HistogramMetricFamily:
+def _histogram(family: Family, kept: KeptCounters) -> HistogramMetricFamily:
     metric = HistogramMetricFamily(PREFIX + family.name, family.doc, labels=family.labels)
-    for sample in snapshot.histogram(family):
+    for sample in kept.histogram(family):
         metric.add_metric(sample.values, sample.buckets, sample.sum)
     return metric
 
@@ -52,13 +59,17 @@ def _gauges(name: str, doc: str, label: str, values: Mapping[str, float]) -> Gau
     return metric
 
 
-def families(snapshot: MetricsSnapshot) -> list[Metric]:
-    """Every metric family of a snapshot, as Prometheus exposes it."""
-    kept: list[Metric] = [
-        _histogram(f, snapshot) if f.kind == "histogram" else _counter(f, snapshot)
+def kept_families(kept: KeptCounters) -> list[Metric]:
+    """The families of the kept counters, as Prometheus exposes them."""
+    return [
+        _histogram(f, kept) if f.kind == "histogram" else _counter(f, kept)
         for f in counters.FAMILIES
     ]
-    drills = snapshot.drills
+
+
+def gauge_families(gauges: Gauges) -> list[Metric]:
+    """The families of what is waiting now, the drills and the audit chain."""
+    drills = gauges.drills
     runs = CounterMetricFamily(
         PREFIX + "drill_runs",
         "Drill runs that ended, by result (pass, fail, missed)",
@@ -69,22 +80,22 @@ def families(snapshot: MetricsSnapshot) -> list[Metric]:
             runs.add_metric([name, result], count)
     margins = {n: s.rto_margin_s for n, s in drills.items() if s.rto_margin_s is not None}
     passes = {n: s.last_pass.timestamp() for n, s in drills.items() if s.last_pass is not None}
-    gauges = [
+    found = [
         _gauges(
             "incidents_unresolved",
             "Incidents not resolved yet, by status",
             "status",
-            {k: float(v) for k, v in snapshot.unresolved.items()},
+            {k: float(v) for k, v in gauges.unresolved.items()},
         ),
         _gauge(
             "approvals_pending",
             "Approval requests waiting for a decision",
-            snapshot.approvals_pending,
+            gauges.approvals_pending,
         ),
         _gauge(
             "approvals_overdue",
             "Approval requests waiting past their deadline",
-            snapshot.approvals_overdue,
+            gauges.approvals_overdue,
         ),
         runs,
         _gauges(
@@ -103,38 +114,42 @@ def families(snapshot: MetricsSnapshot) -> list[Metric]:
             "outbox_pending",
             "Notifications waiting to be delivered, by channel",
             "channel",
-            {k: float(v) for k, v in snapshot.outbox_pending.items()},
+            {k: float(v) for k, v in gauges.outbox_pending.items()},
         ),
         _gauges(
             "outbox_oldest_pending_age_seconds",
             "Age of the oldest notification waiting, by channel",
             "channel",
-            snapshot.outbox_oldest_pending_s,
+            gauges.outbox_oldest_pending_s,
         ),
         _gauge(
             "audit_chain_head_seq",
             "Sequence number of the audit chain's last event",
-            snapshot.chain_head_seq,
+            gauges.chain_head_seq,
         ),
         _gauge(
             "audit_checkpoints_unpublished",
             "Checkpoint publications to a sink still waiting",
-            snapshot.checkpoints_unpublished,
+            gauges.checkpoints_unpublished,
         ),
     ]
-    if snapshot.last_checkpoint_age_s is not None:
-        gauges.append(
+    if gauges.last_checkpoint_age_s is not None:
+        found.append(
             _gauge(
                 "audit_last_checkpoint_age_seconds",
                 "Seconds since the latest signed checkpoint of the audit chain",
-                snapshot.last_checkpoint_age_s,
+                gauges.last_checkpoint_age_s,
             )
         )
-    return kept + gauges
+    return found
 
 
 class RearguardCollector:
     """Reads the metrics from one database at each scrape.
+
+    The families of the kept counters are built again only when the counters changed
+    (:func:`~rearguard.models.metrics.snapshot.counters_version`, one aggregate over their few
+    hundred rows); the gauges are read every time.
 
     Args:
         db: the database.
@@ -142,12 +157,22 @@ class RearguardCollector:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._lock = threading.Lock()
+        self._kept: tuple[tuple[int, float], list[Metric]] = ((-1, -1.0), [])
 
     def collect(self) -> Iterator[Metric]:
-        """One snapshot's families."""
+        """The kept counters' families and the gauges', read in one read transaction."""
         with self.db.read_session() as session:
-            snapshot = read_metrics(session=session)
-        yield from families(snapshot)
+            version = counters_version(session=session)
+            with self._lock:
+                known, kept = self._kept
+            if version != known:
+                kept = kept_families(read_counters(session=session))
+                with self._lock:
+                    self._kept = (version, kept)
+            gauges = read_gauges(session=session)
+        yield from kept
+        yield from gauge_families(gauges)
 
 
 def metrics_registry(db: Database) -> CollectorRegistry:

@@ -1,10 +1,11 @@
 """What a metrics scrape reads: the kept counters, and a few gauges from cheap queries.
 
 Everything here costs a handful of indexed reads whatever the number of incidents: the counters
-are the rows of ``metric_counter`` (tens to a few hundred), the gauges count what is waiting now
-(unresolved incidents and pending approvals through their status indexes, pending outbox rows
-through the outbox's status index), the drills' few runs, the chain head's one row and the
-latest checkpoint. ``bench/bench_metrics.py`` measures it on 100,000 incidents.
+are the rows of ``metric_counter`` (hundreds to a few thousand), read again only when
+:func:`counters_version` says they changed; the gauges count what is waiting now (unresolved
+incidents and pending approvals through their status indexes, pending outbox rows through the
+outbox's status index), the drills' few runs, the chain head's one row and the latest
+checkpoint. ``bench/bench_metrics.py`` measures it on 100,000 incidents.
 """
 
 from __future__ import annotations
@@ -77,28 +78,16 @@ class DrillState:
 
 
 @dataclass(frozen=True)
-class MetricsSnapshot:
-    """Everything one scrape reports, read in one read transaction.
+class KeptCounters:
+    """The ``metric_counter`` rows as they are stored: by name, (labels as canonical JSON,
+    value); :meth:`counter` and :meth:`histogram` give them per family."""
 
-    ``counters`` holds the kept rows as they are stored: by name, (labels as canonical JSON,
-    value); :meth:`counter` and :meth:`histogram` give them per family.
-    """
-
-    counters: dict[str, list[tuple[str, float]]]
-    unresolved: dict[str, int]
-    approvals_pending: int
-    approvals_overdue: int
-    outbox_pending: dict[str, int]
-    outbox_oldest_pending_s: dict[str, float]
-    drills: dict[str, DrillState]
-    chain_head_seq: int
-    last_checkpoint_age_s: float | None
-    checkpoints_unpublished: int
+    rows: dict[str, list[tuple[str, float]]]
 
     def counter(self, family: Family) -> list[Sample]:
         """A counter family's samples (rows stored with labels the family no longer has are
         summed into the series they now belong to)."""
-        return [Sample(v, n) for v, n in _summed(self.counters.get(family.name, []), family)]
+        return [Sample(v, n) for v, n in _summed(self.rows.get(family.name, []), family)]
 
     def histogram(self, family: Family) -> list[HistogramSample]:
         """A histogram family's samples, accumulated over its bounds.
@@ -107,11 +96,11 @@ class MetricsSnapshot:
         counted) counts in every bound at or above it, as ``le`` means.
         """
         grouped: dict[tuple[str, ...], dict[float, float]] = {}
-        for labels, count in self.counters.get(f"{family.name}_bucket", []):
+        for labels, count in self.rows.get(f"{family.name}_bucket", []):
             values, bound = _bucket(labels, family.labels)
             counts = grouped.setdefault(values, {})
             counts[bound] = counts.get(bound, 0.0) + count
-        sums = dict(_summed(self.counters.get(f"{family.name}_sum", []), family))
+        sums = dict(_summed(self.rows.get(f"{family.name}_sum", []), family))
         bounds = [(bound, bound_label(bound)) for bound in (*family.buckets, math.inf)]
         found = []
         for values, counts in sorted(grouped.items()):
@@ -150,23 +139,52 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def read_metrics(*, session: Session, now: datetime | None = None) -> MetricsSnapshot:
-    """Read what a scrape reports.
+@dataclass(frozen=True)
+class Gauges:
+    """What is waiting now, and the audit chain's state."""
+
+    unresolved: dict[str, int]
+    approvals_pending: int
+    approvals_overdue: int
+    outbox_pending: dict[str, int]
+    outbox_oldest_pending_s: dict[str, float]
+    drills: dict[str, DrillState]
+    chain_head_seq: int
+    last_checkpoint_age_s: float | None
+    checkpoints_unpublished: int
+
+
+def counters_version(*, session: Session) -> tuple[int, float]:
+    """What changes whenever a kept counter does: the number of rows and the sum of their
+    values (every increment adds 1 to a counter or a histogram bucket, and nothing is ever
+    taken away), so that a reader can keep what it built from them until this changes."""
+    count, total = (
+        session.connection()
+        .exec_driver_sql("SELECT COUNT(*), COALESCE(SUM(value), 0) FROM metric_counter")
+        .one()
+    )
+    return int(count), float(total)
+
+
+def read_counters(*, session: Session) -> KeptCounters:
+    """Every kept counter row."""
+    rows: dict[str, list[tuple[str, float]]] = {}
+    for name, labels, value in (
+        session.connection().exec_driver_sql("SELECT name, labels, value FROM metric_counter").all()
+    ):
+        rows.setdefault(name, []).append((labels, float(value)))
+    return KeptCounters(rows)
+
+
+def read_gauges(*, session: Session, now: datetime | None = None) -> Gauges:
+    """Read what is waiting now (indexed counts) and the chain's head and checkpoints.
 
     Args:
         session: a read session.
         now: the time ages and overdue approvals are measured against (default: now).
-
-    Returns:
-        The counters and gauges.
     """
     now = now or datetime.now(UTC)
     connection = session.connection()
-    counters: dict[str, list[tuple[str, float]]] = {}
-    for name, labels, value in connection.exec_driver_sql(
-        "SELECT name, labels, value FROM metric_counter"
-    ).all():
-        counters.setdefault(name, []).append((labels, float(value)))
     unresolved = dict.fromkeys((str(s) for s in UNRESOLVED), 0)
     for status, count in connection.execute(
         select(_INCIDENTS.c.status, func.count())
@@ -193,8 +211,7 @@ def read_metrics(*, session: Session, now: datetime | None = None) -> MetricsSna
     unpublished = connection.execute(
         select(func.count()).select_from(_DELIVERIES).where(_DELIVERIES.c.published_at.is_(None))
     ).scalar()
-    return MetricsSnapshot(
-        counters=counters,
+    return Gauges(
         unresolved=unresolved,
         approvals_pending=int(pending),
         approvals_overdue=int(overdue),

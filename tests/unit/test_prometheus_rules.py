@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rearguard.flows.intake.metrics import families
-from rearguard.models.metrics.snapshot import DrillState, MetricsSnapshot
+from rearguard.flows.intake.metrics import gauge_families, kept_families
+from rearguard.models.metrics.snapshot import DrillState, Gauges, KeptCounters
 
 RULES = Path(__file__).resolve().parents[2] / "contrib" / "prometheus" / "rearguard-rules.yml"
 
@@ -39,8 +39,7 @@ def test_promtool_accepts_the_rules() -> None:
 
 def exposed_names() -> set[str]:
     """Every sample name a scrape can hold (each gauge given a value, every histogram part)."""
-    snapshot = MetricsSnapshot(
-        counters={},
+    gauges = Gauges(
         unresolved={"open": 0},
         approvals_pending=0,
         approvals_overdue=0,
@@ -52,7 +51,7 @@ def exposed_names() -> set[str]:
         checkpoints_unpublished=0,
     )
     names = set()
-    for family in families(snapshot):
+    for family in kept_families(KeptCounters({})) + gauge_families(gauges):
         names.add(family.name)
         if family.type == "counter":
             names.add(family.name + "_total")
