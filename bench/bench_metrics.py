@@ -239,7 +239,7 @@ def count_history(db: Any, path: Path) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["engine"] = db.engine
-    command.downgrade(config, "0007_checkpoints")
+    command.downgrade(config, "0008_version_scan")
     command.upgrade(config, "head")
     rng = random.Random(11)
     counts: list[tuple[str, Any, float]] = []

@@ -15,6 +15,7 @@ import threading
 
 from rearguard.models.config.notifications import ENV_REFERENCE
 from rearguard.models.config.settings import Settings
+from rearguard.models.config.slack_commands import RESPONSE_CHANNEL
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
@@ -143,6 +144,12 @@ def build_channel(
             source=pagerduty.source,
             review_url=pagerduty.review_url,
             timeout_s=pagerduty.timeout_s,
+        )
+    if name == RESPONSE_CHANNEL:
+        from rearguard.notifications.channels.slack_response import SlackResponseChannel
+
+        return SlackResponseChannel(
+            commands=settings.slack_commands, timeout_s=settings.slack.timeout_s
         )
     raise ConfigurationError(f"unknown channel {name!r}")
 

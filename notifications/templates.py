@@ -36,6 +36,7 @@ EVENTS = (
     "recovered",
     "failed",
     "approval_needed",
+    "approval_code",
     "drill_result",
     "acknowledged",
     "resolved",

@@ -28,6 +28,7 @@ from rearguard.flows.intake.routes import (
     metrics_router,
     slack_router,
 )
+from rearguard.flows.intake.slack_commands import slack_commands_router
 from rearguard.flows.intake.writer import AlertWriter
 from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert
@@ -136,6 +137,7 @@ def create_app(
     app.include_router(alerts_router(settings, record))
     app.include_router(incidents_router(runtime, settings))
     app.include_router(slack_router(runtime))
+    app.include_router(slack_commands_router(runtime))
     app.include_router(health_router(stats))
     app.include_router(metrics_router(runtime.db, settings))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)

@@ -194,7 +194,7 @@ def test_upgrading_a_database_seeds_the_counters_from_its_rows(
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["engine"] = runtime.db.engine
-    command.downgrade(config, "0007_checkpoints")
+    command.downgrade(config, "0008_version_scan")
     command.upgrade(config, "head")
 
     assert stored_counters(runtime, seeded) == counted

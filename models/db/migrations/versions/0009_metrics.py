@@ -1,7 +1,7 @@
 """metrics: the counters a Prometheus scrape reads, seeded from the rows already there
 
-Revision ID: 0008_metrics
-Revises: 0007_checkpoints
+Revision ID: 0009_metrics
+Revises: 0008_version_scan
 Create Date: 2026-12-12
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_metrics"
-down_revision = "0007_checkpoints"
+revision = "0009_metrics"
+down_revision = "0008_version_scan"
 branch_labels = None
 depends_on = None
 
