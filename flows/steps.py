@@ -29,6 +29,7 @@ from rearguard.models.enums import EventKind, IncidentStatus
 from rearguard.models.errors import RearguardError
 from rearguard.models.failpoints import failpoint
 from rearguard.models.incidents.service import get_incident
+from rearguard.models.metrics.counters import count_step
 from rearguard.models.recovery import (
     containment,
     degradation,
@@ -50,6 +51,8 @@ R = TypeVar("R", bound=StepResult)
 def _record(
     runtime: Runtime, *, incident: Incident, kind: EventKind, action: str, data: dict[str, Any]
 ) -> None:
+    """Append a step's intent or outcome event; an outcome is counted too (its duration, and
+    whether it failed), in the same transaction."""
     with runtime.db.transaction() as connection:
         append_event(
             connection,
@@ -62,6 +65,14 @@ def _record(
             version=data.get("version") if isinstance(data.get("version"), str) else None,
             data=data,
         )
+        if kind == EventKind.OUTCOME:
+            count_step(
+                connection,
+                incident_type=incident.type,
+                step=action,
+                seconds=float(data["seconds"]),
+                ok=bool(data["ok"]),
+            )
 
 
 def run_step(

@@ -44,6 +44,7 @@ from rearguard.models.db.engine import Database
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.failpoints import failpoint
+from rearguard.models.metrics.counters import count_deliveries
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Delivery, DeliveryError, Receipt, SlackThread
 from rearguard.notifications.factory import ChannelPool
@@ -434,6 +435,7 @@ class Dispatcher:
         self, outcomes: list[_Outcome], threads: dict[tuple[int, str], SlackThread]
     ) -> None:
         now = _utcnow()
+        ended: list[tuple[str, str]] = []
         with self.db.transaction() as connection:
             for outcome in sorted(outcomes, key=lambda o: o.row.id):
                 row = outcome.row
@@ -516,6 +518,8 @@ class Dispatcher:
                     asset=_asset_of(row.payload),
                     data=data,
                 )
+                ended.append((row.channel, outcome.status))
+            count_deliveries(connection, ended)
 
     # -- draining -----------------------------------------------------------------------------
 

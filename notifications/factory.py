@@ -1,7 +1,8 @@
 """Building the configured channels, with their secrets, from the settings.
 
 Secrets come from the environment (``REARGUARD_SLACK_TOKEN``, ``REARGUARD_SMTP_PASSWORD``,
-``REARGUARD_WEBHOOK_SECRET``) or, for the Slack token, from a Prefect Secret block. Reading a
+``REARGUARD_WEBHOOK_SECRET``, ``REARGUARD_PAGERDUTY_ROUTING_KEY`` and the variables routes name
+with ``pagerduty = "env:NAME"``) or, for the Slack token, from a Prefect Secret block. Reading a
 block needs Prefect, which this package never imports: the flows layer lends a loader on the
 runtime (``Runtime.secret_blocks``), which is passed down to here.
 """
@@ -9,17 +10,21 @@ runtime (``Runtime.secret_blocks``), which is passed down to here.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
+from rearguard.models.config.notifications import ENV_REFERENCE
 from rearguard.models.config.settings import Settings
 from rearguard.models.config.slack_commands import RESPONSE_CHANNEL
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
 from rearguard.notifications.channels.email import EmailChannel
+from rearguard.notifications.channels.pagerduty import PagerDutyChannel
 from rearguard.notifications.channels.slack import SlackChannel
 from rearguard.notifications.channels.slack_response import SlackResponseChannel
 from rearguard.notifications.channels.webhook import WebhookChannel
+from rearguard.notifications.routing import configured_routing_keys
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,17 @@ def slack_token(settings: Settings, *, secret_blocks: SecretBlockLoader | None =
     raise ConfigurationError(
         "no Slack token", hint="set REARGUARD_SLACK_TOKEN or [notifications.slack] token_block"
     )
+
+
+def routing_keys(settings: Settings) -> dict[str, str | None]:
+    """Every configured PagerDuty routing key by its label, ``env:NAME`` read from the process
+    environment; None for a variable that is unset."""
+    return {
+        label: os.environ.get(text.removeprefix(ENV_REFERENCE))
+        if text.startswith(ENV_REFERENCE)
+        else text
+        for label, text in configured_routing_keys(settings).items()
+    }
 
 
 def build_channel(
@@ -110,6 +126,21 @@ def build_channel(
             )
         return WebhookChannel(
             url=webhook.url, secret=webhook.secret.get_secret_value(), timeout_s=webhook.timeout_s
+        )
+    if name == "pagerduty":
+        keys = routing_keys(settings)
+        if not keys:
+            raise ConfigurationError(
+                "no PagerDuty routing key",
+                hint="set REARGUARD_PAGERDUTY_ROUTING_KEY, or pagerduty = ... in a route",
+            )
+        pagerduty = settings.pagerduty
+        return PagerDutyChannel(
+            events_url=pagerduty.events_url,
+            routing_keys=keys,
+            source=pagerduty.source,
+            review_url=pagerduty.review_url,
+            timeout_s=pagerduty.timeout_s,
         )
     if name == RESPONSE_CHANNEL:
         return SlackResponseChannel(

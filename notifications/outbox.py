@@ -33,7 +33,7 @@ from rearguard.models.db.tables import (
 )
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
-from rearguard.notifications.routing import Route, Target, route_for
+from rearguard.notifications.routing import PAGE_ONLY_EVENTS, Route, Target, route_for
 
 OUTBOX = table_of(NotificationOutbox)
 THREADS = table_of(NotificationThread)
@@ -119,7 +119,8 @@ def _dedup_key(*parts: Any) -> str:
 
 
 def target_label(channel: str, destination: str) -> str:
-    """How a target is named in receipts: ``console``, ``file``, ``slack:#incidents``..."""
+    """How a target is named in receipts: ``console``, ``file``, ``slack:#incidents``,
+    ``pagerduty:key-...``..."""
     if channel in ("console", "file", "webhook", RESPONSE_CHANNEL):
         return channel
     return f"{channel}:{destination}"
@@ -148,8 +149,9 @@ def enqueue(
         target: an open write session, or a connection in a write transaction.
         settings: the resolved settings (routing, channels).
         incident: the incident the notification is about.
-        event: opened, contained, recovered, failed, approval_needed, approval_code or
-            drill_result.
+        event: opened, contained, recovered, failed, approval_needed, approval_code,
+            drill_result, or the page-only acknowledged and resolved (recorded only when
+            PagerDuty takes them).
         actor: who records it (``playbook:<type>``, a person).
         production: the label production serves now, for the templates.
         extra: further facts for the event's template (e.g. who can approve); no secrets.
@@ -175,9 +177,13 @@ def enqueue(
             asset=incident.asset_name,
             drill=str(incident.source) == "drill",
             roles=roles,
+            event=event,
         )
     )
     destinations = [*route.targets, *also]
+    if not destinations and event in PAGE_ONLY_EVENTS:
+        # Nobody to page (no PagerDuty configured): no notification, so nothing to record.
+        return Enqueued(0, {}, None, False)
     state_seq = _state_seq(connection, incident.id)
     extra_key = canonical_json({**dict(extra or {}), **({"roles": list(roles)} if roles else {})})
     keys = [

@@ -7,14 +7,25 @@ stakeholder roles; stakeholders are looked up per asset (``[notifications.stakeh
 email contacts get the email, ``slack:U...`` contacts are mentioned in Slack and invited to a
 dedicated incident channel. A drill (incident source ``drill``) goes only to the drill
 channel and drill recipients, and its messages say DRILL.
+
+PagerDuty takes only the events that change a page (:data:`PAGERDUTY_ACTIONS`): ``opened`` and
+``failed`` trigger it, ``acknowledged`` (a person decided an approval) acknowledges it,
+``resolved`` (and ``recovered``, with ``resolve_on_recovered``) resolves it. The key that pages
+is that of the matching routes that name one (``pagerduty = ...``), else the default
+(``REARGUARD_PAGERDUTY_ROUTING_KEY``). A drill never pages. ``acknowledged`` and ``resolved``
+go to PagerDuty only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pydantic import SecretStr
+
+from rearguard.models.config.notifications import ENV_REFERENCE, RouteSettings
 from rearguard.models.config.settings import Settings
 
 # A Slack destination with this prefix is a dedicated incident channel, created on first use.
@@ -41,6 +52,54 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(item for item in items if item))
 
 
+PAGERDUTY_ACTIONS = {
+    "opened": "trigger",
+    "failed": "trigger",
+    "acknowledged": "acknowledge",
+    "recovered": "resolve",
+    "resolved": "resolve",
+}
+"""The PagerDuty event action of each notification event that may page (``recovered`` only
+with ``[notifications.pagerduty] resolve_on_recovered``)."""
+PAGE_ONLY_EVENTS = frozenset({"acknowledged", "resolved"})
+"""Events only PagerDuty takes: no other channel is told of them."""
+
+
+def pages(settings: Settings, event: str | None) -> bool:
+    """True when a notification event changes a page: PagerDuty is sent it."""
+    if event == "recovered":
+        return settings.pagerduty.resolve_on_recovered
+    return event in PAGERDUTY_ACTIONS
+
+
+def routing_key_label(configured: str) -> str:
+    """How a routing key is named in the outbox, receipts and the timeline, never by value:
+    ``env:NAME`` as it is written, a key itself by the first 12 hex digits of its SHA-256."""
+    if configured.startswith(ENV_REFERENCE):
+        return configured
+    return "key-" + hashlib.sha256(configured.encode()).hexdigest()[:12]
+
+
+def configured_routing_keys(settings: Settings) -> dict[str, str]:
+    """Every routing key the settings name (the default and the routes'), by label."""
+    secrets: list[SecretStr | None] = [settings.pagerduty.routing_key]
+    secrets += [r.pagerduty for r in settings.notifications.routes]
+    texts = [s.get_secret_value().strip() for s in secrets if s is not None]
+    return {routing_key_label(text): text for text in texts if text}
+
+
+def _pagerduty_targets(
+    settings: Settings, routes: list[RouteSettings], event: str | None
+) -> list[Target]:
+    if not pages(settings, event):
+        return []
+    chosen = [r.pagerduty for r in routes if r.pagerduty is not None]
+    if not chosen and settings.pagerduty.routing_key is not None:
+        chosen = [settings.pagerduty.routing_key]
+    labels = _unique([routing_key_label(s.get_secret_value().strip()) for s in chosen])
+    return [Target("pagerduty", label) for label in labels]
+
+
 def route_for(
     settings: Settings,
     *,
@@ -50,6 +109,7 @@ def route_for(
     asset: str | None,
     drill: bool,
     roles: Sequence[str] = (),
+    event: str | None = None,
 ) -> Route:
     """Resolve the targets of an incident's notifications from the settings.
 
@@ -63,10 +123,14 @@ def route_for(
             those of ``roles``.
         roles: stakeholder roles to tell besides the configured ones (legal and privacy, the data
             owners; for a drill, the asset owner of one that failed).
+        event: the event notified; PagerDuty takes only those it maps to an action (None:
+            no page).
 
     Returns:
         The targets, in a stable order, and the Slack users to mention.
     """
+    if drill and event in PAGE_ONLY_EVENTS:
+        return Route()  # a drill pages nobody
     notifications = settings.notifications
     enabled = [c for c in notifications.channels if c != "console" or notifications.console]
     targets: list[Target] = []
@@ -89,6 +153,9 @@ def route_for(
     routes = [
         r for r in notifications.routes if r.matches(incident_type=incident_type, severity=severity)
     ]
+    pages = _pagerduty_targets(settings, routes, event) if "pagerduty" in enabled else []
+    if event in PAGE_ONLY_EVENTS:
+        return Route(targets=pages)
     wanted = _unique(
         list(notifications.roles) + [role for r in routes for role in r.roles] + list(roles)
     )
@@ -112,7 +179,7 @@ def route_for(
         targets.extend(Target("email", r) for r in recipients)
     if "webhook" in enabled and settings.webhook.url:
         targets.append(Target("webhook", "webhook"))
-    return Route(targets=targets, mentions=mentions)
+    return Route(targets=targets + pages, mentions=mentions)
 
 
 def incident_channel_name(*, prefix: str, incident_id: int, asset: str | None) -> str:

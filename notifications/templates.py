@@ -38,6 +38,8 @@ EVENTS = (
     "approval_needed",
     "approval_code",
     "drill_result",
+    "acknowledged",
+    "resolved",
 )
 DRILL_PREFIX = "[DRILL] "
 
@@ -108,8 +110,7 @@ class Renderer:
         """Render the event's message.
 
         Args:
-            event: opened, contained, recovered, failed, approval_needed, approval_code,
-                drill_result or test.
+            event: one of :data:`EVENTS`, or test.
             context: the values stored in the outbox row.
             formats: ``slack`` and/or ``html`` to render those bodies too.
 

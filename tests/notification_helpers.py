@@ -1,8 +1,9 @@
 """Helpers of the notification tests: a runtime on a rearguard.toml, loopback receivers.
 
 The receivers are real servers on 127.0.0.1, port 0: a webhook receiver that verifies the
-HMAC signature and remembers idempotency keys, and an SMTP server (aiosmtpd) with optional
-STARTTLS and login. The Slack-like server is ``slack_server.py``.
+HMAC signature and remembers idempotency keys, a PagerDuty-compatible Events API v2 endpoint
+that checks each event against PagerDuty's documented schema, and an SMTP server (aiosmtpd)
+with optional STARTTLS and login. The Slack-like server is ``slack_server.py``.
 """
 
 from __future__ import annotations
@@ -151,6 +152,138 @@ class WebhookReceiver:
         return Handler
 
 
+# -- PagerDuty Events API v2 ----------------------------------------------------------------
+
+PAGERDUTY_KEY = "R0PDTESTKEY0123456789abcdefABCDE"  # PagerDuty's keys are 32 characters
+_PD_TOP = {"routing_key", "event_action", "dedup_key", "payload", "images", "links", "client"}
+_PD_TOP |= {"client_url"}
+_PD_PAYLOAD = {"summary", "source", "severity", "timestamp", "component", "group", "class"}
+_PD_PAYLOAD |= {"custom_details"}
+
+
+def pagerduty_problems(event: Any) -> list[str]:
+    """What PagerDuty's Events API v2 would refuse in an alert event (its documented schema:
+    https://developer.pagerduty.com/docs/events-api-v2/trigger-events/)."""
+    if not isinstance(event, dict):
+        return ["the event is not a JSON object"]
+    problems = [f"unknown field {k!r}" for k in sorted(set(event) - _PD_TOP)]
+    key = event.get("routing_key")
+    if not isinstance(key, str) or len(key) != 32:
+        problems.append("Length of 'routing_key' is incorrect (should be 32 characters)")
+    action = event.get("event_action")
+    if action not in ("trigger", "acknowledge", "resolve"):
+        problems.append("'event_action' is invalid")
+    dedup = event.get("dedup_key")
+    if action in ("acknowledge", "resolve") and not dedup:
+        problems.append("'dedup_key' is required to acknowledge or resolve")
+    if dedup is not None and (not isinstance(dedup, str) or len(dedup) > 255):
+        problems.append("'dedup_key' must be a string of at most 255 characters")
+    for link in event.get("links", []):
+        if not isinstance(link, dict) or not isinstance(link.get("href"), str):
+            problems.append("a link needs an 'href'")
+    if action != "trigger":
+        return problems
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return [*problems, "'payload' is missing"]
+    problems += [f"unknown payload field {k!r}" for k in sorted(set(payload) - _PD_PAYLOAD)]
+    summary = payload.get("summary")
+    if not isinstance(summary, str) or not summary or len(summary) > 1024:
+        problems.append("'payload.summary' must be 1 to 1024 characters")
+    if not isinstance(payload.get("source"), str) or not payload["source"]:
+        problems.append("'payload.source' is missing")
+    if payload.get("severity") not in ("critical", "error", "warning", "info"):
+        problems.append("'payload.severity' is invalid")
+    if "custom_details" in payload and not isinstance(payload["custom_details"], dict):
+        problems.append("'payload.custom_details' must be an object")
+    return problems
+
+
+@dataclass
+class PagerDutyReceiver:
+    """A PagerDuty-compatible ``/v2/enqueue``: 202 for a valid event, 400 with PagerDuty's
+    error body for an invalid one; first answers each of ``statuses`` (with its headers) in
+    turn, without taking the event. ``port`` 0 picks a free port."""
+
+    statuses: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    port: int = 0
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v2/enqueue"
+
+    def __enter__(self) -> PagerDutyReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    event = None
+                headers: dict[str, str] = {}
+                with receiver._lock:
+                    receiver.requests.append(event)
+                    problems = pagerduty_problems(event)
+                    if receiver.statuses:
+                        status, headers = receiver.statuses.pop(0)
+                        answer: dict[str, Any] = {"status": "error", "message": "try again"}
+                    elif problems:
+                        status = 400
+                        answer = {
+                            "status": "invalid event",
+                            "message": "Event object is invalid",
+                            "errors": problems,
+                        }
+                    else:
+                        status = 202
+                        receiver.accepted.append(event)
+                        answer = {
+                            "status": "success",
+                            "message": "Event processed",
+                            "dedup_key": event["dedup_key"],
+                        }
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (right now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 # -- SMTP server ----------------------------------------------------------------------------
 
 
@@ -225,10 +358,7 @@ class SmtpServer:
                 auth_require_tls=True,
             )
         # aiosmtpd's readiness check connects to the port it was given, so it cannot be 0.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port, **kwargs)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=free_port(), **kwargs)
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()

@@ -132,6 +132,7 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
         flow_run_id=_flow_run_id(),
     )
     announced: set[int] = set()
+    waited = request.status == PENDING
     while request.status == PENDING:
         # An escalation (expire below) continues as a new request: a new id, announced anew.
         request_id = request.id
@@ -146,6 +147,8 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
             request = _reload(runtime, request_id)
         if request.is_overdue():
             request = expire(db=runtime.db, request_id=request_id, actor=actor)
+    if waited and request.status in (APPROVED, DENIED):
+        _acknowledge(runtime, incident, request)
     return _conclusion(request)
 
 
@@ -244,6 +247,36 @@ def _announce(runtime: Runtime, incident: Incident, request: ApprovalRequest) ->
         "wait",
         f"waiting for {', '.join(request.approvers)} until {deadline}: {command}",
     )
+
+
+def _acknowledge(runtime: Runtime, incident: Incident, request: ApprovalRequest) -> None:
+    """A person decided: queue the ``acknowledged`` notification (PagerDuty acknowledges the
+    page; no other channel takes it) and deliver it beside the rest of the run."""
+    extra = {
+        "step": request.step,
+        "round": request.round,
+        "request": request.id,
+        "decision": str(request.status),
+        "by": request.decided_by,
+        "comment": request.comment or "",
+    }
+    with runtime.db.transaction() as connection:
+        queued = enqueue(
+            connection,
+            settings=runtime.settings,
+            incident=incident,
+            event="acknowledged",
+            actor=f"playbook:{incident.type}",
+            extra=extra,
+        )
+    if queued.rows:
+        threading.Thread(
+            target=deliver_after_run,
+            args=(runtime,),
+            kwargs={"incident_id": incident.id},
+            name=f"approval-acknowledge-{request.id}",
+            daemon=True,
+        ).start()
 
 
 def _proof_note(runtime: Runtime, request: ApprovalRequest) -> str:

@@ -25,15 +25,30 @@ def resolve(
     """Resolve a recovered incident (or, with --note, a failed one, or one its playbook ended
     contained, as model_theft does); exit 2 if it is still open or already resolved. With
     [exports] auto_review (the default) its Markdown and HTML review are written to [exports]
-    review_dir (default <home>/reviews)."""
+    review_dir (default <home>/reviews). With PagerDuty configured, its page is resolved."""
     from rearguard.models.incidents.resolution import resolve_incident  # lazy: CLI start-up
+    from rearguard.notifications.notify import deliver_after_run  # lazy: CLI start-up
+    from rearguard.notifications.outbox import enqueue  # lazy: CLI start-up
 
     rt = runtime(ctx)
     settings = rt.settings.exports
+    actor = person(ctx, by)
     with rt.db.session() as session:
         incident = resolve_incident(
-            session=session, incident_id=incident_id, actor=person(ctx, by), note=note
+            session=session, incident_id=incident_id, actor=actor, note=note
         )
+        # PagerDuty resolves the page (no other channel takes "resolved"), in the same
+        # transaction as the resolution: a page is never left open by a crash in between.
+        paged = enqueue(
+            session,
+            settings=rt.settings,
+            incident=incident,
+            event="resolved",
+            actor=actor,
+            extra={"by": actor},
+        )
+    if paged.rows:
+        deliver_after_run(rt, incident_id=incident_id)
     written: list[str] = []
     review_error: str | None = None
     if settings.auto_review:

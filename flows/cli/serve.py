@@ -34,12 +34,18 @@ def check_exposure(settings: IntakeSettings) -> None:
     """Refuse an intake that anyone could post to.
 
     Raises:
-        ConfigurationError: auth is off on a non-loopback address, or required with no token.
+        ConfigurationError: auth is off, or the metrics public, on a non-loopback address; or
+            auth is required with no token.
     """
     if settings.auth == "off" and not is_loopback(settings.host):
         raise ConfigurationError(
             f"intake auth is off but it would listen on {settings.host}, not loopback",
             hint="set REARGUARD_INTAKE_TOKENS, or bind to 127.0.0.1",
+        )
+    if settings.metrics_public and not is_loopback(settings.host):
+        raise ConfigurationError(
+            f"metrics_public would serve /metrics to anyone on {settings.host}, not loopback",
+            hint="scrape with a read token (REARGUARD_INTAKE_TOKENS), or bind to 127.0.0.1",
         )
     if settings.auth == "required" and not settings.tokens:
         raise ConfigurationError(

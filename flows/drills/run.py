@@ -28,6 +28,7 @@ from rearguard.models.drills.service import finish_run, get_drill, start_run
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents.service import get_incident, open_incident, set_incident_status
+from rearguard.models.metrics.counters import count_ended
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.notify import deliver_after_run
 from rearguard.notifications.outbox import enqueue
@@ -226,6 +227,7 @@ def _finish(
             actor=f"drill:{name}",
             reason=result.get("reason"),
         )
+        count_ended(session, incident, IncidentStatus(ends))
         session.flush()
         enqueue(
             session,

@@ -26,6 +26,7 @@ from rearguard.flows.intake.routes import (
     alerts_router,
     health_router,
     incidents_router,
+    metrics_router,
     slack_router,
 )
 from rearguard.flows.intake.slack_commands import slack_commands_router
@@ -137,5 +138,6 @@ def create_app(
     app.include_router(slack_router(runtime))
     app.include_router(slack_commands_router(runtime))
     app.include_router(health_router(stats))
+    app.include_router(metrics_router(runtime.db, settings))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)
     return app

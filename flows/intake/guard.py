@@ -5,7 +5,8 @@ accepted and refused requests, 5xx included.
 
 Slack's interactivity callbacks and slash commands are the exceptions to the token and the
 HMAC signature: Slack can send neither, and signs the request its own way, which their routes
-verify. They still get the body limit and are counted.
+verify. They still get the body limit and are counted. ``GET /metrics`` is guarded like a
+``/v1/`` GET (a ``read`` token) unless ``[intake] metrics_public`` is set.
 
 A plain ASGI middleware, so the token is checked before the body is read and the size limit
 holds while the body streams in (a client may lie in ``Content-Length``, or send none).
@@ -28,6 +29,7 @@ _PROTECTED = "/v1/"
 SIGNATURE_HEADER = "x-rearguard-signature"
 MAX_SIGNATURE_AGE_S = 300
 SLACK_INTERACTIONS_PATH = "/v1/slack/interactions"
+METRICS_PATH = "/metrics"
 SLACK_COMMANDS_PATH = "/v1/slack/commands"
 _SLACK_SIGNED = frozenset({SLACK_INTERACTIONS_PATH, SLACK_COMMANDS_PATH})
 
@@ -78,6 +80,7 @@ class IntakeGuard:
         self.app = app
         self.stats = stats
         self.limit = settings.max_body_bytes
+        self.metrics_guarded = not settings.metrics_public
         self.auth = settings.auth == "required"
         self.tokens = settings.scoped_tokens()
         secret = settings.hmac_secret
@@ -101,7 +104,8 @@ class IntakeGuard:
             await tracked_send(message)
 
         try:
-            if scope["path"].startswith(_PROTECTED):
+            path = scope["path"]
+            if path.startswith(_PROTECTED) or (path == METRICS_PATH and self.metrics_guarded):
                 await self._guard(scope, receive, counted_send)
             else:  # /healthz and /docs are not counted, unless they fail
                 await self.app(scope, receive, tracked_send)

@@ -14,13 +14,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Security
+from fastapi import APIRouter, Path, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
+from prometheus_client.exposition import choose_encoder
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 
-from rearguard.flows.intake.guard import SLACK_INTERACTIONS_PATH, IntakeStats
+from rearguard.flows.intake.guard import METRICS_PATH, SLACK_INTERACTIONS_PATH, IntakeStats
 from rearguard.flows.intake.mapping import from_alertmanager, from_native
+from rearguard.flows.intake.metrics import metrics_registry
 from rearguard.flows.intake.schemas import (
     Accepted,
     AlertmanagerWebhook,
@@ -31,6 +34,7 @@ from rearguard.flows.intake.schemas import (
     ValidationProblem,
 )
 from rearguard.models.config.intake import IntakeSettings
+from rearguard.models.db.engine import Database
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert
@@ -257,5 +261,42 @@ def health_router(stats: IntakeStats) -> APIRouter:
                 "scheduler": scheduler.state() if scheduler else None,
             }
         )
+
+    return router
+
+
+def metrics_router(db: Database, settings: IntakeSettings) -> APIRouter:
+    """``GET /metrics``: Prometheus metrics, from a registry of this app's own."""
+    router = APIRouter(
+        tags=["metrics"],
+        dependencies=[]
+        if settings.metrics_public or settings.auth != "required"
+        else [Security(BEARER)],
+        responses={} if settings.metrics_public else guarded(settings),
+    )
+    registry = metrics_registry(db)
+
+    @router.get(
+        METRICS_PATH,
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the metrics, in the Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            503: _problem(UNAVAILABLE),
+        },
+    )
+    async def metrics(request: Request) -> Response:
+        """Incidents, recovery times, playbook steps, approvals, drills, the outbox, intake
+        alerts and the audit chain, for Prometheus to scrape (a read token, unless
+        ``[intake] metrics_public``). The text format 0.0.4, or OpenMetrics when the scraper
+        asks for it."""
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        try:
+            body = await asyncio.to_thread(encode, registry)
+        except SQLAlchemyError:
+            return JSONResponse({"detail": UNAVAILABLE}, status_code=503)
+        return Response(body, headers={"Content-Type": content_type})
 
     return router

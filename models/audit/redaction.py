@@ -12,10 +12,12 @@ Anthropic-style tokens, Google API keys, AWS access key ids (and a bare AWS secr
 same text), JSON web tokens, ``Authorization`` headers of any scheme, ``Cookie`` headers, PEM,
 OpenSSH and PGP private key blocks, passwords in URLs (``redis://:pw@host`` too), assignments
 to a name that says it holds a secret (``password=``, ``DB_PASS=``, ``pw=``, ``private_key=``,
-``credential:``..., a quoted value whole: ``PASSWORD="hunter 2"``) and the word after
-``password`` or ``passphrase`` (``password hunter2``). And, in structured data, by key: the
+``credential:``, PagerDuty's ``routing_key=``..., a quoted value whole:
+``PASSWORD="hunter 2"``) and the word after ``password`` or ``passphrase``
+(``password hunter2``). And, in structured data, by key: the
 string value of any key whose name says it holds a secret, whatever its case style
-(``api_key``, ``dbPassword``, ``DB_PASS``, ``client-secret``, ``X-Auth-Token``).
+(``api_key``, ``dbPassword``, ``DB_PASS``, ``client-secret``, ``X-Auth-Token``,
+``routing_key``).
 
 A match is replaced by ``[REDACTED:<kind>]``, keeping the surrounding text (and the name in an
 assignment) so that the reader still sees what was there. Redacting twice changes nothing.
@@ -148,6 +150,12 @@ _PATTERNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
         ("pass", "pw", "token", "secret", "credential", "private", "api", "access", "auth"),
         r"(?:(?i:" + _STRONG_WORDS + r")|" + _WEAK_WORDS + r")" + _ASSIGN + _VALUE,
     ),
+    # A PagerDuty routing (integration) key has no shape of its own: by its name.
+    (
+        "routing-key",
+        ("routing", "integration"),
+        r"(?i:(?:routing|integration)[_-]?key)" + _ASSIGN + _VALUE,
+    ),
     # "password hunter2", "passphrase is ...": the word after the word itself.
     ("password", ("pass",), r"(?i:\b(?:password|passwd|passphrase)\s+(?:(?:is|was)\s+)?)" + _VALUE),
 )
@@ -198,6 +206,8 @@ _SECRET_KEY_PARTS = (
     "accesskey",
     "sessionkey",
     "signingkey",
+    "routingkey",
+    "integrationkey",
 )
 # ...or ends with one of these words (``DB_PASS``, ``slack_token``, ``X-Auth``; not
 # ``max_tokens``, ``token_count`` or ``tokenizer``, which are not secrets).

@@ -106,6 +106,11 @@ class IntakeSettings(ConcernSettings):
         default=8, ge=1, le=64, description="playbooks the intake runs at once (inline)"
     )
     alertmanager: list[AlertRule] = Field(default_factory=list)
+    metrics_public: bool = Field(
+        default=False,
+        description="serve GET /metrics without a token (only on a loopback address); "
+        "otherwise a token with the read scope",
+    )
 
     def scoped_tokens(self) -> list[ScopedToken]:
         """The tokens, each with its scopes."""

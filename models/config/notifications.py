@@ -19,7 +19,9 @@ from rearguard.models.config.base import CommaList, ConcernSettings
 STAKEHOLDER_ROLES = ("on_call", "asset_owner", "data_owner", "security", "legal", "privacy")
 
 
-CHANNEL_NAMES = ("console", "file", "slack", "email", "webhook")
+CHANNEL_NAMES = ("console", "file", "slack", "email", "webhook", "pagerduty")
+ENV_REFERENCE = "env:"
+"""A routing key given as ``env:NAME`` is read from the environment variable ``NAME``."""
 
 
 def _check_roles(value: list[str]) -> list[str]:
@@ -41,11 +43,26 @@ class RouteSettings(BaseModel):
         default_factory=list,
         description="stakeholder roles to tell: on_call, asset_owner, data_owner, security, legal",
     )
+    pagerduty: SecretStr | None = Field(
+        default=None,
+        description="the PagerDuty routing key that pages for these incidents, instead of "
+        "REARGUARD_PAGERDUTY_ROUTING_KEY; `env:NAME` reads it from the environment variable NAME",
+    )
 
     @field_validator("roles")
     @classmethod
     def _known_roles(cls, value: list[str]) -> list[str]:
         return _check_roles(value)
+
+    @field_validator("pagerduty")
+    @classmethod
+    def _env_reference_names_a_variable(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if text.startswith(ENV_REFERENCE) and not text.removeprefix(ENV_REFERENCE).strip():
+            raise ValueError("`env:` names no environment variable")
+        if value is not None and not text.strip():
+            raise ValueError("an empty routing key")
+        return value
 
     def matches(self, *, incident_type: str, severity: str) -> bool:
         """True when the rule applies to an incident of this type and severity."""
@@ -98,7 +115,8 @@ class NotificationSettings(ConcernSettings):
     file: Path | None = None
     channels: CommaList = Field(
         default_factory=lambda: ["console", "file"],
-        description="channels every notification goes to: console, file, slack, email, webhook",
+        description="channels every notification goes to: console, file, slack, email, webhook, "
+        "pagerduty",
     )
     templates_dir: Path | None = Field(
         default=None, description="a directory of templates that override the built-in ones"
@@ -196,3 +214,39 @@ class WebhookSettings(ConcernSettings):
     url: str | None = None
     secret: SecretStr | None = None
     timeout_s: float = 10.0
+
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class PagerDutySettings(ConcernSettings):
+    """PagerDuty Events API v2: the default routing key comes from the environment
+    (``REARGUARD_PAGERDUTY_ROUTING_KEY``); routes may name others (``pagerduty = "env:NAME"``)."""
+
+    toml_table: ClassVar[str] = "notifications.pagerduty"
+    model_config = SettingsConfigDict(env_prefix="REARGUARD_PAGERDUTY_", extra="ignore")
+    routing_key: SecretStr | None = Field(
+        default=None, description="the integration key of the service paged by default"
+    )
+    events_url: str = Field(
+        default=PAGERDUTY_EVENTS_URL,
+        description="where events are POSTed: PagerDuty's, or a proxy or test server",
+    )
+    resolve_on_recovered: bool = Field(
+        default=False,
+        description="resolve the page when the playbook recovers the incident, not only when "
+        "a person resolves it",
+    )
+    source: str = Field(
+        default="rearguard",
+        min_length=1,
+        max_length=255,
+        description="the affected system PagerDuty shows (payload.source), e.g. the AI "
+        "platform's host name",
+    )
+    review_url: str | None = Field(
+        default=None,
+        description="a link to the incident's review, `{id}` replaced by the incident id "
+        "(e.g. https://rearguard.example.org/v1/incidents/{id})",
+    )
+    timeout_s: float = Field(default=10.0, gt=0)

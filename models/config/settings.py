@@ -29,6 +29,7 @@ from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.config.notifications import (
     EmailSettings,
     NotificationSettings,
+    PagerDutySettings,
     SlackSettings,
     WebhookSettings,
 )
@@ -53,6 +54,7 @@ class Settings:
     slack: SlackSettings = field(default_factory=lambda: SlackSettings())
     email: EmailSettings = field(default_factory=lambda: EmailSettings())
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+    pagerduty: PagerDutySettings = field(default_factory=lambda: PagerDutySettings())
     drills: DrillSettings = field(default_factory=lambda: DrillSettings())
     scheduler: SchedulerSettings = field(default_factory=lambda: SchedulerSettings())
     hooks: HookSettings = field(default_factory=lambda: HookSettings())
@@ -116,6 +118,7 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         slack=load_concern(SlackSettings, document),
         email=load_concern(EmailSettings, document),
         webhook=load_concern(WebhookSettings, document),
+        pagerduty=load_concern(PagerDutySettings, document),
         drills=load_concern(DrillSettings, document),
         scheduler=load_concern(SchedulerSettings, document),
         hooks=load_concern(HookSettings, document),

@@ -421,3 +421,17 @@ class DrillRun(SQLModel, table=True):
     timeline_digest: str | None = Field(
         default=None, max_length=64, description="hash of the sandbox chain's last event"
     )
+
+
+class MetricCounter(SQLModel, table=True):
+    """One Prometheus counter (or histogram bucket or sum) for one set of labels.
+
+    Incremented in the transaction of what it counts (``rearguard.models.metrics.counters``),
+    so a scrape reads these few rows instead of recounting incidents, alerts and deliveries.
+    """
+
+    __tablename__ = "metric_counter"
+
+    name: str = Field(primary_key=True, max_length=64)
+    labels: str = Field(primary_key=True, max_length=512, description="canonical JSON")
+    value: float = 0.0

@@ -23,6 +23,7 @@ from rearguard.models.enums import AssetKind, EventKind, IncidentSource, Severit
 from rearguard.models.errors import RearguardError
 from rearguard.models.incidents.dedup import KeyHolder, key_holder, key_holders, type_asset_key
 from rearguard.models.incidents.service import open_asset_incident
+from rearguard.models.metrics.counters import count_alerts
 from rearguard.models.names import storable, unstorable
 
 
@@ -129,6 +130,7 @@ def record_alerts(
             outcome = _fire(session, alert, holders, actor=actor, alias=alias, window_s=window_s)
         _record(session, alert, outcome, actor=actor)
         outcomes.append(outcome)
+    count_alerts(session, [o.action for o in outcomes])
     return outcomes
 
 

@@ -16,6 +16,7 @@ from rearguard.models.db.tables import Incident, utcnow
 from rearguard.models.enums import AssetKind, EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import NotFoundError, UsageError
 from rearguard.models.incidents.dedup import KeyHolder, bind_key, claim_key, type_asset_key
+from rearguard.models.metrics.counters import count_opened, count_status
 from rearguard.models.names import check_storable
 from rearguard.models.schemas import IncidentDetail, IncidentNow
 
@@ -128,6 +129,7 @@ def open_incident(
             **incident.state,
         },
     )
+    count_opened(session, incident)
     return incident
 
 
@@ -341,6 +343,7 @@ def set_incident_status(
         asset=incident.asset_name,
         data={"from": str(previous), "to": str(status), "reason": reason},
     )
+    count_status(session, incident, previous=IncidentStatus(previous))
     return True
 
 

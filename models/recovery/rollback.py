@@ -14,6 +14,7 @@ from rearguard.models.assets.versions import (
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, set_incident_status, update_state
+from rearguard.models.metrics.counters import count_ended
 from rearguard.models.recovery.results import Rollback, Skipped, Validated
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
@@ -116,6 +117,9 @@ def conclude(
         )
         # A playbook that ends contained (model_theft) has concluded there, unlike one that
         # stopped mid-run after containing: a person may resolve it (see resolution.py).
-        if status == IncidentStatus.CONTAINED and "concluded" not in incident.state:
+        newly_concluded = status == IncidentStatus.CONTAINED and "concluded" not in incident.state
+        if newly_concluded:
             update_state(session=session, incident=incident, concluded=str(status))
+        if changed or newly_concluded:
+            count_ended(session, incident, status)
     return Concluded(status=status, reason=reason, changed=changed)

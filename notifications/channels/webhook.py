@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -42,6 +44,23 @@ def verify_signature(
     except ValueError:
         return False
     return age <= tolerance_s and hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+def retry_after(raw: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait: its delay in seconds, or the time until
+    its HTTP date; None when absent or unreadable."""
+    if not raw:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
 def webhook_body(message: Message, delivery: Delivery) -> dict[str, Any]:
@@ -107,10 +126,10 @@ class WebhookChannel:
         if 200 <= status < 300:
             return Receipt({"status": status})
         if status in _RETRYABLE_4XX or status >= 500:
-            raw = response.headers.get("Retry-After")
-            retry_after = float(raw) if raw and raw.isdigit() else None
             raise DeliveryError(
-                f"webhook: HTTP {status}", retry_after=retry_after, in_doubt=status >= 500
+                f"webhook: HTTP {status}",
+                retry_after=retry_after(response.headers.get("Retry-After")),
+                in_doubt=status >= 500,
             )
         raise DeliveryError(f"webhook: HTTP {status}", permanent=True)
 

@@ -66,16 +66,18 @@ def test_every_guarded_route_documents_the_bearer_token_and_each_refusal(
     for path, method, operation in operations(document):
         seen.add((method, path))
         responses = operation["responses"]
-        if path.startswith("/v1/") and not path.startswith("/v1/slack/"):
+        api = path.startswith("/v1/") and not path.startswith("/v1/slack/")
+        if api or path == "/metrics":
             assert operation["security"] == [{"bearer": []}], (method, path)
             assert set(GUARDED) <= set(responses), (method, path)
             for status in GUARDED:
                 body = responses[status]["content"]["application/json"]["schema"]
                 assert body == {"$ref": "#/components/schemas/Problem"}, (method, path, status)
-            invalid = responses["422"]["content"]["application/json"]["schema"]
-            assert invalid == {"$ref": "#/components/schemas/ValidationProblem"}
         else:
             assert "security" not in operation, (method, path)
+        if api:
+            invalid = responses["422"]["content"]["application/json"]["schema"]
+            assert invalid == {"$ref": "#/components/schemas/ValidationProblem"}
     assert seen == {
         ("post", "/v1/incidents"),
         ("get", "/v1/incidents"),
@@ -84,6 +86,7 @@ def test_every_guarded_route_documents_the_bearer_token_and_each_refusal(
         ("post", "/v1/slack/interactions"),
         ("post", "/v1/slack/commands"),
         ("get", "/healthz"),
+        ("get", "/metrics"),
     }
     routes = document["paths"]
     assert "503" in routes["/v1/incidents"]["post"]["responses"]
@@ -111,6 +114,8 @@ def test_real_answers_fit_the_documented_bodies(client: TestClient) -> None:
         return answer
 
     assert call("get", "/v1/incidents").status_code == 401
+    assert call("get", "/metrics").status_code == 401
+    assert "rearguard_incidents_opened_total" in call("get", "/metrics", headers=AUTH).text
     wrong = {"Authorization": "Bearer wrong"}
     assert call("get", "/v1/incidents", headers=wrong).status_code == 403
     big = b"x" * (1024 * 1024 + 1)
@@ -142,7 +147,7 @@ def test_real_answers_fit_the_documented_bodies(client: TestClient) -> None:
     typed = call("post", "/v1/slack/commands", content=b"text=help&user_id=U1", headers=form)
     assert typed.status_code == 503
     health = call("get", "/healthz")
-    assert health.json()["requests"]["refused"] == 9
+    assert health.json()["requests"]["refused"] == 10
 
 
 def test_without_auth_the_document_declares_no_token(runtime: Runtime, tmp_path: Path) -> None:

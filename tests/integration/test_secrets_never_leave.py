@@ -72,6 +72,9 @@ FORMS: list[Form] = [
     lambda s: f"dbPassword={s}",
     lambda s: f'{{"api_key": "{s}"}}',
     lambda s: f"sk-proj-{s}{s}",
+    lambda s: f"REARGUARD_PAGERDUTY_ROUTING_KEY={s}",
+    lambda s: f'{{"routing_key":"{s}","event_action":"trigger"}}',
+    lambda s: f"integration-key: {s}",
 ]
 # Keys whose value is a secret, whatever their case style.
 SECRET_KEYS = [
@@ -92,6 +95,9 @@ SECRET_KEYS = [
     "pw",
     "pass",
     "dbpassword",
+    "routing_key",
+    "routingKey",
+    "integration_key",
 ]
 # A planted value: distinctive (no hex digest or base64 of ours holds "Zq" and a long run).
 CORE = st.text(

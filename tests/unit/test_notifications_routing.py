@@ -170,6 +170,7 @@ def test_environment_lists_and_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path
         ('[[notifications.routes]]\nroles = ["ceo"]', "unknown role 'ceo'"),
         ('[[notifications.routes]]\nslak = ["#x"]', "notifications.routes.0.slak"),
         ('[notifications.email]\nsecurity = "ssl"', "invalid setting notifications.email.security"),
+        ('[[notifications.routes]]\npagerduty = "env:"', "`env:` names no environment variable"),
     ],
 )
 def test_invalid_notification_settings_are_named(
@@ -182,6 +183,80 @@ def test_invalid_notification_settings_are_named(
         load_settings(home=tmp_path)
 
     assert needle in raised.value.message
+
+
+PAGED = """
+[notifications]
+channels = ["file", "slack", "pagerduty"]
+
+[notifications.slack]
+channel = "#incidents"
+
+[[notifications.routes]]
+severities = ["sev1"]
+pagerduty = "env:EXEC_PAGERDUTY_KEY"
+"""
+
+
+@pytest.fixture
+def paged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REARGUARD_PAGERDUTY_ROUTING_KEY", "default-key-0123456789abcdefghij")
+    (tmp_path / "rearguard.toml").write_text(PAGED)
+    return load_settings(home=tmp_path)
+
+
+def test_pagerduty_is_paged_through_the_routes_key_else_the_default(paged: Settings) -> None:
+    worst, _ = route(paged, severity="sev1", event="opened")
+    other, _ = route(paged, severity="sev3", event="opened")
+
+    assert of(worst, "pagerduty") == ["env:EXEC_PAGERDUTY_KEY"]
+    (label,) = of(other, "pagerduty")
+    assert label.startswith("key-") and "default-key" not in label
+    assert of(worst, "slack") == ["#incidents"]
+
+
+@pytest.mark.parametrize(
+    ("event", "channels"),
+    [
+        ("opened", ["file", "slack", "pagerduty"]),
+        ("failed", ["file", "slack", "pagerduty"]),
+        ("contained", ["file", "slack"]),
+        ("recovered", ["file", "slack"]),
+        ("approval_needed", ["file", "slack"]),
+        ("acknowledged", ["pagerduty"]),
+        ("resolved", ["pagerduty"]),
+    ],
+)
+def test_pagerduty_takes_only_the_events_that_change_a_page(
+    paged: Settings, event: str, channels: list[str]
+) -> None:
+    targets, _ = route(paged, event=event)
+
+    assert list(dict.fromkeys(t.channel for t in targets)) == channels
+
+
+def test_recovery_resolves_the_page_when_so_configured(
+    paged: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REARGUARD_PAGERDUTY_RESOLVE_ON_RECOVERED", "true")
+
+    targets, _ = route(load_settings(home=tmp_path), event="recovered")
+
+    assert [t.channel for t in targets][-1] == "pagerduty"
+
+
+def test_a_drill_pages_nobody(paged: Settings) -> None:
+    for event in ("opened", "failed", "acknowledged", "resolved", "drill_result"):
+        targets, _ = route(paged, severity="sev1", drill=True, event=event)
+        assert of(targets, "pagerduty") == []
+
+
+def test_the_routing_key_never_shows_in_the_settings(paged: Settings) -> None:
+    key = paged.pagerduty.routing_key
+    assert key is not None and key.get_secret_value() == "default-key-0123456789abcdefghij"
+    shown = repr(paged) + str(paged.pagerduty.model_dump()) + str(paged.notifications.model_dump())
+    assert "default-key-0123456789abcdefghij" not in shown
 
 
 def test_webhook_signature_verifies_and_rejects_changes() -> None:

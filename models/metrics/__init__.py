@@ -1,0 +1,1 @@
+"""Metrics: counters kept where things happen, and what a Prometheus scrape reads."""
