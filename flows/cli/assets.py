@@ -447,10 +447,12 @@ def verify(
 ) -> None:
     """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
-    Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
+    Exits 3 when any version fails, or when a version's or alias's row is not what the audit
+    chain records, listing what and why. Nothing is loaded or unpickled.
     """
     from functools import partial
 
+    from rearguard.models.assets.evidence import find_disagreements
     from rearguard.models.integrity.scan.policy import policy_for
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
@@ -468,13 +470,16 @@ def verify(
             policies=partial(policy_for, rt.settings),
         )
     failed = [c for c in checks if not c.ok]
+    with rt.db.read_session() as session:
+        unproven = [row.describe() for row in find_disagreements(session, asset=name)]
     if json_output:
         emit_json(
             {
-                "ok": not failed,
+                "ok": not failed and not unproven,
                 "versions": [
                     {**c.as_dict(), "status": statuses[(c.asset, c.label)]} for c in checks
                 ],
+                "disagreements": unproven,
             }
         )
     else:
@@ -487,7 +492,9 @@ def verify(
             )
         if failed:
             err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
-    if failed:
+        for line in unproven:
+            err.print(f"not what the audit chain records: {line}", markup=False)
+    if failed or unproven:
         raise typer.Exit(EXIT_INTEGRITY)
 
 

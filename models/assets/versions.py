@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import parse_command
 from rearguard.models.assets.denylist import denied_among, denied_in_version, refuse_denied
+from rearguard.models.assets.evidence import load_evidence
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile, utcnow
@@ -21,7 +21,12 @@ from rearguard.models.failpoints import failpoint
 from rearguard.models.integrity.scan.policy import ScanPolicy
 from rearguard.models.integrity.verification import VersionCheck, check_version, judge_findings
 from rearguard.models.names import check_name
-from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
+from rearguard.models.registry.base import (
+    ManifestEntry,
+    Progress,
+    RegistryBackend,
+    manifest_digest,
+)
 from rearguard.models.schemas import AssetRead, ManifestEntryRead, VersionRead
 
 
@@ -78,16 +83,6 @@ def alias_version(*, session: Session, asset: Asset, alias: str) -> AssetVersion
     """Return the version an alias points at, as recorded in the database."""
     row = session.get(Alias, (asset.id, alias))
     return session.get(AssetVersion, row.version_id) if row else None
-
-
-def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
-    """The digest identifying a version's content: sha256 over its sorted manifest lines."""
-    import hashlib
-
-    hasher = hashlib.sha256()
-    for entry in sorted(entries, key=lambda e: e.path):
-        hasher.update(f"{entry.sha256}  {entry.size}  {entry.path}\n".encode())
-    return hasher.hexdigest()
 
 
 def parse_version_ref(ref: str) -> tuple[str, str]:
@@ -346,6 +341,18 @@ def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:
     return get_version(session=session, asset=asset, label=ref[1])
 
 
+def refuse_unrecorded(*, session: Session, asset: Asset, version: AssetVersion) -> None:
+    """Refuse a version whose row (status, digest, manifest, approver) the audit chain does
+    not bear out: trust comes from the chain, the row is its cache.
+
+    Raises:
+        IntegrityViolation: the row and the chain disagree (exit 3), saying how.
+    """
+    load_evidence(session, asset=asset.name).refuse_doubted(
+        asset=asset.name, version=version, manifest=manifest_of(session=session, version=version)
+    )
+
+
 def verify_one(
     *,
     session: Session,
@@ -423,13 +430,15 @@ def approve_version(
     Raises:
         NotFoundError: unknown asset or version.
         UsageError: the version is quarantined or retired.
-        IntegrityViolation: its files no longer match the manifest.
+        IntegrityViolation: its files no longer match the manifest, or its row is not what
+            the audit chain records of it.
     """
     if not by.strip():
         raise UsageError("an approval needs the name of the person approving (--by)")
     with db.session() as session:
         asset = get_asset(session=session, name=name)
         version = get_version(session=session, asset=asset, label=label)
+        refuse_unrecorded(session=session, asset=asset, version=version)
         if version.status in (VersionStatus.QUARANTINED, VersionStatus.RETIRED):
             raise UsageError(f"{name}@{label} is {version.status} and cannot be approved")
         if version.status == VersionStatus.KNOWN_GOOD:
@@ -520,11 +529,13 @@ def promote_version(
     Raises:
         NotFoundError: unknown asset or version.
         UsageError: the version is suspect, quarantined or retired.
-        IntegrityViolation: its files no longer match the manifest, or one is denylisted.
+        IntegrityViolation: its files no longer match the manifest, one is denylisted, or its
+            row is not what the audit chain records of it.
     """
     with db.session() as session:
         asset = get_asset(session=session, name=name)
         version = get_version(session=session, asset=asset, label=label)
+        refuse_unrecorded(session=session, asset=asset, version=version)
         if version.status not in (VersionStatus.CANDIDATE, VersionStatus.KNOWN_GOOD):
             raise UsageError(f"{name}@{label} is {version.status} and cannot be promoted")
         refuse_denied(denied_in_version(session=session, version=version), what=f"{name}@{label}")
