@@ -16,22 +16,23 @@ must have its entry).
 
 A drill's sandbox starts with a copy of production's rows and a chain of its own: its
 ``drill.copied`` event per asset carries what production's chain says of each version and
-alias (never what production's columns say), and counts as their registration and approval
-in the sandbox.
+alias (never what production's columns say), and counts as their registration and approval in
+the sandbox.
 
 Reading it is cheap: the evidence of one asset is one query on ``timeline_event`` by its
 ``asset`` column (indexed with ``seq``), and each event it returns is verified on its own
 (:func:`~rearguard.models.audit.chain.verify_picked_events`: its hash, and the link of the next
-event to it). What that proves, and what only ``audit verify`` and signed checkpoints prove,
-is in the README's "Trust from evidence".
+event to it). What that proves, and what only ``audit verify`` and signed checkpoints prove, is
+in the README's "Trust from evidence".
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, literal
@@ -53,16 +54,16 @@ from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import IntegrityViolation
 from rearguard.models.registry.base import ManifestEntry, manifest_digest
 
-REGISTERED = ("asset.registered", "asset.imported")
-STATUS_SET = {f"version.{status}": VersionStatus(status) for status in VersionStatus}
-STATUS_VALUES = frozenset(status.value for status in VersionStatus)
-ALIAS_MOVED = "alias.moved"
+_REGISTERED = ("asset.registered", "asset.imported")
+_STATUS_SET = {f"version.{status}": VersionStatus(status) for status in VersionStatus}
+_STATUS_VALUES = frozenset(status.value for status in VersionStatus)
+_ALIAS_MOVED = "alias.moved"
 SANDBOX_COPY = "drill.copied"
-DENY_ADDED = "denylist.added"
-DENY_LIFTED = "denylist.removed"
+_DENY_ADDED = "denylist.added"
+_DENY_LIFTED = "denylist.removed"
 SANDBOX_ACTOR = "drill"
-_ASSET_ACTIONS = (*REGISTERED, *STATUS_SET, ALIAS_MOVED, SANDBOX_COPY)
-_DENY_ACTIONS = (DENY_ADDED, DENY_LIFTED)
+_ASSET_ACTIONS = (*_REGISTERED, *_STATUS_SET, _ALIAS_MOVED, SANDBOX_COPY)
+_DENY_ACTIONS = (_DENY_ADDED, _DENY_LIFTED)
 # Actors that are not people: their version.known_good is no approval.
 _MACHINES = frozenset({SANDBOX_ACTOR, "scheduler", "cli"})
 _HINT = (
@@ -85,13 +86,36 @@ def is_person(actor: str) -> bool:
 
 @dataclass
 class VersionEvidence:
-    """What the chain records of one version."""
+    """What the chain records of one version.
+
+    ``registration`` is its registration event's data (or a sandbox's copy of production's
+    evidence), parsed only when its digest or first status is asked for: selection judges only
+    the versions it reaches.
+    """
 
     label: str
     registered_seq: int | None = None
-    digest: str | None = None
-    status: VersionStatus | None = None
+    registration: str | Mapping[str, Any] | None = None
+    changed_to: VersionStatus | None = None
     approved_by: str | None = None
+
+    @cached_property
+    def recorded(self) -> Mapping[str, Any]:
+        """The registration's data."""
+        found = self.registration
+        return _fields(found) if isinstance(found, str) else (found or {})
+
+    @property
+    def digest(self) -> str | None:
+        """The manifest digest it was registered with."""
+        return _text(self.recorded.get("digest"))
+
+    @property
+    def status(self) -> VersionStatus | None:
+        """Its status by the chain: the last status event's, else the registration's."""
+        if self.changed_to is not None or self.registered_seq is None:
+            return self.changed_to
+        return _registered(self.recorded)
 
     @property
     def approved(self) -> bool:
@@ -189,7 +213,9 @@ def load_evidence(target: Session | Connection, *, asset: str | None = None) -> 
 
     One query: the evidence events (by the indexed ``asset`` column when one is named), each
     with the ``prev_hash`` of the event after it and the recorded chain head, read in one
-    statement so that events appended meanwhile cannot make it disagree with itself.
+    statement so that events appended meanwhile cannot make it disagree with itself. Any of
+    them that does not verify makes the whole asset's evidence void: an edited event may have
+    been moved from one version to another.
 
     Args:
         target: an open session or connection.
@@ -230,73 +256,70 @@ def load_evidence(target: Session | Connection, *, asset: str | None = None) -> 
 def _replay(evidence: ChainEvidence, row: Sequence[Any]) -> None:
     """Apply one verified event, in chain order."""
     seq, action, actor, asset, label, text = row[0], row[4], row[5], row[6], row[7], row[8]
-    if action == DENY_ADDED:
+    if action == _DENY_ADDED:
         digest = str(_fields(text).get("sha256"))
         evidence.denied[digest] = seq
         evidence.lifted.pop(digest, None)
         return
-    if action == DENY_LIFTED:
+    if action == _DENY_LIFTED:
         digest = str(_fields(text).get("sha256"))
         evidence.lifted[digest] = seq
         evidence.denied.pop(digest, None)
         return
     if asset is None:
         return
-    found = evidence.assets.setdefault(asset, AssetEvidence())
+    found = evidence.assets.get(asset) or evidence.assets.setdefault(asset, AssetEvidence())
     if action == SANDBOX_COPY:
-        data = _fields(text)
         if actor == SANDBOX_ACTOR:
-            _replay_copy(found, seq, data)
-        if actor == SANDBOX_ACTOR and data.get("unverified"):
-            reason = f"production's evidence of {asset} did not verify: {data['unverified']}"
-            evidence.problem = evidence.problem or ChainProblem(seq, None, reason)
+            _replay_copy(evidence, found, seq, _fields(text))
         return
-    if action == ALIAS_MOVED:
+    if action == _ALIAS_MOVED:
         data = _fields(text)
         found.aliases[str(data.get("alias"))] = str(data.get("to"))
         return
     if label is None:
         return
-    if action in REGISTERED:
-        data = _fields(text)
-        found.versions[label] = VersionEvidence(
-            label, registered_seq=seq, digest=_text(data.get("digest")), status=_registered(data)
-        )
+    if action in _REGISTERED:
+        found.versions[label] = VersionEvidence(label, registered_seq=seq, registration=text)
         return
-    version = found.versions.setdefault(label, VersionEvidence(label))
-    version.status = STATUS_SET[action]
+    version = found.versions.get(label) or found.versions.setdefault(label, VersionEvidence(label))
+    version.changed_to = _STATUS_SET[action]
     by_person = (
-        version.status == VersionStatus.KNOWN_GOOD
+        version.changed_to == VersionStatus.KNOWN_GOOD
         and version.registered_seq is not None
         and is_person(actor)
     )
     version.approved_by = actor if by_person else None
 
 
-def _replay_copy(found: AssetEvidence, seq: int, data: dict[str, Any]) -> None:
-    """A sandbox's copy of what production's chain records of an asset."""
+def _replay_copy(
+    evidence: ChainEvidence, found: AssetEvidence, seq: int, data: dict[str, Any]
+) -> None:
+    """A sandbox's copy of what production's chain records of an asset (its versions and
+    aliases, or that it did not verify)."""
     versions = data.get("versions")
     for label, copied in (versions if isinstance(versions, dict) else {}).items():
         if not isinstance(copied, dict):
             continue
-        status = copied.get("status")
-        approver = _text(copied.get("approved_by"))
+        known_good = copied.get("status") == VersionStatus.KNOWN_GOOD
         found.versions[label] = VersionEvidence(
             label,
             registered_seq=seq,
-            digest=_text(copied.get("digest")),
-            status=VersionStatus(status) if status in STATUS_VALUES else None,
-            approved_by=approver if status == VersionStatus.KNOWN_GOOD else None,
+            registration=copied,
+            approved_by=_text(copied.get("approved_by")) if known_good else None,
         )
     aliases = data.get("aliases")
-    for name, label in (aliases if isinstance(aliases, dict) else {}).items():
-        found.aliases[str(name)] = str(label)
+    for name, target in (aliases if isinstance(aliases, dict) else {}).items():
+        found.aliases[str(name)] = str(target)
+    if data.get("unverified"):
+        reason = f"production's evidence did not verify: {data['unverified']}"
+        evidence.problem = evidence.problem or ChainProblem(seq, None, reason)
 
 
-def _registered(data: dict[str, Any]) -> VersionStatus:
+def _registered(data: Mapping[str, Any]) -> VersionStatus:
     """The status a registration recorded (an import records its scan, not a status)."""
     status = data.get("status")
-    if status in STATUS_VALUES:
+    if status in _STATUS_VALUES:
         return VersionStatus(status)
     scan = data.get("scan")
     blocked = isinstance(scan, dict) and scan.get("blocked") is True
@@ -313,21 +336,23 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def copied_evidence(evidence: ChainEvidence, *, asset: str) -> dict[str, Any]:
+def sandbox_copy(evidence: ChainEvidence, *, asset: str) -> dict[str, Any]:
     """The data of a sandbox's ``drill.copied`` event: production's evidence of an asset.
 
     Production's evidence that does not verify is carried as such: the sandbox then trusts
-    none of the asset's versions, as production would not.
+    none of the asset's versions, as production does not.
     """
+    if evidence.problem is not None:
+        return {"versions": {}, "aliases": {}, "unverified": evidence.problem.describe()}
     found = evidence.of(asset)
     return {
         "versions": {
             label: version.copied()
             for label, version in found.versions.items()
-            if version.registered_seq is not None and evidence.problem is None
+            if version.registered_seq is not None
         },
-        "aliases": dict(found.aliases) if evidence.problem is None else {},
-        "unverified": evidence.problem.describe() if evidence.problem else None,
+        "aliases": dict(found.aliases),
+        "unverified": None,
     }
 
 
@@ -362,21 +387,18 @@ def find_disagreements(session: Session, *, asset: str | None = None) -> list[Di
     connection = session.connection()
     chosen = select(Asset) if asset is None else select(Asset).where(Asset.name == asset)
     assets: dict[int | None, str] = {row.id: row.name for row in session.exec(chosen)}
-    versions = list(
-        session.exec(
-            select(AssetVersion)
-            .where(col(AssetVersion.asset_id).in_(assets))
-            .order_by(col(AssetVersion.asset_id), col(AssetVersion.id))
-        )
-    )
-    manifests = _manifests(connection, [v.id for v in versions if v.id is not None])
+    statement = select(AssetVersion).order_by(col(AssetVersion.asset_id), col(AssetVersion.id))
+    if asset is not None:
+        statement = statement.where(col(AssetVersion.asset_id).in_(assets))
+    versions = list(session.exec(statement))
+    manifests = _manifests(connection, None if asset is None else list(assets))
     found: list[Disagreement] = []
     if evidence.problem is not None:
         found.append(
             Disagreement(
                 "audit chain evidence",
-                f"does not verify ({evidence.problem.describe()}): run `rearguard audit verify` "
-                "without an asset to find the first broken event",
+                f"does not verify ({evidence.problem.describe()}); `rearguard audit verify` "
+                "names the first broken event",
             )
         )
     labels: dict[int | None, str] = {}
@@ -388,14 +410,14 @@ def find_disagreements(session: Session, *, asset: str | None = None) -> list[Di
         )
         if doubt is not None and evidence.problem is None:
             found.append(Disagreement(f"{name}@{version.label}", doubt, name, version.label))
-    rows = {(v.asset_id, v.label) for v in versions}
-    for asset_id, name in assets.items():
-        for label, recorded in evidence.of(name).versions.items():
-            if (asset_id, label) not in rows and recorded.registered_seq is not None:
+    rows = {(assets[v.asset_id], v.label) for v in versions}
+    for name, recorded in sorted(evidence.assets.items()):
+        for label, version in recorded.versions.items():
+            if (name, label) not in rows and version.registered_seq is not None:
                 found.append(
                     Disagreement(
                         f"{name}@{label}",
-                        f"registered by audit event {recorded.registered_seq} but its row is "
+                        f"registered by audit event {version.registered_seq} but its row is "
                         "gone (deleted)",
                         name,
                         label,
@@ -407,16 +429,18 @@ def find_disagreements(session: Session, *, asset: str | None = None) -> list[Di
     return found
 
 
-def _manifests(connection: Connection, ids: Iterable[int]) -> dict[int, list[ManifestEntry]]:
-    """Every listed version's recorded manifest, by version id (one query)."""
-    files = table_of(VersionFile)
-    wanted = list(ids)
+def _manifests(
+    connection: Connection, asset_ids: list[int | None] | None
+) -> dict[int, list[ManifestEntry]]:
+    """The recorded manifests of the listed assets' versions (None: every asset's), by version
+    id, in one query."""
+    files, versions = table_of(VersionFile), table_of(AssetVersion)
+    statement = core_select(files.c.version_id, files.c.path, files.c.sha256, files.c.size)
+    if asset_ids is not None:
+        statement = statement.join(versions, versions.c.id == files.c.version_id).where(
+            versions.c.asset_id.in_(asset_ids)
+        )
     manifests: dict[int, list[ManifestEntry]] = defaultdict(list)
-    if not wanted:
-        return manifests
-    statement = core_select(files.c.version_id, files.c.path, files.c.sha256, files.c.size).where(
-        files.c.version_id.in_(wanted)
-    )
     for version_id, path, sha256, size in connection.execute(statement):
         manifests[version_id].append(ManifestEntry(path, sha256, size))
     return manifests
@@ -431,7 +455,8 @@ def _alias_disagreements(
     aliases = table_of(Alias)
     stored: dict[tuple[str, str], str] = {
         (assets[row.asset_id], row.name): labels.get(row.version_id, f"version id {row.version_id}")
-        for row in connection.execute(core_select(aliases).where(aliases.c.asset_id.in_(assets)))
+        for row in connection.execute(core_select(aliases))
+        if row.asset_id in assets
     }
     moved = {
         (name, alias): label

@@ -327,11 +327,15 @@ def verify_picked_events(
         The first problem, or None.
     """
     for row in rows:
-        seq, data, stored, follower = row[0], row[8], row[10], row[11]
-        if type(data) is str and data != "{}" and (defect := _non_canonical(data)):
-            return ChainProblem(seq, None, defect)
-        if _stored_event_hash(row) != stored and (mismatch := _recheck(row[:11])) is not None:
-            return mismatch
+        seq, stored, follower = row[0], row[10], row[11]
+        # The stored text itself must hash to the stored hash: then it is the very text that
+        # was hashed when appended (canonical, as append_event writes it), and no parse is
+        # needed. Otherwise say why: altered, or a non-canonical text (one that parses to the
+        # original, such as a duplicate key, which other readers would read differently).
+        if _stored_event_hash(row) != stored:
+            return _recheck(row[:11]) or ChainProblem(
+                seq, None, _non_canonical(row[8]) or "hash does not match its content (altered)"
+            )
         if follower is None:
             if head != (seq, stored):
                 return ChainProblem(

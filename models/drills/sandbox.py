@@ -29,8 +29,8 @@ from sqlmodel import Session, col, or_, select
 from rearguard.models.assets.evidence import (
     SANDBOX_ACTOR,
     SANDBOX_COPY,
-    copied_evidence,
     load_evidence,
+    sandbox_copy,
 )
 from rearguard.models.audit.chain import append_event
 from rearguard.models.config.core import CoreSettings
@@ -126,22 +126,22 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
         rows = _registry_rows(session, asset)
         # What production's chain records of each copied asset, not what its rows say: a
         # status set by hand in production is no more trusted in the sandbox than there.
-        copied = {
-            a.name: copied_evidence(load_evidence(session, asset=a.name), asset=a.name)
+        copies = {
+            a.name: sandbox_copy(load_evidence(session, asset=a.name), asset=a.name)
             for a in rows[0]
         }
     with db.session() as session:
         for table_rows in rows:
             session.add_all(table_rows)
             session.flush()
-        for name, evidence in copied.items():
+        for name, copy in copies.items():
             append_event(
                 session,
                 kind=EventKind.STATE,
                 action=SANDBOX_COPY,
                 actor=SANDBOX_ACTOR,
                 asset=name,
-                data=evidence,
+                data=copy,
             )
         append_event(
             session,

@@ -142,18 +142,11 @@ def select_known_good(
         since = incident.since if honour_since else None
         versions = _versions(session, target)
         evidence = load_evidence(session, asset=target.name)
-        known_good = []
-        for version in versions:
-            if version.status != VersionStatus.KNOWN_GOOD:
-                continue
-            manifest = manifest_of(session=session, version=version)
-            doubt = evidence.doubt(asset=target.name, version=version, manifest=manifest)
-            distrust = (
-                f"is not trusted: {doubt} (see `rearguard audit verify`)"
-                if doubt
-                else _distrust(session, version, need_lineage)
-            )
-            known_good.append((version, manifest, distrust))
+        known_good = [
+            (v, manifest_of(session=session, version=v), _distrust(session, v, need_lineage))
+            for v in versions
+            if v.status == VersionStatus.KNOWN_GOOD
+        ]
         # Approved versions that verification has just made suspect: say so in the reason.
         rejected: list[Rejection] = [
             Rejection(version=v.label, reason=f"is suspect ({v.status_reason})")
@@ -170,6 +163,11 @@ def select_known_good(
                     f"--since {_moment(since)}",
                 )
             )
+            continue
+        doubt = evidence.doubt(asset=target.name, version=version, manifest=manifest)
+        if doubt:
+            reason = f"is not trusted: {doubt} (see `rearguard audit verify`)"
+            rejected.append(Rejection(version=version.label, reason=reason))
             continue
         if distrust:
             rejected.append(Rejection(version=version.label, reason=distrust))

@@ -155,6 +155,17 @@ def test_a_rewritten_version_row_is_named(
     assert f"{ASSET}@{label}" in output and words in output, output
 
 
+def test_a_deleted_version_row_is_named(scenario: Runtime) -> None:
+    v4 = "(SELECT id FROM asset_version WHERE label = 'v4')"
+    sql(scenario, f"DELETE FROM version_file WHERE version_id = {v4}")
+    sql(scenario, "DELETE FROM asset_version WHERE label = 'v4'")
+
+    (finding,) = findings(scenario)
+
+    assert finding.startswith(f"{ASSET}@v4: registered by audit event ")
+    assert finding.endswith(" but its row is gone (deleted)")
+
+
 def test_approve_and_promote_refuse_a_row_the_chain_does_not_bear_out(scenario: Runtime) -> None:
     forge_status(scenario, "v4")
     with pytest.raises(IntegrityViolation, match="no person's approval") as refused:
@@ -178,16 +189,29 @@ def test_approve_and_promote_refuse_a_row_the_chain_does_not_bear_out(scenario: 
         )
 
 
-def test_an_approval_edited_in_place_is_not_evidence(scenario: Runtime) -> None:
-    # v2's approval, now "by" someone else without rehashing: the event no longer verifies.
-    sql(
-        scenario,
-        "UPDATE timeline_event SET actor = 'mallory'"
-        " WHERE action = 'version.known_good' AND version = 'v2'",
-    )
+EDITED_APPROVAL = (
+    "UPDATE timeline_event SET actor = 'mallory'"
+    " WHERE action = 'version.known_good' AND version = 'v2'"
+)
+# v3's quarantine moved to another version, and v3's row made known_good again.
+MOVED_QUARANTINE = (
+    "UPDATE timeline_event SET version = 'v4'"
+    " WHERE action = 'version.quarantined' AND version = 'v3'"
+)
 
-    with pytest.raises(OperationFailed, match="evidence does not verify: event"):
+
+@pytest.mark.parametrize("edit", [EDITED_APPROVAL, MOVED_QUARANTINE], ids=["actor", "version"])
+def test_an_evidence_event_edited_in_place_voids_the_assets_evidence(
+    scenario: Runtime, edit: str
+) -> None:
+    quarantine(runtime=scenario, incident_id=incident(scenario), label="v3")
+    sql(scenario, edit)
+    forge_status(scenario, "v3")
+
+    with pytest.raises(OperationFailed, match="evidence does not verify: event") as failed:
         select_known_good(runtime=scenario, incident_id=incident(scenario))
+
+    assert "hash does not match its content" in str(failed.value)
     assert audit_verify(scenario)[0] == EXIT_INTEGRITY
 
 
@@ -273,6 +297,19 @@ def test_rearguards_own_changes_agree_with_the_chain(scenario: Runtime) -> None:
     assert "every version, alias and denylist entry agrees" in output
     selection = select_known_good(runtime=scenario, incident_id=incident(scenario))
     assert selection.selected == "v3"
+
+
+def test_a_drill_sandbox_of_an_asset_whose_evidence_is_void_trusts_nothing(
+    scenario: Runtime,
+) -> None:
+    sql(scenario, EDITED_APPROVAL)
+
+    sandbox = create_sandbox(runtime=scenario, asset=ASSET, name="drill-void")
+    try:
+        with pytest.raises(OperationFailed, match="production's evidence did not verify"):
+            select_known_good(runtime=sandbox.runtime, incident_id=incident(sandbox.runtime))
+    finally:
+        sandbox.close(remove=True)
 
 
 def test_a_drill_sandbox_trusts_what_productions_chain_records(
