@@ -412,12 +412,12 @@ def find_disagreements(session: Session, *, asset: str | None = None) -> list[Di
             found.append(Disagreement(f"{name}@{version.label}", doubt, name, version.label))
     rows = {(assets[v.asset_id], v.label) for v in versions}
     for name, recorded in sorted(evidence.assets.items()):
-        for label, version in recorded.versions.items():
-            if (name, label) not in rows and version.registered_seq is not None:
+        for label, chained in recorded.versions.items():
+            if (name, label) not in rows and chained.registered_seq is not None:
                 found.append(
                     Disagreement(
                         f"{name}@{label}",
-                        f"registered by audit event {version.registered_seq} but its row is "
+                        f"registered by audit event {chained.registered_seq} but its row is "
                         "gone (deleted)",
                         name,
                         label,
