@@ -18,7 +18,26 @@ Figures (best of ``--runs``, one JSON line each):
 - ``digest_lookup``: ``versions_with_digest`` (rearguard.models.assets.denylist).
 - ``floor_digest_sql``: the same SQL by hand with ``sqlite3``.
 
-Run: ``.venv/bin/python bench/bench_selection.py [--runs 5]``
+Known-good selection with trust from evidence (``--known-good``, instead of the above): one
+model asset of 1,000 versions, each registered (two small files) and approved through the real
+services into a fresh home, so that the audit chain holds 2,000 evidence events; a 1,001st
+version unapproved in production; one ``model_compromise`` incident. Each round runs the two
+selections back to back, in alternating order, then the evidence alone:
+
+- ``known_good_selection``: ``select_known_good`` as it is: the asset's evidence read in one
+  indexed query (2,001 events), each event's hash and link verified and replayed, then each
+  known-good row it reaches, newest first, judged against it before it is re-hashed and chosen.
+- ``floor_known_good_no_evidence``: the same call with the evidence check stubbed out (the
+  evidence loader replaced by one that reads nothing and doubts nothing): what selection cost
+  before.
+- ``load_evidence``: the asset's evidence alone, in a read session of its own.
+
+Budget: ``known_good_selection`` at most 10% above the floor (the ratio of the medians, and
+the median of each round's own ratio, ``paired_overhead_median``).
+
+Run: ``.venv/bin/python bench/bench_selection.py [--runs 5]``, or
+``.venv/bin/python bench/bench_selection.py --known-good [--runs 15] [--versions 1000]
+[--database-url postgresql://...]``
 """
 
 from __future__ import annotations
@@ -29,6 +48,8 @@ import json
 import os
 import random
 import sqlite3
+import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,19 +60,28 @@ from typing import Any
 from sqlalchemy import insert
 
 from rearguard.models.assets.denylist import versions_with_digest
+from rearguard.models.assets.evidence import load_evidence
 from rearguard.models.assets.lineage import (
     last_clean_dataset_version,
     suspect_dataset_versions,
     tainted_versions,
 )
+from rearguard.models.assets.versions import approve_version, promote_version, register_version
+from rearguard.models.config.settings import load_settings
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile
+from rearguard.models.enums import AssetKind
+from rearguard.models.incidents.service import open_incident
+from rearguard.models.recovery import selection
+from rearguard.models.runtime import Runtime
 
 DATASET_VERSIONS = 10_000
 MODELS, MODEL_VERSIONS = 10, 100
 FILES_PER_VERSION = 100
 EVIL = hashlib.sha256(b"evil").hexdigest()
 BUDGET_POISONING_S, BUDGET_DIGEST_S = 2.0, 0.050
+BUDGET_EVIDENCE_RATIO = 1.10
+ASSET = "bench-model"
 
 
 def emit(figure: str, **fields: Any) -> None:
@@ -117,10 +147,150 @@ def seed(db: Database) -> datetime:
     return start + timedelta(minutes=DATASET_VERSIONS // 2)
 
 
+class _NoEvidence:
+    """The floor's stand-in for the asset's evidence: nothing read, nothing doubted."""
+
+    def doubt(self, **_: object) -> None:
+        return None
+
+
+def known_good_home(root: Path, versions: int, database_url: str | None) -> tuple[Runtime, int]:
+    """A home with ``versions`` approved versions and one unapproved in production; the
+    runtime and a model_compromise incident on it."""
+    settings = load_settings(home=root / "home", database_url=database_url)
+    runtime = Runtime.from_settings(settings)
+    sources = root / "sources"
+    started = time.perf_counter()
+    for n in range(versions + 1):
+        source = sources / f"v{n}"
+        source.mkdir(parents=True)
+        (source / "weights.bin").write_bytes(f"weights of v{n}\n".encode() * 64)
+        (source / "config.json").write_text(json.dumps({"version": n}))
+        label = f"v{n}"
+        register_version(
+            db=runtime.db,
+            registry=runtime.registry,
+            name=ASSET,
+            source=source,
+            label=label,
+            kind=AssetKind.MODEL,
+            actor="bench",
+        )
+        if n < versions:
+            approve_version(
+                db=runtime.db, registry=runtime.registry, name=ASSET, label=label, by="alice"
+            )
+        if n % 100 == 0:
+            print(f"set-up: {n} versions, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    promote_version(
+        db=runtime.db,
+        registry=runtime.registry,
+        name=ASSET,
+        label=f"v{versions}",
+        alias="production",
+        actor="bench",
+    )
+    with runtime.db.session() as session:
+        incident = open_incident(
+            session=session,
+            type="model_compromise",
+            actor="bench",
+            asset_name=ASSET,
+            state={"compromised": f"v{versions}"},
+        )
+        assert incident.id is not None
+        return runtime, incident.id
+
+
+def bench_known_good(runs: int, versions: int, database_url: str | None) -> None:
+    """Known-good selection with and without the evidence check, rounds alternating."""
+    with tempfile.TemporaryDirectory(prefix="rearguard-bench-known-good-") as tmp:
+        runtime, incident_id = known_good_home(Path(tmp), versions, database_url)
+        real = selection.load_evidence
+
+        def select() -> str:
+            return selection.select_known_good(runtime=runtime, incident_id=incident_id).selected
+
+        def floor() -> str:
+            # A stub for the floor, not a ChainEvidence: hence the ignore.
+            selection.load_evidence = lambda *_, **__: _NoEvidence()  # type: ignore[assignment]
+            try:
+                return select()
+            finally:
+                selection.load_evidence = real
+
+        def evidence_alone() -> int:
+            with runtime.db.read_session() as session:
+                return len(load_evidence(session, asset=ASSET).of(ASSET).versions)
+
+        select(), floor()  # warm-up: caches, the first hashing of the chosen version's files
+        rounds = (("floor", floor), ("real", select), ("evidence", evidence_alone))
+        times: dict[str, list[float]] = {name: [] for name, _ in rounds}
+        chosen: set[str] = set()
+        for round_number in range(runs):
+            # Which of the pair goes first alternates, so that neither gains from its place.
+            ordered = rounds if round_number % 2 == 0 else (rounds[1], rounds[0], rounds[2])
+            for name, action in ordered:
+                started = time.perf_counter()
+                result = action()
+                times[name].append(time.perf_counter() - started)
+                if name in ("floor", "real"):
+                    chosen.add(str(result))
+        floor_median = statistics.median(times["floor"])
+        real_median = statistics.median(times["real"])
+        backend = runtime.db.url.split(":")[0]  # the scheme only: never a credential
+        common = {"versions": versions, "runs": runs, "database": backend}
+        emit(
+            "floor_known_good_no_evidence",
+            median_s=round(floor_median, 5),
+            min_s=round(min(times["floor"]), 5),
+            **common,
+        )
+        emit(
+            "known_good_selection",
+            median_s=round(real_median, 5),
+            min_s=round(min(times["real"]), 5),
+            ratio_to_floor=round(real_median / floor_median, 3),
+            # Each round's own pair (the two calls run back to back): steadier on a loaded
+            # machine than the ratio of the two medians.
+            paired_overhead_median=round(
+                statistics.median(
+                    (real - low) / low
+                    for real, low in zip(times["real"], times["floor"], strict=True)
+                ),
+                4,
+            ),
+            budget_ratio=BUDGET_EVIDENCE_RATIO,
+            within_budget=real_median <= floor_median * BUDGET_EVIDENCE_RATIO,
+            selected=sorted(chosen),
+            **common,
+        )
+        emit(
+            "load_evidence",
+            median_s=round(statistics.median(times["evidence"]), 5),
+            min_s=round(min(times["evidence"]), 5),
+            **common,
+        )
+        print(
+            f"select_known_good on {versions} versions: {real_median * 1000:.1f} ms with "
+            f"evidence, {floor_median * 1000:.1f} ms without "
+            f"({real_median / floor_median:.3f}x; budget {BUDGET_EVIDENCE_RATIO}x)",
+            file=sys.stderr,
+        )
+        runtime.db.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--known-good", action="store_true", help="known-good selection figures")
+    parser.add_argument("--versions", type=int, default=1000)
+    parser.add_argument("--database-url", default=None, help="--known-good on this database")
     args = parser.parse_args()
+    if args.known_good:
+        bench_known_good(args.runs or 15, args.versions, args.database_url)
+        return
+    args.runs = args.runs or 5
     with tempfile.TemporaryDirectory(prefix="rearguard-bench-selection-") as tmp:
         path = Path(tmp) / "bench.db"
         db = Database(f"sqlite:///{path}")

@@ -1,5 +1,5 @@
 """Running the ``rearguard`` command on a test's runtime (no Prefect needed): the installed
-command in a subprocess, or its entry point in this process."""
+command in a subprocess, or its entry point in this process (cheaper, for what needs no process)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+from click.testing import Result
 from conftest import REARGUARD_BIN
+from typer.testing import CliRunner
 
-from rearguard.flows.cli.main import main
+from rearguard.flows.cli.context import Invocation
+from rearguard.flows.cli.main import build_app, main
 from rearguard.models.runtime import Runtime
 
 
@@ -70,3 +73,15 @@ def rearguard_in_process(
     captured = capsys.readouterr()
     code = exited.value.code
     return Ran(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+
+def invoke(runtime: Runtime, *args: str) -> Result:
+    """Run a command in this process on the test's home and database; its exit code and its
+    stdout and stderr apart; an expected error is in ``result.exception`` (``main``, which
+    prints it in one line, is not run)."""
+    argv = ["--home", str(runtime.settings.home), "--database-url", runtime.db.url, *args]
+    run = Invocation()
+    try:
+        return CliRunner().invoke(build_app(argv), argv, obj=run, env={"COLUMNS": "200"})
+    finally:
+        run.close()

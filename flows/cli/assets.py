@@ -564,11 +564,13 @@ def verify(
     """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
     A version's signature (model.sig) is checked too, and one is required where [signing] says
-    so. Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
-    Each version whose bytes match its manifest gets its scan record (see `assets show`); no
-    status changes (`assets rescan` acts on what the scan finds).
+    so. Exits 3 when any version fails, or when a version's or alias's row is not what the
+    audit chain records, listing what and why. Nothing is loaded or unpickled. Each version
+    whose bytes match its manifest gets its scan record (see `assets show`); no status
+    changes (`assets rescan` acts on what the scan finds).
     """
 
+    from rearguard.models.assets.evidence import find_disagreements  # lazy: CLI start-up
     from rearguard.models.assets.scan_records import save_checks  # lazy: CLI start-up
     from rearguard.models.integrity.scan.policy import policy_for  # lazy: CLI start-up
     from rearguard.models.integrity.signatures import signature_verdicts  # lazy: CLI start-up
@@ -596,10 +598,12 @@ def verify(
         c.ok and not (s is not None and s.blocks) for c, s in zip(checks, signatures, strict=True)
     ]
     failed = [c for c, ok in zip(checks, passed, strict=True) if not ok]
+    with rt.db.read_session() as session:
+        unproven = [row.describe() for row in find_disagreements(session, asset=name)]
     if json_output:
         emit_json(
             {
-                "ok": not failed,
+                "ok": not failed and not unproven,
                 "versions": [
                     {
                         **c.as_dict(),
@@ -609,6 +613,7 @@ def verify(
                     }
                     for c, s, ok in zip(checks, signatures, passed, strict=True)
                 ],
+                "disagreements": unproven,
             }
         )
     else:
@@ -620,7 +625,9 @@ def verify(
             out.print(f"{mark} {escape(check.asset)}@{escape(check.label)}: {escape(said)}")
         if failed:
             err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
-    if failed:
+        for line in unproven:
+            err.print(f"not what the audit chain records: {line}", markup=False)
+    if failed or unproven:
         raise typer.Exit(EXIT_INTEGRITY)
 
 

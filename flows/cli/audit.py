@@ -11,6 +11,9 @@ from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime
 from rearguard.models.errors import EXIT_INTEGRITY, UsageError
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from rearguard.models.assets.evidence import Disagreement
     from rearguard.models.audit.chain import ChainReport
     from rearguard.models.db.engine import Database
 
@@ -60,7 +63,7 @@ def verify(
     ] = None,
 ) -> None:
     """Recompute every event's hash; exit 3 naming the first altered, deleted, reordered or
-    inserted event."""
+    inserted event, or every version, alias and denylist row the chain does not bear out."""
     from rearguard.models.audit.chain import verify_stored_chain  # lazy: CLI start-up
 
     if file is not None:
@@ -88,33 +91,61 @@ def verify(
 
     with runtime(ctx).db.read_session() as session:
         report = verify_stored_chain(session)
-    _show_chain(report, json_output)
+        rows = _disagreements(session, report)
+    _show_chain(report, rows, json_output)
 
 
-def _chain_json(report: ChainReport) -> dict[str, Any]:
+def _disagreements(session: Session, report: ChainReport) -> list[Disagreement]:
+    """The rows the chain does not bear out; judged only on a chain that verifies."""
+    from rearguard.models.assets.evidence import find_disagreements  # lazy: CLI start-up
+
+    return find_disagreements(session) if report.ok else []
+
+
+def _chain_json(report: ChainReport, rows: list[Disagreement]) -> dict[str, Any]:
     return {
-        "ok": report.ok,
+        "ok": report.ok and not rows,
         "events": report.events,
         "last_seq": report.last_seq,
         "last_hash": report.last_hash,
         "first_bad": (
             {"seq": report.problem.seq, "reason": report.problem.reason} if report.problem else None
         ),
+        "disagreements": [
+            {
+                "subject": row.subject,
+                "reason": row.reason,
+                "asset": row.asset,
+                "version": row.version,
+                "alias": row.alias,
+                "digest": row.digest,
+            }
+            for row in rows
+        ],
     }
 
 
-def _show_chain(report: ChainReport, json_output: bool) -> None:
+def _show_chain(report: ChainReport, rows: list[Disagreement], json_output: bool) -> None:
     if json_output:
-        emit_json(_chain_json(report))
+        emit_json(_chain_json(report, rows))
     elif report.ok:
         out.print(f"audit chain intact: {report.events} events, head {report.last_hash[:16]}…")
+        for row in rows:
+            err.print(f"not what the audit chain records: {row.describe()}", markup=False)
+        if rows:
+            err.print(
+                f"[red]{len(rows)} row(s) of versions, aliases or the denylist disagree with "
+                "the audit chain[/]: they were written outside rearguard"
+            )
+        else:
+            out.print("every version, alias and denylist entry agrees with it")
     else:
         assert report.problem is not None
         err.print(
             f"[red]audit chain broken at {report.problem.describe()}[/]; "
             f"{report.events} events before it verify"
         )
-    if not report.ok:
+    if not report.ok or rows:
         raise typer.Exit(EXIT_INTEGRITY)
 
 
@@ -131,9 +162,11 @@ def _verify_checkpoints(
     public = load_public_key(public_key)
     text = read_checkpoint_lines(source, slack=runtime(ctx).settings.slack)
     found, problem = parse_checkpoint_lines(text, public)
+    rows: list[Disagreement] = []
     if problem is None:
         with runtime(ctx).db.read_session() as session:
             report = check_against_checkpoints(session, found)
+            rows = _disagreements(session, report.chain)
         problem = report.problem
         chain: ChainReport | None = report.chain
     else:
@@ -142,8 +175,8 @@ def _verify_checkpoints(
         latest = found[-1][1] if found else None
         emit_json(
             {
-                **(_chain_json(chain) if chain else {}),
-                "ok": problem is None and chain is not None and chain.ok,
+                **(_chain_json(chain, rows) if chain else {}),
+                "ok": problem is None and chain is not None and chain.ok and not rows,
                 "checkpoints": len(found),
                 "latest_checkpoint": (
                     {"number": latest.number, "seq": latest.seq, "time": latest.time}
@@ -162,7 +195,7 @@ def _verify_checkpoints(
                 ),
             }
         )
-        if problem is not None or chain is None or not chain.ok:
+        if problem is not None or chain is None or not chain.ok or rows:
             raise typer.Exit(EXIT_INTEGRITY)
         return
     if problem is not None:
@@ -182,7 +215,7 @@ def _verify_checkpoints(
             ),
             markup=False,
         )
-    _show_chain(chain, json_output=False)
+    _show_chain(chain, rows, json_output=False)
 
 
 @app.command("checkpoint")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import parse_command
 from rearguard.models.assets.denylist import denied_among, denied_in_version, refuse_denied
+from rearguard.models.assets.evidence import load_evidence
 from rearguard.models.assets.scan_records import latest_scans, save_scan
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.engine import Database
@@ -37,6 +37,7 @@ from rearguard.models.registry.base import (
     Progress,
     RegistryBackend,
     StagedVersion,
+    manifest_digest,
 )
 from rearguard.models.schemas import AssetRead, ManifestEntryRead, ScanRecordRead, VersionRead
 
@@ -94,14 +95,6 @@ def alias_version(*, session: Session, asset: Asset, alias: str) -> AssetVersion
     """Return the version an alias points at, as recorded in the database."""
     row = session.get(Alias, (asset.id, alias))
     return session.get(AssetVersion, row.version_id) if row else None
-
-
-def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
-    """The digest identifying a version's content: sha256 over its sorted manifest lines."""
-    hasher = hashlib.sha256()
-    for entry in sorted(entries, key=lambda e: e.path):
-        hasher.update(f"{entry.sha256}  {entry.size}  {entry.path}\n".encode())
-    return hasher.hexdigest()
 
 
 def parse_version_ref(ref: str) -> tuple[str, str]:
@@ -499,6 +492,18 @@ def _lineage_version(session: Session, ref: tuple[str, str]) -> AssetVersion:
     return get_version(session=session, asset=asset, label=ref[1])
 
 
+def refuse_unrecorded(*, session: Session, asset: Asset, version: AssetVersion) -> None:
+    """Refuse a version whose row (status, digest, manifest, approver) the audit chain does
+    not bear out: trust comes from the chain, the row is its cache.
+
+    Raises:
+        IntegrityViolation: the row and the chain disagree (exit 3), saying how.
+    """
+    load_evidence(session, asset=asset.name).refuse_doubted(
+        asset=asset.name, version=version, manifest=manifest_of(session=session, version=version)
+    )
+
+
 def verify_one(
     *,
     session: Session,
@@ -582,14 +587,16 @@ def approve_version(
     Raises:
         NotFoundError: unknown asset or version.
         UsageError: the version is quarantined or retired.
-        IntegrityViolation: its files no longer match the manifest, or its signature does not
-            hold (the message names whose signature was expected).
+        IntegrityViolation: its files no longer match the manifest, its signature does not
+            hold (the message names whose signature was expected), or its row is not what the
+            audit chain records of it.
     """
     if not by.strip():
         raise UsageError("an approval needs the name of the person approving (--by)")
     with db.session() as session:
         asset = get_asset(session=session, name=name)
         version = get_version(session=session, asset=asset, label=label)
+        refuse_unrecorded(session=session, asset=asset, version=version)
         if version.status in (VersionStatus.QUARANTINED, VersionStatus.RETIRED):
             raise UsageError(f"{name}@{label} is {version.status} and cannot be approved")
         if version.status == VersionStatus.KNOWN_GOOD:
@@ -693,11 +700,12 @@ def promote_version(
         NotFoundError: unknown asset or version.
         UsageError: the version is suspect, quarantined or retired.
         IntegrityViolation: its files no longer match the manifest, one is denylisted, or its
-            signature does not hold.
+            signature does not hold, or its row is not what the audit chain records of it.
     """
     with db.session() as session:
         asset = get_asset(session=session, name=name)
         version = get_version(session=session, asset=asset, label=label)
+        refuse_unrecorded(session=session, asset=asset, version=version)
         if version.status not in (VersionStatus.CANDIDATE, VersionStatus.KNOWN_GOOD):
             raise UsageError(f"{name}@{label} is {version.status} and cannot be promoted")
         refuse_denied(denied_in_version(session=session, version=version), what=f"{name}@{label}")

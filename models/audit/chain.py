@@ -44,8 +44,9 @@ HASHED_FIELDS = (
 )
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-_COLUMNS = (*HASHED_FIELDS, "hash")
-_ROW = (*_COLUMNS, "line")
+STORED_COLUMNS = (*HASHED_FIELDS, "hash")
+"""An event's stored columns, in the order the verifiers read them."""
+_ROW = (*STORED_COLUMNS, "line")
 # What that encoder does to a str (ensure_ascii=False), used by _stored_event_hash.
 _encode_str = json.encoder.encode_basestring
 
@@ -302,6 +303,51 @@ def _verify_rows(
     return ChainReport(count, last_seq, prev, None)
 
 
+def verify_picked_events(
+    rows: Iterable[Sequence[Any]], *, head: tuple[int, str] | None
+) -> ChainProblem | None:
+    """Verify events picked out of the stored chain one by one; name the first bad one.
+
+    Each event's stored content must hash to its stored hash (its ``data`` in canonical form),
+    and the event stored at the next sequence number must link to it (its ``prev_hash``); the
+    last event of the chain, which nothing follows, must be the recorded chain head.
+
+    This proves that each picked event is stored as it was appended and that the chain after
+    it commits to it: an event edited in place, or inserted without rehashing what follows,
+    is named. It does not prove that no other event is missing or altered (that is
+    :func:`verify_stored_chain`), nor anything against a rewrite that recomputed every hash
+    after it (that is what signed checkpoints are for).
+
+    Args:
+        rows: the events, each as its ``STORED_COLUMNS`` values followed by the ``prev_hash``
+            of the event stored at the next sequence number (None when there is none).
+        head: the recorded (last seq, last hash).
+
+    Returns:
+        The first problem, or None.
+    """
+    for row in rows:
+        seq, stored, follower = row[0], row[10], row[11]
+        # The stored text itself must hash to the stored hash: then it is the very text that
+        # was hashed when appended (canonical, as append_event writes it), and no parse is
+        # needed. Otherwise say why: altered, or a non-canonical text (one that parses to the
+        # original, such as a duplicate key, which other readers would read differently).
+        if _stored_event_hash(row) != stored:
+            return _recheck(row[:11]) or ChainProblem(
+                seq, None, _non_canonical(row[8]) or "hash does not match its content (altered)"
+            )
+        if follower is None:
+            if head != (seq, stored):
+                return ChainProblem(
+                    seq, None, "no event follows it, yet it is not the recorded chain head"
+                )
+        elif follower != stored:
+            return ChainProblem(
+                seq, None, "the next event does not link to it (it or the next was altered)"
+            )
+    return None
+
+
 def _non_canonical(data: str) -> str | None:
     """Why a stored ``data`` text is not the canonical form of what it parses to, or None."""
     try:
@@ -349,7 +395,7 @@ def _recheck(row: Sequence[Any]) -> ChainProblem | None:
     Reached when the shortcut cannot decide (``data`` given as an object, a stored text that is
     valid but not canonical, or a real mismatch), and says which problem it is.
     """
-    fields = dict(zip(_COLUMNS, row[:11], strict=True))
+    fields = dict(zip(STORED_COLUMNS, row[:11], strict=True))
     seq, line = fields["seq"], _line(row)
     if isinstance(fields["data"], str):
         try:
@@ -376,18 +422,18 @@ def _int(value: Any) -> int:
 def iter_stored_events(session: Session, *, batch: int = 5000) -> Iterator[dict[str, Any]]:
     """Stream every stored event in sequence order, in batches, as plain dicts."""
     for row in _stored_rows(session, batch=batch):
-        yield dict(zip(_COLUMNS, row, strict=True))
+        yield dict(zip(STORED_COLUMNS, row, strict=True))
 
 
 _SELECT_BATCH = (
-    f"SELECT {', '.join(_COLUMNS)} FROM timeline_event WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608 - constant column names
+    f"SELECT {', '.join(STORED_COLUMNS)} FROM timeline_event WHERE seq > ? ORDER BY seq LIMIT ?"  # noqa: S608 - constant column names
 )
 
 
 def _stored_rows(
     target: Session | Connection, *, after: int = 0, batch: int = 5000
 ) -> Iterator[Sequence[Any]]:
-    """The stored events past seq ``after`` in sequence order, as rows in ``_COLUMNS`` order."""
+    """The stored events past seq ``after`` in sequence order, as ``STORED_COLUMNS`` rows."""
     connection = target.connection() if isinstance(target, Session) else target
     sql = (
         _SELECT_BATCH
@@ -434,6 +480,13 @@ def read_snapshot(session: Session) -> None:
         connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
+def recorded_head(target: Session | Connection) -> tuple[int, str]:
+    """The chain head as recorded: (last seq, last hash), or the genesis when empty."""
+    connection = target.connection() if isinstance(target, Session) else target
+    head = connection.execute(_SELECT_HEAD).first()
+    return (head[0], head[1]) if head else (0, GENESIS_HASH)
+
+
 _SELECT_BOUNDS = "SELECT count(*), min(seq) FROM timeline_event"
 
 
@@ -447,8 +500,7 @@ def verify_stored_chain(session: Session) -> ChainReport:
     read_snapshot(session)
     connection = session.connection()
     count, lowest = connection.exec_driver_sql(_SELECT_BOUNDS).one()
-    head = connection.execute(_SELECT_HEAD).first()
-    recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    recorded = recorded_head(connection)
     if lowest is not None and lowest < 1:
         reason = (
             f"an event is stored at sequence {lowest}, before the chain's first (1): "
@@ -485,10 +537,8 @@ def verify_stored_stretch(
             caller that gathers something from them on the same pass.
     """
     connection = target.connection() if isinstance(target, Session) else target
-    head = connection.execute(_SELECT_HEAD).first()
-    recorded = (head[0], head[1]) if head else (0, GENESIS_HASH)
     rows = _stored_rows(connection, after=start[0])
-    return _verify_rows(watch(rows) if watch else rows, head=recorded, start=start)
+    return _verify_rows(watch(rows) if watch else rows, head=recorded_head(connection), start=start)
 
 
 def events_for_incident(session: Session, *, incident_id: int) -> list[TimelineEvent]:

@@ -220,6 +220,8 @@ class TimelineEvent(SQLModel, table=True):
     """One append-only, hash-chained record."""
 
     __tablename__ = "timeline_event"
+    # One asset's evidence (models/assets/evidence.py) is one query on this index.
+    __table_args__ = (Index("ix_timeline_event_asset_seq", "asset", "seq"),)
 
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     ts: str = Field(max_length=32, description="canonical UTC timestamp, as hashed")

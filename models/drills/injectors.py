@@ -25,7 +25,6 @@ from rearguard.models.assets.versions import (
     alias_version,
     get_asset,
     get_version,
-    manifest_digest,
     manifest_of,
     promote_version,
     register_version,
@@ -34,7 +33,7 @@ from rearguard.models.db.tables import Asset, AssetVersion, VersionFile
 from rearguard.models.drills.sandbox import replace_file
 from rearguard.models.enums import AssetKind, IncidentStatus
 from rearguard.models.errors import OperationFailed, UsageError
-from rearguard.models.registry.base import ManifestEntry
+from rearguard.models.registry.base import ManifestEntry, manifest_digest
 from rearguard.models.runtime import Runtime
 
 InjectFn = Callable[..., dict[str, Any]]

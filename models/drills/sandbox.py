@@ -2,14 +2,16 @@
 
 The sandbox has its own SQLite database and registry under ``<home>/drills/run-<id>``.
 The asset's rows (and those of the assets its versions are linked to by lineage) are copied
-with their ids, statuses and aliases. With the local store, the sandbox has a store of its own
-whose files are hard-linked when it is on the same filesystem as production's, else copied.
-Stored objects are read-only and shared through those links, so anything that alters a file in
-the sandbox must replace it (a new inode, see :func:`replace_file`), never write into it:
-production would see the write. With MLflow, the sandbox is a set of drill-prefixed registered
-models (``rearguard-drill-run-<id>-<asset>``) whose versions hold copies of the artifacts,
-uploaded into the sandbox's home; production's models, aliases, tags and artifacts are read,
-never written.
+with their ids, statuses and aliases, and the sandbox's chain starts with what production's
+chain records of them (a ``drill.copied`` event per asset: the evidence of each version's
+registration and approval, see :mod:`rearguard.models.assets.evidence`). With the local
+store, the sandbox has a store of its own whose files are hard-linked when it is on the same
+filesystem as production's, else copied. Stored objects are read-only and shared through those
+links, so anything that alters a file in the sandbox must replace it (a new inode, see
+:func:`replace_file`), never write into it: production would see the write. With MLflow, the
+sandbox is a set of drill-prefixed registered models (``rearguard-drill-run-<id>-<asset>``)
+whose versions hold copies of the artifacts, uploaded into the sandbox's home; production's
+models, aliases, tags and artifacts are read, never written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from typing import Any, BinaryIO
 
 from sqlmodel import Session, col, or_, select
 
+from rearguard.models.assets.evidence import (
+    SANDBOX_ACTOR,
+    SANDBOX_COPY,
+    load_evidence,
+    sandbox_copy,
+)
 from rearguard.models.assets.versions import get_asset
 from rearguard.models.audit.chain import append_event
 from rearguard.models.config.core import CoreSettings
@@ -117,10 +125,25 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
     )
     with runtime.db.read_session() as session:
         rows = _registry_rows(session, asset)
+        # What production's chain records of each copied asset, not what its rows say: a
+        # status set by hand in production is no more trusted in the sandbox than there.
+        copies = {
+            a.name: sandbox_copy(load_evidence(session, asset=a.name), asset=a.name)
+            for a in rows[0]
+        }
     with db.session() as session:
         for table_rows in rows:
             session.add_all(table_rows)
             session.flush()
+        for name, copy in copies.items():
+            append_event(
+                session,
+                kind=EventKind.STATE,
+                action=SANDBOX_COPY,
+                actor=SANDBOX_ACTOR,
+                asset=name,
+                data=copy,
+            )
         append_event(
             session,
             kind=EventKind.STATE,

@@ -10,6 +10,7 @@ from rearguard.models.assets.versions import (
     alias_version,
     get_version,
     move_alias,
+    refuse_unrecorded,
 )
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.errors import OperationFailed
@@ -25,7 +26,8 @@ def rollback(
 ) -> Rollback:
     """Move the production alias of an asset (default: the incident's) to ``label``.
 
-    A no-op when it is already there, so a rerun never moves it twice.
+    A no-op when it is already there, so a rerun never moves it twice. Only to a known-good
+    version whose row the audit chain bears out.
     """
     alias = runtime.settings.registry.alias
     with runtime.db.session() as session:
@@ -34,6 +36,7 @@ def rollback(
         version = get_version(session=session, asset=target, label=label)
         if version.status != VersionStatus.KNOWN_GOOD:
             raise OperationFailed(f"{target.name}@{label} is {version.status}; not rolling back")
+        refuse_unrecorded(session=session, asset=target, version=version)
         before = move_alias(
             session=session,
             registry=runtime.registry,

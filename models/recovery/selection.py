@@ -1,9 +1,10 @@
 """Known-good selection: re-verify an asset's versions and choose the one to restore.
 
-The newest ``known_good`` version registered before the incident's ``since``, whose files
-re-hash to its manifest now and which passes the asset's validation check; versions that fail
-re-verification become ``suspect``. None qualifying is a failure, never a promotion of an
-unverified version."""
+The newest ``known_good`` version registered before the incident's ``since``, whose row the
+audit chain bears out (its registration with this manifest, and a person's approval after it:
+:mod:`rearguard.models.assets.evidence`), whose files re-hash to its manifest now and which
+passes the asset's validation check; versions that fail re-verification become ``suspect``.
+None qualifying is a failure, never a promotion of an unverified version."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import run_validation
 from rearguard.models.assets.denylist import denied_in_version
+from rearguard.models.assets.evidence import load_evidence
 from rearguard.models.assets.versions import (
     get_asset,
     get_version,
@@ -115,6 +117,7 @@ def select_known_good(
     """Choose the version to roll back to, by the rule in DESIGN.md.
 
     The newest ``known_good`` version, registered before the incident's ``since`` when given,
+    whose status the audit chain bears out (a status column set by hand is not trusted),
     whose files re-hash to its manifest now (``checks`` from this run's verification count as
     now), that holds no denylisted file, that was not trained on a suspect or quarantined
     dataset version, whose signature holds (where it has one, or the asset requires one), and
@@ -140,6 +143,7 @@ def select_known_good(
         target = incident_asset(session, incident, asset)
         since = incident.since if honour_since else None
         versions = _versions(session, target)
+        evidence = load_evidence(session, asset=target.name)
         known_good = [
             (v, manifest_of(session=session, version=v), _distrust(session, v, need_lineage))
             for v in versions
@@ -161,6 +165,11 @@ def select_known_good(
                     f"--since {_moment(since)}",
                 )
             )
+            continue
+        doubt = evidence.doubt(asset=target.name, version=version, manifest=manifest)
+        if doubt:
+            reason = f"is not trusted: {doubt} (see `rearguard audit verify`)"
+            rejected.append(Rejection(version=version.label, reason=reason))
             continue
         if distrust:
             rejected.append(Rejection(version=version.label, reason=distrust))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,14 @@ class ManifestEntry:
     path: str
     sha256: str
     size: int
+
+
+def manifest_digest(entries: Sequence[ManifestEntry]) -> str:
+    """The digest identifying a version's content: sha256 over its sorted manifest lines."""
+    hasher = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: e.path):
+        hasher.update(f"{entry.sha256}  {entry.size}  {entry.path}\n".encode())
+    return hasher.hexdigest()
 
 
 @dataclass(frozen=True)
