@@ -158,6 +158,7 @@ def test_a_rewritten_version_row_is_named(
 def test_a_deleted_version_row_is_named(scenario: Runtime) -> None:
     v4 = "(SELECT id FROM asset_version WHERE label = 'v4')"
     sql(scenario, f"DELETE FROM version_file WHERE version_id = {v4}")
+    sql(scenario, f"DELETE FROM version_scan WHERE version_id = {v4}")
     sql(scenario, "DELETE FROM asset_version WHERE label = 'v4'")
 
     (finding,) = findings(scenario)

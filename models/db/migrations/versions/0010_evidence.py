@@ -1,7 +1,7 @@
 """evidence: index the audit chain by asset, so one asset's evidence is one indexed query
 
-Revision ID: 0009_evidence
-Revises: 0007_checkpoints
+Revision ID: 0010_evidence
+Revises: 0009_metrics
 Create Date: 2026-12-08
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0009_evidence"
-down_revision = "0007_checkpoints"
+revision = "0010_evidence"
+down_revision = "0009_metrics"
 branch_labels = None
 depends_on = None
 
