@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from rearguard.models.audit.chain import append_event
+from rearguard.models.audit.chain import append_event, lock_chain
 from rearguard.models.config.approvals import ApprovalRule, ApprovalSettings
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import ApprovalRequest, Incident, TimelineEvent
@@ -206,6 +206,7 @@ def _find_open(
             .where(ApprovalRequest.incident_id == incident_id, ApprovalRequest.status == PENDING)
             .order_by(col(ApprovalRequest.id).desc())
         )
+    lock_chain(session.connection())  # the chain first, then the row: one lock order
     request = session.exec(statement.with_for_update()).first()
     if request is None:
         what = f"incident {incident_id} is not waiting" if incident_id else "no such request"
@@ -399,6 +400,7 @@ def issue_codes(
         round is no longer pending).
     """
     statement = select(ApprovalRequest).where(ApprovalRequest.id == request_id)
+    lock_chain(session.connection())  # the chain first, then the row: one lock order
     request = session.exec(statement.with_for_update()).one()
     if request.status != PENDING:
         return {}
@@ -422,6 +424,7 @@ def expire(*, db: Database, request_id: int, actor: str) -> ApprovalRequest:
     now = datetime.now(UTC)
     with db.session() as session:
         statement = select(ApprovalRequest).where(ApprovalRequest.id == request_id)
+        lock_chain(session.connection())  # the chain first, then the row: one lock order
         request = session.exec(statement.with_for_update()).one()
         if not request.is_overdue(now=now):
             return request
