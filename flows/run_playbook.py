@@ -10,21 +10,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from rearguard.flows.prefect_infra.quiet import PrefectRecordsOff, apply_defaults, debugging
 from rearguard.models.db.tables import Incident
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime, bound_runtime
 from rearguard.playbooks.catalog import PlaybookSpec, get_playbook, load_flow
-
-# Defaults for the embedded mode; a user's own PREFECT_* settings always win.
-_PREFECT_DEFAULTS = {
-    # A fresh machine's first temporary server migrates its database, which takes 20-30 s.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    # This machine may have no network: no telemetry from the temporary server.
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    # rearguard prints its own step progress; Prefect's INFO lines would repeat it.
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-}
 
 
 def configure_prefect(*, home: Path | None = None) -> None:
@@ -37,8 +28,7 @@ def configure_prefect(*, home: Path | None = None) -> None:
             this home runs a local Prefect server, use that server (rather than starting a
             temporary one).
     """
-    for name, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    apply_defaults()
     if home is not None:
         from rearguard.flows.prefect_infra.server import (
             configured_api_url,
@@ -91,13 +81,6 @@ def warm_up() -> None:
     asyncio.run(warm())
 
 
-class _RunRecordsOffTheTerminal(logging.Filter):
-    """Drops Prefect's flow- and task-run log records (the API handler still gets them)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-
-
 @contextlib.contextmanager
 def run_records_off_the_terminal() -> Iterator[None]:
     """Keep Prefect's flow- and task-run log records off this process's console while the
@@ -110,8 +93,8 @@ def run_records_off_the_terminal() -> Iterator[None]:
     """
     import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
 
-    off_terminal = _RunRecordsOffTheTerminal()
-    handlers = [] if os.environ.get("REARGUARD_DEBUG") else list(logging.getLogger().handlers)
+    off_terminal = PrefectRecordsOff("prefect.flow_runs", "prefect.task_runs")
+    handlers = [] if debugging() else list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(off_terminal)
     try:

@@ -27,3 +27,26 @@ def rearguard(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def invoke(runtime: Runtime, *args: str, columns: int = 80, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """Run a rearguard command in this process (click's runner, no new interpreter) on the
+    test's home and database, printing for a terminal ``columns`` wide (not a terminal: no
+    spinner, no colour); the result has ``exit_code``, ``stdout`` and ``stderr``."""
+    from typer.testing import CliRunner
+
+    from rearguard.flows.cli.context import Invocation
+    from rearguard.flows.cli.main import build_app
+
+    argv = ["--home", str(runtime.settings.home), "--database-url", runtime.db.url, *args]
+    given = Invocation()
+    try:
+        return CliRunner().invoke(
+            build_app(argv),
+            argv,
+            obj=given,
+            env={"COLUMNS": str(columns), "REARGUARD_USER": "operator", **(env or {})},
+            catch_exceptions=False,
+        )
+    finally:
+        given.close()

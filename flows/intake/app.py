@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from rearguard.flows.intake.guard import IntakeGuard, IntakeStats
 from rearguard.flows.intake.playbook_process import PlaybookProcess
+from rearguard.flows.intake.published import new_instance_id
 from rearguard.flows.intake.routes import (
     alerts_router,
     health_router,
@@ -42,6 +43,7 @@ def create_app(
     intake: IntakeSettings | None = None,
     run_playbooks: bool = True,
     schedule_drills: bool = False,
+    instance: str | None = None,
 ) -> FastAPI:
     """Build the intake app on a runtime.
 
@@ -51,6 +53,8 @@ def create_app(
         run_playbooks: run (``dispatch = inline``) or queue (``deployment``) opened incidents'
             playbooks from a child process of this one; False only records incidents.
         schedule_drills: run the drill scheduler in this process while the app serves.
+        instance: the serve's instance id, which ``/healthz`` answers with (see
+            :mod:`rearguard.flows.intake.published`); a new one when not given.
 
     Returns:
         The ASGI app, guarded by token, body limit and signature checks.
@@ -135,6 +139,6 @@ def create_app(
     app.include_router(alerts_router(settings, record))
     app.include_router(incidents_router(runtime, settings))
     app.include_router(slack_router(runtime))
-    app.include_router(health_router(stats))
+    app.include_router(health_router(stats, instance=instance or new_instance_id()))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)
     return app
