@@ -11,8 +11,9 @@ clock starts and the approval is given; it stops when the ``rollback`` step repo
 
 Figures, one JSON line each on standard output:
 
-- ``cli_answer``: ``rearguard.flows.approvals.decide.answer``, what ``rearguard approve`` does in
-  process: record the decision, then resume the Prefect run with the answer.
+- ``cli_answer``: ``rearguard.flows.approvals.decide.answer``, what ``rearguard approve --key``
+  does in process: sign the decision with alice's key, record it (the signature checked against
+  her registered key), then resume the Prefect run with the answer.
 - ``db_decision``: ``rearguard.models.incidents.approvals.decide`` alone, what a Slack callback
   does: the paused run notices the decision in the database (``[approvals] poll_s``).
 - ``floor_event``: the same hand-off between two threads through a ``threading.Event``.
@@ -72,6 +73,9 @@ channels = ["file"]
 [approvals]
 poll_s = {poll_s}
 
+[approvals.keys]
+alice = "{alice_key}"
+
 [[approvals.rules]]
 asset = "bench-*"
 steps = ["rollback"]
@@ -107,6 +111,23 @@ def add_asset(rt: Any, root: Path, name: str) -> None:
         path.chmod(0o644)
         path.write_bytes(b"tampered")
         path.chmod(0o444)
+
+
+def write_key(path: Path) -> str:
+    """Write a new Ed25519 private key (PEM, mode 600); return its public half (OpenSSH)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.touch(mode=0o600)
+    path.write_bytes(pem)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return public.decode()
 
 
 def paused_request(rt: Any, incident_id: int) -> Any:
@@ -197,6 +218,7 @@ def floor_db_poll(rt: Any, runs: int, poll_s: float) -> list[float]:
     """A thread polling an approval request's row every ``poll_s`` until ``decide`` lands."""
     from rearguard.flows.opening import open_and_record
     from rearguard.models.enums import Severity
+    from rearguard.models.incidents.approval_proofs import Proof
     from rearguard.models.incidents.approvals import PENDING, decide, get_request, open_request
 
     rule = rt.settings.approvals.rules[0]
@@ -234,7 +256,15 @@ def floor_db_poll(rt: Any, runs: int, poll_s: float) -> list[float]:
         # At a random point of the poll interval, as a person's decision arrives.
         time.sleep(random.uniform(0.05, 0.05 + poll_s))
         given = time.perf_counter()
-        decide(db=rt.db, approver="alice", approve=True, via="bench", incident_id=incident_id)
+        decide(
+            db=rt.db,
+            approvals=rt.settings.approvals,
+            approver="alice",
+            approve=True,
+            via="bench",
+            proof=Proof(slack=True),
+            incident_id=incident_id,
+        )
         poller.join()
         seconds.append(woke[0] - given)
     return seconds
@@ -260,20 +290,33 @@ def main() -> None:
     try:
         from rearguard.flows.approvals.decide import answer
         from rearguard.models.config.settings import load_settings
+        from rearguard.models.incidents.approval_proofs import Proof
         from rearguard.models.incidents.approvals import decide
         from rearguard.models.runtime import Runtime
 
         home = root / "home"
         home.mkdir()
-        (home / "rearguard.toml").write_text(POLICY.format(poll_s=args.poll_s))
+        key_path = root / "alice.pem"
+        alice_key = write_key(key_path)
+        (home / "rearguard.toml").write_text(POLICY.format(poll_s=args.poll_s, alice_key=alice_key))
         os.chdir(home)
         rt = Runtime.from_settings(load_settings(home=home))
 
         def by_cli(incident_id: int) -> None:
-            answer(runtime=rt, incident_id=incident_id, approver="alice", approve=True)
+            answer(
+                runtime=rt, incident_id=incident_id, approver="alice", approve=True, key=key_path
+            )
 
         def by_db(incident_id: int) -> None:
-            decide(db=rt.db, approver="alice", approve=True, via="bench", incident_id=incident_id)
+            decide(
+                db=rt.db,
+                approvals=rt.settings.approvals,
+                approver="alice",
+                approve=True,
+                via="bench",
+                proof=Proof(slack=True),
+                incident_id=incident_id,
+            )
 
         index = 0
         figures: dict[str, list[float]] = {"cli_answer": [], "db_decision": []}

@@ -69,6 +69,7 @@ def open_or_attach(
     file: Path | None = None,
     dataset: str | None = None,
     new: bool = False,
+    announce: bool = True,
 ) -> Opened:
     """Validate the request and record the incident, or attach to the one already open.
 
@@ -92,6 +93,8 @@ def open_or_attach(
         file: or the malicious file itself, hashed here.
         dataset: the poisoned dataset (``data_poisoning``).
         new: open a new incident even when one of the type is unresolved on the asset.
+        announce: emit the Prefect event here; False when the process the incident is handed
+            to emits it (the intake's playbook process), so that it is emitted once.
 
     Returns:
         The incident and whether it was already there.
@@ -196,6 +199,6 @@ def open_or_attach(
                 source=source,
             )
         opened = Opened(int(incident.id or 0), holder_id is not None, str(incident.status))
-    if not opened.attached:
+    if announce and not opened.attached:
         emit_incident_event("opened", incident)
     return opened

@@ -71,13 +71,7 @@ def _describe(kind: str, action: str, data: Mapping[str, Any]) -> str:
     if action == "incident.resolve":
         return f"resolved: {data['note']}" if data.get("note") else "resolved"
     if action.startswith("approval."):
-        waits = f"waits for {', '.join(data.get('approvers', []))}"
-        detail = (
-            data.get("message")
-            or data.get("comment")
-            or (waits if action == "approval.requested" else "")
-        )
-        return f"{data.get('step')} (round {data.get('round')})" + (f": {detail}" if detail else "")
+        return _approval(action, data)
     if action == "sweep.found":
         labels = ", ".join(str(v.get("version")) for v in data.get("versions", []))
         return f"{data.get('incident_type')}: failing {labels}"
@@ -100,6 +94,33 @@ def _notification(outcome: str, data: Mapping[str, Any]) -> str:
     if data.get("error"):
         return f"{event} via {channel} {outcome}{attempts}: {data['error']}"
     return f"{event} delivered via {channel}{attempts}"
+
+
+# How each proof of an approver's identity reads (the review shows it beside the decision).
+_PROOFS = {
+    "signature": "signed with key {key}",
+    "code": "one-time code by {channel}",
+    "slack": "Slack-signed",
+    "self-asserted": "self-asserted",
+}
+
+
+def _approval(action: str, data: Mapping[str, Any]) -> str:
+    head = f"{data.get('step')} (round {data.get('round')})"
+    proof = _PROOFS.get(str(data.get("proof")))
+    if proof:
+        key, channel = data.get("key") or "?", data.get("channel") or "their contact"
+        head += ", " + proof.format(key=key, channel=channel)
+    if action == "approval.given":
+        head += f", approval {data.get('approvals')} of {data.get('required')}"
+    waits = f"waits for {', '.join(data.get('approvers', []))}"
+    detail = (
+        data.get("message")
+        or data.get("reason")
+        or data.get("comment")
+        or (waits if action == "approval.requested" else "")
+    )
+    return head + (f": {detail}" if detail else "")
 
 
 def _pairs(values: Mapping[str, Any]) -> str:

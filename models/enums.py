@@ -50,6 +50,7 @@ class IncidentSource(StrEnum):
     ALERT = "alert"
     DRILL = "drill"
     SWEEP = "sweep"
+    SLACK = "slack"
 
 
 class EventKind(StrEnum):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from rearguard.models.audit.redaction import redact_text, redact_value
+from rearguard.models.config.slack_commands import shown_destination
 from rearguard.models.db.tables import (
     ApprovalRequest,
     Asset,
@@ -27,6 +28,7 @@ from rearguard.models.db.tables import (
     Incident,
     NotificationOutbox,
     TimelineEvent,
+    VersionScan,
 )
 from rearguard.models.enums import AssetKind, IncidentSource, IncidentStatus, Severity
 
@@ -359,8 +361,43 @@ class ManifestEntryRead(ReadSchema):
     size: int
 
 
+class EngineVerdictRead(ReadSchema):
+    """A second-opinion engine's verdict on a whole version."""
+
+    engine: str
+    version: str | None = Field(description="its installed version; null when not installed")
+    verdict: str = Field(description="flagged, clean, error or not installed")
+
+
+class ScanRecordRead(ReadSchema):
+    """A version's latest scan record: the scanner and rules its verdict was reached with."""
+
+    scanner_version: int = Field(description="rearguard's scanner rules version at the scan")
+    allow_fingerprint: str = Field(description="sha256 of the asset's effective allow-list")
+    verdict: str = Field(description="clean or blocked")
+    counts: dict[str, int] = Field(description="blocking findings by severity")
+    allowed: int = Field(description="findings the asset's allowance accepted")
+    engines: list[EngineVerdictRead]
+    scanned_during: str = Field(description="registration, approval, promotion, verify, ...")
+    scanned_at: IsoTime
+
+    @classmethod
+    def of(cls, row: VersionScan) -> ScanRecordRead:
+        """The read form of a ``version_scan`` row."""
+        return cls(
+            scanner_version=row.scanner_version,
+            allow_fingerprint=row.allow_fingerprint,
+            verdict=row.verdict,
+            counts=dict(row.counts),
+            allowed=row.allowed,
+            engines=[EngineVerdictRead(**engine) for engine in row.engines],
+            scanned_during=row.scanned_during,
+            scanned_at=row.scanned_at,
+        )
+
+
 class VersionRead(ReadSchema):
-    """One version of an asset, with its manifest."""
+    """One version of an asset, with its manifest and its latest scan record."""
 
     label: str
     status: str
@@ -374,12 +411,18 @@ class VersionRead(ReadSchema):
     trained_on: str | None = Field(description="the dataset version, as DATASET@LABEL")
     status_reason: str | None
     manifest: list[ManifestEntryRead]
+    scan: ScanRecordRead | None = Field(description="its latest scan record; null before any")
 
     @classmethod
     def of(
-        cls, version: AssetVersion, *, manifest: list[ManifestEntryRead], trained_on: str | None
+        cls,
+        version: AssetVersion,
+        *,
+        manifest: list[ManifestEntryRead],
+        trained_on: str | None,
+        scan: ScanRecordRead | None = None,
     ) -> VersionRead:
-        """The read form of a version row, with its manifest and lineage."""
+        """The read form of a version row, with its manifest, lineage and scan record."""
         return cls(
             label=version.label,
             status=str(version.status),
@@ -393,7 +436,35 @@ class VersionRead(ReadSchema):
             trained_on=trained_on,
             status_reason=version.status_reason,
             manifest=manifest,
+            scan=scan,
         )
+
+
+class RescannedVersionRead(ReadSchema):
+    """One version ``assets rescan`` scanned again, and what it found."""
+
+    asset: str
+    version: str
+    why: str = Field(description="why its record was out of date (or forced)")
+    status_before: str
+    status_after: str
+    verdict_before: str = Field(description="the recorded verdict: clean, blocked or none")
+    verdict_after: str = Field(description="clean, blocked, or tampered (bytes differ)")
+    blocks: bool = Field(description="it now blocks trust (and is suspect)")
+    problems: list[str]
+    counts: dict[str, int] = Field(description="blocking findings by severity")
+    incident: int | None = Field(description="the incident opened or attached to, if any")
+
+
+class RescanRead(ReadSchema):
+    """What ``assets rescan`` scanned again and found."""
+
+    ok: bool = Field(description="no rescanned version blocks trust")
+    scanner_version: int
+    engines: dict[str, str | None] = Field(description="configured engines, installed versions")
+    rescanned: list[RescannedVersionRead]
+    current: int = Field(description="versions whose scan record is current: not rescanned")
+    incidents: list[int] = Field(description="incidents opened or attached to")
 
 
 class AssetSummary(ReadSchema):
@@ -504,7 +575,7 @@ class NotificationRead(ReadSchema):
             incident_id=row.incident_id,
             event=row.event,
             channel=row.channel,
-            destination=row.destination,
+            destination=shown_destination(row.channel, row.destination),
             status=row.status,
             attempts=row.attempts,
             in_doubt=row.in_doubt,

@@ -39,6 +39,7 @@ from sqlalchemy import and_, insert, or_, select, update
 
 from rearguard.models.audit.chain import append_event
 from rearguard.models.config.settings import Settings
+from rearguard.models.config.slack_commands import RESPONSE_CHANNEL, shown_destination
 from rearguard.models.db.engine import Database
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConfigurationError
@@ -57,7 +58,11 @@ from rearguard.notifications.outbox import (
 from rearguard.notifications.templates import Renderer, TemplateError
 
 ACTOR = "rearguard:notifier"
-_FORMATS = {"slack": frozenset({"slack"}), "email": frozenset({"html"})}
+_FORMATS = {
+    "slack": frozenset({"slack"}),
+    RESPONSE_CHANNEL: frozenset({"slack"}),
+    "email": frozenset({"html"}),
+}
 _CANDIDATES = 5000
 
 
@@ -495,7 +500,7 @@ class Dispatcher:
                     "outbox_id": row.id,
                     "event": row.event,
                     "channel": row.channel,
-                    "destination": row.destination,
+                    "destination": shown_destination(row.channel, row.destination),
                     "attempts": row.attempts,
                 }
                 if outcome.status == DELIVERED:

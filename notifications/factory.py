@@ -12,6 +12,7 @@ import logging
 import threading
 
 from rearguard.models.config.settings import Settings
+from rearguard.models.config.slack_commands import RESPONSE_CHANNEL
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.runtime import SecretBlockLoader
 from rearguard.notifications.channels.base import Channel, ConsoleChannel, FileChannel
@@ -111,6 +112,12 @@ def build_channel(
             )
         return WebhookChannel(
             url=webhook.url, secret=webhook.secret.get_secret_value(), timeout_s=webhook.timeout_s
+        )
+    if name == RESPONSE_CHANNEL:
+        from rearguard.notifications.channels.slack_response import SlackResponseChannel
+
+        return SlackResponseChannel(
+            commands=settings.slack_commands, timeout_s=settings.slack.timeout_s
         )
     raise ConfigurationError(f"unknown channel {name!r}")
 

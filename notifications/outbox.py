@@ -23,6 +23,7 @@ from sqlmodel import select as select_rows
 from rearguard.models.audit.chain import append_event, canonical_json
 from rearguard.models.audit.redaction import redact_value
 from rearguard.models.config.settings import Settings
+from rearguard.models.config.slack_commands import RESPONSE_CHANNEL
 from rearguard.models.db.tables import (
     Incident,
     NotificationOutbox,
@@ -32,7 +33,7 @@ from rearguard.models.db.tables import (
 )
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
-from rearguard.notifications.routing import route_for
+from rearguard.notifications.routing import Route, Target, route_for
 
 OUTBOX = table_of(NotificationOutbox)
 THREADS = table_of(NotificationThread)
@@ -119,7 +120,9 @@ def _dedup_key(*parts: Any) -> str:
 
 def target_label(channel: str, destination: str) -> str:
     """How a target is named in receipts: ``console``, ``file``, ``slack:#incidents``..."""
-    return channel if channel in ("console", "file", "webhook") else f"{channel}:{destination}"
+    if channel in ("console", "file", "webhook", RESPONSE_CHANNEL):
+        return channel
+    return f"{channel}:{destination}"
 
 
 def enqueue(
@@ -132,6 +135,8 @@ def enqueue(
     production: str | None = None,
     extra: Mapping[str, Any] | None = None,
     roles: Sequence[str] = (),
+    also: Sequence[Target] = (),
+    targets: Sequence[Target] | None = None,
 ) -> Enqueued:
     """Record a notification and its outbox rows in the caller's transaction.
 
@@ -143,33 +148,43 @@ def enqueue(
         target: an open write session, or a connection in a write transaction.
         settings: the resolved settings (routing, channels).
         incident: the incident the notification is about.
-        event: opened, contained, recovered, failed, approval_needed or drill_result.
+        event: opened, contained, recovered, failed, approval_needed, approval_code or
+            drill_result.
         actor: who records it (``playbook:<type>``, a person).
         production: the label production serves now, for the templates.
         extra: further facts for the event's template (e.g. who can approve); no secrets.
         roles: stakeholder roles to reach besides the routed ones.
+        also: destinations told besides the routed ones (the response_url of the Slack
+            command that asked for a drill).
+        targets: these targets alone instead of the routed ones (a one-time approval code
+            goes to its approver only).
 
     Returns:
         How many rows were written, per target what was done, the event's sequence number.
     """
     connection = target.connection() if isinstance(target, Session) else target
     assert incident.id is not None
-    route = route_for(
-        settings,
-        incident_id=incident.id,
-        incident_type=incident.type,
-        severity=str(incident.severity),
-        asset=incident.asset_name,
-        drill=str(incident.source) == "drill",
-        roles=roles,
+    route = (
+        Route(targets=list(targets))
+        if targets is not None
+        else route_for(
+            settings,
+            incident_id=incident.id,
+            incident_type=incident.type,
+            severity=str(incident.severity),
+            asset=incident.asset_name,
+            drill=str(incident.source) == "drill",
+            roles=roles,
+        )
     )
+    destinations = [*route.targets, *also]
     state_seq = _state_seq(connection, incident.id)
     extra_key = canonical_json({**dict(extra or {}), **({"roles": list(roles)} if roles else {})})
     keys = [
         _dedup_key(incident.id, event, state_seq, extra_key, t.channel, t.destination)
-        for t in route.targets
+        for t in destinations
     ]
-    labels = {target_label(t.channel, t.destination): "queued" for t in route.targets}
+    labels = {target_label(t.channel, t.destination): "queued" for t in destinations}
     if keys:
         seen = connection.execute(
             select(func.count()).select_from(OUTBOX).where(OUTBOX.c.dedup_key.in_(keys))
@@ -197,7 +212,7 @@ def enqueue(
         asset=incident.asset_name,
         data={"title": title, "receipts": labels, "drill": context["drill"]},
     )
-    if not route.targets:
+    if not destinations:
         return Enqueued(0, labels, appended.seq, False)
     payload = canonical_json(context)
     now = datetime.now(UTC)
@@ -219,7 +234,7 @@ def enqueue(
             "created_at": now,
             "updated_at": now,
         }
-        for t, key in zip(route.targets, keys, strict=True)
+        for t, key in zip(destinations, keys, strict=True)
     ]
     connection.execute(insert(OUTBOX), rows)
     return Enqueued(len(rows), labels, appended.seq, False)

@@ -4,7 +4,8 @@ Slack posts ``application/x-www-form-urlencoded`` with one field, ``payload`` (J
 signs it: ``X-Slack-Signature`` is ``v0=`` + HMAC-SHA256 of ``v0:{timestamp}:{body}`` with the
 app's signing secret, ``X-Slack-Request-Timestamp`` the Unix time it was sent. A callback is
 accepted only with a valid signature, a timestamp within five minutes, and a signature not
-seen before (kept in the ``seen_callback`` table, so a replay is refused across processes).
+seen before (kept in the ``seen_callback`` table, so a replay is refused across processes):
+:func:`authenticate`, the check the slash command's requests pass too.
 The Slack user is mapped to an approver name by ``[approvals.slack_users]`` and the decision
 goes through :func:`rearguard.models.incidents.approvals.decide`, the service the CLI uses; the
 waiting playbook reads it from the database.
@@ -42,7 +43,15 @@ from rearguard.models.errors import (
     NotFoundError,
     UsageError,
 )
-from rearguard.models.incidents.approvals import APPROVED, DENIED, ESCALATED, TIMED_OUT, decide
+from rearguard.models.incidents.approval_proofs import Proof
+from rearguard.models.incidents.approvals import (
+    APPROVED,
+    DENIED,
+    ESCALATED,
+    PENDING,
+    TIMED_OUT,
+    decide,
+)
 from rearguard.models.runtime import Runtime, SecretBlockLoader
 from rearguard.notifications.channels.base import DeliveryError
 from rearguard.notifications.channels.slack_limits import mrkdwn_escape
@@ -93,7 +102,7 @@ class SlackAnswer:
 
 
 class CallbackRejected(Exception):
-    """A callback that is not answered: the HTTP status and one line saying why."""
+    """A request from Slack that is not answered: the HTTP status and one line saying why."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -134,6 +143,37 @@ def verify(*, secret: str, headers: Mapping[str, str], body: bytes, now: float) 
     if not hmac.compare_digest(sign(secret=secret, timestamp=timestamp, body=body), signature):
         raise CallbackRejected(401, "invalid Slack signature")
     return signature
+
+
+def authenticate(
+    *, runtime: Runtime, headers: Mapping[str, str], body: bytes, now: float | None = None
+) -> None:
+    """Accept a request only if Slack signed it, lately, and it was not seen before.
+
+    The one check of everything Slack sends rearguard: button callbacks and slash commands.
+
+    Args:
+        runtime: the process runtime (the signing secret, and the database of seen requests).
+        headers: the HTTP request headers (any case).
+        body: the raw request body, exactly as received (the signature covers it).
+        now: the current Unix time (tests pass their own).
+
+    Raises:
+        CallbackRejected: 503 no signing secret is configured; 401 unsigned, badly signed, or
+            older than five minutes; 409 replayed.
+    """
+    secret = runtime.settings.slack.signing_secret
+    if secret is None or not secret.get_secret_value():
+        raise CallbackRejected(
+            503, "Slack requests are not configured (REARGUARD_SLACK_SIGNING_SECRET)"
+        )
+    signature = verify(
+        secret=secret.get_secret_value(),
+        headers=headers,
+        body=body,
+        now=time.time() if now is None else now,
+    )
+    _remember(runtime, signature)
 
 
 def _remember(runtime: Runtime, signature: str) -> None:
@@ -242,20 +282,9 @@ def handle_slack_interaction(
         200, or a 409 for a request that has ended, the message to show as ended
         (:func:`show_ended`).
     """
-    secret = runtime.settings.slack.signing_secret
-    if secret is None or not secret.get_secret_value():
-        return SlackAnswer(
-            503, "Slack callbacks are not configured (REARGUARD_SLACK_SIGNING_SECRET)"
-        )
     try:
-        signature = verify(
-            secret=secret.get_secret_value(),
-            headers=headers,
-            body=body,
-            now=time.time() if now is None else now,
-        )
+        authenticate(runtime=runtime, headers=headers, body=body, now=now)
         press = _parse(body)
-        _remember(runtime, signature)
     except CallbackRejected as exc:
         return SlackAnswer(exc.status, exc.message)
     # An unmapped Slack user is named by id, so that the refusal is recorded against them.
@@ -263,10 +292,13 @@ def handle_slack_interaction(
     try:
         request = decide(
             db=runtime.db,
+            approvals=runtime.settings.approvals,
             approver=approver,
             approve=press.approve,
             comment="via Slack",
             via="slack",
+            # Slack's signature, checked above, proves who pressed the button.
+            proof=Proof(slack=True),
             callback_id=press.callback_id,
         )
     except NotEntitled as exc:
@@ -278,4 +310,9 @@ def handle_slack_interaction(
     except UsageError as exc:
         return SlackAnswer(400, exc.message)
     line = f"{request.step} of incident {request.incident_id} {request.status} by {approver}"
+    if request.status == PENDING:
+        line = (
+            f"{approver}'s approval of the {request.step} of incident {request.incident_id} "
+            f"is recorded; it needs {request.policy.get('approvers_required')} distinct approvers"
+        )
     return SlackAnswer(200, line, _ended_message(runtime, press))

@@ -30,7 +30,15 @@ from rearguard.notifications.channels.slack_limits import (
 )
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "templates"
-EVENTS = ("opened", "contained", "recovered", "failed", "approval_needed", "drill_result")
+EVENTS = (
+    "opened",
+    "contained",
+    "recovered",
+    "failed",
+    "approval_needed",
+    "approval_code",
+    "drill_result",
+)
 DRILL_PREFIX = "[DRILL] "
 
 
@@ -100,7 +108,8 @@ class Renderer:
         """Render the event's message.
 
         Args:
-            event: opened, contained, recovered, failed, approval_needed, drill_result or test.
+            event: opened, contained, recovered, failed, approval_needed, approval_code,
+                drill_result or test.
             context: the values stored in the outbox row.
             formats: ``slack`` and/or ``html`` to render those bodies too.
 

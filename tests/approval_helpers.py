@@ -7,16 +7,20 @@ person would, through the CLI, the service, Prefect's resume API or a Slack call
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from notification_helpers import make_runtime
 from scenarios import build_scenario
 
@@ -27,6 +31,7 @@ from rearguard.models.db.tables import ApprovalRequest, Incident
 from rearguard.models.enums import Severity
 from rearguard.models.incidents.approvals import list_requests
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.slack_interactions import sign
 
 SLACK_SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 SLACK_TOKEN = "xoxb-test-token"
@@ -39,11 +44,21 @@ def policy_toml(
     escalate_to: tuple[str, ...] = ("carol",),
     poll_s: float = 0.1,
     slack_base_url: str | None = None,
+    keys: dict[str, str] | None = None,
+    contacts: dict[str, str] | None = None,
+    approvers_required: int = 1,
 ) -> str:
     """A policy: sev1 rollbacks of model-* wait for the sre group (alice, bob).
 
     With ``slack_base_url``, notifications also go to ``#incidents`` on that Slack-like server.
+    ``keys`` (name -> public key) and ``contacts`` (name -> email or slack:U...) let those
+    approvers prove who they are; the others' word is taken (``allow_self_asserted``).
     """
+    proofs = "".join(
+        f"\n[approvals.{table}]\n" + "".join(f"{n} = {json.dumps(v)}\n" for n, v in found.items())
+        for table, found in (("keys", keys), ("contacts", contacts))
+        if found
+    )
     slack = f"""
 [notifications.slack]
 channel = "#incidents"
@@ -57,7 +72,8 @@ dispatch_wait_s = 2
 {slack if slack_base_url else ""}
 [approvals]
 poll_s = {poll_s}
-
+allow_self_asserted = true
+{proofs}
 [approvals.groups]
 sre = ["alice", "bob"]
 
@@ -74,6 +90,7 @@ approvers = ["sre"]
 timeout_s = {timeout_s}
 on_timeout = "{on_timeout}"
 escalate_to = {json.dumps(list(escalate_to))}
+approvers_required = {approvers_required}
 """
 
 
@@ -134,6 +151,18 @@ class PlaybookRun:
             raise self._error
         assert self._incident is not None
         return self._incident
+
+
+def signed(
+    body: bytes, *, timestamp: float | None = None, secret: str = SLACK_SIGNING_SECRET
+) -> dict[str, str]:
+    """Slack's headers for a body: its v0 signature and the request timestamp."""
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": sign(secret=secret, timestamp=stamp, body=body),
+    }
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
@@ -218,3 +247,46 @@ def events(runtime: Runtime, incident_id: int, prefix: str = "") -> list[tuple[s
         for e in found
         if e.action.startswith(prefix)
     ]
+
+
+class Approver:
+    """A person's Ed25519 key pair: the private key in a file of theirs (mode 600)."""
+
+    def __init__(self, directory: Path, name: str, *, mode: int = 0o600) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.path = directory / f"{name}.pem"
+        self.path.write_bytes(
+            self.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        self.path.chmod(mode)
+        self.public = (
+            self.key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+
+    def sign(self, document: dict[str, object]) -> str:
+        """The base64 signature of a statement, built here as the README documents it."""
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return base64.b64encode(self.key.sign(text.encode())).decode()
+
+
+def documented_statement(
+    request: ApprovalRequest, *, approver: str, decision: str, comment: str
+) -> dict[str, object]:
+    """The statement of a decision, field by field as the README lists them."""
+    return {
+        "purpose": "rearguard-approval/1",
+        "nonce": request.callback_id,
+        "incident": request.incident_id,
+        "step": request.step,
+        "round": request.round,
+        "decision": decision,
+        "approver": approver,
+        "comment": comment,
+        "expires": request.deadline.astimezone(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,26 +1,35 @@
-"""Running the installed ``rearguard`` command on a test's runtime (no Prefect needed)."""
+"""Running the ``rearguard`` command on a test's runtime (no Prefect needed): the installed
+command in a subprocess, or its entry point in this process."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from dataclasses import dataclass
 
+import pytest
 from conftest import REARGUARD_BIN
 
+from rearguard.flows.cli.main import main
 from rearguard.models.runtime import Runtime
 
 
-def rearguard(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed command on the test's home and database (no Prefect needed)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REARGUARD_")}
-    env.update(
+def rearguard(
+    runtime: Runtime, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed command on the test's home and database (no Prefect needed), with
+    ``env`` added to its environment (a token, say)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("REARGUARD_")}
+    environment.update(
         REARGUARD_HOME=str(runtime.settings.home),
         REARGUARD_DATABASE_URL=runtime.db.url,
         COLUMNS="200",
+        **(env or {}),
     )
     return subprocess.run(
         [str(REARGUARD_BIN), *args],
-        env=env,
+        env=environment,
         cwd=runtime.settings.home,
         capture_output=True,
         text=True,
@@ -29,24 +38,40 @@ def rearguard(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def invoke(runtime: Runtime, *args: str, columns: int = 80, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    """Run a rearguard command in this process (click's runner, no new interpreter) on the
-    test's home and database, printing for a terminal ``columns`` wide (not a terminal: no
-    spinner, no colour); the result has ``exit_code``, ``stdout`` and ``stderr``."""
-    from typer.testing import CliRunner
+@dataclass(frozen=True)
+class Ran:
+    """What a command run in this process printed, and its exit status."""
 
-    from rearguard.flows.cli.context import Invocation
-    from rearguard.flows.cli.main import build_app
+    returncode: int
+    stdout: str
+    stderr: str
 
-    argv = ["--home", str(runtime.settings.home), "--database-url", runtime.db.url, *args]
-    given = Invocation()
-    try:
-        return CliRunner().invoke(
-            build_app(argv),
-            argv,
-            obj=given,
-            env={"COLUMNS": str(columns), "REARGUARD_USER": "operator", **(env or {})},
-            catch_exceptions=False,
-        )
-    finally:
-        given.close()
+
+def rearguard_in_process(
+    runtime: Runtime,
+    *args: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    columns: int = 200,
+    env: dict[str, str] | None = None,
+) -> Ran:
+    """Run the ``rearguard`` command's entry point in this process, on the test's home and
+    database, as the console script runs it (its one-line errors and exit codes included),
+    without the start-up of a new interpreter: printing for a terminal ``columns`` wide (not a
+    terminal: no spinner, no colour), with ``env`` added to its environment."""
+    for name in [name for name in os.environ if name.startswith("REARGUARD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("REARGUARD_HOME", str(runtime.settings.home))
+    monkeypatch.setenv("REARGUARD_DATABASE_URL", runtime.db.url)
+    monkeypatch.setenv("REARGUARD_USER", "operator")
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(runtime.settings.home)
+    monkeypatch.setattr(sys, "argv", ["rearguard", *args])
+    capsys.readouterr()  # what the test printed before is not the command's
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    code = exited.value.code
+    return Ran(code if isinstance(code, int) else 1, captured.out, captured.err)

@@ -8,6 +8,11 @@ It implements what rearguard calls (``chat.postMessage``, ``chat.update``, ``con
 for a header over 150 characters, a section text over 3,000, a field over 2,000, more than 10
 fields or more than 50 blocks; ``msg_too_long`` for text over 40,000 characters).
 
+It also takes what rearguard posts to a slash command's ``response_url``
+(:meth:`SlackServer.response_url` makes one): JSON with ``text`` or ``blocks``, at most five
+posts per URL (then 404 ``used_url``), as Slack documents; :attr:`SlackServer.responses` holds
+them by URL.
+
 Failures on demand: :meth:`SlackServer.rate_limit` answers the next requests 429 with a
 ``Retry-After``; :attr:`SlackServer.down` answers 503 to everything; :meth:`SlackServer.fail_next`
 answers 5xx; :meth:`SlackServer.accept_then_fail` stores the next message and still answers 500
@@ -98,6 +103,7 @@ class SlackServer:
         self._ids = itertools.count(1)
         self._clock = itertools.count(1)
         self.channels: dict[str, _Channel] = {}
+        self.responses: dict[str, list[dict[str, Any]]] = {}
         for name in channels:
             self.add_channel(name)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -110,6 +116,19 @@ class SlackServer:
         """The Web API base URL for ``WebClient(base_url=...)``."""
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/api/"
+
+    @property
+    def root_url(self) -> str:
+        """The server's address, ``http://127.0.0.1:PORT/``."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def response_url(self) -> str:
+        """A fresh slash command ``response_url`` on this server."""
+        with self._lock:
+            url = f"{self.root_url}commands/T0TEAM/{next(self._ids)}/r3sp0ns3t0k3n"
+            self.responses[url] = []
+            return url
 
     def add_channel(self, name: str, *, member: bool = True) -> str:
         """Create a channel the bot is (or is not) a member of; return its id."""
@@ -182,6 +201,21 @@ class SlackServer:
             if answer is None:
                 return 404, {}, {"ok": False, "error": "unknown_method"}
             return answer(args)
+
+    def respond(self, url: str, body: dict[str, Any]) -> tuple[int, dict, dict]:
+        """Answer a post to a response_url: recorded, or 404 when unknown or used up."""
+        with self._lock:
+            if self.down:
+                return 503, {}, {"ok": False, "error": "service_unavailable"}
+            posted = self.responses.get(url)
+            if posted is None:
+                return 404, {}, {"ok": False, "error": "expired_url"}
+            if len(posted) >= 5:
+                return 404, {}, {"ok": False, "error": "used_url"}
+            if not body.get("text") and not body.get("blocks"):
+                return 400, {}, {"ok": False, "error": "no_text"}
+            posted.append(body)
+            return 200, {}, {"ok": True}
 
     def _chat_postMessage(self, args: dict[str, Any]) -> tuple[int, dict, dict]:
         channel_id = self._find(str(args.get("channel", "")))
@@ -299,9 +333,12 @@ class SlackServer:
                         args.update(json.loads(raw))
                     else:
                         args.update({k: v[0] for k, v in parse_qs(raw.decode()).items()})
-                status, headers, body = server.handle(
-                    method, args, self.headers.get("Authorization")
-                )
+                if url.path.startswith("/commands/"):
+                    status, headers, body = server.respond(server.root_url + url.path[1:], args)
+                else:
+                    status, headers, body = server.handle(
+                        method, args, self.headers.get("Authorization")
+                    )
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -11,8 +11,11 @@ run shows as Paused in the Prefect UI, whose form answers it.
 The decision itself lives in the database, and every channel records it through
 :func:`rearguard.models.incidents.approvals.decide`: the CLI and Slack write it there (the CLI also
 resumes the paused run with the answer, ``rearguard.flows.approvals.decide``), and the paused run
-watches the database as well as Prefect. A Prefect UI answer naming someone who may not
-approve is refused, recorded, and the run pauses again. At the deadline the run leaves the
+watches the database as well as Prefect. Anyone who can reach Prefect's API can resume a run,
+so the form's answer counts only with a proof: the one-time code sent to that approver
+(``rearguard.flows.approvals.codes``) or a signature by their registered key. An answer
+without one, or naming someone who may not approve, is refused, recorded, and the run pauses
+again. At the deadline the run leaves the
 Paused state itself (so Prefect never shows a pause that can no longer be answered) and the
 policy escalates, proceeds or aborts.
 """
@@ -29,9 +32,11 @@ from uuid import UUID
 from prefect.input import RunInput
 from pydantic import Field
 
+from rearguard.flows.approvals.codes import queue_codes
 from rearguard.models.db.tables import ApprovalRequest, Incident
 from rearguard.models.enums import IncidentSource
 from rearguard.models.errors import OperationFailed, UsageError
+from rearguard.models.incidents.approval_proofs import Proof
 from rearguard.models.incidents.approvals import (
     APPROVED,
     DENIED,
@@ -62,6 +67,16 @@ class ApprovalAnswer(RunInput):
     )
     decision: Literal["approve", "deny"] = Field(description="Approve or deny the step.")
     comment: str = Field(default="", max_length=2000, description="Why; kept in the timeline.")
+    code: str = Field(
+        default="",
+        max_length=64,
+        description="The one-time code rearguard sent you by email or Slack: it proves it is you.",
+    )
+    signature: str = Field(
+        default="",
+        max_length=200,
+        description="Or the base64 signature of this decision's statement by your registered key.",
+    )
 
 
 def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> ApprovalDecision:
@@ -96,7 +111,10 @@ def await_approval(*, runtime: Runtime, incident_id: int, step: str) -> Approval
         and not runtime.settings.drills.exercise_approvals
     ):
         # Nobody is paged at 3 a.m. for a drill; the timeline keeps what the policy asks for.
-        asks = f"approval by {' or '.join(rule.approvers)} within {format_wait(rule.timeout_s)}"
+        who = " or ".join(rule.approvers)
+        if rule.approvers_required > 1:
+            who = f"{rule.approvers_required} of {', '.join(rule.approvers)}"
+        asks = f"approval by {who} within {format_wait(rule.timeout_s)}"
         return ApprovalDecision(
             step=step, required=True, decision=f"skipped in drill (policy would require {asks})"
         )
@@ -168,10 +186,12 @@ def _apply(runtime: Runtime, request: ApprovalRequest, answer: ApprovalAnswer) -
     try:
         decide(
             db=runtime.db,
+            approvals=runtime.settings.approvals,
             approver=answer.approver,
             approve=answer.decision == "approve",
             comment=answer.comment,
             via="prefect-ui",
+            proof=Proof(signature=answer.signature, code=answer.code),
             callback_id=request.callback_id,
         )
     except UsageError as exc:
@@ -179,7 +199,8 @@ def _apply(runtime: Runtime, request: ApprovalRequest, answer: ApprovalAnswer) -
 
 
 def _announce(runtime: Runtime, incident: Incident, request: ApprovalRequest) -> None:
-    """Queue the approval_needed notification and deliver it while the run waits."""
+    """Queue the approval_needed notification and each approver's one-time code, and deliver
+    them while the run waits."""
     command = f"rearguard approve {incident.id} --as NAME"
     deadline = request.deadline.strftime("%H:%M:%S UTC")
     escalated = f" (round {request.round}, after an escalation)" if request.round > 1 else ""
@@ -194,18 +215,19 @@ def _announce(runtime: Runtime, incident: Incident, request: ApprovalRequest) ->
         "deadline": request.deadline.isoformat(timespec="seconds"),
         "detail": (
             f"The {incident.type} playbook waits before {request.step} until {deadline}"
-            f"{escalated}; then it will {_timeout_effect(request)}."
+            f"{escalated}; then it will {_timeout_effect(request)}.{_proof_note(runtime, request)}"
         ),
     }
-    with runtime.db.transaction() as connection:
+    with runtime.db.session() as session:
         enqueue(
-            connection,
+            session,
             settings=runtime.settings,
             incident=incident,
             event="approval_needed",
             actor=f"playbook:{incident.type}",
             extra=extra,
         )
+        queue_codes(session, settings=runtime.settings, incident=incident, request=request)
     # Delivery runs beside the wait: a slow channel must not eat into the approvers' time.
     threading.Thread(
         target=deliver_after_run,
@@ -219,6 +241,19 @@ def _announce(runtime: Runtime, incident: Incident, request: ApprovalRequest) ->
         "wait",
         f"waiting for {', '.join(request.approvers)} until {deadline}: {command}",
     )
+
+
+def _proof_note(runtime: Runtime, request: ApprovalRequest) -> str:
+    """What the message asks of approvers besides a decision: how many, and a proof."""
+    approvals = runtime.settings.approvals
+    required = int(request.policy.get("approvers_required", 1))
+    note = f" It needs {required} distinct approvers." if required > 1 else ""
+    if any(not approvals.self_asserted(p) for p in request.approvers):
+        note += (
+            " Prove it is you: sign with your registered key (--key PATH), or give the "
+            "one-time code sent to you (--code)."
+        )
+    return note
 
 
 def _timeout_effect(request: ApprovalRequest) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,11 +39,25 @@ def approve(
     comment: Annotated[
         str, typer.Option("--comment", help="Why; kept in the timeline (required to deny).")
     ] = "",
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Your Ed25519 private key (mode 600) to sign the decision with "
+            "(default: [approvals] signing_key).",
+        ),
+    ] = None,
+    code: Annotated[
+        str | None,
+        typer.Option("--code", help="Or the one-time code rearguard sent you (email, Slack)."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Approve (or deny, with a --comment saying why) the step an incident's playbook waits on.
 
-    Your name must be one the approval policy lists.
+    Your name must be one the approval policy lists, and you prove it is you: the decision is
+    signed with your registered key (--key, or [approvals] signing_key), or carries the
+    one-time code sent to you (--code).
     """
     from rearguard.flows.approvals.decide import answer
     from rearguard.models.errors import UsageError
@@ -58,15 +74,50 @@ def approve(
         approver=approver,
         approve=not deny,
         comment=comment,
+        key=key,
+        code=code,
     )
     if json_output:
         emit_json(ApprovalRequestRead.of(decided).json_value())
+        return
+    if decided.status == "pending":
+        required = decided.policy.get("approvers_required")
+        out.print(
+            f"incident {incident}: {escape(decided.step)} approval by {escape(approver)} "
+            f"recorded; it needs {required} distinct approvers"
+        )
         return
     style = status_style("recovered" if decided.status == "approved" else "failed")
     out.print(
         f"incident {incident}: {escape(decided.step)} [{style}]{decided.status}[/] "
         f"by {escape(decided.decided_by or '')}"
     )
+
+
+@app.command("statement")
+def statement_(
+    ctx: typer.Context,
+    incident: Annotated[int, typer.Argument(help="The incident whose playbook waits.", **ID_RANGE)],
+    by: ByOption = None,
+    deny: Annotated[bool, typer.Option("--deny", help="The statement of a denial.")] = False,
+    comment: Annotated[str, typer.Option("--comment", help="The comment you will give.")] = "",
+) -> None:
+    """Print the statement that signs your decision, to sign it elsewhere.
+
+    For the Prefect UI's signature field: openssl pkeyutl -sign -inkey KEY -rawin -in FILE
+    | base64 -w0. `rearguard approve --key` does all of this itself.
+    """
+    from rearguard.models.incidents.approval_proofs import statement
+    from rearguard.models.incidents.approvals import waiting_request
+
+    rt = runtime(ctx)
+    with rt.db.read_session() as session:
+        request = waiting_request(session=session, incident_id=incident)
+    approver = person(ctx, by)
+    sys.stdout.buffer.write(
+        statement(request=request, approver=approver, approve=not deny, comment=comment)
+    )
+    sys.stdout.flush()
 
 
 @app.command("list")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rearguard.models.assets.lifecycle import StatusChange
     from rearguard.models.integrity.sweep import SweepReport
     from rearguard.models.runtime import Runtime
+    from rearguard.models.schemas import RescanRead, ScanRecordRead
 
 app = typer.Typer(help="The asset registry: versions, known-good baselines, production alias.")
 
@@ -61,6 +62,13 @@ def register(
         str | None,
         typer.Option(help='Validation command for this asset, e.g. "python check.py" (no shell).'),
     ] = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option(
+            help="An OpenSSF model signature (OMS bundle) of the files, if the directory has "
+            "no model.sig of its own."
+        ),
+    ] = None,
     by: ByOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -72,10 +80,15 @@ def register(
     Every file is scanned by content first. A version with a finding that blocks trust is still
     registered, as suspect (for forensics), and can never be approved: the findings are listed
     and the exit status is 3.
+
+    A directory's model.sig (or --signature) is kept with the version, outside its manifest,
+    and checked against [signing]: a signature for other files, or one that does not verify,
+    also registers the version as suspect (exit 3); a malformed one registers nothing (exit 2).
     """
     from rearguard.models.assets.checks import resolve_command
     from rearguard.models.assets.versions import register_version
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     if validate is not None:
@@ -93,8 +106,11 @@ def register(
             validate_command=validate,
             progress=progress,
             policy=policy_for(rt.settings, name),
+            signature=signature,
+            signing=signing_policy(rt.settings, name),
         )
     findings = result.scan.findings if result.scan else []
+    verdict = result.signature
     if json_output:
         emit_json(
             {
@@ -105,6 +121,7 @@ def register(
                 "status": str(result.status),
                 "files": [vars(e) for e in result.files],
                 "scan": result.scan.as_dict() if result.scan else None,
+                "signature": verdict.record() if verdict else None,
             }
         )
     else:
@@ -116,11 +133,16 @@ def register(
         )
         for finding in findings:
             err.print(escape(finding.describe()), soft_wrap=True)
+        if verdict is not None:
+            (err if verdict.blocks else out).print(escape(verdict.describe()), soft_wrap=True)
     if findings:
         err.print(
             f"[red]{len(findings)} scan finding(s) block trust[/]: registered as suspect, "
             "it cannot be approved or promoted"
         )
+    if verdict is not None and verdict.suspicious:
+        err.print("[red]the signature does not hold[/]: registered as suspect")
+    if findings or (verdict is not None and verdict.suspicious):
         raise typer.Exit(EXIT_INTEGRITY)
 
 
@@ -131,9 +153,13 @@ def approve(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: ByOption = None,
 ) -> None:
-    """Mark a version known-good, after re-verifying its files and scanning their content."""
+    """Mark a version known-good, after re-verifying its files and scanning their content.
+
+    Where the asset requires a signature ([signing]), an unsigned or untrusted version is
+    refused (exit 3, naming whose signature is expected)."""
     from rearguard.models.assets.versions import approve_version
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     approver = person(ctx, by)
@@ -145,6 +171,7 @@ def approve(
         by=approver,
         workers=rt.settings.playbooks.hash_workers,
         policy=policy_for(rt.settings, name),
+        signing=signing_policy(rt.settings, name),
     )
     out.print(f"{escape(name)}@{escape(label)} is known_good (approved by {escape(approver)})")
 
@@ -156,9 +183,11 @@ def promote(
     label: Annotated[str, typer.Argument(help="Version label.")],
     by: ByOption = None,
 ) -> None:
-    """Point the production alias at a version, after re-verifying its files and content."""
+    """Point the production alias at a version, after re-verifying its files, content and
+    signature."""
     from rearguard.models.assets.versions import promote_version
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
@@ -171,9 +200,61 @@ def promote(
         actor=person(ctx, by),
         workers=rt.settings.playbooks.hash_workers,
         policy=policy_for(rt.settings, name),
+        signing=signing_policy(rt.settings, name),
     )
     location = rt.registry.alias_location(asset=name, alias=alias)
     out.print(f"{escape(name)} {alias}: {before or '(none)'} -> {escape(label)}  ({location})")
+
+
+@app.command("sign")
+def sign(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Asset name.")],
+    label: Annotated[str, typer.Argument(help="Version label.")],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key", help="ECDSA private key (PEM, P-256/P-384/P-521), readable by you alone."
+        ),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Sign a version that carries a signature already.")
+    ] = False,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Sign a registered version (OpenSSF model signing) and keep the bundle as its model.sig.
+
+    The version is re-verified first, so only the bytes rearguard recorded are signed. Whether
+    [signing] trusts the key is reported: a signature it does not trust is kept but does not
+    meet a requirement. Local store only (an MLflow model version cannot change).
+    """
+    from rearguard.models.assets.signing import sign_version
+    from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
+
+    rt = runtime(ctx)
+    verdict = sign_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=name,
+        label=label,
+        key=key,
+        by=person(ctx, by),
+        signing=signing_policy(rt.settings, name),
+        replace=replace,
+        workers=rt.settings.playbooks.hash_workers,
+        policy=policy_for(rt.settings, name),
+    )
+    if json_output:
+        emit_json({"asset": name, "version": label, **verdict.record()})
+        return
+    out.print(f"signed {escape(name)}@{escape(label)}: {escape(verdict.describe())}")
+    if verdict.result != "verified":
+        err.print(
+            "[yellow][signing] does not trust this key[/]: add its public key to "
+            "trusted_public_keys for the signature to count"
+        )
 
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why; kept in the timeline.")]
@@ -327,6 +408,7 @@ def import_(
     from rearguard.models.assets.mlflow_import import import_versions
     from rearguard.models.errors import UsageError
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signing_policy
 
     rt = runtime(ctx)
     if status == VersionStatus.KNOWN_GOOD and not by:
@@ -343,6 +425,7 @@ def import_(
         status=status,
         workers=rt.settings.playbooks.hash_workers,
         policy=policy_for(rt.settings, name),
+        signing=signing_policy(rt.settings, name),
     )
     if json_output:
         emit_json(vars(adoption))
@@ -438,6 +521,7 @@ def show(
         text_column("approved by"),
         text_column("trained on"),
         label_column("digest"),
+        label_column("scan"),
     )
     for v in described.versions:
         shown.add_row(
@@ -447,6 +531,7 @@ def show(
             one_line(v.approved_by or "-"),
             one_line(v.trained_on or "-"),
             v.digest[:12],
+            _scan_cell(v.scan),
         )
     out.print(shown)
     reasons = [v for v in described.versions if v.status_reason]
@@ -454,6 +539,34 @@ def show(
         out.print("why:")
     for v in reasons:
         out.print(f"  {escape(v.label)} {styled(v.status)}: {escape(v.status_reason or '')}")
+    recorded = [(v.label, v.scan) for v in described.versions if v.scan is not None]
+    if recorded:
+        out.print("scan records:")
+    for label, scan in recorded:
+        out.print(f"  {_scan_line(label, scan)}")
+
+
+def _scan_cell(scan: ScanRecordRead | None) -> str:
+    """A version's scan verdict in a table cell (what blocks is in its scan record's line)."""
+    if scan is None:
+        return "[dim]none[/]"
+    return f"[{'green' if scan.verdict == 'clean' else 'red'}]{escape(scan.verdict)}[/]"
+
+
+def _scan_line(label: str, scan: ScanRecordRead) -> str:
+    """A version's scan record in one line: its verdict and findings, what judged it, when,
+    and the engines' verdicts."""
+    counts = ", ".join(f"{n} {severity}" for severity, n in sorted(scan.counts.items()))
+    parts = [
+        f"scanner {scan.scanner_version}",
+        f"allow-list {scan.allow_fingerprint[:12]}",
+        f"{scan.scanned_during} {scan.scanned_at.isoformat()[:19]}",
+    ]
+    if scan.allowed:
+        parts.append(f"{scan.allowed} finding(s) allowed")
+    parts += [f"{e.engine} {e.version or '-'}: {e.verdict}" for e in scan.engines]
+    verdict = scan.verdict + (f" ({counts})" if counts else "")
+    return escape(f"{label}: {verdict}; " + "; ".join(parts))
 
 
 @app.command("verify")
@@ -464,17 +577,23 @@ def verify(
 ) -> None:
     """Re-hash versions against their manifests and scan every file's content (pickles, containers).
 
-    Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
+    A version's signature (model.sig) is checked too, and one is required where [signing] says
+    so. Exits 3 when any version fails, listing what and why. Nothing is loaded or unpickled.
+    Each version whose bytes match its manifest gets its scan record (see `assets show`); no
+    status changes (`assets rescan` acts on what the scan finds).
     """
     from functools import partial
 
+    from rearguard.models.assets.scan_records import save_checks
     from rearguard.models.integrity.scan.policy import policy_for
+    from rearguard.models.integrity.signatures import signature_verdicts
     from rearguard.models.integrity.sweep import plan_sweep
     from rearguard.models.integrity.verification import check_versions
 
     rt = runtime(ctx)
     plan = plan_sweep(runtime=rt, asset_name=name)
     statuses = {key: str(status) for key, status in plan.statuses.items()}
+    policies = partial(policy_for, rt.settings)
     with byte_progress("verifying", plan.total_bytes) as progress:
         checks = check_versions(
             registry=rt.registry,
@@ -482,26 +601,38 @@ def verify(
             workers=rt.settings.playbooks.hash_workers,
             progress=progress,
             ahead=invocation(ctx).hashed_ahead,
-            policies=partial(policy_for, rt.settings),
+            policies=policies,
         )
-    failed = [c for c in checks if not c.ok]
+    save_checks(db=rt.db, checks=checks, policies=policies, during="verify", actor="verify")
+    signatures = signature_verdicts(
+        settings=rt.settings, checks=checks, manifests=[m for _, _, m in plan.items]
+    )
+    passed = [
+        c.ok and not (s is not None and s.blocks) for c, s in zip(checks, signatures, strict=True)
+    ]
+    failed = [c for c, ok in zip(checks, passed, strict=True) if not ok]
     if json_output:
         emit_json(
             {
                 "ok": not failed,
                 "versions": [
-                    {**c.as_dict(), "status": statuses[(c.asset, c.label)]} for c in checks
+                    {
+                        **c.as_dict(),
+                        "ok": ok,
+                        "status": statuses[(c.asset, c.label)],
+                        "signature": s.record() if s is not None else None,
+                    }
+                    for c, s, ok in zip(checks, signatures, passed, strict=True)
                 ],
             }
         )
     else:
         if not checks:
             err.print("nothing to verify: no versions registered")
-        for check in checks:
-            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-            out.print(
-                f"{mark} {escape(check.asset)}@{escape(check.label)}: {escape(check.summary())}"
-            )
+        for check, signature, ok in zip(checks, signatures, passed, strict=True):
+            mark = "[green]ok[/]  " if ok else "[red]FAIL[/]"
+            said = check.summary() + (f"; {signature.describe()}" if signature else "")
+            out.print(f"{mark} {escape(check.asset)}@{escape(check.label)}: {escape(said)}")
         if failed:
             err.print(f"[red]{len(failed)} of {len(checks)} version(s) failed verification[/]")
     if failed:
@@ -632,3 +763,70 @@ def _print_sweep(report: SweepReport) -> None:
         err.print(f"[red]{failed} of {len(report.checks)} version(s) failed verification[/]")
     else:
         out.print(f"[green]ok[/] {len(report.checks)} version(s) verified")
+
+
+@app.command("rescan")
+def rescan(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Asset name (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every asset.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also versions whose scan record is current.")
+    ] = False,
+    by: ByOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Scan again the known-good and candidate versions whose scan record is out of date.
+
+    Out of date: no record, an older scanner, another allow-list, other second-opinion engines
+    or versions, or a recorded verdict that blocks. Versions with a current record are not
+    read at all. A known-good version that now fails becomes suspect and an incident opens as
+    a sweep's would; a candidate that fails becomes suspect (approval refuses it). Exits 3 when
+    a version now blocks trust, 0 otherwise.
+    """
+    from rearguard.models.errors import UsageError
+    from rearguard.models.integrity.rescan import plan_rescan, run_rescan
+
+    if (name is None) == (not all_):
+        raise UsageError(
+            "name an asset or give --all, not both" if all_ else "name an asset or give --all",
+            hint="rearguard assets rescan NAME, or rearguard assets rescan --all",
+        )
+    rt = runtime(ctx)
+    actor = person(ctx, by)
+    plan = plan_rescan(runtime=rt, asset_name=name, force=force)
+    with byte_progress("rescanning", plan.total_bytes) as progress:
+        result = run_rescan(runtime=rt, plan=plan, actor=actor, progress=progress)
+    if json_output:
+        emit_json(result.json_value())
+    else:
+        _print_rescan(result)
+    if not result.ok:
+        raise typer.Exit(EXIT_INTEGRITY)
+
+
+def _print_rescan(result: RescanRead) -> None:
+    for version in result.rescanned:
+        colour = "red" if version.blocks else "green"
+        line = (
+            f"{escape(version.asset)}@{escape(version.version)}: {version.verdict_before} -> "
+            f"[{colour}]{version.verdict_after}[/]"
+        )
+        if version.status_after != version.status_before:
+            line += (
+                f", [{status_style(version.status_before)}]{version.status_before}[/] -> "
+                f"[{status_style(version.status_after)}]{version.status_after}[/]"
+            )
+        if version.incident is not None:
+            line += f", incident {version.incident}"
+        out.print(f"{line} [dim]({escape(version.why)})[/]")
+        for problem in version.problems:
+            out.print(f"     {escape(problem)}")
+    blocking = sum(v.blocks for v in result.rescanned)
+    summary = (
+        f"{len(result.rescanned)} version(s) rescanned, {blocking} now block trust, "
+        f"{result.current} current (not rescanned); scanner {result.scanner_version}"
+    )
+    if result.incidents:
+        summary += "; incidents " + ", ".join(str(i) for i in result.incidents)
+    (err if blocking else out).print(f"[red]{summary}[/]" if blocking else summary)

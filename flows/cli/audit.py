@@ -44,7 +44,8 @@ def verify(
         typer.Option(
             "--checkpoints",
             help="Also check the chain against every checkpoint published to this sink (a "
-            "file, file://PATH or an http(s) URL serving its JSON lines); needs --public-key.",
+            "file, file://PATH, an http(s) URL serving its JSON lines, or slack:CHANNEL); "
+            "needs --public-key.",
             show_default=False,
         ),
     ] = None,
@@ -128,7 +129,8 @@ def _verify_checkpoints(
     )
 
     public = load_public_key(public_key)
-    found, problem = parse_checkpoint_lines(read_checkpoint_lines(source), public)
+    text = read_checkpoint_lines(source, slack=runtime(ctx).settings.slack)
+    found, problem = parse_checkpoint_lines(text, public)
     if problem is None:
         with runtime(ctx).db.read_session() as session:
             report = check_against_checkpoints(session, found)

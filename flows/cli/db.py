@@ -27,8 +27,16 @@ console = true
 # file = "/var/log/rearguard/notifications.jsonl"
 
 # A named person approves before a step (README, "Approvals"); no rule: nothing waits.
+# Each approver proves who they are: a registered Ed25519 key (rearguard approve --key) or a
+# contact that gets one-time codes (email, or slack:U123 for a direct message).
 # [approvals.groups]
 # sre = ["alice", "bob"]
+#
+# [approvals.keys]
+# alice = "ssh-ed25519 AAAA... alice@laptop"
+#
+# [approvals.contacts]
+# bob = "bob@example.org"
 #
 # [[approvals.rules]]
 # steps = ["rollback"]

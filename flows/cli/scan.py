@@ -49,10 +49,10 @@ def scan(
                 findings += scan_file(path, limits=policy.limits)
             except OSError as exc:
                 raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            if policy.engines:
-                opinions += second_opinions(path, shown=str(path), engines=policy.engines)
             if progress is not None:
                 progress(size)
+    if policy.engines:
+        opinions = second_opinions([(path, str(path)) for path, _ in files], engines=policy.engines)
     blocking = [finding for finding in findings if policy.blocks(finding)]
     if json_output:
         emit_json(

@@ -12,7 +12,7 @@ to the asset owner too when the drill failed or missed its recovery-time objecti
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from rearguard.models.db.tables import DrillRun, Incident, TimelineEvent
 from rearguard.models.enums import EventKind, IncidentSource, IncidentStatus, Severity
 from rearguard.models.errors import RearguardError
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.routing import Target
 from rearguard.playbooks.catalog import get_playbook
 
 PlaybookRunner = Callable[[Runtime, int], Incident]
@@ -42,6 +43,7 @@ def run_drill(
     name: str,
     trigger: str = "manual",
     run: PlaybookRunner = _run_playbook,
+    notify_also: Sequence[Target] = (),
 ) -> DrillRun:
     """Run one drill now and record its result.
 
@@ -51,8 +53,10 @@ def run_drill(
     Args:
         runtime: the application's runtime.
         name: the drill.
-        trigger: ``manual`` or ``schedule``.
+        trigger: ``manual``, ``schedule`` or ``slack``.
         run: how the playbook is run on the sandbox's runtime.
+        notify_also: where the result goes besides the drill's destinations (the
+            response_url of the Slack command that asked for the run).
 
     Returns:
         The finished drill run (``pass`` or ``fail``, with the reason).
@@ -70,9 +74,10 @@ def run_drill(
         result = _exercise(runtime, drill.playbook, drill.asset_name, record, run)
     except Exception as exc:
         # Record the run as failed before the error goes on: it must not stay "running".
-        _finish(runtime, name, record, {"status": "fail", "reason": f"internal error: {exc!r}"})
+        failed = {"status": "fail", "reason": f"internal error: {exc!r}"}
+        _finish(runtime, name, record, failed, notify_also)
         raise
-    return _finish(runtime, name, record, result)
+    return _finish(runtime, name, record, result, notify_also)
 
 
 def _open_drill_incident(session: Session, playbook: str, asset: str, name: str) -> Incident:
@@ -192,7 +197,13 @@ def _moment(event: TimelineEvent) -> datetime:
     return datetime.strptime(event.ts, _TS_FORMAT).replace(tzinfo=UTC)
 
 
-def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any]) -> DrillRun:
+def _finish(
+    runtime: Runtime,
+    name: str,
+    record: DrillRun,
+    result: dict[str, Any],
+    notify_also: Sequence[Target],
+) -> DrillRun:
     """Judge the result against the RTO, record it, and tell people."""
     from rearguard.models.drills.service import finish_run
     from rearguard.models.incidents.service import get_incident, set_incident_status
@@ -238,6 +249,7 @@ def _finish(runtime: Runtime, name: str, record: DrillRun, result: dict[str, Any
                 "objective_s": record.rto_s,
             },
             roles=() if passed else ("asset_owner",),
+            also=notify_also,
         )
     deliver_after_run(runtime, incident_id=record.incident_id or 0)
     return record

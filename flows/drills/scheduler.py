@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +46,10 @@ from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy.exc import IntegrityError
 
 from rearguard.models.runtime import Runtime
+from rearguard.notifications.routing import Target
 
+SLACK_TRIGGER = "slack"
+"""The trigger of a drill run asked for with the Slack command."""
 JOBS_TABLE = "apscheduler_jobs"
 DRILL_JOB_PREFIX = "drill:"
 SWEEP_JOB = "sweep"
@@ -129,12 +134,19 @@ def _dump(job: Job) -> bytes:
     return json.dumps(state, sort_keys=True).encode()
 
 
-def run_scheduled_drill(name: str, *, runtime: Runtime) -> None:
+def run_scheduled_drill(
+    name: str,
+    *,
+    runtime: Runtime,
+    trigger: str = "schedule",
+    notify_also: Sequence[Target] = (),
+) -> None:
     """The job of a drill: run it now (called by APScheduler in the scheduler process, on its
-    scheduler's runtime)."""
+    scheduler's runtime); ``trigger`` and ``notify_also`` as :func:`run_drill` takes them, for
+    a run a person asked for (:meth:`DrillScheduler.run_now`)."""
     from rearguard.flows.drills.run import run_drill
 
-    run = run_drill(runtime=runtime, name=name, trigger="schedule")
+    run = run_drill(runtime=runtime, name=name, trigger=trigger, notify_also=notify_also)
     logger.warning("drill %s run %s: %s %s", name, run.id, run.status, run.reason or "")
 
 
@@ -202,7 +214,10 @@ class DrillScheduler:
         if sweep_cron:
             sweep_trigger = parse_cron(sweep_cron, self.runtime.settings.drills.timezone)
         with self.runtime.db.session() as session:
-            interrupted = mark_interrupted(session=session, trigger="schedule")
+            interrupted = sum(
+                mark_interrupted(session=session, trigger=trigger)
+                for trigger in ("schedule", SLACK_TRIGGER)
+            )
         self.scheduler.start(paused=True)
         missed = self.sync(startup=True)
         if sweep_cron:
@@ -221,6 +236,33 @@ class DrillScheduler:
         )
         self.scheduler.resume()
         return {"drills": sorted(self._known), "missed": missed, "interrupted": interrupted}
+
+    def run_now(self, name: str, *, notify_also: Sequence[Target] = ()) -> None:
+        """Run a drill a person asked for from Slack, as soon as no other drill runs.
+
+        It takes the drills' one worker, like a scheduled run, so it never runs beside another
+        drill; the job is kept in memory only (a run asked for is not replayed after a restart:
+        a run left ``running`` by a stop is marked interrupted at the next start).
+
+        Args:
+            name: the drill.
+            notify_also: where its result goes besides the drill's destinations.
+        """
+        self.scheduler.add_job(
+            run_scheduled_drill,
+            trigger="date",
+            args=[name],
+            kwargs={
+                RUNTIME_ARGUMENT: self.runtime,
+                "trigger": SLACK_TRIGGER,
+                "notify_also": list(notify_also),
+            },
+            id=f"asked:{name}:{uuid.uuid4().hex}",
+            name=f"drill {name} (asked for)",
+            jobstore="memory",
+            executor="drills",
+            misfire_grace_time=None,
+        )
 
     def state(self) -> dict[str, Any]:
         """Whether it is firing, and how many drills it has scheduled."""

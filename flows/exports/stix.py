@@ -33,6 +33,7 @@ NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:rearguard:stix")
 _CRITICALITY = {"sev1": 95, "sev2": 70, "sev3": 40, "sev4": 15}
 _DETECTION = {
     "cli": "human-review",
+    "slack": "human-review",
     "alert": "automated-tool",
     "sweep": "automated-tool",
     "drill": "automated-tool",

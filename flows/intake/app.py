@@ -28,6 +28,7 @@ from rearguard.flows.intake.routes import (
     incidents_router,
     slack_router,
 )
+from rearguard.flows.intake.slack_commands import slack_commands_router
 from rearguard.flows.intake.writer import AlertWriter
 from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.incidents.alerts import AlertOutcome, IncomingAlert
@@ -139,6 +140,7 @@ def create_app(
     app.include_router(alerts_router(settings, record))
     app.include_router(incidents_router(runtime, settings))
     app.include_router(slack_router(runtime))
+    app.include_router(slack_commands_router(runtime))
     app.include_router(health_router(stats, instance=instance or new_instance_id()))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)
     return app

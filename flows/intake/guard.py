@@ -3,9 +3,9 @@
 over a timestamp and the body (the signing of rearguard's own webhooks); and the counts of
 accepted and refused requests, 5xx included.
 
-Slack's interactivity callback is the one exception to the token and the HMAC signature:
-Slack can send neither, and signs the request its own way, which its route verifies. It still
-gets the body limit and is counted.
+Slack's interactivity callbacks and slash commands are the exceptions to the token and the
+HMAC signature: Slack can send neither, and signs the request its own way, which their routes
+verify. They still get the body limit and are counted.
 
 A plain ASGI middleware, so the token is checked before the body is read and the size limit
 holds while the body streams in (a client may lie in ``Content-Length``, or send none).
@@ -28,6 +28,8 @@ _PROTECTED = "/v1/"
 SIGNATURE_HEADER = "x-rearguard-signature"
 MAX_SIGNATURE_AGE_S = 300
 SLACK_INTERACTIONS_PATH = "/v1/slack/interactions"
+SLACK_COMMANDS_PATH = "/v1/slack/commands"
+_SLACK_SIGNED = frozenset({SLACK_INTERACTIONS_PATH, SLACK_COMMANDS_PATH})
 
 
 class IntakeStats:
@@ -112,7 +114,7 @@ class IntakeGuard:
 
     async def _guard(self, scope: Scope, receive: Any, counted_send: Any) -> None:
         headers = dict(scope["headers"])
-        slack = scope["path"] == SLACK_INTERACTIONS_PATH
+        slack = scope["path"] in _SLACK_SIGNED
         needed = READ if scope["method"] in ("GET", "HEAD") else WRITE
         refusal = None if slack else self._check_token(headers.get(b"authorization"), needed)
         if refusal:

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from rearguard.models.assets.scan_records import save_scan
 from rearguard.models.assets.versions import (
     add_version_rows,
     get_version,
     move_alias,
     record_allowance,
-    scan_record,
+    scan_event_data,
+    scan_reason,
     set_status,
 )
 from rearguard.models.audit.chain import append_event
@@ -29,9 +31,14 @@ from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, UsageError
 from rearguard.models.integrity.hashing import hash_files
 from rearguard.models.integrity.scan.policy import ScanPolicy
-from rearguard.models.integrity.verification import VersionCheck, judge_findings
+from rearguard.models.integrity.signatures import (
+    SignatureVerdict,
+    SigningPolicy,
+    check_signature,
+)
+from rearguard.models.integrity.verification import VersionCheck, scan_version
 from rearguard.models.names import check_name
-from rearguard.models.registry.base import ManifestEntry, RegistryBackend
+from rearguard.models.registry.base import SIGNATURE_FILE, ManifestEntry, RegistryBackend
 from rearguard.models.registry.mlflow_backend import LABEL_TAG, MlflowRegistry, MlflowVersion
 
 
@@ -57,6 +64,7 @@ def import_versions(
     status: VersionStatus = VersionStatus.CANDIDATE,
     workers: int = 1,
     policy: ScanPolicy | None = None,
+    signing: SigningPolicy | None = None,
 ) -> Adoption:
     """Record the versions of MLflow registered model ``name`` that rearguard does not know.
 
@@ -71,6 +79,9 @@ def import_versions(
         workers: hashing threads.
         policy: which scan findings block trust; a version with one is imported as suspect,
             never known_good (default: every finding blocks).
+        signing: the asset's signing policy for the versions' ``model.sig`` (default: none is
+            checked); a version whose signature blocks trust is never imported known_good, and
+            one whose signature says its files changed is imported as suspect.
 
     Returns:
         The imported versions (label, MLflow version, digest, files) and those already known.
@@ -100,9 +111,16 @@ def import_versions(
         )
     new = [v for v in versions if v.label not in known]
     manifests = [_hash(registry, name, version, workers) for version in new]
+    policy = policy or ScanPolicy()
     scans = [
-        _scan(registry, name, version.label, entries, policy or ScanPolicy())
+        _scan(registry, name, version.label, entries, policy)
         for version, entries in zip(new, manifests, strict=True)
+    ]
+    signatures = [
+        check_signature(bundle=scan.signature_file, manifest=entries, policy=signing)
+        if signing is not None
+        else None
+        for scan, entries in zip(scans, manifests, strict=True)
     ]
     tagged = [AssetKind(v.kind) for v in versions if v.kind in {k.value for k in AssetKind}]
     resolved = kind or (tagged[0] if tagged else AssetKind.MODEL)
@@ -117,6 +135,8 @@ def import_versions(
             new,
             manifests,
             scans,
+            signatures,
+            policy=policy,
             kind=kind,
             actor=actor,
             alias=alias,
@@ -138,7 +158,9 @@ def _record(
     new: list[MlflowVersion],
     manifests: list[list[ManifestEntry]],
     scans: list[VersionCheck],
+    signatures: list[SignatureVerdict | None],
     *,
+    policy: ScanPolicy,
     kind: AssetKind | None,
     actor: str,
     alias: str,
@@ -155,7 +177,9 @@ def _record(
         elif kind is not None and asset.kind != kind:
             raise UsageError(f"asset {name!r} is a {asset.kind}, not a {kind}")
         adoption.kind = str(asset.kind)
-        for version, entries, scan in zip(new, manifests, scans, strict=True):
+        for version, entries, scan, signature in zip(
+            new, manifests, scans, signatures, strict=True
+        ):
             row = add_version_rows(
                 session=session,
                 asset=asset,
@@ -164,10 +188,24 @@ def _record(
                 actor=actor,
                 registered_at=version.created,
             )
-            if scan.scan_blocked:
+            distrust = [scan_reason(scan)] if scan.scan_blocked else []
+            if signature is not None and signature.suspicious:
+                distrust.append(signature.describe())
+            if distrust:
                 row.status = VersionStatus.SUSPECT
-                row.status_reason = f"scan: {scan.problems[0]}"
+                row.status_reason = "; ".join(distrust)
                 session.add(row)
+            record = scan.scan_record(policy)
+            if record is not None:
+                save_scan(
+                    session,
+                    asset=name,
+                    version=row,
+                    record=record,
+                    during="import",
+                    actor=actor,
+                    announce=False,  # the import event carries it
+                )
             append_event(
                 session,
                 kind=EventKind.STATE,
@@ -182,11 +220,13 @@ def _record(
                     "digest": row.digest,
                     "files": row.file_count,
                     "bytes": row.total_size,
-                    "scan": scan_record(scan),
+                    "scan": scan_event_data(scan, record),
+                    "signature": signature.record() if signature is not None else None,
                 },
             )
             registry.mirror_status(asset=name, label=version.label, status=str(row.status))
-            if status == VersionStatus.KNOWN_GOOD and not scan.scan_blocked:
+            blocked = scan.scan_blocked or (signature is not None and signature.blocks)
+            if status == VersionStatus.KNOWN_GOOD and not blocked:
                 record_allowance(session, check=scan, actor=actor)
                 row.approved_by, row.approved_at = actor, utcnow()
                 set_status(
@@ -227,11 +267,15 @@ def _scan(
     manifest: list[ManifestEntry],
     policy: ScanPolicy,
 ) -> VersionCheck:
-    """Scan a version's artifacts as they are now."""
+    """Scan a version's artifacts as they are now (noting where its signature is, if any)."""
     files = registry.version_files(asset=name, label=label)
-    check = VersionCheck(asset=name, label=label, allowance=policy.allowance)
-    for entry in manifest:
-        judge_findings(check, entry.path, files[entry.path], policy)
+    check = scan_version(
+        asset=name,
+        label=label,
+        files=[(entry.path, files[entry.path]) for entry in manifest],
+        policy=policy,
+    )
+    check.signature_file = files.get(SIGNATURE_FILE)
     return check
 
 
@@ -247,6 +291,6 @@ def _hash(
     files = registry.version_files(asset=name, label=version.label)
     if not files:
         raise UsageError(f"MLflow version {version.number} of {name} holds no artifact files")
-    paths = sorted(files)
+    paths = sorted(p for p in files if p != SIGNATURE_FILE)
     digests = hash_files([files[p] for p in paths], workers=workers)
     return [ManifestEntry(p, d, s) for p, (d, s) in zip(paths, digests, strict=True)]

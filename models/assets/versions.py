@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from rearguard.models.assets.checks import parse_command
 from rearguard.models.assets.denylist import denied_among, denied_in_version, refuse_denied
+from rearguard.models.assets.scan_records import latest_scans, save_scan
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Alias, Asset, AssetVersion, VersionFile, utcnow
@@ -19,10 +21,29 @@ from rearguard.models.enums import AssetKind, EventKind, VersionStatus
 from rearguard.models.errors import ConflictError, IntegrityViolation, NotFoundError, UsageError
 from rearguard.models.failpoints import failpoint
 from rearguard.models.integrity.scan.policy import ScanPolicy
-from rearguard.models.integrity.verification import VersionCheck, check_version, judge_findings
+from rearguard.models.integrity.scan.record import ScanRecord
+from rearguard.models.integrity.signatures import (
+    SignatureResult,
+    SignatureVerdict,
+    SigningPolicy,
+    check_signature,
+)
+from rearguard.models.integrity.verification import VersionCheck, check_version, scan_version
 from rearguard.models.names import check_name
-from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
-from rearguard.models.schemas import AssetRead, AssetSummary, ManifestEntryRead, VersionRead
+from rearguard.models.registry.base import (
+    SIGNATURE_FILE,
+    ManifestEntry,
+    Progress,
+    RegistryBackend,
+    StagedVersion,
+)
+from rearguard.models.schemas import (
+    AssetRead,
+    AssetSummary,
+    ManifestEntryRead,
+    ScanRecordRead,
+    VersionRead,
+)
 
 
 def get_asset(*, session: Session, name: str) -> Asset:
@@ -113,6 +134,7 @@ class Registration:
     files: list[ManifestEntry]
     status: VersionStatus = VersionStatus.CANDIDATE
     scan: VersionCheck | None = None
+    signature: SignatureVerdict | None = None
 
 
 def register_version(
@@ -128,6 +150,8 @@ def register_version(
     validate_command: str | None = None,
     progress: Progress | None = None,
     policy: ScanPolicy | None = None,
+    signature: Path | None = None,
+    signing: SigningPolicy | None = None,
 ) -> Registration:
     """Copy content into the store and record it as a new candidate version.
 
@@ -139,6 +163,11 @@ def register_version(
     still registered (its bytes are evidence, and a person may want them for forensics), but
     as ``suspect``, with the findings in the registration event: it can never be approved or
     promoted while the findings stand.
+
+    An OMS signature (the source directory's ``model.sig``, or ``signature``) is kept beside
+    the version's files, outside its manifest, and checked against the staged files: one that
+    says they changed after signing, or that does not verify under the key it names, makes the
+    version ``suspect`` too. The registration event records the signature's verdict.
 
     Args:
         db: the database.
@@ -152,12 +181,15 @@ def register_version(
         validate_command: a command that validates a version of this asset.
         progress: called with bytes copied.
         policy: which scan findings block trust (default: every finding).
+        signature: an OMS bundle for the content (instead of the directory's ``model.sig``).
+        signing: whose signatures the asset trusts (default: none is checked).
 
     Returns:
         What was registered.
 
     Raises:
-        UsageError: a name, the path, the kind, the lineage or the command is invalid.
+        UsageError: a name, the path, the kind, the lineage or the command is invalid; the
+            signature is not a readable OMS bundle, or the directory has one too.
         ConflictError: the label is already registered for the asset.
         IntegrityViolation: a file's digest is on the denylist (nothing is stored).
     """
@@ -179,12 +211,25 @@ def register_version(
         lineage_ref = parse_version_ref(trained_on) if trained_on else None
         if lineage_ref:
             _lineage_version(session, lineage_ref)
+    bundle = _signature_source(source, signature)
     staged = registry.stage_version(source=source, progress=progress)
     entries = staged.manifest
     digest = manifest_digest(entries)
     published = False
+    policy = policy or ScanPolicy()
     try:
-        scan = _scan_staged(staged.work / "version", name, label, entries, policy or ScanPolicy())
+        verdict = _check_staged_signature(staged, bundle, signing)
+        root = staged.work / "version"
+        scan = scan_version(
+            asset=name,
+            label=label,
+            files=[(entry.path, root / entry.path) for entry in entries],
+            policy=policy,
+        )
+        record = scan.scan_record(policy)
+        distrust = [scan_reason(scan)] if scan.scan_blocked else []
+        if verdict is not None and verdict.suspicious:
+            distrust.append(verdict.describe())
         with db.session() as session:
             asset = session.exec(select(Asset).where(Asset.name == name)).first()
             if asset is None:
@@ -203,10 +248,20 @@ def register_version(
                 actor=actor,
                 trained_on_id=lineage.id if lineage else None,
             )
-            if scan.scan_blocked:
+            if distrust:
                 version.status = VersionStatus.SUSPECT
-                version.status_reason = _scan_reason(scan)
+                version.status_reason = "; ".join(distrust)
                 session.add(version)
+            if record is not None:
+                save_scan(
+                    session,
+                    asset=name,
+                    version=version,
+                    record=record,
+                    during="registration",
+                    actor=actor,
+                    announce=False,  # the registration event carries it
+                )
             append_event(
                 session,
                 kind=EventKind.STATE,
@@ -222,7 +277,8 @@ def register_version(
                     "trained_on": trained_on,
                     "validate_command": validate_command,
                     "status": str(version.status),
-                    "scan": scan_record(scan),
+                    "scan": scan_event_data(scan, record),
+                    "signature": verdict.record() if verdict is not None else None,
                 },
             )
             resolved_kind = str(asset.kind)
@@ -231,7 +287,7 @@ def register_version(
             # transaction ends), may the store's directory for the label be replaced.
             registry.publish_version(staged, asset=name, label=label, kind=resolved_kind)
             published = True
-            if scan.scan_blocked:
+            if version.status == VersionStatus.SUSPECT:
                 registry.mirror_status(asset=name, label=label, status=str(version.status))
     except BaseException as exc:
         if published:
@@ -243,31 +299,75 @@ def register_version(
         raise
     finally:
         registry.discard_staged(staged)
-    status = VersionStatus.SUSPECT if scan.scan_blocked else VersionStatus.CANDIDATE
-    return Registration(name, label, resolved_kind, digest, entries, status, scan)
+    status = VersionStatus.SUSPECT if distrust else VersionStatus.CANDIDATE
+    return Registration(name, label, resolved_kind, digest, entries, status, scan, verdict)
 
 
-def _scan_staged(
-    root: Path, name: str, label: str, entries: list[ManifestEntry], policy: ScanPolicy
-) -> VersionCheck:
-    check = VersionCheck(asset=name, label=label, allowance=policy.allowance)
-    for entry in entries:
-        judge_findings(check, entry.path, root / entry.path, policy)
-    return check
+def _signature_source(source: Path, signature: Path | None) -> Path | None:
+    """The bundle to keep with a new version: ``signature``, else the directory's own.
+
+    Raises:
+        UsageError: both are given, or ``signature`` is not a file.
+    """
+    own = source / SIGNATURE_FILE if source.is_dir() else None
+    if own is not None and not own.is_file():
+        own = None
+    if signature is None:
+        return own
+    if own is not None:
+        raise UsageError(
+            f"{source} holds its own {SIGNATURE_FILE}, and --signature gives another",
+            hint=f"keep one: remove {own}, or leave out --signature",
+        )
+    if not signature.is_file():
+        raise UsageError(f"the signature {signature} is not a file")
+    return signature
 
 
-def _scan_reason(check: VersionCheck) -> str:
+def _check_staged_signature(
+    staged: StagedVersion, bundle: Path | None, signing: SigningPolicy | None
+) -> SignatureVerdict | None:
+    """Keep the bundle with the staged files and check it; None when nothing is to be said.
+
+    Raises:
+        UsageError: the bundle is malformed (nothing is registered).
+    """
+    kept = None
+    if bundle is not None:
+        kept = staged.work / "version" / SIGNATURE_FILE
+        try:
+            shutil.copyfile(bundle, kept)
+        except OSError as exc:
+            raise UsageError(f"cannot read the signature {bundle}: {exc.strerror}") from exc
+        kept.chmod(0o444)  # as read-only as the stored files beside it
+    if kept is None and (signing is None or not signing.required):
+        return None
+    verdict = check_signature(
+        bundle=kept, manifest=staged.manifest, policy=signing or SigningPolicy()
+    )
+    if verdict.result == SignatureResult.MALFORMED:
+        raise UsageError(
+            f"{bundle}: {verdict.reason}", hint="give an OMS bundle (model_signing sign)"
+        )
+    return verdict
+
+
+def scan_reason(check: VersionCheck, *, prefix: str = "scan") -> str:
+    """A failed check's reason for a version's status: its first problem, and how many more."""
     more = len(check.problems) - 1
-    return f"scan: {check.problems[0]}" + (f" (and {more} more)" if more > 0 else "")
+    return f"{prefix}: {check.problems[0]}" + (f" (and {more} more)" if more > 0 else "")
 
 
-def scan_record(check: VersionCheck) -> dict[str, object]:
-    """What the timeline keeps of a version's scan: blocking findings and accepted ones."""
+def scan_event_data(check: VersionCheck, record: ScanRecord | None) -> dict[str, object]:
+    """What the timeline keeps of a version's scan: blocking findings and accepted ones, each
+    engine's verdict on each file, and the scan record (scanner version, allow-list
+    fingerprint, verdict, counts by severity, engines), when the scan makes one."""
     return {
         "blocked": check.scan_blocked,
         "findings": check.as_dict()["findings"],
         "allowed": check.allowed_record(),
         "opinions": [opinion.as_dict() for opinion in check.opinions],
+        "record": record.as_dict() if record is not None else None,
     }
 
 
@@ -288,6 +388,66 @@ def record_allowance(
         version=check.label,
         data=allowed,
     )
+
+
+def _save_check(
+    session: Session,
+    *,
+    asset: Asset,
+    version: AssetVersion,
+    check: VersionCheck,
+    policy: ScanPolicy | None,
+    actor: str,
+    during: str,
+) -> None:
+    record = check.scan_record(policy or ScanPolicy())
+    if record is not None:
+        save_scan(
+            session, asset=asset.name, version=version, record=record, during=during, actor=actor
+        )
+
+
+def hold_signature(
+    session: Session,
+    *,
+    version: AssetVersion,
+    check: VersionCheck,
+    policy: SigningPolicy | None,
+    actor: str,
+) -> None:
+    """Refuse trust in a version whose signature does not hold; record the check when there is
+    a signature to speak of.
+
+    Args:
+        session: the caller's transaction (the event commits with the decision).
+        version: the version, just re-verified.
+        check: that re-verification (it found the version's ``model.sig``, if any).
+        policy: the asset's signing policy; None checks nothing.
+        actor: who decides.
+
+    Raises:
+        IntegrityViolation: the signature blocks trust (missing where required, untrusted,
+            invalid, for other files, malformed); the message names the expected signer.
+    """
+    if policy is None:
+        return
+    verdict = check_signature(
+        bundle=check.signature_file,
+        manifest=manifest_of(session=session, version=version),
+        policy=policy,
+    )
+    if verdict.blocks:
+        raise IntegrityViolation(f"{check.asset}@{check.label}: {verdict.describe()}")
+    if verdict.result != SignatureResult.UNSIGNED:
+        append_event(
+            session,
+            kind=EventKind.STATE,
+            action="signature.checked",
+            actor=actor,
+            asset=check.asset,
+            version=check.label,
+            data={"digest": version.digest, **verdict.record()},
+        )
 
 
 def add_version_rows(
@@ -378,12 +538,16 @@ def set_status(
     actor: str,
     reason: str,
     incident_id: int | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> bool:
     """Change a version's status and record it; return False when it already had it.
 
     The registry shows the new status too (MLflow: the ``rearguard.status`` tag) before the
     caller's transaction commits: if that fails, nothing changes; if the commit fails after
     it, the status is set again, and mirrored again, by the rerun.
+
+    ``details`` (e.g. the scan findings behind the change) go into the event beside the
+    change and its reason.
     """
     if version.status == status:
         return False
@@ -399,7 +563,7 @@ def set_status(
         incident_id=incident_id,
         asset=asset.name,
         version=version.label,
-        data={"from": str(previous), "to": str(status), "reason": reason},
+        data={**(details or {}), "from": str(previous), "to": str(status), "reason": reason},
     )
     registry.mirror_status(asset=asset.name, label=version.label, status=str(status))
     return True
@@ -414,16 +578,19 @@ def approve_version(
     by: str,
     workers: int = 1,
     policy: ScanPolicy | None = None,
+    signing: SigningPolicy | None = None,
 ) -> AssetVersion:
     """Mark a version known-good on a named person's word, after re-verifying it.
 
     Re-verifying scans its files: a finding that blocks trust refuses the approval; findings
     the asset's allowance accepts are recorded in the timeline with who allowed them and why.
+    With ``signing``, its signature must hold too (see :func:`hold_signature`).
 
     Raises:
         NotFoundError: unknown asset or version.
         UsageError: the version is quarantined or retired.
-        IntegrityViolation: its files no longer match the manifest.
+        IntegrityViolation: its files no longer match the manifest, or its signature does not
+            hold (the message names whose signature was expected).
     """
     if not by.strip():
         raise UsageError("an approval needs the name of the person approving (--by)")
@@ -444,7 +611,17 @@ def approve_version(
         )
         if not check.ok:
             raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
+        hold_signature(session, version=version, check=check, policy=signing, actor=by)
         record_allowance(session, check=check, actor=by)
+        _save_check(
+            session,
+            asset=asset,
+            version=version,
+            check=check,
+            policy=policy,
+            actor=by,
+            during="approval",
+        )
         version.approved_by = by
         version.approved_at = utcnow()
         set_status(
@@ -514,13 +691,16 @@ def promote_version(
     actor: str,
     workers: int = 1,
     policy: ScanPolicy | None = None,
+    signing: SigningPolicy | None = None,
 ) -> str | None:
-    """Move an alias to a version after re-verifying it (hashes and a scan of its content).
+    """Move an alias to a version after re-verifying it (hashes and a scan of its content,
+    and with ``signing`` its signature: see :func:`hold_signature`).
 
     Raises:
         NotFoundError: unknown asset or version.
         UsageError: the version is suspect, quarantined or retired.
-        IntegrityViolation: its files no longer match the manifest, or one is denylisted.
+        IntegrityViolation: its files no longer match the manifest, one is denylisted, or its
+            signature does not hold.
     """
     with db.session() as session:
         asset = get_asset(session=session, name=name)
@@ -538,7 +718,17 @@ def promote_version(
         )
         if not check.ok:
             raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
+        hold_signature(session, version=version, check=check, policy=signing, actor=actor)
         record_allowance(session, check=check, actor=actor)
+        _save_check(
+            session,
+            asset=asset,
+            version=version,
+            check=check,
+            policy=policy,
+            actor=actor,
+            during="promotion",
+        )
         return move_alias(
             session=session,
             registry=registry,
@@ -563,6 +753,7 @@ def describe_asset(
     current = alias_version(session=session, asset=asset, alias=alias)
     versions = list_versions(session=session, asset=asset)
     lineage_labels = _labels_by_id(session, [v.trained_on_id for v in versions])
+    scans = latest_scans(session=session, version_ids=(v.id for v in versions if v.id))
     return AssetRead.of(
         asset,
         alias=alias,
@@ -576,6 +767,7 @@ def describe_asset(
                     for e in manifest_of(session=session, version=v)
                 ],
                 trained_on=lineage_labels.get(v.trained_on_id),
+                scan=ScanRecordRead.of(scans[v.id]) if v.id in scans else None,
             )
             for v in versions
         ],

@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,7 +61,10 @@ from rearguard.models.audit.chain import (
     verify_stored_chain,
     verify_stored_stretch,
 )
+from rearguard.models.audit.keys import load_private_key
+from rearguard.models.audit.slack_sink import SLACK_SINK, post_checkpoint, read_messages
 from rearguard.models.config.audit import AuditSettings
+from rearguard.models.config.notifications import SlackSettings
 from rearguard.models.config.settings import Settings
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import (
@@ -91,31 +93,13 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
     Raises:
         ConfigurationError: the file is missing, readable by its group or others, or not an
-            unencrypted Ed25519 private key in PEM.
+            unencrypted Ed25519 private key.
     """
-    try:
-        info = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the signing key {path}: {exc.strerror}",
-            hint="set [audit] signing_key to an Ed25519 key: openssl genpkey -algorithm ed25519",
-        ) from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigurationError(
-            f"the signing key {path} is readable by others (mode {stat.S_IMODE(info.st_mode):o})",
-            hint=f"chmod 600 {path}",
-        )
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigurationError(
-            f"the signing key {path} is not an unencrypted PEM private key",
-            hint="openssl genpkey -algorithm ed25519 -out KEY.pem",
-        ) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(f"the signing key {path} is not an Ed25519 key")
-    return key
+    return load_private_key(
+        path,
+        what="the signing key",
+        hint="set [audit] signing_key to an Ed25519 key: openssl genpkey -algorithm ed25519",
+    )
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
@@ -603,6 +587,13 @@ def _publish_one(sink: str, record: str, *, settings: Settings) -> str | None:
     """Publish one line to one sink; the error, or None."""
     if sink.startswith("file://"):
         return _append_line(Path(sink[len("file://") :]), record)
+    if sink.startswith(SLACK_SINK):
+        return post_checkpoint(
+            record,
+            channel=sink[len(SLACK_SINK) :],
+            slack=settings.slack,
+            timeout_s=settings.audit.publish_timeout_s,
+        )
     if sink == "webhook":
         url, secret = settings.webhook.url, settings.webhook.secret
         if url is None or secret is None:
@@ -735,12 +726,20 @@ class CheckpointReport:
         return self.problem is None and self.chain.ok
 
 
-def read_checkpoint_lines(source: str, *, timeout_s: float = 30.0) -> str:
-    """The text of a checkpoint sink: a file path, ``file://PATH`` or an http(s) URL.
+def read_checkpoint_lines(
+    source: str, *, slack: SlackSettings | None = None, timeout_s: float = 30.0
+) -> str:
+    """The text of a checkpoint sink: a file path, ``file://PATH``, an http(s) URL, or
+    ``slack:CHANNEL`` (the channel's checkpoint messages, oldest first; with ``slack``).
 
     Raises:
         UsageError: it cannot be read.
     """
+    if source.startswith(SLACK_SINK):
+        texts = read_messages(
+            source[len(SLACK_SINK) :], slack=slack or SlackSettings(), timeout_s=timeout_s
+        )
+        return "".join(text + "\n" for text in texts if _is_checkpoint_text(text))
     if source.startswith(("http://", "https://")):
         import httpx
 
@@ -757,6 +756,17 @@ def read_checkpoint_lines(source: str, *, timeout_s: float = 30.0) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise UsageError(f"cannot read {path}: {reason}") from exc
+
+
+def _is_checkpoint_text(text: str) -> bool:
+    """Whether a message's text is a checkpoint line (a channel holds people's messages too)."""
+    if not text.startswith("{"):
+        return False
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("format") == FORMAT
 
 
 def parse_checkpoint_lines(

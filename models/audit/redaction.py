@@ -91,7 +91,7 @@ _PATTERNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
         "slack-webhook",
         ("hooks.slack.com",),
-        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]+",
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers|commands|actions)/[A-Za-z0-9/_-]+",
     ),
     (
         "aws-access-key",

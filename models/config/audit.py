@@ -4,12 +4,14 @@
 [audit]
 signing_key = "/etc/rearguard/checkpoint.pem"   # Ed25519 private key, PEM, mode 600
 checkpoint_every = 1000                          # also one every N events (0: only at ends)
-checkpoint_sinks = ["file:///mnt/worm/rearguard-checkpoints.jsonl", "https://audit.example/cp"]
+checkpoint_sinks = ["file:///mnt/worm/rearguard-checkpoints.jsonl", "https://audit.example/cp",
+                    "slack:#audit-checkpoints"]
 ```
 
 A sink is ``file://PATH`` (JSON lines appended), an ``http(s)://`` URL (a webhook, signed as the
-webhook channel signs, with ``webhook_secret``), or ``webhook`` (the URL and secret of
-``[notifications.webhook]``).
+webhook channel signs, with ``webhook_secret``), ``slack:CHANNEL`` (a message per checkpoint, with
+``[notifications.slack]``'s token: a channel the database's writers cannot edit), or ``webhook``
+(the URL and secret of ``[notifications.webhook]``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pydantic_settings import SettingsConfigDict
 
 from rearguard.models.config.base import CommaList, ConcernSettings
 
-SINK_SCHEMES = ("file://", "http://", "https://")
+SINK_SCHEMES = ("file://", "http://", "https://", "slack:")
 
 
 class AuditSettings(ConcernSettings):
@@ -38,7 +40,8 @@ class AuditSettings(ConcernSettings):
         default=0, ge=0, description="also sign a checkpoint every this many events (0: off)"
     )
     checkpoint_sinks: CommaList = Field(
-        default_factory=list, description="where checkpoints are published: file://, http(s)://"
+        default_factory=list,
+        description="where checkpoints are published: file://, http(s)://, slack:, webhook",
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC secret of the http(s):// checkpoint sinks"
@@ -51,9 +54,11 @@ class AuditSettings(ConcernSettings):
         for sink in value:
             if sink != "webhook" and not sink.startswith(SINK_SCHEMES):
                 raise ValueError(
-                    f"unknown checkpoint sink {sink!r}: give file://PATH, an http(s):// URL "
-                    "or webhook"
+                    f"unknown checkpoint sink {sink!r}: give file://PATH, an http(s):// URL, "
+                    "slack:CHANNEL or webhook"
                 )
-            if sink.startswith("file://") and len(sink) == len("file://"):
-                raise ValueError("a file:// checkpoint sink needs a path")
+            scheme = next((s for s in SINK_SCHEMES if sink.startswith(s)), "")
+            if scheme in ("file://", "slack:") and len(sink) == len(scheme):
+                where = "a path" if scheme == "file://" else "a channel (an id or #name)"
+                raise ValueError(f"a {scheme} checkpoint sink needs {where}")
         return value

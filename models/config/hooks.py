@@ -73,6 +73,10 @@ class AssetOptions(BaseModel):
     scanning: AssetScanning = Field(
         default_factory=AssetScanning, description="constructs a person allowed, and why"
     )
+    require_signature: bool | None = Field(
+        default=None,
+        description="versions need a signature [signing] trusts (default: [signing] require)",
+    )
 
 
 class HookSettings(ConcernSettings):

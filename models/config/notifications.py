@@ -162,7 +162,8 @@ class SlackSettings(ConcernSettings):
     )
     incident_channel_prefix: str = "inc-"
     signing_secret: SecretStr | None = Field(
-        default=None, description="verifies the Approve/Deny button callbacks Slack sends"
+        default=None,
+        description="verifies what Slack sends: Approve/Deny button callbacks, slash commands",
     )
 
 

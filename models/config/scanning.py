@@ -47,10 +47,13 @@ class ScanningSettings(ConcernSettings):
         description="severities that block approval, promotion and known-good selection",
     )
     engines: Annotated[
-        list[Literal["picklescan", "fickling"]], NoDecode, BeforeValidator(comma_list)
+        list[Literal["picklescan", "fickling", "modelaudit"]], NoDecode, BeforeValidator(comma_list)
     ] = Field(
         default_factory=list,
-        description="other scanners whose verdicts are recorded beside rearguard's (extra)",
+        description=(
+            "other scanners whose verdicts are recorded beside rearguard's: picklescan and "
+            "fickling (the engines extra), modelaudit (its command on PATH)"
+        ),
     )
     max_depth: int = Field(default=8, ge=1, le=64, description="containers inside containers")
     max_members: int = Field(default=100_000, ge=1, description="members of one file's containers")

@@ -35,6 +35,8 @@ from rearguard.models.config.notifications import (
 from rearguard.models.config.playbooks import PlaybookSettings
 from rearguard.models.config.registry import RegistrySettings
 from rearguard.models.config.scanning import ScanningSettings
+from rearguard.models.config.signing import SigningSettings
+from rearguard.models.config.slack_commands import SlackCommandSettings
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Settings:
     exports: ExportSettings = field(default_factory=lambda: ExportSettings())
     audit: AuditSettings = field(default_factory=lambda: AuditSettings())
     scanning: ScanningSettings = field(default_factory=lambda: ScanningSettings())
+    signing: SigningSettings = field(default_factory=lambda: SigningSettings())
+    slack_commands: SlackCommandSettings = field(default_factory=lambda: SlackCommandSettings())
 
     @property
     def home(self) -> Path:
@@ -118,6 +122,12 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
         exports=load_concern(ExportSettings, document),
         audit=load_concern(AuditSettings, document),
         scanning=load_concern(ScanningSettings, document),
+        signing=load_concern(SigningSettings, document),
+        slack_commands=load_concern(SlackCommandSettings, document),
+    )
+    settings.approvals.check_transports(
+        email=settings.email.host is not None,
+        slack=settings.slack.token is not None or settings.slack.token_block is not None,
     )
     private_directory(settings.home)
     return settings

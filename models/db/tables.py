@@ -121,6 +121,36 @@ class VersionFile(SQLModel, table=True):
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class VersionScan(SQLModel, table=True):
+    """A version's latest scan record: the scanner and rules its verdict was reached with.
+
+    One row per version, replaced by each scan of its own bytes (registration, approval,
+    promotion, verify, sweep, rescan); the timeline keeps every record that changed.
+    """
+
+    __tablename__ = "version_scan"
+
+    version_id: int = Field(
+        foreign_key="asset_version.id", primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    scanner_version: int
+    allow_fingerprint: str = Field(max_length=64)
+    verdict: str = Field(max_length=16, description="clean or blocked")
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False),
+        description="blocking findings by severity",
+    )
+    allowed: int = Field(default=0, description="findings the asset's allowance accepted")
+    engines: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="each second-opinion engine's name, version and verdict",
+    )
+    scanned_during: str = Field(max_length=16, description="registration, verify, rescan, ...")
+    scanned_at: datetime = _tz_column()
+
+
 class DeniedDigest(SQLModel, table=True):
     """A file digest known to be malicious: no version holding it is registered or promoted."""
 
@@ -360,7 +390,7 @@ class DrillRun(SQLModel, table=True):
     drill_name: str = Field(max_length=128, index=True)
     playbook: str = Field(max_length=64)
     asset_name: str = Field(max_length=128)
-    trigger: str = Field(max_length=16, description="schedule, manual or missed")
+    trigger: str = Field(max_length=16, description="schedule, manual, slack or missed")
     status: str = Field(max_length=16, description="running, pass, fail or missed")
     scheduled_for: datetime | None = _tz_column(nullable=True)
     started_at: datetime = _tz_column()

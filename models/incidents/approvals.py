@@ -5,10 +5,16 @@ through :func:`decide`, and the waiting playbook reads the result from here, so 
 never depends on one channel and a timeout is a recorded state, not a stale pause. A request
 is one *round*: it ends approved, denied, timed out (the policy then proceeds or aborts) or
 escalated (a new round asks more people, with a new deadline).
+
+Every decision carries a proof of who made it (:mod:`rearguard.models.incidents.approval_proofs`);
+one without is refused and recorded as ``approval.refused``. A rule may need several distinct
+people (``approvers_required``): each one's approval is an ``approval.given`` event of the
+chain, and the round is approved by the approval that completes the count.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +22,19 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from rearguard.models.audit.chain import append_event
-from rearguard.models.audit.redaction import redact_text
 from rearguard.models.config.approvals import ApprovalRule, ApprovalSettings
 from rearguard.models.db.engine import Database
-from rearguard.models.db.tables import ApprovalRequest, Incident
+from rearguard.models.db.tables import ApprovalRequest, Incident, TimelineEvent
 from rearguard.models.enums import EventKind
-from rearguard.models.errors import ConflictError, NotEntitled, NotFoundError, UsageError
+from rearguard.models.errors import ConflictError, NotEntitled, NotFoundError
+from rearguard.models.incidents.approval_proofs import (
+    CODES,
+    Proof,
+    clean_comment,
+    code_digest,
+    new_code,
+    prove,
+)
 from rearguard.models.incidents.service import get_incident
 
 PENDING = "pending"
@@ -30,7 +43,9 @@ DENIED = "denied"
 TIMED_OUT = "timed_out"
 ESCALATED = "escalated"
 STATUSES = (PENDING, APPROVED, DENIED, TIMED_OUT, ESCALATED)
-_MAX_COMMENT = 2000
+# One person's approval of a round that needs more than one (``approvers_required``).
+GIVEN = "approval.given"
+_DECIDED_BY_MAX = 128
 
 
 def format_wait(seconds: float) -> str:
@@ -156,6 +171,7 @@ def open_request(
             "timeout_s": rule.timeout_s,
             "on_timeout": rule.on_timeout,
             "escalate_to": approvals.expand(rule.escalate_to),
+            "approvers_required": rule.approvers_required,
         }
         request = _new_round(
             session,
@@ -208,80 +224,194 @@ def _find_open(
     return request
 
 
+def waiting_request(*, session: Session, incident_id: int) -> ApprovalRequest:
+    """The round an incident's playbook waits on now.
+
+    Raises:
+        NotFoundError: the incident is not waiting for an approval.
+    """
+    found = list_requests(session=session, status=PENDING, incident_id=incident_id, limit=1)
+    if not found:
+        raise NotFoundError(
+            f"incident {incident_id} is not waiting for an approval",
+            hint="see `rearguard approvals list`",
+        )
+    return found[0]
+
+
 def decide(
     *,
     db: Database,
+    approvals: ApprovalSettings,
     approver: str,
     approve: bool,
     comment: str = "",
     via: str,
+    proof: Proof,
     incident_id: int | None = None,
     callback_id: str | None = None,
 ) -> ApprovalRequest:
     """Record a person's decision on the pending approval of an incident (or of one request).
 
     The one service every channel uses: the CLI, Slack's buttons and the Prefect UI's form.
-    A person the request does not name is refused, and the attempt is recorded.
+    A person the request does not name, or an answer whose proof does not hold, is refused,
+    and the attempt is recorded (``approval.refused``, with the reason). A denial ends the
+    round; an approval ends it once ``approvers_required`` distinct people have approved.
 
     Args:
         db: the database.
+        approvals: the approval settings (registered keys, contacts, self-assertion).
         approver: who decides (a name of the approval policy).
         approve: True to approve, False to deny.
         comment: why (redacted before it is stored).
         via: the channel: ``cli``, ``slack`` or ``prefect-ui``.
+        proof: what shows that ``approver`` gave the answer.
         incident_id: the incident whose pending approval is decided.
         callback_id: or the exact request (Slack buttons carry it).
 
     Returns:
-        The decided request.
+        The request: decided, or still pending when more approvals are needed.
 
     Raises:
         NotFoundError: nothing is waiting for a decision.
         ConflictError: the request was decided (or timed out) already.
-        NotEntitled: ``approver`` is not one of the request's approvers.
+        NotEntitled: ``approver`` is not one of the request's approvers, has approved this
+            round already, or the proof does not hold.
         UsageError: the comment is too long.
     """
     approver = approver.strip()
-    comment = redact_text(comment.strip())
-    if len(comment) > _MAX_COMMENT:
-        raise UsageError(f"the comment is {len(comment)} characters; at most {_MAX_COMMENT}")
+    comment = clean_comment(comment)
+    now = datetime.now(UTC)
     with db.session() as session:
         request = _find_open(session, incident_id=incident_id, callback_id=callback_id)
         incident = get_incident(session=session, incident_id=request.incident_id)
-        facts = {"step": request.step, "round": request.round, "via": via, "comment": comment}
+        facts = {
+            "request": request.id,
+            "step": request.step,
+            "round": request.round,
+            "via": via,
+            "comment": comment,
+        }
+        given = _given(session, request) if approve else []
+        refused: NotEntitled | None = None
         if approver not in request.approvers:
+            refused = NotEntitled(
+                f"{approver or 'an empty name'} may not decide the {request.step} of incident "
+                f"{request.incident_id}",
+                hint=f"approvers: {', '.join(request.approvers)}",
+            )
+        elif approver in given:
+            refused = NotEntitled(
+                f"{approver} has approved the {request.step} of incident "
+                f"{request.incident_id} already",
+                hint=f"it needs {_required(request)} distinct approvers",
+            )
+        else:
+            try:
+                proven = prove(
+                    approvals=approvals,
+                    request=request,
+                    approver=approver,
+                    approve=approve,
+                    comment=comment,
+                    proof=proof,
+                    now=now,
+                )
+            except NotEntitled as exc:
+                refused = exc
+        if refused is not None:
             _record(
                 session,
                 incident=incident,
                 action="approval.refused",
                 actor=approver or "(nobody)",
                 kind=EventKind.DECISION,
-                data={**facts, "approve": approve, "approvers": request.approvers},
-            )
-            refused = NotEntitled(
-                f"{approver or 'an empty name'} may not decide the {request.step} of incident "
-                f"{request.incident_id}",
-                hint=f"approvers: {', '.join(request.approvers)}",
+                data={
+                    **facts,
+                    "approve": approve,
+                    "approvers": request.approvers,
+                    "reason": refused.message,
+                },
             )
         else:
-            refused = None
-            request.status = APPROVED if approve else DENIED
-            request.decided_by = approver
-            request.decided_at = datetime.now(UTC)
-            request.comment = comment
+            codes = dict(request.policy.get(CODES) or {})
+            if codes.pop(approver, None) is not None:
+                request.policy = {**request.policy, CODES: codes}  # a code works once
+            given.append(approver)
+            action = _settle(request, approve=approve, given=given, comment=comment, now=now)
             session.add(request)
+            more = {"approvals": len(given), "required": _required(request)} if approve else {}
             _record(
                 session,
                 incident=incident,
-                action=f"approval.{request.status}",
+                action=action,
                 actor=approver,
                 kind=EventKind.DECISION,
-                data=facts,
+                data={**facts, **proven.record(), **more},
             )
     # Raised after the commit: the refused attempt stays on the record.
     if refused is not None:
         raise refused
     return request
+
+
+def _required(request: ApprovalRequest) -> int:
+    return int(request.policy.get("approvers_required", 1))
+
+
+def _given(session: Session, request: ApprovalRequest) -> list[str]:
+    """Who has approved this round so far (each an ``approval.given`` event), in order."""
+    statement = (
+        select(TimelineEvent)
+        .where(TimelineEvent.incident_id == request.incident_id, TimelineEvent.action == GIVEN)
+        .order_by(col(TimelineEvent.seq))
+    )
+    found: list[str] = []
+    for event in session.exec(statement):
+        if json.loads(event.data).get("request") == request.id and event.actor not in found:
+            found.append(event.actor)
+    return found
+
+
+def _settle(
+    request: ApprovalRequest, *, approve: bool, given: list[str], comment: str, now: datetime
+) -> str:
+    """Apply one proven answer to the round; return the action to record."""
+    if approve and len(given) < _required(request):
+        return GIVEN
+    request.status = APPROVED if approve else DENIED
+    names = ", ".join(given)
+    # decided_by holds 128 characters; the events name everyone anyway.
+    if len(names) > _DECIDED_BY_MAX:
+        names = f"{given[-1][:80]} and {len(given) - 1} others"
+    request.decided_by = names
+    request.decided_at = now
+    request.comment = comment
+    return f"approval.{request.status}"
+
+
+def issue_codes(
+    *, session: Session, approvals: ApprovalSettings, request_id: int
+) -> dict[str, str]:
+    """Make a fresh one-time code for each approver of a round who has a contact.
+
+    Only the codes' digests are kept (in the round's policy), and codes issued before for
+    the round stop working. The caller queues each code for its person in the same
+    transaction (``session``), so a code exists exactly when its message does.
+
+    Returns:
+        person -> code, for the approvers with a contact (empty when nobody has one, or the
+        round is no longer pending).
+    """
+    statement = select(ApprovalRequest).where(ApprovalRequest.id == request_id)
+    request = session.exec(statement.with_for_update()).one()
+    if request.status != PENDING:
+        return {}
+    codes = {p: new_code() for p in request.approvers if approvals.contact(p) is not None}
+    digests = {p: code_digest(request=request, person=p, code=c) for p, c in codes.items()}
+    request.policy = {**request.policy, CODES: digests}
+    session.add(request)
+    return codes
 
 
 def expire(*, db: Database, request_id: int, actor: str) -> ApprovalRequest:
@@ -313,7 +443,7 @@ def expire(*, db: Database, request_id: int, actor: str) -> ApprovalRequest:
                 step=request.step,
                 round_=request.round + 1,
                 approvers=request.approvers + added,
-                policy=request.policy,
+                policy={k: v for k, v in request.policy.items() if k != CODES},
                 flow_run_id=request.flow_run_id,
                 now=now,
             )

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from rearguard.models.assets.scan_records import save_checks
 from rearguard.models.assets.versions import (
     alias_version,
     get_asset,
@@ -185,6 +186,9 @@ def run_sweep(
 ) -> SweepReport:
     """Verify every planned version; with ``open_incidents``, open or update one per asset.
 
+    Every version whose own bytes were scanned gets its scan record (see
+    :mod:`rearguard.models.assets.scan_records`).
+
     Args:
         runtime: the process runtime.
         plan: from :func:`plan_sweep`.
@@ -195,13 +199,43 @@ def run_sweep(
     Returns:
         The report; its findings say what was opened or attached.
     """
+    policies = partial(policy_for, runtime.settings)
     checks = check_versions(
         registry=runtime.registry,
         items=plan.items,
         workers=runtime.settings.playbooks.hash_workers,
         progress=progress,
-        policies=partial(policy_for, runtime.settings),
+        policies=policies,
     )
+    save_checks(db=runtime.db, checks=checks, policies=policies, during="sweep", actor=actor)
+    return judge_checks(
+        runtime=runtime, plan=plan, checks=checks, open_incidents=open_incidents, actor=actor
+    )
+
+
+def judge_checks(
+    *,
+    runtime: Runtime,
+    plan: SweepPlan,
+    checks: list[VersionCheck],
+    open_incidents: bool,
+    actor: str,
+    found_by: str = "integrity sweep",
+) -> SweepReport:
+    """What failing checks call for: one finding per asset, and with ``open_incidents`` its
+    incident opened (or the finding added to the asset's active one).
+
+    Args:
+        runtime: the process runtime.
+        plan: the plan the checks were made from (kinds, statuses, production, manifests).
+        checks: checks of versions in the plan.
+        open_incidents: open an incident per failing asset (or add to its active one).
+        actor: who found them (recorded on incidents and events).
+        found_by: what found them, at the start of an incident's summary.
+
+    Returns:
+        The report; its findings say what was opened or attached.
+    """
     manifests = {(a, lb): {e.path: e.sha256 for e in m} for a, lb, m in plan.items}
     failing: dict[str, list[VersionCheck]] = {}
     known: list[dict[str, Any]] = []
@@ -218,7 +252,7 @@ def run_sweep(
     ]
     if open_incidents:
         for finding in findings:
-            _open_or_attach(runtime, finding, actor=actor)
+            _open_or_attach(runtime, finding, actor=actor, found_by=found_by)
     return SweepReport(checks, findings, known)
 
 
@@ -281,13 +315,13 @@ def _finding(
     return finding
 
 
-def _summary(finding: SweepFinding) -> str:
+def _summary(finding: SweepFinding, found_by: str) -> str:
     parts = [f"{v['version']}: {'; '.join(v['problems'])}" for v in finding.versions]
-    text = f"integrity sweep: {finding.asset} " + " | ".join(parts)
+    text = f"{found_by}: {finding.asset} " + " | ".join(parts)
     return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 1] + "…"
 
 
-def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> None:
+def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str, found_by: str) -> None:
     # Imported here: `assets verify` plans and checks through this module and opens nothing.
     from rearguard.models.audit.chain import append_event
     from rearguard.models.audit.redaction import redact_value
@@ -330,7 +364,7 @@ def _open_or_attach(runtime: Runtime, finding: SweepFinding, *, actor: str) -> N
                 actor=actor,
                 asset_name=finding.asset,
                 severity=Severity.SEV1 if finding.production_affected else Severity.SEV2,
-                summary=_summary(finding),
+                summary=_summary(finding, found_by),
                 source=IncidentSource.SWEEP,
                 dedup_key=key,
                 atlas_ids=list(spec.atlas_ids),

@@ -19,7 +19,13 @@ from rearguard.models.integrity.scan.engine import scan_file
 from rearguard.models.integrity.scan.findings import Finding
 from rearguard.models.integrity.scan.opinions import Opinion, second_opinions
 from rearguard.models.integrity.scan.policy import Allowance, ScanPolicy
-from rearguard.models.registry.base import ManifestEntry, Progress, RegistryBackend
+from rearguard.models.integrity.scan.record import ScanRecord, record_of
+from rearguard.models.registry.base import (
+    SIGNATURE_FILE,
+    ManifestEntry,
+    Progress,
+    RegistryBackend,
+)
 
 
 @dataclass
@@ -38,6 +44,8 @@ class VersionCheck:
     allowed: list[Finding] = field(default_factory=list)
     allowance: Allowance | None = None
     opinions: list[Opinion] = field(default_factory=list)
+    scan_incomplete: bool = False
+    signature_file: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,6 +61,28 @@ class VersionCheck:
             "reason": self.allowance.reason,
             "findings": [finding_dict(f) for f in self.allowed],
         }
+
+    def scan_record(
+        self, policy: ScanPolicy, *, fingerprint: str | None = None
+    ) -> ScanRecord | None:
+        """The version's scan record, when the scan judged the version's own bytes, all of them.
+
+        None when its files no longer match the manifest (what was scanned is not the version)
+        or one could not be read.
+
+        Args:
+            policy: the policy the scan judged by.
+            fingerprint: the policy's allow-list fingerprint, when the caller has it.
+        """
+        if self.tampered or self.scan_incomplete:
+            return None
+        return record_of(
+            findings=self.findings,
+            allowed=self.allowed,
+            opinions=self.opinions,
+            policy=policy,
+            fingerprint=fingerprint,
+        )
 
     def summary(self) -> str:
         """One line for the user."""
@@ -122,6 +152,10 @@ def check_version(
         check.tampered = True
         return check
     expected = {entry.path: entry for entry in manifest}
+    # A version's model.sig is its signature, beside its files; only a version registered
+    # before signatures were kept apart lists it in its manifest, as one of its files.
+    if SIGNATURE_FILE not in expected:
+        check.signature_file = present.pop(SIGNATURE_FILE, None)
     for extra in sorted(set(present) - set(expected)):
         check.problems.append(f"{extra}: unexpected file (not in the manifest)")
         check.tampered = True
@@ -141,7 +175,7 @@ def check_version(
         check.problems.append(f"unreadable: {exc}")
         check.tampered = True
         return check
-    for (entry, location), (digest, size) in zip(to_hash, digests, strict=True):
+    for (entry, _), (digest, size) in zip(to_hash, digests, strict=True):
         check.files += 1
         check.bytes += size
         if digest != entry.sha256:
@@ -150,26 +184,52 @@ def check_version(
                 f"found {digest[:12]}…, {size} bytes)"
             )
             check.tampered = True
-        judge_findings(check, entry.path, location, policy)
+    _scan_files(check, [(entry.path, location) for entry, location in to_hash], policy)
     return check
 
 
-def judge_findings(check: VersionCheck, shown: str, location: Path, policy: ScanPolicy) -> None:
-    """Scan one file of a version and add what the policy makes of its findings to ``check``.
+def _scan_files(check: VersionCheck, files: Sequence[tuple[str, Path]], policy: ScanPolicy) -> None:
+    """Scan a version's files, judge their findings, and ask the second-opinion engines.
 
     Args:
         check: the version's check, updated in place.
-        shown: the file's path in the version.
-        location: where its bytes are now.
-        policy: which findings block trust.
+        files: each file's path in the version, and where its bytes are now.
+        policy: which findings block trust, and which engines to ask.
     """
+    scanned = [
+        (location, shown) for shown, location in files if _judge(check, shown, location, policy)
+    ]
+    if policy.engines:
+        check.opinions += second_opinions(scanned, engines=policy.engines)
+
+
+def scan_version(
+    *, asset: str, label: str, files: Sequence[tuple[str, Path]], policy: ScanPolicy
+) -> VersionCheck:
+    """Scan a version's files where they are (staged, or in a registry), without re-hashing.
+
+    Args:
+        asset: asset name.
+        label: version label.
+        files: each file's path in the version, and where its bytes are.
+        policy: which findings block trust, and which engines to ask.
+
+    Returns:
+        The check, with the scan's findings and second opinions.
+    """
+    check = VersionCheck(asset=asset, label=label, allowance=policy.allowance)
+    _scan_files(check, files, policy)
+    return check
+
+
+def _judge(check: VersionCheck, shown: str, location: Path, policy: ScanPolicy) -> bool:
+    """Scan one file and add what the policy makes of its findings; False when unreadable."""
     try:
         findings = scan_file(location, display=shown, limits=policy.limits)
     except OSError as exc:
         check.problems.append(f"{shown}: unreadable: {exc}")
-        return
-    if policy.engines:
-        check.opinions += second_opinions(location, shown=shown, engines=policy.engines)
+        check.scan_incomplete = True
+        return False
     for finding in findings:
         if policy.accepts(finding):
             check.allowed.append(finding)
@@ -179,6 +239,7 @@ def judge_findings(check: VersionCheck, shown: str, location: Path, policy: Scan
             check.scan_blocked = True
             if shown not in check.flagged_files:
                 check.flagged_files.append(shown)
+    return True
 
 
 def check_versions(

@@ -25,6 +25,7 @@ from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
 from rearguard.models.integrity.scan.policy import policy_for
+from rearguard.models.integrity.signatures import check_stored_signature
 from rearguard.models.integrity.verification import VersionCheck, check_versions
 from rearguard.models.recovery.results import (
     IntegrityReport,
@@ -116,8 +117,9 @@ def select_known_good(
     The newest ``known_good`` version, registered before the incident's ``since`` when given,
     whose files re-hash to its manifest now (``checks`` from this run's verification count as
     now), that holds no denylisted file, that was not trained on a suspect or quarantined
-    dataset version, and that passes the asset's validation command if one is set. A version
-    that fails verification is marked suspect.
+    dataset version, whose signature holds (where it has one, or the asset requires one), and
+    that passes the asset's validation command if one is set. A version that fails
+    verification is marked suspect.
 
     Args:
         runtime: the process runtime.
@@ -181,6 +183,16 @@ def select_known_good(
                     reason="fails verification: " + "; ".join(verdict.problems),
                 )
             )
+            continue
+        signature = check_stored_signature(
+            settings=runtime.settings,
+            registry=runtime.registry,
+            asset=target.name,
+            label=version.label,
+            manifest=manifest,
+        )
+        if signature.blocks:
+            rejected.append(Rejection(version=version.label, reason=signature.describe()))
             continue
         if target.validate_command:
             result = run_validation(

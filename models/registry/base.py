@@ -9,6 +9,11 @@ from typing import Protocol
 
 Progress = Callable[[int], None]
 
+SIGNATURE_FILE = "model.sig"
+"""A version's OpenSSF model signature (an OMS bundle), at the root of its directory, as
+``model_signing`` names it by default. It vouches for the other files, so it is not one of them:
+a source directory's ``model.sig`` is kept beside the version's files, outside its manifest."""
+
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -57,6 +62,10 @@ class RegistryBackend(Protocol):
 
     def mirror_status(self, *, asset: str, label: str, status: str) -> None:
         """Show a version's new status where the registry's users look, if it has a place."""
+        ...
+
+    def attach_signature(self, *, asset: str, label: str, bundle: Path) -> None:
+        """Put a copy of ``bundle`` beside a stored version's files as its ``model.sig``."""
         ...
 
     def version_files(self, *, asset: str, label: str) -> dict[str, Path]:

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from rearguard.models.errors import NotFoundError, UnsafePathError, UsageError
-from rearguard.models.registry.base import ManifestEntry, Progress, StagedVersion
+from rearguard.models.registry.base import (
+    SIGNATURE_FILE,
+    ManifestEntry,
+    Progress,
+    StagedVersion,
+)
 
 _CHUNK = 1024 * 1024
 _READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
@@ -129,6 +134,24 @@ class LocalStore:
 
     def mirror_status(self, *, asset: str, label: str, status: str) -> None:
         """Nothing to do: the local store keeps no statuses; the database holds them."""
+
+    def attach_signature(self, *, asset: str, label: str, bundle: Path) -> None:
+        """Copy ``bundle`` into the version's directory as ``model.sig``, read-only, replacing
+        any there with one rename (made in staging first, so the directory never holds a
+        half-written or stray file).
+
+        Raises:
+            NotFoundError: the version's directory is gone.
+        """
+        final = self._version_dir(asset, label) / SIGNATURE_FILE
+        if not final.parent.is_dir():
+            raise NotFoundError(f"{asset}@{label}: stored content is missing from {final.parent}")
+        self.staging.mkdir(parents=True, exist_ok=True)
+        tmp = self.staging / f"signature-{uuid.uuid4().hex}"
+        copy_with_hash(bundle, tmp)
+        tmp.chmod(_READ_ONLY_FILE)
+        tmp.replace(final)
+        _fsync_dir(final.parent)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -281,6 +304,9 @@ def collect_source_files(source: Path) -> list[tuple[str, Path]]:
     """List the files to register from a file or directory, refusing what cannot be stored
     faithfully: a version that silently missed an entry could still become known-good.
 
+    A directory's own ``model.sig`` (:data:`SIGNATURE_FILE`) is not listed: it is the
+    version's signature, not one of the files it signs.
+
     Returns:
         (relative POSIX path, absolute path) pairs, sorted.
 
@@ -341,6 +367,7 @@ def collect_source_files(source: Path) -> list[tuple[str, Path]]:
                 _check_entry(mode, shown)
                 _check_readable(path, os.R_OK, shown)
                 files.append((path.relative_to(root).as_posix(), path))
+    files = [(relative, path) for relative, path in files if relative != SIGNATURE_FILE]
     if not files:
         raise UsageError(f"{source} holds no files to register")
     return sorted(files)

@@ -331,6 +331,18 @@ class MlflowRegistry:
         self._create_version(asset=asset, label=label, kind=kind, files=files)
         return 0
 
+    def attach_signature(self, *, asset: str, label: str, bundle: Path) -> None:
+        """Refused: an MLflow model version's artifacts do not change after it is created.
+
+        Raises:
+            UsageError: always.
+        """
+        raise UsageError(
+            f"{asset}@{label} is an MLflow model version, whose artifacts cannot change",
+            hint="sign the files before registering them: model.sig in the directory, or "
+            "assets register --signature",
+        )
+
     def mirror_status(self, *, asset: str, label: str, status: str) -> None:
         """Record a version's new status in its ``rearguard.status`` tag."""
         number = self._number(asset, label)

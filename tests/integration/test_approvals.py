@@ -15,8 +15,10 @@ from uuid import UUID
 
 import pytest
 from approval_helpers import (
+    Approver,
     PlaybookRun,
     approval_runtime,
+    documented_statement,
     events,
     eventually,
     flow_run_state,
@@ -135,10 +137,13 @@ def test_a_person_not_entitled_is_refused_and_recorded(make_runtime) -> None:  #
     assert str(run.result().status) == "recovered"
 
 
-def test_an_invalid_answer_in_the_prefect_ui_asks_again(make_runtime) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_resume_through_the_prefect_api_is_refused_and_recorded(
+    make_runtime, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from prefect.flow_runs import resume_flow_run
 
-    runtime = make_runtime()
+    alice = Approver(tmp_path, "alice")
+    runtime = make_runtime(keys={"alice": alice.public})
     run = PlaybookRun(runtime)
     request = pending_round(runtime, run.incident_id)
     wait_paused(request)
@@ -148,21 +153,41 @@ def test_an_invalid_answer_in_the_prefect_ui_asks_again(make_runtime) -> None:  
     with pytest.raises(RuntimeError, match="Cannot resume"):
         resume_flow_run(flow_run_id, run_input={"approver": "alice", "decision": "maybe"})
     assert flow_run_state(str(flow_run_id)) == "PAUSED"
-    # A valid form from someone the policy does not name: refused, recorded, paused again.
-    resume_flow_run(flow_run_id, run_input={"approver": "mallory", "decision": "approve"})
+    # What anyone who reaches Prefect's API can send: alice's name, no proof. Refused,
+    # recorded, and the run pauses again; production is not touched.
+    resume_flow_run(flow_run_id, run_input={"approver": "alice", "decision": "approve"})
     eventually(lambda: events(runtime, run.incident_id, "approval.refused"), what="a refusal")
     wait_paused(request)
+    assert production_in_db(runtime, "model-a") == "v3"
+    # A name the policy does not list: refused too.
+    resume_flow_run(flow_run_id, run_input={"approver": "mallory", "decision": "approve"})
+    eventually(lambda: len(events(runtime, run.incident_id, "approval.refused")) == 2)
+    wait_paused(request)
+    # alice's own answer, signed with her key: it decides.
+    statement = documented_statement(
+        request, approver="alice", decision="approve", comment="from the UI"
+    )
     resume_flow_run(
         flow_run_id,
-        run_input={"approver": "alice", "decision": "approve", "comment": "from the UI"},
+        run_input={
+            "approver": "alice",
+            "decision": "approve",
+            "comment": "from the UI",
+            "signature": alice.sign(statement),
+        },
     )
     incident = run.result()
 
     assert str(incident.status) == "recovered"
-    (refused,) = events(runtime, run.incident_id, "approval.refused")
-    assert refused[1]["actor"] == "mallory" and refused[1]["via"] == "prefect-ui"
+    forged, stranger = events(runtime, run.incident_id, "approval.refused")
+    assert forged[1]["actor"] == "alice" and forged[1]["via"] == "prefect-ui"
+    assert forged[1]["reason"] == (
+        "the answer for alice carries neither a signature nor a one-time code"
+    )
+    assert stranger[1]["actor"] == "mallory"
     (decision,) = events(runtime, run.incident_id, "approval.approved")
     assert decision[1]["actor"] == "alice" and decision[1]["comment"] == "from the UI"
+    assert decision[1]["proof"] == "signature"
 
 
 def test_a_timeout_escalates_and_the_run_keeps_waiting(make_runtime) -> None:  # type: ignore[no-untyped-def]

@@ -300,6 +300,7 @@ def drill_store(runtime: Runtime, home: Path, tmp_path: Path) -> Path:
         runtime,
         home,
         f"[hooks.rotate_credentials]\nargv = {json.dumps([sys.executable, str(script)])}\n"
+        "[approvals]\nallow_self_asserted = true\n"
         '[[approvals.rules]]\nsteps = ["rollback", "rotate_credentials"]\napprovers = ["alice"]\n',
     )
     marker.unlink(missing_ok=True)
@@ -353,7 +354,7 @@ def test_a_drill_exercising_approvals_waits_for_a_real_decision(
     configure(
         runtime,
         home,
-        "[drills]\nexercise_approvals = true\n"
+        "[drills]\nexercise_approvals = true\n[approvals]\nallow_self_asserted = true\n"
         '[[approvals.rules]]\nsteps = ["rollback"]\napprovers = ["alice"]\n'
         'timeout_s = 1\non_timeout = "abort"\n',
     )

@@ -296,6 +296,7 @@ def test_a_stop_held_by_a_pending_approval_says_so_and_ends_when_it_is_decided(
     given from another shell, lets the playbook recover and serve exit."""
     build_scenario(runtime, tmp_path, tampered=True)
     (home / "rearguard.toml").write_text(
+        "[approvals]\nallow_self_asserted = true\n"
         '[[approvals.rules]]\napprovers = ["alice"]\nsteps = ["rollback"]\ntimeout_s = 600\n'
     )
     port = free_loopback_port()

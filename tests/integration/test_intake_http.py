@@ -141,17 +141,18 @@ def test_an_unhandled_error_is_counted_as_a_5xx_on_healthz(runtime: Runtime) -> 
     assert health["requests"]["refused"] == 1
 
 
-def test_the_slack_route_needs_no_token_but_keeps_the_body_limit(client: TestClient) -> None:
+def test_the_slack_routes_need_no_token_but_keep_the_body_limit(client: TestClient) -> None:
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    # No signing secret in this runtime: the route answers, without asking for a token.
-    unconfigured = client.post("/v1/slack/interactions", content=b"payload=%7B%7D", headers=form)
-    assert unconfigured.status_code == 503
-    assert "REARGUARD_SLACK_SIGNING_SECRET" in unconfigured.text
-    too_big = client.post("/v1/slack/interactions", content=b"x" * (1024 * 1024 + 1), headers=form)
-    assert too_big.status_code == 413
-    # Only that exact path is open: its neighbours still need the token.
-    assert client.post("/v1/slack/interactions/x", content=b"", headers=form).status_code == 401
-    assert client.get("/healthz").json()["refused_by_status"] == {"503": 1, "413": 1, "401": 1}
+    for path in ("/v1/slack/interactions", "/v1/slack/commands"):
+        # No signing secret in this runtime: the route answers, without asking for a token.
+        unconfigured = client.post(path, content=b"payload=%7B%7D", headers=form)
+        assert unconfigured.status_code == 503, path
+        assert "REARGUARD_SLACK_SIGNING_SECRET" in unconfigured.text
+        too_big = client.post(path, content=b"x" * (1024 * 1024 + 1), headers=form)
+        assert too_big.status_code == 413, path
+        # Only that exact path is open: its neighbours still need the token.
+        assert client.post(f"{path}/x", content=b"", headers=form).status_code == 401, path
+    assert client.get("/healthz").json()["refused_by_status"] == {"503": 2, "413": 2, "401": 2}
 
 
 def test_bodies_over_the_limit_are_refused_declared_or_streamed(client: TestClient) -> None:

@@ -66,7 +66,7 @@ def test_every_guarded_route_documents_the_bearer_token_and_each_refusal(
     for path, method, operation in operations(document):
         seen.add((method, path))
         responses = operation["responses"]
-        if path.startswith("/v1/") and path != "/v1/slack/interactions":
+        if path.startswith("/v1/") and not path.startswith("/v1/slack/"):
             assert operation["security"] == [{"bearer": []}], (method, path)
             assert set(GUARDED) <= set(responses), (method, path)
             for status in GUARDED:
@@ -82,6 +82,7 @@ def test_every_guarded_route_documents_the_bearer_token_and_each_refusal(
         ("get", "/v1/incidents/{incident_id}"),
         ("post", "/v1/alerts/alertmanager"),
         ("post", "/v1/slack/interactions"),
+        ("post", "/v1/slack/commands"),
         ("get", "/healthz"),
     }
     routes = document["paths"]
@@ -95,6 +96,10 @@ def test_every_guarded_route_documents_the_bearer_token_and_each_refusal(
     assert {"id", "status", "production", "timeline"} <= set(detail["required"])
     slack = routes["/v1/slack/interactions"]["post"]["responses"]
     assert {"200", "400", "401", "403", "404", "409", "413", "503"} <= set(slack)
+    command = routes["/v1/slack/commands"]["post"]["responses"]
+    assert {"200", "400", "401", "409", "413", "503"} <= set(command)
+    reply = command["200"]["content"]["application/json"]["schema"]
+    assert reply == {"$ref": "#/components/schemas/SlackReply"}
 
 
 def test_real_answers_fit_the_documented_bodies(client: TestClient) -> None:
@@ -134,8 +139,10 @@ def test_real_answers_fit_the_documented_bodies(client: TestClient) -> None:
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     slack = call("post", "/v1/slack/interactions", content=b"payload=%7B%7D", headers=form)
     assert slack.status_code == 503
+    typed = call("post", "/v1/slack/commands", content=b"text=help&user_id=U1", headers=form)
+    assert typed.status_code == 503
     health = call("get", "/healthz")
-    assert health.json()["requests"]["refused"] == 8
+    assert health.json()["requests"]["refused"] == 9
 
 
 def test_without_auth_the_document_declares_no_token(runtime: Runtime, tmp_path: Path) -> None:

@@ -19,13 +19,13 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from approval_helpers import (
-    SLACK_SIGNING_SECRET,
     SLACK_TOKEN,
     PlaybookRun,
     approval_runtime,
     events,
     eventually,
     requests_of,
+    signed,
 )
 from intake_helpers import intake_settings, live_intake
 from notification_helpers import new_incident
@@ -35,9 +35,10 @@ from slack_sdk import WebClient
 from slack_server import Posted, SlackServer
 
 from rearguard.models.enums import Severity
+from rearguard.models.incidents.approval_proofs import Proof
 from rearguard.models.incidents.approvals import decide, open_request
 from rearguard.models.runtime import Runtime
-from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended, sign
+from rearguard.notifications.slack_interactions import handle_slack_interaction, show_ended
 
 
 @pytest.fixture
@@ -98,18 +99,6 @@ def button_body(
             "blocks": message.blocks,
         }
     return urlencode({"payload": json.dumps(payload)}).encode()
-
-
-def signed(
-    body: bytes, *, timestamp: float | None = None, secret: str = SLACK_SIGNING_SECRET
-) -> dict[str, str]:
-    """Slack's headers for a body: its v0 signature and the request timestamp."""
-    stamp = str(int(time.time() if timestamp is None else timestamp))
-    return {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": sign(secret=secret, timestamp=stamp, body=body),
-    }
 
 
 def answer(runtime: Runtime, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
@@ -300,7 +289,13 @@ def test_a_stale_button_is_refused_and_its_message_shows_the_decision_made_elsew
 ) -> None:
     with asking_in_slack(home, database_url, monkeypatch, tmp_path) as on:
         decide(
-            db=on.runtime.db, approver="bob", approve=False, via="cli", incident_id=on.incident_id
+            db=on.runtime.db,
+            approvals=on.runtime.settings.approvals,
+            approver="bob",
+            approve=False,
+            via="cli",
+            proof=Proof(),
+            incident_id=on.incident_id,
         )
 
         got = handle_slack_interaction(runtime=on.runtime, headers=signed(on.body), body=on.body)

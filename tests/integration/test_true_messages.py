@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import invoke
 from scenarios import ALIAS, add_version, approve, build_scenario, configure, promote
 
 from rearguard.models.assets.versions import get_asset, get_version
@@ -137,15 +136,15 @@ def sent(runtime: Runtime) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.usefixtures("prefect_api_url")
 @pytest.mark.parametrize("incident_type", sorted(CATALOG))
-def test_each_playbook_says_what_its_timeline_records(
-    incident_type: str, runtime: Runtime, home: Path, tmp_path: Path
+def test_each_playbook_says_what_its_timeline_records(  # type: ignore[no-untyped-def]
+    incident_type: str, narrow_cli, runtime: Runtime, home: Path, tmp_path: Path
 ) -> None:
     scenario, ending, expected_moves = SCENARIOS[incident_type]
     inputs = scenario(runtime, tmp_path, home)
 
-    opened = invoke(runtime, "incident", "open", "--type", incident_type, *inputs)
+    opened = narrow_cli("incident", "open", "--type", incident_type, *inputs)
 
-    assert opened.exit_code == 0, opened.stdout + opened.stderr
+    assert opened.returncode == 0, opened.stdout + opened.stderr
     events = timeline(runtime)
     moves = [
         (e.asset, json.loads(e.data)["from"], json.loads(e.data)["to"])
@@ -202,8 +201,8 @@ def test_each_playbook_says_what_its_timeline_records(
     assert not [r for r in REPRS if r in opened.stderr]
 
     # incident show, at 80 columns: a table no wider, every event in words, the same end.
-    shown = invoke(runtime, "incident", "show", "1")
-    assert shown.exit_code == 0, shown.stderr
+    shown = narrow_cli("incident", "show", "1")
+    assert shown.returncode == 0, shown.stderr
     printed = shown.stdout.splitlines()
     # The table ends where the tampering playbooks' diff (printed as recorded) or the end begins.
     end_of_table = min(

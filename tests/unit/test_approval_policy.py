@@ -11,6 +11,9 @@ from rearguard.models.errors import ConfigurationError
 from rearguard.models.incidents.approvals import format_wait
 
 POLICY = """
+[approvals]
+allow_self_asserted = true
+
 [approvals.groups]
 sre = ["alice", "bob"]
 security = ["carol", "alice"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import socket
 import threading
@@ -22,6 +23,9 @@ from cli_helpers import rearguard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from notification_helpers import WEBHOOK_SECRET, WebhookReceiver
+from pydantic import SecretStr
+from slack_sdk import WebClient
+from slack_server import SlackServer
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -32,6 +36,7 @@ from rearguard.models.audit.checkpoints import (
     publish_pending,
 )
 from rearguard.models.config.audit import AuditSettings
+from rearguard.models.config.notifications import SlackSettings
 from rearguard.models.config.settings import Settings
 from rearguard.models.db.tables import CheckpointDelivery
 from rearguard.models.enums import EventKind
@@ -153,7 +158,12 @@ def rehash_from(runtime: Runtime, seq: int) -> None:
     forge(runtime, *statements)
 
 
-def verify_with(s: Setup, sink: Path | str | None = None, public: Path | None = None):  # type: ignore[no-untyped-def]
+def verify_with(  # type: ignore[no-untyped-def]
+    s: Setup,
+    sink: Path | str | None = None,
+    public: Path | None = None,
+    env: dict[str, str] | None = None,
+):
     return rearguard(
         s.runtime,
         "audit",
@@ -162,6 +172,7 @@ def verify_with(s: Setup, sink: Path | str | None = None, public: Path | None = 
         str(sink or s.sink),
         "--public-key",
         str(public or s.public),
+        env=env,
     )
 
 
@@ -742,3 +753,64 @@ def test_checkpoints_are_read_from_a_url_serving_the_sink(setup: Setup) -> None:
 
     assert good.returncode == 0, good.stderr
     assert missing.returncode == 2 and "HTTP 404" in missing.stderr
+
+
+def test_the_slack_sink_posts_each_checkpoint_and_verify_reads_the_channel_back(
+    setup: Setup,
+) -> None:
+    with SlackServer(channels=("audit-checkpoints",)) as slack:
+        settings = with_sinks(setup, "slack:#audit-checkpoints")
+        settings = dataclasses.replace(
+            settings,
+            slack=SlackSettings(token=SecretStr(slack.token), base_url=slack.base_url),
+        )
+        setup.settings = settings
+        append(setup.runtime, 10)
+        checkpoint(setup)
+        # People talk in the channel too.
+        WebClient(token=slack.token, base_url=slack.base_url).chat_postMessage(
+            channel="#audit-checkpoints", text="checkpoint 1 seen &amp; filed, <@U0123>"
+        )
+        append(setup.runtime, 10)
+        checkpoint(setup, reason="after <review> & sign-off")
+        (setup.runtime.settings.home / "rearguard.toml").write_text(
+            f'[notifications.slack]\nbase_url = "{slack.base_url}"\n'
+        )
+        token = {"REARGUARD_SLACK_TOKEN": slack.token}
+        sink = "slack:#audit-checkpoints"
+
+        posted = [
+            json.loads(html.unescape(m.text))
+            for m in slack.in_channel("audit-checkpoints")
+            if m.text.startswith("{")
+        ]
+        intact = verify_with(setup, sink, env=token)
+        truncate(setup)
+        truncated = verify_with(setup, sink, env=token)
+        tokenless = verify_with(setup, sink)
+
+    assert [p["number"] for p in posted] == [1, 2]
+    assert posted == [json.loads(line) for line in setup.sink.read_text().splitlines()]
+    assert intact.returncode == 0, intact.stderr
+    assert truncated.returncode == 3
+    assert "checkpoint 2" in truncated.stdout + truncated.stderr
+    assert tokenless.returncode == 2
+    assert "REARGUARD_SLACK_TOKEN" in tokenless.stderr
+
+
+def test_a_slack_sink_that_is_down_keeps_the_checkpoint_for_the_next_pass(setup: Setup) -> None:
+    with SlackServer(channels=("audit-checkpoints",)) as slack:
+        settings = dataclasses.replace(
+            with_sinks(setup, "slack:#audit-checkpoints"),
+            slack=SlackSettings(token=SecretStr(slack.token), base_url=slack.base_url),
+        )
+        append(setup.runtime, 2)
+        make_checkpoint(db=setup.runtime.db, settings=settings.audit, reason="test")
+        slack.down = True
+        failed = publish_pending(db=setup.runtime.db, settings=settings)
+        slack.down = False
+        later = publish_pending(db=setup.runtime.db, settings=settings)
+
+        assert list(failed.failing) == ["slack:#audit-checkpoints"]
+        assert later.failing == {} and later.published == 1
+        assert len(slack.in_channel("audit-checkpoints")) == 1

@@ -21,6 +21,7 @@ temporary directory that is removed afterwards; nothing is ever loaded.
 from __future__ import annotations
 
 import bz2
+import copy
 import errno
 import gzip
 import io
@@ -125,7 +126,7 @@ class _Budget:
             )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Blob:
     """Bytes to identify and scan: a file, a member, a decompressed stream."""
 
@@ -137,6 +138,8 @@ class _Blob:
     # directory at the end of bytes that do not start like one.
     random_access: bool = False
     errors: tuple[type[BaseException], ...] = field(default=())
+    # The first HEAD_SIZE bytes, once read: identifying a blob twice reads them once.
+    head: bytes | None = None
 
 
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
@@ -217,6 +220,7 @@ def _scan_blob(blob: _Blob, budget: _Budget) -> list[Finding]:
     try:
         with blob.open() as stream:
             head = stream.read(HEAD_SIZE)
+        blob.head = head
         budget.bytes(0)
         return _dispatch(blob, head, budget)
     except _LimitExceeded as exc:
@@ -251,11 +255,18 @@ def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
 
 def _recognised(blob: _Blob) -> bool:
     """Whether a blob's first bytes are anything a scanner reads (not raw data)."""
+    if blob.head is not None:
+        return _recognised_head(blob.head)
     try:
         with blob.open() as stream:
             head = stream.read(HEAD_SIZE)
     except blob.errors:
         return True
+    return _recognised_head(head)
+
+
+def _recognised_head(head: bytes) -> bool:
+    """Whether a file's first bytes are anything a scanner reads (not raw data)."""
     return (
         head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x93NUMPY"))
         or _is_tar(head)
@@ -322,6 +333,8 @@ def _scan_format(blob: _Blob, scanner: FormatScanner) -> list[Finding]:
 # General-purpose flag bits a loader handles: compression options (1, 2), a data descriptor
 # (3) and UTF-8 names (11). Encryption (0, 6), patched data (5) and masked headers (13) are not.
 _ZIP_KNOWN_FLAGS = 0x2 | 0x4 | 0x8 | 0x800
+# Bit 0: the member is encrypted (judged by its bytes: see _encrypted_member).
+_ZIP_ENCRYPTED = 0x1
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 
 
@@ -365,8 +378,9 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                     continue
                 budget.member()
                 member = blob.location.inside(info.filename)
-                if info.flag_bits & 0x1:
-                    continue  # reported by _zip_structure; its bytes cannot be read
+                if info.flag_bits & _ZIP_ENCRYPTED:
+                    findings += _encrypted_member(archive, info, member, blob.depth + 1, budget)
+                    continue
                 blob_of_member = _Blob(
                     location=member,
                     open=_zip_opener(archive, info, budget),
@@ -391,6 +405,35 @@ def _zip_opener(
         return _Counted(stream, budget)
 
     return open_member
+
+
+def _encrypted_member(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: Location, depth: int, budget: _Budget
+) -> list[Finding]:
+    """A member marked encrypted, read as a loader that ignores the mark would (torch's does).
+
+    Real ciphertext reads as nothing a loader could run (it needs the password first): no
+    finding. Bytes a scanner recognises behind the mark are a member that one reader refuses
+    and another reads: malformed, and scanned as what they are.
+    """
+    unmarked = copy.copy(info)
+    unmarked.flag_bits &= ~_ZIP_ENCRYPTED
+    child = _Blob(
+        location=member,
+        open=_zip_opener(archive, unmarked, budget),
+        size=info.file_size,
+        depth=depth,
+        errors=_ZIP_ERRORS,
+    )
+    try:
+        with child.open() as stream:
+            head = stream.read(HEAD_SIZE)
+    except _ZIP_ERRORS:
+        return []  # ciphertext that does not even decompress
+    if not _recognised_head(head):
+        return []
+    reason = "marked encrypted, but its bytes read without a password"
+    return [_malformed(member, "zip member", reason), *_scan_child(child, budget)]
 
 
 def _zip_crc(
@@ -418,9 +461,7 @@ def _zip_structure(location: Location, archive: zipfile.ZipFile, raw: BinaryIO) 
         if info.filename in names:
             findings.append(_malformed(where, "zip member", "duplicate member name"))
         names.add(info.filename)
-        if info.flag_bits & 0x1:
-            findings.append(_malformed(where, "zip member", "encrypted member: cannot be scanned"))
-        elif info.flag_bits & ~_ZIP_KNOWN_FLAGS:
+        if info.flag_bits & ~(_ZIP_KNOWN_FLAGS | _ZIP_ENCRYPTED):
             findings.append(
                 _malformed(where, "zip member", f"unexpected flag bits {info.flag_bits:#x}")
             )
@@ -629,6 +670,14 @@ def _scan_compressed(blob: _Blob, compression: _Compression, budget: _Budget) ->
         errors: tuple[type[BaseException], ...] = (*_DECOMPRESS_ERRORS, zstandard.ZstdError)
     except ImportError:
         errors = _DECOMPRESS_ERRORS
+    try:
+        with open_decompressed() as stream:
+            if not stream.read(1):
+                return []  # decompresses to nothing
+    except errors:
+        # Not one byte comes out: raw data that starts like a magic number (one tensor
+        # storage in 16,384 starts like zlib), nothing a loader could run.
+        return []
     child = _Blob(
         location=blob.location,
         open=open_decompressed,

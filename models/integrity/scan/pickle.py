@@ -30,7 +30,8 @@ text that merely starts like a protocol 0 opcode is not reported. It is reported
 only when it says it is a pickle (a PROTO opcode of protocols 2-5 first).
 
 A FRAME (protocol 4) whose last opcode runs past the frame's end is ``malformed``: CPython's C
-unpickler reads on regardless, so what follows still runs, and the scan goes on too.
+unpickler reads on regardless, so what follows still runs, and the scan goes on too. A FRAME
+longer than what remains is ``malformed`` after a PROTO only, by the same rule as a break.
 
 Memory is bounded by the pickle's structure, not by its size: payloads are skipped unread, and
 the memo keeps one byte per entry for values that cannot name a global (see :class:`_Memo`).
@@ -904,13 +905,16 @@ class _Machine:
             )
         size = self._source.size
         if size is not None and here + length > size:
-            # CPython's unpickler fails here; the scan goes on to name what follows.
-            self._add(
-                self.position,
-                "FRAME",
-                Severity.MALFORMED,
-                f"FRAME of {length} bytes where {size - here} remain",
-            )
+            # CPython's unpickler fails here; the scan goes on to name what follows. Only a
+            # stream that announced a pickle (PROTO 2-5) is malformed for it: raw bytes that
+            # start with 0x95 (one tensor storage in 256) are not a pickle at all.
+            if self._proto >= 2:
+                self._add(
+                    self.position,
+                    "FRAME",
+                    Severity.MALFORMED,
+                    f"FRAME of {length} bytes where {size - here} remain",
+                )
             self._frame_end = None
             return
         self._frame_end = here + length if length else None

@@ -13,6 +13,7 @@ import struct
 import sys
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,84 @@ def test_encrypted_flag_bit_fails_closed(tmp_path: Path) -> None:
     findings = scan_file(write(tmp_path / "m.pt", bytes(data)))
 
     assert any(f.severity == Severity.MALFORMED and "encrypted" in f.reason for f in findings)
+
+
+def zipcrypto(plain: bytes, password: bytes) -> bytes:
+    """Traditional PKWARE encryption (APPNOTE 6.1): a 12-byte header, then the data."""
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    keys = [0x12345678, 0x23456789, 0x34567890]
+
+    def crc_step(crc: int, byte: int) -> int:
+        return (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
+
+    def update(byte: int) -> None:
+        keys[0] = crc_step(keys[0], byte)
+        keys[1] = ((keys[1] + (keys[0] & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+        keys[2] = crc_step(keys[2], keys[1] >> 24)
+
+    for byte in password:
+        update(byte)
+    header = os.urandom(11) + bytes([zlib.crc32(plain) >> 24])
+    out = bytearray()
+    for byte in header + plain:
+        temp = (keys[2] | 2) & 0xFFFF
+        out.append(byte ^ (((temp * (temp ^ 1)) >> 8) & 0xFF))
+        update(byte)
+    return bytes(out)
+
+
+def encrypted_zip(name: str, plain: bytes, password: bytes) -> bytes:
+    """A zip whose one stored member is really encrypted, as `zip -P` writes it."""
+    data = bytearray(zip_bytes({name: zipcrypto(plain, password)}))
+    central = data.index(b"PK\x01\x02")
+    for flags_at, crc_at, size_at in ((6, 14, 22), (central + 8, central + 16, central + 24)):
+        data[flags_at] |= 0x01
+        struct.pack_into("<I", data, crc_at, zlib.crc32(plain))
+        struct.pack_into("<I", data, size_at, len(plain))
+    return bytes(data)
+
+
+def test_a_really_encrypted_member_is_not_a_finding(tmp_path: Path) -> None:
+    # Ciphertext runs nothing in any loader: one that honours the mark asks for the password,
+    # one that ignores it reads noise.
+    path = write(tmp_path / "notes.zip", encrypted_zip("notes.txt", b"just some notes", b"pw"))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("notes.txt", pwd=b"pw") == b"just some notes"
+
+    assert scan_file(path) == []
+
+
+def test_an_encryption_mark_over_plain_pickle_bytes_is_scanned(tmp_path: Path) -> None:
+    # The mark alone, over plain bytes: torch's reader ignores it and loads the pickle.
+    data = bytearray(zip_bytes({"archive/data.pkl": EVIL_P2}))
+    central = data.index(b"PK\x01\x02")
+    data[6] |= 0x01
+    data[central + 8] |= 0x01
+
+    findings = scan_file(write(tmp_path / "m.pt", bytes(data)))
+
+    assert {Severity.MALFORMED, Severity.DANGEROUS} <= severities(findings)
+    assert SYSTEM & {f.construct.split(" ")[0] for f in findings}
+
+
+def test_raw_bytes_that_start_like_zlib_are_not_a_finding(tmp_path: Path) -> None:
+    # One tensor storage in 16,384 starts with a zlib header; not a byte of it decompresses.
+    storage = b"\x78\x9c" + b"\xff" * 4096
+
+    assert scan_file(write(tmp_path / "0", storage)) == []
+
+
+def test_a_compressed_stream_that_breaks_after_its_start_is_malformed(tmp_path: Path) -> None:
+    whole = zlib.compress(b"some data " * 10_000)
+
+    findings = scan_file(write(tmp_path / "cut.z", whole[: len(whole) // 2] + b"\xff" * 64))
+
+    assert Severity.MALFORMED in severities(findings)
 
 
 def test_unknown_flag_bits_fail_closed(tmp_path: Path) -> None:

@@ -312,6 +312,14 @@ def test_truncated_malicious_pickle_keeps_its_finding(tmp_path: Path) -> None:
     assert any(f.severity == Severity.MALFORMED for f in findings)
 
 
+def test_storage_bytes_that_start_with_a_frame_opcode_are_not_malformed(tmp_path: Path) -> None:
+    # One tensor storage in 256 starts with 0x95 (FRAME) and a length past the end: raw data,
+    # not a pickle, in a checkpoint of hundreds of storages.
+    storage = b"\x95" + struct.pack("<Q", 1 << 40) + b"\x00\x00\x80\x3f" * 1024
+
+    assert scan_pickle_file(write(tmp_path / "0", storage)) == []
+
+
 def test_file_that_is_not_a_pickle_at_all_is_not_malformed(tmp_path: Path) -> None:
     assert scan_pickle_file(write(tmp_path / "empty.pkl", b"")) == []
     assert scan_pickle_file(write(tmp_path / "text.pkl", b"\x00\x01 not a pickle")) == []
