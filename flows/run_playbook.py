@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rearguard.flows.prefect_infra.quiet import PrefectRecordsOff, apply_defaults, debugging
 from rearguard.flows.prefect_infra.server import (
     configured_api_url,
     published_client_env,
@@ -22,16 +23,6 @@ from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime, bound_runtime
 from rearguard.playbooks.catalog import CATALOG, PlaybookSpec, get_playbook, load_flow
-
-# Defaults for the embedded mode; a user's own PREFECT_* settings always win.
-_PREFECT_DEFAULTS = {
-    # A fresh machine's first temporary server migrates its database, which takes 20-30 s.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    # This machine may have no network: no telemetry from the temporary server.
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    # rearguard prints its own step progress; Prefect's INFO lines would repeat it.
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-}
 
 
 def configure_prefect(
@@ -56,8 +47,7 @@ def configure_prefect(
     Raises:
         ConfigurationError: a background server could not be started.
     """
-    for name, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    apply_defaults()
     if home is None:
         return
     if configured_api_url():
@@ -111,13 +101,6 @@ def warm_up() -> None:
     asyncio.run(warm())
 
 
-class _RunRecordsOffTheTerminal(logging.Filter):
-    """Drops Prefect's flow- and task-run log records (the API handler still gets them)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-
-
 @contextlib.contextmanager
 def run_records_off_the_terminal() -> Iterator[None]:
     """Keep Prefect's flow- and task-run log records off this process's console while the
@@ -131,8 +114,8 @@ def run_records_off_the_terminal() -> Iterator[None]:
     # lazy: Prefect after configure_prefect
     import prefect.main  # noqa: F401  (sets up Prefect's console handlers, filtered here)
 
-    off_terminal = _RunRecordsOffTheTerminal()
-    handlers = [] if os.environ.get("REARGUARD_DEBUG") else list(logging.getLogger().handlers)
+    off_terminal = PrefectRecordsOff("prefect.flow_runs", "prefect.task_runs")
+    handlers = [] if debugging() else list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(off_terminal)
     try:

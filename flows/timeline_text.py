@@ -14,7 +14,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rearguard.models.recovery.results import HookRunRecord, StepResult, outcome_result
+from rearguard.models.recovery.results import (
+    HookRunRecord,
+    StepResult,
+    UnreadResult,
+    outcome_result,
+)
 
 MAX_CHARS = 300
 """A line longer than this is cut, with an ellipsis (a long diff summary, a long error)."""
@@ -22,7 +27,12 @@ MAX_CHARS = 300
 
 def describe_result(result: StepResult) -> str:
     """One human line summarising a step's result (as the step's progress prints it)."""
-    return _bounded(result.describe())
+    return _bounded(_result_line(result))
+
+
+def _result_line(result: StepResult) -> str:
+    # A result of a shape this version does not know holds its values as recorded.
+    return _pairs(result.values) if isinstance(result, UnreadResult) else result.describe()
 
 
 def describe_event(kind: str, action: str, data: Mapping[str, Any]) -> str:
@@ -42,13 +52,16 @@ def _describe(kind: str, action: str, data: Mapping[str, Any]) -> str:
             return HookRunRecord.model_validate(data).describe()
         except ValidationError:
             return _pairs(data)
+    if action.startswith("notification."):
+        return _notification(action.removeprefix("notification."), data)
     if "error" in data or (kind == "outcome" and data.get("ok") is False):
         return f"failed: {data.get('error') or 'unknown error'}"
     if kind == "outcome" and (result := outcome_result(action, data)) is not None:
-        return result.describe()
+        return _result_line(result)
     if kind == "intent":
         arguments = data.get("arguments") or {}
-        return "started" + (f" ({_pairs(arguments)})" if arguments else "")
+        given = _pairs(arguments)
+        return "started" + (f" ({given})" if given else "")
     if action == "incident.opened":
         head = f"{data.get('type', '')} {data.get('severity', '')}".strip()
         return f"{head}: {data['summary']}" if data.get("summary") else head
@@ -69,6 +82,18 @@ def _describe(kind: str, action: str, data: Mapping[str, Any]) -> str:
         change = f"{data['from']} -> {data['to']}"
         return change + (f" ({data['reason']})" if data.get("reason") else "")
     return _pairs(data)
+
+
+def _notification(outcome: str, data: Mapping[str, Any]) -> str:
+    """The dispatcher's delivery of one outbox row (delivered, pending, failed), a person's
+    retry of one, or a test message."""
+    event, channel = data.get("event") or outcome, data.get("channel", "?")
+    if outcome == "retry":
+        return f"{event} via {channel} queued again (it was {data.get('was')})"
+    attempts = f" (attempt {data['attempts']})" if "attempts" in data else ""
+    if data.get("error"):
+        return f"{event} via {channel} {outcome}{attempts}: {data['error']}"
+    return f"{event} delivered via {channel}{attempts}"
 
 
 # How each proof of an approver's identity reads (the review shows it beside the decision).
@@ -99,8 +124,20 @@ def _approval(action: str, data: Mapping[str, Any]) -> str:
 
 
 def _pairs(values: Mapping[str, Any]) -> str:
+    """``key=value, ...`` in words: lists joined, nested mappings as ``key=value``, and None
+    (an argument left to its default) left out; never a Python repr."""
     # Data comes from canonical JSON, its keys already sorted.
-    return ", ".join(f"{key}={value}" for key, value in values.items())
+    return ", ".join(f"{key}={_text(value)}" for key, value in values.items() if value is not None)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return " ".join(f"{key}={_text(item)}" for key, item in value.items() if item is not None)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_text(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _bounded(text: str) -> str:

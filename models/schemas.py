@@ -471,6 +471,13 @@ class AssetSummary(ReadSchema):
     name: str
     kind: AssetKind
     production: str | None = Field(description="the label the production alias points at")
+    production_status: str | None = Field(description="the status of the version in production")
+    production_reason: str | None = Field(
+        description="why that version has its status (who or what set it)"
+    )
+    trained_on: str | None = Field(
+        description="the dataset version it was trained on, as DATASET@LABEL"
+    )
     versions: int
     known_good: int
 

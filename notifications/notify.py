@@ -14,9 +14,11 @@ from typing import Any
 from sqlmodel import Session
 
 from rearguard.models.assets.versions import alias_version, get_asset, get_version
+from rearguard.models.audit.chain import events_for_incident
 from rearguard.models.db.tables import Incident
 from rearguard.models.errors import NotFoundError
 from rearguard.models.incidents.service import get_incident, update_state
+from rearguard.models.recovery.effects import effects_of
 from rearguard.models.recovery.results import LegalNotice, Notified, Skipped
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.dispatcher import Dispatcher
@@ -56,6 +58,7 @@ def notify(
         if if_status is not None and incident.status != if_status:
             return Skipped(skipped=f"the incident is {incident.status}", event=event)
         production, facts = _asset_facts(runtime, session, incident)
+        facts.update(_run_facts(session, incident, event))
     return _queue(
         runtime,
         incident,
@@ -85,6 +88,43 @@ def _asset_facts(
             facts["compromised_status"] = str(found.status)
         return (current.label if current else None), facts
     return None, facts
+
+
+def _run_facts(session: Session, incident: Incident, event: str) -> dict[str, Any]:
+    """What the incident's runs did so far, as its timeline records it, for the event's message.
+
+    ``quarantined`` (``asset@label``) for ``contained`` and the end events; for the end events
+    (``recovered``, ``failed``) also ``moved`` (each alias move: asset, from, to, and the
+    status the version moved away from has now) and ``validated`` (``asset@label`` of the
+    versions that passed their validation command). Only the facts an event's message uses, so
+    that a rerun in the same state queues the same message (the outbox deduplicates on them).
+    """
+    if event not in ("contained", "recovered", "failed"):
+        return {}
+    effects = effects_of(events_for_incident(session=session, incident_id=int(incident.id or 0)))
+    facts: dict[str, Any] = {"quarantined": list(effects.quarantined)}
+    if event == "contained":
+        return facts
+    facts["validated"] = list(effects.validated)
+    facts["moved"] = [
+        {
+            "asset": move.asset,
+            "from": move.from_,
+            "to": move.to,
+            "from_status": _status_of(session, move.asset, move.from_),
+        }
+        for move in effects.moves
+    ]
+    return facts
+
+
+def _status_of(session: Session, asset: str, label: str | None) -> str | None:
+    if label is None:
+        return None
+    with contextlib.suppress(NotFoundError):  # a version since removed from the registry
+        found = get_asset(session=session, name=asset)
+        return str(get_version(session=session, asset=found, label=label).status)
+    return None
 
 
 def _queue(
@@ -133,6 +173,7 @@ def notify_legal(*, runtime: Runtime, incident_id: int) -> LegalNotice | Skipped
     with runtime.db.read_session() as session:
         incident = get_incident(session=session, incident_id=incident_id)
         production, facts = _asset_facts(runtime, session, incident)
+        facts.update(_run_facts(session, incident, "contained"))
     sent = incident.state.get("legal_notified")
     if sent:
         return Skipped(skipped=f"legal and privacy were told at {sent}", event="contained")

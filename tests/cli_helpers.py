@@ -55,16 +55,21 @@ def rearguard_in_process(
     *args: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    columns: int = 200,
+    env: dict[str, str] | None = None,
 ) -> Ran:
     """Run the ``rearguard`` command's entry point in this process, on the test's home and
     database, as the console script runs it (its one-line errors and exit codes included),
-    without the start-up of a new interpreter."""
+    without the start-up of a new interpreter: printing for a terminal ``columns`` wide (not a
+    terminal: no spinner, no colour), with ``env`` added to its environment."""
     for name in [name for name in os.environ if name.startswith("REARGUARD_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("REARGUARD_HOME", str(runtime.settings.home))
     monkeypatch.setenv("REARGUARD_DATABASE_URL", runtime.db.url)
     monkeypatch.setenv("REARGUARD_USER", "operator")
-    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.chdir(runtime.settings.home)
     monkeypatch.setattr(sys, "argv", ["rearguard", *args])
     capsys.readouterr()  # what the test printed before is not the command's

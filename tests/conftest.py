@@ -206,3 +206,19 @@ def mlflow_env(
 def mlflow_runtime(mlflow_env: dict[str, str], runtime: Runtime) -> Runtime:
     """The test's runtime with the MLflow Model Registry as its registry."""
     return runtime
+
+
+@pytest.fixture
+def narrow_cli(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):  # type: ignore[no-untyped-def]
+    """Call ``narrow_cli("incident", "list")`` to run rearguard's entry point in this process on
+    the test's runtime, printing for an 80-column terminal (``env=`` adds to its environment)."""
+    from cli_helpers import rearguard_in_process  # lazy: cli_helpers imports this module
+
+    def call(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return rearguard_in_process(
+            runtime, *args, monkeypatch=monkeypatch, capsys=capsys, columns=80, env=env
+        )
+
+    return call

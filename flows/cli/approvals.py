@@ -11,14 +11,19 @@ from rich.markup import escape
 
 from rearguard.flows.cli.context import (
     ID_RANGE,
+    TIME_FORMAT,
     IncidentFilterOption,
     JsonOption,
     LimitOption,
     emit_json,
     err,
+    label_column,
+    one_line,
     out,
     runtime,
     status_style,
+    table,
+    text_column,
 )
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.errors import UsageError
@@ -144,9 +149,16 @@ def list_(
     if not rows:
         err.print("no approval requests")
         return
-    from rich.table import Table  # lazy: CLI start-up
-
-    table = Table("id", "incident", "step", "round", "status", "approvers", "deadline", "detail")
+    shown = table(
+        label_column("id", justify="right"),
+        label_column("incident", justify="right"),
+        label_column("step"),
+        label_column("round", justify="right"),
+        label_column("status"),
+        text_column("approvers"),
+        label_column("deadline (UTC)"),
+        text_column("detail"),
+    )
     for row in rows:
         status = "overdue" if row.overdue else row.status
         style = {"approved": "green", "pending": "yellow"}.get(status, "red")
@@ -155,14 +167,14 @@ def list_(
             detail = f"by {row.decided_by}" + (f": {row.comment}" if row.comment else "")
         elif status in ("pending", "overdue"):
             detail = f"then {row.on_timeout}"
-        table.add_row(
+        shown.add_row(
             str(row.id),
             str(row.incident_id),
             escape(row.step),
             str(row.round),
             f"[{style}]{status}[/]",
-            escape(", ".join(row.approvers)),
-            row.json_value()["deadline"],
-            escape(detail),
+            one_line(", ".join(row.approvers)),
+            row.deadline.strftime(TIME_FORMAT),
+            one_line(detail),
         )
-    out.print(table)
+    out.print(shown)

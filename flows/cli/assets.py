@@ -11,14 +11,20 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import (
+    TIME_FORMAT,
     JsonOption,
     byte_progress,
     emit_json,
     err,
     invocation,
+    label_column,
+    one_line,
     out,
     runtime,
     status_style,
+    styled,
+    table,
+    text_column,
 )
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.enums import AssetKind, VersionStatus
@@ -436,48 +442,46 @@ def import_(
 
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """List assets with their production version and version counts."""
-    from rearguard.models.assets.versions import (  # lazy: CLI start-up
-        alias_version,
-        list_assets,
-        list_versions,
-    )
-    from rearguard.models.schemas import AssetSummary  # lazy: CLI start-up
+    """List assets: where production points and whether that version is trusted (and why
+    not), what it was trained on, how many versions there are."""
+    from rearguard.models.assets.versions import summarize_assets  # lazy: CLI start-up
 
     rt = runtime(ctx)
     alias = rt.settings.registry.alias
-    rows: list[AssetSummary] = []
     with rt.db.read_session() as session:
-        for asset in list_assets(session=session):
-            versions = list_versions(session=session, asset=asset)
-            current = alias_version(session=session, asset=asset, alias=alias)
-            rows.append(
-                AssetSummary(
-                    name=asset.name,
-                    kind=asset.kind,
-                    production=current.label if current else None,
-                    versions=len(versions),
-                    known_good=sum(v.status == "known_good" for v in versions),
-                )
-            )
+        rows = summarize_assets(session=session, alias=alias)
     if json_output:
         emit_json([r.json_value() for r in rows])
         return
     if not rows:
         err.print("no assets registered yet; start with `rearguard assets register`")
         return
-    from rich.table import Table  # lazy: CLI start-up
-
-    table = Table("asset", "kind", alias, "versions", "known-good")
+    shown = table(
+        text_column("asset", min_width=10),
+        label_column("kind"),
+        label_column(alias),
+        label_column("status"),
+        text_column("trained on"),
+        label_column("versions", justify="right"),
+        label_column("known-good", justify="right"),
+    )
     for row in rows:
-        table.add_row(
-            escape(row.name),
+        shown.add_row(
+            one_line(row.name),
             str(row.kind),
             escape(row.production or "-"),
+            styled(row.production_status or "-"),
+            one_line(row.trained_on or "-"),
             str(row.versions),
             str(row.known_good),
         )
-    out.print(table)
+    out.print(shown)
+    for row in rows:
+        if row.production_status not in (None, VersionStatus.KNOWN_GOOD) and row.production_reason:
+            out.print(
+                f"{escape(row.name)}: {alias} serves {escape(row.production or '')}, "
+                f"{row.production_status}: {escape(row.production_reason)}"
+            )
 
 
 @app.command("show")
@@ -486,7 +490,8 @@ def show(
     name: Annotated[str, typer.Argument(help="Asset name.")],
     json_output: JsonOption = False,
 ) -> None:
-    """Show an asset's versions, statuses, digests, and which one is in production."""
+    """Show an asset's versions: statuses and why, lineage, digests, approvals, and which one
+    is in production."""
     from rearguard.models.assets.versions import describe_asset, get_asset  # lazy: CLI start-up
 
     rt = runtime(ctx)
@@ -501,31 +506,38 @@ def show(
     if json_output:
         emit_json(described.json_value())
         return
-    from rich.table import Table  # lazy: CLI start-up
-
     current = described.production
     out.print(
         f"[bold]{escape(name)}[/] ({described.kind}); {alias}: "
-        f"[bold]{escape(current or '(none)')}[/]"
+        f"[bold]{escape(current or '(none)')}[/] (marked *)"
     )
     if described.validate_command:
         out.print(f"validation: {escape(described.validate_command)}")
-    table = Table(
-        "version", "status", "digest", "files", "bytes", "registered", "approved by", "scan"
+    shown = table(
+        label_column("version"),
+        label_column("status"),
+        label_column("registered (UTC)"),
+        text_column("approved by"),
+        text_column("trained on"),
+        label_column("digest"),
+        label_column("scan"),
     )
     for v in described.versions:
-        marker = f" ← {alias}" if v.label == current else ""
-        table.add_row(
-            escape(v.label) + marker,
-            f"[{status_style(v.status)}]{v.status}[/]",
-            v.digest[:16] + "…",
-            str(v.files),
-            str(v.bytes),
-            v.registered_at.isoformat()[:19] if v.registered_at else "",
-            escape(v.approved_by or "-"),
+        shown.add_row(
+            escape(v.label) + (" *" if v.label == current else ""),
+            styled(v.status),
+            v.registered_at.strftime(TIME_FORMAT) if v.registered_at else "",
+            one_line(v.approved_by or "-"),
+            one_line(v.trained_on or "-"),
+            v.digest[:12],
             _scan_cell(v.scan),
         )
-    out.print(table)
+    out.print(shown)
+    reasons = [v for v in described.versions if v.status_reason]
+    if reasons:
+        out.print("why:")
+    for v in reasons:
+        out.print(f"  {escape(v.label)} {styled(v.status)}: {escape(v.status_reason or '')}")
     recorded = [(v.label, v.scan) for v in described.versions if v.scan is not None]
     if recorded:
         out.print("scan records:")
@@ -534,16 +546,16 @@ def show(
 
 
 def _scan_cell(scan: ScanRecordRead | None) -> str:
-    """A version's scan verdict in a table cell, and what blocks."""
+    """A version's scan verdict in a table cell (what blocks is in its scan record's line)."""
     if scan is None:
-        return "[dim]no record[/]"
-    colour = "green" if scan.verdict == "clean" else "red"
-    counts = ", ".join(f"{n} {severity}" for severity, n in sorted(scan.counts.items()))
-    return f"[{colour}]{scan.verdict}[/]" + (f" ({counts})" if counts else "")
+        return "[dim]none[/]"
+    return f"[{'green' if scan.verdict == 'clean' else 'red'}]{escape(scan.verdict)}[/]"
 
 
 def _scan_line(label: str, scan: ScanRecordRead) -> str:
-    """A version's scan record in one line: what judged it, when, and the engines' verdicts."""
+    """A version's scan record in one line: its verdict and findings, what judged it, when,
+    and the engines' verdicts."""
+    counts = ", ".join(f"{n} {severity}" for severity, n in sorted(scan.counts.items()))
     parts = [
         f"scanner {scan.scanner_version}",
         f"allow-list {scan.allow_fingerprint[:12]}",
@@ -552,7 +564,8 @@ def _scan_line(label: str, scan: ScanRecordRead) -> str:
     if scan.allowed:
         parts.append(f"{scan.allowed} finding(s) allowed")
     parts += [f"{e.engine} {e.version or '-'}: {e.verdict}" for e in scan.engines]
-    return escape(f"{label}: {scan.verdict}; " + "; ".join(parts))
+    verdict = scan.verdict + (f" ({counts})" if counts else "")
+    return escape(f"{label}: {verdict}; " + "; ".join(parts))
 
 
 @app.command("verify")

@@ -8,14 +8,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from rearguard.models.audit.terminal import SafeConsole
+from rearguard.models.audit.terminal import SafeConsole, printable
 from rearguard.models.names import MAX_ROW_ID
 
 if TYPE_CHECKING:
+    from rich.table import Column, Table
+    from rich.text import Text
+
     from rearguard.models.config.settings import Settings
     from rearguard.models.integrity.prehash import HashedAhead
     from rearguard.models.runtime import Runtime
@@ -127,6 +130,59 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+TIME_FORMAT = "%Y-%m-%d %H:%M"
+"""How tables show a moment: to the minute (16 characters), so it fits beside the rest."""
+
+
+def table(*columns: Column | str) -> Table:
+    """A table that fits an 80-column terminal: no vertical rules, two spaces between columns.
+
+    Give it :func:`label_column` and :func:`text_column` columns: when the terminal is too
+    narrow, the free text is cut (with an ellipsis), never a label.
+    """
+    # lazy: rich.table is imported only by the commands that print a table (start-up time).
+    from rich import box
+    from rich.table import Table  # lazy: CLI start-up
+
+    return Table(
+        *columns, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True
+    )
+
+
+def label_column(header: str, *, justify: Literal["left", "right"] = "left") -> Column:
+    """A column of labels (an id, a status, a time, a version): never wrapped, never cut."""
+    from rich.table import Column  # lazy: see table()
+
+    return Column(header, no_wrap=True, justify=justify)
+
+
+def text_column(header: str, *, wrap: bool = False, min_width: int = 6) -> Column:
+    """A column of free text (a reason, a name, a detail) that gives way when space is short.
+
+    Its cells are cut to one line with an ellipsis (:func:`one_line`), or wrapped at words
+    (``wrap``, for text that must be read whole, such as a timeline's detail).
+    """
+    from rich.table import Column  # lazy: see table()
+
+    return Column(header, overflow="fold" if wrap else "ellipsis", min_width=min_width)
+
+
+def one_line(value: str) -> Text:
+    """A cell shown on one line, cut with an ellipsis when its column is too narrow (made
+    printable: rich does not pass a Text through the console's own check)."""
+    from rich.text import Text  # lazy: see table()
+
+    return Text(printable(value, newlines=False), no_wrap=True, overflow="ellipsis")
+
+
+def styled(status: str) -> str:
+    """A status as markup, in its colour (an unknown or empty one plain)."""
+    from rich.markup import escape  # lazy: see table()
+
+    style = status_style(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
 
 
 def status_style(status: str) -> str:

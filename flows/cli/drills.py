@@ -7,7 +7,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import JsonOption, emit_json, err, out, runtime, status_style
+from rearguard.flows.cli.context import (
+    TIME_FORMAT,
+    JsonOption,
+    emit_json,
+    err,
+    label_column,
+    one_line,
+    out,
+    runtime,
+    status_style,
+    table,
+    text_column,
+)
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.errors import EXIT_FAILED
 
@@ -78,20 +90,26 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not drills:
         err.print("no drills; add one with `rearguard drills add`")
         return
-    from rich.table import Table  # lazy: CLI start-up
-
-    table = Table("name", "playbook", "asset", "cron", "timezone", "RTO", "next run (UTC)")
+    shown = table(
+        text_column("name"),
+        label_column("playbook"),
+        text_column("asset"),
+        label_column("cron"),
+        text_column("timezone"),
+        label_column("RTO", justify="right"),
+        label_column("next run (UTC)"),
+    )
     for d in drills:
-        table.add_row(
-            escape(d.name),
+        shown.add_row(
+            one_line(d.name),
             d.playbook,
-            escape(d.asset),
+            one_line(d.asset),
             escape(d.cron),
-            d.timezone,
+            one_line(d.timezone),
             f"{d.rto_s:g}s" if d.rto_s else "-",
-            d.next_run.isoformat()[:19] if d.next_run else "-",
+            d.next_run.strftime(TIME_FORMAT) if d.next_run else "-",
         )
-    out.print(table)
+    out.print(shown)
 
 
 @app.command("remove")
@@ -184,21 +202,28 @@ def history(
     if not runs:
         err.print("no drill runs yet")
         return
-    from rich.table import Table  # lazy: CLI start-up
-
-    table = Table("run", "drill", "trigger", "started (UTC)", "status", "recovery", "RTO", "reason")
+    listed = table(
+        label_column("run", justify="right"),
+        text_column("drill"),
+        label_column("trigger"),
+        label_column("started (UTC)"),
+        label_column("status"),
+        label_column("recovery", justify="right"),
+        label_column("RTO", justify="right"),
+        text_column("reason"),
+    )
     for r in runs:
-        table.add_row(
+        listed.add_row(
             str(r.id),
-            escape(r.drill_name),
+            one_line(r.drill_name),
             r.trigger,
-            r.started_at.isoformat()[:19],
+            r.started_at.strftime(TIME_FORMAT),
             f"[{status_style('recovered' if r.status == 'pass' else 'failed')}]{r.status}[/]",
             f"{r.recovery_s:g}s" if r.recovery_s is not None else "-",
             f"{r.rto_s:g}s" if r.rto_s is not None else "-",
-            escape((r.reason or "")[:70]),
+            one_line(r.reason or ""),
         )
-    out.print(table)
+    out.print(listed)
     for s in summary:
         times = s.recovery_s
         spread = (

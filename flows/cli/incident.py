@@ -12,12 +12,18 @@ from rich.markup import escape
 
 from rearguard.flows.cli.context import (
     ID_RANGE,
+    TIME_FORMAT,
     JsonOption,
     emit_json,
     err,
+    label_column,
+    one_line,
     out,
     runtime,
     status_style,
+    styled,
+    table,
+    text_column,
 )
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.flows.cli.resolve import resolve
@@ -25,6 +31,8 @@ from rearguard.models.enums import Severity
 from rearguard.models.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
+    from rich.status import Status
+
     from rearguard.models.db.tables import Incident, TimelineEvent
     from rearguard.models.runtime import Runtime
 
@@ -32,11 +40,20 @@ app = typer.Typer(help="Incidents: open one and run its playbook, list them, sho
 
 
 def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> Incident:
-    """Run an incident's playbook, printing each step as it starts and ends."""
+    """Run an incident's playbook, printing one line per step as it ends.
+
+    On a terminal, the step that is running shows on a transient line (with a spinner) that
+    its result replaces; elsewhere (a pipe, a log) only the results are printed.
+    """
+    from rearguard.flows.prefect_infra.quiet import (  # lazy: CLI start-up
+        TEMPORARY_SERVER_DEFAULTS,
+        apply_defaults,
+        debugging,
+        prefect_off_the_terminal,
+    )
     from rearguard.flows.run_playbook import (  # lazy: CLI start-up
         configure_prefect,
         run_playbook,
-        run_records_off_the_terminal,
         uses_temporary_server,
     )
 
@@ -45,91 +62,159 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
         background=rt.settings.prefect,
         announce=None if quiet else lambda line: err.print(f"[dim]{escape(line)}[/]"),
     )
-    started: dict[str, float] = {}
+    if uses_temporary_server():
+        if not debugging():
+            apply_defaults(TEMPORARY_SERVER_DEFAULTS)
+        if not quiet:
+            err.print(
+                "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
+                "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
+            )
+    prefect_off_the_terminal()
+    progress = StepProgress()
+    if not quiet:
+        rt.reporters.append(progress.report)
+    try:
+        return run_playbook(runtime=rt, incident_id=incident_id)
+    finally:
+        progress.stop()
+        if not quiet:
+            rt.reporters.remove(progress.report)
 
-    def report(step: str, phase: str, message: str) -> None:
-        if quiet:
-            return
+
+class StepProgress:
+    """A playbook's progress on standard error: one line per step, written when it ends."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.running: Status | None = None
+
+    def report(self, step: str, phase: str, message: str) -> None:
+        """A runtime reporter: ``start``, ``wait``, ``done`` or ``fail`` of a step."""
         if phase == "start":
-            started[step] = time.perf_counter()
-            err.print(f"  [dim]…[/] {step}")
+            self.started[step] = time.perf_counter()
+            if err.is_terminal:
+                self.stop()
+                self.running = err.status(f"{step}…", spinner="dots")
+                self.running.start()
             return
+        self.stop()
         if phase == "wait":
             err.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
             return
         now = time.perf_counter()
-        elapsed = now - started.get(step, now)
+        elapsed = now - self.started.pop(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
         err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
 
-    if not quiet and uses_temporary_server():
-        err.print(
-            "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
-            "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
-        )
-    rt.reporters.append(report)
-    try:
-        with run_records_off_the_terminal():
-            return run_playbook(runtime=rt, incident_id=incident_id)
-    finally:
-        rt.reporters.remove(report)
+    def stop(self) -> None:
+        """Take the running step's transient line off the terminal."""
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
 
 
 def production_version(rt: Runtime, asset: str | None) -> tuple[str | None, str | None]:
-    """The label and status of the version the production alias points at, per the database."""
+    """The label and status of the version the production alias points at, per the database
+    (none for an asset the registry does not know)."""
     if not asset:
         return None, None
     from rearguard.models.assets.versions import alias_version, get_asset  # lazy: CLI start-up
+    from rearguard.models.errors import NotFoundError  # lazy: CLI start-up
 
     with rt.db.read_session() as session:
-        current = alias_version(
-            session=session,
-            asset=get_asset(session=session, name=asset),
-            alias=rt.settings.registry.alias,
-        )
+        try:
+            found = get_asset(session=session, name=asset)
+        except NotFoundError:
+            return None, None
+        current = alias_version(session=session, asset=found, alias=rt.settings.registry.alias)
     return (current.label, str(current.status)) if current else (None, None)
 
 
-def print_outcome(rt: Runtime, incident: Incident) -> None:
-    """Print how an incident ended and where production points (and whether it is trusted)."""
-    label, status = production_version(rt, incident.asset_name)
-    style = status_style(str(incident.status))
-    trust = f" [{status_style(status or '')}]({status})[/]" if status else ""
-    out.print(
-        f"incident {incident.id}: [{style}]{incident.status}[/]; "
-        f"{escape(incident.asset_name or '-')} {rt.settings.registry.alias} -> "
-        f"[bold]{escape(label or '(none)')}[/]{trust}"
-    )
+def print_outcome(
+    rt: Runtime, incident: Incident, events: list[TimelineEvent] | None = None
+) -> None:
+    """Print how an incident ended, where production points for every asset it moved (and
+    whether that version is trusted), and why: what was moved, quarantined, validated, and
+    which known-good versions were rejected for the rollback.
+
+    Args:
+        rt: the command's runtime.
+        incident: the incident.
+        events: its timeline, when the caller has read it already.
+    """
+    from rearguard.models.recovery.effects import effects_of  # lazy: CLI start-up
+
+    if events is None:
+        from rearguard.models.audit.chain import events_for_incident  # lazy: CLI start-up
+
+        with rt.db.read_session() as session:
+            events = events_for_incident(session=session, incident_id=int(incident.id or 0))
+    effects = effects_of(events)
+    alias = rt.settings.registry.alias
+    assets = list(dict.fromkeys([incident.asset_name or "", *(m.asset for m in effects.moves)]))
+    pointers = []
+    for asset in filter(None, assets):
+        label, status = production_version(rt, asset)
+        if label:
+            trust = f" ({styled(status or '')})"
+            pointers.append(f"{escape(asset)} {alias} -> [bold]{escape(label)}[/]{trust}")
+    where = ", ".join(pointers) or f"no {alias} alias moved"
+    out.print(f"incident {incident.id}: {styled(str(incident.status))}; {where}")
+
+    def why(label: str, text: str) -> None:
+        out.print(f"  [dim]{label:<13}[/] {escape(text)}")
+
+    for move in effects.moves:
+        why("moved", f"{move.asset} {alias}: {move.from_ or '(none)'} -> {move.to}")
+    if effects.quarantined:
+        why("quarantined", ", ".join(effects.quarantined))
+    if effects.validated:
+        why("validated", ", ".join(effects.validated))
+    if unchecked := [
+        f"{m.asset}@{m.to}" for m in effects.moves if not effects.was_validated(m.asset, m.to)
+    ]:
+        why("not validated", f"{', '.join(unchecked)} (no validation check ran)")
+    for rejected in effects.rejected:
+        why("rejected", f"{rejected.asset}@{rejected.version}: {rejected.reason}")
     if incident.reason:
         out.print(f"reason: {escape(incident.reason)}")
 
 
 def print_timeline(events: list[TimelineEvent]) -> None:
-    """Print a timeline as a table: one row per event, the step's result in words."""
-    from rich import box  # lazy: CLI start-up
-    from rich.table import Table  # lazy: CLI start-up
+    """Print a timeline as a table: one row per event, the step's result in words.
 
+    At 80 columns the number, time, kind and action keep their width; the detail wraps.
+    """
     from rearguard.flows.timeline_text import describe_event  # lazy: CLI start-up
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for header in ("#", "time (UTC)", "kind", "action"):
-        table.add_column(header, no_wrap=True)
-    table.add_column("detail", ratio=1)
+    shown = table(
+        label_column("#", justify="right"),
+        label_column("time (UTC)"),
+        label_column("kind"),
+        label_column("action"),
+        text_column("detail", wrap=True, min_width=20),
+    )
+    day = ""
     for event in events:
+        if event.ts[:10] != day:  # the time column holds the time of day: mark each new day
+            day = event.ts[:10]
+            shown.add_row("", f"[dim]{day}[/]", "", "", "")
         data = json.loads(event.data)
         parts = [
             f"{event.version}:" if event.version else "",
             describe_event(event.kind, event.action, data),
-            "" if event.actor.startswith("playbook:") else f"(by {event.actor})",
+            # A playbook's or the notifier's own events need no "by".
+            "" if event.actor.startswith(("playbook:", "rearguard:")) else f"(by {event.actor})",
         ]
-        table.add_row(
+        shown.add_row(
             str(event.seq),
-            event.ts[11:23],
+            event.ts[11:19],
             event.kind,
             event.action,
             escape(" ".join(p for p in parts if p)),
         )
-    out.print(table)
+    out.print(shown)
 
 
 def print_diffs(events: list[TimelineEvent]) -> None:
@@ -271,20 +356,26 @@ def list_(
     if not incidents:
         err.print("no incidents")
         return
-    from rich.table import Table  # lazy: CLI start-up
-
-    table = Table("id", "type", "severity", "status", "asset", "opened (UTC)", "reason")
+    shown = table(
+        label_column("id", justify="right"),
+        label_column("type"),
+        label_column("sev"),
+        label_column("status"),
+        text_column("asset"),
+        label_column("opened (UTC)"),
+        text_column("reason"),
+    )
     for i in incidents:
-        table.add_row(
+        shown.add_row(
             str(i.id),
             i.type,
             str(i.severity),
-            f"[{status_style(str(i.status))}]{i.status}[/]",
-            escape(i.asset_name or "-"),
-            i.opened_at.isoformat()[:19],
-            escape((i.reason or "")[:60]),
+            styled(str(i.status)),
+            one_line(i.asset_name or "-"),
+            i.opened_at.strftime(TIME_FORMAT),
+            one_line(i.reason or ""),
         )
-    out.print(table)
+    out.print(shown)
 
 
 @app.command("show")
@@ -320,7 +411,7 @@ def show(
         out.print(f"summary: {escape(incident.summary)}")
     print_timeline(events)
     print_diffs(events)
-    print_outcome(rt, incident)
+    print_outcome(rt, incident, events)
 
 
 app.command("resolve")(resolve)

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import Invocation, err, invocation
+from rearguard.flows.prefect_infra.quiet import apply_defaults
 from rearguard.models.errors import EXIT_FAILED, RearguardError
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
         hashed_ahead: the digests a child process is hashing ahead of the command's start
             (``assets verify``, see :mod:`rearguard.flows.cli.launch`).
     """
+    # Before any command imports Prefect, which reads its settings once, on import.
+    apply_defaults()
     run = Invocation(hashed_ahead=hashed_ahead)
     try:
         result = build_app(sys.argv[1:])(standalone_mode=False, obj=run)

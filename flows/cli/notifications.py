@@ -14,8 +14,12 @@ from rearguard.flows.cli.context import (
     LimitOption,
     emit_json,
     err,
+    label_column,
+    one_line,
     out,
     runtime,
+    table,
+    text_column,
 )
 from rearguard.flows.cli.people import ByOption, person
 from rearguard.models.errors import EXIT_FAILED, UsageError
@@ -59,25 +63,32 @@ def list_(
     if not rows:
         err.print("no notifications")
         return
-    from rich.table import Table  # lazy: CLI start-up
-
-    table = Table("id", "incident", "event", "channel", "destination", "status", "tries", "detail")
+    shown = table(
+        label_column("id", justify="right"),
+        label_column("incident", justify="right"),
+        label_column("event"),
+        label_column("channel"),
+        text_column("destination"),
+        label_column("status"),
+        label_column("tries", justify="right"),
+        text_column("detail"),
+    )
     for row in rows:
         style = {"delivered": "green", "failed": "red"}.get(row.status, "yellow")
         detail = row.last_error or ""
         if row.status == "delivered" and row.receipt:
             detail = row.receipt
-        table.add_row(
+        shown.add_row(
             str(row.id),
             str(row.incident_id or "-"),
             row.event,
             row.channel,
-            escape(row.destination),
+            one_line(row.destination),
             f"[{style}]{row.status}[/]" + (" (in doubt)" if row.in_doubt else ""),
             str(row.attempts),
-            escape(detail[:80]),
+            one_line(detail),
         )
-    out.print(table)
+    out.print(shown)
 
 
 def _dispatch(ctx: typer.Context, *, wait_s: float, outbox_ids: list[int] | None = None) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import signal
 import socket
 from contextlib import ExitStack
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rearguard.flows.cli.context import err, runtime
-from rearguard.models.audit.terminal import safe_log_config
 from rearguard.models.errors import ConfigurationError, OperationFailed
 
 if TYPE_CHECKING:
@@ -139,13 +139,22 @@ def serve(
         import uvicorn  # lazy: CLI start-up
 
         from rearguard.flows.intake.app import create_app  # lazy: CLI start-up
+        from rearguard.flows.intake.published import (  # lazy: CLI start-up
+            PublishedServe,
+            new_instance_id,
+            publish,
+            reachable_url,
+            unpublish,
+        )
         from rearguard.flows.intake.server import (  # lazy: CLI start-up
             IntakeServer,
             bounded_http_protocol,
         )
+        from rearguard.models.audit.terminal import safe_log_config  # lazy: CLI start-up
 
+        instance = new_instance_id()
         config = uvicorn.Config(
-            create_app(rt, intake=intake, schedule_drills=not no_scheduler),
+            create_app(rt, intake=intake, schedule_drills=not no_scheduler, instance=instance),
             log_level="warning",
             # Every line it logs (ours and uvicorn's) redacted and free of terminal escapes.
             log_config=safe_log_config(),
@@ -161,11 +170,22 @@ def serve(
         )
         bare = intake.host.strip("[]")
         shown_host = f"[{bare}]" if ":" in bare else bare
+        port = listener.getsockname()[1]
         listening = (
-            f"rearguard intake listening on http://{shown_host}:{listener.getsockname()[1]}; "
-            "drill scheduler " + ("off" if no_scheduler else "running")
+            f"rearguard intake listening on http://{shown_host}:{port}; drill scheduler "
+            + ("off" if no_scheduler else "running")
         )
-        server = IntakeServer(config, on_started=lambda: err.print(listening))
+        served = PublishedServe(
+            url=reachable_url(intake.host, port), instance=instance, pid=os.getpid()
+        )
+
+        def started() -> None:
+            # Published once it answers, so that `rearguard status` names this serve.
+            publish(rt.settings.home, served)
+            err.print(listening)
+
+        stack.callback(unpublish, rt.settings.home, instance)
+        server = IntakeServer(config, on_started=started)
         err.print("[dim]starting the intake…[/]")
         # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes requests, then the
         # app's lifespan records what is queued and lets running playbooks end. Afterwards it

@@ -7,7 +7,6 @@ command says what is down and exits 0.
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,22 +72,27 @@ def _prefect(home: Path, idle_stop_s: float) -> dict[str, Any]:
 
 
 def _intake(settings: Any) -> dict[str, Any]:
-    host = settings.intake.host.strip("[]")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:  # a name
-        address = None
-    # An intake bound to every address answers on loopback.
-    if address is not None and address.is_unspecified:
-        host = "127.0.0.1"
-    elif address is not None and address.version == 6:
-        host = f"[{host}]"
-    probed = _probe(f"http://{host}:{settings.intake.port}/healthz")
-    health = probed.pop("health", None) or {}
-    probed["scheduler"] = health.get("scheduler") if probed["answers"] else None
+    """Whether this home's serve answers: at the address it published (``serve.json``),
+    else at the configured one; and whether what answers there is that serve (the same
+    instance id in ``/healthz``), not something else on the port."""
+    from rearguard.flows.intake.published import reachable_url, read_published  # lazy: CLI start-up
+
+    published = read_published(settings.home)
+    url = published.url if published else reachable_url(settings.intake.host, settings.intake.port)
+    probed = _probe(f"{url}/healthz")
+    health = probed.pop("health", None)
+    health = health if isinstance(health, dict) else {}
+    ours = bool(probed["answers"] and published and health.get("instance") == published.instance)
+    probed["ours"] = ours
+    probed["published"] = (
+        {"url": published.url, "instance": published.instance, "pid": published.pid}
+        if published
+        else None
+    )
+    probed["scheduler"] = health.get("scheduler") if ours else None
     probed["dispatch"] = settings.intake.dispatch
     probed["playbook_workers"] = settings.intake.playbook_workers
-    probed["playbooks"] = health.get("playbooks") if probed["answers"] else None
+    probed["playbooks"] = health.get("playbooks") if ours else None
     return probed
 
 
@@ -175,6 +179,20 @@ def _yes(flag: bool) -> str:
     return "[green]answers[/]" if flag else "[red]does not answer[/]"
 
 
+def _intake_state(intake: dict[str, Any]) -> str:
+    """Who answers at the intake's address: this home's serve, something else, or nothing."""
+    published = intake["published"]
+    if intake["ours"]:
+        return f"[green]answers[/] (this home's serve, pid {published['pid']})"
+    if intake["answers"]:
+        return "[red]something else answers there: not this home's serve[/]" + (
+            "" if published else " (this home has no serve.json: its serve is not running)"
+        )
+    if published:
+        return f"[red]does not answer[/] (serve.json names pid {published['pid']}: stopped?)"
+    return "[red]does not answer[/]"
+
+
 def _print(report: dict[str, Any]) -> None:
     database = report["database"]
     if "error" in database:
@@ -198,7 +216,7 @@ def _print(report: dict[str, Any]) -> None:
     else:
         out.print(f"prefect    no API URL set: {prefect['note']}")
     intake = report["intake"]
-    out.print(f"intake     {escape(intake['url'])}: {_yes(intake['answers'])}")
+    out.print(f"intake     {escape(intake['url'])}: {_intake_state(intake)}")
     dispatch = intake["dispatch"]
     how = (
         f"inline, {intake['playbook_workers']} at a time"
@@ -214,7 +232,7 @@ def _print(report: dict[str, Any]) -> None:
     if scheduler:
         running = "running" if scheduler["running"] else "stopped"
         out.print(f"scheduler  {running} in the intake, {scheduler['drills']} drill(s)")
-    elif intake["answers"]:
+    elif intake["ours"]:
         out.print("scheduler  not in the intake (--no-scheduler)")
     else:
         out.print("scheduler  not known (no intake answers; `rearguard scheduler` may run it)")

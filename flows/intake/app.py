@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from rearguard.flows.drills.scheduler import DrillScheduler
 from rearguard.flows.intake.guard import IntakeGuard, IntakeStats
 from rearguard.flows.intake.playbook_process import PlaybookProcess
+from rearguard.flows.intake.published import new_instance_id
 from rearguard.flows.intake.routes import (
     alerts_router,
     health_router,
@@ -45,6 +46,7 @@ def create_app(
     intake: IntakeSettings | None = None,
     run_playbooks: bool = True,
     schedule_drills: bool = False,
+    instance: str | None = None,
 ) -> FastAPI:
     """Build the intake app on a runtime.
 
@@ -54,6 +56,8 @@ def create_app(
         run_playbooks: run (``dispatch = inline``) or queue (``deployment``) opened incidents'
             playbooks from a child process of this one; False only records incidents.
         schedule_drills: run the drill scheduler in this process while the app serves.
+        instance: the serve's instance id, which ``/healthz`` answers with (see
+            :mod:`rearguard.flows.intake.published`); a new one when not given.
 
     Returns:
         The ASGI app, guarded by token, body limit and signature checks.
@@ -137,7 +141,7 @@ def create_app(
     app.include_router(incidents_router(runtime, settings))
     app.include_router(slack_router(runtime))
     app.include_router(slack_commands_router(runtime))
-    app.include_router(health_router(stats))
+    app.include_router(health_router(stats, instance=instance or new_instance_id()))
     app.include_router(metrics_router(runtime.db, settings))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)
     return app

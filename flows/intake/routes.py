@@ -244,8 +244,8 @@ def slack_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-def health_router(stats: IntakeStats) -> APIRouter:
-    """``GET /healthz``: liveness and counts (not behind the token)."""
+def health_router(stats: IntakeStats, *, instance: str) -> APIRouter:
+    """``GET /healthz``: liveness, the serve's instance id, and counts (not behind the token)."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", response_model=Health)
@@ -256,6 +256,7 @@ def health_router(stats: IntakeStats) -> APIRouter:
         return Health.model_validate(
             {
                 "status": "ok",
+                "instance": instance,
                 **stats.snapshot(),
                 "playbooks": dict(dispatcher.counts) if dispatcher else None,
                 "scheduler": scheduler.state() if scheduler else None,

@@ -138,6 +138,9 @@ class Health(BaseModel):
     """Liveness, and the counts of accepted and refused requests and of alerts."""
 
     status: Literal["ok"]
+    instance: str = Field(
+        description="the serve's instance id, new at every start (also in the home's serve.json)"
+    )
     requests: RequestCounts
     refused_by_status: dict[str, int] = Field(description="HTTP status -> refused requests")
     alerts: dict[str, int] = Field(description="what became of alerts -> how many")

@@ -39,7 +39,13 @@ from rearguard.models.registry.base import (
     StagedVersion,
     manifest_digest,
 )
-from rearguard.models.schemas import AssetRead, ManifestEntryRead, ScanRecordRead, VersionRead
+from rearguard.models.schemas import (
+    AssetRead,
+    AssetSummary,
+    ManifestEntryRead,
+    ScanRecordRead,
+    VersionRead,
+)
 
 
 def get_asset(*, session: Session, name: str) -> Asset:
@@ -790,3 +796,26 @@ def _labels_by_id(session: Session, ids: list[int | None]) -> dict[int | None, s
 def list_assets(*, session: Session) -> list[Asset]:
     """Return every asset, by name."""
     return list(session.exec(select(Asset).order_by(col(Asset.name))))
+
+
+def summarize_assets(*, session: Session, alias: str) -> list[AssetSummary]:
+    """Every asset, by name, as ``assets list`` shows it: where production points, whether that
+    version is trusted (and why not), what it was trained on, how many versions it has."""
+    summaries: list[AssetSummary] = []
+    for asset in list_assets(session=session):
+        versions = list_versions(session=session, asset=asset)
+        current = alias_version(session=session, asset=asset, alias=alias)
+        lineage = _labels_by_id(session, [current.trained_on_id] if current else [])
+        summaries.append(
+            AssetSummary(
+                name=asset.name,
+                kind=asset.kind,
+                production=current.label if current else None,
+                production_status=str(current.status) if current else None,
+                production_reason=current.status_reason if current else None,
+                trained_on=lineage.get(current.trained_on_id) if current else None,
+                versions=len(versions),
+                known_good=sum(v.status == VersionStatus.KNOWN_GOOD for v in versions),
+            )
+        )
+    return summaries

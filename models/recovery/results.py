@@ -71,6 +71,11 @@ class StepResult(Recorded):
         """One human line: what the step found or did."""
 
 
+def _named(asset: str | None, label: str) -> str:
+    """``asset@label`` when a multi-asset playbook named the asset, else the label."""
+    return f"{asset}@{label}" if asset else label
+
+
 class Skipped(StepResult):
     """A step that had nothing to do, and why; with what it would have acted on."""
 
@@ -112,7 +117,10 @@ class Quarantined(StepResult):
     omitted_when_default = frozenset({"asset"})
 
     def describe(self) -> str:
-        return f"{self.quarantined} quarantined ({len(self.altered_files)} altered file(s) kept)"
+        altered = len(self.altered_files)
+        return f"{_named(self.asset, self.quarantined)} quarantined, its files kept as evidence" + (
+            f" ({altered} altered)" if altered else ""
+        )
 
 
 class VersionVerdict(Recorded):
@@ -187,8 +195,9 @@ class Selection(StepResult):
     omitted_when_default = frozenset({"asset"})
 
     def describe(self) -> str:
-        return f"selected {self.selected}" + (
-            f" ({len(self.rejected)} rejected)" if self.rejected else ""
+        rejected = ", ".join(r.version for r in self.rejected)
+        return f"selected {_named(self.asset, self.selected)}" + (
+            f"; rejected {rejected}" if rejected else ""
         )
 
 
@@ -223,7 +232,8 @@ class Rollback(StepResult):
     omitted_when_default = frozenset({"asset"})
 
     def describe(self) -> str:
-        return f"{self.alias}: {self.from_} -> {self.to}"
+        where = f"{self.asset} {self.alias}" if self.asset else self.alias
+        return f"{where}: {self.from_} -> {self.to}"
 
 
 class ValidationRecord(StepResult):

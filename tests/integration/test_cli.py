@@ -147,7 +147,16 @@ def test_register_approve_promote_verify_and_recover(  # type: ignore[no-untyped
     ok(cli("assets", "promote", "model-a", "v3"))
 
     assert as_json(cli("assets", "list", "--json")) == [
-        {"name": "model-a", "kind": "model", "production": "v3", "versions": 3, "known_good": 2}
+        {
+            "name": "model-a",
+            "kind": "model",
+            "production": "v3",
+            "production_status": "candidate",
+            "production_reason": None,
+            "trained_on": None,
+            "versions": 3,
+            "known_good": 2,
+        }
     ]
     shown = as_json(cli("assets", "show", "model-a", "--json"))
     assert shown["production"] == "v3"

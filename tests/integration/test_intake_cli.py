@@ -164,6 +164,13 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
         assert shown.returncode == 0, shown.stderr
         status = json.loads(shown.stdout)
         assert status["intake"]["answers"] is True
+        # It is this home's serve: the instance id it published answers at its address.
+        published = home / "serve.json"
+        assert published.stat().st_mode & 0o777 == 0o600
+        assert status["intake"]["ours"] is True
+        assert status["intake"]["published"]["url"] == f"http://127.0.0.1:{port}"
+        instance = json.loads(published.read_text())["instance"]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["instance"] == instance
         assert status["intake"]["scheduler"] == {"running": True, "drills": 1}
         assert status["intake"]["dispatch"] == "inline"
         assert status["intake"]["playbooks"] == {
@@ -180,6 +187,7 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
     assert serving.process.returncode == 0, stderr
     assert f"listening on http://127.0.0.1:{port}" in stderr
     assert TOKEN not in stderr
+    assert not published.exists()
 
 
 def test_commands_use_the_local_prefect_server_that_serve_started(

@@ -1,0 +1,77 @@
+"""Where this home's ``rearguard serve`` answers, published in the home for other commands.
+
+Once its intake listens, serve writes ``<home>/serve.json`` (owner-only, 0600): the intake's
+URL, its process id and an instance id, new for every start, that its ``/healthz`` answers with
+too. ``rearguard status`` reads it and asks ``/healthz``: the same instance id is this home's
+serve; any other answer on that address is something else. serve removes the file as it stops,
+if it is still its own (a second serve on the home replaces it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rearguard.flows.exports.output import atomic_text_file
+from rearguard.models.config.settings import PRIVATE_FILE_MODE
+
+PUBLISHED_FILE = "serve.json"
+
+
+@dataclass(frozen=True)
+class PublishedServe:
+    """A running serve, as it published itself."""
+
+    url: str
+    """The intake's base URL (``http://127.0.0.1:8088``)."""
+    instance: str
+    """Its instance id, which its ``/healthz`` answers with."""
+    pid: int
+
+
+def reachable_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches an intake bound to ``host``:``port`` at (an
+    intake bound to every address answers on loopback)."""
+    bare = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:  # a name
+        return f"http://{bare}:{port}"
+    if address.is_unspecified:
+        bare = "127.0.0.1" if address.version == 4 else "::1"
+    return f"http://[{bare}]:{port}" if ":" in bare else f"http://{bare}:{port}"
+
+
+def new_instance_id() -> str:
+    """A new serve's instance id (random: two serves never share one)."""
+    return uuid.uuid4().hex
+
+
+def publish(home: Path, served: PublishedServe) -> None:
+    """Write ``serve.json`` in the home, whole (a reader never sees half of it), owner-only."""
+    with atomic_text_file(home / PUBLISHED_FILE, mode=PRIVATE_FILE_MODE) as out:
+        out.write(json.dumps(asdict(served)))
+
+
+def read_published(home: Path) -> PublishedServe | None:
+    """The serve this home's ``serve.json`` names, or None when there is none (or it is not
+    one serve wrote)."""
+    try:
+        found = json.loads((home / PUBLISHED_FILE).read_text(encoding="utf-8"))
+        return PublishedServe(
+            url=str(found["url"]), instance=str(found["instance"]), pid=int(found["pid"])
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def unpublish(home: Path, instance: str) -> None:
+    """Remove ``serve.json`` if it still names this instance."""
+    found = read_published(home)
+    if found is not None and found.instance == instance:
+        with contextlib.suppress(OSError):
+            (home / PUBLISHED_FILE).unlink()
