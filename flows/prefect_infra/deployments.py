@@ -2,17 +2,15 @@
 
 One deployment per catalog playbook, named after its incident type, with a module-path
 entrypoint: a worker needs rearguard (and any plug-in) installed, not a copy of the source.
+
+Prefect is imported inside the functions: it reads its settings when imported, and ``rearguard
+worker`` imports this module before it sets ``PREFECT_WORKER_QUERY_SECONDS`` and the rest
+(``configure_prefect``). Imported first, a worker asked for work every 10 s, not every 1 s.
 """
 
 from __future__ import annotations
 
 import asyncio
-
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectAlreadyExists
-from prefect.types.entrypoint import EntrypointType
-from prefect.workers.process import ProcessWorker
 
 from rearguard.flows.run_playbook import deployment_name
 from rearguard.playbooks.catalog import all_playbooks, load_flow
@@ -24,6 +22,12 @@ def ensure_work_pool(pool: str) -> bool:
     Returns:
         True when it was created.
     """
+    from prefect.client.orchestration import get_client  # lazy: Prefect after configure_prefect
+    from prefect.client.schemas.actions import (  # lazy: Prefect after configure_prefect
+        WorkPoolCreate,
+    )
+    from prefect.exceptions import ObjectAlreadyExists  # lazy: Prefect after configure_prefect
+
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
@@ -44,6 +48,8 @@ def deploy_playbooks(*, pool: str) -> list[str]:
     Raises:
         ConfigurationError: a playbook's flow cannot be imported.
     """
+    from prefect.types.entrypoint import EntrypointType  # lazy: Prefect after configure_prefect
+
     ensure_work_pool(pool)
     playbooks, _problems = all_playbooks()
     names = []
@@ -65,6 +71,7 @@ def run_worker(*, pool: str) -> None:
     Its flow runs are child processes that inherit this environment (``REARGUARD_*``
     included), so the playbooks find the same database and registry as this process.
     """
+    from prefect.workers.process import ProcessWorker  # lazy: Prefect after configure_prefect
 
     async def work() -> None:
         async with ProcessWorker(work_pool_name=pool) as worker:

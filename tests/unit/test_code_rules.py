@@ -4,6 +4,8 @@ an import inside a function says why it is not at the module's top."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +89,31 @@ def test_an_import_inside_a_function_says_why_it_is_not_at_the_top() -> None:
     assert missing == [], "imports inside functions without a `# lazy: <why>` comment:\n" + (
         "\n".join(missing)
     )
+
+
+# What the CLI imports before it calls configure_prefect (and a worker before it sets
+# PREFECT_WORKER_QUERY_SECONDS): Prefect reads its settings once, when it is imported.
+BEFORE_PREFECT_IS_CONFIGURED = (
+    "rearguard.flows.run_playbook",
+    "rearguard.flows.opening",
+    "rearguard.flows.approvals.decide",
+    "rearguard.flows.drills.run",
+    "rearguard.flows.drills.scheduler",
+    "rearguard.flows.prefect_infra.deployments",
+    "rearguard.flows.prefect_infra.lent",
+)
+
+
+def test_what_runs_before_prefect_is_configured_does_not_import_prefect() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {BEFORE_PREFECT_IS_CONFIGURED!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    if 'prefect' in sys.modules:\n"
+        "        print(name)\n"
+        "        break\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert found.stdout == "", f"importing {found.stdout.strip()} imports Prefect"
