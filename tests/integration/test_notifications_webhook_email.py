@@ -203,7 +203,8 @@ def test_email_over_starttls_with_login_plain_and_html(
     assert sorted(to for (to,), _ in smtp.messages) == ["owner@example.org", "secops@example.org"]
     assert smtp.logins == ["rearguard", "rearguard"]
     _, message = smtp.messages[0]
-    assert message["Subject"].startswith("Incident 1 recovered: model-a production")
+    # Nothing ran that moved production (the incident was only recorded): the title says so.
+    assert message["Subject"].startswith("Incident 1 recovered: model-a; no production alias moved")
     plain = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert "<script>alert(1)</script> in outputs" in plain
