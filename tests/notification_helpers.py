@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from scenarios import build_scenario
@@ -85,8 +85,37 @@ def new_incident(
 # -- webhook receiver -----------------------------------------------------------------------
 
 
+class LoopbackReceiver:
+    """A threaded HTTP server on loopback for a test: started by ``with``, stopped after it.
+    A subclass (a dataclass) calls :meth:`_serve` from ``__post_init__`` and gives the path
+    of its URL and its request handler."""
+
+    path = "/"
+
+    def _serve(self, port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{self.path}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LoopbackReceiver):
     """Receives signed webhooks; answers ``statuses`` in turn (then 200)."""
 
     secret: str = WEBHOOK_SECRET
@@ -96,23 +125,10 @@ class WebhookReceiver:
     duplicates: int = 0
     keys: set[str] = field(default_factory=set)
 
+    path = "/hooks/rearguard"
+
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/hooks/rearguard"
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -200,7 +216,7 @@ def pagerduty_problems(event: Any) -> list[str]:
 
 
 @dataclass
-class PagerDutyReceiver:
+class PagerDutyReceiver(LoopbackReceiver):
     """A PagerDuty-compatible ``/v2/enqueue``: 202 for a valid event, 400 with PagerDuty's
     error body for an invalid one; first answers each of ``statuses`` (with its headers) in
     turn, without taking the event. ``port`` 0 picks a free port."""
@@ -210,23 +226,10 @@ class PagerDutyReceiver:
     accepted: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
 
+    path = "/v2/enqueue"
+
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v2/enqueue"
-
-    def __enter__(self) -> PagerDutyReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(self.port)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
