@@ -8,27 +8,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from key_helpers import write_key_pair
 from model_signing import hashing, signing, verifying
 
 
 def ec_key(directory: Path, name: str) -> tuple[Path, Path]:
     """An ECDSA P-256 key pair in PEM: the private half readable by its owner alone."""
     key = ec.generate_private_key(ec.SECP256R1())
-    private, public = directory / f"{name}.pem", directory / f"{name}.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    private.chmod(0o600)
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+    return write_key_pair(key, directory / f"{name}.pem", directory / f"{name}.pub.pem")
 
 
 def shown(public: Path) -> str:

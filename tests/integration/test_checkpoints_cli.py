@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from key_helpers import write_key_pair
 from scenarios import build_scenario
 
 from rearguard.models.runtime import Runtime
@@ -23,21 +23,7 @@ ASSET = "model-a"
 
 def keys(directory: Path) -> tuple[Path, Path]:
     key = Ed25519PrivateKey.generate()
-    private, public = directory / "cp.pem", directory / "cp.pub.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    private.chmod(0o600)
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+    return write_key_pair(key, directory / "cp.pem", directory / "cp.pub.pem")
 
 
 def closed_port() -> int:

@@ -22,6 +22,7 @@ import pytest
 from cli_helpers import rearguard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from key_helpers import write_key_pair
 from notification_helpers import WEBHOOK_SECRET, WebhookReceiver
 from pydantic import SecretStr
 from slack_sdk import WebClient
@@ -62,21 +63,7 @@ def canonical(value: Any) -> str:
 
 def write_key(path: Path, *, mode: int = 0o600) -> Path:
     """A fresh Ed25519 private key in PEM; its public key beside it (``.pub.pem``)."""
-    key = Ed25519PrivateKey.generate()
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(mode)
-    public = path.with_suffix(".pub.pem")
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_key_pair(Ed25519PrivateKey.generate(), path, path.with_suffix(".pub.pem"), mode=mode)
     return path
 
 
