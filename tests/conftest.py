@@ -74,6 +74,26 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``one_database`` (its subject is the CLI, Prefect, a format or a channel,
+    not the database) runs once: on PostgreSQL when one is configured, else on SQLite. The
+    suite stays within CI's time while every database test still runs on both."""
+    if not POSTGRES_URL:
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_sqlite = callspec is not None and callspec.params.get("database_url") == "sqlite"
+        if on_sqlite and item.get_closest_marker("one_database"):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database for one test: SQLite, and PostgreSQL when one is configured."""

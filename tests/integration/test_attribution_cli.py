@@ -11,11 +11,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from scenarios import build_scenario, write_source
 
 from rearguard.models.assets.versions import get_asset, get_version
 from rearguard.models.runtime import Runtime
+
+pytestmark = pytest.mark.one_database
 
 Result = subprocess.CompletedProcess[str]
 NAME_VARIABLES = ("REARGUARD_USER", "REARGUARD_ACTOR", "USER", "LOGNAME", "USERNAME")

@@ -11,11 +11,14 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import run_cli
 from intake_helpers import incidents, wait_for
 from scenarios import build_scenario
 
 from rearguard.models.runtime import Runtime
+
+pytestmark = pytest.mark.one_database
 
 
 def _alive(pid: int) -> bool:

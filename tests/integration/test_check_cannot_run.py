@@ -11,11 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from scenarios import build_scenario, production_on_disk, write_source
 
 from rearguard.models.assets.versions import get_asset, get_version
 from rearguard.models.runtime import Runtime
+
+pytestmark = pytest.mark.one_database
 
 SMOKE = "import pathlib, sys\nsys.exit(0 if pathlib.Path(sys.argv[1]).is_dir() else 1)\n"
 

@@ -73,6 +73,7 @@ def real_incident(cli: Any, runtime: Runtime, root: Path) -> int:
     return int(incident["id"])
 
 
+@pytest.mark.one_database
 def test_every_format_of_a_real_incident(cli: Any, runtime: Runtime, tmp_path: Path) -> None:
     incident_id = real_incident(cli, runtime, tmp_path)
     out = tmp_path / "exports"
@@ -143,6 +144,7 @@ def test_an_edited_jsonl_line_fails_verification_naming_it(
     assert as_json["ok"] is False and as_json["first_bad"]["line"] == number
 
 
+@pytest.mark.one_database
 def test_bad_export_requests_fail_with_one_line(cli: Any, runtime: Runtime, tmp_path: Path) -> None:
     seed(runtime, tmp_path)
     ok(cli("incident", "open", "--type", "model_compromise", "--asset", ASSET, "--no-run"))
@@ -248,6 +250,7 @@ def test_resolve_refuses_an_unconcluded_incident_and_respects_auto_review(
     assert re.search(rf"incident {opened['id']}: resolved", result.stdout)
 
 
+@pytest.mark.one_database
 def test_export_replaces_only_regular_files_and_names_standard_output(
     cli: Any, runtime: Runtime, tmp_path: Path
 ) -> None:

@@ -20,6 +20,8 @@ from rearguard.models.enums import IncidentStatus, Severity
 from rearguard.models.incidents.service import get_incident
 from rearguard.models.runtime import Runtime
 
+pytestmark = pytest.mark.one_database
+
 ROOT = Path(__file__).resolve().parents[2]
 _HOOK = """
 [hooks.rotate_credentials]

@@ -190,6 +190,7 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
     assert not published.exists()
 
 
+@pytest.mark.one_database
 def test_commands_use_the_local_prefect_server_that_serve_started(
     cli, cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

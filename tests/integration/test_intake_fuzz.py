@@ -25,6 +25,8 @@ from schemathesis.checks import positive_data_acceptance
 from rearguard.flows.intake.app import create_app
 from rearguard.models.runtime import Runtime
 
+pytestmark = pytest.mark.one_database
+
 # Examples per operation and mode: enough to reach every refusal the routes answer, few enough
 # for CI (the whole run is a few seconds in process).
 EXAMPLES = 25

@@ -24,6 +24,8 @@ from rearguard.models.errors import EXIT_INTEGRITY
 from rearguard.models.registry.mlflow_backend import DRILL_PREFIX, MlflowRegistry
 from rearguard.models.runtime import Runtime
 
+pytestmark = pytest.mark.one_database
+
 EVIL = b"backdoored vendor library" * 8
 
 

@@ -26,6 +26,8 @@ from rearguard.models.enums import IncidentStatus, Severity
 from rearguard.models.incidents.service import get_incident, set_incident_status
 from rearguard.models.runtime import Runtime
 
+pytestmark = pytest.mark.one_database
+
 LONG_NAME = "fraud-detection-model-for-the-payments-team-eu-west-1"
 LONG_REASON = "no known-good version of the model qualifies: " + "v1 fails verification; " * 6
 

@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scenarios import build_scenario
 
 from rearguard.models.audit.terminal import SafeConsole, SafeFormatter, printable
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.channels.base import ConsoleChannel, Delivery, Message
+
+pytestmark = pytest.mark.one_database
 
 HOSTILE = "drift \x1b[2J\x1b[H\x1b]0;pwned\x07 \x9b31m red\rhidden \u202eevil\x00 end"
 CONTROLS = ("\x1b", "\x07", "\x9b", "\r", "\u202e", "\x00")

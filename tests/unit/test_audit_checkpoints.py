@@ -742,6 +742,7 @@ def test_checkpoints_are_read_from_a_url_serving_the_sink(setup: Setup) -> None:
     assert missing.returncode == 2 and "HTTP 404" in missing.stderr
 
 
+@pytest.mark.one_database
 def test_the_slack_sink_posts_each_checkpoint_and_verify_reads_the_channel_back(
     setup: Setup,
 ) -> None:

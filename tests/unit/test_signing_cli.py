@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from cli_helpers import rearguard
 from scenarios import configure, write_source
 from signing_helpers import ec_key, oms_sign, shown
@@ -14,6 +15,8 @@ from rearguard.models.assets.versions import register_version
 from rearguard.models.enums import AssetKind
 from rearguard.models.integrity.signatures import signing_policy
 from rearguard.models.runtime import Runtime
+
+pytestmark = pytest.mark.one_database
 
 ASSET = "fraud-model"
 
