@@ -1,12 +1,17 @@
-"""Helpers of the intake tests: the intake on a real uvicorn on loopback, payload builders."""
+"""Helpers of the intake tests: the intake on a real uvicorn on loopback, the servers that
+talk to it (Alertmanager, Prometheus) run from their binaries, payload builders."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,13 +41,18 @@ def storm_client() -> httpx.Client:
 
 @contextmanager
 def live_intake(
-    runtime: Runtime, *, intake: IntakeSettings | None = None, run_playbooks: bool = True
+    runtime: Runtime,
+    *,
+    intake: IntakeSettings | None = None,
+    run_playbooks: bool = True,
+    port: int = 0,
 ) -> Iterator[str]:
-    """Serve the intake with uvicorn on 127.0.0.1, a free port; yield its base URL."""
+    """Serve the intake with uvicorn on 127.0.0.1, ``port`` (0: a free one); yield its base
+    URL."""
     config = uvicorn.Config(
         create_app(runtime, intake=intake or intake_settings(), run_playbooks=run_playbooks),
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_level="warning",
         access_log=False,
     )
@@ -59,6 +69,38 @@ def live_intake(
     finally:
         server.should_exit = True
         thread.join(60)
+
+
+@contextmanager
+def running_server(
+    command: list[str], *, ready_url: str, log: Path, what: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server binary in a process group of its own, its stderr to ``log``; yield once
+    ``ready_url`` answers 200, and stop the whole group afterwards (SIGKILL when SIGTERM was
+    not enough within 10 s)."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
+
+    def ready() -> bool:
+        assert process.poll() is None, f"{what} exited: {log.read_text()}"
+        try:
+            return httpx.get(ready_url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, timeout=30, what=f"{what} to be ready")
+        yield process
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 def native(asset: str, **fields: Any) -> dict[str, Any]:

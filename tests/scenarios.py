@@ -1,4 +1,5 @@
-"""Building registry scenarios for tests: versions registered, approved, promoted, tampered.
+"""Building registry scenarios for tests: versions registered, approved, promoted, tampered;
+the drill of such an asset and its runs.
 
 Every test that needs "v1 and v2 known-good, v3 in production" builds it here, through the
 real registry services, so that a change in how versions are registered reaches every test.
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from rearguard.models.assets.versions import (
     alias_version,
@@ -27,7 +28,8 @@ from rearguard.models.audit.chain import (
     verify_stored_chain,
 )
 from rearguard.models.config.settings import load_settings
-from rearguard.models.db.tables import ChainHead, TimelineEvent
+from rearguard.models.db.tables import ChainHead, Drill, DrillRun, TimelineEvent
+from rearguard.models.drills.service import add_drill, finish_run, start_run
 from rearguard.models.enums import AssetKind, EventKind
 from rearguard.models.integrity.scan.policy import ScanPolicy
 from rearguard.models.runtime import Runtime
@@ -171,6 +173,26 @@ def build_scenario(
         promote(runtime, asset, production, actor=promoted_by)
         if tampered:
             tamper_version(runtime, asset, production)
+
+
+def weekly_drill(session: Session, *, rto_s: float | None = 300, asset: str = "model-a") -> Drill:
+    """The drill ``weekly`` of the model-compromise playbook on an asset, Mondays 09:00 UTC."""
+    return add_drill(
+        session=session,
+        name="weekly",
+        playbook="model_compromise",
+        asset=asset,
+        cron="0 9 * * MON",
+        timezone="UTC",
+        rto_s=rto_s,
+        actor="alice",
+    )
+
+
+def ended_run(session: Session, drill: Drill, *, status: str, recovery_s: float) -> DrillRun:
+    """A manual run of a drill, ended as ``status`` (pass, fail) after ``recovery_s``."""
+    run = start_run(session=session, drill=drill, trigger="manual", incident_id=None)
+    return finish_run(session=session, run=run, status=status, recovery_s=recovery_s)
 
 
 def stored_file(runtime: Runtime, asset: str, label: str, relative: str) -> Path:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from intake_helpers import TOKEN, alert_events, incidents, live_intake, wait_for
+from intake_helpers import (
+    TOKEN,
+    alert_events,
+    incidents,
+    live_intake,
+    running_server,
+    wait_for,
+)
 from scenarios import build_scenario
 
 from rearguard.flows.prefect_infra.server import free_loopback_port
@@ -31,30 +38,19 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     yield f"http://127.0.0.1:{port}", config
 
 
-def _start(url: str, config: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
+def _running(url: str, config: Path, tmp_path: Path) -> AbstractContextManager[object]:
     assert ALERTMANAGER
-    process = subprocess.Popen(
-        [
-            ALERTMANAGER,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'am-data'}",
-            f"--web.listen-address={url.removeprefix('http://')}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "alertmanager.log").open("wb"),
+    command = [
+        ALERTMANAGER,
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'am-data'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
+    return running_server(
+        command, ready_url=f"{url}/-/ready", log=tmp_path / "alertmanager.log", what="Alertmanager"
     )
-
-    def ready() -> bool:
-        assert process.poll() is None, (tmp_path / "alertmanager.log").read_text()
-        try:
-            return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, timeout=30, what="Alertmanager to be ready")
-    return process
 
 
 def _alerts(assets: list[str], count: int, *, ends: datetime | None = None) -> list[dict]:
@@ -102,8 +98,7 @@ receivers:
             credentials: {TOKEN}
 """
         )
-        process = _start(am_url, config, tmp_path)
-        try:
+        with _running(am_url, config, tmp_path):
             fired = _alerts(assets, 40)
             assert httpx.post(f"{am_url}/api/v2/alerts", json=fired).status_code == 200
 
@@ -124,9 +119,6 @@ receivers:
                 return done if len({e["data"]["labels"]["instance"] for e in done}) == 40 else []
 
             resolved = wait_for(all_resolved, timeout=30, what="the resolved alerts")
-        finally:
-            process.terminate()
-            process.wait(10)
     by_asset = {i.asset_name: i.id for i in incidents(runtime)}
     assert len(by_asset) == 2  # resolved alerts opened nothing
     assert {e["incident_id"] for e in resolved} == set(by_asset.values())

@@ -17,7 +17,7 @@ from alembic.config import Config
 from fastapi.testclient import TestClient
 from intake_helpers import AUTH, TOKEN, intake_settings, native
 from prometheus_client.parser import text_string_to_metric_families
-from scenarios import build_scenario
+from scenarios import build_scenario, ended_run, weekly_drill
 from sqlmodel import col, select
 
 from rearguard.flows.cli.serve import check_exposure
@@ -26,7 +26,7 @@ from rearguard.flows.run_playbook import run_playbook
 from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.db.engine import MIGRATIONS_DIR
 from rearguard.models.db.tables import ChainHead, Incident, MetricCounter
-from rearguard.models.drills.service import add_drill, finish_run, record_missed, start_run
+from rearguard.models.drills.service import record_missed, start_run
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import ConfigurationError
 from rearguard.models.incidents.resolution import resolve_incident
@@ -137,19 +137,8 @@ def test_a_scrape_tells_each_drills_runs_margin_and_last_pass(
     runtime: Runtime, client: TestClient
 ) -> None:
     with runtime.db.session() as session:
-        drill = add_drill(
-            session=session,
-            name="weekly",
-            playbook="model_compromise",
-            asset="model-a",
-            cron="0 9 * * MON",
-            timezone="UTC",
-            rto_s=300,
-            actor="alice",
-        )
-        run = start_run(session=session, drill=drill, trigger="manual", incident_id=None)
-        finish_run(session=session, run=run, status="pass", recovery_s=12.5)
-        passed_at = run.finished_at
+        drill = weekly_drill(session)
+        passed_at = ended_run(session, drill, status="pass", recovery_s=12.5).finished_at
         record_missed(
             session=session,
             drill=drill,

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from scenarios import build_scenario, production_in_db, production_on_disk
+from scenarios import build_scenario, production_in_db, production_on_disk, weekly_drill
 
 from rearguard.flows.drills.run import run_drill
 from rearguard.flows.opening import open_and_record
 from rearguard.flows.run_playbook import run_playbook
 from rearguard.models.audit.chain import events_for_incident, verify_stored_chain
 from rearguard.models.db.tables import DrillRun, Incident
-from rearguard.models.drills.service import add_drill
 from rearguard.models.enums import Severity
 from rearguard.models.incidents.service import list_incidents
 from rearguard.models.runtime import Runtime, bound
@@ -74,16 +73,7 @@ def test_a_drill_and_an_incident_run_side_by_side_each_on_its_own_runtime(
     build_scenario(runtime, tmp_path / "b", asset="model-b", tampered=True)
     with runtime.db.session() as session:
         # No objective: the drill is held for as long as the incident takes, on purpose.
-        add_drill(
-            session=session,
-            name="weekly",
-            playbook="model_compromise",
-            asset="model-a",
-            cron="0 9 * * MON",
-            timezone="UTC",
-            rto_s=None,
-            actor="test",
-        )
+        weekly_drill(session, rto_s=None)
     incident_steps: list[tuple[str, bool]] = []
     runtime.reporters.append(
         lambda step, _phase, _message: incident_steps.append(

@@ -1,25 +1,24 @@
-"""The shipped Prometheus alerting rules: valid for Prometheus, and about metrics that exist.
+"""The shipped Prometheus alerting rules and Grafana dashboard: valid for their tools, and
+about metrics that exist.
 
 ``promtool check rules`` (Debian package ``prometheus``) parses every rule and its PromQL as
 Prometheus itself does; without it that test is skipped, saying so. Every ``rearguard_*`` name
-the rules query must be one ``GET /metrics`` exposes, checked against the families the
-collector builds (a misspelt name would be an alert that can never fire).
+the rules and the dashboard's panels query must be one ``GET /metrics`` exposes, checked against
+the families the collector builds (a misspelt name would be an alert that can never fire, a
+panel that stays empty); ``tests/integration/test_prometheus_scrape.py`` runs them all on a
+real Prometheus scraping a real intake.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
+from contrib_queries import RULES, alert_rules, dashboard, metric_names, panel_queries
 
 from rearguard.flows.intake.metrics import gauge_families, kept_families
 from rearguard.models.metrics.snapshot import DrillState, Gauges, KeptCounters
-
-RULES = Path(__file__).resolve().parents[2] / "contrib" / "prometheus" / "rearguard-rules.yml"
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -61,15 +60,33 @@ def exposed_names() -> set[str]:
 
 
 def test_every_rule_is_about_a_metric_rearguard_exposes() -> None:
-    document = yaml.safe_load(RULES.read_text())
-    (group,) = document["groups"]
-    rules = group["rules"]
+    rules = alert_rules()
     assert len({rule["alert"] for rule in rules}) == len(rules) == 10
     exposed = exposed_names()
     for rule in rules:
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
-        queried = set(re.findall(r"\brearguard_[a-z_]+", rule["expr"]))
+        queried = metric_names(rule["expr"])
         if rule["alert"] != "RearguardDown":
             assert queried, rule["alert"]
         assert queried <= exposed, (rule["alert"], queried - exposed)
+
+
+def test_every_panel_queries_metrics_rearguard_exposes_through_the_chosen_datasource() -> None:
+    board = dashboard()
+    (source,) = board["__inputs"]
+    assert (source["name"], source["pluginId"]) == ("DS_PROMETHEUS", "prometheus")
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    chosen = {"type": "prometheus", "uid": "${datasource}"}
+    exposed = exposed_names()
+    for panel in board["panels"]:
+        assert panel["datasource"] == chosen, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == chosen, panel["title"]
+            queried = metric_names(target["expr"])
+            assert queried, panel["title"]
+            assert queried <= exposed, (panel["title"], queried - exposed)
+            assert 'job="$job"' in target["expr"], panel["title"]
+    assert len(panel_queries()) == 8
