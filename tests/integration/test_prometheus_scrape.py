@@ -49,6 +49,7 @@ from rearguard.notifications.notify import notify
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.one_database,
     pytest.mark.skipif(
         PROMETHEUS is None,
         reason="the Prometheus server is not installed (apt-get install prometheus)",
