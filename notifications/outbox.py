@@ -33,6 +33,7 @@ from rearguard.models.db.tables import (
 )
 from rearguard.models.enums import EventKind
 from rearguard.models.errors import ConflictError, NotFoundError
+from rearguard.models.metrics.counters import declare_channels
 from rearguard.notifications.routing import PAGE_ONLY_EVENTS, Route, Target, route_for
 
 OUTBOX = table_of(NotificationOutbox)
@@ -243,6 +244,7 @@ def enqueue(
         for t, key in zip(destinations, keys, strict=True)
     ]
     connection.execute(insert(OUTBOX), rows)
+    declare_channels(connection, (t.channel for t in destinations))
     return Enqueued(len(rows), labels, appended.seq, False)
 
 

@@ -219,7 +219,26 @@ def count_alerts(target: Session | Connection, actions: Iterable[str]) -> None:
     )
 
 
+_DELIVERY_FAMILIES = {"delivered": OUTBOX_DELIVERED.name, "failed": OUTBOX_FAILED.name}
+
+
 def count_deliveries(target: Session | Connection, outcomes: Iterable[tuple[str, str]]) -> None:
     """Count notifications that ended, as (channel, ``delivered`` or ``failed``)."""
-    families = {"delivered": OUTBOX_DELIVERED.name, "failed": OUTBOX_FAILED.name}
-    add(target, [(families[status], {"channel": channel}, 1.0) for channel, status in outcomes])
+    add(
+        target,
+        [(_DELIVERY_FAMILIES[status], {"channel": channel}, 1.0) for channel, status in outcomes],
+    )
+
+
+def declare_channels(target: Session | Connection, channels: Iterable[str]) -> None:
+    """Make a channel's delivered and failed series exist (at 0) from its first queued
+    notification: Prometheus's ``increase()`` ignores a series' first sample, so a series born
+    with its first failure would never fire the failing-notifications rule for it."""
+    add(
+        target,
+        [
+            (family, {"channel": channel}, 0.0)
+            for channel in set(channels)
+            for family in _DELIVERY_FAMILIES.values()
+        ],
+    )

@@ -118,6 +118,9 @@ def test_a_scrape_tells_an_incident_from_alert_to_resolution(
     assert not any(name == "rearguard_playbook_step_failures_total" for name, _ in after)
     # The file channel told of opened, contained and recovered; nothing is waiting.
     assert value(after, "rearguard_outbox_delivered_total", channel="file") == 3
+    # A channel's failed series is there, at 0, from its first queued notification: the
+    # failing-notifications rule (increase over an hour) can see its first failure.
+    assert value(after, "rearguard_outbox_failed_total", channel="file") == 0
     assert not any(name == "rearguard_outbox_pending" for name, _ in after)
     assert value(after, "rearguard_approvals_pending") == 0
     with runtime.db.read_session() as session:
