@@ -69,6 +69,8 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     if given is None:  # a deployment's flow run: this worker's process has no runtime of its own
         given = owned = Runtime.from_settings(load_settings())
     runtime = with_prefect(given)
+    # Now, not at the end: starting a thread can wait for the OS on a loaded machine.
+    runtime.checkpoints.start(settings=runtime.settings)
     try:
         with bound_runtime(runtime):
             async with deployment_asset_slot(runtime, incident_id):

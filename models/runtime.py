@@ -75,7 +75,7 @@ class Runtime:
     def close(self) -> None:
         """Finish the checkpoints asked for (made and published before this returns), then
         release the database."""
-        self.checkpoints.flush()
+        self.checkpoints.close()
         self.db.dispose()
 
     def report(self, step: str, phase: str, message: str) -> None:

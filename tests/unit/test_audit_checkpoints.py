@@ -541,6 +541,20 @@ def test_a_refused_connection_never_fails_the_playbook_end(setup: Setup) -> None
     assert runtime.checkpoints.last is not None and runtime.checkpoints.last.checkpoint
 
 
+def test_closing_the_runtime_publishes_the_checkpoints_asked_for(setup: Setup) -> None:
+    """What a CLI command does before it exits: the sink holds the end's checkpoint."""
+    runtime = dataclasses.replace(setup.runtime, settings=setup.settings)
+    runtime.checkpoints.start(settings=runtime.settings)
+    append(setup.runtime, 2, incident_id=4)
+
+    runtime.request_checkpoint("incident 4 run ended")
+    runtime.checkpoints.close()
+
+    [line] = setup.sink.read_text().splitlines()
+    assert json.loads(line)["reason"] == "incident 4 run ended"
+    assert "4" in json.loads(line)["incidents"]
+
+
 def pending_deliveries(runtime: Runtime) -> list[CheckpointDelivery]:
     with runtime.db.read_session() as session:
         return [d for d in session.exec(select(CheckpointDelivery)) if d.published_at is None]
