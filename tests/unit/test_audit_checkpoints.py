@@ -23,7 +23,6 @@ import pytest
 from cli_helpers import rearguard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from intake_helpers import wait_for
 from key_helpers import write_key_pair
 from notification_helpers import WEBHOOK_SECRET, WebhookReceiver
 from pydantic import SecretStr
@@ -32,14 +31,12 @@ from slack_server import SlackServer
 from sqlalchemy import text, update
 from sqlmodel import select
 
-from rearguard.flows.drills.scheduler import DrillScheduler
 from rearguard.models.audit.chain import append_event
 from rearguard.models.audit.checkpoints import (
     make_checkpoint,
     publish_pending,
 )
 from rearguard.models.config.audit import AuditSettings
-from rearguard.models.config.drills import SchedulerSettings
 from rearguard.models.config.notifications import SlackSettings
 from rearguard.models.config.settings import Settings
 from rearguard.models.db.tables import CheckpointDelivery, table_of
@@ -558,37 +555,6 @@ def test_closing_the_runtime_publishes_the_checkpoints_asked_for(setup: Setup) -
 def pending_deliveries(runtime: Runtime) -> list[CheckpointDelivery]:
     with runtime.db.read_session() as session:
         return [d for d in session.exec(select(CheckpointDelivery)) if d.published_at is None]
-
-
-def test_the_scheduler_publishes_a_kept_checkpoint_once_the_sink_answers(setup: Setup) -> None:
-    with WebhookReceiver(statuses=[503]) as receiver:
-        settings = with_sinks(setup, receiver.url)
-        settings = dataclasses.replace(
-            settings,
-            audit=settings.audit.model_copy(update={"retry_base_s": 0.01}),
-            scheduler=SchedulerSettings(poll_s=0.05),
-        )
-        runtime = dataclasses.replace(setup.runtime, settings=settings)
-        append(setup.runtime, 2, incident_id=1)
-
-        runtime.request_checkpoint("incident 1 run ended")  # the playbook's end: returns at once
-        assert runtime.checkpoints.flush(timeout=30)
-        ended = runtime.checkpoints.last
-        assert ended is not None and ended.report is not None
-        assert ended.report.failing == {receiver.url: "HTTP 503"}
-        assert receiver.received == [] and len(setup.sink.read_text().splitlines()) == 1
-
-        scheduler = DrillScheduler(runtime)  # what `rearguard serve` runs
-        scheduler.start()
-        try:
-            wait_for(lambda: not pending_deliveries(setup.runtime), timeout=30, what="retry")
-        finally:
-            scheduler.shutdown(wait=True)
-            runtime.checkpoints.flush()
-
-    assert [r["number"] for r in receiver.received] == [1]
-    assert receiver.duplicates == 0
-    assert len(setup.sink.read_text().splitlines()) == 1
 
 
 def test_automatic_passes_wait_out_a_failing_sinks_back_off_and_audit_checkpoint_does_not(
