@@ -203,7 +203,7 @@ def bench_incident_end(
     emit(
         "floor_durable_commit_and_fsync",
         median_ms=round(statistics.median(disk_floors) * 1000, 3),
-        note="one durable SQLite commit of an event and one append+fsync of a line: the disk "
+        note="one durable commit of an event and one append+fsync of a line: the disk "
         "work a durable checkpoint cannot avoid",
     )
 

@@ -511,6 +511,18 @@ class PublishReport:
     waiting: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A delivery not yet published, as a publishing pass read it."""
+
+    sink: str
+    number: int
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_until: datetime | None
+    record: str
+
+
 def _is_network(sink: str) -> bool:
     return not sink.startswith("file://")
 
@@ -553,10 +565,10 @@ def publish_pending(*, db: Database, settings: Settings, due_only: bool = False)
             )
             .all()
         )
-    by_sink: dict[str, list[Any]] = {}
-    for row in pending:
-        if row.sink in sinks:
-            by_sink.setdefault(row.sink, []).append(row)
+    by_sink: dict[str, list[_Pending]] = {}
+    for found in pending:
+        if found.sink in sinks:
+            by_sink.setdefault(found.sink, []).append(_Pending(*found))
     published = 0
     failing: dict[str, str] = {}
     waiting: list[str] = []
@@ -577,7 +589,7 @@ def publish_pending(*, db: Database, settings: Settings, due_only: bool = False)
     return PublishReport(published, failing, tuple(waiting))
 
 
-def _claim(db: Database, row: Any, *, settings: AuditSettings, now: datetime) -> bool:
+def _claim(db: Database, row: _Pending, *, settings: AuditSettings, now: datetime) -> bool:
     """Claim a delivery for this publisher: False when another claimed it first."""
     lease = timedelta(seconds=settings.publish_timeout_s + LEASE_MARGIN_S)
     statement = (
@@ -593,7 +605,9 @@ def _claim(db: Database, row: Any, *, settings: AuditSettings, now: datetime) ->
     return _commit_unflushed(db, statement) == 1
 
 
-def _record_attempt(db: Database, row: Any, *, error: str | None, settings: AuditSettings) -> None:
+def _record_attempt(
+    db: Database, row: _Pending, *, error: str | None, settings: AuditSettings
+) -> None:
     """Record how a claimed delivery went: published, or failed and when to retry it."""
     now = datetime.now(UTC)
     values: dict[str, Any] = {"lease_until": None, "last_error": error}
