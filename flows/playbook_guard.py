@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from rearguard.flows.prefect_infra.asset_slot import deployment_asset_slot
 from rearguard.flows.prefect_infra.lent import with_prefect
 from rearguard.flows.steps import conclude, notify
-from rearguard.models.audit.checkpoints import checkpoint_without_waiting
 from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import OperationFailed, RearguardError
@@ -70,6 +69,8 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     if given is None:  # a deployment's flow run: this worker's process has no runtime of its own
         given = owned = Runtime.from_settings(load_settings())
     runtime = with_prefect(given)
+    # Now, not at the end: starting a thread can wait for the OS on a loaded machine.
+    runtime.checkpoints.start(settings=runtime.settings)
     try:
         with bound_runtime(runtime):
             async with deployment_asset_slot(runtime, incident_id):
@@ -87,27 +88,18 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
                         await notify(incident_id, event=str(ended), if_status=ended)
                 finally:
                     await _deliver_queued(runtime, incident_id)
-                    await _checkpoint(runtime, incident_id)
+                    _checkpoint(runtime, incident_id)
     finally:
-        if owned is not None:
-            owned.db.dispose()
+        if owned is not None:  # this process ends with the run: publish its checkpoint first
+            owned.close()
 
 
-async def _checkpoint(runtime: Runtime, incident_id: int) -> None:
-    """Sign a checkpoint of the chain as the run ends, when ``[audit] signing_key`` is set.
-
-    File sinks are appended to here (milliseconds); network sinks are published in the
-    background, and whatever cannot be published is kept and retried: the run never waits for
-    a sink, and a checkpoint never fails it.
-    """
-    if runtime.settings.audit.signing_key is None:
-        return
-    await asyncio.to_thread(
-        checkpoint_without_waiting,
-        db=runtime.db,
-        settings=runtime.settings,
-        reason=f"incident {incident_id} run ended",
-    )
+def _checkpoint(runtime: Runtime, incident_id: int) -> None:
+    """Ask for a signed checkpoint of the chain as the run ends (when ``[audit] signing_key``
+    is set): the runtime's background checkpointer makes, stores and publishes it, so the run
+    waits for neither the disk nor a sink, and a checkpoint never fails it. Whatever cannot be
+    published is kept and retried."""
+    runtime.request_checkpoint(f"incident {incident_id} run ended")
 
 
 async def _deliver_queued(runtime: Runtime, incident_id: int) -> None:

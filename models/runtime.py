@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from rearguard.models.audit.checkpoint_worker import CheckpointWorker
 from rearguard.models.commands import CommandRun
 from rearguard.models.config.settings import Settings
 from rearguard.models.db.engine import Database
@@ -48,6 +49,11 @@ class Runtime:
     orchestration layer lends it (None: such a hook fails, saying where it can run)."""
     secret_blocks: SecretBlockLoader | None = None
     """Reads the Slack token from a Prefect Secret block, lent the same way."""
+    checkpoints: CheckpointWorker = field(
+        default_factory=CheckpointWorker, repr=False, compare=False
+    )
+    """Signs and publishes audit checkpoints in the background; shared by this runtime's
+    copies (``dataclasses.replace`` passes it on), finished by :meth:`close`."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -59,6 +65,18 @@ class Runtime:
         db = Database(settings.database_url, busy_timeout_s=settings.database.busy_timeout_s)
         db.ensure_current(auto_upgrade=settings.is_embedded_database)
         return cls(settings=settings, db=db, registry=open_registry(settings))
+
+    def request_checkpoint(self, reason: str | None) -> None:
+        """Ask for a signed checkpoint of the chain (``reason``: why, e.g. ``incident 12 run
+        ended``; None: only retry the sinks whose back-off is over), made and published in the
+        background: returns at once. Nothing happens without ``[audit] signing_key``."""
+        self.checkpoints.request(db=self.db, settings=self.settings, reason=reason)
+
+    def close(self) -> None:
+        """Finish the checkpoints asked for (made and published before this returns), then
+        release the database."""
+        self.checkpoints.close()
+        self.db.dispose()
 
     def report(self, step: str, phase: str, message: str) -> None:
         """Tell every reporter how a step is going."""

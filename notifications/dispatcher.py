@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 
 from rearguard.models.audit.chain import append_event
+from rearguard.models.backoff import backoff_s
 from rearguard.models.config.settings import Settings
 from rearguard.models.config.slack_commands import RESPONSE_CHANNEL, shown_destination
 from rearguard.models.db.engine import Database
@@ -417,7 +418,7 @@ class Dispatcher:
             return _Outcome(
                 row, FAILED, error=f"gave up after {row.attempts} attempts: {exc.message}"
             )
-        delay = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** max(0, row.attempts - 1))
+        delay = backoff_s(row.attempts, base_s=policy.backoff_base_s, max_s=policy.backoff_max_s)
         if exc.retry_after is not None:
             delay = max(delay, exc.retry_after)
             # The channel asked everyone to wait, not just this message.

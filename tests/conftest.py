@@ -118,7 +118,7 @@ def runtime(home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.chdir(home)  # no stray rearguard.toml from the working directory
     rt = Runtime.from_settings(load_settings(home=home, database_url=database_url))
     yield rt
-    rt.db.dispose()
+    rt.close()
 
 
 @pytest.fixture(scope="session")

@@ -243,6 +243,7 @@ def checkpoint(ctx: typer.Context, json_output: JsonOption = False) -> None:
                 ),
                 "published": report.published,
                 "failing": report.failing,
+                "held": list(report.waiting),
             }
         )
     elif made is None:
@@ -255,6 +256,12 @@ def checkpoint(ctx: typer.Context, json_output: JsonOption = False) -> None:
         )
     for sink, error in report.failing.items():
         err.print(f"warning: sink {sink}: {error} (kept; retried next time)", markup=False)
+    for sink in report.waiting:
+        err.print(
+            f"sink {sink}: another process claimed its next checkpoint and publishes it (a "
+            "claim of a process that died lapses after [audit] publish_timeout_s + 60 s)",
+            markup=False,
+        )
     if report.failing:
         raise typer.Exit(1)
 

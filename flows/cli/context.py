@@ -76,17 +76,20 @@ class Invocation:
         self.home, self.database_url = home, database_url
 
     def checkpoint_if_due(self) -> None:
-        """After a command: sign a checkpoint when ``[audit] checkpoint_every`` events have been
-        appended since the last one (file sinks at once; network sinks without waiting)."""
-        if self.built is not None:
-            from rearguard.models.audit.checkpoints import checkpoint_if_due  # lazy: CLI start-up
+        """After a command: ask for a signed checkpoint when ``[audit] checkpoint_every``
+        events have been appended since the last one (made and published by :meth:`close`)."""
+        if self.built is not None and self.built.settings.audit.checkpoint_every:
+            from rearguard.models.audit.checkpoints import checkpoint_due  # lazy: CLI start-up
 
-            checkpoint_if_due(db=self.built.db, settings=self.built.settings)
+            reason = checkpoint_due(db=self.built.db, settings=self.built.settings)
+            if reason is not None:
+                self.built.request_checkpoint(reason)
 
     def close(self) -> None:
-        """Release the runtime's database, if one was built."""
+        """Finish the runtime's checkpoints (the command's published before it exits) and
+        release its database, if one was built."""
         if self.built is not None:
-            self.built.db.dispose()
+            self.built.close()
             self.built = None
 
 

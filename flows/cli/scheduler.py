@@ -1,4 +1,5 @@
-"""``rearguard scheduler``: run drills (and the asset sweep) on their schedules until stopped."""
+"""``rearguard scheduler``: run drills (and the asset sweep) on their schedules, and retry the
+audit checkpoint sinks that failed, until stopped."""
 
 from __future__ import annotations
 

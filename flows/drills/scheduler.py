@@ -1,4 +1,5 @@
-"""The scheduler: APScheduler 3 running drills (and the asset sweep) on their cron schedules.
+"""The scheduler: APScheduler 3 running drills (and the asset sweep) on their cron schedules,
+and keeping the audit checkpoints published.
 
 Drill definitions live in the ``drill`` table; the scheduler keeps one APScheduler job per
 drill in the ``apscheduler_jobs`` table of the application database, in sync with that table
@@ -12,6 +13,10 @@ creation) that is past the misfire grace time is recorded as missed (``drill_run
 ``drill.missed`` event); one still within it runs now. While running, APScheduler's own
 missed and max-instances events are recorded the same way. APScheduler folds missed runs into
 one when it coalesces, so these are computed from the drill history, not left to it.
+
+With ``[audit] signing_key`` set, it also looks every ``[scheduler] poll_s`` for checkpoints
+that a sink could not take (retried once their back-off is over) and for a checkpoint due by
+``[audit] checkpoint_every``.
 
 Jobs are stored as JSON, not pickles: the job store's table is in the application database,
 and loading a pickle from it would run whatever code someone with write access put there.
@@ -47,6 +52,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rearguard.flows.drills.run import run_drill
 from rearguard.flows.run_playbook import run_playbook
+from rearguard.models.audit.checkpoints import checkpoint_due
 from rearguard.models.drills.service import (
     fire_times,
     get_drill,
@@ -65,6 +71,7 @@ SLACK_TRIGGER = "slack"
 JOBS_TABLE = "apscheduler_jobs"
 DRILL_JOB_PREFIX = "drill:"
 SWEEP_JOB = "sweep"
+CHECKPOINTS_JOB = "checkpoints"
 RUNTIME_ARGUMENT = "runtime"
 """The keyword argument that gives a job its scheduler's runtime (never stored)."""
 
@@ -233,12 +240,17 @@ class DrillScheduler:
                 kwargs={RUNTIME_ARGUMENT: self.runtime},
                 replace_existing=True,
             )
+        poll_s = self.runtime.settings.scheduler.poll_s
         self.scheduler.add_job(
-            self.sync,
-            trigger=IntervalTrigger(seconds=self.runtime.settings.scheduler.poll_s),
-            id="sync",
-            jobstore="memory",
+            self.sync, trigger=IntervalTrigger(seconds=poll_s), id="sync", jobstore="memory"
         )
+        if self.runtime.settings.audit.signing_key is not None:
+            self.scheduler.add_job(
+                self.keep_checkpoints,
+                trigger=IntervalTrigger(seconds=poll_s),
+                id=CHECKPOINTS_JOB,
+                jobstore="memory",
+            )
         self.scheduler.resume()
         return {"drills": sorted(self._known), "missed": missed, "interrupted": interrupted}
 
@@ -300,6 +312,13 @@ class DrillScheduler:
                     missed += self._schedule(drill, startup=startup)
             self._known = wanted
             return missed
+
+    def keep_checkpoints(self) -> None:
+        """Every poll: retry the checkpoint sinks whose back-off is over, and sign a checkpoint
+        when ``[audit] checkpoint_every`` events were appended since the last one; both in the
+        runtime's background checkpointer, so the next poll never waits behind a sink."""
+        runtime = self.runtime
+        runtime.request_checkpoint(checkpoint_due(db=runtime.db, settings=runtime.settings))
 
     def _schedule(self, drill: Any, *, startup: bool) -> int:
         trigger = parse_cron(drill.cron, drill.timezone)

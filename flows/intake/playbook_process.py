@@ -221,3 +221,4 @@ def run_child(
                 break
             dispatcher.submit(incident_id)
         dispatcher.stop(wait=True)
+    runtime.close()  # the playbooks' checkpoints made and published before the child exits

@@ -38,18 +38,18 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Update, insert, update
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from rearguard.models.audit.chain import (
@@ -63,6 +63,7 @@ from rearguard.models.audit.chain import (
 )
 from rearguard.models.audit.keys import load_private_key
 from rearguard.models.audit.slack_sink import SLACK_SINK, post_checkpoint, read_messages
+from rearguard.models.backoff import backoff_s
 from rearguard.models.config.audit import AuditSettings
 from rearguard.models.config.notifications import SlackSettings
 from rearguard.models.config.settings import Settings
@@ -465,9 +466,9 @@ def _incident_digest(connection: Connection, incident_id: int, *, upto: int) -> 
     return incident_digest((seq, digest) for seq, digest in rows)
 
 
-def checkpoint_if_due(*, db: Database, settings: Settings) -> Checkpointed | None:
-    """Sign a checkpoint (as :func:`checkpoint_without_waiting`) when ``checkpoint_every``
-    events were appended since the last one; None when none is due. For the end of a command."""
+def checkpoint_due(*, db: Database, settings: Settings) -> str | None:
+    """Why a checkpoint is due when ``checkpoint_every`` events were appended since the last
+    one (``every N events``); None when none is, or no signing key is set."""
     every = settings.audit.checkpoint_every
     if not every or settings.audit.signing_key is None:
         return None
@@ -478,7 +479,7 @@ def checkpoint_if_due(*, db: Database, settings: Settings) -> Checkpointed | Non
         ).first()
     if head is None or head.seq - (last or 0) < every:
         return None
-    return checkpoint_without_waiting(db=db, settings=settings, reason=f"every {every} events")
+    return f"every {every} events"
 
 
 def latest_checkpoint_of_incident(session: Session, *, incident_id: int) -> Checkpoint | None:
@@ -495,76 +496,145 @@ def latest_checkpoint_of_incident(session: Session, *, incident_id: int) -> Chec
 # -- publishing -------------------------------------------------------------------------------
 
 
+LEASE_MARGIN_S = 60.0
+"""A claimed delivery is held for the sink's timeout plus this, then free for another
+publisher: its publisher died, or hangs on a disk (a re-publication is an identical line)."""
+
+
 @dataclass(frozen=True)
 class PublishReport:
-    """What one publishing pass did: deliveries published, and the sinks still failing."""
+    """What one publishing pass did: deliveries published, the sinks still failing, and the
+    sinks it left alone (waiting out their back-off, or held by another publisher)."""
 
     published: int
     failing: dict[str, str]
+    waiting: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A delivery not yet published, as a publishing pass read it."""
+
+    sink: str
+    number: int
+    attempts: int
+    next_attempt_at: datetime | None
+    lease_until: datetime | None
+    record: str
 
 
 def _is_network(sink: str) -> bool:
     return not sink.startswith("file://")
 
 
-def publish_pending(
-    *, db: Database, settings: Settings, network: bool = True, files: bool = True
-) -> PublishReport:
+def publish_pending(*, db: Database, settings: Settings, due_only: bool = False) -> PublishReport:
     """Publish every pending checkpoint to its sinks, oldest first, in order per sink.
 
-    A sink that fails keeps its checkpoints pending (the failure and the attempt are recorded)
-    and is retried on the next pass: the next checkpoint made, or ``rearguard audit
-    checkpoint``. A sink is never sent a checkpoint before an older one still pending for it.
+    Each delivery is claimed before it is published (one more attempt, a lease of the sink's
+    timeout plus :data:`LEASE_MARGIN_S`), so two publishers (a playbook process's, the
+    scheduler's, ``rearguard audit checkpoint``) never publish it at once; a sink stops at a
+    delivery another publisher holds. A sink that fails keeps its checkpoints pending, records
+    the failure, and waits ``[audit] retry_base_s`` (doubling up to ``retry_max_s``) before the
+    automatic passes try it again. A sink is never sent a checkpoint before an older one still
+    pending for it. File sinks go first: a local append never waits behind a network timeout.
 
     Args:
         db: the database.
         settings: the settings (``[audit]``, and ``[notifications.webhook]`` for the
             ``webhook`` sink).
-        network: publish to http(s) and webhook sinks.
-        files: publish to file sinks.
+        due_only: leave alone the sinks still waiting out their back-off (the automatic
+            passes: after a checkpoint is made, the scheduler's); False tries every sink now
+            (``rearguard audit checkpoint``).
     """
     sinks = settings.audit.checkpoint_sinks
     with db.read_session() as session:
-        pending = session.exec(
-            select(CheckpointDelivery.sink, CheckpointDelivery.number, AuditCheckpoint.record)
-            .join(AuditCheckpoint, col(AuditCheckpoint.number) == CheckpointDelivery.number)
-            .where(col(CheckpointDelivery.published_at).is_(None))
-            .order_by(col(CheckpointDelivery.number))
-        ).all()
-    by_sink: dict[str, list[tuple[int, str]]] = {}
-    for sink, number, record in pending:
-        if (network if _is_network(sink) else files) and sink in sinks:
-            by_sink.setdefault(sink, []).append((number, record))
+        pending = (
+            session.connection()
+            .execute(
+                select_columns(
+                    _DELIVERIES.c.sink,
+                    _DELIVERIES.c.number,
+                    _DELIVERIES.c.attempts,
+                    _DELIVERIES.c.next_attempt_at,
+                    _DELIVERIES.c.lease_until,
+                    _CHECKPOINTS.c.record,
+                )
+                .join(_CHECKPOINTS, _CHECKPOINTS.c.number == _DELIVERIES.c.number)
+                .where(_DELIVERIES.c.published_at.is_(None))
+                .order_by(_DELIVERIES.c.number)
+            )
+            .all()
+        )
+    by_sink: dict[str, list[_Pending]] = {}
+    for found in pending:
+        if found.sink in sinks:
+            by_sink.setdefault(found.sink, []).append(_Pending(*found))
     published = 0
     failing: dict[str, str] = {}
-    for sink, items in by_sink.items():
-        for number, record in items:
-            error = _publish_one(sink, record, settings=settings)
-            _record_attempt(db, number=number, sink=sink, error=error)
+    waiting: list[str] = []
+    for sink in sorted(by_sink, key=_is_network):
+        for row in by_sink[sink]:
+            now = datetime.now(UTC)
+            held = row.lease_until is not None and row.lease_until > now
+            backing_off = due_only and row.next_attempt_at is not None and row.next_attempt_at > now
+            if held or backing_off or not _claim(db, row, settings=settings.audit, now=now):
+                waiting.append(sink)
+                break
+            error = _publish_one(sink, row.record, settings=settings)
+            _record_attempt(db, row, error=error, settings=settings.audit)
             if error is not None:
                 failing[sink] = error
                 break
             published += 1
-    return PublishReport(published, failing)
+    return PublishReport(published, failing, tuple(waiting))
 
 
-def _record_attempt(db: Database, *, number: int, sink: str, error: str | None) -> None:
-    """Record one publication attempt, without waiting for the disk.
-
-    The checkpoint itself was committed durably before it was published. If this mark is lost
-    in a crash, the checkpoint is published again: an identical line, which the verifier
-    accepts. So the commit skips its fsync (SQLite ``synchronous = NORMAL``, PostgreSQL
-    ``synchronous_commit = off``): at an incident's end that is one disk flush fewer, the
-    largest part of a checkpoint's cost (bench/bench_checkpoints.py).
-    """
-    values: dict[str, Any] = {"attempts": _DELIVERIES.c.attempts + 1, "last_error": error}
-    if error is None:
-        values["published_at"] = datetime.now(UTC)
+def _claim(db: Database, row: _Pending, *, settings: AuditSettings, now: datetime) -> bool:
+    """Claim a delivery for this publisher: False when another claimed it first."""
+    lease = timedelta(seconds=settings.publish_timeout_s + LEASE_MARGIN_S)
     statement = (
         update(_DELIVERIES)
-        .where(_DELIVERIES.c.number == number, _DELIVERIES.c.sink == sink)
-        .values(**values)
+        .where(
+            _DELIVERIES.c.number == row.number,
+            _DELIVERIES.c.sink == row.sink,
+            _DELIVERIES.c.attempts == row.attempts,
+            _DELIVERIES.c.published_at.is_(None),
+        )
+        .values(attempts=row.attempts + 1, lease_until=now + lease)
     )
+    return _commit_unflushed(db, statement) == 1
+
+
+def _record_attempt(
+    db: Database, row: _Pending, *, error: str | None, settings: AuditSettings
+) -> None:
+    """Record how a claimed delivery went: published, or failed and when to retry it."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {"lease_until": None, "last_error": error}
+    if error is None:
+        values.update(published_at=now, next_attempt_at=None)
+    else:
+        wait_s = backoff_s(
+            row.attempts + 1, base_s=settings.retry_base_s, max_s=settings.retry_max_s
+        )
+        values["next_attempt_at"] = now + timedelta(seconds=wait_s)
+    _commit_unflushed(
+        db,
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.number == row.number, _DELIVERIES.c.sink == row.sink)
+        .values(**values),
+    )
+
+
+def _commit_unflushed(db: Database, statement: Update) -> int:
+    """Run one update of a delivery in its own transaction, without waiting for the disk;
+    the number of rows it changed.
+
+    The checkpoint itself was committed durably before it was published. If a claim or a
+    mark is lost in a crash, the checkpoint is published again: an identical line, which the
+    verifier accepts. So these commits skip their fsync (SQLite ``synchronous = NORMAL``,
+    PostgreSQL ``synchronous_commit = off``): two disk flushes fewer per delivery.
+    """
     with db.engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         driver = connection.connection.driver_connection
@@ -575,7 +645,7 @@ def _record_attempt(db: Database, *, number: int, sink: str, error: str | None) 
             with connection.begin():
                 if not sqlite:
                     connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                connection.execute(statement)
+                return connection.execute(statement).rowcount
         finally:
             if sqlite:
                 driver.execute("PRAGMA synchronous = FULL")
@@ -651,51 +721,36 @@ def _post(url: str, secret: str, record: str, *, timeout_s: float) -> str | None
 
 
 @dataclass(frozen=True)
-class Checkpointed:
-    """A checkpoint made at a playbook's end, its file sinks published; the network sinks are
-    published by ``network`` (a daemon thread) that nobody waits for."""
+class CheckpointPass:
+    """What one background pass did: the checkpoint made (None when none was asked for, or
+    it could not be made), its publication, and the error that stopped it."""
 
     checkpoint: Checkpoint | None
-    files: PublishReport | None
-    network: threading.Thread | None
+    report: PublishReport | None
+    error: str | None = None
 
 
-def checkpoint_without_waiting(*, db: Database, settings: Settings, reason: str) -> Checkpointed:
-    """Make a checkpoint and publish it, for a playbook's end: never raises, never waits.
+def checkpoint_and_publish(
+    *, db: Database, settings: Settings, reason: str | None
+) -> CheckpointPass:
+    """Make a checkpoint (when ``reason`` is given) and publish what is due: one pass of a
+    runtime's background checkpointer (:mod:`rearguard.models.audit.checkpoint_worker`).
 
-    File sinks are appended to at once (a local append); network sinks are published from a
-    daemon thread, so an unreachable one delays nothing. Whatever fails stays pending in the
-    database and is retried by the next checkpoint or ``rearguard audit checkpoint``.
+    Never raises: what fails is logged, and kept for the next pass (a checkpoint not made is
+    covered by the next one made; a delivery not published is retried after its back-off).
     """
-    audit = settings.audit
-    if audit.signing_key is None:
-        return Checkpointed(None, None, None)
+    checkpoint = None
     try:
-        checkpoint = make_checkpoint(db=db, settings=audit, reason=reason)
-        files = publish_pending(db=db, settings=settings, network=False)
-    except Exception as exc:  # a checkpoint must never fail a playbook
-        _log.warning("audit checkpoint not made: %s", getattr(exc, "message", exc))
-        return Checkpointed(None, None, None)
-    network = None
-    if any(_is_network(sink) for sink in audit.checkpoint_sinks):
-        network = threading.Thread(
-            target=_publish_network_quietly,
-            kwargs={"db": db, "settings": settings},
-            name="rearguard-checkpoint-publish",
-            daemon=True,
-        )
-        network.start()
-    return Checkpointed(checkpoint, files, network)
-
-
-def _publish_network_quietly(*, db: Database, settings: Settings) -> None:
-    try:
-        report = publish_pending(db=db, settings=settings, files=False)
-    except Exception as exc:  # a background publisher only logs
-        _log.warning("audit checkpoints not published: %s", exc)
-        return
+        if reason is not None:
+            checkpoint = make_checkpoint(db=db, settings=settings.audit, reason=reason)
+        report = publish_pending(db=db, settings=settings, due_only=True)
+    except Exception as exc:  # a background pass only logs; the next one retries
+        message = str(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        _log.warning("audit checkpoint not made or not published: %s", message)
+        return CheckpointPass(checkpoint, None, message)
     for sink, error in report.failing.items():
         _log.warning("audit checkpoint sink %s: %s (kept, retried later)", sink, error)
+    return CheckpointPass(checkpoint, report)
 
 
 # -- checking the chain against published checkpoints ------------------------------------------

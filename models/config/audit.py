@@ -6,12 +6,18 @@ signing_key = "/etc/rearguard/checkpoint.pem"   # Ed25519 private key, PEM, mode
 checkpoint_every = 1000                          # also one every N events (0: only at ends)
 checkpoint_sinks = ["file:///mnt/worm/rearguard-checkpoints.jsonl", "https://audit.example/cp",
                     "slack:#audit-checkpoints"]
+retry_base_s = 10                                # a failing sink is retried after 10 s, 20 s, ...
+retry_max_s = 900                                # ... at most 15 minutes apart
 ```
 
 A sink is ``file://PATH`` (JSON lines appended), an ``http(s)://`` URL (a webhook, signed as the
 webhook channel signs, with ``webhook_secret``), ``slack:CHANNEL`` (a message per checkpoint, with
 ``[notifications.slack]``'s token: a channel the database's writers cannot edit), or ``webhook``
 (the URL and secret of ``[notifications.webhook]``).
+
+A sink that cannot be reached keeps its checkpoints; they are retried in order after
+``retry_base_s`` (doubling up to ``retry_max_s``) by the next checkpoint made, by the scheduler
+(``rearguard serve`` or ``rearguard scheduler``) and, at once, by ``rearguard audit checkpoint``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ class AuditSettings(ConcernSettings):
         default=None, description="HMAC secret of the http(s):// checkpoint sinks"
     )
     publish_timeout_s: float = Field(default=5.0, gt=0, description="per network sink attempt")
+    retry_base_s: float = Field(
+        default=10.0, gt=0, description="wait before retrying a sink that failed (doubling)"
+    )
+    retry_max_s: float = Field(
+        default=900.0, gt=0, description="the longest wait before retrying a failing sink"
+    )
 
     @field_validator("checkpoint_sinks")
     @classmethod

@@ -258,15 +258,23 @@ class AuditCheckpoint(SQLModel, table=True):
 
 
 class CheckpointDelivery(SQLModel, table=True):
-    """One checkpoint to one sink: pending until published, retried in checkpoint order."""
+    """One checkpoint to one sink: pending until published, retried in checkpoint order.
+
+    A publisher claims a delivery (``attempts`` one more, ``lease_until`` set) before it
+    publishes, so that two processes never publish it at once; a failure sets
+    ``next_attempt_at`` (back-off), before which automatic passes leave the sink alone.
+    """
 
     __tablename__ = "checkpoint_delivery"
+    __table_args__ = (Index("ix_checkpoint_delivery_published_at", "published_at"),)
 
     number: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     sink: str = Field(primary_key=True, max_length=512)
     published_at: datetime | None = _tz_column(nullable=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    next_attempt_at: datetime | None = _tz_column(nullable=True)
+    lease_until: datetime | None = _tz_column(nullable=True)
 
 
 class CheckpointIncident(SQLModel, table=True):

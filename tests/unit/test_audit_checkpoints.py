@@ -14,6 +14,7 @@ import html
 import json
 import socket
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,18 @@ from notification_helpers import WEBHOOK_SECRET, WebhookReceiver
 from pydantic import SecretStr
 from slack_sdk import WebClient
 from slack_server import SlackServer
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlmodel import select
 
 from rearguard.models.audit.chain import append_event
 from rearguard.models.audit.checkpoints import (
-    checkpoint_without_waiting,
     make_checkpoint,
     publish_pending,
 )
 from rearguard.models.config.audit import AuditSettings
 from rearguard.models.config.notifications import SlackSettings
 from rearguard.models.config.settings import Settings
-from rearguard.models.db.tables import CheckpointDelivery
+from rearguard.models.db.tables import CheckpointDelivery, table_of
 from rearguard.models.enums import EventKind
 from rearguard.models.runtime import Runtime
 
@@ -494,23 +494,30 @@ def test_a_playbook_end_never_waits_for_a_hanging_sink(setup: Setup) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/cp"
-        settings = with_sinks(setup, url)
+        runtime = dataclasses.replace(setup.runtime, settings=with_sinks(setup, url))
         append(setup.runtime, 3)
 
-        done = checkpoint_without_waiting(db=setup.runtime.db, settings=settings, reason="end")
+        runtime.request_checkpoint("incident 7 run ended")
 
-        # Returned with the file sink written, while the webhook still hangs.
-        assert done.checkpoint is not None and done.network is not None
-        assert len(setup.sink.read_text().splitlines()) == 1
+        # Returned at once; the background pass wrote the file sink, and the webhook hangs.
         assert arrived.wait(30)
-        assert done.network.is_alive()
+        assert len(setup.sink.read_text().splitlines()) == 1
+        assert not runtime.checkpoints.flush(timeout=0)
+        # Two more ends while it hangs: one checkpoint after it covers both.
+        append(setup.runtime, 1)
+        runtime.request_checkpoint("incident 8 run ended")
+        runtime.request_checkpoint("incident 9 run ended")
         release.set()
-        done.network.join(30)
+        assert runtime.checkpoints.flush(timeout=30)
     finally:
         release.set()
         server.shutdown()
         server.server_close()
-    assert json.loads(bodies[0])["number"] == 1
+    assert [json.loads(body)["reason"] for body in bodies] == [
+        "incident 7 run ended",
+        "incident 8 run ended; incident 9 run ended",
+    ]
+    assert [json.loads(line)["number"] for line in setup.sink.read_text().splitlines()] == [1, 2]
 
 
 def test_a_refused_connection_never_fails_the_playbook_end(setup: Setup) -> None:
@@ -518,16 +525,91 @@ def test_a_refused_connection_never_fails_the_playbook_end(setup: Setup) -> None
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = with_sinks(setup, f"http://127.0.0.1:{port}/cp")
+    runtime = dataclasses.replace(setup.runtime, settings=settings)
     append(setup.runtime, 1)
 
-    done = checkpoint_without_waiting(db=setup.runtime.db, settings=settings, reason="end")
-    assert done.network is not None
-    done.network.join(30)
+    runtime.request_checkpoint("end")
+    runtime.checkpoints.flush()
 
     with setup.runtime.db.read_session() as session:
         pending = [d for d in session.exec(select(CheckpointDelivery)) if d.published_at is None]
     assert [d.sink for d in pending] == [f"http://127.0.0.1:{port}/cp"]
     assert pending[0].attempts == 1 and pending[0].last_error
+    assert runtime.checkpoints.last is not None and runtime.checkpoints.last.checkpoint
+
+
+def test_closing_the_runtime_publishes_the_checkpoints_asked_for(setup: Setup) -> None:
+    """What a CLI command does before it exits: the sink holds the end's checkpoint."""
+    runtime = dataclasses.replace(setup.runtime, settings=setup.settings)
+    runtime.checkpoints.start(settings=runtime.settings)
+    append(setup.runtime, 2, incident_id=4)
+
+    runtime.request_checkpoint("incident 4 run ended")
+    runtime.checkpoints.close()
+
+    [line] = setup.sink.read_text().splitlines()
+    assert json.loads(line)["reason"] == "incident 4 run ended"
+    assert "4" in json.loads(line)["incidents"]
+
+
+def pending_deliveries(runtime: Runtime) -> list[CheckpointDelivery]:
+    with runtime.db.read_session() as session:
+        return [d for d in session.exec(select(CheckpointDelivery)) if d.published_at is None]
+
+
+def test_automatic_passes_wait_out_a_failing_sinks_back_off_and_audit_checkpoint_does_not(
+    setup: Setup,
+) -> None:
+    with WebhookReceiver(statuses=[503, 503]) as receiver:
+        settings = with_sinks(setup, receiver.url)  # back-off: 10 s, then 20 s
+        append(setup.runtime, 1)
+        make_checkpoint(db=setup.runtime.db, settings=settings.audit, reason="first")
+        first = publish_pending(db=setup.runtime.db, settings=settings, due_only=True)
+        assert first.failing == {receiver.url: "HTTP 503"}
+
+        again = publish_pending(db=setup.runtime.db, settings=settings, due_only=True)
+        assert again.failing == {} and again.waiting == (receiver.url,)
+        assert receiver.statuses == [503]  # not asked again
+
+        before = datetime.now(UTC)
+        forced = publish_pending(db=setup.runtime.db, settings=settings)
+        after = datetime.now(UTC)
+        [kept] = pending_deliveries(setup.runtime)
+        assert forced.failing == {receiver.url: "HTTP 503"} and receiver.statuses == []
+        assert kept.attempts == 2 and kept.next_attempt_at is not None
+        assert before + timedelta(seconds=20) <= kept.next_attempt_at
+        assert kept.next_attempt_at <= after + timedelta(seconds=20)
+
+        assert publish_pending(db=setup.runtime.db, settings=settings).published == 1
+    assert [r["number"] for r in receiver.received] == [1]
+
+
+def hold(runtime: Runtime, sink: str, *, until: datetime) -> None:
+    """What another publisher's claim of the sink's delivery leaves in the database."""
+    deliveries = table_of(CheckpointDelivery)
+    with runtime.db.transaction() as connection:
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.sink == sink)
+            .values(attempts=deliveries.c.attempts + 1, lease_until=until)
+        )
+
+
+def test_a_delivery_another_publisher_holds_is_left_to_it(setup: Setup) -> None:
+    with WebhookReceiver() as receiver:
+        settings = with_sinks(setup, receiver.url)
+        append(setup.runtime, 1)
+        make_checkpoint(db=setup.runtime.db, settings=settings.audit, reason="test")
+        hold(setup.runtime, receiver.url, until=datetime.now(UTC) + timedelta(minutes=1))
+
+        held = publish_pending(db=setup.runtime.db, settings=settings)
+        assert held.waiting == (receiver.url,) and receiver.received == []
+        assert held.published == 1  # the file sink is not held
+
+        # Its publisher died: once the lease has run out, the next pass publishes it.
+        hold(setup.runtime, receiver.url, until=datetime.now(UTC) - timedelta(seconds=1))
+        assert publish_pending(db=setup.runtime.db, settings=settings).published == 1
+    assert [r["number"] for r in receiver.received] == [1]
 
 
 # -- exports carry the checkpoint that covers them ------------------------------------------------
