@@ -20,7 +20,10 @@ walked for the ways out:
 - ``{% import %}``, ``{% from %}``, ``{% include %}`` and ``{% extends %}`` (they read other
   templates through the loader).
 
-Every construct is ``dangerous``; a template that does not parse is ``malformed``. Not
+Every construct is ``dangerous``; a template that does not parse is ``malformed``. A file that
+is only text with Jinja2 markers (no JSON, no GGUF field says it is a template) and does not
+parse is no template a loader could render: it gives nothing, unless its text names a special
+attribute (``__class__``...), when it is ``malformed``. Not
 detected: an escape through an object the application passes in (its attributes are unknown
 here), and names built from data at render time without any underscore in the template.
 """
@@ -89,6 +92,7 @@ _MAX_FOLDED = 256
 _JINJA_MARKERS = re.compile(rb"\{[{%#]")
 _PERCENT_SPEC = re.compile(r"%[^%a-zA-Z]*")
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_DUNDER = re.compile(r"__[A-Za-z][A-Za-z0-9_]*?__")
 
 
 class _GenerationTag(Extension):
@@ -387,7 +391,29 @@ def _too_deep(location: Location, offset: int | None) -> Finding:
     )
 
 
-def scan_template(source: str, *, location: Location, offset: int | None = None) -> list[Finding]:
+def _parse(source: str) -> nodes.Template:
+    """Jinja2's syntax tree of a template, as Hugging Face's renderer parses it.
+
+    Raises:
+        TemplateSyntaxError: the template does not parse.
+        RecursionError: it nests too deeply to parse.
+    """
+    environment = SandboxedEnvironment(extensions=[loopcontrols, _GenerationTag])
+    return environment.parse(source)
+
+
+def _unparsed(location: Location, offset: int | None, why: str) -> Finding:
+    return location.finding(
+        construct="chat template",
+        severity=Severity.MALFORMED,
+        reason=f"does not parse as Jinja2: {why}",
+        offset=offset,
+    )
+
+
+def scan_template(
+    source: str, *, location: Location, offset: int | None = None, declared: bool = True
+) -> list[Finding]:
     """Find sandbox escapes in one Jinja2 template.
 
     Args:
@@ -395,6 +421,9 @@ def scan_template(source: str, *, location: Location, offset: int | None = None)
         location: where it comes from.
         offset: where the template starts in the stream, when known (findings carry it; the
             reason names the template's line).
+        declared: whether something says the text is a template (a JSON or GGUF field). Bare
+            text that does not parse is no template: nothing, unless it names a special
+            attribute (``malformed``: a renderer of another Jinja2 version might read it).
 
     Returns:
         One ``dangerous`` finding per escape (per construct and line), or one ``malformed``
@@ -403,18 +432,16 @@ def scan_template(source: str, *, location: Location, offset: int | None = None)
     """
     if len(source) > MAX_TEMPLATE_BYTES:
         return [_too_long(location, offset)]
-    environment = SandboxedEnvironment(extensions=[loopcontrols, _GenerationTag])
     try:
-        template = environment.parse(source)
+        template = _parse(source)
     except TemplateSyntaxError as error:
-        return [
-            location.finding(
-                construct="chat template",
-                severity=Severity.MALFORMED,
-                reason=f"does not parse as Jinja2: line {error.lineno}: {error.message}",
-                offset=offset,
-            )
-        ]
+        why = f"line {error.lineno}: {error.message}"
+        if declared:
+            return [_unparsed(location, offset, why)]
+        special = _DUNDER.search(source)
+        if special is None:
+            return []
+        return [_unparsed(location, offset, f"{why}; names {special[0]}")]
     except RecursionError:
         return [_too_deep(location, offset)]
     # Jinja's own tree helpers recurse; the tree is listed here without recursion.
@@ -437,14 +464,15 @@ def scan_template(source: str, *, location: Location, offset: int | None = None)
 
 
 def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
-    """Scan a file that is one Jinja2 template (``chat_template.jinja``).
+    """Scan a file of text with Jinja2 markers as one template (``chat_template.jinja``).
 
     Args:
         stream: the file, seekable, at offset 0.
         location: where it comes from.
 
     Returns:
-        The findings of :func:`scan_template`; ``malformed`` when it is not UTF-8.
+        The findings of :func:`scan_template` for undeclared text (a YAML or Markdown file
+        with braces that does not parse gives nothing); ``malformed`` when it is not UTF-8.
     """
     size = stream_size(stream)
     if size > MAX_TEMPLATE_BYTES:
@@ -461,4 +489,4 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
                 offset=error.start,
             )
         ]
-    return scan_template(source, location=location)
+    return scan_template(source, location=location, declared=False)
