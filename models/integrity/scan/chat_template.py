@@ -44,7 +44,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 from rearguard.models.integrity.scan.reading import read_exact, stream_size
 
-__all__ = ["MAX_TEMPLATE_BYTES", "scan", "scan_template", "sniff"]
+__all__ = ["MAX_TEMPLATE_BYTES", "has_no_control_bytes", "scan", "scan_template", "sniff"]
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
 """Largest template parsed; real chat templates are a few KiB."""
@@ -106,13 +106,18 @@ class _GenerationTag(Extension):
         return nodes.Scope(body, lineno=lineno)
 
 
+def has_no_control_bytes(head: bytes) -> bool:
+    """Whether ``head`` could be text: no control bytes but whitespace."""
+    return _CONTROL_BYTES.search(head) is None
+
+
 def sniff(head: bytes) -> bool:
     """Whether ``head`` is UTF-8 text (no control bytes but whitespace) with Jinja2 markers
     (``{{``, ``{%``, ``{#``).
 
     JSON documents have markers too; the dispatcher should try the JSON scanner first.
     """
-    if _CONTROL_BYTES.search(head) or not _JINJA_MARKERS.search(head):
+    if not has_no_control_bytes(head) or not _JINJA_MARKERS.search(head):
         return False
     try:
         head.decode()

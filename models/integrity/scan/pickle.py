@@ -58,12 +58,20 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 from rearguard.models.integrity.scan.pickle_globals import classify_global
 
-__all__ = ["Reopen", "looks_like_pickle", "npy_pickle_offset", "says_pickle", "scan", "sniff"]
+__all__ = [
+    "ForwardStream",
+    "Reopen",
+    "looks_like_pickle",
+    "npy_pickle_offset",
+    "says_pickle",
+    "scan",
+    "sniff",
+]
 
 _NPY_MAGIC = b"\x93NUMPY"
 # numpy itself refuses headers above 10 000 bytes unless told otherwise.
@@ -91,19 +99,36 @@ _SHADOW_WINDOW = 64 * 1024
 # Opens a second, independent reader of the same stream at an offset; what it opens is closed
 # with the ExitStack.
 Reopen = Callable[[int, ExitStack], BinaryIO]
+
+
+class ForwardStream(Protocol):
+    """What the scan reads: bytes in order, and forward seeks (``os.SEEK_CUR``) when the
+    stream's size is known."""
+
+    def read(self, n: int, /) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end."""
+        ...
+
+    def seek(self, offset: int, whence: int, /) -> object:
+        """Move ``offset`` bytes forward (``whence`` is ``os.SEEK_CUR``)."""
+        ...
+
+
 _Report = Callable[[int, str, Severity, str], None]
 
 
 def sniff(head: bytes) -> bool:
-    """Tell whether bytes could be read by ``pickle.load``: they start with an opcode.
+    """Tell whether bytes could be read by ``pickle.load``: they start with an opcode that can
+    start a pickle.
 
     Args:
         head: the first bytes of a file or member.
 
     Returns:
-        True when the first byte is a pickle opcode (the scan then decides).
+        True when the first byte is a pickle opcode that does not need what an empty stack and
+        memo lack (the scan then decides); ``pickle.load`` fails at once on the others.
     """
-    return bool(head) and _DISPATCH[head[0]] is not None
+    return bool(head) and _DISPATCH[head[0]] is not None and head[0] not in _CANNOT_START
 
 
 def says_pickle(head: bytes) -> bool:
@@ -134,8 +159,29 @@ def looks_like_pickle(head: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class StreamScan:
+    """What a scan of a stream found, and how far its bytes read as pickles.
+
+    Attributes:
+        findings: in stream order; empty when the stream is clean or not a pickle.
+        pickles: how many complete pickles (up to their STOP) the stream holds.
+        fault: the stream offset where the bytes stopped being a pickle, or None when they
+            ended cleanly after a STOP.
+    """
+
+    findings: list[Finding]
+    pickles: int
+    fault: int | None
+
+    def looks_like_pickle(self, head_size: int) -> bool:
+        """Whether the first ``head_size`` bytes read as pickle opcodes up to a STOP or to
+        their end without a fault (what :func:`looks_like_pickle` says of them)."""
+        return self.pickles > 0 or self.fault is None or self.fault >= head_size
+
+
 def scan(
-    stream: BinaryIO,
+    stream: ForwardStream,
     *,
     location: Location,
     size: int | None = None,
@@ -143,6 +189,27 @@ def scan(
     reopen: Reopen | None = None,
     errors: tuple[type[BaseException], ...] = (),
 ) -> list[Finding]:
+    """Scan every pickle in a stream, one after another, until its end or the first bad byte.
+
+    The arguments are those of :func:`scan_stream`.
+
+    Returns:
+        The findings in stream order; empty when the stream is clean or not a pickle.
+    """
+    return scan_stream(
+        stream, location=location, size=size, start=start, reopen=reopen, errors=errors
+    ).findings
+
+
+def scan_stream(
+    stream: ForwardStream,
+    *,
+    location: Location,
+    size: int | None = None,
+    start: int = 0,
+    reopen: Reopen | None = None,
+    errors: tuple[type[BaseException], ...] = (),
+) -> StreamScan:
     """Scan every pickle in a stream, one after another, until its end or the first bad byte.
 
     Args:
@@ -155,7 +222,7 @@ def scan(
         errors: exceptions of reading the stream that mean corrupt data (a malformed finding).
 
     Returns:
-        The findings in stream order; empty when the stream is clean or not a pickle.
+        The findings, and how far the bytes read as pickles.
     """
     findings: list[Finding] = []
     seen: set[tuple[int, str]] = set()
@@ -173,18 +240,20 @@ def scan(
     source = _ByteSource(stream, start=start, size=size, reopen=reopen, errors=errors)
     announced = says_pickle(source.peek(3))
     complete = 0
+    fault: int | None = None
     while True:
         machine = _Machine(source, add)
         try:
             if not machine.run():
                 break
         except _Malformed as exc:
+            fault = source.position
             machine.flush(dangerous_only=not announced)
             if announced and complete == 0 and machine.opcodes > 0:
                 add(machine.position, "pickle", Severity.MALFORMED, f"malformed pickle: {exc}")
             break
         complete += 1
-    return sorted(findings, key=lambda f: f.offset or 0)
+    return StreamScan(sorted(findings, key=lambda f: f.offset or 0), complete, fault)
 
 
 class _Malformed(Exception):
@@ -243,7 +312,7 @@ class _ByteSource:
 
     def __init__(
         self,
-        stream: BinaryIO | _ShadowStream | _Slice,
+        stream: ForwardStream,
         *,
         start: int,
         size: int | None,
@@ -403,6 +472,15 @@ class _LongText(str):
 
 
 def _read_string(width: int, signed: bool, encoding: str, source: _ByteSource) -> object:
+    at = source._at
+    buffer = source._buffer
+    start = at + width
+    if start <= len(buffer):  # hot: a short string in the buffer is read straight from it
+        length = int.from_bytes(buffer[at:start], "little", signed=signed)
+        end = start + length
+        if 0 <= length <= _MAX_KEPT_STRING and end <= len(buffer):
+            source._at = end
+            return buffer[start:end].decode(encoding, "surrogatepass")
     length = _read_length(source, width, signed)
     long = length > _MAX_KEPT_STRING
     if long and (length > _MAX_ENCODED_PICKLE or _encoded_pickle_kind(source.peek(4)) is None):
@@ -494,6 +572,8 @@ def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], 
 
 _STOP = object()
 _MEMOIZE = ord(pickle.MEMOIZE)
+_BINPUT = ord(pickle.BINPUT)
+_BINGET = ord(pickle.BINGET)
 
 
 class _Memo:
@@ -539,11 +619,13 @@ class _Memo:
     def put(self, key: int, value: object) -> None:
         """Store ``value`` (or its tag) under ``key``."""
         tag = _memo_tag(value)
-        if key < len(self._tags) or (key == len(self._tags) and key not in self._sparse):
-            if key == len(self._tags):
-                self._tags.append(tag)
-            else:
-                self._tags[key] = tag
+        tags = self._tags
+        if key == len(tags) and key not in self._sparse:  # the next key: picklers' order
+            tags.append(tag)
+            if not tag:
+                self._values[key] = value
+        elif 0 <= key < len(tags):
+            tags[key] = tag
             if tag:
                 self._values.pop(key, None)
             else:
@@ -618,15 +700,28 @@ class _Machine:
         while True:
             # The opcode byte is taken straight from the source's buffer: this loop is hot.
             at = source._at
-            if at < len(source._buffer):
+            buffer = source._buffer
+            size = len(buffer)
+            if at < size:
                 self.position = source._base + at
-                code = source._buffer[at]
+                code = buffer[at]
                 source._at = at + 1
+                # The memo's opcodes with no argument or a one-byte one, the commonest of
+                # protocols 4 and 5 (MEMOIZE) and of 1-3 (BINPUT, BINGET), are handled inline.
                 if code == _MEMOIZE and self._stack and not self._memo_shared:
-                    # The commonest opcode of protocol 4 and 5: handled inline.
                     self._memo.append(self._stack[-1])
+                    end = at + 1
+                elif code == _BINPUT and self._stack and not self._memo_shared and at + 1 < size:
+                    self._memo.put(buffer[at + 1], self._stack[-1])
+                    end = source._at = at + 2
+                elif code == _BINGET and at + 1 < size:
+                    self._get(buffer[at + 1])
+                    end = source._at = at + 2
+                else:
+                    end = 0
+                if end:
                     self.opcodes += 1
-                    if self._frame_end is not None and source._base + at + 1 >= self._frame_end:
+                    if self._frame_end is not None and source._base + end >= self._frame_end:
                         self._leave_frame()
                     continue
             else:
@@ -1050,7 +1145,10 @@ _TAG_VALUES: tuple[object, ...] = (None, None, True, False, _NOT_STRING, _UNKNOW
 
 
 def _memo_tag(value: object) -> int:
-    if isinstance(value, (tuple, list, dict)):
+    if isinstance(value, str):
+        # Only a name can feed STACK_GLOBAL usefully; other text stands as "could be anything".
+        return 0 if len(value) <= _MAX_MEMO_STRING and _is_dotted_name(value) else 5
+    if value is _NOT_STRING or isinstance(value, (tuple, list, dict)):
         return 4
     if value is None:
         return 1
@@ -1058,13 +1156,8 @@ def _memo_tag(value: object) -> int:
         return 2
     if value is False:
         return 3
-    if value is _NOT_STRING or isinstance(value, (tuple, list, dict)):
-        return 4
     if value is _UNKNOWN:
         return 5
-    if isinstance(value, str):
-        # Only a name can feed STACK_GLOBAL usefully; other text stands as "could be anything".
-        return 0 if len(value) <= _MAX_MEMO_STRING and _is_dotted_name(value) else 5
     if isinstance(value, _Instance):
         if isinstance(value.factory, _Global) and value.factory.name == "dtype":
             return 0
@@ -1073,7 +1166,7 @@ def _memo_tag(value: object) -> int:
 
 
 def _is_dotted_name(value: str) -> bool:
-    return all(part.isidentifier() for part in value.split("."))
+    return all(map(str.isidentifier, value.split(".")))
 
 
 def _set_items(target: dict[object, object], items: list[object]) -> None:
@@ -1149,6 +1242,11 @@ def _dispatch_table() -> list[_Entry | None]:
 
 
 _DISPATCH = _dispatch_table()
+# Opcodes that pop from the stack, need a MARK or read the memo: the first opcode of a pickle
+# cannot be one (INST can: it names its class before it looks for its MARK).
+_CANNOT_START = frozenset(
+    b"012abdeghjlopqrstuR.Q" + bytes([0x81, 0x85, 0x86, 0x87, 0x90, 0x91, 0x92, 0x93, 0x94, 0x98])
+)
 
 
 def _never_string(value: object) -> bool:

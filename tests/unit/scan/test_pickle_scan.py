@@ -525,3 +525,15 @@ def test_benign_nested_pickles_and_bytes_that_start_like_one_are_clean(tmp_path:
     path = write(tmp_path / "model.pkl", pickle.dumps(value, protocol=4))
 
     assert scan_pickle_file(path) == []
+
+
+def test_bytes_starting_with_an_opcode_that_cannot_start_a_pickle_are_not_one(
+    tmp_path: Path,
+) -> None:
+    # REDUCE, STOP, MEMOIZE, BINGET... need a stack or memo that a fresh unpickler lacks: it
+    # fails on the first byte, so nothing is scanned; INST names its class first, so it is.
+    for first in (b"R", b".", b"\x94", b"h", b"t"):
+        path = write(tmp_path / "raw.bin", first + b"cos\nsystem\n(S'id'\ntR.")
+        assert scan_pickle_file(path) == [], first
+    path = write(tmp_path / "inst.bin", b"ios\nsystem\n")
+    assert callables(scan_pickle_file(path)) == {"os.system"}
