@@ -268,7 +268,7 @@ def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
         findings += _scan_compressed(blob, compression, budget)
     elif npy:
         findings += _scan_npy(blob)
-    scanner = next((s for s in FORMAT_SCANNERS if s.sniff(head)), None)
+    scanner = _format_of(head)
     if scanner is not None:
         findings += _scan_format(blob, scanner)
     pickle_like = False
@@ -278,6 +278,14 @@ def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
         pickle_like = scanned.looks_like_pickle(len(head))
     blob.recognised = compression is not None or npy or scanner is not None or pickle_like
     return findings
+
+
+def _format_of(head: bytes) -> FormatScanner | None:
+    """The first format scanner whose sniff accepts ``head``, if any."""
+    for scanner in FORMAT_SCANNERS:
+        if scanner.sniff(head):
+            return scanner
+    return None
 
 
 def _recognised(blob: _Blob) -> bool:
@@ -300,7 +308,7 @@ def _recognised_head(head: bytes) -> bool:
         head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x93NUMPY"))
         or _is_tar(head)
         or _compression(head) is not None
-        or any(scanner.sniff(head) for scanner in FORMAT_SCANNERS)
+        or _format_of(head) is not None
         or pickle_scan.looks_like_pickle(head)
     )
 
@@ -433,7 +441,8 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             return [_malformed(blob.location, "zip", f"unreadable zip archive: {exc}")]
         with archive:
-            findings, data_offsets = _zip_structure(blob.location, archive, raw)
+            read_at = _reader_at(raw)
+            findings, data_offsets = _zip_structure(blob.location, archive, read_at)
             declared = sum(info.file_size for info in archive.infolist())
             if declared > budget.limits.max_expanded_bytes - budget.expanded:
                 raise _LimitExceeded(f"members declare {declared} bytes (a zip bomb?)")
@@ -451,7 +460,7 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                 blob_of_member = _Blob(
                     location=member,
                     open=(
-                        _stored_opener(raw, data_offset, info, budget)
+                        _stored_opener(read_at, data_offset, info, budget)
                         if stored and data_offset is not None
                         else _zip_opener(archive, info, budget)
                     ),
@@ -484,12 +493,12 @@ def _zip_opener(
 
 
 def _stored_opener(
-    raw: BinaryIO, data_offset: int, info: zipfile.ZipInfo, budget: _Budget
+    read_at: _ReadAt, data_offset: int, info: zipfile.ZipInfo, budget: _Budget
 ) -> Callable[[], BinaryIO]:
     """A stored (uncompressed) member read straight from the archive's bytes, as torch's
     reader reads its records: no decompressor, no CRC (see :func:`_zip_crc`)."""
     size = min(info.file_size, info.compress_size)
-    return lambda: _StoredMember(raw, data_offset, size, budget)
+    return lambda: _StoredMember(read_at, data_offset, size, budget)
 
 
 def _encrypted_member(
@@ -547,7 +556,7 @@ def _zip_crc(
 
 
 def _zip_structure(
-    location: Location, archive: zipfile.ZipFile, raw: BinaryIO
+    location: Location, archive: zipfile.ZipFile, read_at: _ReadAt
 ) -> tuple[list[Finding], dict[int, int]]:
     """Defects of the archive as a whole: what one reader and another would read differently.
 
@@ -571,7 +580,7 @@ def _zip_structure(
             defect(f"unexpected flag bits {info.flag_bits:#x}")
         central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         # The header and the name it should hold, in one read.
-        data = _read_at(raw, info.header_offset, _LOCAL_HEADER.size + len(central_name))
+        data = read_at(info.header_offset, _LOCAL_HEADER.size + len(central_name))
         header = data[: _LOCAL_HEADER.size]
         if len(header) != _LOCAL_HEADER.size or not header.startswith(b"PK\x03\x04"):
             defect("no local header where announced")
@@ -579,7 +588,7 @@ def _zip_structure(
         fields = _LOCAL_HEADER.unpack(header)
         local_name = data[_LOCAL_HEADER.size :]
         if fields[9] != len(central_name):
-            local_name = _read_at(raw, info.header_offset + _LOCAL_HEADER.size, fields[9])
+            local_name = read_at(info.header_offset + _LOCAL_HEADER.size, fields[9])
         if local_name != central_name:
             defect(f"local header names it {local_name.decode('utf-8', 'replace')!r}")
         end = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
@@ -594,13 +603,21 @@ def _zip_structure(
     return findings, data_offsets
 
 
-def _read_at(raw: BinaryIO, offset: int, size: int) -> bytes:
-    """Up to ``size`` bytes at ``offset``: one ``pread`` for a file (its buffer and position
-    untouched), else a seek and a read."""
+_ReadAt = Callable[[int, int], bytes]
+
+
+def _reader_at(raw: BinaryIO) -> _ReadAt:
+    """Reads up to ``size`` bytes at ``offset`` of ``raw``: one ``pread`` for a file (its
+    buffer and position untouched), else a seek and a read."""
     if isinstance(raw, io.BufferedReader):
-        return os.pread(raw.fileno(), size, offset)
-    raw.seek(offset)
-    return raw.read(size)
+        descriptor = raw.fileno()
+        return lambda offset, size: os.pread(descriptor, size, offset)
+
+    def seek_and_read(offset: int, size: int) -> bytes:
+        raw.seek(offset)
+        return raw.read(size)
+
+    return seek_and_read
 
 
 # Tar
@@ -720,6 +737,8 @@ class _Compression:
 
 def _compression(head: bytes) -> _Compression | None:
     """The compression whose magic number starts ``head``, if any."""
+    if head[:1] not in _COMPRESSION_FIRST_BYTES:
+        return None
     if head.startswith(b"\x1f\x8b\x08"):
         return _Compression("gzip", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"))
     if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
@@ -737,6 +756,10 @@ def _compression(head: bytes) -> _Compression | None:
     if head.startswith(b"\x04\x22\x4d\x18"):
         return _Compression("lz4", _lz4_opener())
     return None
+
+
+# The first byte of each magic number _compression knows.
+_COMPRESSION_FIRST_BYTES = frozenset([b"\x1f", b"B", b"\xfd", b"]", b"\x78", b"\x28", b"\x04"])
 
 
 def _zstd_opener() -> Callable[[BinaryIO], _Readable] | None:
@@ -900,9 +923,9 @@ class _StoredMember(io.RawIOBase, BinaryIO):
     with a position of its own (several members of one archive are read in turn), charged to
     the file's expanded-size budget. The archive's stream stays open when it is closed."""
 
-    def __init__(self, raw: BinaryIO, offset: int, size: int, budget: _Budget) -> None:
+    def __init__(self, read_at: _ReadAt, offset: int, size: int, budget: _Budget) -> None:
         super().__init__()
-        self._raw = raw
+        self._read_at = read_at
         self._offset = offset
         self._size = size
         self._budget = budget
@@ -922,7 +945,7 @@ class _StoredMember(io.RawIOBase, BinaryIO):
         count = left if size is None or size < 0 else min(size, left)
         if count <= 0:
             return b""
-        data = _read_at(self._raw, self._offset + self._position, count)
+        data = self._read_at(self._offset + self._position, count)
         self._position += len(data)
         self._budget.bytes(len(data))
         return data
