@@ -133,7 +133,9 @@ def sniff(head: bytes) -> bool:
 
 def says_pickle(head: bytes) -> bool:
     """Tell whether bytes announce a pickle: PROTO with a protocol the pickler writes it for."""
-    return len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and sniff(head[2:3])
+    return (
+        len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and _DISPATCH[head[2]] is not None
+    )
 
 
 def looks_like_pickle(head: bytes) -> bool:

@@ -537,3 +537,10 @@ def test_bytes_starting_with_an_opcode_that_cannot_start_a_pickle_are_not_one(
         assert scan_pickle_file(path) == [], first
     path = write(tmp_path / "inst.bin", b"ios\nsystem\n")
     assert callables(scan_pickle_file(path)) == {"os.system"}
+
+
+def test_a_pickle_announced_by_proto_that_breaks_at_once_is_malformed(tmp_path: Path) -> None:
+    # PROTO 4, then TUPLE without a MARK (fickling's crash case): the unpickler refuses it.
+    findings = scan_pickle_file(write(tmp_path / "m.pkl", b"\x80\x04t."))
+
+    assert [(f.construct, f.severity) for f in findings] == [("pickle", Severity.MALFORMED)]
