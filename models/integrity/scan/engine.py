@@ -145,7 +145,8 @@ class _Blob:
     # directory at the end of bytes that do not start like one.
     random_access: bool = False
     errors: tuple[type[BaseException], ...] = field(default=())
-    # The first HEAD_SIZE bytes, once read: identifying a blob twice reads them once.
+    # Its first bytes (see _read_head), once read: identifying a blob twice reads them once. A
+    # zip reads a stored member's ahead, straight from the archive.
     head: bytes | None = None
     # Whether the head is anything a scanner reads (not raw data), once identified.
     recognised: bool | None = None
@@ -227,8 +228,10 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 def _scan_blob(blob: _Blob, budget: _Budget) -> list[Finding]:
     try:
-        with blob.open() as stream:
-            head = _read_head(stream)
+        head = blob.head
+        if head is None or _may_want_more(head):
+            with blob.open() as stream:
+                head = _read_head(stream)
         blob.head = head
         budget.bytes(0)
         return _dispatch(blob, head, budget)
@@ -241,11 +244,16 @@ def _scan_blob(blob: _Blob, budget: _Budget) -> list[Finding]:
 def _read_head(stream: BinaryIO) -> bytes:
     """The first bytes of a blob, as many as its identification needs (see HEAD_SIZE)."""
     head = stream.read(_BINARY_HEAD_SIZE)
-    if len(head) == _BINARY_HEAD_SIZE and (
-        json_document.starts_like_json(head) or chat_template.has_no_control_bytes(head)
-    ):
+    if _may_want_more(head):
         head += stream.read(HEAD_SIZE - len(head))
     return head
+
+
+def _may_want_more(head: bytes) -> bool:
+    """Whether a first read may be text that a JSON or template scanner reads further."""
+    return len(head) == _BINARY_HEAD_SIZE and (
+        json_document.starts_like_json(head) or chat_template.has_no_control_bytes(head)
+    )
 
 
 def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
@@ -456,7 +464,7 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                     continue
                 data_offset = data_offsets.get(info.header_offset)
                 stored = info.compress_type == zipfile.ZIP_STORED and data_offset is not None
-                size = info.file_size if info.file_size == info.compress_size else -1
+                size = min(info.file_size, info.compress_size)
                 blob_of_member = _Blob(
                     location=member,
                     open=(
@@ -468,10 +476,19 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                     depth=blob.depth + 1,
                     errors=_ZIP_ERRORS,
                 )
+                if stored and data_offset is not None:
+                    # Its first bytes straight from the archive, with the header's.
+                    blob_of_member.head = read_at(data_offset, min(size, _BINARY_HEAD_SIZE))
+                    budget.bytes(len(blob_of_member.head))
                 findings += _scan_child(blob_of_member, budget)
-                if stored and blob_of_member.head is not None and len(blob_of_member.head) == size:
+                head = blob_of_member.head
+                if (
+                    stored
+                    and head is not None
+                    and info.file_size == info.compress_size == len(head)
+                ):
                     # The whole member was read to identify it: its CRC is checked on that.
-                    if zlib.crc32(blob_of_member.head) != info.CRC:
+                    if zlib.crc32(head) != info.CRC:
                         reason = f"unreadable: Bad CRC-32 for file {info.filename!r}"
                         findings.append(_malformed(member, "zip member", reason))
                 elif info.file_size <= _CRC_ALWAYS_CHECKED or _recognised(blob_of_member):
@@ -564,46 +581,55 @@ def _zip_structure(
         The findings, and where each member's data starts (after its local header), by the
         offset of that header, for members whose local header is there.
     """
-    findings: list[Finding] = []
+    defects: list[tuple[str, str]] = []  # (member, reason)
     data_offsets: dict[int, int] = {}
     spans: list[tuple[int, int, str]] = []
     names: set[str] = set()
     for info in archive.infolist():
-
-        def defect(reason: str, info: zipfile.ZipInfo = info) -> None:
-            findings.append(_malformed(location.inside(info.filename), "zip member", reason))
-
-        if info.filename in names:
-            defect("duplicate member name")
-        names.add(info.filename)
+        name = info.filename
+        if name in names:
+            defects.append((name, "duplicate member name"))
+        names.add(name)
         if info.flag_bits & ~(_ZIP_KNOWN_FLAGS | _ZIP_ENCRYPTED):
-            defect(f"unexpected flag bits {info.flag_bits:#x}")
-        central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+            defects.append((name, f"unexpected flag bits {info.flag_bits:#x}"))
+        central_name = _encoded_name(info)
         # The header and the name it should hold, in one read.
         data = read_at(info.header_offset, _LOCAL_HEADER.size + len(central_name))
         header = data[: _LOCAL_HEADER.size]
         if len(header) != _LOCAL_HEADER.size or not header.startswith(b"PK\x03\x04"):
-            defect("no local header where announced")
+            defects.append((name, "no local header where announced"))
             continue
         fields = _LOCAL_HEADER.unpack(header)
         local_name = data[_LOCAL_HEADER.size :]
         if fields[9] != len(central_name):
             local_name = read_at(info.header_offset + _LOCAL_HEADER.size, fields[9])
         if local_name != central_name:
-            defect(f"local header names it {local_name.decode('utf-8', 'replace')!r}")
+            shown = local_name.decode("utf-8", "replace")
+            defects.append((name, f"local header names it {shown!r}"))
         end = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
         data_offsets[info.header_offset] = end
-        spans.append((info.header_offset, end + info.compress_size, info.filename))
+        spans.append((info.header_offset, end + info.compress_size, name))
     spans.sort()
     for (_, end, name), (start, _, other) in itertools.pairwise(spans):
         if start < end:
-            findings.append(
-                _malformed(location.inside(other), "zip member", f"overlaps member {name!r}")
-            )
+            defects.append((other, f"overlaps member {name!r}"))
+    findings = [
+        _malformed(location.inside(member), "zip member", reason) for member, reason in defects
+    ]
     return findings, data_offsets
 
 
 _ReadAt = Callable[[int, int], bytes]
+
+
+def _encoded_name(info: zipfile.ZipInfo) -> bytes:
+    """A member's name as its headers hold it (UTF-8 when flagged, else code page 437, which
+    is ASCII for ASCII names: the common case, without Python's slower cp437 codec)."""
+    if info.flag_bits & 0x800:
+        return info.orig_filename.encode("utf-8")
+    if info.orig_filename.isascii():
+        return info.orig_filename.encode("ascii")
+    return info.orig_filename.encode("cp437")
 
 
 def _reader_at(raw: BinaryIO) -> _ReadAt:
