@@ -63,6 +63,27 @@ def as_an_older_scanner_recorded(runtime: Runtime, asset: str, label: str) -> No
         session.add(row)
 
 
+def a_gadget_approved_and_promoted_by_an_older_scanner(runtime: Runtime, tmp_path: Path) -> None:
+    """v1 clean and known_good; v2 known_good too and in production, its gadget let through by
+    a scanner that judged nothing as blocking, with the clean record that scanner wrote."""
+    add_version(runtime, tmp_path, "model", "v1")
+    approve(runtime, "model", "v1")
+    add_version(runtime, tmp_path, "model", "v2", files={"tok.pkl": GADGET}, policy=UNAWARE)
+    approve_version(
+        db=runtime.db, registry=runtime.registry, name="model", label="v2", by="a", policy=UNAWARE
+    )
+    promote_version(
+        db=runtime.db,
+        registry=runtime.registry,
+        name="model",
+        label="v2",
+        alias="production",
+        actor="bob",
+        policy=UNAWARE,
+    )
+    as_an_older_scanner_recorded(runtime, "model", "v2")
+
+
 def events(runtime: Runtime, action: str) -> list[TimelineEvent]:
     with runtime.db.read_session() as session:
         return list(
@@ -162,22 +183,7 @@ def test_rescan_reads_nothing_of_current_versions_and_rescans_outdated_ones(
 def test_a_known_good_version_whose_gadget_an_older_scan_missed_becomes_suspect_with_an_incident(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    add_version(runtime, tmp_path, "model", "v1")
-    approve(runtime, "model", "v1")
-    add_version(runtime, tmp_path, "model", "v2", files={"tok.pkl": GADGET}, policy=UNAWARE)
-    approve_version(
-        db=runtime.db, registry=runtime.registry, name="model", label="v2", by="a", policy=UNAWARE
-    )
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name="model",
-        label="v2",
-        alias="production",
-        actor="bob",
-        policy=UNAWARE,
-    )
-    as_an_older_scanner_recorded(runtime, "model", "v2")
+    a_gadget_approved_and_promoted_by_an_older_scanner(runtime, tmp_path)
 
     ran = rearguard_in_process(
         runtime, "assets", "rescan", "model", monkeypatch=monkeypatch, capsys=capsys
@@ -303,24 +309,7 @@ def test_modelaudit_gives_its_verdict_with_its_version(runtime: Runtime, tmp_pat
 def test_playbook_steps_scan_with_the_same_engine_a_finding_blocks_selection_and_is_recorded(
     runtime: Runtime, tmp_path: Path
 ) -> None:
-    # v2 was approved and promoted by a scanner that missed its gadget: known_good, in
-    # production, with a clean record.
-    add_version(runtime, tmp_path, "model", "v1")
-    approve(runtime, "model", "v1")
-    add_version(runtime, tmp_path, "model", "v2", files={"tok.pkl": GADGET}, policy=UNAWARE)
-    approve_version(
-        db=runtime.db, registry=runtime.registry, name="model", label="v2", by="a", policy=UNAWARE
-    )
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name="model",
-        label="v2",
-        alias="production",
-        actor="bob",
-        policy=UNAWARE,
-    )
-    as_an_older_scanner_recorded(runtime, "model", "v2")
+    a_gadget_approved_and_promoted_by_an_older_scanner(runtime, tmp_path)
     with runtime.db.session() as session:
         incident = open_incident(
             session=session, type="model_compromise", actor="oncall", asset_name="model"

@@ -36,7 +36,14 @@ from typing import BinaryIO
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 from rearguard.models.integrity.scan.reading import read_exact, stream_size
 
-__all__ = ["MAX_TEMPLATE_BYTES", "has_no_control_bytes", "scan", "scan_template", "sniff"]
+__all__ = [
+    "MAX_TEMPLATE_BYTES",
+    "has_no_control_bytes",
+    "scan",
+    "scan_template",
+    "sniff",
+    "template_finding",
+]
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
 """Largest template parsed; real chat templates are a few KiB."""
@@ -66,13 +73,18 @@ def sniff(head: bytes) -> bool:
     return True
 
 
-def _too_long(location: Location, offset: int | None) -> Finding:
+def template_finding(
+    location: Location, offset: int | None, severity: Severity, reason: str
+) -> Finding:
+    """A finding about a template as a whole (construct ``chat template``)."""
     return location.finding(
-        construct="chat template",
-        severity=Severity.NOT_SCANNED,
-        reason=f"not scanned: longer than {MAX_TEMPLATE_BYTES} bytes",
-        offset=offset,
+        construct="chat template", severity=severity, reason=reason, offset=offset
     )
+
+
+def _too_long(location: Location, offset: int | None) -> Finding:
+    reason = f"not scanned: longer than {MAX_TEMPLATE_BYTES} bytes"
+    return template_finding(location, offset, Severity.NOT_SCANNED, reason)
 
 
 def scan_template(
@@ -120,12 +132,5 @@ def scan(stream: BinaryIO, *, location: Location) -> list[Finding]:
     try:
         source = data.decode()
     except UnicodeDecodeError as error:
-        return [
-            location.finding(
-                construct="chat template",
-                severity=Severity.MALFORMED,
-                reason="not UTF-8 text",
-                offset=error.start,
-            )
-        ]
+        return [template_finding(location, error.start, Severity.MALFORMED, "not UTF-8 text")]
     return scan_template(source, location=location, declared=False)

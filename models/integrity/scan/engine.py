@@ -347,7 +347,7 @@ def _skip(stream: BinaryIO, count: int) -> None:
 
 def _scan_pickle(blob: _Blob, *, start: int = 0) -> pickle_scan.StreamScan:
     with ExitStack() as closing:
-        return pickle_scan.scan_stream(
+        return pickle_scan.scan(
             _HeadFirst(blob, start, closing),
             location=blob.location,
             size=blob.size,

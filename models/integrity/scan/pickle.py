@@ -66,6 +66,7 @@ from rearguard.models.integrity.scan.pickle_globals import classify_global
 __all__ = [
     "ForwardStream",
     "Reopen",
+    "StreamScan",
     "looks_like_pickle",
     "npy_pickle_offset",
     "says_pickle",
@@ -183,27 +184,6 @@ class StreamScan:
 
 
 def scan(
-    stream: ForwardStream,
-    *,
-    location: Location,
-    size: int | None = None,
-    start: int = 0,
-    reopen: Reopen | None = None,
-    errors: tuple[type[BaseException], ...] = (),
-) -> list[Finding]:
-    """Scan every pickle in a stream, one after another, until its end or the first bad byte.
-
-    The arguments are those of :func:`scan_stream`.
-
-    Returns:
-        The findings in stream order; empty when the stream is clean or not a pickle.
-    """
-    return scan_stream(
-        stream, location=location, size=size, start=start, reopen=reopen, errors=errors
-    ).findings
-
-
-def scan_stream(
     stream: ForwardStream,
     *,
     location: Location,

@@ -17,6 +17,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
+from rearguard.models.integrity.scan.chat_template import template_finding
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 
 __all__ = ["ESCAPE_ATTRIBUTES", "find_escapes"]
@@ -328,11 +329,8 @@ class _Walk:
 
 
 def _too_deep(location: Location, offset: int | None) -> Finding:
-    return location.finding(
-        construct="chat template",
-        severity=Severity.MALFORMED,
-        reason="nested too deeply to read as Jinja2",
-        offset=offset,
+    return template_finding(
+        location, offset, Severity.MALFORMED, "nested too deeply to read as Jinja2"
     )
 
 
@@ -348,11 +346,8 @@ def _parse(source: str) -> nodes.Template:
 
 
 def _unparsed(location: Location, offset: int | None, why: str) -> Finding:
-    return location.finding(
-        construct="chat template",
-        severity=Severity.MALFORMED,
-        reason=f"does not parse as Jinja2: {why}",
-        offset=offset,
+    return template_finding(
+        location, offset, Severity.MALFORMED, f"does not parse as Jinja2: {why}"
     )
 
 

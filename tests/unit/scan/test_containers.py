@@ -73,14 +73,18 @@ def test_zip_inside_zip_inside_tar_gz(tmp_path: Path) -> None:
     }
 
 
-def test_bad_crc_fails_closed_and_the_payload_is_still_found(tmp_path: Path) -> None:
-    data = bytearray(zip_bytes({"archive/data.pkl": EVIL_P2}))
+def with_a_bad_crc(member: bytes) -> bytes:
+    """A zip of one stored member whose CRC-32 is wrong in both its headers."""
+    data = bytearray(zip_bytes({"archive/data.pkl": member}))
     # The CRC-32 of the member, in its local header (offset 14) and central directory entry.
-    crc = struct.pack("<I", zipfile.crc32(EVIL_P2))
+    crc = struct.pack("<I", zipfile.crc32(member))
     central = data.index(b"PK\x01\x02")
     data[14:18] = data[central + 16 : central + 20] = bytes(b ^ 0xFF for b in crc)
+    return bytes(data)
 
-    findings = scan_file(write(tmp_path / "model.pt", bytes(data)))
+
+def test_bad_crc_fails_closed_and_the_payload_is_still_found(tmp_path: Path) -> None:
+    findings = scan_file(write(tmp_path / "model.pt", with_a_bad_crc(EVIL_P2)))
 
     assert ("archive/data.pkl", "posix.system", Severity.DANGEROUS) in kinds(findings)
     assert any(f.severity == Severity.MALFORMED and "CRC" in f.reason for f in findings)
@@ -384,13 +388,9 @@ def _long_pickle_then(payload: bytes, length: int = 200_000) -> bytes:
 
 
 def test_a_stored_member_is_read_past_its_first_bytes_and_its_crc_checked(tmp_path: Path) -> None:
-    member = _long_pickle_then(EVIL_P2)
-    data = bytearray(zip_bytes({"archive/data.pkl": member}))
-    crc = struct.pack("<I", zipfile.crc32(member))
-    central = data.index(b"PK\x01\x02")
-    data[14:18] = data[central + 16 : central + 20] = bytes(b ^ 0xFF for b in crc)
+    data = with_a_bad_crc(_long_pickle_then(EVIL_P2))
 
-    findings = scan_file(write(tmp_path / "model.pt", bytes(data)))
+    findings = scan_file(write(tmp_path / "model.pt", data))
 
     assert ("archive/data.pkl", "posix.system", Severity.DANGEROUS) in kinds(findings)
     assert any(f.severity == Severity.MALFORMED and "CRC" in f.reason for f in findings)
