@@ -1,7 +1,8 @@
 """Versions' scan records: kept per version, announced in the timeline when they change.
 
 Each scan of a version's own bytes (registration, approval, promotion, ``assets verify``, a
-sweep, ``assets rescan``) replaces the version's row in ``version_scan``. The timeline holds
+sweep, ``assets rescan``, a playbook's verification, known-good selection and containment)
+replaces the version's row in ``version_scan``. The timeline holds
 the record of a registration in its ``asset.registered`` event, and every later record that
 differs from the one before in a ``scan.recorded`` event: a nightly verify that finds what it
 found yesterday adds nothing to the chain.
@@ -123,9 +124,11 @@ def save_checks(
     policies: Callable[[str], ScanPolicy],
     during: str,
     actor: str,
+    incident_id: int | None = None,
 ) -> None:
     """Store the scan record of every check that scanned its version's own bytes, in one
-    transaction (``assets verify`` and sweeps; a tampered version's scan is no record of it).
+    transaction (``assets verify``, sweeps, playbook steps; a tampered version's scan is no
+    record of it).
 
     Args:
         db: the database.
@@ -134,6 +137,7 @@ def save_checks(
         policies: the scan policy of an asset, by name (the one the checks judged by).
         during: what scanned them.
         actor: who or what scanned them, for the timeline.
+        incident_id: the incident whose playbook scanned them, if any.
     """
     records = [
         (check, record)
@@ -155,6 +159,7 @@ def save_checks(
                 record=record,
                 during=during,
                 actor=actor,
+                incident_id=incident_id,
             )
 
 

@@ -3,8 +3,6 @@ production against its manifest."""
 
 from __future__ import annotations
 
-from functools import partial
-
 from rearguard.models.assets.versions import (
     alias_version,
     get_version,
@@ -13,11 +11,9 @@ from rearguard.models.assets.versions import (
 )
 from rearguard.models.enums import IncidentStatus, VersionStatus
 from rearguard.models.incidents.service import get_incident, set_incident_status
-from rearguard.models.integrity.scan.policy import policy_for
-from rearguard.models.integrity.verification import check_versions
 from rearguard.models.recovery.evidence import preserve_evidence
 from rearguard.models.recovery.results import ProductionCheck, Quarantined, Skipped
-from rearguard.models.recovery.selection import mark_failed_suspect
+from rearguard.models.recovery.selection import check_and_record, mark_failed_suspect
 from rearguard.models.recovery.settling import recent_restoration
 from rearguard.models.recovery.targets import incident_asset, playbook_actor
 from rearguard.models.runtime import Runtime
@@ -60,10 +56,8 @@ def quarantine(
             settle_s=runtime.settings.playbooks.settle_s,
         )
     if restored is not None:
-        (check,) = check_versions(
-            registry=runtime.registry,
-            items=[(target.name, label, manifest)],
-            workers=runtime.settings.playbooks.hash_workers,
+        (check,) = check_and_record(
+            runtime, incident, [(target.name, label, manifest)], during="quarantine"
         )
         if check.ok:
             return Skipped(
@@ -129,11 +123,8 @@ def verify_production(*, runtime: Runtime, incident_id: int) -> ProductionCheck 
         if current is None:
             return Skipped(skipped="nothing in production")
         manifest = manifest_of(session=session, version=current)
-    (check,) = check_versions(
-        registry=runtime.registry,
-        items=[(target.name, current.label, manifest)],
-        workers=runtime.settings.playbooks.hash_workers,
-        policies=partial(policy_for, runtime.settings),
+    (check,) = check_and_record(
+        runtime, incident, [(target.name, current.label, manifest)], during="production check"
     )
     mark_failed_suspect(runtime, incident_id, [check], target.name)
     return ProductionCheck(version=current.label, ok=check.ok, problems=tuple(check.problems))

@@ -8,6 +8,7 @@ None qualifying is a failure, never a promotion of an unverified version."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -16,13 +17,14 @@ from sqlmodel import Session, col, select
 from rearguard.models.assets.checks import run_validation
 from rearguard.models.assets.denylist import denied_in_version
 from rearguard.models.assets.evidence import load_evidence
+from rearguard.models.assets.scan_records import save_checks
 from rearguard.models.assets.versions import (
     get_asset,
     get_version,
     manifest_of,
     set_status,
 )
-from rearguard.models.db.tables import Asset, AssetVersion
+from rearguard.models.db.tables import Asset, AssetVersion, Incident
 from rearguard.models.enums import VersionStatus
 from rearguard.models.errors import OperationFailed
 from rearguard.models.incidents.service import get_incident, update_state
@@ -36,6 +38,7 @@ from rearguard.models.recovery.results import (
     VersionVerdict,
 )
 from rearguard.models.recovery.targets import UNTRUSTED, incident_asset, playbook_actor
+from rearguard.models.registry.base import ManifestEntry
 from rearguard.models.runtime import Runtime
 
 
@@ -54,17 +57,49 @@ def verify_integrity(
         target = incident_asset(session, incident, asset)
         versions = _versions(session, target, exclude=UNTRUSTED)
         items = [(target.name, v.label, manifest_of(session=session, version=v)) for v in versions]
-    checks = check_versions(
-        registry=runtime.registry,
-        items=items,
-        workers=runtime.settings.playbooks.hash_workers,
-        policies=partial(policy_for, runtime.settings),
-    )
+    checks = check_and_record(runtime, incident, items, during="verification")
     mark_failed_suspect(runtime, incident_id, checks, target.name)
     return IntegrityReport(
         checks={c.label: VersionVerdict.of(c) for c in checks},
         failed=tuple(c.label for c in checks if not c.ok),
     )
+
+
+def check_and_record(
+    runtime: Runtime,
+    incident: Incident,
+    items: Sequence[tuple[str, str, Sequence[ManifestEntry]]],
+    *,
+    during: str,
+) -> list[VersionCheck]:
+    """Re-hash versions and scan their files now, under each asset's scan policy (the engine
+    and rules of registration, approval and sweeps), and keep their scan records.
+
+    Args:
+        runtime: the process runtime.
+        incident: the incident whose playbook checks them (its actor, in the timeline).
+        items: (asset, label, manifest) of each version.
+        during: the playbook step, as the scan records name it.
+
+    Returns:
+        The checks, in the order of ``items``.
+    """
+    policies = partial(policy_for, runtime.settings)
+    checks = check_versions(
+        registry=runtime.registry,
+        items=items,
+        workers=runtime.settings.playbooks.hash_workers,
+        policies=policies,
+    )
+    save_checks(
+        db=runtime.db,
+        checks=checks,
+        policies=policies,
+        during=during,
+        actor=playbook_actor(incident),
+        incident_id=incident.id,
+    )
+    return checks
 
 
 def mark_failed_suspect(
@@ -176,11 +211,11 @@ def select_known_good(
             continue
         verdict = checks.get(version.label)
         if verdict is None:
-            (check,) = check_versions(
-                registry=runtime.registry,
-                items=[(target.name, version.label, manifest)],
-                workers=runtime.settings.playbooks.hash_workers,
-                policies=partial(policy_for, runtime.settings),
+            (check,) = check_and_record(
+                runtime,
+                incident,
+                [(target.name, version.label, manifest)],
+                during="selection",
             )
             if not check.ok:
                 mark_failed_suspect(runtime, incident_id, [check], target.name)

@@ -21,9 +21,12 @@ from rearguard.models.assets.versions import (
 )
 from rearguard.models.db.tables import Incident, TimelineEvent, VersionScan
 from rearguard.models.errors import IntegrityViolation
+from rearguard.models.incidents.service import open_incident
 from rearguard.models.integrity.rescan import plan_rescan, run_rescan
 from rearguard.models.integrity.scan.policy import ScanPolicy, policy_for
 from rearguard.models.integrity.scan.record import SCANNER_VERSION, allow_fingerprint
+from rearguard.models.recovery.containment import verify_production
+from rearguard.models.recovery.selection import select_known_good, verify_integrity
 from rearguard.models.runtime import Runtime
 
 # A protocol 2 pickle calling os.system (as posix.system): what loading it would run.
@@ -58,6 +61,27 @@ def as_an_older_scanner_recorded(runtime: Runtime, asset: str, label: str) -> No
         row.allow_fingerprint = allow_fingerprint(policy_for(runtime.settings, asset))
         row.verdict, row.counts = "clean", {}
         session.add(row)
+
+
+def a_gadget_approved_and_promoted_by_an_older_scanner(runtime: Runtime, tmp_path: Path) -> None:
+    """v1 clean and known_good; v2 known_good too and in production, its gadget let through by
+    a scanner that judged nothing as blocking, with the clean record that scanner wrote."""
+    add_version(runtime, tmp_path, "model", "v1")
+    approve(runtime, "model", "v1")
+    add_version(runtime, tmp_path, "model", "v2", files={"tok.pkl": GADGET}, policy=UNAWARE)
+    approve_version(
+        db=runtime.db, registry=runtime.registry, name="model", label="v2", by="a", policy=UNAWARE
+    )
+    promote_version(
+        db=runtime.db,
+        registry=runtime.registry,
+        name="model",
+        label="v2",
+        alias="production",
+        actor="bob",
+        policy=UNAWARE,
+    )
+    as_an_older_scanner_recorded(runtime, "model", "v2")
 
 
 def events(runtime: Runtime, action: str) -> list[TimelineEvent]:
@@ -159,22 +183,7 @@ def test_rescan_reads_nothing_of_current_versions_and_rescans_outdated_ones(
 def test_a_known_good_version_whose_gadget_an_older_scan_missed_becomes_suspect_with_an_incident(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    add_version(runtime, tmp_path, "model", "v1")
-    approve(runtime, "model", "v1")
-    add_version(runtime, tmp_path, "model", "v2", files={"tok.pkl": GADGET}, policy=UNAWARE)
-    approve_version(
-        db=runtime.db, registry=runtime.registry, name="model", label="v2", by="a", policy=UNAWARE
-    )
-    promote_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name="model",
-        label="v2",
-        alias="production",
-        actor="bob",
-        policy=UNAWARE,
-    )
-    as_an_older_scanner_recorded(runtime, "model", "v2")
+    a_gadget_approved_and_promoted_by_an_older_scanner(runtime, tmp_path)
 
     ran = rearguard_in_process(
         runtime, "assets", "rescan", "model", monkeypatch=monkeypatch, capsys=capsys
@@ -295,3 +304,42 @@ def test_modelaudit_gives_its_verdict_with_its_version(runtime: Runtime, tmp_pat
     (engine,) = scan["record"]["engines"]
     assert engine["engine"] == "modelaudit" and engine["verdict"] == "flagged"
     assert engine["version"]
+
+
+def test_playbook_steps_scan_with_the_same_engine_a_finding_blocks_selection_and_is_recorded(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    a_gadget_approved_and_promoted_by_an_older_scanner(runtime, tmp_path)
+    with runtime.db.session() as session:
+        incident = open_incident(
+            session=session, type="model_compromise", actor="oncall", asset_name="model"
+        )
+        incident_id = incident.id
+    assert incident_id is not None
+
+    production = verify_production(runtime=runtime, incident_id=incident_id)
+    selection = select_known_good(runtime=runtime, incident_id=incident_id)
+
+    assert not production.ok and "dangerous posix.system" in "; ".join(production.problems)
+    assert selection.selected == "v1"
+    assert status(runtime, "model", "v2") == "suspect"
+    blocked = record(runtime, "model", "v2")
+    assert blocked is not None
+    assert (blocked.verdict, blocked.counts) == ("blocked", {"dangerous": 1})
+    assert blocked.scanned_during == "production check"
+    (recorded,) = events(runtime, "scan.recorded")
+    assert (recorded.incident_id, recorded.version) == (incident_id, "v2")
+    assert recorded.actor == "playbook:model_compromise"
+    assert json.loads(recorded.data)["during"] == "production check"
+    chosen = record(runtime, "model", "v1")
+    assert chosen is not None and chosen.scanned_during == "selection"
+
+    verify_integrity(runtime=runtime, incident_id=incident_id)
+
+    again = record(runtime, "model", "v1")
+    assert again is not None and (again.verdict, again.scanned_during) == (
+        "clean",
+        "verification",
+    )
+    # The same verdicts as before: nothing new in the timeline.
+    assert len(events(runtime, "scan.recorded")) == 1

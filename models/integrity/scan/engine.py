@@ -10,9 +10,12 @@ fail closed. Members are scanned as a loader that ignores CRCs reads them (PyTor
 a bad CRC cannot hide a payload; the CRC itself is checked for every member that is anything
 (a pickle, a container, a known format) and every member up to 1 MiB, not for larger raw bytes
 (tensor storages), whose every byte would have to be read. What is not a container is offered
-to each format scanner whose ``sniff`` accepts its first 64 KiB (:data:`FORMAT_SCANNERS`), and
-to the pickle scanner when it starts with a pickle opcode. Bytes that no scanner recognises
-(safetensors weights, raw tensors) give nothing.
+to each format scanner whose ``sniff`` accepts its first bytes (:data:`FORMAT_SCANNERS`: 32 KiB,
+read on to 64 KiB when they may be text), and to the pickle scanner when it starts with a
+pickle opcode; a pickle is read from those first bytes, and from the stream only past them.
+Bytes that no scanner recognises (safetensors weights, raw tensors) give nothing. A stored zip
+member is read straight from the archive's bytes, and its CRC checked on the bytes already read
+when they are the whole member.
 
 Nothing is extracted to disk except 7z members (py7zr reads whole folders at a time), into a
 temporary directory that is removed afterwards; nothing is ever loaded.
@@ -59,6 +62,10 @@ __all__ = [
 ]
 
 HEAD_SIZE = 64 * 1024
+# The first read of a blob: enough for every binary format's sniff (the HDF5 signature is
+# looked for up to offset 32 KiB); text that a JSON or template scanner may want is read on to
+# HEAD_SIZE (a JSON head shorter than that is parsed as the whole file).
+_BINARY_HEAD_SIZE = 32 * 1024 + 8
 _CHUNK = 1024 * 1024
 _ARCHIVES_EXTRA = "not scanned: install rearguard[archives]"
 
@@ -138,8 +145,11 @@ class _Blob:
     # directory at the end of bytes that do not start like one.
     random_access: bool = False
     errors: tuple[type[BaseException], ...] = field(default=())
-    # The first HEAD_SIZE bytes, once read: identifying a blob twice reads them once.
+    # Its first bytes (see _read_head), once read: identifying a blob twice reads them once. A
+    # zip reads a stored member's ahead, straight from the archive.
     head: bytes | None = None
+    # Whether the head is anything a scanner reads (not raw data), once identified.
+    recognised: bool | None = None
 
 
 _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (
@@ -218,8 +228,10 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 def _scan_blob(blob: _Blob, budget: _Budget) -> list[Finding]:
     try:
-        with blob.open() as stream:
-            head = stream.read(HEAD_SIZE)
+        head = blob.head
+        if head is None or _may_want_more(head):
+            with blob.open() as stream:
+                head = _read_head(stream)
         blob.head = head
         budget.bytes(0)
         return _dispatch(blob, head, budget)
@@ -229,37 +241,70 @@ def _scan_blob(blob: _Blob, budget: _Budget) -> list[Finding]:
         return [_malformed(blob.location, "stream", f"unreadable: {exc}")]
 
 
+def _read_head(stream: BinaryIO) -> bytes:
+    """The first bytes of a blob, as many as its identification needs (see HEAD_SIZE)."""
+    head = stream.read(_BINARY_HEAD_SIZE)
+    if _may_want_more(head):
+        head += stream.read(HEAD_SIZE - len(head))
+    return head
+
+
+def _may_want_more(head: bytes) -> bool:
+    """Whether a first read may be text that a JSON or template scanner reads further."""
+    return len(head) == _BINARY_HEAD_SIZE and (
+        json_document.starts_like_json(head) or chat_template.has_no_control_bytes(head)
+    )
+
+
 def _dispatch(blob: _Blob, head: bytes, budget: _Budget) -> list[Finding]:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        blob.recognised = True
         return _scan_zip(blob, budget)
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        blob.recognised = True
         return _scan_7z(blob, budget)
     if _is_tar(head):
+        blob.recognised = True
         return _scan_tar(blob, budget)
     findings: list[Finding] = []
     if blob.random_access and _has_zip_directory(blob):
         # Not starting like a zip, but zipfile (and loaders using it) would open it as one.
         findings += _scan_zip(blob, budget)
     compression = _compression(head)
+    npy = head.startswith(b"\x93NUMPY")
     if compression is not None:
         findings += _scan_compressed(blob, compression, budget)
-    elif head.startswith(b"\x93NUMPY"):
+    elif npy:
         findings += _scan_npy(blob)
-    scanner = next((s for s in FORMAT_SCANNERS if s.sniff(head)), None)
+    scanner = _format_of(head)
     if scanner is not None:
         findings += _scan_format(blob, scanner)
-    if not head.startswith(b"\x93NUMPY") and pickle_scan.sniff(head):
-        findings += _scan_pickle(blob)
+    pickle_like = False
+    if not npy and pickle_scan.sniff(head):
+        scanned = _scan_pickle(blob)
+        findings += scanned.findings
+        pickle_like = scanned.looks_like_pickle(len(head))
+    blob.recognised = compression is not None or npy or scanner is not None or pickle_like
     return findings
+
+
+def _format_of(head: bytes) -> FormatScanner | None:
+    """The first format scanner whose sniff accepts ``head``, if any."""
+    for scanner in FORMAT_SCANNERS:
+        if scanner.sniff(head):
+            return scanner
+    return None
 
 
 def _recognised(blob: _Blob) -> bool:
     """Whether a blob's first bytes are anything a scanner reads (not raw data)."""
+    if blob.recognised is not None:
+        return blob.recognised
     if blob.head is not None:
         return _recognised_head(blob.head)
     try:
         with blob.open() as stream:
-            head = stream.read(HEAD_SIZE)
+            head = _read_head(stream)
     except blob.errors:
         return True
     return _recognised_head(head)
@@ -271,7 +316,7 @@ def _recognised_head(head: bytes) -> bool:
         head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"7z\xbc\xaf\x27\x1c", b"\x93NUMPY"))
         or _is_tar(head)
         or _compression(head) is not None
-        or any(scanner.sniff(head) for scanner in FORMAT_SCANNERS)
+        or _format_of(head) is not None
         or pickle_scan.looks_like_pickle(head)
     )
 
@@ -300,11 +345,10 @@ def _skip(stream: BinaryIO, count: int) -> None:
         count -= len(chunk)
 
 
-def _scan_pickle(blob: _Blob, *, start: int = 0) -> list[Finding]:
-    with blob.open() as stream:
-        _skip(stream, start)
+def _scan_pickle(blob: _Blob, *, start: int = 0) -> pickle_scan.StreamScan:
+    with ExitStack() as closing:
         return pickle_scan.scan(
-            stream,
+            _HeadFirst(blob, start, closing),
             location=blob.location,
             size=blob.size,
             start=start,
@@ -313,10 +357,46 @@ def _scan_pickle(blob: _Blob, *, start: int = 0) -> list[Finding]:
         )
 
 
+class _HeadFirst:
+    """A blob read forward from ``start``: from its head while the reads stay in it (most
+    pickles end there, and raw data that starts like one stops being one there), from a reader
+    opened only when they get past it."""
+
+    def __init__(self, blob: _Blob, start: int, closing: ExitStack) -> None:
+        self._blob = blob
+        self._head = blob.head or b""
+        self._whole = blob.size is not None and len(self._head) >= blob.size
+        self._position = start
+        self._closing = closing
+        self._stream: BinaryIO | None = None
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; a read that the head can start is served by it alone."""
+        if self._stream is None:
+            if self._position < len(self._head) or self._whole:
+                data = self._head[self._position : self._position + n]
+                self._position += len(data)
+                return data
+            self._stream = self._closing.enter_context(self._blob.open())
+            _skip(self._stream, self._position)
+        data = self._stream.read(n)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int) -> None:
+        """Forward from the current position (``os.SEEK_CUR``) only."""
+        assert whence == os.SEEK_CUR and offset >= 0
+        if self._stream is None:
+            self._position += offset
+        else:
+            self._stream.seek(offset, os.SEEK_CUR)
+            self._position += offset
+
+
 def _scan_npy(blob: _Blob) -> list[Finding]:
     with blob.open() as stream:
         start = pickle_scan.npy_pickle_offset(stream)
-    return [] if start is None else _scan_pickle(blob, start=start)
+    return [] if start is None else _scan_pickle(blob, start=start).findings
 
 
 def _scan_format(blob: _Blob, scanner: FormatScanner) -> list[Finding]:
@@ -369,7 +449,8 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             return [_malformed(blob.location, "zip", f"unreadable zip archive: {exc}")]
         with archive:
-            findings = _zip_structure(blob.location, archive, raw)
+            read_at = _reader_at(raw)
+            findings, data_offsets = _zip_structure(blob.location, archive, read_at)
             declared = sum(info.file_size for info in archive.infolist())
             if declared > budget.limits.max_expanded_bytes - budget.expanded:
                 raise _LimitExceeded(f"members declare {declared} bytes (a zip bomb?)")
@@ -381,15 +462,36 @@ def _scan_zip(blob: _Blob, budget: _Budget) -> list[Finding]:
                 if info.flag_bits & _ZIP_ENCRYPTED:
                     findings += _encrypted_member(archive, info, member, blob.depth + 1, budget)
                     continue
+                data_offset = data_offsets.get(info.header_offset)
+                stored = info.compress_type == zipfile.ZIP_STORED and data_offset is not None
+                size = min(info.file_size, info.compress_size)
                 blob_of_member = _Blob(
                     location=member,
-                    open=_zip_opener(archive, info, budget),
+                    open=(
+                        _stored_opener(read_at, data_offset, info, budget)
+                        if stored and data_offset is not None
+                        else _zip_opener(archive, info, budget)
+                    ),
                     size=info.file_size,
                     depth=blob.depth + 1,
                     errors=_ZIP_ERRORS,
                 )
+                if stored and data_offset is not None:
+                    # Its first bytes straight from the archive, with the header's.
+                    blob_of_member.head = read_at(data_offset, min(size, _BINARY_HEAD_SIZE))
+                    budget.bytes(len(blob_of_member.head))
                 findings += _scan_child(blob_of_member, budget)
-                if info.file_size <= _CRC_ALWAYS_CHECKED or _recognised(blob_of_member):
+                head = blob_of_member.head
+                if (
+                    stored
+                    and head is not None
+                    and info.file_size == info.compress_size == len(head)
+                ):
+                    # The whole member was read to identify it: its CRC is checked on that.
+                    if zlib.crc32(head) != info.CRC:
+                        reason = f"unreadable: Bad CRC-32 for file {info.filename!r}"
+                        findings.append(_malformed(member, "zip member", reason))
+                elif info.file_size <= _CRC_ALWAYS_CHECKED or _recognised(blob_of_member):
                     findings += _zip_crc(archive, info, member, budget)
     return findings
 
@@ -405,6 +507,15 @@ def _zip_opener(
         return _Counted(stream, budget)
 
     return open_member
+
+
+def _stored_opener(
+    read_at: _ReadAt, data_offset: int, info: zipfile.ZipInfo, budget: _Budget
+) -> Callable[[], BinaryIO]:
+    """A stored (uncompressed) member read straight from the archive's bytes, as torch's
+    reader reads its records: no decompressor, no CRC (see :func:`_zip_crc`)."""
+    size = min(info.file_size, info.compress_size)
+    return lambda: _StoredMember(read_at, data_offset, size, budget)
 
 
 def _encrypted_member(
@@ -427,7 +538,7 @@ def _encrypted_member(
     )
     try:
         with child.open() as stream:
-            head = stream.read(HEAD_SIZE)
+            head = _read_head(stream)
     except _ZIP_ERRORS:
         return []  # ciphertext that does not even decompress
     # Ciphertext starts like a protocol 0 pickle about one time in fourteen: only bytes that
@@ -461,45 +572,78 @@ def _zip_crc(
     return []
 
 
-def _zip_structure(location: Location, archive: zipfile.ZipFile, raw: BinaryIO) -> list[Finding]:
-    """Defects of the archive as a whole: what one reader and another would read differently."""
-    findings: list[Finding] = []
+def _zip_structure(
+    location: Location, archive: zipfile.ZipFile, read_at: _ReadAt
+) -> tuple[list[Finding], dict[int, int]]:
+    """Defects of the archive as a whole: what one reader and another would read differently.
+
+    Returns:
+        The findings, and where each member's data starts (after its local header), by the
+        offset of that header, for members whose local header is there.
+    """
+    defects: list[tuple[str, str]] = []  # (member, reason)
+    data_offsets: dict[int, int] = {}
     spans: list[tuple[int, int, str]] = []
     names: set[str] = set()
     for info in archive.infolist():
-        where = location.inside(info.filename)
-        if info.filename in names:
-            findings.append(_malformed(where, "zip member", "duplicate member name"))
-        names.add(info.filename)
+        name = info.filename
+        if name in names:
+            defects.append((name, "duplicate member name"))
+        names.add(name)
         if info.flag_bits & ~(_ZIP_KNOWN_FLAGS | _ZIP_ENCRYPTED):
-            findings.append(
-                _malformed(where, "zip member", f"unexpected flag bits {info.flag_bits:#x}")
-            )
-        raw.seek(info.header_offset)
-        header = raw.read(_LOCAL_HEADER.size)
+            defects.append((name, f"unexpected flag bits {info.flag_bits:#x}"))
+        central_name = _encoded_name(info)
+        # The header and the name it should hold, in one read.
+        data = read_at(info.header_offset, _LOCAL_HEADER.size + len(central_name))
+        header = data[: _LOCAL_HEADER.size]
         if len(header) != _LOCAL_HEADER.size or not header.startswith(b"PK\x03\x04"):
-            findings.append(_malformed(where, "zip member", "no local header where announced"))
+            defects.append((name, "no local header where announced"))
             continue
         fields = _LOCAL_HEADER.unpack(header)
-        local_name = raw.read(fields[9])
-        central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        local_name = data[_LOCAL_HEADER.size :]
+        if fields[9] != len(central_name):
+            local_name = read_at(info.header_offset + _LOCAL_HEADER.size, fields[9])
         if local_name != central_name:
-            findings.append(
-                _malformed(
-                    where,
-                    "zip member",
-                    f"local header names it {local_name.decode('utf-8', 'replace')!r}",
-                )
-            )
+            shown = local_name.decode("utf-8", "replace")
+            defects.append((name, f"local header names it {shown!r}"))
         end = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
-        spans.append((info.header_offset, end + info.compress_size, info.filename))
+        data_offsets[info.header_offset] = end
+        spans.append((info.header_offset, end + info.compress_size, name))
     spans.sort()
     for (_, end, name), (start, _, other) in itertools.pairwise(spans):
         if start < end:
-            findings.append(
-                _malformed(location.inside(other), "zip member", f"overlaps member {name!r}")
-            )
-    return findings
+            defects.append((other, f"overlaps member {name!r}"))
+    findings = [
+        _malformed(location.inside(member), "zip member", reason) for member, reason in defects
+    ]
+    return findings, data_offsets
+
+
+_ReadAt = Callable[[int, int], bytes]
+
+
+def _encoded_name(info: zipfile.ZipInfo) -> bytes:
+    """A member's name as its headers hold it (UTF-8 when flagged, else code page 437, which
+    is ASCII for ASCII names: the common case, without Python's slower cp437 codec)."""
+    if info.flag_bits & 0x800:
+        return info.orig_filename.encode("utf-8")
+    if info.orig_filename.isascii():
+        return info.orig_filename.encode("ascii")
+    return info.orig_filename.encode("cp437")
+
+
+def _reader_at(raw: BinaryIO) -> _ReadAt:
+    """Reads up to ``size`` bytes at ``offset`` of ``raw``: one ``pread`` for a file (its
+    buffer and position untouched), else a seek and a read."""
+    if isinstance(raw, io.BufferedReader):
+        descriptor = raw.fileno()
+        return lambda offset, size: os.pread(descriptor, size, offset)
+
+    def seek_and_read(offset: int, size: int) -> bytes:
+        raw.seek(offset)
+        return raw.read(size)
+
+    return seek_and_read
 
 
 # Tar
@@ -619,6 +763,8 @@ class _Compression:
 
 def _compression(head: bytes) -> _Compression | None:
     """The compression whose magic number starts ``head``, if any."""
+    if head[:1] not in _COMPRESSION_FIRST_BYTES:
+        return None
     if head.startswith(b"\x1f\x8b\x08"):
         return _Compression("gzip", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"))
     if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] == b"1AY&SY":
@@ -636,6 +782,10 @@ def _compression(head: bytes) -> _Compression | None:
     if head.startswith(b"\x04\x22\x4d\x18"):
         return _Compression("lz4", _lz4_opener())
     return None
+
+
+# The first byte of each magic number _compression knows.
+_COMPRESSION_FIRST_BYTES = frozenset([b"\x1f", b"B", b"\xfd", b"]", b"\x78", b"\x28", b"\x04"])
 
 
 def _zstd_opener() -> Callable[[BinaryIO], _Readable] | None:
@@ -792,6 +942,52 @@ class _Counted(io.RawIOBase, BinaryIO):
             if self._closes is not None:
                 self._closes.close()
         super().close()
+
+
+class _StoredMember(io.RawIOBase, BinaryIO):
+    """A stored (uncompressed) zip member: ``size`` bytes of the archive from ``offset``, read
+    with a position of its own (several members of one archive are read in turn), charged to
+    the file's expanded-size budget. The archive's stream stays open when it is closed."""
+
+    def __init__(self, read_at: _ReadAt, offset: int, size: int, budget: _Budget) -> None:
+        super().__init__()
+        self._read_at = read_at
+        self._offset = offset
+        self._size = size
+        self._budget = budget
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._size - self._position
+        count = left if size is None or size < 0 else min(size, left)
+        if count <= 0:
+            return b""
+        data = self._read_at(self._offset + self._position, count)
+        self._position += len(data)
+        self._budget.bytes(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        target = max(0, base + offset)
+        if target > self._position:
+            self._budget.bytes(min(target, self._size) - self._position)
+        self._position = target
+        return target
 
 
 def _skip_by_reading(stream: _Counted, count: int) -> None:

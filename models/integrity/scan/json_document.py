@@ -30,7 +30,7 @@ from rearguard.models.integrity.scan.reading import (
     stream_size,
 )
 
-__all__ = ["HEAD_SIZE", "scan", "scan_document", "sniff"]
+__all__ = ["HEAD_SIZE", "scan", "scan_document", "sniff", "starts_like_json"]
 
 HEAD_SIZE = 64 * 1024
 """Size of the head the dispatcher passes to :func:`sniff`; a shorter head is a whole file."""
@@ -40,12 +40,17 @@ _BOM = b"\xef\xbb\xbf"
 _VALUE_STARTS = b'"{[-0123456789tfn'  # the first byte of any JSON value
 
 
+def starts_like_json(head: bytes) -> bool:
+    """Whether ``head`` starts like a JSON object or array (after a BOM and whitespace)."""
+    return head.removeprefix(_BOM).lstrip(_WHITESPACE).startswith((b"{", b"["))
+
+
 def sniff(head: bytes) -> bool:
     """Whether ``head`` is a JSON object or array: parsed whole when it is the whole file,
     else it must start like one (``{"``, ``[1``..., not ``{%``) and be UTF-8 text."""
-    text = head.removeprefix(_BOM).lstrip(_WHITESPACE)
-    if not text.startswith((b"{", b"[")):
+    if not starts_like_json(head):
         return False
+    text = head.removeprefix(_BOM).lstrip(_WHITESPACE)
     # What follows the bracket: a key or a value, never a Jinja2 marker ("{{", "{%", "{#").
     after = text[1:].lstrip(_WHITESPACE)[:1]
     allowed = b'"}' if text.startswith(b"{") else _VALUE_STARTS + b"]"

@@ -79,7 +79,7 @@ def sniff(head: bytes) -> bool:
     """Whether ``head`` starts an HDF5 file (its signature at 0, 512, 1024, 2048...)."""
     offset = 0
     while offset + len(HDF5_MAGIC) <= len(head):
-        if head[offset : offset + len(HDF5_MAGIC)] == HDF5_MAGIC:
+        if head.startswith(HDF5_MAGIC, offset):
             return True
         offset = 512 if offset == 0 else offset * 2
     return False

@@ -104,6 +104,8 @@ def sniff(head: bytes) -> bool:
     fields of ``ModelProto`` only, with readable producer and domain strings (which tells it
     from a SavedModel, whose second field is a message).
     """
+    if head[:1] != b"\x08":  # the tag of ir_version, field 1, a varint
+        return False
     fields = head_fields(head, limit=8)
     if len(fields) < 2 or fields[0].number != 1 or fields[0].wire_type != VARINT:
         return False

@@ -29,6 +29,12 @@ when the break comes first, if the deny-list names it (importing a module runs i
 text that merely starts like a protocol 0 opcode is not reported. It is reported ``malformed``
 only when it says it is a pickle (a PROTO opcode of protocols 2-5 first).
 
+A ``bytes`` value that is itself a pickle (it starts with PROTO 2-5), and a text value that
+is one written as base64 or hex, is scanned as a nested pickle, up to four levels deep: loading
+the outer pickle does not run it, but a second stage that unpickles the field does, and no
+legitimate model hides one. Its globals are reported as the outer pickle's are, with where the
+nested pickle starts; bytes that merely start like a pickle and then break give nothing.
+
 A FRAME (protocol 4) whose last opcode runs past the frame's end is ``malformed``: CPython's C
 unpickler reads on regardless, so what follows still runs, and the scan goes on too. A FRAME
 longer than what remains is ``malformed`` after a PROTO only, by the same rule as a break.
@@ -41,6 +47,8 @@ from __future__ import annotations
 
 import _compat_pickle
 import ast
+import base64
+import binascii
 import io
 import math
 import os
@@ -50,12 +58,21 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from rearguard.models.integrity.scan.findings import Finding, Location, Severity
 from rearguard.models.integrity.scan.pickle_globals import classify_global
 
-__all__ = ["Reopen", "looks_like_pickle", "npy_pickle_offset", "says_pickle", "scan", "sniff"]
+__all__ = [
+    "ForwardStream",
+    "Reopen",
+    "StreamScan",
+    "looks_like_pickle",
+    "npy_pickle_offset",
+    "says_pickle",
+    "scan",
+    "sniff",
+]
 
 _NPY_MAGIC = b"\x93NUMPY"
 # numpy itself refuses headers above 10 000 bytes unless told otherwise.
@@ -72,6 +89,10 @@ _MAX_CONTAINER = 64
 _MAX_MEMO_STRING = 256
 _SKIP_CHUNK = 1024 * 1024
 _READ_CHUNK = 256 * 1024
+# Nested pickles (a bytes value, or base64 or hex text, that is a pickle) are scanned this
+# many levels deep; encoded text is decoded in memory up to this length.
+_MAX_NESTED_DEPTH = 4
+_MAX_ENCODED_PICKLE = 1024 * 1024
 # Read-ahead after a joblib array wrapper for the plain-pickle scan of the same bytes (see
 # _Machine._scan_as_plain_pickle); that scan opens a second reader if it gets further.
 _SHADOW_WINDOW = 64 * 1024
@@ -79,24 +100,43 @@ _SHADOW_WINDOW = 64 * 1024
 # Opens a second, independent reader of the same stream at an offset; what it opens is closed
 # with the ExitStack.
 Reopen = Callable[[int, ExitStack], BinaryIO]
+
+
+class ForwardStream(Protocol):
+    """What the scan reads: bytes in order, and forward seeks (``os.SEEK_CUR``) when the
+    stream's size is known."""
+
+    def read(self, n: int, /) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end."""
+        ...
+
+    def seek(self, offset: int, whence: int, /) -> object:
+        """Move ``offset`` bytes forward (``whence`` is ``os.SEEK_CUR``)."""
+        ...
+
+
 _Report = Callable[[int, str, Severity, str], None]
 
 
 def sniff(head: bytes) -> bool:
-    """Tell whether bytes could be read by ``pickle.load``: they start with an opcode.
+    """Tell whether bytes could be read by ``pickle.load``: they start with an opcode that can
+    start a pickle.
 
     Args:
         head: the first bytes of a file or member.
 
     Returns:
-        True when the first byte is a pickle opcode (the scan then decides).
+        True when the first byte is a pickle opcode that does not need what an empty stack and
+        memo lack (the scan then decides); ``pickle.load`` fails at once on the others.
     """
-    return bool(head) and _DISPATCH[head[0]] is not None
+    return bool(head) and _DISPATCH[head[0]] is not None and head[0] not in _CANNOT_START
 
 
 def says_pickle(head: bytes) -> bool:
     """Tell whether bytes announce a pickle: PROTO with a protocol the pickler writes it for."""
-    return len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and sniff(head[2:3])
+    return (
+        len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and _DISPATCH[head[2]] is not None
+    )
 
 
 def looks_like_pickle(head: bytes) -> bool:
@@ -122,15 +162,36 @@ def looks_like_pickle(head: bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class StreamScan:
+    """What a scan of a stream found, and how far its bytes read as pickles.
+
+    Attributes:
+        findings: in stream order; empty when the stream is clean or not a pickle.
+        pickles: how many complete pickles (up to their STOP) the stream holds.
+        fault: the stream offset where the bytes stopped being a pickle, or None when they
+            ended cleanly after a STOP.
+    """
+
+    findings: list[Finding]
+    pickles: int
+    fault: int | None
+
+    def looks_like_pickle(self, head_size: int) -> bool:
+        """Whether the first ``head_size`` bytes read as pickle opcodes up to a STOP or to
+        their end without a fault (what :func:`looks_like_pickle` says of them)."""
+        return self.pickles > 0 or self.fault is None or self.fault >= head_size
+
+
 def scan(
-    stream: BinaryIO,
+    stream: ForwardStream,
     *,
     location: Location,
     size: int | None = None,
     start: int = 0,
     reopen: Reopen | None = None,
     errors: tuple[type[BaseException], ...] = (),
-) -> list[Finding]:
+) -> StreamScan:
     """Scan every pickle in a stream, one after another, until its end or the first bad byte.
 
     Args:
@@ -143,7 +204,7 @@ def scan(
         errors: exceptions of reading the stream that mean corrupt data (a malformed finding).
 
     Returns:
-        The findings in stream order; empty when the stream is clean or not a pickle.
+        The findings, and how far the bytes read as pickles.
     """
     findings: list[Finding] = []
     seen: set[tuple[int, str]] = set()
@@ -161,18 +222,20 @@ def scan(
     source = _ByteSource(stream, start=start, size=size, reopen=reopen, errors=errors)
     announced = says_pickle(source.peek(3))
     complete = 0
+    fault: int | None = None
     while True:
         machine = _Machine(source, add)
         try:
             if not machine.run():
                 break
         except _Malformed as exc:
+            fault = source.position
             machine.flush(dangerous_only=not announced)
             if announced and complete == 0 and machine.opcodes > 0:
                 add(machine.position, "pickle", Severity.MALFORMED, f"malformed pickle: {exc}")
             break
         complete += 1
-    return sorted(findings, key=lambda f: f.offset or 0)
+    return StreamScan(sorted(findings, key=lambda f: f.offset or 0), complete, fault)
 
 
 class _Malformed(Exception):
@@ -231,7 +294,7 @@ class _ByteSource:
 
     def __init__(
         self,
-        stream: BinaryIO | _ShadowStream,
+        stream: ForwardStream,
         *,
         start: int,
         size: int | None,
@@ -338,7 +401,8 @@ class _ByteSource:
             raise _Malformed(f"unreadable stream: {exc}") from exc
 
 
-# Length-prefixed payloads that are skipped unread: (width of the length, signed length).
+# Length-prefixed payloads, skipped unread but for their first bytes: (width of the length,
+# signed length). Bytes values may hold a nested pickle (see _Machine._bytes_value).
 _PAYLOADS = {
     "SHORT_BINBYTES": (1, False),
     "BINBYTES": (4, False),
@@ -346,6 +410,7 @@ _PAYLOADS = {
     "BYTEARRAY8": (8, False),
     "LONG4": (4, True),
 }
+_BYTES_VALUES = frozenset({"SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BYTEARRAY8"})
 # Length-prefixed strings: (width of the length, signed length, encoding the unpickler uses).
 _STRINGS = {
     "SHORT_BINSTRING": (1, False, "latin-1"),
@@ -373,20 +438,66 @@ def _read_line(source: _ByteSource) -> str:
     return line[:-1].decode("utf-8")
 
 
+def _payload_length(width: int, signed: bool, source: _ByteSource) -> int:
+    return _read_length(source, width, signed)
+
+
 def _skip_payload(width: int, signed: bool, source: _ByteSource) -> object:
     source.skip(_read_length(source, width, signed))
     return _NOT_STRING
 
 
+class _LongText(str):
+    """A string too long to keep as a value that reads like an encoded pickle (scanned)."""
+
+    __slots__ = ()
+
+
 def _read_string(width: int, signed: bool, encoding: str, source: _ByteSource) -> object:
+    at = source._at
+    buffer = source._buffer
+    start = at + width
+    if start <= len(buffer):  # hot: a short string in the buffer is read straight from it
+        length = int.from_bytes(buffer[at:start], "little", signed=signed)
+        end = start + length
+        if 0 <= length <= _MAX_KEPT_STRING and end <= len(buffer):
+            source._at = end
+            return buffer[start:end].decode(encoding, "surrogatepass")
     length = _read_length(source, width, signed)
-    if length > _MAX_KEPT_STRING:
+    long = length > _MAX_KEPT_STRING
+    if long and (length > _MAX_ENCODED_PICKLE or _encoded_pickle_kind(source.peek(4)) is None):
         source.skip(length)
         return _UNKNOWN
     data = source.read(length)
     if len(data) != length:
         raise _Malformed("stream ends inside a string")
-    return data.decode(encoding, "surrogatepass")
+    text = data.decode(encoding, "surrogatepass")
+    return _LongText(text) if long else text
+
+
+def _encoded_pickle_kind(start: bytes | str) -> str | None:
+    """Whether text starts like a pickle (PROTO 2-5) written as base64 or as hex."""
+    if isinstance(start, bytes):
+        start = start.decode("latin-1")
+    if len(start) >= 4 and start[:2] == "gA" and "I" <= start[2] <= "X":
+        return "base64"
+    if len(start) >= 4 and start[:3] == "800" and start[3] in "2345":
+        return "hex"
+    return None
+
+
+def _decode_pickle_text(text: str, kind: str) -> bytes | None:
+    """The bytes of a base64 or hex text, when they are a pickle (None otherwise)."""
+    try:
+        if kind == "hex":
+            data = bytes.fromhex(text)
+        elif "-" in text or "_" in text:
+            data = base64.urlsafe_b64decode(text)
+        else:
+            data = base64.b64decode(text)
+    except (ValueError, binascii.Error):
+        return None
+    return data if says_pickle(data) else None
 
 
 def _read_names(source: _ByteSource) -> tuple[str, str]:
@@ -426,6 +537,8 @@ _FIXED_READERS: dict[str, Callable[[_ByteSource], Any]] = {
 def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], Any] | None:
     if opcode.arg is not None and opcode.arg.name in _FIXED_READERS:
         return _FIXED_READERS[opcode.arg.name]
+    if opcode.name in _BYTES_VALUES:
+        return partial(_payload_length, *_PAYLOADS[opcode.name])
     if opcode.name in _PAYLOADS:
         return partial(_skip_payload, *_PAYLOADS[opcode.name])
     if opcode.name in _STRINGS:
@@ -441,6 +554,8 @@ def _argument_reader(opcode: pickletools.OpcodeInfo) -> Callable[[_ByteSource], 
 
 _STOP = object()
 _MEMOIZE = ord(pickle.MEMOIZE)
+_BINPUT = ord(pickle.BINPUT)
+_BINGET = ord(pickle.BINGET)
 
 
 class _Memo:
@@ -486,11 +601,13 @@ class _Memo:
     def put(self, key: int, value: object) -> None:
         """Store ``value`` (or its tag) under ``key``."""
         tag = _memo_tag(value)
-        if key < len(self._tags) or (key == len(self._tags) and key not in self._sparse):
-            if key == len(self._tags):
-                self._tags.append(tag)
-            else:
-                self._tags[key] = tag
+        tags = self._tags
+        if key == len(tags) and key not in self._sparse:  # the next key: picklers' order
+            tags.append(tag)
+            if not tag:
+                self._values[key] = value
+        elif 0 <= key < len(tags):
+            tags[key] = tag
             if tag:
                 self._values.pop(key, None)
             else:
@@ -518,11 +635,15 @@ class _Machine:
     globals and call results are modelled.
     """
 
-    def __init__(self, source: _ByteSource, add: _Report, *, shadow: bool = False) -> None:
+    def __init__(
+        self, source: _ByteSource, add: _Report, *, shadow: bool = False, depth: int = 0
+    ) -> None:
         self.position = source.position
         self.opcodes = 0
         self._source = source
         self._add = add
+        # How many pickles this one is nested in (bytes or encoded text of an outer pickle).
+        self._depth = depth
         # A shadow machine reads bytes that the joblib loader treats as array data; it only looks
         # for globals, and leaves the containers it shares with the main machine alone.
         self._shadow = shadow
@@ -561,15 +682,28 @@ class _Machine:
         while True:
             # The opcode byte is taken straight from the source's buffer: this loop is hot.
             at = source._at
-            if at < len(source._buffer):
+            buffer = source._buffer
+            size = len(buffer)
+            if at < size:
                 self.position = source._base + at
-                code = source._buffer[at]
+                code = buffer[at]
                 source._at = at + 1
+                # The memo's opcodes with no argument or a one-byte one, the commonest of
+                # protocols 4 and 5 (MEMOIZE) and of 1-3 (BINPUT, BINGET), are handled inline.
                 if code == _MEMOIZE and self._stack and not self._memo_shared:
-                    # The commonest opcode of protocol 4 and 5: handled inline.
                     self._memo.append(self._stack[-1])
+                    end = at + 1
+                elif code == _BINPUT and self._stack and not self._memo_shared and at + 1 < size:
+                    self._memo.put(buffer[at + 1], self._stack[-1])
+                    end = source._at = at + 2
+                elif code == _BINGET and at + 1 < size:
+                    self._get(buffer[at + 1])
+                    end = source._at = at + 2
+                else:
+                    end = 0
+                if end:
                     self.opcodes += 1
-                    if self._frame_end is not None and source._base + at + 1 >= self._frame_end:
+                    if self._frame_end is not None and source._base + end >= self._frame_end:
                         self._leave_frame()
                     continue
             else:
@@ -687,6 +821,68 @@ class _Machine:
 
     def _not_string(self, _: object) -> None:
         self._push(_NOT_STRING)
+
+    def _bytes_value(self, length: int) -> None:
+        """A bytes value: skipped unread, unless it starts like a pickle (then scanned)."""
+        source = self._source
+        if (
+            length >= 4
+            and self._depth < _MAX_NESTED_DEPTH
+            and not self._shadow
+            and says_pickle(source.peek(3))
+        ):
+            self._scan_nested_bytes(length)
+        else:
+            source.skip(length)
+        self._stack.append(_NOT_STRING)
+
+    def _text(self, value: object) -> None:
+        """A text value, scanned as a nested pickle when it is one written as base64 or hex."""
+        if type(value) is _LongText:
+            self._scan_encoded(value)
+            value = _UNKNOWN
+        elif type(value) is str and value[:1] in ("g", "8"):
+            self._scan_encoded(value)
+        self._stack.append(value)
+
+    def _nested_report(self, where: str) -> _Report:
+        """Reports of a nested pickle: its globals, said to be nested; no ``malformed`` (bytes
+        that only start like a pickle are data)."""
+
+        def report(offset: int, construct: str, severity: Severity, reason: str) -> None:
+            if severity != Severity.MALFORMED:
+                self._add(offset, construct, severity, f"{where}: {reason}")
+
+        return report
+
+    def _scan_nested(self, source: _ByteSource, where: str) -> None:
+        nested = _Machine(source, self._nested_report(where), depth=self._depth + 1)
+        try:
+            nested.run()
+        except _Malformed:
+            nested.flush(dangerous_only=True)
+
+    def _scan_nested_bytes(self, length: int) -> None:
+        source = self._source
+        start = source.position
+        end = start + length
+        if source.size is not None and end > source.size:
+            raise _Malformed(f"{length} bytes announced, {source.size - start} remain")
+        view = _ByteSource(
+            _Slice(source, length), start=start, size=end, reopen=None, errors=source.errors
+        )
+        self._scan_nested(view, f"in a pickle nested in a bytes value at @{start}")
+        source.skip(end - source.position)
+
+    def _scan_encoded(self, text: str) -> None:
+        kind = _encoded_pickle_kind(text[:4])
+        if kind is None or self._depth >= _MAX_NESTED_DEPTH or self._shadow:
+            return
+        data = _decode_pickle_text(text, kind)
+        if data is None:
+            return
+        view = _ByteSource(io.BytesIO(data), start=self.position, size=None, reopen=None)
+        self._scan_nested(view, f"in a pickle written as {kind} text at @{self.position}")
 
     def _none(self, _: object) -> None:
         self._push(None)
@@ -931,7 +1127,10 @@ _TAG_VALUES: tuple[object, ...] = (None, None, True, False, _NOT_STRING, _UNKNOW
 
 
 def _memo_tag(value: object) -> int:
-    if isinstance(value, (tuple, list, dict)):
+    if isinstance(value, str):
+        # Only a name can feed STACK_GLOBAL usefully; other text stands as "could be anything".
+        return 0 if len(value) <= _MAX_MEMO_STRING and _is_dotted_name(value) else 5
+    if value is _NOT_STRING or isinstance(value, (tuple, list, dict)):
         return 4
     if value is None:
         return 1
@@ -939,13 +1138,8 @@ def _memo_tag(value: object) -> int:
         return 2
     if value is False:
         return 3
-    if value is _NOT_STRING or isinstance(value, (tuple, list, dict)):
-        return 4
     if value is _UNKNOWN:
         return 5
-    if isinstance(value, str):
-        # Only a name can feed STACK_GLOBAL usefully; other text stands as "could be anything".
-        return 0 if len(value) <= _MAX_MEMO_STRING and _is_dotted_name(value) else 5
     if isinstance(value, _Instance):
         if isinstance(value.factory, _Global) and value.factory.name == "dtype":
             return 0
@@ -954,7 +1148,7 @@ def _memo_tag(value: object) -> int:
 
 
 def _is_dotted_name(value: str) -> bool:
-    return all(part.isidentifier() for part in value.split("."))
+    return all(map(str.isidentifier, value.split(".")))
 
 
 def _set_items(target: dict[object, object], items: list[object]) -> None:
@@ -965,12 +1159,11 @@ def _set_items(target: dict[object, object], items: list[object]) -> None:
 
 
 _HANDLERS: dict[str, Callable[[_Machine, Any], object]] = {
+    **dict.fromkeys(["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1"], _Machine._constant),
+    **dict.fromkeys(["STRING", "UNICODE", *_STRINGS], _Machine._text),
+    **dict.fromkeys(_BYTES_VALUES, _Machine._bytes_value),
     **dict.fromkeys(
-        ["INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "STRING", "UNICODE", *_STRINGS],
-        _Machine._constant,
-    ),
-    **dict.fromkeys(
-        [*_PAYLOADS, "FLOAT", "BINFLOAT", "NEXT_BUFFER", "EMPTY_SET"], _Machine._not_string
+        ["LONG4", "FLOAT", "BINFLOAT", "NEXT_BUFFER", "EMPTY_SET"], _Machine._not_string
     ),
     "PERSID": _Machine._unknown,
     **dict.fromkeys(["EXT1", "EXT2", "EXT4"], _Machine._extension),
@@ -1031,6 +1224,11 @@ def _dispatch_table() -> list[_Entry | None]:
 
 
 _DISPATCH = _dispatch_table()
+# Opcodes that pop from the stack, need a MARK or read the memo: the first opcode of a pickle
+# cannot be one (INST can: it names its class before it looks for its MARK).
+_CANNOT_START = frozenset(
+    b"012abdeghjlopqrstuR.Q" + bytes([0x81, 0x85, 0x86, 0x87, 0x90, 0x91, 0x92, 0x93, 0x94, 0x98])
+)
 
 
 def _never_string(value: object) -> bool:
@@ -1156,6 +1354,25 @@ def _descr_has_objects(descr: object) -> bool:
             for field in descr
         )
     return True  # not a descr numpy writes: do not assume it is safe
+
+
+class _Slice:
+    """The next ``length`` bytes of a source, as a stream: what a nested pickle may read."""
+
+    def __init__(self, source: _ByteSource, length: int) -> None:
+        self._source = source
+        self._left = length
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, none past the slice's end."""
+        data = self._source.read(min(n, self._left))
+        self._left -= len(data)
+        return data
+
+    def seek(self, offset: int, whence: int) -> None:
+        assert whence == os.SEEK_CUR and 0 <= offset <= self._left
+        self._source.skip(offset)
+        self._left -= offset
 
 
 class _ShadowStream:

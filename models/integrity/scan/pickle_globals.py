@@ -111,6 +111,15 @@ ALLOWED_GLOBALS: frozenset[str] = frozenset(
             "enumerate zip repr chr ord hex oct bin all any",
         ),
         *_names("collections", "OrderedDict defaultdict Counter deque"),
+        # The abstract base classes (type checks, annotations kept on objects): classes that
+        # cannot be instantiated, or views over a mapping.
+        *_names(
+            "collections.abc",
+            "AsyncGenerator AsyncIterable AsyncIterator Awaitable ByteString Callable Collection "
+            "Container Coroutine Generator Hashable ItemsView Iterable Iterator KeysView Mapping "
+            "MappingView MutableMapping MutableSequence MutableSet Reversible Sequence Set Sized "
+            "ValuesView",
+        ),
         "copyreg._reconstructor",
         "_codecs.encode",
         "__future__.annotations",

@@ -145,6 +145,10 @@ def _is_node_def(head: bytes) -> bool:
 
 def _kind(head: bytes) -> str | None:
     """``saved_model``, ``graph``, ``keras_metadata`` or None."""
+    # Each kind starts with field 1 (a varint or a message) or field 2 (a message): one tag
+    # byte rules out most data before any parsing.
+    if head[:1] not in (b"\x08", b"\x0a", b"\x12"):
+        return None
     fields = head_fields(head, limit=_SNIFF_FIELDS)
     if not fields:
         return None

@@ -73,14 +73,18 @@ def test_zip_inside_zip_inside_tar_gz(tmp_path: Path) -> None:
     }
 
 
-def test_bad_crc_fails_closed_and_the_payload_is_still_found(tmp_path: Path) -> None:
-    data = bytearray(zip_bytes({"archive/data.pkl": EVIL_P2}))
+def with_a_bad_crc(member: bytes) -> bytes:
+    """A zip of one stored member whose CRC-32 is wrong in both its headers."""
+    data = bytearray(zip_bytes({"archive/data.pkl": member}))
     # The CRC-32 of the member, in its local header (offset 14) and central directory entry.
-    crc = struct.pack("<I", zipfile.crc32(EVIL_P2))
+    crc = struct.pack("<I", zipfile.crc32(member))
     central = data.index(b"PK\x01\x02")
     data[14:18] = data[central + 16 : central + 20] = bytes(b ^ 0xFF for b in crc)
+    return bytes(data)
 
-    findings = scan_file(write(tmp_path / "model.pt", bytes(data)))
+
+def test_bad_crc_fails_closed_and_the_payload_is_still_found(tmp_path: Path) -> None:
+    findings = scan_file(write(tmp_path / "model.pt", with_a_bad_crc(EVIL_P2)))
 
     assert ("archive/data.pkl", "posix.system", Severity.DANGEROUS) in kinds(findings)
     assert any(f.severity == Severity.MALFORMED and "CRC" in f.reason for f in findings)
@@ -376,3 +380,36 @@ def test_raw_bytes_and_text_are_not_findings(tmp_path: Path) -> None:
 
     for name, data in (("m.safetensors", safetensors), ("LICENSE", text), ("r.bin", b"\0" * 99)):
         assert scan_file(write(tmp_path / name, data)) == [], name
+
+
+def _long_pickle_then(payload: bytes, length: int = 200_000) -> bytes:
+    """A protocol 2 pickle whose payload comes after a long string (past a member's head)."""
+    return b"\x80\x02X" + struct.pack("<I", length) + b"x" * length + b"0" + payload[2:]
+
+
+def test_a_stored_member_is_read_past_its_first_bytes_and_its_crc_checked(tmp_path: Path) -> None:
+    data = with_a_bad_crc(_long_pickle_then(EVIL_P2))
+
+    findings = scan_file(write(tmp_path / "model.pt", data))
+
+    assert ("archive/data.pkl", "posix.system", Severity.DANGEROUS) in kinds(findings)
+    assert any(f.severity == Severity.MALFORMED and "CRC" in f.reason for f in findings)
+
+
+@pytest.mark.parametrize("container", ["file", "zip"])
+def test_text_is_read_on_past_the_binary_head(tmp_path: Path, container: str) -> None:
+    # JSON may hold a DEL (0x7f) and a template may be long: what a text scanner would parse
+    # is not cut at the head that identifies binary formats.
+    template = "{{ cycler.__init__.__globals__.os.system('id') }}"
+    config = '{"note": "\x7f", "pad": "' + "a" * 40_000 + '", "chat_template": "' + template + '"}'
+    text = "{# " + "b" * 40_000 + " #}" + template
+    files = {"tokenizer_config.json": config.encode(), "chat_template.jinja": text.encode()}
+    if container == "zip":
+        files = {"model.zip": zip_bytes(files)}
+    for name, data in files.items():
+        write(tmp_path / name, data)
+
+    findings = [f for name in files for f in scan_file(tmp_path / name)]
+
+    assert len({(f.file, f.member) for f in findings}) == 2
+    assert {f.severity for f in findings} == {Severity.DANGEROUS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import bz2
 import collections
 import gzip
@@ -467,3 +468,79 @@ def test_big_payloads_are_skipped_not_read(tmp_path: Path) -> None:
     del data
 
     assert scan_pickle_file(path) == []
+
+
+def _nested(inner: bytes, how: str) -> object:
+    if how == "bytes":
+        return inner
+    if how == "bytearray":
+        return bytearray(inner)
+    if how == "base64":
+        return base64.b64encode(inner).decode()
+    if how == "base64-lines":
+        return base64.encodebytes(inner).decode()
+    if how == "urlsafe-base64":
+        return base64.urlsafe_b64encode(inner).decode()
+    return inner.hex()
+
+
+@pytest.mark.parametrize(
+    "how", ["bytes", "bytearray", "base64", "base64-lines", "urlsafe-base64", "hex"]
+)
+@pytest.mark.parametrize("padding", [0, 4000], ids=["short", "long"])
+def test_a_pickle_nested_in_a_value_is_scanned(tmp_path: Path, how: str, padding: int) -> None:
+    # A second stage (pickle.loads of a field) runs it; modelaudit's nested-pickle shapes.
+    marker = tmp_path / "pwned"
+    inner = pickle.dumps({"pad": "x" * padding, "run": Payload(marker)}, protocol=4)
+    data = pickle.dumps({"weights": [1.0, 2.0], "meta": _nested(inner, how)}, protocol=5)
+
+    findings = scan_pickle_file(write(tmp_path / "model.pkl", data))
+
+    assert callables(findings) & SYSTEM
+    assert all("in a pickle" in f.reason for f in findings)
+    assert not marker.exists()
+
+
+def test_a_pickle_nested_two_levels_deep_is_scanned(tmp_path: Path) -> None:
+    inner = pickle.dumps(Payload(tmp_path / "pwned"), protocol=4)
+    middle = pickle.dumps({"stage2": inner}, protocol=4)
+    data = pickle.dumps({"stage1": middle, "encoded": base64.b64encode(middle).decode()})
+
+    findings = scan_pickle_file(write(tmp_path / "model.pkl", data))
+
+    assert len(findings) == 2
+    assert {f.construct for f in findings} <= SYSTEM
+
+
+def test_benign_nested_pickles_and_bytes_that_start_like_one_are_clean(tmp_path: Path) -> None:
+    benign = pickle.dumps({"a": [1, 2, 3], "b": collections.OrderedDict(x=1)}, protocol=4)
+    value = {
+        "nested": benign,
+        "encoded": base64.b64encode(benign).decode(),
+        "hex": benign.hex(),
+        # Raw data whose first bytes read as PROTO 4 + an opcode, then break.
+        "storage": b"\x80\x04\x95" + bytes(range(256)) * 20,
+        "text": "gASV is how a base64 pickle starts, but this is prose",
+    }
+    path = write(tmp_path / "model.pkl", pickle.dumps(value, protocol=4))
+
+    assert scan_pickle_file(path) == []
+
+
+def test_bytes_starting_with_an_opcode_that_cannot_start_a_pickle_are_not_one(
+    tmp_path: Path,
+) -> None:
+    # REDUCE, STOP, MEMOIZE, BINGET... need a stack or memo that a fresh unpickler lacks: it
+    # fails on the first byte, so nothing is scanned; INST names its class first, so it is.
+    for first in (b"R", b".", b"\x94", b"h", b"t"):
+        path = write(tmp_path / "raw.bin", first + b"cos\nsystem\n(S'id'\ntR.")
+        assert scan_pickle_file(path) == [], first
+    path = write(tmp_path / "inst.bin", b"ios\nsystem\n")
+    assert callables(scan_pickle_file(path)) == {"os.system"}
+
+
+def test_a_pickle_announced_by_proto_that_breaks_at_once_is_malformed(tmp_path: Path) -> None:
+    # PROTO 4, then TUPLE without a MARK (fickling's crash case): the unpickler refuses it.
+    findings = scan_pickle_file(write(tmp_path / "m.pkl", b"\x80\x04t."))
+
+    assert [(f.construct, f.severity) for f in findings] == [("pickle", Severity.MALFORMED)]

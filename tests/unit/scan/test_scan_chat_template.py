@@ -303,3 +303,24 @@ def test_sniff_rejects_what_is_not_template_text(head: bytes) -> None:
 def test_a_template_file_that_is_not_utf8_is_malformed() -> None:
     findings = scan_bytes(chat_template, b"{{ x }}\xff\xfe")
     assert [f.severity for f in findings] == [Severity.MALFORMED]
+
+
+def test_text_with_braces_that_is_no_template_gives_nothing() -> None:
+    # A YAML config quoting a template: as a whole it does not parse as Jinja2, and no loader
+    # renders the file itself (modelaudit's benign model_config.yaml).
+    data = (
+        b"chat_template:\n  '{% for message in messages %}{{ message[''role''] }}: "
+        b"{{ message[''content'']\n  }}\\n{% endfor %}'\nmodel_name: test-model\n"
+    )
+
+    assert chat_template.sniff(data)
+    assert scan_bytes(chat_template, data, "model_config.yaml") == []
+
+
+def test_text_that_does_not_parse_but_names_a_special_attribute_is_malformed() -> None:
+    data = b"{{ cycler.__init__.__globals__.os.system('id') }\n{% endfor %}"
+
+    findings = scan_bytes(chat_template, data, "chat_template.jinja")
+
+    assert [(f.construct, f.severity) for f in findings] == [("chat template", Severity.MALFORMED)]
+    assert "__init__" in findings[0].reason
