@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import bz2
 import copy
+
+# zipfile decodes a member name without the UTF-8 flag with the cp437 codec, which Python
+# imports on first use: loaded with the scanner, it is not paid inside the first scan.
+import encodings.cp437  # noqa: F401
 import errno
 import gzip
 import io
