@@ -81,11 +81,15 @@ class Invocation:
         (PostgreSQL, a schema to upgrade or to refuse, a setting to check) the runtime is
         built as for any command and lends a connection of its engine.
         """
-        if self.built is None:
-            # lazy: CLI start-up (the read commands' path; --help needs neither)
-            from rearguard.models.config.home import database_location
-            from rearguard.models.db.direct import current_sqlite, sqlite_file  # lazy: as above
+        # lazy: CLI start-up (the read commands' path; --help needs neither)
+        from rearguard.models.config.home import database_location
+        from rearguard.models.db.direct import (  # lazy: as above
+            DirectReader,
+            current_sqlite,
+            sqlite_file,
+        )
 
+        if self.built is None:
             location = database_location(home=self.home, database_url=self.database_url)
             path = sqlite_file(location.url) if location is not None else None
             if location is not None and path is not None:
@@ -93,8 +97,6 @@ class Invocation:
                     if direct is not None:
                         yield direct
                         return
-        from rearguard.models.db.direct import DirectReader  # lazy: CLI start-up
-
         engine = self.runtime().db.engine
         connection = engine.raw_connection()
         try:
