@@ -132,28 +132,18 @@ WITHOUT_SQLALCHEMY = (["incident", "list"], ["incident", "list", "--json"])
 def test_the_read_commands_import_neither_prefect_nor_what_they_need_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from scenarios import add_version
+
     from rearguard.flows.cli.quick import READ_COMMANDS
-    from rearguard.models.assets.versions import register_version
     from rearguard.models.config.settings import load_settings
-    from rearguard.models.enums import AssetKind
     from rearguard.models.incidents.service import open_incident
     from rearguard.models.runtime import Runtime
 
-    home = tmp_path / "home"
+    home = tmp_path / "home"  # the embedded database: SQLite, as a user starts
     monkeypatch.chdir(tmp_path)
     rt = Runtime.from_settings(load_settings(home=home))
     try:
-        (tmp_path / "v1").mkdir()
-        (tmp_path / "v1" / "config.json").write_text("{}")
-        register_version(
-            db=rt.db,
-            registry=rt.registry,
-            name="model-a",
-            source=tmp_path / "v1",
-            label="v1",
-            kind=AssetKind.CONFIG,
-            actor="tester",
-        )
+        add_version(rt, tmp_path, "model-a", "v1", kind="config")
         with rt.db.session() as session:
             open_incident(session=session, type="model_compromise", actor="t", asset_name="model-a")
     finally:

@@ -8,12 +8,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from scenarios import add_version
 
 from rearguard.flows.cli.context import Invocation
 from rearguard.flows.cli.main import COMMANDS, build_app
 from rearguard.flows.cli.quick import READ_COMMANDS, plain_read
-from rearguard.models.assets.versions import register_version
-from rearguard.models.enums import AssetKind
 from rearguard.models.incidents.service import open_incident
 from rearguard.models.runtime import Runtime
 
@@ -61,17 +60,7 @@ def test_each_read_command_prints_what_typer_would_have_it_print(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    (tmp_path / "v1").mkdir()
-    (tmp_path / "v1" / "config.json").write_text("{}")
-    register_version(
-        db=runtime.db,
-        registry=runtime.registry,
-        name="model-a",
-        source=tmp_path / "v1",
-        label="v1",
-        kind=AssetKind.CONFIG,
-        actor="tester",
-    )
+    add_version(runtime, tmp_path, "model-a", "v1", kind="config")
     with runtime.db.session() as session:
         open_incident(session=session, type="model_compromise", actor="t", asset_name="model-a")
     monkeypatch.setenv("COLUMNS", "80")
