@@ -10,7 +10,8 @@ production with its stored weights tampered with.
   local Prefect server in the background; reported as ``first_s``), then, production's
   weights tampered with again, ``rearguard incident open --new`` (timed: interpreter start to
   exit). Floor: the same playbook run in process (``open_and_record`` + ``run_playbook``)
-  against that server, already warm. Budget: 3x.
+  against that server, already warm. Budget: 3x. The commands run without
+  ``PYTHONDONTWRITEBYTECODE``, as for ``incident_list``.
 - ``incident_list``: ``rearguard incident list`` on a home of ``--incidents`` incidents
   (SQLite, the embedded default), interpreter start to exit, printing to a pipe at 80
   columns. Floor: a fresh ``python -c`` (the same interpreter, started the same way) that
@@ -151,6 +152,7 @@ def in_process_floor(workspace: Workspace, api_url: str, runs: int) -> list[floa
 def second_command_without_serve(workspace: Workspace, runs: int) -> None:
     """The second ``incident open`` of a shell session without serve, beside its floor."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as an installed package runs (see incident_list)
     env["REARGUARD_USER"] = "bench"
     firsts: list[float] = []
     seconds: list[float] = []
