@@ -10,9 +10,19 @@ production with its stored weights tampered with.
   local Prefect server in the background; reported as ``first_s``), then, production's
   weights tampered with again, ``rearguard incident open --new`` (timed: interpreter start to
   exit). Floor: the same playbook run in process (``open_and_record`` + ``run_playbook``)
-  against that server, already warm. Budget: 3x.
+  against that server, already warm. Budget: 3x. The commands run without
+  ``PYTHONDONTWRITEBYTECODE``, as for ``incident_list``.
+- ``incident_list``: ``rearguard incident list`` on a home of ``--incidents`` incidents
+  (SQLite, the embedded default), interpreter start to exit, printing to a pipe at 80
+  columns. Floor: a fresh ``python -c`` (the same interpreter, started the same way) that
+  opens the same SQLite file with the standard library's ``sqlite3`` and prints the same rows.
+  ``--list-runs`` rounds, each timing both, in alternating order, after one untimed warm-up of
+  each. Budget: 10x. Both run without ``PYTHONDONTWRITEBYTECODE``, as an installed package
+  does: its modules are read from their compiled ``__pycache__`` files (the warm-up writes
+  them for an editable install), not compiled from source on every run.
 
-Run: ``.venv/bin/python bench/bench_cli.py [--size-mib 4] [--runs 2]``
+Run: ``.venv/bin/python bench/bench_cli.py [--size-mib 4] [--runs 2] [--incidents 50]
+[--list-runs 21] [--only incident_list|second_command_without_serve]``
 """
 
 from __future__ import annotations
@@ -42,6 +52,17 @@ from bench_playbook import (
 )
 
 SECOND_COMMAND_BUDGET = 3.0
+INCIDENT_LIST_BUDGET = 10.0
+# What `incident list` shows, as the command queries it: newest first, no drills, at most 100.
+LIST_FLOOR = (
+    "import sqlite3, sys\n"
+    "connection = sqlite3.connect(sys.argv[1])\n"
+    "for row in connection.execute(\n"
+    "    'SELECT id, type, severity, status, asset_name, opened_at, reason FROM incident'\n"
+    "    \" WHERE source <> 'drill' ORDER BY id DESC LIMIT 100\"\n"
+    "):\n"
+    "    print(*row)\n"
+)
 
 
 def emit(figure: str, **fields: Any) -> None:
@@ -131,6 +152,7 @@ def in_process_floor(workspace: Workspace, api_url: str, runs: int) -> list[floa
 def second_command_without_serve(workspace: Workspace, runs: int) -> None:
     """The second ``incident open`` of a shell session without serve, beside its floor."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as an installed package runs (see incident_list)
     env["REARGUARD_USER"] = "bench"
     firsts: list[float] = []
     seconds: list[float] = []
@@ -167,16 +189,92 @@ def second_command_without_serve(workspace: Workspace, runs: int) -> None:
     )
 
 
+def record_incidents(home: Path, count: int) -> None:
+    """Open ``count`` incidents on the home's asset, recorded as ``incident open --no-run``
+    records them (not timed)."""
+    from rearguard.models.incidents.service import open_incident as record
+
+    rt = open_runtime(home)
+    try:
+        for index in range(count):
+            with rt.db.session() as session:
+                record(
+                    session=session,
+                    type="model_compromise",
+                    actor="bench",
+                    asset_name=ASSET,
+                    summary=f"bench incident {index}",
+                )
+    finally:
+        rt.db.dispose()
+
+
+def time_pair(
+    commands: dict[str, list[str]], env: dict[str, str], cwd: Path, rounds: int
+) -> dict[str, list[float]]:
+    """Wall time of each command (interpreter start to exit), ``rounds`` times after one
+    untimed warm-up each, the order alternating from round to round."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for index in range(rounds + 1):
+        for name in names if index % 2 else reversed(names):
+            started = time.perf_counter()
+            done = subprocess.run(
+                commands[name], env=env, cwd=cwd, capture_output=True, text=True, check=False
+            )
+            elapsed = time.perf_counter() - started
+            if done.returncode != 0 or not done.stdout:
+                raise SystemExit(f"{name} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+            if index:
+                samples[name].append(elapsed)
+    return samples
+
+
+def incident_list(workspace: Workspace, incidents: int, rounds: int) -> None:
+    """``rearguard incident list`` beside python reading the same rows with sqlite3."""
+    home = workspace.fresh_home()
+    record_incidents(home, incidents)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(REARGUARD_HOME=str(home), COLUMNS="80")
+    commands = {
+        "cli": [str(REARGUARD), "incident", "list"],
+        "floor": [sys.executable, "-c", LIST_FLOOR, str(home / "rearguard.db")],
+    }
+    samples = time_pair(commands, env, home, rounds)
+    figure, floor_s = statistics.median(samples["cli"]), statistics.median(samples["floor"])
+    paired = [cli / floor for cli, floor in zip(samples["cli"], samples["floor"], strict=True)]
+    note(f"incident list {figure:.3f} s, floor {floor_s:.3f} s")
+    emit(
+        "incident_list",
+        incidents=incidents,
+        median_s=round(figure, 4),
+        min_s=round(min(samples["cli"]), 4),
+        floor="python -c: sqlite3 reads and prints the same rows",
+        floor_median_s=round(floor_s, 4),
+        floor_min_s=round(min(samples["floor"]), 4),
+        ratio=round(figure / floor_s, 2),
+        paired_ratio_median=round(statistics.median(paired), 2),
+        budget=INCIDENT_LIST_BUDGET,
+    )
+
+
 def main() -> None:
-    """Parse the options and run every measurement."""
+    """Parse the options and run every measurement (or the one ``--only`` names)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=4)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--incidents", type=int, default=50)
+    parser.add_argument("--list-runs", type=int, default=21)
+    parser.add_argument("--only", choices=("incident_list", "second_command_without_serve"))
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     try:
         workspace = Workspace(root, make_sources(root / "sources", args.size_mib))
-        second_command_without_serve(workspace, args.runs)
+        if args.only in (None, "incident_list"):
+            incident_list(workspace, args.incidents, args.list_runs)
+        if args.only in (None, "second_command_without_serve"):
+            second_command_without_serve(workspace, args.runs)
     finally:
         remove_tree(root)
 

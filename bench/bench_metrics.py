@@ -233,7 +233,7 @@ def count_history(db: Any, path: Path) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from rearguard.models.db.engine import MIGRATIONS_DIR
+    from rearguard.models.db.revisions import MIGRATIONS_DIR
     from rearguard.models.metrics import counters
 
     config = Config()

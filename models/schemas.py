@@ -18,21 +18,25 @@ from typing import TYPE_CHECKING, Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from rearguard.models.audit.redaction import redact_text, redact_value
-from rearguard.models.config.slack_commands import shown_destination
-from rearguard.models.db.tables import (
-    ApprovalRequest,
-    Asset,
-    AssetVersion,
-    Drill,
-    DrillRun,
-    Incident,
-    NotificationOutbox,
-    TimelineEvent,
-    VersionScan,
-)
 from rearguard.models.enums import AssetKind, IncidentSource, IncidentStatus, Severity
 
-if TYPE_CHECKING:  # at run time, types imports the drills, which import these schemas
+if TYPE_CHECKING:
+    # The rows are only read here: without the tables (SQLModel), `incident list --json`
+    # starts without SQLAlchemy.
+    from rearguard.models.db.tables import (
+        ApprovalRequest,
+        Asset,
+        AssetVersion,
+        Drill,
+        DrillRun,
+        Incident,
+        NotificationOutbox,
+        TimelineEvent,
+        VersionScan,
+    )
+    from rearguard.models.incidents.rows import IncidentRow
+
+    # At run time, types imports the drills, which import these schemas.
     from rearguard.models.incidents.types import IncidentType
 
 IsoTime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str)]
@@ -79,8 +83,8 @@ class IncidentRead(ReadSchema):
     )
 
     @classmethod
-    def of(cls, incident: Incident) -> IncidentRead:
-        """The read form of an incident row."""
+    def of(cls, incident: Incident | IncidentRow) -> IncidentRead:
+        """The read form of an incident row (of the table model, or read with plain SQL)."""
         return cls(**_incident_fields(incident))
 
     @property
@@ -110,7 +114,7 @@ def _label(value: Any) -> str | None:
     return str(value) if value else None
 
 
-def _incident_fields(incident: Incident) -> dict[str, Any]:
+def _incident_fields(incident: Incident | IncidentRow) -> dict[str, Any]:
     return {
         "id": incident.id,
         "type": incident.type,
@@ -568,6 +572,9 @@ class NotificationRead(ReadSchema):
     @classmethod
     def of(cls, row: NotificationOutbox) -> NotificationRead:
         """The read form of an outbox row."""
+        # lazy: the Slack settings (pydantic-settings) only for the rows that show one.
+        from rearguard.models.config.slack_commands import shown_destination
+
         return cls(
             id=int(row.id or 0),
             incident_id=row.incident_id,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import Result
@@ -62,15 +63,34 @@ def rearguard_in_process(
     database, as the console script runs it (its one-line errors and exit codes included),
     without the start-up of a new interpreter: printing for a terminal ``columns`` wide (not a
     terminal: no spinner, no colour), with ``env`` added to its environment."""
+    return rearguard_in_process_on(
+        runtime.settings.home,
+        *args,
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+        columns=columns,
+        env={"REARGUARD_DATABASE_URL": runtime.db.url, **(env or {})},
+    )
+
+
+def rearguard_in_process_on(
+    home: Path,
+    *args: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    columns: int = 200,
+    env: dict[str, str] | None = None,
+) -> Ran:
+    """:func:`rearguard_in_process` on a home of the test's own, with its embedded database
+    (unless ``env`` names one), as a user with no rearguard settings runs it."""
     for name in [name for name in os.environ if name.startswith("REARGUARD_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("REARGUARD_HOME", str(runtime.settings.home))
-    monkeypatch.setenv("REARGUARD_DATABASE_URL", runtime.db.url)
+    monkeypatch.setenv("REARGUARD_HOME", str(home))
     monkeypatch.setenv("REARGUARD_USER", "operator")
     monkeypatch.setenv("COLUMNS", str(columns))
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.chdir(runtime.settings.home)
+    monkeypatch.chdir(home)
     monkeypatch.setattr(sys, "argv", ["rearguard", *args])
     capsys.readouterr()  # what the test printed before is not the command's
     with pytest.raises(SystemExit) as exited:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from rearguard.models.config.settings import Settings
+    from rearguard.models.db.direct import DirectReader
     from rearguard.models.integrity.prehash import HashedAhead
     from rearguard.models.runtime import Runtime
 
@@ -70,6 +71,39 @@ class Invocation:
             self.built = with_prefect(Runtime.from_settings(self.settings()))
         return self.built
 
+    @contextmanager
+    def reading(self) -> Iterator[DirectReader]:
+        """The database for a read command's plain SQL (:mod:`rearguard.models.db.direct`).
+
+        The SQLite file is opened with the sqlite3 module alone when the root options, the
+        environment and rearguard.toml locate it plainly and its schema is current: no
+        settings machinery, no SQLAlchemy, most of the command's start-up. Otherwise
+        (PostgreSQL, a schema to upgrade or to refuse, a setting to check) the runtime is
+        built as for any command and lends a connection of its engine.
+        """
+        # lazy: CLI start-up (the read commands' path; --help needs neither)
+        from rearguard.models.config.home import database_location
+        from rearguard.models.db.direct import (  # lazy: as above
+            DirectReader,
+            current_sqlite,
+            sqlite_file,
+        )
+
+        if self.built is None:
+            location = database_location(home=self.home, database_url=self.database_url)
+            path = sqlite_file(location.url) if location is not None else None
+            if location is not None and path is not None:
+                with current_sqlite(path, busy_timeout_s=location.busy_timeout_s) as direct:
+                    if direct is not None:
+                        yield direct
+                        return
+        engine = self.runtime().db.engine
+        connection = engine.raw_connection()
+        try:
+            yield DirectReader.of(connection, paramstyle=engine.dialect.paramstyle)
+        finally:
+            connection.close()
+
     def move_to(self, *, home: Path, database_url: str) -> None:
         """Work on another home and database from now on (the demo makes its own)."""
         self.close()
@@ -101,6 +135,11 @@ def invocation(ctx: typer.Context) -> Invocation:
 def runtime(ctx: typer.Context) -> Runtime:
     """The runtime of the command's invocation (built once, on first use)."""
     return invocation(ctx).runtime()
+
+
+def reading(ctx: typer.Context) -> AbstractContextManager[DirectReader]:
+    """The database of the command's invocation, for plain SQL (see :meth:`Invocation.reading`)."""
+    return invocation(ctx).reading()
 
 
 def emit_json(value: Any) -> None:

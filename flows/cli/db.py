@@ -95,7 +95,7 @@ def status(ctx: typer.Context) -> None:
 
 def init(ctx: typer.Context) -> None:
     """Create the home directory, a commented rearguard.toml, and the database."""
-    from rearguard.models.config.base import CONFIG_FILENAME  # lazy: CLI start-up
+    from rearguard.models.config.files import CONFIG_FILENAME  # lazy: CLI start-up
 
     settings = invocation(ctx).settings()
     config = settings.home / CONFIG_FILENAME

@@ -19,6 +19,7 @@ from rearguard.flows.cli.context import (
     label_column,
     one_line,
     out,
+    reading,
     runtime,
     status_style,
     styled,
@@ -343,11 +344,10 @@ def list_(
     json_output: JsonOption = False,
 ) -> None:
     """List incidents, newest first (drills' only with --drills)."""
-    from rearguard.models.incidents.service import list_incidents  # lazy: CLI start-up
+    from rearguard.models.incidents.rows import list_incident_rows  # lazy: CLI start-up
 
-    rt = runtime(ctx)
-    with rt.db.read_session() as session:
-        incidents = list_incidents(session=session, include_drills=drills)
+    with reading(ctx) as reader:
+        incidents = list_incident_rows(reader=reader, include_drills=drills)
     if json_output:
         from rearguard.models.schemas import IncidentRead  # lazy: CLI start-up
 

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rearguard.flows.cli.prompt_exit import PromptExit
+
 if TYPE_CHECKING:
     from rearguard.models.integrity.prehash import HashedAhead
 
@@ -39,9 +41,16 @@ def _hash_ahead(argv: list[str]) -> HashedAhead | None:
 
 def main() -> None:
     """Run the ``rearguard`` command."""
+    # Before anything registers an exit handler: the prompt exit runs after all of them.
+    prompt = PromptExit.install()
     ahead = _hash_ahead(sys.argv[1:])
     from rearguard.flows.cli.main import (  # lazy: CLI start-up (fork the hashing child first)
         main as run,
     )
 
-    run(hashed_ahead=ahead)
+    try:
+        run(hashed_ahead=ahead)
+    except SystemExit as exc:
+        prompt.record(exc.code)
+        raise
+    prompt.record(0)

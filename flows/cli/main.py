@@ -10,13 +10,13 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import Invocation, err, invocation
+from rearguard.flows.cli.quick import ROOT_OPTIONS, plain_read
 from rearguard.flows.prefect_infra.quiet import apply_defaults
 from rearguard.models.errors import EXIT_FAILED, RearguardError
 
@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "deploy": ("workers", "deploy", False),
     "worker": ("workers", "worker", False),
 }
-_ROOT_OPTIONS_WITH_VALUES = ("--home", "--database-url")
+_ROOT_OPTIONS_WITH_VALUES = tuple(ROOT_OPTIONS)
 
 
 def _version(value: bool) -> None:
@@ -138,11 +138,15 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
     apply_defaults()
     run = Invocation(hashed_ahead=hashed_ahead)
     try:
-        result = build_app(sys.argv[1:])(standalone_mode=False, obj=run)
+        quick = plain_read(sys.argv[1:], commands=COMMANDS)
+        if quick is not None:  # a read command, without typer's parameter processing
+            result = quick(run)
+        else:
+            result = build_app(sys.argv[1:])(standalone_mode=False, obj=run)
         run.checkpoint_if_due()
-    except click.exceptions.Exit as exc:
+    except _click("Exit") as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _click("ClickException") as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:
@@ -153,7 +157,7 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
             raise
         show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, typer.Abort):
+    except _click("Abort", typer.Abort):
         err.print("aborted")
         sys.exit(EXIT_FAILED)
     except RearguardError as exc:
@@ -169,6 +173,14 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
     finally:
         run.close()
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _click(name: str, *also: type[BaseException]) -> tuple[type[Any], ...]:
+    """Click's own exception ``name`` once click is imported (typer before 0.26 raises them;
+    it vendors click since, so importing click would only slow every command), and ``also``."""
+    exceptions = sys.modules.get("click.exceptions")
+    found = (getattr(exceptions, name),) if exceptions else ()
+    return (*found, *also)
 
 
 def _describe_unexpected(exc: Exception) -> tuple[str, str]:

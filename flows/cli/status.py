@@ -43,11 +43,8 @@ def _prefect(home: Path, idle_stop_s: float) -> dict[str, Any]:
         published_server,
     )
 
+    # Found as Prefect finds it, without importing Prefect (a read command never does).
     url = configured_api_url()
-    if not url:
-        from prefect.settings import get_current_settings  # lazy: CLI start-up
-
-        url = get_current_settings().api.url
     if not url:
         if local := published_server(home):
             return {

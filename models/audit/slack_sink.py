@@ -13,12 +13,13 @@ The bot token is ``[notifications.slack]``'s (``REARGUARD_SLACK_TOKEN``); readin
 from __future__ import annotations
 
 import html
-
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from typing import TYPE_CHECKING
 
 from rearguard.models.config.notifications import SlackSettings
 from rearguard.models.errors import UsageError
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
 
 __all__ = ["SLACK_SINK", "post_checkpoint", "read_messages"]
 
@@ -29,6 +30,9 @@ _PAGE = 200
 def _client(slack: SlackSettings, *, timeout_s: float) -> WebClient | None:
     if slack.token is None:
         return None
+    # lazy: the Slack SDK for a Slack sink only (every command's checkpoint check imports this).
+    from slack_sdk import WebClient
+
     base_url = slack.base_url if slack.base_url.endswith("/") else slack.base_url + "/"
     return WebClient(
         token=slack.token.get_secret_value(), base_url=base_url, timeout=max(1, int(timeout_s))
@@ -52,6 +56,8 @@ def post_checkpoint(
     client = _client(slack, timeout_s=timeout_s)
     if client is None:
         return "the slack checkpoint sink needs a bot token (REARGUARD_SLACK_TOKEN)"
+    from slack_sdk.errors import SlackApiError, SlackClientError  # lazy: as in _client
+
     # Slack reads &, < and > in text as markup: escaped, as its documentation asks.
     text = html.escape(record, quote=False)
     try:
@@ -80,6 +86,8 @@ def read_messages(channel: str, *, slack: SlackSettings, timeout_s: float) -> li
     client = _client(slack, timeout_s=timeout_s)
     if client is None:
         raise UsageError("reading checkpoints from Slack needs a bot token (REARGUARD_SLACK_TOKEN)")
+    from slack_sdk.errors import SlackApiError, SlackClientError  # lazy: as in _client
+
     texts: list[str] = []
     cursor: str | None = None
     try:

@@ -8,9 +8,7 @@ between loads, so two runs in one process can load different homes side by side.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BeforeValidator, ValidationError
@@ -22,43 +20,12 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
 )
 
+from rearguard.models.config.files import table_of
 from rearguard.models.errors import ConfigurationError
-
-CONFIG_FILENAME = "rearguard.toml"
 
 # The init keyword that carries the parsed rearguard.toml to a concern's sources; no field has
 # this name, and every concern ignores extra keywords.
 TOML_DOCUMENT = "rearguard_toml_document"
-
-
-def find_config_file(home: Path) -> Path | None:
-    """Return the ``rearguard.toml`` that applies: the current directory's, else the home's."""
-    for candidate in (Path.cwd() / CONFIG_FILENAME, home / CONFIG_FILENAME):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_config_file(path: Path | None) -> dict[str, Any]:
-    """Parse a ``rearguard.toml`` file into a dict; a malformed file is a ConfigurationError."""
-    if path is None:
-        return {}
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigurationError(
-            f"cannot read {path}: {exc}", hint="fix or remove the file"
-        ) from exc
-
-
-def table_of(document: Mapping[str, Any], dotted: str) -> dict[str, Any]:
-    """The table ``dotted`` (``notifications.slack`` is a nested table) of a parsed file; the
-    whole document for an empty name; empty when absent or not a table."""
-    table: Any = document
-    for part in dotted.split(".") if dotted else ():
-        table = table.get(part, {}) if isinstance(table, Mapping) else {}
-    return dict(table) if isinstance(table, Mapping) else {}
 
 
 class TomlTableSource(PydanticBaseSettingsSource):

@@ -14,15 +14,12 @@ from pathlib import Path
 
 from rearguard.models.config.approvals import ApprovalSettings
 from rearguard.models.config.audit import AuditSettings
-from rearguard.models.config.base import (
-    find_config_file,
-    load_concern,
-    read_config_file,
-)
+from rearguard.models.config.base import load_concern
 from rearguard.models.config.core import CoreSettings
 from rearguard.models.config.database import DatabaseSettings
 from rearguard.models.config.drills import DrillSettings, SchedulerSettings
 from rearguard.models.config.exports import ExportSettings
+from rearguard.models.config.files import find_config_file, read_config_file
 from rearguard.models.config.home import default_home
 from rearguard.models.config.hooks import HookSettings
 from rearguard.models.config.intake import IntakeSettings

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,9 +23,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from rearguard.models.config.settings import PRIVATE_FILE_MODE
+from rearguard.models.db.revisions import MIGRATIONS_DIR, known_revisions
 from rearguard.models.errors import ConfigurationError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _READ_ONLY = "rearguard_read_only"
 
 
@@ -127,29 +126,6 @@ def _begin_immediate(
             raised.clear()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         cursor.close()
-
-
-_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*=\s*['\"]?([\w]+)?['\"]?", re.M)
-
-
-def known_revisions() -> tuple[set[str], str]:
-    """Return every migration's revision id and the head, read from the migration files.
-
-    Raises:
-        ConfigurationError: the migrations do not form one line (none or several heads).
-    """
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
-        fields = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
-        if fields.get("revision"):
-            revisions.add(fields["revision"])
-            if fields.get("down_revision"):
-                parents.add(fields["down_revision"])
-    heads = revisions - parents
-    if len(heads) != 1:
-        raise ConfigurationError(f"the installed migrations have heads {sorted(heads)}")
-    return revisions, heads.pop()
 
 
 def _driver_hint(url: str) -> str:

@@ -24,7 +24,7 @@ from rearguard.flows.cli.serve import check_exposure
 from rearguard.flows.intake.app import create_app
 from rearguard.flows.run_playbook import run_playbook
 from rearguard.models.config.intake import IntakeSettings
-from rearguard.models.db.engine import MIGRATIONS_DIR
+from rearguard.models.db.revisions import MIGRATIONS_DIR
 from rearguard.models.db.tables import ChainHead, Incident, MetricCounter
 from rearguard.models.drills.service import record_missed, start_run
 from rearguard.models.enums import IncidentStatus

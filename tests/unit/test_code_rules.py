@@ -4,10 +4,13 @@ an import inside a function says why it is not at the module's top."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "flows", "notifications", "playbooks")
@@ -117,3 +120,60 @@ def test_what_runs_before_prefect_is_configured_does_not_import_prefect() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert found.stdout == "", f"importing {found.stdout.strip()} imports Prefect"
+
+
+# What each read command must start without, run on a home that holds an asset and an incident
+# (arguments given where the command takes one): Prefect for all, SQLAlchemy for `incident list`,
+# whose budget is 10x python reading the same rows with sqlite3 (bench/bench_cli.py).
+READ_COMMAND_ARGUMENTS = {("incident", "show"): ["1"], ("assets", "show"): ["model-a"]}
+WITHOUT_SQLALCHEMY = (["incident", "list"], ["incident", "list", "--json"])
+
+
+def test_the_read_commands_import_neither_prefect_nor_what_they_need_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scenarios import add_version
+
+    from rearguard.flows.cli.quick import READ_COMMANDS
+    from rearguard.models.config.settings import load_settings
+    from rearguard.models.incidents.service import open_incident
+    from rearguard.models.runtime import Runtime
+
+    home = tmp_path / "home"  # the embedded database: SQLite, as a user starts
+    monkeypatch.chdir(tmp_path)
+    rt = Runtime.from_settings(load_settings(home=home))
+    try:
+        add_version(rt, tmp_path, "model-a", "v1", kind="config")
+        with rt.db.session() as session:
+            open_incident(session=session, type="model_compromise", actor="t", asset_name="model-a")
+    finally:
+        rt.db.dispose()
+    commands = [
+        *WITHOUT_SQLALCHEMY,
+        *([*path, *READ_COMMAND_ARGUMENTS.get(path, [])] for path in READ_COMMANDS),
+    ]
+    # Each command runs as the console script runs it, one after another in one interpreter:
+    # the first whose run brings a forbidden module in is the one named.
+    code = (
+        "import contextlib, io, sys\n"
+        "from rearguard.flows.cli.main import main\n"
+        f"for argv in {commands!r}:\n"
+        "    sys.argv = ['rearguard', *argv]\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main()\n"
+        f"    forbidden = ['prefect'] + ['sqlalchemy'] * (argv in {list(WITHOUT_SQLALCHEMY)!r})\n"
+        "    if found := [name for name in forbidden if name in sys.modules]:\n"
+        "        print(' '.join(argv), 'imports', *found)\n"
+        "        break\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))}
+    env.update(REARGUARD_HOME=str(home), PREFECT_HOME=str(tmp_path / "prefect"))
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert found.stdout == "", found.stdout

@@ -162,7 +162,7 @@ def test_revisions_read_from_migration_files_match_alembic() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from rearguard.models.db.engine import MIGRATIONS_DIR, known_revisions
+    from rearguard.models.db.revisions import MIGRATIONS_DIR, known_revisions
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
