@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import IO
 from urllib.parse import urlparse
 
 from rearguard.models.commands import CommandRun
@@ -48,6 +49,9 @@ class Runtime:
     orchestration layer lends it (None: such a hook fails, saying where it can run)."""
     secret_blocks: SecretBlockLoader | None = None
     """Reads the Slack token from a Prefect Secret block, lent the same way."""
+    console: IO[str] | None = None
+    """Where the console notification channel prints: standard error when None (for a
+    command ``rearguard serve`` runs for the ``rearguard`` command, that command's)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -14,8 +14,11 @@ from rearguard.flows.cli.context import (
     ID_RANGE,
     TIME_FORMAT,
     JsonOption,
+    LocalOption,
     emit_json,
     err,
+    hosted,
+    invocation,
     label_column,
     one_line,
     out,
@@ -70,7 +73,8 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
                 "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
                 "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
             )
-    prefect_off_the_terminal()
+    if not hosted():  # serve's process is serve's: its own logging stays as it is
+        prefect_off_the_terminal()
     progress = StepProgress()
     if not quiet:
         rt.reporters.append(progress.report)
@@ -83,29 +87,34 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
 
 
 class StepProgress:
-    """A playbook's progress on standard error: one line per step, written when it ends."""
+    """A playbook's progress on standard error: one line per step, written when it ends.
+
+    It prints on the standard error of the command that made it, whichever thread the
+    playbook reports from.
+    """
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
         self.running: Status | None = None
+        self.console = err.current()
 
     def report(self, step: str, phase: str, message: str) -> None:
         """A runtime reporter: ``start``, ``wait``, ``done`` or ``fail`` of a step."""
         if phase == "start":
             self.started[step] = time.perf_counter()
-            if err.is_terminal:
+            if self.console.is_terminal:
                 self.stop()
-                self.running = err.status(f"{step}…", spinner="dots")
+                self.running = self.console.status(f"{step}…", spinner="dots")
                 self.running.start()
             return
         self.stop()
         if phase == "wait":
-            err.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
+            self.console.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
             return
         now = time.perf_counter()
         elapsed = now - self.started.pop(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
-        err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
+        self.console.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
 
     def stop(self) -> None:
         """Take the running step's transient line off the terminal."""
@@ -259,6 +268,7 @@ def open_(
     ] = False,
     by: ByOption = None,
     json_output: JsonOption = False,
+    local: LocalOption = False,
 ) -> None:
     """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed.
 
@@ -277,7 +287,7 @@ def open_(
         summary=summary,
         actor=person(ctx, by),
         digest=digest,
-        file=file,
+        file=invocation(ctx).path(file) if file else None,
         dataset=dataset,
         new=new,
     )
