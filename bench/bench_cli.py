@@ -11,13 +11,22 @@ production with its stored weights tampered with.
   weights tampered with again, ``rearguard incident open --new`` (timed: interpreter start to
   exit). Floor: the same playbook run in process (``open_and_record`` + ``run_playbook``)
   against that server, already warm. Budget: 3x.
+- ``incident_open_with_serve``: ``rearguard serve`` running on the home (its own local
+  Prefect server, as a user starts it): ``rearguard incident open`` (timed: interpreter start
+  to exit; it hands the command to serve) against the floor, the intake path on the same serve
+  and model: ``POST /v1/incidents`` until ``GET /v1/incidents/ID`` says ``recovered`` (polled
+  every 5 ms on one kept-alive connection). Rounds alternate the two, after one warm-up of
+  each; before each, untimed, the last incident is resolved and a new version (``--size-mib``
+  of random weights) is promoted and tampered with. Budget: 1.3x.
 
-Run: ``.venv/bin/python bench/bench_cli.py [--size-mib 4] [--runs 2]``
+Run: ``.venv/bin/python bench/bench_cli.py [--size-mib 4] [--runs 2]
+[--figure incident_open_with_serve]``
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -31,17 +40,24 @@ from typing import Any
 
 from bench_playbook import (
     ASSET,
+    MIB,
     REARGUARD,
     Workspace,
+    free_port,
     incident_status,
     make_sources,
     note,
     open_runtime,
     remove_tree,
     run_prefect,
+    stop_group,
 )
 
 SECOND_COMMAND_BUDGET = 3.0
+WITH_SERVE_BUDGET = 1.3
+TOKEN = "bench-intake-token-0123456789"
+POLL_S = 0.005
+OPEN = ("incident", "open", "--type", "model_compromise", "--asset", ASSET)
 
 
 def emit(figure: str, **fields: Any) -> None:
@@ -167,16 +183,168 @@ def second_command_without_serve(workspace: Workspace, runs: int) -> None:
     )
 
 
+def tampered_production(rt: Any, source: Path, label: str, size_mib: int) -> None:
+    """Register a new version of the asset (random weights), promote it, tamper with it."""
+    from rearguard.models.assets.versions import promote_version, register_version
+    from rearguard.models.enums import AssetKind
+
+    source.mkdir(parents=True)
+    with (source / "weights.safetensors").open("wb") as handle:
+        for _ in range(size_mib):
+            handle.write(os.urandom(MIB))
+    (source / "config.json").write_text(json.dumps({"version": label}))
+    register_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=ASSET,
+        source=source,
+        label=label,
+        kind=AssetKind.MODEL,
+        actor="bench",
+    )
+    promote_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=ASSET,
+        label=label,
+        alias=rt.settings.registry.alias,
+        actor="bench",
+    )
+    remove_tree(source)
+    tamper_production(rt.settings.home)
+
+
+def resolve_all(rt: Any) -> None:
+    """Resolve every incident the last round left (so the next one opens a new one)."""
+    from rearguard.models.incidents.resolution import resolve_incident
+    from rearguard.models.incidents.service import list_incidents
+
+    with rt.db.session() as session:
+        for incident in list_incidents(session=session):
+            if str(incident.status) != "resolved":
+                resolve_incident(
+                    session=session, incident_id=int(incident.id), actor="bench", note="bench"
+                )
+
+
+def served_cli(home: Path, env: dict[str, str]) -> float:
+    """``rearguard incident open`` handed to serve: interpreter start to exit."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(REARGUARD), *OPEN], env=env, cwd=home, capture_output=True, text=True, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0 or "recovered" not in done.stdout or "note:" in done.stderr:
+        raise SystemExit(f"incident open exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return elapsed
+
+
+def intake_path(connection: http.client.HTTPConnection) -> float:
+    """An alert to the intake, until its incident is recovered (polled)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    event = json.dumps({"type": "model_compromise", "asset": ASSET, "severity": "sev2"})
+    started = time.perf_counter()
+    connection.request(
+        "POST", "/v1/incidents", body=event, headers={**auth, "Content-Type": "application/json"}
+    )
+    accepted = json.loads(connection.getresponse().read())
+    if accepted.get("action") != "opened":
+        raise SystemExit(f"the intake did not open an incident: {accepted}")
+    while True:
+        connection.request("GET", f"/v1/incidents/{accepted['incident_id']}", headers=auth)
+        status = json.loads(connection.getresponse().read())["status"]
+        if status == "recovered":
+            return time.perf_counter() - started
+        if status == "failed":
+            raise SystemExit(f"the intake's incident failed: {accepted}")
+        time.sleep(POLL_S)
+
+
+def incident_open_with_serve(workspace: Workspace, runs: int, size_mib: int) -> None:
+    """``incident open`` handed to a running serve, beside the intake path on that serve."""
+    home = workspace.fresh_home()  # v3 in production, tampered with
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REARGUARD_", "PREFECT_"))},
+        "REARGUARD_HOME": str(home),
+        "REARGUARD_USER": "bench",
+        "REARGUARD_INTAKE_TOKENS": TOKEN,
+        "REARGUARD_INTAKE_PORT": str(port),
+        # Each round's alert opens an incident: the last one, resolved, takes no more alerts.
+        "REARGUARD_INTAKE_DEDUP_WINDOW_S": "0",
+        "PREFECT_HOME": str(workspace.root / "prefect-home-serve"),
+    }
+    log = (workspace.root / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [str(REARGUARD), "serve", "--no-scheduler"],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
+    rt = open_runtime(home)
+    cli_s: list[float] = []
+    floor_s: list[float] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (home / "serve.json").exists():
+            if serve.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"serve did not start: see {workspace.root / 'serve.log'}")
+            time.sleep(0.2)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        rounds = 0
+        for index in range(runs + 1):  # the first of each: a warm-up
+            for kind in ("cli", "intake"):
+                if rounds:
+                    resolve_all(rt)
+                    tampered_production(rt, workspace.root / "next", f"v{rounds + 3}", size_mib)
+                rounds += 1
+                elapsed = served_cli(home, env) if kind == "cli" else intake_path(connection)
+                if index:
+                    (cli_s if kind == "cli" else floor_s).append(elapsed)
+            note(f"round {index}: cli {cli_s[-1:]}, intake {floor_s[-1:]}")
+        connection.close()
+    finally:
+        rt.db.dispose()
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=120)
+        finally:
+            stop_group(serve)
+            log.close()
+    figure, floor = statistics.median(cli_s), statistics.median(floor_s)
+    emit(
+        "incident_open_with_serve",
+        size_mib=size_mib,
+        median_s=round(figure, 3),
+        samples_s=[round(s, 3) for s in cli_s],
+        floor="intake: POST /v1/incidents until GET says recovered (polled every 5 ms)",
+        floor_median_s=round(floor, 3),
+        floor_samples_s=[round(s, 3) for s in floor_s],
+        ratio=round(figure / floor, 2),
+        budget=WITH_SERVE_BUDGET,
+    )
+
+
+FIGURES = ("second_command_without_serve", "incident_open_with_serve")
+
+
 def main() -> None:
-    """Parse the options and run every measurement."""
+    """Parse the options and run the measurements asked for (all by default)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=4)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--figure", choices=FIGURES, action="append", dest="figures")
     args = parser.parse_args()
+    figures = args.figures or FIGURES
     root = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     try:
         workspace = Workspace(root, make_sources(root / "sources", args.size_mib))
-        second_command_without_serve(workspace, args.runs)
+        if "second_command_without_serve" in figures:
+            second_command_without_serve(workspace, args.runs)
+        if "incident_open_with_serve" in figures:
+            incident_open_with_serve(workspace, args.runs, args.size_mib)
     finally:
         remove_tree(root)
 

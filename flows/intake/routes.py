@@ -11,6 +11,7 @@ stays the one place that checks it (before the body is read).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -355,9 +356,12 @@ def handoff_router(handoff: HandOff) -> APIRouter:
         loop = asyncio.get_running_loop()
 
         def sink(line: bytes, last: bool) -> None:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-            if last:
-                loop.call_soon_threadsafe(lines.put_nowait, None)
+            # From the playbook process's reader thread; once serve's loop is closed (a client
+            # gone, serve stopped), nobody reads the lines any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+                if last:
+                    loop.call_soon_threadsafe(lines.put_nowait, None)
 
         dispatcher: PlaybookProcess | None = request.app.state.dispatcher
         if dispatcher is None or not dispatcher.hand_off(handed, sink):
