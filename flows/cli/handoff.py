@@ -252,37 +252,37 @@ def post(served: PublishedServe, body: bytes) -> int | None:
         The command's exit status; None (after a note) when serve did not take the command.
     """
     where = served.url
+    connection = None
     try:
-        connection = Connection(where, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, ValueError):
-        note(f"this home's serve ({where}) does not answer")
-        return None
-    try:
-        connection.request("GET", "/healthz")
-        status, headers = connection.response()
-        health = json.loads(b"".join(connection.body(headers)))
-        if (
-            status != 200
-            or not isinstance(health, dict)
-            or health.get("instance") != (served.instance)
-        ):
-            note(f"what answers at {where} is not this home's serve (serve.json is stale)")
+        try:
+            connection = Connection(where, timeout=CONNECT_TIMEOUT_S)
+            connection.request("GET", "/healthz")
+            status, headers = connection.response()
+            health = json.loads(b"".join(connection.body(headers)))
+            if (
+                status != 200
+                or not isinstance(health, dict)
+                or health.get("instance") != (served.instance)
+            ):
+                note(f"what answers at {where} is not this home's serve (serve.json is stale)")
+                return None
+            connection.request(
+                "POST",
+                HANDOFF_PATH,
+                body,
+                f"Authorization: Bearer {served.token}",
+                "Content-Type: application/json",
+            )
+        except (OSError, ValueError):
+            note(f"this home's serve ({where}) does not answer")
             return None
-        connection.request(
-            "POST",
-            HANDOFF_PATH,
-            body,
-            f"Authorization: Bearer {served.token}",
-            "Content-Type: application/json",
-        )
-    except (OSError, ValueError):
-        note(f"this home's serve ({where}) does not answer")
-        connection.close()
-        return None
-    try:
         return stream(connection, where)
+    except KeyboardInterrupt:  # before serve had the command: nothing ran
+        sys.stderr.write("interrupted\n")
+        return 130
     finally:
-        connection.close()
+        if connection is not None:
+            connection.close()
 
 
 def stream(connection: Connection, where: str) -> int | None:

@@ -64,12 +64,12 @@ class StreamFile(io.TextIOBase):
 
 def client_size(terminal: HandOffTerminal) -> tuple[int, int]:
     """The columns and lines the client's consoles would have had: as rich finds them, from
-    the terminal's size, ``COLUMNS`` and ``LINES``, else 80 by 25."""
-    width, height = terminal.size or (80, 25)
+    the terminal's size, ``COLUMNS`` and ``LINES``, else 80 by 25 (each one that is 0 too)."""
+    width, height = terminal.size or (0, 0)
     columns, lines = terminal.environ.get("COLUMNS", ""), terminal.environ.get("LINES", "")
     return (
-        int(columns) if columns.isdigit() else width,
-        int(lines) if lines.isdigit() else height,
+        (int(columns) if columns.isdigit() else width) or 80,
+        (int(lines) if lines.isdigit() else height) or 25,
     )
 
 

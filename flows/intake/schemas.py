@@ -158,14 +158,17 @@ class HandOffOutput(BaseModel):
     encoding: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "utf-8"
 
 
+Dimension = Annotated[int, Field(ge=0, le=10_000)]
+
+
 class HandOffTerminal(BaseModel):
     """What the client prints on: serve prints the command's output for it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     outputs: dict[Literal["out", "err"], HandOffOutput] = Field(default_factory=dict)
-    size: (
-        tuple[Annotated[int, Field(ge=1, le=10_000)], Annotated[int, Field(ge=1, le=10_000)]] | None
-    ) = None
+    size: tuple[Dimension, Dimension] | None = Field(
+        default=None, description="columns and lines (a pseudo-terminal may say 0, 0)"
+    )
     environ: dict[Annotated[str, StringConstraints(max_length=64)], Label] = Field(
         default_factory=dict, max_length=32
     )

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cli_helpers import run_in_terminal
 from intake_helpers import TOKEN, incidents, running_serve, timeline_actions
 from scenarios import build_scenario
 
@@ -23,6 +25,14 @@ from rearguard.models.drills.service import add_drill
 from rearguard.models.runtime import Runtime
 
 OPEN = ("incident", "open", "--type", "model_compromise", "--asset", "model-a")
+ONCE = (  # the steps of model_compromise that run once (notify runs three times)
+    "quarantine",
+    "verify_integrity",
+    "select_known_good",
+    "await_approval",
+    "rollback",
+    "validate",
+)
 USAGE_ERROR = ("incident", "open", "--asset", "model-a")  # no --type
 NO_PREFECT_HERE = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
 Result = subprocess.CompletedProcess[str]
@@ -68,6 +78,13 @@ def test_commands_handed_to_serve_print_and_end_as_they_would_here(
         rerun = ("playbook", "run", "--incident", "1")
         cli(*rerun, env=NO_PREFECT_HERE)  # the first rerun may still deliver a notification
         assert untimed(cli(*rerun, env=NO_PREFECT_HERE)) == untimed(cli(*rerun, "--local"))
+        # On a terminal: a spinner while each step runs, then its line, once.
+        screen = run_in_terminal(
+            list(rerun), {**cli_env, **NO_PREFECT_HERE, "COLUMNS": "80", "TERM": "xterm"}, home
+        )
+        assert "incident 1: recovered; model-a production -> v2 (known_good)" in screen
+        steps = [line.split("✓ ")[1].split()[0] for line in screen.splitlines() if "✓ " in line]
+        assert Counter(steps) == {"notify": 3, **dict.fromkeys(ONCE, 1)}, screen
         for args in (
             (*OPEN, "--json"),
             ("incident", "open", "--type", "model_compromise", "--asset", "model-z"),
