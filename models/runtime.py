@@ -26,7 +26,11 @@ from rearguard.models.registry.local import LocalStore
 from rearguard.models.registry.mlflow_backend import MlflowRegistry
 
 Reporter = Callable[[str, str, str], None]
-"""Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail)."""
+"""Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail),
+and once as reporter(*PLAYBOOK_ENDED, status) when the run's work is over."""
+PLAYBOOK_ENDED = ("playbook", "ended")
+"""The report of a playbook run whose work is over (its notifications delivered): what is left
+is Prefect's bookkeeping of the flow run."""
 DeploymentRunner = Callable[..., CommandRun]
 """Called as runner(deployment, env=..., timeout_s=...): run a flow run of the deployment and
 wait for it (a hook that names a Prefect deployment)."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from rearguard.flows.cli.context import Invocation, Terminal, make_console, printing_to
 from rearguard.flows.cli.handoff import HANDED_OFF
@@ -109,18 +109,32 @@ class HostedCommands:
     """Runs handed-off command lines (a :class:`rearguard.flows.intake.playbook_process.
     CommandHost`)."""
 
+    built: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    """Each command's click command, built once in this process (typer takes milliseconds to
+    build one), by its name."""
+
     def prepare(self) -> None:
-        """Make this process fit to parse command lines in several threads at once, and import
-        every handed-off command's module (the first command runs as fast as the next ones)."""
+        """Make this process fit to parse command lines in several threads at once, and build
+        every handed-off command (the first one runs as fast as the next ones)."""
         # typer sets PYDANTIC_DISABLE_PLUGINS while it builds and parses a command's options,
         # then deletes it if it was unset: two commands parsed at once race (a KeyError). Once
         # set it is only ever restored. Empty disables no plugin, and pydantic read it long
         # ago: it loads its plugins once, at its first model.
         os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "")
-        from rearguard.flows.cli.main import build_app  # lazy: in the playbook process only
-
         for words in HANDED_OFF:
-            build_app(list(words))
+            self.command(list(words))
+
+    def command(self, argv: list[str]) -> Callable[..., Any]:
+        """The click command that runs ``argv`` (built on first use)."""
+        # lazy: in the playbook process only
+        from typer.main import get_command
+
+        from rearguard.flows.cli.main import build_app, invoked_command  # lazy: as above
+
+        name = invoked_command(argv) or ""
+        if name not in self.built:
+            self.built[name] = get_command(build_app(argv))
+        return self.built[name]
 
     def run(self, request: HandOffRequest, *, runtime: Runtime, write: Write) -> int:
         """Run the request's command line on (a copy of) ``runtime``, as the console script
@@ -138,5 +152,6 @@ class HostedCommands:
             )
         )
         run = Invocation(built=lent, lent=True, cwd=Path(request.cwd))
+        argv = list(request.argv)
         with printing_to(terminal):
-            return run_command(list(request.argv), run, prog_name=request.prog)
+            return run_command(argv, run, prog_name=request.prog, command=self.command(argv))

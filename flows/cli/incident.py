@@ -57,6 +57,7 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
     from rearguard.flows.run_playbook import (  # lazy: CLI start-up
         configure_prefect,
         run_playbook,
+        run_playbook_until_it_ends,
         uses_temporary_server,
     )
 
@@ -78,8 +79,12 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
     progress = StepProgress()
     if not quiet:
         rt.reporters.append(progress.report)
+    # In serve, the command ends with the playbook's work: serve's process outlives Prefect's
+    # bookkeeping of the run, which the person waiting need not wait for. Not a drill's: its
+    # sandbox is removed as soon as the run returns.
+    run = run_playbook_until_it_ends if hosted() and not rt.drill else run_playbook
     try:
-        return run_playbook(runtime=rt, incident_id=incident_id)
+        return run(runtime=rt, incident_id=incident_id)
     finally:
         progress.stop()
         if not quiet:
@@ -99,7 +104,10 @@ class StepProgress:
         self.console = err.current()
 
     def report(self, step: str, phase: str, message: str) -> None:
-        """A runtime reporter: ``start``, ``wait``, ``done`` or ``fail`` of a step."""
+        """A runtime reporter: ``start``, ``wait``, ``done`` or ``fail`` of a step (the run's
+        own report of its end is not a step's)."""
+        if phase not in ("start", "wait", "done", "fail"):
+            return
         if phase == "start":
             self.started[step] = time.perf_counter()
             if self.console.is_terminal:

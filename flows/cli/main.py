@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -139,7 +140,13 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
     sys.exit(run_command(sys.argv[1:], Invocation(hashed_ahead=hashed_ahead)))
 
 
-def run_command(argv: list[str], run: Invocation, *, prog_name: str | None = None) -> int:
+def run_command(
+    argv: list[str],
+    run: Invocation,
+    *,
+    prog_name: str | None = None,
+    command: Callable[..., Any] | None = None,
+) -> int:
     """Run one command line on an invocation, printing as the console script does, and
     return its exit status (also what ``rearguard serve`` runs for a client).
 
@@ -147,9 +154,11 @@ def run_command(argv: list[str], run: Invocation, *, prog_name: str | None = Non
         argv: the command line after the program's name.
         run: the invocation; closed at the end.
         prog_name: the program's name in usage messages (click's guess when None).
+        command: the app to run it with, built already (``build_app(argv)`` when None).
     """
     try:
-        result = build_app(argv)(args=argv, prog_name=prog_name, standalone_mode=False, obj=run)
+        app = command or build_app(argv)
+        result = app(args=argv, prog_name=prog_name, standalone_mode=False, obj=run)
         run.checkpoint_if_due()
     except click.exceptions.Exit as exc:
         return exc.exit_code
