@@ -21,12 +21,14 @@ costs an interpreter's start, a few imports and two requests on one connection.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from rearguard.flows.intake.handoff import (
     HANDOFF_PATH,
@@ -148,6 +150,16 @@ def hand_off(argv: list[str]) -> int | None:
         terminal_environ={n: os.environ[n] for n in TERMINAL_VARIABLES if n in os.environ},
     )
     return post(served, body)
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with a handed-off command's status. serve ran it: this process has nothing left to
+    finish or release, and leaves without the interpreter's teardown (7 ms of the 50 a
+    handed-off command takes)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that has gone
+            stream.flush()
+    os._exit(code)
 
 
 def terminal_size() -> tuple[int, int] | None:
@@ -302,8 +314,9 @@ def stream(connection: Connection, where: str) -> int | None:
             if isinstance(said, int):
                 return said
             out = sys.stdout if said[0] == "out" else sys.stderr
-            out.write(said[1])
-            out.flush()
+            with contextlib.suppress(BrokenPipeError):  # nobody reads it: the command goes on
+                out.write(said[1])
+                out.flush()
     except KeyboardInterrupt:
         sys.stderr.write(
             f"interrupted: serve ({where}) goes on with the command; "

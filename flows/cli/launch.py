@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rearguard.flows.cli.handoff import hand_off, split_root_options
+from rearguard.flows.cli.handoff import hand_off, leave, split_root_options
 
 if TYPE_CHECKING:
     from rearguard.models.integrity.prehash import HashedAhead
@@ -40,7 +40,7 @@ def _hash_ahead(argv: list[str]) -> HashedAhead | None:
 def main() -> None:
     """Run the ``rearguard`` command (in this home's serve, when it runs and takes it)."""
     if (handed := hand_off(sys.argv[1:])) is not None:
-        sys.exit(handed)
+        leave(handed)
     ahead = _hash_ahead(sys.argv[1:])
     from rearguard.flows.cli.main import (  # lazy: CLI start-up (fork the hashing child first)
         main as run,
