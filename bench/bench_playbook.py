@@ -105,55 +105,72 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+def write_source(folder: Path, label: str, size_mib: int) -> Path:
+    """One version's source directory: ``size_mib`` of random weights and a config.json."""
+    folder.mkdir(parents=True)
+    with (folder / "weights.safetensors").open("wb") as handle:
+        for _ in range(size_mib):
+            handle.write(os.urandom(MIB))
+    (folder / "config.json").write_text(json.dumps({"version": label, "layers": 12}))
+    return folder
+
+
 def make_sources(root: Path, size_mib: int) -> dict[str, Path]:
     """Write one source directory per version: random weights and a config.json."""
-    sources: dict[str, Path] = {}
-    for label in LABELS:
-        folder = root / label
-        folder.mkdir(parents=True)
-        with (folder / "weights.safetensors").open("wb") as handle:
-            for _ in range(size_mib):
-                handle.write(os.urandom(MIB))
-        (folder / "config.json").write_text(json.dumps({"version": label, "layers": 12}))
-        sources[label] = folder
-    return sources
+    return {label: write_source(root / label, label, size_mib) for label in LABELS}
+
+
+def register(rt: Any, label: str, source: Path) -> None:
+    """Register a version of the bench's asset."""
+    from rearguard.models.assets.versions import register_version
+    from rearguard.models.enums import AssetKind
+
+    register_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=ASSET,
+        source=source,
+        label=label,
+        kind=AssetKind.MODEL,
+        actor="bench",
+    )
+
+
+def tamper(rt: Any, label: str) -> None:
+    """Alter the stored weights of a version."""
+    weights = rt.registry.version_location(asset=ASSET, label=label) / "weights.safetensors"
+    weights.chmod(0o644)
+    with weights.open("r+b") as handle:
+        handle.write(b"\x00tampered\x00")
+    weights.chmod(0o444)
+
+
+def promote_tampered(rt: Any, label: str) -> None:
+    """Promote a version to production, then tamper with its stored weights."""
+    from rearguard.models.assets.versions import promote_version
+
+    promote_version(
+        db=rt.db,
+        registry=rt.registry,
+        name=ASSET,
+        label=label,
+        alias=rt.settings.registry.alias,
+        actor="bench",
+    )
+    tamper(rt, label)
 
 
 def prepare_home(home: Path, sources: dict[str, Path]) -> None:
     """Register v1..v3, approve v1 and v2, promote v3, tamper with v3's stored weights."""
-    from rearguard.models.assets.versions import approve_version, promote_version, register_version
-    from rearguard.models.config.settings import load_settings
-    from rearguard.models.enums import AssetKind
-    from rearguard.models.runtime import Runtime
+    from rearguard.models.assets.versions import approve_version
 
-    settings = load_settings(home=home)
-    rt = Runtime.from_settings(settings)
+    rt = open_runtime(home)
     try:
         for label in LABELS:
-            register_version(
-                db=rt.db,
-                registry=rt.registry,
-                name=ASSET,
-                source=sources[label],
-                label=label,
-                kind=AssetKind.MODEL,
-                actor="bench",
-            )
+            register(rt, label, sources[label])
         for label in ("v1", "v2"):
             approve_version(db=rt.db, registry=rt.registry, name=ASSET, label=label, by="bench")
-        promote_version(
-            db=rt.db,
-            registry=rt.registry,
-            name=ASSET,
-            label="v3",
-            alias=settings.registry.alias,
-            actor="bench",
-        )
-        weights = rt.registry.version_location(asset=ASSET, label="v3") / "weights.safetensors"
-        weights.chmod(0o644)
-        with weights.open("r+b") as handle:
-            handle.write(b"\x00tampered\x00")
-        weights.chmod(0o444)
+        promote_tampered(rt, "v3")
     finally:
         rt.db.dispose()
 

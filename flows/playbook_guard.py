@@ -14,7 +14,7 @@ from rearguard.flows.steps import conclude, notify
 from rearguard.models.config.settings import load_settings
 from rearguard.models.enums import IncidentStatus
 from rearguard.models.errors import OperationFailed, RearguardError
-from rearguard.models.runtime import Runtime, bound, bound_runtime
+from rearguard.models.runtime import PLAYBOOK_ENDED, Runtime, bound, bound_runtime
 from rearguard.notifications.notify import deliver_after_run
 
 
@@ -62,7 +62,8 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
     failed too. In a deployment's flow run, it first waits for the asset's concurrency slot, so
     that workers run one playbook per asset at a time. However the run ends, the notifications
     it queued are then delivered (for at most ``dispatch_wait_s``; the outbox keeps the rest),
-    in whichever process runs it.
+    in whichever process runs it, and the runtime's reporters hear that the run's work is
+    over (:data:`rearguard.models.runtime.PLAYBOOK_ENDED`).
     """
     outcome = PlaybookOutcome(incident_id)
     given, owned = bound(), None
@@ -89,6 +90,7 @@ async def playbook_guard(incident_id: int) -> AsyncIterator[PlaybookOutcome]:
                 finally:
                     await _deliver_queued(runtime, incident_id)
                     _checkpoint(runtime, incident_id)
+                    runtime.report(*PLAYBOOK_ENDED, str(outcome.status))
     finally:
         if owned is not None:  # this process ends with the run: publish its checkpoint first
             owned.close()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,8 +23,10 @@ from rearguard.models.config.prefect import PrefectSettings
 from rearguard.models.db.tables import Incident
 from rearguard.models.errors import ConfigurationError, RearguardError
 from rearguard.models.incidents.service import get_incident
-from rearguard.models.runtime import Runtime, bound_runtime
+from rearguard.models.runtime import PLAYBOOK_ENDED, Runtime, bound_runtime
 from rearguard.playbooks.catalog import CATALOG, PlaybookSpec, get_playbook, load_flow
+
+logger = logging.getLogger(__name__)
 
 
 def configure_prefect(
@@ -149,6 +153,47 @@ def run_playbook(*, runtime: Runtime, incident_id: int) -> Incident:
     with contextlib.suppress(RearguardError), bound_runtime(runtime):
         # asyncio.run's task starts with a copy of this context, so the flow sees the binding.
         asyncio.run(named(incident_id=incident_id))
+    with runtime.db.read_session() as session:
+        return get_incident(session=session, incident_id=incident_id)
+
+
+def run_playbook_until_it_ends(*, runtime: Runtime, incident_id: int) -> Incident:
+    """:func:`run_playbook`, returning as soon as the run's work is over (the playbook guard
+    reports :data:`~rearguard.models.runtime.PLAYBOOK_ENDED`: every step done, notifications
+    delivered) rather than once Prefect has recorded the flow run's end (tens of milliseconds
+    more); that goes on in a thread of this process, which must outlive it (``rearguard serve``,
+    for a command someone waits on). An error before the run's work is over is raised here;
+    one after it, in Prefect's bookkeeping, is logged.
+
+    Raises:
+        NotFoundError: unknown incident or incident type.
+    """
+    ended = threading.Event()
+    failed: list[BaseException] = []
+
+    def watch(step: str, phase: str, _status: str) -> None:
+        if (step, phase) == PLAYBOOK_ENDED:
+            ended.set()
+
+    def run() -> None:
+        try:
+            run_playbook(runtime=runtime, incident_id=incident_id)
+        except BaseException as exc:  # handed over to the caller, or logged once it has gone
+            if ended.is_set():
+                logger.error("incident %s: Prefect's end of its run failed: %s", incident_id, exc)
+            else:
+                failed.append(exc)
+        finally:
+            runtime.reporters.remove(watch)
+            ended.set()
+
+    runtime.reporters.append(watch)
+    # The thread sees this context (the runtime's binding, the command's terminal).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), name=f"rearguard-run-{incident_id}").start()
+    ended.wait()
+    if failed:
+        raise failed[0]
     with runtime.db.read_session() as session:
         return get_incident(session=session, incident_id=incident_id)
 

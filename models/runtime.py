@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import IO
 from urllib.parse import urlparse
 
 from rearguard.models.audit.checkpoint_worker import CheckpointWorker
@@ -26,7 +27,11 @@ from rearguard.models.registry.local import LocalStore
 from rearguard.models.registry.mlflow_backend import MlflowRegistry
 
 Reporter = Callable[[str, str, str], None]
-"""Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail)."""
+"""Called as reporter(step, phase, message) while a playbook runs (start, wait, done, fail),
+and once as reporter(*PLAYBOOK_ENDED, status) when the run's work is over."""
+PLAYBOOK_ENDED = ("playbook", "ended")
+"""The report of a playbook run whose work is over (its notifications delivered): what is left
+is Prefect's bookkeeping of the flow run."""
 DeploymentRunner = Callable[..., CommandRun]
 """Called as runner(deployment, env=..., timeout_s=...): run a flow run of the deployment and
 wait for it (a hook that names a Prefect deployment)."""
@@ -54,6 +59,9 @@ class Runtime:
     )
     """Signs and publishes audit checkpoints in the background; shared by this runtime's
     copies (``dataclasses.replace`` passes it on), finished by :meth:`close`."""
+    console: IO[str] | None = None
+    """Where the console notification channel prints: standard error when None (for a
+    command ``rearguard serve`` runs for the ``rearguard`` command, that command's)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import IO
 
 from rearguard.models.config.notifications import ENV_REFERENCE
 from rearguard.models.config.settings import Settings
@@ -68,15 +69,20 @@ def routing_keys(settings: Settings) -> dict[str, str | None]:
 
 
 def build_channel(
-    name: str, settings: Settings, *, secret_blocks: SecretBlockLoader | None = None
+    name: str,
+    settings: Settings,
+    *,
+    secret_blocks: SecretBlockLoader | None = None,
+    console: IO[str] | None = None,
 ) -> Channel:
-    """Build one channel from the settings (``secret_blocks`` reads the Slack token's block).
+    """Build one channel from the settings (``secret_blocks`` reads the Slack token's block;
+    the console channel prints on ``console``, standard error when None).
 
     Raises:
         ConfigurationError: the channel is not configured (no URL, host, token or secret).
     """
     if name == "console":
-        return ConsoleChannel()
+        return ConsoleChannel(console)
     if name == "file":
         return FileChannel(settings.notification_file)
     if name == "slack":
@@ -155,13 +161,19 @@ class ChannelPool:
     Args:
         settings: the channels' settings.
         secret_blocks: reads the Slack token's Prefect Secret block, when one is named.
+        console: where the console channel prints (standard error when None).
     """
 
     def __init__(
-        self, settings: Settings, *, secret_blocks: SecretBlockLoader | None = None
+        self,
+        settings: Settings,
+        *,
+        secret_blocks: SecretBlockLoader | None = None,
+        console: IO[str] | None = None,
     ) -> None:
         self.settings = settings
         self.secret_blocks = secret_blocks
+        self.console = console
         self._channels: dict[str, Channel | ConfigurationError] = {}
         self._lock = threading.Lock()
 
@@ -175,7 +187,7 @@ class ChannelPool:
             if name not in self._channels:
                 try:
                     self._channels[name] = build_channel(
-                        name, self.settings, secret_blocks=self.secret_blocks
+                        name, self.settings, secret_blocks=self.secret_blocks, console=self.console
                     )
                 except ConfigurationError as exc:
                     self._channels[name] = exc

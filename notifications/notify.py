@@ -22,6 +22,7 @@ from rearguard.models.recovery.effects import effects_of
 from rearguard.models.recovery.results import LegalNotice, Notified, Skipped
 from rearguard.models.runtime import Runtime
 from rearguard.notifications.dispatcher import Dispatcher
+from rearguard.notifications.factory import ChannelPool
 from rearguard.notifications.outbox import enqueue
 
 
@@ -225,9 +226,10 @@ def deliver_after_run(runtime: Runtime, *, incident_id: int) -> None:
     """
     wait_s = runtime.settings.notifications.dispatch_wait_s
     try:
-        with Dispatcher(
-            settings=runtime.settings, db=runtime.db, secret_blocks=runtime.secret_blocks
-        ) as dispatcher:
+        pool = ChannelPool(
+            runtime.settings, secret_blocks=runtime.secret_blocks, console=runtime.console
+        )
+        with Dispatcher(settings=runtime.settings, db=runtime.db, pool=pool) as dispatcher:
             report = dispatcher.drain(wait_s=wait_s, incident_id=incident_id, stop_when_down=True)
     except Exception as exc:  # the outbox keeps them; a delivery problem never fails the run
         runtime.report("notifications", "fail", f"not delivered yet: {type(exc).__name__}")

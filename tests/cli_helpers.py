@@ -1,9 +1,13 @@
 """Running the ``rearguard`` command on a test's runtime (no Prefect needed): the installed
-command in a subprocess, or its entry point in this process (cheaper, for what needs no process)."""
+command in a subprocess (or on a pseudo-terminal), or its entry point in this process (cheaper,
+for what needs no process)."""
 
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -110,3 +114,28 @@ def invoke(runtime: Runtime, *args: str) -> Result:
         return CliRunner().invoke(build_app(argv), argv, obj=run, env={"COLUMNS": "200"})
     finally:
         run.close()
+
+
+def run_in_terminal(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run the installed command on a pseudo-terminal (its stdout and stderr are a TTY, as in
+    a shell); everything it wrote."""
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [str(REARGUARD_BIN), *args], env=env, cwd=cwd, stdout=terminal, stderr=terminal
+    ) as process:
+        os.close(terminal)
+        written = bytearray()
+        while True:
+            ready, _, _ = select.select([controller], [], [], 120)
+            assert ready, "the command printed nothing for 2 minutes"
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the command has exited
+                break
+            if not chunk:
+                break
+            written += chunk
+        assert process.wait(timeout=60) == 0, written.decode(errors="replace")
+    os.close(controller)
+    # What the terminal shows, without its styles and cursor moves.
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", written.decode())

@@ -1,5 +1,6 @@
-"""Helpers of the intake tests: the intake on a real uvicorn on loopback, the servers that
-talk to it (Alertmanager, Prometheus) run from their binaries, payload builders."""
+"""Helpers of the intake tests: the intake on a real uvicorn on loopback, ``rearguard serve``
+as a user runs it, the servers that talk to it (Alertmanager, Prometheus) run from their
+binaries, payload builders."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from conftest import REARGUARD_BIN
 
 from rearguard.flows.intake.app import create_app
 from rearguard.models.audit.chain import events_for_incident
@@ -179,3 +181,72 @@ def wait_for(check: Callable[[], Any], *, timeout: float = 90, what: str = "") -
 def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
     """POST JSON with the test token."""
     return httpx.post(url, json=body, headers={**AUTH, **kwargs.pop("headers", {})}, **kwargs)
+
+
+class Serving:
+    """A running ``rearguard serve`` and the lines it has printed on stderr so far."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def ctrl_c(self) -> None:
+        """SIGINT to its whole process group, as a terminal's Ctrl+C."""
+        os.killpg(self.process.pid, signal.SIGINT)
+
+    def stop(self, *, ctrl_c: bool = False) -> str:
+        """SIGTERM, as a service manager stops it (or, with ``ctrl_c``, Ctrl+C); wait until
+        it has exited; all it printed on stderr."""
+        if ctrl_c:
+            self.ctrl_c()
+        else:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self) -> str:
+        """Wait until it has exited; all it printed on stderr."""
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+
+@contextmanager
+def running_serve(
+    *args: str, env: dict[str, str], home: Path, port: int, timeout: float
+) -> Iterator[Serving]:
+    """``rearguard serve`` on ``port``, once it says it listens; killed if the block fails
+    (else leaving it would wait for serve forever).
+
+    What a script that starts serve relies on: once the "listening on" line is out,
+    ``/healthz`` answers at the first try.
+    """
+    with subprocess.Popen(
+        [str(REARGUARD_BIN), "serve", *args],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as in a terminal
+    ) as process:
+        serving = Serving(process)
+
+        def listening() -> bool:
+            assert process.poll() is None, "".join(serving.lines)
+            return any("listening on" in line for line in serving.lines)
+
+        try:
+            wait_for(listening, timeout=timeout, what="rearguard serve to listen")
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            assert health.status_code == 200, health.text
+            yield serving
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)  # and its playbook process, which holds stderr
+            raise

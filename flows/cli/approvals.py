@@ -15,8 +15,10 @@ from rearguard.flows.cli.context import (
     IncidentFilterOption,
     JsonOption,
     LimitOption,
+    LocalOption,
     emit_json,
     err,
+    invocation,
     label_column,
     one_line,
     out,
@@ -53,6 +55,7 @@ def approve(
         typer.Option("--code", help="Or the one-time code rearguard sent you (email, Slack)."),
     ] = None,
     json_output: JsonOption = False,
+    local: LocalOption = False,
 ) -> None:
     """Approve (or deny, with a --comment saying why) the step an incident's playbook waits on.
 
@@ -74,7 +77,7 @@ def approve(
         approver=approver,
         approve=not deny,
         comment=comment,
-        key=key,
+        key=invocation(ctx).path(key) if key else None,
         code=code,
     )
     if json_output:

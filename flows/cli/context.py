@@ -4,11 +4,12 @@ them), consoles, output helpers."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -16,6 +17,7 @@ from rearguard.models.audit.terminal import SafeConsole, printable
 from rearguard.models.names import MAX_ROW_ID
 
 if TYPE_CHECKING:
+    from rich.status import Status
     from rich.table import Column, Table
     from rich.text import Text
 
@@ -24,9 +26,117 @@ if TYPE_CHECKING:
     from rearguard.models.integrity.prehash import HashedAhead
     from rearguard.models.runtime import Runtime
 
-# Safe: whatever they print (a summary, a label) reaches the terminal without its escapes.
-out = SafeConsole(highlight=False, soft_wrap=True)
-err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+_CONSOLE: dict[str, Any] = {"highlight": False, "soft_wrap": True}
+"""How every CLI console prints: no guessing at what to colour, long lines left to wrap."""
+
+
+def make_console(
+    *,
+    stderr: bool = False,
+    file: IO[str] | None = None,
+    size: tuple[int, int] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SafeConsole:
+    """A console as the CLI prints with. Safe: whatever it prints (a summary, a label) reaches
+    the terminal without its escapes.
+
+    Args:
+        stderr: standard error rather than standard output (when no ``file`` is given).
+        file: where it writes; this process's stream when None.
+        size: the terminal's columns and lines; found from this process's when None.
+        environ: the environment it reads ``TERM``, ``NO_COLOR``, ``COLUMNS``... from; this
+            process's when None.
+    """
+    width, height = size or (None, None)
+    return SafeConsole(
+        file=file, stderr=stderr, width=width, height=height, _environ=environ, **_CONSOLE
+    )
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """Where a command prints, when not on this process's own streams: a command that
+    ``rearguard serve`` runs for a client prints on the client's (see :func:`printing_to`)."""
+
+    out: SafeConsole
+    err: SafeConsole
+
+
+_terminal: ContextVar[Terminal | None] = ContextVar("rearguard_cli_terminal", default=None)
+
+
+@contextmanager
+def printing_to(terminal: Terminal) -> Iterator[None]:
+    """Make ``out`` and ``err`` print on ``terminal`` in the code inside the block (and in the
+    threads and tasks it starts with its context); other threads keep theirs."""
+    token = _terminal.set(terminal)
+    try:
+        yield
+    finally:
+        _terminal.reset(token)
+
+
+def hosted() -> bool:
+    """True while a command runs in ``rearguard serve`` for a client (inside
+    :func:`printing_to`): the process is serve's, not the command's own."""
+    return _terminal.get() is not None
+
+
+class RoutedConsole(SafeConsole):
+    """The console commands print with: the terminal bound by :func:`printing_to` when there is
+    one, else this process's standard output (or error).
+
+    What commands use of a console is routed: ``print``, ``status``, ``is_terminal`` and
+    ``file``. Anything else would print on this process's own stream.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        super().__init__(stderr=stderr, **_CONSOLE)
+
+    def _bound(self) -> SafeConsole | None:
+        terminal = _terminal.get()
+        if terminal is None:
+            return None
+        return terminal.err if self.stderr else terminal.out
+
+    def current(self) -> SafeConsole:
+        """The console it prints on here and now: for code that prints from other threads
+        (a playbook's reporters), which may not carry the binding."""
+        return self._bound() or self
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """Print as :meth:`rich.console.Console.print` does, on the bound terminal if any."""
+        bound = self._bound()
+        if bound is None:
+            super().print(*objects, **options)
+        else:
+            bound.print(*objects, **options)
+
+    def status(self, *args: Any, **options: Any) -> Status:
+        """A transient status line (a spinner), on the bound terminal if any."""
+        bound = self._bound()
+        return super().status(*args, **options) if bound is None else bound.status(*args, **options)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when what it prints reaches a terminal (the bound one's, if any)."""
+        bound = self._bound()
+        return super().is_terminal if bound is None else bound.is_terminal
+
+    @property
+    def file(self) -> IO[str]:
+        """The file it writes to (the bound terminal's, if any)."""
+        bound = self._bound()
+        return super().file if bound is None else bound.file
+
+    @file.setter
+    def file(self, new_file: IO[str]) -> None:
+        SafeConsole.file.fset(self, new_file)  # type: ignore[attr-defined]
+
+
+out = RoutedConsole()
+err = RoutedConsole(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 LimitOption = Annotated[
@@ -35,6 +145,15 @@ LimitOption = Annotated[
 ID_RANGE = {"min": 1, "max": MAX_ROW_ID}
 """The range of an incident id argument or option (``typer.Argument(**ID_RANGE)``): a number
 outside it gets the usage error naming the range, not a database error."""
+LocalOption = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Run here, not in this home's running `rearguard serve` (also: REARGUARD_LOCAL=1).",
+    ),
+]
+"""``--local`` of the commands serve runs for a client: read before the command line is parsed
+(see :mod:`rearguard.flows.cli.handoff`); the command itself has nothing more to do with it."""
 IncidentFilterOption = Annotated[
     int | None, typer.Option("--incident", help="Only this incident's.", **ID_RANGE)
 ]
@@ -54,12 +173,25 @@ class Invocation:
     database_url: str | None = None
     hashed_ahead: HashedAhead | None = None
     built: Runtime | None = field(default=None, repr=False)
+    lent: bool = False
+    """The runtime was lent (by ``rearguard serve``, which runs the command for a client):
+    closing the invocation leaves its database open."""
+    cwd: Path | None = None
+    """The directory relative paths on the command line are relative to (the client's, for a
+    command serve runs; this process's own when None)."""
 
     def settings(self) -> Settings:
-        """The settings from the root options, the environment and rearguard.toml."""
+        """The settings from the root options, the environment and rearguard.toml (the lent
+        runtime's, if any)."""
+        if self.built is not None and self.lent:
+            return self.built.settings
         from rearguard.models.config.settings import load_settings  # lazy: CLI start-up
 
         return load_settings(home=self.home, database_url=self.database_url)
+
+    def path(self, given: Path) -> Path:
+        """A path from the command line, made absolute against :attr:`cwd` when it is set."""
+        return given if self.cwd is None else self.cwd / given.expanduser()
 
     def runtime(self) -> Runtime:
         """The command's runtime, built on first use, with what Prefect lends it (Prefect
@@ -121,10 +253,10 @@ class Invocation:
 
     def close(self) -> None:
         """Finish the runtime's checkpoints (the command's published before it exits) and
-        release its database, if one was built."""
-        if self.built is not None:
+        release its database, if one was built here (a runtime lent by serve stays serve's)."""
+        if self.built is not None and not self.lent:
             self.built.close()
-            self.built = None
+        self.built = None
 
 
 def invocation(ctx: typer.Context) -> Invocation:
@@ -144,7 +276,9 @@ def reading(ctx: typer.Context) -> AbstractContextManager[DirectReader]:
 
 def emit_json(value: Any) -> None:
     """Print machine-readable output on standard output."""
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+    written = out.file
+    written.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    written.flush()
 
 
 @contextmanager

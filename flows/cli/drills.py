@@ -10,6 +10,7 @@ from rich.markup import escape
 from rearguard.flows.cli.context import (
     TIME_FORMAT,
     JsonOption,
+    LocalOption,
     emit_json,
     err,
     label_column,
@@ -132,6 +133,7 @@ def run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The drill.")],
     json_output: JsonOption = False,
+    local: LocalOption = False,
 ) -> None:
     """Run a drill now; exit 0 when it passed, 1 when it failed."""
     from rearguard.flows.cli.incident import run_with_progress  # lazy: CLI start-up

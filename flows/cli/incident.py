@@ -14,8 +14,11 @@ from rearguard.flows.cli.context import (
     ID_RANGE,
     TIME_FORMAT,
     JsonOption,
+    LocalOption,
     emit_json,
     err,
+    hosted,
+    invocation,
     label_column,
     one_line,
     out,
@@ -55,6 +58,7 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
     from rearguard.flows.run_playbook import (  # lazy: CLI start-up
         configure_prefect,
         run_playbook,
+        run_playbook_until_it_ends,
         uses_temporary_server,
     )
 
@@ -71,12 +75,17 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
                 "[dim]no PREFECT_API_URL set: starting a temporary local Prefect server "
                 "(10-30 s; `prefect server start` once and set PREFECT_API_URL to skip this)[/]"
             )
-    prefect_off_the_terminal()
+    if not hosted():  # serve's process is serve's: its own logging stays as it is
+        prefect_off_the_terminal()
     progress = StepProgress()
     if not quiet:
         rt.reporters.append(progress.report)
+    # In serve, the command ends with the playbook's work: serve's process outlives Prefect's
+    # bookkeeping of the run, which the person waiting need not wait for. Not a drill's: its
+    # sandbox is removed as soon as the run returns.
+    run = run_playbook_until_it_ends if hosted() and not rt.drill else run_playbook
     try:
-        return run_playbook(runtime=rt, incident_id=incident_id)
+        return run(runtime=rt, incident_id=incident_id)
     finally:
         progress.stop()
         if not quiet:
@@ -84,29 +93,37 @@ def run_with_progress(rt: Runtime, incident_id: int, *, quiet: bool = False) -> 
 
 
 class StepProgress:
-    """A playbook's progress on standard error: one line per step, written when it ends."""
+    """A playbook's progress on standard error: one line per step, written when it ends.
+
+    It prints on the standard error of the command that made it, whichever thread the
+    playbook reports from.
+    """
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
         self.running: Status | None = None
+        self.console = err.current()
 
     def report(self, step: str, phase: str, message: str) -> None:
-        """A runtime reporter: ``start``, ``wait``, ``done`` or ``fail`` of a step."""
+        """A runtime reporter: ``start``, ``wait``, ``done`` or ``fail`` of a step (the run's
+        own report of its end is not a step's)."""
+        if phase not in ("start", "wait", "done", "fail"):
+            return
         if phase == "start":
             self.started[step] = time.perf_counter()
-            if err.is_terminal:
+            if self.console.is_terminal:
                 self.stop()
-                self.running = err.status(f"{step}…", spinner="dots")
+                self.running = self.console.status(f"{step}…", spinner="dots")
                 self.running.start()
             return
         self.stop()
         if phase == "wait":
-            err.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
+            self.console.print(f"  [yellow]⏸[/] {step:<18} {escape(message)}")
             return
         now = time.perf_counter()
         elapsed = now - self.started.pop(step, now)
         mark = "[green]✓[/]" if phase == "done" else "[red]✗[/]"
-        err.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
+        self.console.print(f"  {mark} {step:<18} {escape(message)} [dim]({elapsed:.2f}s)[/]")
 
     def stop(self) -> None:
         """Take the running step's transient line off the terminal."""
@@ -260,6 +277,7 @@ def open_(
     ] = False,
     by: ByOption = None,
     json_output: JsonOption = False,
+    local: LocalOption = False,
 ) -> None:
     """Open an incident and run its playbook; exit 0 when recovered, 1 when it failed.
 
@@ -278,7 +296,7 @@ def open_(
         summary=summary,
         actor=person(ctx, by),
         digest=digest,
-        file=file,
+        file=invocation(ctx).path(file) if file else None,
         dataset=dataset,
         new=new,
     )

@@ -3,8 +3,9 @@
 Importing typer, click, rich and the command modules takes about 0.2 s, and a command's own
 imports (SQLAlchemy, SQLModel, pydantic) several tenths more. ``assets verify`` uses that time:
 before anything else is imported, it forks a child that hashes the asset's stored files (see
-:mod:`rearguard.models.integrity.prehash`). Every other command goes straight to the CLI.
-"""
+:mod:`rearguard.models.integrity.prehash`). A command that runs a playbook is handed to this
+home's ``rearguard serve`` first, when one runs and takes it, without those imports (see
+:mod:`rearguard.flows.cli.handoff`). Every other command goes straight to the CLI."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rearguard.flows.cli.handoff import hand_off, leave, split_root_options
 from rearguard.flows.cli.prompt_exit import PromptExit
 
 if TYPE_CHECKING:
@@ -25,10 +27,7 @@ def _hash_ahead(argv: list[str]) -> HashedAhead | None:
     Only a guess from the command line; the command itself works out everything again, and
     reuses a digest only for the same unchanged file.
     """
-    root_options: dict[str, str] = {}
-    while argv and argv[0] in ("--home", "--database-url") and len(argv) > 1:
-        root_options[argv[0]] = argv[1]
-        argv = argv[2:]
+    root_options, argv = split_root_options(argv)
     if argv[:2] != ["assets", "verify"]:
         return None
     from rearguard.models.config.home import default_home  # lazy: CLI start-up (assets verify only)
@@ -40,7 +39,9 @@ def _hash_ahead(argv: list[str]) -> HashedAhead | None:
 
 
 def main() -> None:
-    """Run the ``rearguard`` command."""
+    """Run the ``rearguard`` command (in this home's serve, when it runs and takes it)."""
+    if (handed := hand_off(sys.argv[1:])) is not None:
+        leave(handed)
     # Before anything registers an exit handler: the prompt exit runs after all of them.
     prompt = PromptExit.install()
     ahead = _hash_ahead(sys.argv[1:])

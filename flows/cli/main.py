@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -136,43 +137,62 @@ def main(*, hashed_ahead: HashedAhead | None = None) -> None:
     """
     # Before any command imports Prefect, which reads its settings once, on import.
     apply_defaults()
-    run = Invocation(hashed_ahead=hashed_ahead)
+    sys.exit(run_command(sys.argv[1:], Invocation(hashed_ahead=hashed_ahead)))
+
+
+def run_command(
+    argv: list[str],
+    run: Invocation,
+    *,
+    prog_name: str | None = None,
+    command: Callable[..., Any] | None = None,
+) -> int:
+    """Run one command line on an invocation, printing as the console script does, and
+    return its exit status (also what ``rearguard serve`` runs for a client).
+
+    Args:
+        argv: the command line after the program's name.
+        run: the invocation; closed at the end.
+        prog_name: the program's name in usage messages (click's guess when None).
+        command: the app to run it with, built already (``build_app(argv)`` when None).
+    """
     try:
-        quick = plain_read(sys.argv[1:], commands=COMMANDS)
+        quick = None if command is not None else plain_read(argv, commands=COMMANDS)
         if quick is not None:  # a read command, without typer's parameter processing
             result = quick(run)
         else:
-            result = build_app(sys.argv[1:])(standalone_mode=False, obj=run)
+            app = command or build_app(argv)
+            result = app(args=argv, prog_name=prog_name, standalone_mode=False, obj=run)
         run.checkpoint_if_due()
     except _click("Exit") as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except _click("ClickException") as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        exc.show(file=err.file)
+        return int(exc.exit_code)
     except typer.TyperException as exc:
         # Typer 0.2x vendors click: its usage errors (bad choice, missing argument, unknown
         # command) are typer._click exceptions, not click's.
         show = getattr(exc, "show", None)
         if show is None:
             raise
-        show()
-        sys.exit(exc.exit_code)
+        show(file=err.file)
+        return int(exc.exit_code)
     except _click("Abort", typer.Abort):
         err.print("aborted")
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
     except RearguardError as exc:
-        _fail(exc.message, exc.hint, exc.exit_code)
+        return _fail(exc.message, exc.hint, exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        return 130
     except Exception as exc:
         if os.environ.get("REARGUARD_DEBUG"):
             raise
         message, hint = _describe_unexpected(exc)
-        _fail(message, hint, EXIT_FAILED)
+        return _fail(message, hint, EXIT_FAILED)
     finally:
         run.close()
-    sys.exit(result if isinstance(result, int) else 0)
+    return result if isinstance(result, int) else 0
 
 
 def _click(name: str, *also: type[BaseException]) -> tuple[type[Any], ...]:
@@ -194,8 +214,8 @@ def _describe_unexpected(exc: Exception) -> tuple[str, str]:
     )
 
 
-def _fail(message: str, hint: str | None, code: int) -> None:
+def _fail(message: str, hint: str | None, code: int) -> int:
     err.print(f"[bold red]error:[/] {escape(message)}")
     if hint:
         err.print(f"[dim]hint:[/] {escape(hint)}")
-    sys.exit(code)
+    return code

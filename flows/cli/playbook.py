@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from rearguard.flows.cli.context import ID_RANGE, JsonOption, emit_json, err, out, runtime
+from rearguard.flows.cli.context import (
+    ID_RANGE,
+    JsonOption,
+    LocalOption,
+    emit_json,
+    err,
+    out,
+    runtime,
+)
 from rearguard.models.errors import UsageError
 
 app = typer.Typer(help="Playbooks: one Prefect flow per incident type.")
@@ -46,6 +54,7 @@ def run(
     ctx: typer.Context,
     incident: Annotated[int, typer.Option("--incident", help="Incident id.", **ID_RANGE)],
     json_output: JsonOption = False,
+    local: LocalOption = False,
 ) -> None:
     """Run, rerun or resume an incident's playbook; steps converge, nothing is applied twice."""
     from rearguard.flows.cli.incident import run_with_progress, show_end  # lazy: CLI start-up

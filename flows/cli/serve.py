@@ -1,33 +1,26 @@
 """``rearguard serve``: the HTTP intake for Alertmanager webhooks, native incident events and
-Slack's approval buttons, and (unless ``--no-scheduler``) the drill scheduler."""
+Slack's approval buttons, and (unless ``--no-scheduler``) the drill scheduler. It also runs
+the commands the ``rearguard`` command of the same home hands it (``incident open``,
+``playbook run``, ``drills run``, ``approve``; see :mod:`rearguard.flows.cli.handoff`)."""
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import signal
 import socket
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rearguard.flows.cli.context import err, runtime
+from rearguard.flows.cli.context import err, invocation, runtime
+from rearguard.flows.intake.published import is_loopback
 from rearguard.models.errors import ConfigurationError, OperationFailed
 
 if TYPE_CHECKING:
     from rearguard.models.config.intake import IntakeSettings
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(settings: IntakeSettings) -> None:
@@ -138,23 +131,45 @@ def serve(
             err.print(f"[dim]Prefect server at {api_url}[/]")
         import uvicorn  # lazy: CLI start-up
 
+        from rearguard.flows.cli.handoff import fingerprint  # lazy: CLI start-up
+        from rearguard.flows.cli.hosted import HostedCommands  # lazy: CLI start-up
         from rearguard.flows.intake.app import create_app  # lazy: CLI start-up
         from rearguard.flows.intake.published import (  # lazy: CLI start-up
             PublishedServe,
             new_instance_id,
+            new_token,
             publish,
             reachable_url,
             unpublish,
         )
+        from rearguard.flows.intake.routes import HandOff  # lazy: CLI start-up
         from rearguard.flows.intake.server import (  # lazy: CLI start-up
             IntakeServer,
             bounded_http_protocol,
         )
         from rearguard.models.audit.terminal import safe_log_config  # lazy: CLI start-up
 
-        instance = new_instance_id()
+        instance, token = new_instance_id(), new_token()
+        given = invocation(ctx)
+        # The commands it runs for the CLI: those whose settings would be the same as its own.
+        handoff = HandOff(
+            token=token,
+            fingerprint=fingerprint(
+                home=str(given.home) if given.home else None,
+                database_url=given.database_url,
+                environ=os.environ,
+                cwd=Path.cwd(),
+            ),
+            host=HostedCommands(),
+        )
         config = uvicorn.Config(
-            create_app(rt, intake=intake, schedule_drills=not no_scheduler, instance=instance),
+            create_app(
+                rt,
+                intake=intake,
+                schedule_drills=not no_scheduler,
+                instance=instance,
+                handoff=handoff,
+            ),
             log_level="warning",
             # Every line it logs (ours and uvicorn's) redacted and free of terminal escapes.
             log_config=safe_log_config(),
@@ -176,7 +191,7 @@ def serve(
             + ("off" if no_scheduler else "running")
         )
         served = PublishedServe(
-            url=reachable_url(intake.host, port), instance=instance, pid=os.getpid()
+            url=reachable_url(intake.host, port), instance=instance, pid=os.getpid(), token=token
         )
 
         def started() -> None:

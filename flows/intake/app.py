@@ -24,7 +24,9 @@ from rearguard.flows.intake.guard import IntakeGuard, IntakeStats
 from rearguard.flows.intake.playbook_process import PlaybookProcess
 from rearguard.flows.intake.published import new_instance_id
 from rearguard.flows.intake.routes import (
+    HandOff,
     alerts_router,
+    handoff_router,
     health_router,
     incidents_router,
     metrics_router,
@@ -47,6 +49,7 @@ def create_app(
     run_playbooks: bool = True,
     schedule_drills: bool = False,
     instance: str | None = None,
+    handoff: HandOff | None = None,
 ) -> FastAPI:
     """Build the intake app on a runtime.
 
@@ -58,6 +61,8 @@ def create_app(
         schedule_drills: run the drill scheduler in this process while the app serves.
         instance: the serve's instance id, which ``/healthz`` answers with (see
             :mod:`rearguard.flows.intake.published`); a new one when not given.
+        handoff: take CLI commands from the ``rearguard`` command (run in the playbook
+            process; see :mod:`rearguard.flows.intake.handoff`); None: take none.
 
     Returns:
         The ASGI app, guarded by token, body limit and signature checks.
@@ -71,6 +76,7 @@ def create_app(
             PlaybookProcess(
                 dataclasses.replace(runtime.settings, intake=settings),
                 workers=settings.playbook_workers,
+                host=handoff.host if handoff else None,
             )
             if run_playbooks
             else None
@@ -143,5 +149,7 @@ def create_app(
     app.include_router(slack_commands_router(runtime))
     app.include_router(health_router(stats, instance=instance or new_instance_id()))
     app.include_router(metrics_router(runtime.db, settings))
+    if handoff is not None:
+        app.include_router(handoff_router(handoff))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)
     return app

@@ -5,8 +5,10 @@ accepted and refused requests, 5xx included.
 
 Slack's interactivity callbacks and slash commands are the exceptions to the token and the
 HMAC signature: Slack can send neither, and signs the request its own way, which their routes
-verify. They still get the body limit and are counted. ``GET /metrics`` is guarded like a
-``/v1/`` GET (a ``read`` token) unless ``[intake] metrics_public`` is set.
+verify. So is the CLI's hand-off (:data:`rearguard.flows.intake.handoff.HANDOFF_PATH`), whose
+route checks serve's own hand-off token. They still get the body limit and are counted.
+``GET /metrics`` is guarded like a ``/v1/`` GET (a ``read`` token) unless ``[intake]
+metrics_public`` is set.
 
 A plain ASGI middleware, so the token is checked before the body is read and the size limit
 holds while the body streams in (a client may lie in ``Content-Length``, or send none).
@@ -21,6 +23,7 @@ from collections import Counter
 from typing import Any
 
 from rearguard.flows.asgi_replay import replay, request_message
+from rearguard.flows.intake.handoff import HANDOFF_PATH
 from rearguard.models.config.intake import READ, WRITE, IntakeSettings
 from rearguard.notifications.channels.webhook import TIMESTAMP_HEADER, verify_signature
 
@@ -32,6 +35,8 @@ SLACK_INTERACTIONS_PATH = "/v1/slack/interactions"
 METRICS_PATH = "/metrics"
 SLACK_COMMANDS_PATH = "/v1/slack/commands"
 _SLACK_SIGNED = frozenset({SLACK_INTERACTIONS_PATH, SLACK_COMMANDS_PATH})
+_OWN_AUTH = _SLACK_SIGNED | {HANDOFF_PATH}
+"""The ``/v1/`` routes that check who calls themselves (not with the intake's tokens)."""
 
 
 class IntakeStats:
@@ -118,9 +123,9 @@ class IntakeGuard:
 
     async def _guard(self, scope: Scope, receive: Any, counted_send: Any) -> None:
         headers = dict(scope["headers"])
-        slack = scope["path"] in _SLACK_SIGNED
+        own_auth = scope["path"] in _OWN_AUTH
         needed = READ if scope["method"] in ("GET", "HEAD") else WRITE
-        refusal = None if slack else self._check_token(headers.get(b"authorization"), needed)
+        refusal = None if own_auth else self._check_token(headers.get(b"authorization"), needed)
         if refusal:
             await _refuse(counted_send, *refusal)
             return
@@ -143,7 +148,7 @@ class IntakeGuard:
             if len(body) > self.limit:
                 await _refuse(counted_send, 413, f"the body is over {self.limit} bytes")
                 return
-        if self.hmac_secret is not None and scope["method"] == "POST" and not slack:
+        if self.hmac_secret is not None and scope["method"] == "POST" and not own_auth:
             signature = headers.get(SIGNATURE_HEADER.encode())
             timestamp = headers.get(TIMESTAMP_HEADER.lower().encode())
             if signature is None or timestamp is None:

@@ -22,10 +22,13 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from rearguard.flows.intake.dispatcher import PlaybookDispatcher
+from rearguard.flows.intake.handoff import Stream, exit_line, output_line
+from rearguard.flows.intake.schemas import HandOffRequest
 from rearguard.flows.run_playbook import (
     configure_prefect,
     run_records_off_the_terminal,
@@ -38,6 +41,9 @@ from rearguard.models.runtime import Runtime
 logger = logging.getLogger(__name__)
 _STOP = None
 _READY = "ready"
+_COMMAND = "command"
+_LINE = "line"
+_EXIT = "exit"
 _MAX_ATTEMPTS = 3
 PLAYBOOK_NICENESS = 10
 """How much lower the CPU priority of the playbook process is than the intake's. The intake
@@ -53,17 +59,41 @@ six runs, 1.9-3.0, against 2.7 s, 2.2-2.9) and the intake's p99 at 1,000 alerts/
 worse (bench/README.md "Intake, 2026-12-05")."""
 
 
+Write = Callable[[Stream, str], None]
+"""Called as write(stream, text) with what a handed-off command prints."""
+Sink = Callable[[bytes, bool], None]
+"""Called as sink(line, last) with each line of a handed-off command's stream."""
+
+
+class CommandHost(Protocol):
+    """Runs CLI command lines in the playbook process for the hand-off; ``rearguard serve``
+    gives one (the CLI's; it is pickled by reference into the child)."""
+
+    def prepare(self) -> None:
+        """Import ahead what running a command needs, so that the first one is not slower."""
+
+    def run(self, request: HandOffRequest, *, runtime: Runtime, write: Write) -> int:
+        """Run the request's command line on ``runtime``, printing with ``write``; return its
+        exit status."""
+
+
 class PlaybookProcess:
-    """Runs incidents' playbooks in a supervised child process.
+    """Runs incidents' playbooks, and handed-off commands, in a supervised child process.
 
     Args:
         settings: the settings the child builds its runtime from.
         workers: how many playbooks the child runs at once (on different assets).
+        host: what runs handed-off commands (None: the child takes none).
     """
 
-    def __init__(self, settings: Settings, *, workers: int) -> None:
+    def __init__(
+        self, settings: Settings, *, workers: int, host: CommandHost | None = None
+    ) -> None:
         self._settings = settings
         self._workers = workers
+        self._host = host
+        self._commands: dict[int, Sink] = {}  # handed-off commands that have not ended
+        self._last_command = 0
         self._context = multiprocessing.get_context("spawn")
         # Raised by this process's database writers while they wait for SQLite's write lock:
         # the child's writers let them go first (see Database.share_write_lock).
@@ -85,6 +115,20 @@ class PlaybookProcess:
                 return
             self._outstanding[incident_id] = 1
             self._send(incident_id)
+
+    def hand_off(self, request: HandOffRequest, sink: Sink) -> bool:
+        """Have the child run a handed-off command line; ``sink`` gets its stream's lines.
+
+        Returns:
+            False when it was not taken (no host, or stopping); ``sink`` then gets nothing.
+        """
+        with self._guard:
+            if self._stopping or self._host is None:
+                return False
+            self._last_command += 1
+            self._commands[self._last_command] = sink
+            self._send((_COMMAND, self._last_command, request))
+        return True
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the child has warmed up (:func:`rearguard.flows.run_playbook.warm_up`), so
@@ -122,7 +166,7 @@ class PlaybookProcess:
         events_out, events_in = self._context.Pipe(duplex=False)
         child = self._context.Process(
             target=run_child,
-            args=(self._settings, self._workers, tasks_out, events_in, self.write_flag),
+            args=(self._settings, self._workers, tasks_out, events_in, self.write_flag, self._host),
             name="rearguard-playbooks",
             daemon=True,
         )
@@ -136,28 +180,50 @@ class PlaybookProcess:
         for incident_id in self._outstanding:
             self._send(incident_id)
 
-    def _send(self, incident_id: int) -> None:
+    def _send(self, task: int | tuple[str, int, HandOffRequest]) -> None:
         assert self._tasks is not None
         # If the child is gone, its event reader starts another with the outstanding ones.
         with contextlib.suppress(OSError):
-            self._tasks.send(incident_id)
+            self._tasks.send(task)
 
     def _read_events(self, events: Connection) -> None:
         while True:
             try:
-                kind, incident_id = events.recv()
+                kind, key, *rest = events.recv()
             except (EOFError, OSError):
                 break
             if kind == _READY:
                 self._ready.set()
-                continue
-            with self._guard:
-                self.counts[kind] += 1
-                if kind != "started":
-                    self._outstanding.pop(incident_id, None)
+            elif kind in (_LINE, _EXIT):
+                self._relay(kind, key, rest)
+            else:
+                with self._guard:
+                    self.counts[kind] += 1
+                    if kind != "started":
+                        self._outstanding.pop(key, None)
         with self._guard:
             if not self._stopping:
                 self._restart()
+            ended, self._commands = self._commands, {}
+        for sink in ended.values():
+            sink(
+                output_line("err", "error: serve's playbook process stopped under the command\n"),
+                False,
+            )
+            sink(exit_line(1), True)
+
+    def _relay(self, kind: str, command: int, rest: list[Any]) -> None:
+        """Pass a line of a handed-off command's output (or its end) to its request."""
+        with self._guard:
+            sink = (
+                self._commands.pop(command, None) if kind == _EXIT else self._commands.get(command)
+            )
+        if sink is None:
+            return
+        if kind == _EXIT:
+            sink(exit_line(int(rest[0])), True)
+        else:
+            sink(output_line(rest[0], str(rest[1])), False)
 
     def _restart(self) -> None:
         """The child died: start another with the unfinished incidents; the caller holds the
@@ -182,11 +248,17 @@ class PlaybookProcess:
 
 
 def run_child(
-    settings: Settings, workers: int, tasks: Connection, events: Connection, write_flag: Any
+    settings: Settings,
+    workers: int,
+    tasks: Connection,
+    events: Connection,
+    write_flag: Any,
+    host: CommandHost | None = None,
 ) -> None:
-    """The child's main: run each incident id received until told to stop, then let the
-    running and queued playbooks end. Its database writers yield to the parent's while
-    ``write_flag`` is raised. It ignores SIGINT and SIGTERM: the parent stops it."""
+    """The child's main: run each incident id received (and each handed-off command, with
+    ``host``) until told to stop, then let the running and queued ones end. Its database
+    writers yield to the parent's while ``write_flag`` is raised. It ignores SIGINT and
+    SIGTERM: the parent stops it."""
     # Ctrl+C in a terminal signals the whole process group, and a service manager may signal
     # every process of the service: the parent alone decides when its playbooks stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -199,26 +271,66 @@ def run_child(
     configure_prefect()
     send_lock = threading.Lock()
 
-    def report(kind: str, incident_id: int) -> None:
+    def send(*event: Any) -> None:
         with send_lock:
-            events.send((kind, incident_id))
+            events.send(event)
+
+    def report(kind: str, incident_id: int) -> None:
+        send(kind, incident_id)
 
     runtime = Runtime.from_settings(settings)
     runtime.db.share_write_lock(write_flag, favoured=False)
+    commands: list[threading.Thread] = []
     with run_records_off_the_terminal():
         try:
             warm_up()
+            if host is not None:
+                host.prepare()
         except Exception as exc:  # the playbooks will say what is wrong, one by one
             logger.warning("the playbook process could not warm up: %s", exc)
         report(_READY, 0)
         dispatcher = PlaybookDispatcher(runtime, workers=workers, report=report)
         while True:
             try:
-                incident_id = tasks.recv()
+                task = tasks.recv()
             except (EOFError, OSError):
                 break  # the parent is gone: finish what is queued
-            if incident_id is _STOP:
+            if task is _STOP:
                 break
-            dispatcher.submit(incident_id)
+            if isinstance(task, tuple) and host is not None:
+                _, command, request = task
+                commands = [running for running in commands if running.is_alive()]
+                thread = threading.Thread(
+                    target=run_handed_off,
+                    args=(host, runtime, request, command, send),
+                    name=f"rearguard-cli-{command}",
+                )
+                thread.start()
+                commands.append(thread)
+                continue
+            dispatcher.submit(task)
         dispatcher.stop(wait=True)
+        for thread in commands:
+            thread.join()
     runtime.close()  # the playbooks' checkpoints made and published before the child exits
+
+
+def run_handed_off(
+    host: CommandHost,
+    runtime: Runtime,
+    request: HandOffRequest,
+    command: int,
+    send: Callable[..., None],
+) -> None:
+    """Run one handed-off command in the child, sending what it prints and its exit status."""
+
+    def write(stream: Stream, text: str) -> None:
+        send(_LINE, command, stream, text)
+
+    try:
+        code = host.run(request, runtime=runtime, write=write)
+    except Exception:  # the host prints expected errors itself; this is a bug, in serve's log
+        logger.exception("a command handed to serve failed: %s", " ".join(request.argv[:2]))
+        write("err", "error: serve could not run the command; its log says why\n")
+        code = 1
+    send(_EXIT, command, code)

@@ -1,10 +1,15 @@
 """Where this home's ``rearguard serve`` answers, published in the home for other commands.
 
 Once its intake listens, serve writes ``<home>/serve.json`` (owner-only, 0600): the intake's
-URL, its process id and an instance id, new for every start, that its ``/healthz`` answers with
-too. ``rearguard status`` reads it and asks ``/healthz``: the same instance id is this home's
-serve; any other answer on that address is something else. serve removes the file as it stops,
-if it is still its own (a second serve on the home replaces it).
+URL, its process id, an instance id, new for every start, that its ``/healthz`` answers with
+too, and its hand-off token (also new for every start; see
+:mod:`rearguard.flows.intake.handoff`). ``rearguard status`` reads it and asks ``/healthz``: the
+same instance id is this home's serve; any other answer on that address is something else.
+serve removes the file as it stops, if it is still its own (a second serve on the home
+replaces it).
+
+Read by the hand-off client before anything else is imported: reading needs the standard
+library only.
 """
 
 from __future__ import annotations
@@ -12,25 +17,34 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from rearguard.flows.exports.output import atomic_text_file
-from rearguard.models.config.settings import PRIVATE_FILE_MODE
+from typing import NamedTuple
 
 PUBLISHED_FILE = "serve.json"
 
 
-@dataclass(frozen=True)
-class PublishedServe:
-    """A running serve, as it published itself."""
+class PublishedServe(NamedTuple):
+    """A running serve, as it published itself (a named tuple: the hand-off client reads it,
+    and importing dataclasses would cost it milliseconds)."""
 
     url: str
     """The intake's base URL (``http://127.0.0.1:8088``)."""
     instance: str
     """Its instance id, which its ``/healthz`` answers with."""
     pid: int
+    token: str = ""
+    """The hand-off token: a client that can read this file may hand commands to this serve
+    (empty in a file written before serve took commands)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def reachable_url(host: str, port: int) -> str:
@@ -48,13 +62,26 @@ def reachable_url(host: str, port: int) -> str:
 
 def new_instance_id() -> str:
     """A new serve's instance id (random: two serves never share one)."""
-    return uuid.uuid4().hex
+    import secrets  # lazy: the hand-off client reads serve.json only
+
+    return secrets.token_hex(16)
+
+
+def new_token() -> str:
+    """A new serve's hand-off token (random, 256 bits)."""
+    import secrets  # lazy: the hand-off client reads serve.json only
+
+    return secrets.token_urlsafe(32)
 
 
 def publish(home: Path, served: PublishedServe) -> None:
     """Write ``serve.json`` in the home, whole (a reader never sees half of it), owner-only."""
+    # lazy: the hand-off client reads serve.json before anything else is imported
+    from rearguard.flows.exports.output import atomic_text_file
+    from rearguard.models.config.settings import PRIVATE_FILE_MODE  # lazy: as above
+
     with atomic_text_file(home / PUBLISHED_FILE, mode=PRIVATE_FILE_MODE) as out:
-        out.write(json.dumps(asdict(served)))
+        out.write(json.dumps(served._asdict()))
 
 
 def read_published(home: Path) -> PublishedServe | None:
@@ -63,7 +90,10 @@ def read_published(home: Path) -> PublishedServe | None:
     try:
         found = json.loads((home / PUBLISHED_FILE).read_text(encoding="utf-8"))
         return PublishedServe(
-            url=str(found["url"]), instance=str(found["instance"]), pid=int(found["pid"])
+            url=str(found["url"]),
+            instance=str(found["instance"]),
+            pid=int(found["pid"]),
+            token=str(found.get("token", "")),
         )
     except (OSError, ValueError, TypeError, KeyError):
         return None

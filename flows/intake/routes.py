@@ -11,23 +11,31 @@ stays the one place that checks it (before the body is read).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, Security
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from prometheus_client.exposition import choose_encoder
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 
 from rearguard.flows.intake.guard import METRICS_PATH, SLACK_INTERACTIONS_PATH, IntakeStats
+from rearguard.flows.intake.handoff import HANDOFF_PATH
 from rearguard.flows.intake.mapping import from_alertmanager, from_native
 from rearguard.flows.intake.metrics import metrics_registry
+from rearguard.flows.intake.playbook_process import CommandHost, PlaybookProcess
+from rearguard.flows.intake.published import is_loopback
 from rearguard.flows.intake.schemas import (
     Accepted,
     AlertmanagerWebhook,
     AlertResult,
+    HandOffRequest,
     Health,
     NativeEvent,
     Problem,
@@ -299,5 +307,70 @@ def metrics_router(db: Database, settings: IntakeSettings) -> APIRouter:
         except SQLAlchemyError:
             return JSONResponse({"detail": UNAVAILABLE}, status_code=503)
         return Response(body, headers={"Content-Type": content_type})
+
+    return router
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """What serve needs to run CLI commands for the ``rearguard`` command (see
+    :mod:`rearguard.flows.intake.handoff`)."""
+
+    token: str
+    """The hand-off token serve published in its home."""
+    fingerprint: str
+    """serve's settings fingerprint: it runs a command only when the client's is the same."""
+    host: CommandHost
+    """Runs the commands, in the playbook process."""
+
+
+def handoff_router(handoff: HandOff) -> APIRouter:
+    """``POST /v1/cli``: a command line from the ``rearguard`` command of this machine, run here,
+    its output streamed back. Not part of the API (not in the OpenAPI document): the CLI and
+    serve of one installation speak it, with serve's own token, from loopback only."""
+    router = APIRouter()
+
+    @router.post(HANDOFF_PATH, include_in_schema=False)
+    async def hand_off(request: Request) -> Response:
+        client = request.client
+        if client is None or not is_loopback(client.host):
+            return JSONResponse({"detail": "loopback clients only"}, status_code=403)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return JSONResponse({"detail": "unauthorized"}, status_code=401)
+        if not hmac.compare_digest(token.strip().encode(), handoff.token.encode()):
+            return JSONResponse({"detail": "forbidden"}, status_code=403)
+        try:
+            handed = HandOffRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse({"detail": str(exc.errors()[0]["msg"])}, status_code=422)
+        if handed.fingerprint != handoff.fingerprint:
+            return JSONResponse(
+                {
+                    "detail": "serve runs with other settings than this command "
+                    "(another environment or rearguard.toml)"
+                },
+                status_code=409,
+            )
+        lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def sink(line: bytes, last: bool) -> None:
+            # From the playbook process's reader thread; once serve's loop is closed (a client
+            # gone, serve stopped), nobody reads the lines any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+                if last:
+                    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        dispatcher: PlaybookProcess | None = request.app.state.dispatcher
+        if dispatcher is None or not dispatcher.hand_off(handed, sink):
+            return JSONResponse({"detail": "serve runs no playbooks now"}, status_code=503)
+
+        async def stream() -> AsyncIterator[bytes]:
+            while (line := await lines.get()) is not None:
+                yield line
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
 
     return router

@@ -148,3 +148,42 @@ class Health(BaseModel):
         description="the playbook process's counts, when it runs playbooks"
     )
     scheduler: dict[str, Any] | None = Field(description="the drill scheduler's state, if run")
+
+
+class HandOffOutput(BaseModel):
+    """One of the client's output streams."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tty: bool = False
+    encoding: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "utf-8"
+
+
+Dimension = Annotated[int, Field(ge=0, le=10_000)]
+
+
+class HandOffTerminal(BaseModel):
+    """What the client prints on: serve prints the command's output for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    outputs: dict[Literal["out", "err"], HandOffOutput] = Field(default_factory=dict)
+    size: tuple[Dimension, Dimension] | None = Field(
+        default=None, description="columns and lines (a pseudo-terminal may say 0, 0)"
+    )
+    environ: dict[Annotated[str, StringConstraints(max_length=64)], Label] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+class HandOffRequest(BaseModel):
+    """A command line handed to serve by the ``rearguard`` command (see
+    :func:`rearguard.flows.intake.handoff.request_body`, which writes it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    argv: list[Annotated[str, StringConstraints(max_length=100_000)]] = Field(max_length=1000)
+    fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    cwd: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    prog: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "rearguard"
+    people: dict[Annotated[str, StringConstraints(max_length=64)], Label] = Field(
+        default_factory=dict, max_length=8
+    )
+    terminal: HandOffTerminal = Field(default_factory=HandOffTerminal)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from rearguard.models.config.base import ConcernSettings
-from rearguard.models.config.home import default_home
+from rearguard.models.config.home import ACTOR_VARIABLES, OS_USER_VARIABLES, default_home
 from rearguard.models.errors import UsageError
 
-# The user names a login shell exports. The password database is not asked: a daemon or a
-# container running as root would otherwise record "root" as the person who decided.
-_OS_USER_VARIABLES = ("USER", "LOGNAME", "USERNAME")
 
-
-def os_user() -> str | None:
-    """The name of the logged-in user, from the environment a login shell sets, or None."""
-    for name in _OS_USER_VARIABLES:
-        value = os.environ.get(name, "").strip()
+def os_user(environ: Mapping[str, str] | None = None) -> str | None:
+    """The name of the logged-in user, from the environment a login shell sets (this
+    process's, or ``environ``), or None."""
+    # The password database is not asked: a daemon or a container running as root would
+    # otherwise record "root" as the person who decided.
+    for name in OS_USER_VARIABLES:
+        value = (os.environ if environ is None else environ).get(name, "").strip()
         if value:
             return value
     return None
@@ -35,8 +35,7 @@ class CoreSettings(ConcernSettings):
     home: Path = Field(default_factory=default_home)
     actor: str | None = Field(
         default_factory=os_user,
-        # REARGUARD_ACTOR is the older name, still read.
-        validation_alias=AliasChoices("REARGUARD_USER", "REARGUARD_ACTOR"),
+        validation_alias=AliasChoices(*ACTOR_VARIABLES),
         description="who the CLI records as the person acting (actor in rearguard.toml)",
     )
 

@@ -121,6 +121,7 @@ def create_sandbox(*, runtime: Runtime, asset: str, name: str) -> Sandbox:
             drill=True,
             hook_deployments=runtime.hook_deployments,
             secret_blocks=runtime.secret_blocks,
+            console=runtime.console,
         ),
     )
     with runtime.db.read_session() as session:

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Protocol
 
 from rearguard.models.audit.terminal import printable
 from rearguard.models.config.settings import PRIVATE_FILE_MODE
@@ -127,7 +127,7 @@ class ConsoleChannel:
 
     name = "console"
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream
 
     def send(self, message: Message, delivery: Delivery) -> Receipt:

@@ -4,94 +4,18 @@ scheduler, shows in ``rearguard status``, stops on SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REARGUARD_BIN
-from intake_helpers import AUTH, TOKEN, incidents, native, wait_for
+from intake_helpers import AUTH, TOKEN, incidents, native, running_serve, wait_for
 from scenarios import build_scenario
 
 from rearguard.flows.prefect_infra.server import free_loopback_port
 from rearguard.models.drills.service import add_drill, list_runs
 from rearguard.models.incidents.approvals import list_requests
 from rearguard.models.runtime import Runtime
-
-
-class Serving:
-    """A running ``rearguard serve`` and the lines it has printed on stderr so far."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def ctrl_c(self) -> None:
-        """SIGINT to its whole process group, as a terminal's Ctrl+C."""
-        os.killpg(self.process.pid, signal.SIGINT)
-
-    def stop(self, *, ctrl_c: bool = False) -> str:
-        """SIGTERM, as a service manager stops it (or, with ``ctrl_c``, Ctrl+C); wait until
-        it has exited; all it printed on stderr."""
-        if ctrl_c:
-            self.ctrl_c()
-        else:
-            self.process.send_signal(signal.SIGTERM)
-        return self.wait()
-
-    def wait(self) -> str:
-        """Wait until it has exited; all it printed on stderr."""
-        self.process.wait(timeout=60)
-        self._reader.join(timeout=10)
-        return "".join(self.lines)
-
-
-@contextmanager
-def running_serve(
-    *args: str, env: dict[str, str], home: Path, port: int, timeout: float
-) -> Iterator[Serving]:
-    """``rearguard serve`` on ``port``, once it says it listens; killed if the block fails
-    (else leaving it would wait for serve forever).
-
-    What a script that starts serve relies on: once the "listening on" line is out,
-    ``/healthz`` answers at the first try.
-    """
-    with subprocess.Popen(
-        [str(REARGUARD_BIN), "serve", *args],
-        env=env,
-        cwd=home,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a process group of its own, as in a terminal
-    ) as process:
-        serving = Serving(process)
-
-        def listening() -> bool:
-            assert process.poll() is None, "".join(serving.lines)
-            return any("listening on" in line for line in serving.lines)
-
-        try:
-            wait_for(listening, timeout=timeout, what="rearguard serve to listen")
-            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-            assert health.status_code == 200, health.text
-            yield serving
-        except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)  # and its playbook process, which holds stderr
-            raise
 
 
 def test_serve_refuses_auth_off_on_a_public_address(cli) -> None:  # type: ignore[no-untyped-def]
@@ -195,8 +119,9 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
     cli, cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """Without a Prefect API of the user's, ``serve`` starts one and publishes it in the home;
-    ``incident open`` in another shell runs its playbook there (no temporary server), and
-    ``status`` names it. It is gone, and no longer named, once serve stops."""
+    ``incident open`` in another shell, run there (not handed to serve), runs its playbook
+    there (no temporary server), and ``status`` names it. It is gone, and no longer named,
+    once serve stops."""
     build_scenario(runtime, tmp_path, tampered=True)
     port = free_loopback_port()
     prefect_home = tmp_path / "prefect-home"  # no profiles.toml: no API URL configured
@@ -215,7 +140,9 @@ def test_commands_use_the_local_prefect_server_that_serve_started(
         assert Path(record["ca_file"]).is_file()
 
         opened = cli(
-            "incident", "open", "--type", "model_compromise", "--asset", "model-a", env=env
+            *("incident", "open", "--type", "model_compromise", "--asset", "model-a"),
+            "--local",
+            env=env,
         )
         assert opened.returncode == 0, opened.stderr
         assert "temporary" not in opened.stderr

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import re
-import select
-import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -17,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import REARGUARD_BIN
+from cli_helpers import run_in_terminal
 from scenarios import add_version, approve, build_scenario, promote
 
 from rearguard.flows.intake.published import PUBLISHED_FILE, PublishedServe, publish
@@ -145,31 +141,6 @@ def test_status_does_not_take_another_server_on_the_port_for_its_serve(  # type:
     named = json.loads(narrow_cli("status", "--json").stdout)["intake"]
     assert (named["url"], named["answers"], named["ours"]) == (f"{url}/healthz", True, False)
     assert "not this home's serve" in narrow_cli("status").stdout
-
-
-def run_in_terminal(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    """Run the installed command on a pseudo-terminal (its stdout and stderr are a TTY, as in
-    a shell); everything it wrote."""
-    controller, terminal = pty.openpty()
-    with subprocess.Popen(
-        [str(REARGUARD_BIN), *args], env=env, cwd=cwd, stdout=terminal, stderr=terminal
-    ) as process:
-        os.close(terminal)
-        written = bytearray()
-        while True:
-            ready, _, _ = select.select([controller], [], [], 120)
-            assert ready, "the command printed nothing for 2 minutes"
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the command has exited
-                break
-            if not chunk:
-                break
-            written += chunk
-        assert process.wait(timeout=60) == 0, written.decode(errors="replace")
-    os.close(controller)
-    # What the terminal shows, without its styles and cursor moves.
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", written.decode())
 
 
 def test_a_playbook_run_on_a_terminal_prints_one_line_per_step_and_nothing_of_prefects(
