@@ -214,7 +214,7 @@ class Invocation:
         built as for any command and lends a connection of its engine.
         """
         # lazy: CLI start-up (the read commands' path; --help needs neither)
-        from rearguard.models.config.home import database_location
+        from rearguard.models.config.location import database_location
         from rearguard.models.db.direct import (  # lazy: as above
             DirectReader,
             current_sqlite,

@@ -5,7 +5,8 @@ imports (SQLAlchemy, SQLModel, pydantic) several tenths more. ``assets verify`` 
 before anything else is imported, it forks a child that hashes the asset's stored files (see
 :mod:`rearguard.models.integrity.prehash`). A command that runs a playbook is handed to this
 home's ``rearguard serve`` first, when one runs and takes it, without those imports (see
-:mod:`rearguard.flows.cli.handoff`). Every other command goes straight to the CLI."""
+:mod:`rearguard.flows.cli.handoff`). Every other command goes straight to the CLI.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import rearguard_in_process_on
 
-from rearguard.models.config.home import database_location
+from rearguard.models.config.location import database_location
 from rearguard.models.config.settings import load_settings
 from rearguard.models.db.direct import current_sqlite
 from rearguard.models.db.engine import Database

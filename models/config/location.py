@@ -1,0 +1,79 @@
+"""Where the database is, found without the settings machinery, for a read command that needs
+nothing else (``incident list`` and the like: the CLI's ``Invocation.reading``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rearguard.models.config.files import find_config_file, read_config_file, table_of
+from rearguard.models.config.home import default_home
+
+
+@dataclass(frozen=True)
+class DatabaseLocation:
+    """Where the database is, as the settings resolve it."""
+
+    url: str
+    busy_timeout_s: float
+    embedded: bool
+    """True for the default: the SQLite file in the home (upgraded on first use)."""
+
+
+# What the settings read for the database, each from the environment, else from its table of
+# rearguard.toml (CoreSettings reads the file's top level).
+_LOCATION_SETTINGS = {
+    "REARGUARD_HOME": ("", "home"),
+    "REARGUARD_DATABASE_URL": ("database", "url"),
+    "REARGUARD_DATABASE_BUSY_TIMEOUT_S": ("database", "busy_timeout_s"),
+}
+_PLAIN_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]+)?")
+
+
+def database_location(*, home: Path | None, database_url: str | None) -> DatabaseLocation | None:
+    """Where the database is, found as :func:`rearguard.models.config.settings.load_settings`
+    finds it (flags > ``REARGUARD_*`` > ``rearguard.toml`` > defaults), for a read command
+    that needs nothing else: without pydantic, a fraction of the start-up.
+
+    Only the plain cases are resolved here: a value in any other form (an environment name in
+    other letter case, an empty or non-string value, seconds that are not a plain number)
+    gives None, and the caller loads the settings, which decide and say what is wrong.
+
+    Args:
+        home: ``--home`` from the command line, if given.
+        database_url: ``--database-url`` from the command line, if given.
+
+    Raises:
+        ConfigurationError: the ``rearguard.toml`` that applies is malformed.
+    """
+    document = read_config_file(find_config_file(home or default_home()))
+    found: dict[str, Any] = {}
+    for name, (table, key) in _LOCATION_SETTINGS.items():
+        # The settings match environment names in any letter case: leave those to them.
+        if any(k != name and k.upper() == name for k in os.environ):
+            return None
+        value = os.environ.get(name, table_of(document, table).get(key))
+        if value is not None:
+            found[name] = value
+    url = database_url or found.get("REARGUARD_DATABASE_URL")
+    seconds = found.get("REARGUARD_DATABASE_BUSY_TIMEOUT_S", 30.0)
+    base = home or found.get("REARGUARD_HOME")
+    if (
+        not isinstance(url, str | None)
+        or url == ""
+        or not isinstance(base, Path | str | None)
+        or base == ""
+        or isinstance(seconds, bool)
+        or not isinstance(seconds, int | float | str)
+        or (isinstance(seconds, str) and not _PLAIN_SECONDS.fullmatch(seconds))
+        or not 0 <= float(seconds) < 1e6
+    ):
+        return None
+    if url is None:
+        # The settings' home: the flag, the environment's or the file's as given, else ~.
+        state = Path(base) if base is not None else default_home()
+        return DatabaseLocation(f"sqlite:///{state / 'rearguard.db'}", float(seconds), True)
+    return DatabaseLocation(url, float(seconds), False)
