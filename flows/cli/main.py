@@ -17,7 +17,8 @@ import typer
 from rich.markup import escape
 
 from rearguard.flows.cli.context import Invocation, err, invocation
-from rearguard.flows.cli.quick import ROOT_OPTIONS, plain_read
+from rearguard.flows.cli.handoff import ROOT_OPTIONS
+from rearguard.flows.cli.quick import plain_read
 from rearguard.flows.prefect_infra.quiet import apply_defaults
 from rearguard.models.errors import EXIT_FAILED, RearguardError
 
@@ -48,7 +49,6 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "deploy": ("workers", "deploy", False),
     "worker": ("workers", "worker", False),
 }
-_ROOT_OPTIONS_WITH_VALUES = tuple(ROOT_OPTIONS)
 
 
 def _version(value: bool) -> None:
@@ -84,10 +84,10 @@ def invoked_command(argv: list[str]) -> str | None:
     index = 0
     while index < len(argv):
         token = argv[index]
-        if token in _ROOT_OPTIONS_WITH_VALUES:
+        if token in ROOT_OPTIONS:
             index += 2
         elif token.startswith("-"):
-            if not token.startswith(tuple(f"{o}=" for o in _ROOT_OPTIONS_WITH_VALUES)):
+            if not token.startswith(tuple(f"{o}=" for o in ROOT_OPTIONS)):
                 return None  # --help, --version, or a mistake: the whole app answers
             index += 1
         else:

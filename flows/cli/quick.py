@@ -24,6 +24,7 @@ from typer.core import TyperCommand
 from typer.models import ArgumentInfo, OptionInfo, ParameterInfo
 
 from rearguard.flows.cli.context import Invocation
+from rearguard.flows.cli.handoff import ROOT_OPTIONS as ROOT_OPTION_NAMES
 
 READ_COMMANDS: tuple[tuple[str, ...], ...] = (
     ("incident", "list"),
@@ -36,7 +37,7 @@ READ_COMMANDS: tuple[tuple[str, ...], ...] = (
 """The commands that only read: called here when their line is plain, and none of them imports
 Prefect (tests/unit/test_code_rules.py)."""
 
-ROOT_OPTIONS = {"--home": "home", "--database-url": "database_url"}
+ROOT_OPTIONS = {option: option[2:].replace("-", "_") for option in ROOT_OPTION_NAMES}
 """The root options that take a value (``rearguard --home DIR ...``), by the name they set."""
 
 QuickCall = Callable[[Invocation], Any]
