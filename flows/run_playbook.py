@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rearguard.flows.prefect_infra.api_url import configured_api_url
 from rearguard.flows.prefect_infra.quiet import PrefectRecordsOff, apply_defaults, debugging
 from rearguard.flows.prefect_infra.server import (
-    configured_api_url,
     published_client_env,
     shared_prefect_server,
     use_client_env,

@@ -36,10 +36,12 @@ from rearguard.flows.intake.handoff import (
     parse_line,
     request_body,
 )
-from rearguard.flows.intake.published import PublishedServe, read_published
+from rearguard.flows.intake.published import PublishedServe, alive, read_published
 from rearguard.models.config.home import ACTOR_VARIABLES, OS_USER_VARIABLES, default_home
 
-HANDED_OFF = (("incident", "open"), ("playbook", "run"), ("drills", "run"), ("approve",))
+RUN_PLAYBOOKS = (("incident", "open"), ("playbook", "run"), ("drills", "run"))
+"""The commands that run a playbook: without a serve, one starts the background host."""
+HANDED_OFF = (*RUN_PLAYBOOKS, ("approve",))
 """The commands serve runs for a client: each runs a playbook, or decides on one that waits."""
 LOCAL_OPTION = "--local"
 LOCAL_VARIABLE = "REARGUARD_LOCAL"
@@ -116,7 +118,9 @@ def handed_off(words: list[str]) -> bool:
 
 
 def hand_off(argv: list[str]) -> int | None:
-    """Hand the command line to this home's serve, if it is one serve runs and serve answers.
+    """Hand the command line to this home's serve, if it is one serve runs and serve answers;
+    without a serve, to this home's background host, started first when none runs (see
+    :mod:`rearguard.flows.cli.background`).
 
     Returns:
         The command's exit status once serve has run it; None to run it here.
@@ -130,14 +134,12 @@ def hand_off(argv: list[str]) -> int | None:
         or os.environ.get("REARGUARD_DEBUG")
     ):
         return None
-    home = options.get("--home")
-    served = read_published(Path(home).expanduser() if home else default_home())
-    if served is None or not served.token:
-        return None
+    home_option = options.get("--home")
+    home = Path(home_option).expanduser() if home_option else default_home()
     body = request_body(
         argv=argv,
         fingerprint=fingerprint(
-            home=home,
+            home=home_option,
             database_url=options.get("--database-url"),
             environ=os.environ,
             cwd=Path.cwd(),
@@ -149,7 +151,38 @@ def hand_off(argv: list[str]) -> int | None:
         size=terminal_size(),
         terminal_environ={n: os.environ[n] for n in TERMINAL_VARIABLES if n in os.environ},
     )
-    return post(served, body)
+    served = read_published(home)
+    if served is not None and served.token and (served.idle_stop_s or alive(served.pid)):
+        taken = post(served, body)
+        if isinstance(taken, int):
+            return taken
+        if not served.idle_stop_s:  # a serve a person started: they see why it did not
+            note(taken)
+            return None
+        # A background host that has stopped, or stepped aside for other settings: a new one.
+    elif served is not None and alive(served.pid):
+        return None  # a serve from before the hand-off: it takes no commands
+    if not any(tuple(words[: len(command)]) == command for command in RUN_PLAYBOOKS):
+        return None  # a decision alone (approve) is not worth starting a host for
+    # lazy: only when no serve takes the command (the command is about to take seconds)
+    from rearguard.flows.cli import background
+
+    idle_stop_s = background.wanted(home=home)
+    if idle_stop_s is None:
+        return None
+    host = background.start_host(
+        home=home,
+        root_argv=argv[: len(argv) - len(words)],
+        idle_stop_s=idle_stop_s,
+        failed=served,
+    )
+    if host is None:
+        return None
+    taken = post(host, body)
+    if isinstance(taken, int):
+        return taken
+    note(taken)
+    return None
 
 
 def leave(code: int) -> NoReturn:
@@ -256,12 +289,13 @@ class Connection:
         self.socket.close()
 
 
-def post(served: PublishedServe, body: bytes) -> int | None:
+def post(served: PublishedServe, body: bytes) -> int | str:
     """Check that ``served`` is this home's serve, hand it the request, and print what it
     streams back.
 
     Returns:
-        The command's exit status; None (after a note) when serve did not take the command.
+        The command's exit status; or, when serve did not take the command, why not (a line
+        for :func:`note`).
     """
     where = served.url
     connection = None
@@ -276,8 +310,7 @@ def post(served: PublishedServe, body: bytes) -> int | None:
                 or not isinstance(health, dict)
                 or health.get("instance") != (served.instance)
             ):
-                note(f"what answers at {where} is not this home's serve (serve.json is stale)")
-                return None
+                return f"what answers at {where} is not this home's serve (serve.json is stale)"
             connection.request(
                 "POST",
                 HANDOFF_PATH,
@@ -286,8 +319,7 @@ def post(served: PublishedServe, body: bytes) -> int | None:
                 "Content-Type: application/json",
             )
         except (OSError, ValueError):
-            note(f"this home's serve ({where}) does not answer")
-            return None
+            return f"this home's serve ({where}) does not answer"
         return stream(connection, where)
     except KeyboardInterrupt:  # before serve had the command: nothing ran
         sys.stderr.write("interrupted\n")
@@ -297,18 +329,16 @@ def post(served: PublishedServe, body: bytes) -> int | None:
             connection.close()
 
 
-def stream(connection: Connection, where: str) -> int | None:
-    """Print what serve streams for the command; its exit status (None: serve refused it)."""
+def stream(connection: Connection, where: str) -> int | str:
+    """Print what serve streams for the command; its exit status, or why serve refused it."""
     try:
         connection.socket.settimeout(None)  # a playbook may wait hours for an approval
         status, headers = connection.response()
         if status != 200:
             detail = _detail(b"".join(connection.body(headers)))
             if status in (401, 403):
-                note(f"this home's serve ({where}) refused the hand-off token ({detail})")
-            else:
-                note(f"this home's serve ({where}) did not take the command: {detail}")
-            return None
+                return f"this home's serve ({where}) refused the hand-off token ({detail})"
+            return f"this home's serve ({where}) did not take the command: {detail}"
         for line in connection.lines(headers):
             said = parse_line(line)
             if isinstance(said, int):

@@ -56,3 +56,7 @@ def main() -> None:
         prompt.record(exc.code)
         raise
     prompt.record(0)
+
+
+if __name__ == "__main__":  # the background host: python -m rearguard.flows.cli.launch
+    main()

@@ -9,6 +9,7 @@ import errno
 import os
 import signal
 import socket
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,6 +21,7 @@ from rearguard.flows.intake.published import is_loopback
 from rearguard.models.errors import ConfigurationError, OperationFailed
 
 if TYPE_CHECKING:
+    from rearguard.flows.asgi_replay import ASGIApp
     from rearguard.models.config.intake import IntakeSettings
 
 
@@ -95,16 +97,35 @@ def serve(
             help="Do not run the drill scheduler here (`rearguard scheduler` runs it elsewhere).",
         ),
     ] = False,
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--background",
+            hidden=True,
+            help="Run as the background host a command starts (see "
+            "rearguard.flows.cli.background): the hand-off only, on a free loopback port, no "
+            "drill scheduler; stop after [prefect] idle_stop_s unused.",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP intake and the drill scheduler until SIGINT/SIGTERM; start a local Prefect
     server if none is set."""
     rt = runtime(ctx)
+    idle_stop_s = rt.settings.prefect.idle_stop_s if background else 0.0
+    if background:
+        if idle_stop_s <= 0:
+            raise ConfigurationError(
+                "no background host: [prefect] idle_stop_s is 0",
+                hint="run `rearguard serve`, or set [prefect] idle_stop_s",
+            )
+        host, port, no_scheduler = "127.0.0.1", 0, True
     intake = rt.settings.intake.model_copy(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
-    check_exposure(intake)
+    if not background:  # the background host's app has no intake routes
+        check_exposure(intake)
     listener = bind_listener(host=intake.host, port=intake.port)
-    from rearguard.flows.prefect_infra.server import configured_api_url  # lazy: CLI start-up
+    from rearguard.flows.prefect_infra.api_url import configured_api_url  # lazy: CLI start-up
     from rearguard.flows.run_playbook import (  # lazy: CLI start-up
         configure_prefect,
         run_records_off_the_terminal,
@@ -126,7 +147,11 @@ def serve(
             err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
             # It works for the playbooks: it runs below them, and below the intake.
             api_url = stack.enter_context(
-                local_prefect_server(home=rt.settings.home, niceness=PREFECT_SERVER_NICENESS)
+                local_prefect_server(
+                    home=rt.settings.home,
+                    niceness=PREFECT_SERVER_NICENESS,
+                    idle_stop_s=idle_stop_s or None,
+                )
             )
             err.print(f"[dim]Prefect server at {api_url}[/]")
         import uvicorn  # lazy: CLI start-up
@@ -147,29 +172,55 @@ def serve(
             IntakeServer,
             bounded_http_protocol,
         )
+        from rearguard.flows.prefect_infra.idle import (  # lazy: CLI start-up
+            IdleWatch,
+            stop_when_idle,
+        )
         from rearguard.models.audit.terminal import safe_log_config  # lazy: CLI start-up
 
         instance, token = new_instance_id(), new_token()
         given = invocation(ctx)
-        # The commands it runs for the CLI: those whose settings would be the same as its own.
-        handoff = HandOff(
-            token=token,
-            fingerprint=fingerprint(
-                home=str(given.home) if given.home else None,
-                database_url=given.database_url,
-                environ=os.environ,
-                cwd=Path.cwd(),
+        retired = threading.Event()
+
+        def retire() -> None:
+            # Withdrawn before the refusal is answered: the command starts a new host.
+            unpublish(rt.settings.home, instance)
+            retired.set()
+
+        app: ASGIApp = create_app(
+            rt,
+            intake=intake,
+            schedule_drills=not no_scheduler,
+            instance=instance,
+            # The commands it runs for the CLI: those whose settings would be the same as
+            # its own.
+            handoff=HandOff(
+                token=token,
+                fingerprint=fingerprint(
+                    home=str(given.home) if given.home else None,
+                    database_url=given.database_url,
+                    environ=os.environ,
+                    cwd=Path.cwd(),
+                ),
+                host=HostedCommands(),
+                retire=retire if background else None,
             ),
-            host=HostedCommands(),
+            intake_routes=not background,
         )
+        if background:
+            app = IdleWatch(app, retired=retired)
+            threading.Thread(
+                target=stop_when_idle,
+                kwargs={
+                    "watch": app,
+                    "home": rt.settings.home,
+                    "idle_stop_s": idle_stop_s,
+                    "withdrawn": lambda: unpublish(rt.settings.home, instance),
+                },
+                daemon=True,
+            ).start()
         config = uvicorn.Config(
-            create_app(
-                rt,
-                intake=intake,
-                schedule_drills=not no_scheduler,
-                instance=instance,
-                handoff=handoff,
-            ),
+            app,
             log_level="warning",
             # Every line it logs (ours and uvicorn's) redacted and free of terminal escapes.
             log_config=safe_log_config(),
@@ -187,11 +238,18 @@ def serve(
         shown_host = f"[{bare}]" if ":" in bare else bare
         port = listener.getsockname()[1]
         listening = (
-            f"rearguard intake listening on http://{shown_host}:{port}; drill scheduler "
+            f"rearguard background host listening on http://{shown_host}:{port} (commands "
+            f"only); it stops after {idle_stop_s:g} s unused"
+            if background
+            else f"rearguard intake listening on http://{shown_host}:{port}; drill scheduler "
             + ("off" if no_scheduler else "running")
         )
         served = PublishedServe(
-            url=reachable_url(intake.host, port), instance=instance, pid=os.getpid(), token=token
+            url=reachable_url(intake.host, port),
+            instance=instance,
+            pid=os.getpid(),
+            token=token,
+            idle_stop_s=idle_stop_s,
         )
 
         def started() -> None:

@@ -38,10 +38,8 @@ def _probe(url: str) -> dict[str, Any]:
 
 
 def _prefect(home: Path, idle_stop_s: float) -> dict[str, Any]:
-    from rearguard.flows.prefect_infra.server import (  # lazy: CLI start-up
-        configured_api_url,
-        published_server,
-    )
+    from rearguard.flows.prefect_infra.api_url import configured_api_url  # lazy: CLI start-up
+    from rearguard.flows.prefect_infra.server import published_server  # lazy: CLI start-up
 
     # Found as Prefect finds it, without importing Prefect (a read command never does).
     url = configured_api_url()
@@ -82,7 +80,13 @@ def _intake(settings: Any) -> dict[str, Any]:
     ours = bool(probed["answers"] and published and health.get("instance") == published.instance)
     probed["ours"] = ours
     probed["published"] = (
-        {"url": published.url, "instance": published.instance, "pid": published.pid}
+        {
+            "url": published.url,
+            "instance": published.instance,
+            "pid": published.pid,
+            # A background host's (started by a command; commands only): stops when unused.
+            "idle_stop_s": published.idle_stop_s or None,
+        }
         if published
         else None
     )
@@ -179,6 +183,11 @@ def _yes(flag: bool) -> str:
 def _intake_state(intake: dict[str, Any]) -> str:
     """Who answers at the intake's address: this home's serve, something else, or nothing."""
     published = intake["published"]
+    if intake["ours"] and published["idle_stop_s"]:
+        return (
+            f"[green]answers[/] (this home's background host, pid {published['pid']}: "
+            f"commands only, no intake; stops after {published['idle_stop_s']:g} s unused)"
+        )
     if intake["ours"]:
         return f"[green]answers[/] (this home's serve, pid {published['pid']})"
     if intake["answers"]:

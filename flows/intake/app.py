@@ -50,6 +50,7 @@ def create_app(
     schedule_drills: bool = False,
     instance: str | None = None,
     handoff: HandOff | None = None,
+    intake_routes: bool = True,
 ) -> FastAPI:
     """Build the intake app on a runtime.
 
@@ -63,6 +64,8 @@ def create_app(
             :mod:`rearguard.flows.intake.published`); a new one when not given.
         handoff: take CLI commands from the ``rearguard`` command (run in the playbook
             process; see :mod:`rearguard.flows.intake.handoff`); None: take none.
+        intake_routes: serve alerts, incidents, Slack and metrics; False: only ``/healthz``
+            and the hand-off (a background host's app).
 
     Returns:
         The ASGI app, guarded by token, body limit and signature checks.
@@ -143,12 +146,13 @@ def create_app(
             stats.alert(outcome.action)
         return outcomes
 
-    app.include_router(alerts_router(settings, record))
-    app.include_router(incidents_router(runtime, settings))
-    app.include_router(slack_router(runtime))
-    app.include_router(slack_commands_router(runtime))
+    if intake_routes:
+        app.include_router(alerts_router(settings, record))
+        app.include_router(incidents_router(runtime, settings))
+        app.include_router(slack_router(runtime))
+        app.include_router(slack_commands_router(runtime))
+        app.include_router(metrics_router(runtime.db, settings))
     app.include_router(health_router(stats, instance=instance or new_instance_id()))
-    app.include_router(metrics_router(runtime.db, settings))
     if handoff is not None:
         app.include_router(handoff_router(handoff))
     app.add_middleware(IntakeGuard, settings=settings, stats=stats)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +36,9 @@ class PublishedServe(NamedTuple):
     token: str = ""
     """The hand-off token: a client that can read this file may hand commands to this serve
     (empty in a file written before serve took commands)."""
+    idle_stop_s: float = 0.0
+    """A background host's idle stop (``serve --background``, started by a command; see
+    :mod:`rearguard.flows.cli.background`); 0 for a serve a person started."""
 
 
 def is_loopback(host: str) -> bool:
@@ -84,6 +88,17 @@ def publish(home: Path, served: PublishedServe) -> None:
         out.write(json.dumps(served._asdict()))
 
 
+def alive(pid: int) -> bool:
+    """True while process ``pid`` exists (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
 def read_published(home: Path) -> PublishedServe | None:
     """The serve this home's ``serve.json`` names, or None when there is none (or it is not
     one serve wrote)."""
@@ -94,6 +109,7 @@ def read_published(home: Path) -> PublishedServe | None:
             instance=str(found["instance"]),
             pid=int(found["pid"]),
             token=str(found.get("token", "")),
+            idle_stop_s=float(found.get("idle_stop_s", 0.0)),
         )
     except (OSError, ValueError, TypeError, KeyError):
         return None

@@ -322,6 +322,10 @@ class HandOff:
     """serve's settings fingerprint: it runs a command only when the client's is the same."""
     host: CommandHost
     """Runs the commands, in the playbook process."""
+    retire: Callable[[], None] | None = None
+    """Called before a command with other settings is refused: a background host withdraws
+    itself, so that the command starts one with its settings (see
+    :mod:`rearguard.flows.cli.background`); None for a serve a person started."""
 
 
 def handoff_router(handoff: HandOff) -> APIRouter:
@@ -345,6 +349,8 @@ def handoff_router(handoff: HandOff) -> APIRouter:
         except ValidationError as exc:
             return JSONResponse({"detail": str(exc.errors()[0]["msg"])}, status_code=422)
         if handed.fingerprint != handoff.fingerprint:
+            if handoff.retire is not None:
+                handoff.retire()
             return JSONResponse(
                 {
                     "detail": "serve runs with other settings than this command "

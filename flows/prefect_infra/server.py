@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,14 +35,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from dotenv import dotenv_values  # pydantic-settings' reader, so Prefect's too
 
+from rearguard.flows.intake.published import alive
 from rearguard.models.errors import ConfigurationError
 
 _STARTUP_TIMEOUT_S = 180.0
@@ -59,67 +57,6 @@ def free_loopback_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def configured_api_url() -> str | None:
-    """The Prefect API URL the user configured, found as Prefect 3 finds it, without importing
-    Prefect (a second of the command's time).
-
-    Prefect's sources, first found wins: the environment's ``PREFECT_API_URL``; in the working
-    directory, ``.env``, ``prefect.toml`` (``[api] url``) and ``pyproject.toml``
-    (``[tool.prefect.api] url``); then the active profile (named by ``PREFECT_PROFILE``, else
-    the file's ``active``) of the profiles file (``PREFECT_PROFILES_PATH``, itself looked up in
-    the same sources, else ``$PREFECT_HOME/profiles.toml``, else ``~/.prefect/profiles.toml``).
-    An unreadable file counts as none, except that Prefect refuses a ``prefect.toml`` or
-    ``pyproject.toml`` that is not TOML, and so does this.
-
-    Raises:
-        ConfigurationError: the working directory's ``prefect.toml`` or ``pyproject.toml`` is
-            not valid TOML.
-    """
-    if url := _project_setting("PREFECT_API_URL", ("api", "url")):
-        return url
-    path = _project_setting("PREFECT_PROFILES_PATH", ("profiles_path",))
-    prefect_home = os.environ.get("PREFECT_HOME") or "~/.prefect"
-    profiles = _read_toml(Path(path or Path(prefect_home) / "profiles.toml").expanduser())
-    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
-    profile = profiles.get("profiles", {}).get(name, {}) if isinstance(name, str) else {}
-    url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
-    return url if isinstance(url, str) and url else None
-
-
-def _project_setting(name: str, keys: tuple[str, ...]) -> str | None:
-    """A Prefect setting from the environment, else from the working directory's ``.env``,
-    ``prefect.toml`` (``keys``) or ``pyproject.toml`` (``[tool.prefect]``, then ``keys``)."""
-    if value := os.environ.get(name):
-        return value
-    if Path(".env").is_file():
-        try:
-            if value := dotenv_values(".env").get(name):
-                return value
-        except (OSError, UnicodeDecodeError):
-            pass
-    for path, table in (("prefect.toml", keys), ("pyproject.toml", ("tool", "prefect", *keys))):
-        found: object = _read_toml(Path(path), strict=True)
-        for key in table:
-            found = found.get(key) if isinstance(found, dict) else None
-        if isinstance(found, str) and found:
-            return found
-    return None
-
-
-def _read_toml(path: Path, *, strict: bool = False) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        if strict:
-            raise ConfigurationError(
-                f"{path.resolve()} is not valid TOML ({exc})",
-                hint="Prefect reads its settings from it too: fix it, or run elsewhere",
-            ) from exc
-        return {}
 
 
 @dataclass(frozen=True)
@@ -159,7 +96,7 @@ def published_server(home: Path) -> PublishedServer | None:
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not server.api_url.startswith("http://127.0.0.1:") or not _alive(server.pid):
+    if not server.api_url.startswith("http://127.0.0.1:") or not alive(server.pid):
         return None
     if not _answers(server.api_url + "/health"):
         return None
@@ -363,16 +300,6 @@ def loopback_ca_file(path: Path) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
 def _answers(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
     """True when ``url`` (a loopback health URL) answers 200 within ``timeout``."""
     try:
@@ -383,7 +310,9 @@ def _answers(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
 
 
 @contextmanager
-def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
+def local_prefect_server(
+    *, home: Path, niceness: int = 0, idle_stop_s: float | None = None
+) -> Iterator[str]:
     """Run a Prefect server on loopback until the block ends; yield its API URL.
 
     Sets ``PREFECT_API_URL`` in this process's environment for the block, and publishes the
@@ -394,6 +323,8 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
     Args:
         home: the rearguard home the server serves.
         niceness: how much to lower the server's CPU priority (``os.nice``).
+        idle_stop_s: the idle stop of the process it follows (a background host's), for
+            ``rearguard status``; None for serve's.
 
     Raises:
         ConfigurationError: the server exited or did not become healthy in time.
@@ -414,6 +345,7 @@ def local_prefect_server(*, home: Path, niceness: int = 0) -> Iterator[str]:
             "ca_file": str(ca_file),
             "pid": os.getpid(),
             "server_pid": process.pid,
+            "idle_stop_s": idle_stop_s,
         }
         _write_whole(published, json.dumps(record))
         yield api_url

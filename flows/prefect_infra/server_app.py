@@ -3,7 +3,7 @@ app (as ``prefect server start`` builds it), behind :class:`RetryWhileLocked`.
 
 Run as ``python -m rearguard.flows.prefect_infra.server_app --host 127.0.0.1 --port N``; with
 ``--home H --idle-stop-s S`` (a server started in the background by a command), it stops itself
-once unused for S seconds (:class:`IdleWatch`).
+once unused for S seconds (:mod:`rearguard.flows.prefect_infra.idle`).
 
 Why not ``prefect server start`` itself: on its SQLite database, the server's background
 services (event persister, task-run recorder) write while the API creates a flow run. The
@@ -43,7 +43,8 @@ from rearguard.flows.asgi_replay import (
     replay,
     request_message,
 )
-from rearguard.flows.prefect_infra.server import in_use, withdraw, withdraw_if_unused
+from rearguard.flows.prefect_infra.idle import IdleWatch, stop_when_idle
+from rearguard.flows.prefect_infra.server import withdraw
 
 _RETRYABLE = 503
 # A request body larger than this is passed through untouched (not buffered, not retried).
@@ -137,58 +138,6 @@ class _HeldAnswer:
             await self._send(message)
 
 
-class IdleWatch:
-    """ASGI middleware that knows how long the server has been unused: no HTTP request and no
-    websocket open (a flow run's process keeps one open to send its events) for ``idle_for``.
-
-    Args:
-        app: the ASGI app to watch.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._open = 0
-        self._last = time.monotonic()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        self._open += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._open -= 1
-            self._last = time.monotonic()
-
-    def used_now(self) -> None:
-        """Count this moment as use (a command holds its lease)."""
-        self._last = time.monotonic()
-
-    def idle_for(self) -> float:
-        """Seconds since the last request or websocket ended; 0 while one is open."""
-        return 0.0 if self._open else time.monotonic() - self._last
-
-
-def _stop_when_idle(watch: IdleWatch, home: Path, idle_stop_s: float) -> None:
-    """SIGTERM this server (a graceful stop) once nothing has used it for ``idle_stop_s``:
-    no request, no websocket, and no command holding its lease (one may wait on an approval,
-    or hash a large model, without a word to the server)."""
-    while True:
-        time.sleep(min(1.0, idle_stop_s / 4))
-        try:
-            if in_use(home):
-                watch.used_now()
-                continue
-            if watch.idle_for() < idle_stop_s:
-                continue
-            if withdraw_if_unused(home=home, still_idle=lambda: watch.idle_for() >= idle_stop_s):
-                break
-        except OSError:
-            break  # the home is gone (a throwaway one, deleted): nobody can find this server
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _stop_with(parent: int) -> None:
     """SIGTERM this server (a graceful stop) once ``parent`` is no longer its parent: a
     ``rearguard serve`` killed outright must not leave its Prefect server behind."""
@@ -259,7 +208,9 @@ def main() -> None:
         watch = IdleWatch(app)
         app = watch
         threading.Thread(
-            target=_stop_when_idle, args=(watch, args.home, args.idle_stop_s), daemon=True
+            target=stop_when_idle,
+            kwargs={"watch": watch, "home": args.home, "idle_stop_s": args.idle_stop_s},
+            daemon=True,
         ).start()
     try:
         uvicorn.run(

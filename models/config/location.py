@@ -1,5 +1,6 @@
 """Where the database is, found without the settings machinery, for a read command that needs
-nothing else (``incident list`` and the like: the CLI's ``Invocation.reading``)."""
+nothing else (``incident list`` and the like: the CLI's ``Invocation.reading``); and how long a
+background host stays unused, for the hand-off client that starts one."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from rearguard.models.config.files import find_config_file, read_config_file, table_of
 from rearguard.models.config.home import default_home
+from rearguard.models.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ _LOCATION_SETTINGS = {
     "REARGUARD_DATABASE_BUSY_TIMEOUT_S": ("database", "busy_timeout_s"),
 }
 _PLAIN_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]+)?")
+DEFAULT_IDLE_STOP_S = 900.0
+"""``[prefect] idle_stop_s``'s default."""
+_IDLE_STOP_VARIABLE = "REARGUARD_PREFECT_IDLE_STOP_S"
 
 
 def database_location(*, home: Path | None, database_url: str | None) -> DatabaseLocation | None:
@@ -77,3 +82,31 @@ def database_location(*, home: Path | None, database_url: str | None) -> Databas
         state = Path(base) if base is not None else default_home()
         return DatabaseLocation(f"sqlite:///{state / 'rearguard.db'}", float(seconds), True)
     return DatabaseLocation(url, float(seconds), False)
+
+
+def background_idle_stop_s(*, home: Path) -> float | None:
+    """``[prefect] idle_stop_s`` as the settings resolve it (``REARGUARD_PREFECT_IDLE_STOP_S``,
+    else ``rearguard.toml``, else the default), without pydantic: the hand-off client reads it
+    before it starts a background host.
+
+    Args:
+        home: the home whose ``rearguard.toml`` applies when the working directory has none.
+
+    Returns:
+        The seconds; None when the value is in a form only the settings decide on (they say
+        what is wrong), or the file cannot be read.
+    """
+    if any(k != _IDLE_STOP_VARIABLE and k.upper() == _IDLE_STOP_VARIABLE for k in os.environ):
+        return None
+    value: Any = os.environ.get(_IDLE_STOP_VARIABLE)
+    if value is None:
+        try:
+            document = read_config_file(find_config_file(home))
+        except ConfigurationError:
+            return None
+        value = table_of(document, "prefect").get("idle_stop_s", DEFAULT_IDLE_STOP_S)
+    if isinstance(value, str) and _PLAIN_SECONDS.fullmatch(value):
+        return float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e6:
+        return float(value)
+    return None

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from rearguard.models.config.base import ConcernSettings
+from rearguard.models.config.location import DEFAULT_IDLE_STOP_S
 
 
 class PrefectSettings(ConcernSettings):
@@ -17,10 +18,11 @@ class PrefectSettings(ConcernSettings):
     toml_table: ClassVar[str] = "prefect"
     model_config = SettingsConfigDict(env_prefix="REARGUARD_PREFECT_", extra="ignore")
     idle_stop_s: float = Field(
-        default=900.0,
+        default=DEFAULT_IDLE_STOP_S,
         ge=0,
         description="without serve and without PREFECT_API_URL, the first command that runs a "
-        "playbook starts a local Prefect server in the background; later commands reuse it, and "
+        "playbook starts a background host (a local Prefect server, and a process that runs "
+        "the commands handed to it); later commands are handed to it or reuse its server, and "
         "it stops once no command has used it for this long (0: start none, each command uses "
         "Prefect's temporary server)",
     )

@@ -137,12 +137,11 @@ def test_commands_handed_to_serve_print_and_end_as_they_would_here(
     assert serving.process.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr
 
-    # serve gone, its serve.json left behind (killed): the command runs here, once.
+    # serve gone, its serve.json left behind (killed, its process gone): no serve; the command
+    # runs here, once, and says nothing of it.
     published.write_text(json.dumps(served))
     stale = cli(*OPEN)
     assert stale.returncode == 0, stale.stderr
-    assert stale.stderr.splitlines()[0] == (
-        f"note: this home's serve ({url}) does not answer; running the command here"
-    )
+    assert "note:" not in stale.stderr
     assert "attached to it" in stale.stdout
     assert [i.id for i in incidents(runtime)] == [1]

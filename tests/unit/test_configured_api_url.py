@@ -57,7 +57,7 @@ CASES: dict[str, dict[str, object]] = {
 _ORACLE = """
 import json, os, sys
 from prefect.settings.models.root import Settings
-from rearguard.flows.prefect_infra.server import configured_api_url
+from rearguard.flows.prefect_infra.api_url import configured_api_url
 
 results = {}
 for case in json.loads(sys.argv[1]):
