@@ -39,6 +39,8 @@ START_TIMEOUT_S = 300.0
 """How long the first command waits for its host: a local Prefect server's first start (its
 database created) and the playbook process's imports."""
 _POLL_S = 0.05
+USAGE_EXIT = 2
+"""The exit status of a command refused for its settings or command line."""
 
 
 def wanted(*, home: Path) -> float | None:
@@ -109,7 +111,8 @@ def _spawn(*, home: Path, root_argv: list[str]) -> PublishedServe | None:
         if served is not None and served.pid == process.pid:
             return served
         if process.poll() is not None:
-            note(f"the background host exited with {process.returncode} (see {log_path})")
+            if process.returncode != USAGE_EXIT:  # bad settings: the command here says which
+                note(f"the background host exited with {process.returncode} (see {log_path})")
             return None
         time.sleep(_POLL_S)
     note(f"the background host did not start in {START_TIMEOUT_S:.0f} s (see {log_path})")

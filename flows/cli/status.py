@@ -238,6 +238,8 @@ def _print(report: dict[str, Any]) -> None:
     if scheduler:
         running = "running" if scheduler["running"] else "stopped"
         out.print(f"scheduler  {running} in the intake, {scheduler['drills']} drill(s)")
+    elif intake["ours"] and intake["published"]["idle_stop_s"]:
+        out.print("scheduler  not in the background host (`rearguard serve` runs drills)")
     elif intake["ours"]:
         out.print("scheduler  not in the intake (--no-scheduler)")
     else:
