@@ -23,6 +23,11 @@ from rearguard.flows.cli.main import build_app, main
 from rearguard.models.runtime import Runtime
 
 
+def open_compromise(asset: str) -> list[str]:
+    """The command line that opens a ``model_compromise`` incident on ``asset``."""
+    return ["incident", "open", "--type", "model_compromise", "--asset", asset]
+
+
 def rearguard(
     runtime: Runtime, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

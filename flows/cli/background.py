@@ -30,6 +30,7 @@ from pathlib import Path
 from rearguard.flows.cli.handoff import note
 from rearguard.flows.intake.published import PublishedServe, alive, read_published
 from rearguard.flows.prefect_infra.api_url import configured_api_url
+from rearguard.models.config.home import PRIVATE_FILE_MODE, private_directory
 from rearguard.models.config.location import background_idle_stop_s
 from rearguard.models.errors import RearguardError
 
@@ -72,8 +73,8 @@ def start_host(
     Returns:
         The host, or None when it did not start (a line says why; the command then runs here).
     """
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    lock = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    private_directory(home)
+    lock = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         served = read_published(home)
@@ -94,7 +95,7 @@ def _spawn(*, home: Path, root_argv: list[str]) -> PublishedServe | None:
     log_path = home / LOG_FILE
     command = [sys.executable, "-m", "rearguard.flows.cli.launch", *root_argv]
     command += ["serve", "--background"]
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
     try:
         process = subprocess.Popen(
             command,

@@ -10,10 +10,15 @@ owner's alone). serve runs the command as this process would have, on the client
 (see :mod:`rearguard.flows.intake.handoff`); what it prints comes back as it is printed, and
 its exit status is this process's.
 
-It runs here instead when ``--local`` (or ``REARGUARD_LOCAL``) says so, when there is no serve,
-and, with a one-line note, when serve does not answer, refuses the token, or runs with other
-settings (another environment, another ``rearguard.toml``). Once serve has the command, it is
-never run here as well: if serve stops before the command ends, that is an error.
+Without a serve, a command that runs a playbook starts this home's background host (``serve
+--background``; see :mod:`rearguard.flows.cli.background`) and is handed to it; a host that
+has stopped, or runs with other settings, is replaced the same way. The command runs here
+instead when ``--local`` (or ``REARGUARD_LOCAL``) says so, when no serve or host takes it
+(none may start: a Prefect API configured, ``[prefect] idle_stop_s`` 0, an ``approve``), and,
+with a one-line note, when a serve a person started does not answer, refuses the token, or
+runs with other settings (another environment, another ``rearguard.toml``). Once serve has
+the command, it is never run here as well: if serve stops before the command ends, that is an
+error.
 
 The standard library only, and little of it (``python -X importtime``): a handed-off command
 costs an interpreter's start, a few imports and two requests on one connection.
@@ -112,9 +117,10 @@ def fingerprint(
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def handed_off(words: list[str]) -> bool:
-    """True when a command line (after the root options) names a command serve runs."""
-    return any(tuple(words[: len(command)]) == command for command in HANDED_OFF)
+def names_one_of(words: list[str], commands: tuple[tuple[str, ...], ...]) -> bool:
+    """True when a command line (after the root options) names one of ``commands``
+    (:data:`HANDED_OFF`: one serve runs; :data:`RUN_PLAYBOOKS`: one that runs a playbook)."""
+    return any(tuple(words[: len(command)]) == command for command in commands)
 
 
 def hand_off(argv: list[str]) -> int | None:
@@ -127,7 +133,7 @@ def hand_off(argv: list[str]) -> int | None:
     """
     options, words = split_root_options(argv)
     if (
-        not handed_off(words)
+        not names_one_of(words, HANDED_OFF)
         or LOCAL_OPTION in words
         or "--help" in words
         or os.environ.get(LOCAL_VARIABLE)
@@ -162,7 +168,7 @@ def hand_off(argv: list[str]) -> int | None:
         # A background host that has stopped, or stepped aside for other settings: a new one.
     elif served is not None and alive(served.pid):
         return None  # a serve from before the hand-off: it takes no commands
-    if not any(tuple(words[: len(command)]) == command for command in RUN_PLAYBOOKS):
+    if not names_one_of(words, RUN_PLAYBOOKS):
         return None  # a decision alone (approve) is not worth starting a host for
     # lazy: only when no serve takes the command (the command is about to take seconds)
     from rearguard.flows.cli import background

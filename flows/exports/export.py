@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from rearguard.flows.exports.facts import IncidentFacts, Timeline, load_facts, load_timeline
 from rearguard.flows.exports.formats import ExportFormat, file_name
 from rearguard.flows.exports.output import atomic_text_file
-from rearguard.models.config.settings import PRIVATE_FILE_MODE, private_directory
+from rearguard.models.config.home import PRIVATE_FILE_MODE, private_directory
 from rearguard.models.db.engine import Database
 from rearguard.models.db.tables import Incident
 

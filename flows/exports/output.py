@@ -125,10 +125,13 @@ def output_directory(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_text_file(path: Path, *, mode: int = 0o666) -> Iterator[TextIO]:
+def atomic_text_file(
+    path: Path, *, mode: int = 0o666, hint: str = "choose another -o path"
+) -> Iterator[TextIO]:
     """Open a UTF-8 text stream that replaces ``path`` only when the block completes.
 
-    ``mode`` is the new file's, less the umask (0o600 for what rearguard keeps in its home).
+    ``mode`` is the new file's, less the umask (0o600 for what rearguard keeps in its home);
+    ``hint`` what a person can do when the file cannot be created there.
 
     Raises:
         UsageError: the file cannot be created there (permissions, read-only, not a directory).
@@ -141,9 +144,7 @@ def atomic_text_file(path: Path, *, mode: int = 0o666) -> Iterator[TextIO]:
         # followed.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
-        raise UsageError(
-            f"cannot write {path}: {exc.strerror}", hint="choose another -o path"
-        ) from exc
+        raise UsageError(f"cannot write {path}: {exc.strerror}", hint=hint) from exc
     try:
         with open(descriptor, "w", encoding="utf-8", newline="") as handle:
             yield handle

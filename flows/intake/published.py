@@ -82,9 +82,11 @@ def publish(home: Path, served: PublishedServe) -> None:
     """Write ``serve.json`` in the home, whole (a reader never sees half of it), owner-only."""
     # lazy: the hand-off client reads serve.json before anything else is imported
     from rearguard.flows.exports.output import atomic_text_file
-    from rearguard.models.config.settings import PRIVATE_FILE_MODE  # lazy: as above
+    from rearguard.models.config.home import HOME_FILE_HINT, PRIVATE_FILE_MODE  # lazy: as above
 
-    with atomic_text_file(home / PUBLISHED_FILE, mode=PRIVATE_FILE_MODE) as out:
+    with atomic_text_file(
+        home / PUBLISHED_FILE, mode=PRIVATE_FILE_MODE, hint=HOME_FILE_HINT
+    ) as out:
         out.write(json.dumps(served._asdict()))
 
 

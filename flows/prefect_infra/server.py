@@ -41,7 +41,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from rearguard.flows.exports.output import atomic_text_file
 from rearguard.flows.intake.published import alive
+from rearguard.models.config.home import HOME_FILE_HINT, PRIVATE_FILE_MODE
 from rearguard.models.errors import ConfigurationError
 
 _STARTUP_TIMEOUT_S = 180.0
@@ -234,7 +236,9 @@ def _start_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "rearguard.flows.prefect_infra.server_app"]
     command += ["--port", str(port), *options]
-    with log_path.open("ab") as log:
+    with open(
+        os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE), "ab"
+    ) as log:
         # serve's server: a process group of its own (stopped as one), but serve's session:
         # where the kernel groups CPU time by session (autogroup), a new session would get a
         # share equal to serve's whatever its niceness, and the intake would lose half the
@@ -357,10 +361,10 @@ def local_prefect_server(
 
 
 def _write_whole(path: Path, text: str) -> None:
-    """Write ``path`` so that a reader (another rearguard command) never sees half of it."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}")
-    staged.write_text(text, encoding="utf-8")
-    staged.replace(path)
+    """Write ``path`` in the home, owner-only, so that a reader (another rearguard command)
+    never sees half of it."""
+    with atomic_text_file(path, mode=PRIVATE_FILE_MODE, hint=HOME_FILE_HINT) as out:
+        out.write(text)
 
 
 def _unpublish(path: Path) -> None:

@@ -20,7 +20,7 @@ from rearguard.models.config.database import DatabaseSettings
 from rearguard.models.config.drills import DrillSettings, SchedulerSettings
 from rearguard.models.config.exports import ExportSettings
 from rearguard.models.config.files import find_config_file, read_config_file
-from rearguard.models.config.home import default_home
+from rearguard.models.config.home import default_home, private_directory
 from rearguard.models.config.hooks import HookSettings
 from rearguard.models.config.intake import IntakeSettings
 from rearguard.models.config.notifications import (
@@ -134,22 +134,3 @@ def load_settings(*, home: Path | None = None, database_url: str | None = None) 
     )
     private_directory(settings.home)
     return settings
-
-
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
-"""The modes of what rearguard creates in its home (whatever the umask): the database, the
-evidence, the reviews and the notifications file hold incident details nobody else needs."""
-
-
-def private_directory(path: Path) -> Path:
-    """Create a directory readable by its owner alone (0700), unless it exists: an existing
-    one keeps the mode its owner gave it. Its missing parents are created as usual."""
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            path.mkdir(mode=PRIVATE_DIR_MODE)
-        except FileExistsError:
-            return path  # another process made it first, with the same mode
-        path.chmod(PRIVATE_DIR_MODE)  # the umask may have taken more away, never less
-    return path

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from rearguard.models.config.settings import PRIVATE_FILE_MODE
+from rearguard.models.config.home import PRIVATE_FILE_MODE
 from rearguard.models.db.revisions import MIGRATIONS_DIR, known_revisions
 from rearguard.models.errors import ConfigurationError
 

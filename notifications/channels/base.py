@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from rearguard.models.audit.terminal import printable
-from rearguard.models.config.settings import PRIVATE_FILE_MODE
+from rearguard.models.config.home import PRIVATE_FILE_MODE
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from cli_helpers import open_compromise
 from conftest import REARGUARD_BIN
 from scenarios import build_scenario
 
@@ -40,16 +41,7 @@ def test_two_incidents_at_once_each_roll_back_their_own_asset(  # type: ignore[n
 
     processes = [
         subprocess.Popen(
-            [
-                str(REARGUARD_BIN),
-                "incident",
-                "open",
-                "--type",
-                "model_compromise",
-                "--asset",
-                asset,
-                "--json",
-            ],
+            [str(REARGUARD_BIN), *open_compromise(asset), "--json"],
             env=env,
             cwd=home,
             stdout=subprocess.PIPE,
