@@ -382,16 +382,39 @@ def record_allowance(
     )
 
 
-def _save_check(
+def _verify_for_trust(
     session: Session,
     *,
+    registry: RegistryBackend,
     asset: Asset,
     version: AssetVersion,
-    check: VersionCheck,
+    workers: int,
     policy: ScanPolicy | None,
+    signing: SigningPolicy | None,
     actor: str,
     during: str,
 ) -> None:
+    """Re-verify a version a person is about to trust (approve, promote): its files against
+    the manifest, a scan of its content, its signature with ``signing``; record the allowed
+    findings and the scan, in the caller's transaction.
+
+    Raises:
+        IntegrityViolation: it fails verification, or its signature does not hold.
+    """
+    check = verify_one(
+        session=session,
+        registry=registry,
+        asset=asset,
+        version=version,
+        workers=workers,
+        policy=policy,
+    )
+    if not check.ok:
+        raise IntegrityViolation(
+            f"{asset.name}@{version.label} fails verification: {check.summary()}"
+        )
+    hold_signature(session, version=version, check=check, policy=signing, actor=actor)
+    record_allowance(session, check=check, actor=actor)
     record = check.scan_record(policy or ScanPolicy())
     if record is not None:
         save_scan(
@@ -607,24 +630,14 @@ def approve_version(
             raise UsageError(f"{name}@{label} is {version.status} and cannot be approved")
         if version.status == VersionStatus.KNOWN_GOOD:
             return version
-        check = verify_one(
-            session=session,
+        _verify_for_trust(
+            session,
             registry=registry,
             asset=asset,
             version=version,
             workers=workers,
             policy=policy,
-        )
-        if not check.ok:
-            raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
-        hold_signature(session, version=version, check=check, policy=signing, actor=by)
-        record_allowance(session, check=check, actor=by)
-        _save_check(
-            session,
-            asset=asset,
-            version=version,
-            check=check,
-            policy=policy,
+            signing=signing,
             actor=by,
             during="approval",
         )
@@ -715,24 +728,14 @@ def promote_version(
         if version.status not in (VersionStatus.CANDIDATE, VersionStatus.KNOWN_GOOD):
             raise UsageError(f"{name}@{label} is {version.status} and cannot be promoted")
         refuse_denied(denied_in_version(session=session, version=version), what=f"{name}@{label}")
-        check = verify_one(
-            session=session,
+        _verify_for_trust(
+            session,
             registry=registry,
             asset=asset,
             version=version,
             workers=workers,
             policy=policy,
-        )
-        if not check.ok:
-            raise IntegrityViolation(f"{name}@{label} fails verification: {check.summary()}")
-        hold_signature(session, version=version, check=check, policy=signing, actor=actor)
-        record_allowance(session, check=check, actor=actor)
-        _save_check(
-            session,
-            asset=asset,
-            version=version,
-            check=check,
-            policy=policy,
+            signing=signing,
             actor=actor,
             during="promotion",
         )
