@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from rearguard.flows.cli.handoff import note
+from rearguard.flows.cli.handoff import ROOT_VARIABLES, note
 from rearguard.flows.intake.published import PublishedServe, alive, read_published
 from rearguard.flows.prefect_infra.api_url import configured_api_url
 from rearguard.models.config.home import PRIVATE_FILE_MODE, private_directory
@@ -58,14 +58,18 @@ def wanted(*, home: Path) -> float | None:
 
 
 def start_host(
-    *, home: Path, root_argv: list[str], idle_stop_s: float, failed: PublishedServe | None
+    *,
+    home: Path,
+    root_options: dict[str, str],
+    idle_stop_s: float,
+    failed: PublishedServe | None,
 ) -> PublishedServe | None:
     """Start this home's background host, unless another command has published one by now;
     return it once it has published itself.
 
     Args:
         home: the home it serves.
-        root_argv: the command line's root options (``--home``, ``--database-url``), as given.
+        root_options: the command line's root options (``--home``, ``--database-url``).
         idle_stop_s: its idle stop, for the line that announces it.
         failed: the host this command found first, which did not take the command (gone, or
             retired): never the one returned.
@@ -86,19 +90,22 @@ def start_host(
             "unused, [prefect] idle_stop_s)\n"
         )
         sys.stderr.flush()
-        return _spawn(home=home, root_argv=root_argv)
+        return _spawn(home=home, root_options=root_options)
     finally:
         os.close(lock)  # releases the lock
 
 
-def _spawn(*, home: Path, root_argv: list[str]) -> PublishedServe | None:
+def _spawn(*, home: Path, root_options: dict[str, str]) -> PublishedServe | None:
     log_path = home / LOG_FILE
-    command = [sys.executable, "-m", "rearguard.flows.cli.launch", *root_argv]
-    command += ["serve", "--background"]
+    command = [sys.executable, "-m", "rearguard.flows.cli.launch", "serve", "--background"]
+    # The root options as the variables they override: the same settings (and fingerprint),
+    # and a database URL's password out of the host's command line.
+    environ = {**os.environ, **{ROOT_VARIABLES[k]: v for k, v in root_options.items()}}
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
     try:
         process = subprocess.Popen(
             command,
+            env=environ,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -50,8 +50,12 @@ HANDED_OFF = (*RUN_PLAYBOOKS, ("approve",))
 """The commands serve runs for a client: each runs a playbook, or decides on one that waits."""
 LOCAL_OPTION = "--local"
 LOCAL_VARIABLE = "REARGUARD_LOCAL"
-ROOT_OPTIONS = ("--home", "--database-url")
-"""The root options that take a value (``--home DIR`` or ``--home=DIR``)."""
+ROOT_VARIABLES = {"--home": "REARGUARD_HOME", "--database-url": "REARGUARD_DATABASE_URL"}
+"""The root options (each takes a value: ``--home DIR`` or ``--home=DIR``), and the variable
+each overrides (a background host is given them this way: a password in a database URL stays
+out of its command line, which anyone on the machine sees)."""
+ROOT_OPTIONS = tuple(ROOT_VARIABLES)
+DATABASE_URL_VARIABLE = ROOT_VARIABLES["--database-url"]
 CONNECT_TIMEOUT_S = 2.0
 """How long serve has to accept the connection and answer ``/healthz``."""
 PEOPLE_VARIABLES = (*ACTOR_VARIABLES, *OS_USER_VARIABLES)
@@ -87,10 +91,11 @@ def fingerprint(
     """What decides a command's settings, as one digest: two processes with the same one have
     the same settings, serve's own parts aside.
 
-    The home and ``--database-url`` as given (``home`` None: the default home), every
-    ``REARGUARD_*`` variable but those of serve's own parts and of who acts (each command
-    says who acts), and the ``rearguard.toml`` that applies (the working directory's, else the
-    home's) with its content.
+    The home as given (``home`` None: the default home), every ``REARGUARD_*`` variable but
+    those of serve's own parts and of who acts (each command says who acts), with
+    ``--database-url`` counted as the ``REARGUARD_DATABASE_URL`` it overrides, and the
+    ``rearguard.toml`` that applies (the working directory's, else the home's) with its
+    content.
     """
     home_path = Path(home).expanduser() if home else default_home()
     config: list[str] = []
@@ -101,17 +106,19 @@ def fingerprint(
             continue
         config = [os.path.realpath(candidate), hashlib.sha256(content).hexdigest()]
         break
-    variables = sorted(
+    variables = [
         (name.upper(), value)
         for name, value in environ.items()
         if name.upper().startswith("REARGUARD_")
         and not name.upper().startswith(_SERVES_OWN)
         and name.upper() not in _PER_COMMAND
-    )
+        and not (database_url is not None and name.upper() == DATABASE_URL_VARIABLE)
+    ]
+    if database_url is not None:
+        variables.append((DATABASE_URL_VARIABLE, database_url))
     described = {
         "home": os.path.realpath(home_path),
-        "database_url": database_url,
-        "environment": variables,
+        "environment": sorted(variables),
         "config": config,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
@@ -177,10 +184,7 @@ def hand_off(argv: list[str]) -> int | None:
     if idle_stop_s is None:
         return None
     host = background.start_host(
-        home=home,
-        root_argv=argv[: len(argv) - len(words)],
-        idle_stop_s=idle_stop_s,
-        failed=served,
+        home=home, root_options=options, idle_stop_s=idle_stop_s, failed=served
     )
     if host is None:
         return None

@@ -39,7 +39,10 @@ def test_settings_that_differ_keep_a_command_off_serve_and_others_do_not(
     # What a command's own settings read: different.
     assert of({**base, "REARGUARD_PLAYBOOK_SETTLE_S": "5"}) != same
     assert of({**base, "rearguard_database_url": "sqlite:////y.db"}) != same
-    assert of(base, database_url="sqlite:////x.db") != same
+    assert of(base, database_url="sqlite:////y.db") != same
+    # --database-url is the variable it overrides: the same settings either way.
+    assert of(base, database_url="sqlite:////x.db") == same
+    assert of({"PATH": "/bin"}, database_url="sqlite:////x.db") == same
     assert fingerprint(home=None, database_url=None, environ=base, cwd=tmp_path) != same
     # The rearguard.toml that applies, and what it says.
     (home / "rearguard.toml").write_text("[playbooks]\nsettle_s = 5\n")
