@@ -486,7 +486,9 @@ def deployment_figure(work: Path, quiet: list[str], args: argparse.Namespace) ->
     port = free_loopback_port()
     if args.prefect_database_url:
         os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = args.prefect_database_url
-    with local_prefect_server(home=home) as api_url:
+    with local_prefect_server(home=home) as prefect:
+        prefect.wait_ready()
+        api_url = prefect.api_url
         env = serve_env(
             home, port, args, PREFECT_API_URL=api_url, REARGUARD_INTAKE_DISPATCH="deployment"
         )

@@ -18,6 +18,7 @@ from rearguard.flows.prefect_infra.server import (
     published_client_env,
     shared_prefect_server,
     use_client_env,
+    wait_for_api,
 )
 from rearguard.models.config.prefect import PrefectSettings
 from rearguard.models.db.tables import Incident
@@ -75,7 +76,7 @@ def uses_temporary_server() -> bool:
     return not get_current_settings().api.url
 
 
-def warm_up() -> None:
+def warm_up(*, wait_for_server: bool = False) -> None:
     """Do ahead of the first incident what a process's first playbook run would otherwise do on
     its alert's time: import the built-in playbooks and, when a Prefect API is configured, run
     one no-op flow (``rearguard-warm-up``, one task) on it.
@@ -86,6 +87,10 @@ def warm_up() -> None:
     the playbooks and opening a Prefect client (tried, not kept) brought it to 0.75-0.96 s;
     the no-op flow run, which also does both, to 0.14-0.35 s, like the next ones. serve
     answers up to 2-3 s later (bench/README.md "Intake, 2026-12-05").
+
+    Args:
+        wait_for_server: the Prefect API is a local server started beside this process (by
+            serve): wait until it answers before the flow run.
     """
     from prefect import flow, task  # lazy: Prefect after configure_prefect
 
@@ -93,6 +98,11 @@ def warm_up() -> None:
         load_flow(spec)
     if uses_temporary_server():
         return  # a temporary server would be started, and stopped, for nothing
+    from prefect.settings import get_current_settings  # lazy: Prefect after configure_prefect
+
+    api_url = get_current_settings().api.url
+    if wait_for_server and api_url and not wait_for_api(api_url):
+        return  # serve says what is wrong with its server; the playbooks would, one by one
 
     @task(name="warm-up-step", persist_result=False)
     async def step() -> None:

@@ -5,6 +5,7 @@ the commands the ``rearguard`` command of the same home hands it (``incident ope
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -136,28 +137,44 @@ def serve(
         stack.callback(listener.close)
         if not no_scheduler:  # drills run in this process; their playbooks log as the CLI's
             stack.enter_context(run_records_off_the_terminal())
+        from rearguard.flows.cli.hosted import HostedCommands  # lazy: CLI start-up
+        from rearguard.flows.intake.playbook_process import (  # lazy: CLI start-up
+            PREFECT_SERVER_NICENESS,
+            PlaybookProcess,
+        )
+
+        prefect = None
         if not configured_api_url():
-            from rearguard.flows.intake.playbook_process import (  # lazy: CLI start-up
-                PREFECT_SERVER_NICENESS,
-            )
             from rearguard.flows.prefect_infra.server import (  # lazy: CLI start-up
                 local_prefect_server,
             )
 
             err.print("[dim]no PREFECT_API_URL: starting a local Prefect server…[/]")
             # It works for the playbooks: it runs below them, and below the intake.
-            api_url = stack.enter_context(
+            prefect = stack.enter_context(
                 local_prefect_server(
                     home=rt.settings.home,
                     niceness=PREFECT_SERVER_NICENESS,
                     idle_stop_s=idle_stop_s or None,
                 )
             )
-            err.print(f"[dim]Prefect server at {api_url}[/]")
+        # The playbook process starts while the Prefect server does (its imports need none;
+        # its warm-up waits for the server): a second or two sooner ready. The app's lifespan
+        # stops it; so does leaving this block first.
+        host_commands = HostedCommands()
+        playbooks = PlaybookProcess(
+            dataclasses.replace(rt.settings, intake=intake),
+            workers=intake.playbook_workers,
+            host=host_commands,
+            starting_server=prefect is not None,
+        )
+        stack.callback(playbooks.stop, wait=False)
+        if prefect is not None:
+            prefect.wait_ready()
+            err.print(f"[dim]Prefect server at {prefect.api_url}[/]")
         import uvicorn  # lazy: CLI start-up
 
         from rearguard.flows.cli.handoff import fingerprint  # lazy: CLI start-up
-        from rearguard.flows.cli.hosted import HostedCommands  # lazy: CLI start-up
         from rearguard.flows.intake.app import create_app  # lazy: CLI start-up
         from rearguard.flows.intake.published import (  # lazy: CLI start-up
             PublishedServe,
@@ -202,10 +219,11 @@ def serve(
                     environ=os.environ,
                     cwd=Path.cwd(),
                 ),
-                host=HostedCommands(),
+                host=host_commands,
                 retire=retire if background else None,
             ),
             intake_routes=not background,
+            playbooks=playbooks,
         )
         if background:
             app = IdleWatch(app, retired=retired)

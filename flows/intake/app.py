@@ -51,6 +51,7 @@ def create_app(
     instance: str | None = None,
     handoff: HandOff | None = None,
     intake_routes: bool = True,
+    playbooks: PlaybookProcess | None = None,
 ) -> FastAPI:
     """Build the intake app on a runtime.
 
@@ -66,6 +67,9 @@ def create_app(
             process; see :mod:`rearguard.flows.intake.handoff`); None: take none.
         intake_routes: serve alerts, incidents, Slack and metrics; False: only ``/healthz``
             and the hand-off (a background host's app).
+        playbooks: the playbook process, when the caller has started it (serve starts it
+            beside its Prefect server); None: the lifespan starts one if ``run_playbooks``.
+            Either way the lifespan stops it.
 
     Returns:
         The ASGI app, guarded by token, body limit and signature checks.
@@ -75,7 +79,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dispatcher = (
+        dispatcher = playbooks or (
             PlaybookProcess(
                 dataclasses.replace(runtime.settings, intake=settings),
                 workers=settings.playbook_workers,

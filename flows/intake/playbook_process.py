@@ -84,14 +84,22 @@ class PlaybookProcess:
         settings: the settings the child builds its runtime from.
         workers: how many playbooks the child runs at once (on different assets).
         host: what runs handed-off commands (None: the child takes none).
+        starting_server: the Prefect API is a local server the caller has just started, which
+            may not answer yet: the child's warm-up waits for it.
     """
 
     def __init__(
-        self, settings: Settings, *, workers: int, host: CommandHost | None = None
+        self,
+        settings: Settings,
+        *,
+        workers: int,
+        host: CommandHost | None = None,
+        starting_server: bool = False,
     ) -> None:
         self._settings = settings
         self._workers = workers
         self._host = host
+        self._starting_server = starting_server
         self._commands: dict[int, Sink] = {}  # handed-off commands that have not ended
         self._last_command = 0
         self._context = multiprocessing.get_context("spawn")
@@ -166,7 +174,15 @@ class PlaybookProcess:
         events_out, events_in = self._context.Pipe(duplex=False)
         child = self._context.Process(
             target=run_child,
-            args=(self._settings, self._workers, tasks_out, events_in, self.write_flag, self._host),
+            args=(
+                self._settings,
+                self._workers,
+                tasks_out,
+                events_in,
+                self.write_flag,
+                self._host,
+                self._starting_server,
+            ),
             name="rearguard-playbooks",
             daemon=True,
         )
@@ -254,11 +270,13 @@ def run_child(
     events: Connection,
     write_flag: Any,
     host: CommandHost | None = None,
+    starting_server: bool = False,
 ) -> None:
     """The child's main: run each incident id received (and each handed-off command, with
     ``host``) until told to stop, then let the running and queued ones end. Its database
     writers yield to the parent's while ``write_flag`` is raised. It ignores SIGINT and
-    SIGTERM: the parent stops it."""
+    SIGTERM: the parent stops it. With ``starting_server``, its warm-up waits for the local
+    Prefect server its parent has just started."""
     # Ctrl+C in a terminal signals the whole process group, and a service manager may signal
     # every process of the service: the parent alone decides when its playbooks stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -283,9 +301,9 @@ def run_child(
     commands: list[threading.Thread] = []
     with run_records_off_the_terminal():
         try:
-            warm_up()
             if host is not None:
-                host.prepare()
+                host.prepare()  # before the warm-up, which may wait for the Prefect server
+            warm_up(wait_for_server=starting_server)
         except Exception as exc:  # the playbooks will say what is wrong, one by one
             logger.warning("the playbook process could not warm up: %s", exc)
         report(_READY, 0)

@@ -229,6 +229,23 @@ def _start_server(
     Returns:
         The process, its API URL and the CA file for its clients.
     """
+    process, api_url, ca_file = _spawn_server(home=home, options=options, detached=detached)
+    try:
+        _wait_healthy(process, api_url, home)
+    except BaseException:
+        _stop(process)
+        raise
+    return process, api_url, ca_file
+
+
+def _spawn_server(
+    *, home: Path, options: list[str], detached: bool
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start server_app on a free loopback port (it takes seconds to answer).
+
+    Returns:
+        The process, its API URL and the CA file for its clients.
+    """
     port = free_loopback_port()
     log_path = home / "prefect.log"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -254,7 +271,6 @@ def _start_server(
             start_new_session=detached,
         )
     try:
-        _wait_healthy(process, f"http://127.0.0.1:{port}/api/health", log_path)
         ca_file = loopback_ca_file(home / LOOPBACK_CA_FILE)
     except BaseException:
         _stop(process)
@@ -313,50 +329,73 @@ def _answers(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
         return False
 
 
+@dataclass
+class LocalServer:
+    """The local Prefect server of a serve, started and perhaps not answering yet."""
+
+    api_url: str
+    """Its API URL; this process's Prefect client settings already point at it."""
+    home: Path
+    """The home it serves."""
+    process: subprocess.Popen[bytes]
+    """Its process."""
+    record: dict[str, str | int | float | None]
+    """What it publishes in the home once it answers."""
+    published: bool = False
+
+    def wait_ready(self) -> None:
+        """Wait until it answers, then publish it in the home for other rearguard commands.
+
+        Raises:
+            ConfigurationError: the server exited or did not become healthy in time.
+        """
+        if not self.published:
+            _wait_healthy(self.process, self.api_url, self.home)
+            _write_whole(self.home / PUBLISHED_FILE, json.dumps(self.record))
+            self.published = True
+
+
 @contextmanager
 def local_prefect_server(
     *, home: Path, niceness: int = 0, idle_stop_s: float | None = None
-) -> Iterator[str]:
-    """Run a Prefect server on loopback until the block ends; yield its API URL.
+) -> Iterator[LocalServer]:
+    """Run a Prefect server on loopback until the block ends. It answers seconds after the
+    block starts: what else takes time (a playbook process's imports) can start meanwhile,
+    and :meth:`LocalServer.wait_ready` waits for it and publishes it in ``home`` for other
+    rearguard commands.
 
-    Sets ``PREFECT_API_URL`` in this process's environment for the block, and publishes the
-    URL in ``home`` for other rearguard commands. Prefect settings are read when Prefect is
-    first imported, so enter this before importing it. The server's output goes to
-    ``home/prefect.log``.
+    Sets ``PREFECT_API_URL`` in this process's environment for the block (processes started
+    in it inherit it). Prefect settings are read when Prefect is first imported, so enter this
+    before importing it. The server's output goes to ``home/prefect.log``.
 
     Args:
         home: the rearguard home the server serves.
         niceness: how much to lower the server's CPU priority (``os.nice``).
         idle_stop_s: the idle stop of the process it follows (a background host's), for
             ``rearguard status``; None for serve's.
-
-    Raises:
-        ConfigurationError: the server exited or did not become healthy in time.
     """
-    process, api_url, ca_file = _start_server(
+    process, api_url, ca_file = _spawn_server(
         home=home,
         options=["--parent", str(os.getpid()), "--niceness", str(niceness)],
         detached=False,
     )
-    published = home / PUBLISHED_FILE
     names: list[str] = []
     try:
         names = use_client_env(
             {"PREFECT_API_URL": api_url, "PREFECT_API_SSL_CERT_FILE": str(ca_file)}
         )
-        record = {
+        record: dict[str, str | int | float | None] = {
             "api_url": api_url,
             "ca_file": str(ca_file),
             "pid": os.getpid(),
             "server_pid": process.pid,
             "idle_stop_s": idle_stop_s,
         }
-        _write_whole(published, json.dumps(record))
-        yield api_url
+        yield LocalServer(api_url=api_url, home=home, process=process, record=record)
     finally:
         for name in names:
             os.environ.pop(name, None)
-        _unpublish(published)
+        _unpublish(home / PUBLISHED_FILE)
         _stop(process)
 
 
@@ -376,7 +415,9 @@ def _unpublish(path: Path) -> None:
         pass
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], health: str, log_path: Path) -> None:
+def _wait_healthy(process: subprocess.Popen[bytes], api_url: str, home: Path) -> None:
+    log_path = home / "prefect.log"
+    health = f"{api_url}/health"
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -386,11 +427,26 @@ def _wait_healthy(process: subprocess.Popen[bytes], health: str, log_path: Path)
             )
         if _answers(health, timeout=2):
             return
-        time.sleep(0.25)
+        time.sleep(0.1)
     raise ConfigurationError(
         f"the local Prefect server was not healthy after {_STARTUP_TIMEOUT_S:.0f} s",
         hint=f"see {log_path}, or set PREFECT_API_URL to a running server",
     )
+
+
+def wait_for_api(api_url: str, *, timeout: float = _STARTUP_TIMEOUT_S) -> bool:
+    """Wait until the Prefect API at ``api_url`` answers its health check (a local server
+    started beside this process may take seconds).
+
+    Returns:
+        False if it did not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not _answers(f"{api_url.rstrip('/')}/health", timeout=2):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
