@@ -93,7 +93,7 @@ def running_server(
             return False
 
     try:
-        wait_for(ready, timeout=30, what=f"{what} to be ready")
+        wait_for(ready, timeout=90, what=f"{what} to be ready")
         yield process
     finally:
         with suppress(ProcessLookupError):

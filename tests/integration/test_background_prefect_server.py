@@ -155,7 +155,7 @@ def test_the_first_command_starts_a_background_host_later_ones_are_handed_to_it(
         both = [("incident-1", "COMPLETED"), ("incident-2", "COMPLETED")]
         wait_for(
             lambda: _flow_runs(server["api_url"], runtime) == both,
-            timeout=60,
+            timeout=120,
             what="both flow runs COMPLETED on the host's Prefect server",
         )
         status = json.loads(run_cli("status", "--json", env=env, cwd=home).stdout)
@@ -179,7 +179,7 @@ def test_the_first_command_starts_a_background_host_later_ones_are_handed_to_it(
         os.close(lease)  # the last user is gone: both stop, the records go with them
         lease = -1
         for pid in hosts:
-            wait_for(lambda pid=pid: not _alive(pid), timeout=60, what=f"host {pid} to stop")
+            wait_for(lambda pid=pid: not _alive(pid), timeout=120, what=f"host {pid} to stop")
         wait_for(lambda: not published.exists(), timeout=10, what="serve.json withdrawn")
         assert not (home / "prefect-server.json").exists()
         assert not _alive(int(server["server_pid"]))
