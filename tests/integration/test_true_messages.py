@@ -134,15 +134,28 @@ def sent(runtime: Runtime) -> dict[str, dict[str, Any]]:
     return found
 
 
-@pytest.mark.usefixtures("prefect_api_url")
 @pytest.mark.parametrize("incident_type", sorted(CATALOG))
 def test_each_playbook_says_what_its_timeline_records(  # type: ignore[no-untyped-def]
-    incident_type: str, narrow_cli, runtime: Runtime, home: Path, tmp_path: Path
+    incident_type: str,
+    narrow_cli,
+    runtime: Runtime,
+    home: Path,
+    tmp_path: Path,
+    prefect_api_url: str,
 ) -> None:
     scenario, ending, expected_moves = SCENARIOS[incident_type]
     inputs = scenario(runtime, tmp_path, home)
 
-    opened = narrow_cli("incident", "open", "--type", incident_type, *inputs)
+    # On the session's Prefect server, as the command finds it (no background server left
+    # behind for 15 minutes).
+    opened = narrow_cli(
+        "incident",
+        "open",
+        "--type",
+        incident_type,
+        *inputs,
+        env={"PREFECT_API_URL": prefect_api_url},
+    )
 
     assert opened.returncode == 0, opened.stdout + opened.stderr
     events = timeline(runtime)
