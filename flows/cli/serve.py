@@ -161,11 +161,10 @@ def serve(
         # The playbook process starts while the Prefect server does (its imports need none;
         # its warm-up waits for the server): a second or two sooner ready. The app's lifespan
         # stops it; so does leaving this block first.
-        host_commands = HostedCommands()
         playbooks = PlaybookProcess(
             dataclasses.replace(rt.settings, intake=intake),
             workers=intake.playbook_workers,
-            host=host_commands,
+            host=HostedCommands(),
             starting_server=prefect is not None,
         )
         stack.callback(playbooks.stop, wait=False)
@@ -219,7 +218,6 @@ def serve(
                     environ=os.environ,
                     cwd=Path.cwd(),
                 ),
-                host=host_commands,
                 retire=retire if background else None,
             ),
             intake_routes=not background,

@@ -63,8 +63,8 @@ def create_app(
         schedule_drills: run the drill scheduler in this process while the app serves.
         instance: the serve's instance id, which ``/healthz`` answers with (see
             :mod:`rearguard.flows.intake.published`); a new one when not given.
-        handoff: take CLI commands from the ``rearguard`` command (run in the playbook
-            process; see :mod:`rearguard.flows.intake.handoff`); None: take none.
+        handoff: take CLI commands from the ``rearguard`` command (run by the command host
+            of ``playbooks``; see :mod:`rearguard.flows.intake.handoff`); None: take none.
         intake_routes: serve alerts, incidents, Slack and metrics; False: only ``/healthz``
             and the hand-off (a background host's app).
         playbooks: the playbook process, when the caller has started it (serve starts it
@@ -83,7 +83,6 @@ def create_app(
             PlaybookProcess(
                 dataclasses.replace(runtime.settings, intake=settings),
                 workers=settings.playbook_workers,
-                host=handoff.host if handoff else None,
             )
             if run_playbooks
             else None

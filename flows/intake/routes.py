@@ -29,7 +29,7 @@ from rearguard.flows.intake.guard import METRICS_PATH, SLACK_INTERACTIONS_PATH, 
 from rearguard.flows.intake.handoff import HANDOFF_PATH
 from rearguard.flows.intake.mapping import from_alertmanager, from_native
 from rearguard.flows.intake.metrics import metrics_registry
-from rearguard.flows.intake.playbook_process import CommandHost, PlaybookProcess
+from rearguard.flows.intake.playbook_process import PlaybookProcess
 from rearguard.flows.intake.published import is_loopback
 from rearguard.flows.intake.schemas import (
     Accepted,
@@ -320,8 +320,6 @@ class HandOff:
     """The hand-off token serve published in its home."""
     fingerprint: str
     """serve's settings fingerprint: it runs a command only when the client's is the same."""
-    host: CommandHost
-    """Runs the commands, in the playbook process."""
     retire: Callable[[], None] | None = None
     """Called before a command with other settings is refused: a background host withdraws
     itself, so that the command starts one with its settings (see
