@@ -329,7 +329,7 @@ def _answers(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
         return False
 
 
-@dataclass
+@dataclass(frozen=True)
 class LocalServer:
     """The local Prefect server of a serve, started and perhaps not answering yet."""
 
@@ -341,7 +341,6 @@ class LocalServer:
     """Its process."""
     record: dict[str, str | int | float | None]
     """What it publishes in the home once it answers."""
-    published: bool = False
 
     def wait_ready(self) -> None:
         """Wait until it answers, then publish it in the home for other rearguard commands.
@@ -349,10 +348,8 @@ class LocalServer:
         Raises:
             ConfigurationError: the server exited or did not become healthy in time.
         """
-        if not self.published:
-            _wait_healthy(self.process, self.api_url, self.home)
-            _write_whole(self.home / PUBLISHED_FILE, json.dumps(self.record))
-            self.published = True
+        _wait_healthy(self.process, self.api_url, self.home)
+        _write_whole(self.home / PUBLISHED_FILE, json.dumps(self.record))
 
 
 @contextmanager
@@ -416,34 +413,38 @@ def _unpublish(path: Path) -> None:
 
 
 def _wait_healthy(process: subprocess.Popen[bytes], api_url: str, home: Path) -> None:
-    log_path = home / "prefect.log"
-    health = f"{api_url}/health"
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
+    hint = f"see {home / 'prefect.log'}, or set PREFECT_API_URL to a running server"
+    if not wait_for_api(api_url, exited=lambda: process.poll() is not None):
         if process.poll() is not None:
             raise ConfigurationError(
-                f"the local Prefect server exited with {process.returncode}",
-                hint=f"see {log_path}, or set PREFECT_API_URL to a running server",
+                f"the local Prefect server exited with {process.returncode}", hint=hint
             )
-        if _answers(health, timeout=2):
-            return
-        time.sleep(0.1)
-    raise ConfigurationError(
-        f"the local Prefect server was not healthy after {_STARTUP_TIMEOUT_S:.0f} s",
-        hint=f"see {log_path}, or set PREFECT_API_URL to a running server",
-    )
+        raise ConfigurationError(
+            f"the local Prefect server was not healthy after {_STARTUP_TIMEOUT_S:.0f} s",
+            hint=hint,
+        )
 
 
-def wait_for_api(api_url: str, *, timeout: float = _STARTUP_TIMEOUT_S) -> bool:
+def wait_for_api(
+    api_url: str,
+    *,
+    timeout: float = _STARTUP_TIMEOUT_S,
+    exited: Callable[[], bool] = lambda: False,
+) -> bool:
     """Wait until the Prefect API at ``api_url`` answers its health check (a local server
     started beside this process may take seconds).
 
+    Args:
+        api_url: the API's URL.
+        timeout: how long to wait.
+        exited: True once the server's process has ended (no use waiting longer).
+
     Returns:
-        False if it did not within ``timeout`` seconds.
+        False if it did not answer within ``timeout`` seconds, or its process ended.
     """
     deadline = time.monotonic() + timeout
     while not _answers(f"{api_url.rstrip('/')}/health", timeout=2):
-        if time.monotonic() >= deadline:
+        if exited() or time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
     return True
