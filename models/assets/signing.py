@@ -12,11 +12,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from rearguard.models.assets.versions import get_asset, get_version, manifest_of, verify_one
+from rearguard.models.assets.versions import get_asset, get_version, manifest_of, verified
 from rearguard.models.audit.chain import append_event
 from rearguard.models.db.engine import Database
 from rearguard.models.enums import EventKind, VersionStatus
-from rearguard.models.errors import ConflictError, IntegrityViolation, UsageError
+from rearguard.models.errors import ConflictError, UsageError
 from rearguard.models.integrity.scan.policy import ScanPolicy
 from rearguard.models.integrity.signatures import (
     SignatureVerdict,
@@ -75,18 +75,15 @@ def sign_version(
         version = get_version(session=session, asset=asset, label=label)
         if version.status not in SIGNABLE:
             raise UsageError(f"{name}@{label} is {version.status} and cannot be signed")
-        check = verify_one(
-            session=session,
+        check = verified(
+            session,
             registry=registry,
             asset=asset,
             version=version,
             workers=workers,
             policy=policy,
+            consequence=", so it is not signed",
         )
-        if not check.ok:
-            raise IntegrityViolation(
-                f"{name}@{label} fails verification, so it is not signed: {check.summary()}"
-            )
         if check.signature_file is not None and not replace:
             raise ConflictError(
                 f"{name}@{label} carries a signature already ({SIGNATURE_FILE})",

@@ -382,6 +382,42 @@ def record_allowance(
     )
 
 
+def verified(
+    session: Session,
+    *,
+    registry: RegistryBackend,
+    asset: Asset,
+    version: AssetVersion,
+    workers: int,
+    policy: ScanPolicy | None,
+    consequence: str = "",
+) -> VersionCheck:
+    """Re-verify a version before a person's decision on it (approve, promote, sign).
+
+    Args:
+        consequence: said after "fails verification" when it does (", so it is not signed").
+
+    Returns:
+        The check, which passed.
+
+    Raises:
+        IntegrityViolation: its files no longer match its manifest, or its content is refused.
+    """
+    check = verify_one(
+        session=session,
+        registry=registry,
+        asset=asset,
+        version=version,
+        workers=workers,
+        policy=policy,
+    )
+    if not check.ok:
+        raise IntegrityViolation(
+            f"{asset.name}@{version.label} fails verification{consequence}: {check.summary()}"
+        )
+    return check
+
+
 def _verify_for_trust(
     session: Session,
     *,
@@ -401,18 +437,9 @@ def _verify_for_trust(
     Raises:
         IntegrityViolation: it fails verification, or its signature does not hold.
     """
-    check = verify_one(
-        session=session,
-        registry=registry,
-        asset=asset,
-        version=version,
-        workers=workers,
-        policy=policy,
+    check = verified(
+        session, registry=registry, asset=asset, version=version, workers=workers, policy=policy
     )
-    if not check.ok:
-        raise IntegrityViolation(
-            f"{asset.name}@{version.label} fails verification: {check.summary()}"
-        )
     hold_signature(session, version=version, check=check, policy=signing, actor=actor)
     record_allowance(session, check=check, actor=actor)
     record = check.scan_record(policy or ScanPolicy())
