@@ -57,31 +57,27 @@ def database_location(*, home: Path | None, database_url: str | None) -> Databas
     document = read_config_file(find_config_file(home or default_home()))
     found: dict[str, Any] = {}
     for name, (table, key) in _LOCATION_SETTINGS.items():
-        # The settings match environment names in any letter case: leave those to them.
-        if any(k != name and k.upper() == name for k in os.environ):
+        if _in_other_case(name):
             return None
         value = os.environ.get(name, table_of(document, table).get(key))
         if value is not None:
             found[name] = value
     url = database_url or found.get("REARGUARD_DATABASE_URL")
-    seconds = found.get("REARGUARD_DATABASE_BUSY_TIMEOUT_S", 30.0)
+    seconds = _plain_seconds(found.get("REARGUARD_DATABASE_BUSY_TIMEOUT_S", 30.0))
     base = home or found.get("REARGUARD_HOME")
     if (
         not isinstance(url, str | None)
         or url == ""
         or not isinstance(base, Path | str | None)
         or base == ""
-        or isinstance(seconds, bool)
-        or not isinstance(seconds, int | float | str)
-        or (isinstance(seconds, str) and not _PLAIN_SECONDS.fullmatch(seconds))
-        or not 0 <= float(seconds) < 1e6
+        or seconds is None
     ):
         return None
     if url is None:
         # The settings' home: the flag, the environment's or the file's as given, else ~.
         state = Path(base) if base is not None else default_home()
-        return DatabaseLocation(f"sqlite:///{state / 'rearguard.db'}", float(seconds), True)
-    return DatabaseLocation(url, float(seconds), False)
+        return DatabaseLocation(f"sqlite:///{state / 'rearguard.db'}", seconds, True)
+    return DatabaseLocation(url, seconds, False)
 
 
 def background_idle_stop_s(*, home: Path) -> float | None:
@@ -96,7 +92,7 @@ def background_idle_stop_s(*, home: Path) -> float | None:
         The seconds; None when the value is in a form only the settings decide on (they say
         what is wrong), or the file cannot be read.
     """
-    if any(k != _IDLE_STOP_VARIABLE and k.upper() == _IDLE_STOP_VARIABLE for k in os.environ):
+    if _in_other_case(_IDLE_STOP_VARIABLE):
         return None
     value: Any = os.environ.get(_IDLE_STOP_VARIABLE)
     if value is None:
@@ -105,6 +101,17 @@ def background_idle_stop_s(*, home: Path) -> float | None:
         except ConfigurationError:
             return None
         value = table_of(document, "prefect").get("idle_stop_s", DEFAULT_IDLE_STOP_S)
+    return _plain_seconds(value)
+
+
+def _in_other_case(name: str) -> bool:
+    """True when the environment names ``name`` in other letters' case: the settings match
+    names in any case, so such a value is left to them."""
+    return any(k != name and k.upper() == name for k in os.environ)
+
+
+def _plain_seconds(value: object) -> float | None:
+    """Seconds given as a plain number (or its digits), 0 to under 10^6; None otherwise."""
     if isinstance(value, str) and _PLAIN_SECONDS.fullmatch(value):
         return float(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e6:
