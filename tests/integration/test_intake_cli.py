@@ -114,6 +114,41 @@ def test_serve_accepts_events_runs_drills_and_stops_gracefully_on_sigterm(
     assert not published.exists()
 
 
+def _processes_of(home: Path) -> list[int]:
+    """The processes still running on ``home`` (REARGUARD_HOME in their environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"REARGUARD_HOME={home}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.one_database
+def test_a_local_prefect_server_that_cannot_start_ends_serve_in_one_line(
+    cli, cli_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """serve starts its playbook process while its Prefect server starts: when the server
+    exits instead, serve ends with that one line, exit 2, and leaves nothing running."""
+    env = {
+        **cli_env,
+        "PREFECT_API_URL": "",  # not set: serve starts its own server
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": "bogus://nowhere",  # the server exits
+        "REARGUARD_INTAKE_TOKENS": TOKEN,
+    }
+    ended = cli("serve", "--port", "0", env=env, timeout=180)
+    assert ended.returncode == 2, ended.stderr
+    assert "error: the local Prefect server exited with 1" in ended.stderr
+    assert "Traceback" not in ended.stderr
+    assert not (home / "prefect-server.json").exists()
+    assert not (home / "serve.json").exists()
+    wait_for(lambda: not _processes_of(home), timeout=30, what="serve's processes to end")
+
+
 @pytest.mark.one_database
 def test_commands_use_the_local_prefect_server_that_serve_started(
     cli, cli_env: dict[str, str], home: Path, runtime: Runtime, tmp_path: Path
