@@ -16,7 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cli_helpers import run_in_terminal
+from cli_helpers import open_compromise, run_in_terminal
 from intake_helpers import TOKEN, incidents, running_serve, timeline_actions
 from scenarios import build_scenario
 
@@ -24,7 +24,7 @@ from rearguard.flows.prefect_infra.server import free_loopback_port
 from rearguard.models.drills.service import add_drill
 from rearguard.models.runtime import Runtime
 
-OPEN = ("incident", "open", "--type", "model_compromise", "--asset", "model-a")
+OPEN = tuple(open_compromise("model-a"))
 ONCE = (  # the steps of model_compromise that run once (notify runs three times)
     "quarantine",
     "verify_integrity",
